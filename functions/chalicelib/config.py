@@ -1,0 +1,123 @@
+"""Settings, read from the environment once per container."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+MIB = 1024 * 1024
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw in {"1", "true", "yes", "on"}
+
+
+def _schedule(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        delays = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ValueError(f"{name} must be comma-separated seconds, got {raw!r}") from exc
+    if any(delay < 0 or delay > 900 for delay in delays):
+        raise ValueError(f"{name}: each delay must be between 0 and 900 seconds (SQS limit)")
+    return delays
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the pipeline, with the contract's defaults."""
+
+    uploads_bucket: str = "image-pipeline-uploads"
+    outputs_bucket: str = "image-pipeline-outputs"
+    ingest_queue_url: str = ""
+    rows_queue_url: str = ""
+    finalize_queue_url: str = ""
+    webhook_queue_url: str = ""
+    mongo_uri: str = "mongodb://127.0.0.1:27017"
+    mongo_db: str = "image_pipeline"
+    max_csv_bytes: int = 10 * MIB
+    max_rows: int = 100_000
+    max_images_per_row: int = 50
+    max_image_bytes: int = 25 * MIB
+    max_image_pixels: int = 50_000_000
+    output_quality: int = 50
+    output_url_ttl: int = 7 * 24 * 3600
+    public_base_url: str = ""
+    upload_url_ttl: int = 900
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    download_deadline: float = 60.0
+    allow_private_hosts: bool = False
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    webhook_timeout: float = 10.0
+    webhook_retry_schedule: tuple[int, ...] = (5, 30, 120, 600, 900, 900)
+    rows_per_chunk: int = 50
+    image_workers: int = 4
+    api_base_url: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        return cls(
+            uploads_bucket=e.get("UPLOADS_BUCKET", cls.uploads_bucket),
+            outputs_bucket=e.get("OUTPUTS_BUCKET", cls.outputs_bucket),
+            ingest_queue_url=e.get("INGEST_QUEUE_URL", ""),
+            rows_queue_url=e.get("ROWS_QUEUE_URL", ""),
+            finalize_queue_url=e.get("FINALIZE_QUEUE_URL", ""),
+            webhook_queue_url=e.get("WEBHOOK_QUEUE_URL", ""),
+            mongo_uri=e.get("MONGO_URI", cls.mongo_uri),
+            mongo_db=e.get("MONGO_DB", cls.mongo_db),
+            max_csv_bytes=_int(e, "MAX_CSV_BYTES", cls.max_csv_bytes),
+            max_rows=_int(e, "MAX_ROWS", cls.max_rows),
+            max_images_per_row=_int(e, "MAX_IMAGES_PER_ROW", cls.max_images_per_row),
+            max_image_bytes=_int(e, "MAX_IMAGE_BYTES", cls.max_image_bytes),
+            max_image_pixels=_int(e, "MAX_IMAGE_PIXELS", cls.max_image_pixels),
+            output_quality=max(1, min(95, _int(e, "OUTPUT_QUALITY", cls.output_quality))),
+            output_url_ttl=min(_int(e, "OUTPUT_URL_TTL", cls.output_url_ttl), 7 * 24 * 3600),
+            public_base_url=e.get("PUBLIC_BASE_URL", "").rstrip("/"),
+            upload_url_ttl=max(1, min(_int(e, "UPLOAD_URL_TTL", cls.upload_url_ttl), 900)),
+            connect_timeout=_float(e, "CONNECT_TIMEOUT", cls.connect_timeout),
+            read_timeout=_float(e, "READ_TIMEOUT", cls.read_timeout),
+            download_deadline=_float(e, "DOWNLOAD_DEADLINE", cls.download_deadline),
+            allow_private_hosts=_bool(e, "ALLOW_PRIVATE_HOSTS"),
+            webhook_url=e.get("WEBHOOK_URL", ""),
+            webhook_secret=e.get("WEBHOOK_SECRET", ""),
+            webhook_timeout=_float(e, "WEBHOOK_TIMEOUT", cls.webhook_timeout),
+            webhook_retry_schedule=_schedule(
+                e, "WEBHOOK_RETRY_SCHEDULE", cls.webhook_retry_schedule
+            ),
+            rows_per_chunk=max(1, _int(e, "ROWS_PER_CHUNK", cls.rows_per_chunk)),
+            image_workers=max(1, _int(e, "IMAGE_WORKERS", cls.image_workers)),
+            api_base_url=e.get("API_BASE_URL", "").rstrip("/"),
+        )

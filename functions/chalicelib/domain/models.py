@@ -1,0 +1,169 @@
+"""The pipeline's vocabulary: statuses, rows, image results. Plain data, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED}
+)
+
+
+class RowStatus(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ImageErrorCode(StrEnum):
+    """Why one image failed; the contract's closed list."""
+
+    BLOCKED_ADDRESS = "blocked_address"
+    INVALID_URL = "invalid_url"
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    NOT_AN_IMAGE = "not_an_image"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    DECODE_FAILED = "decode_failed"
+    FETCH_FAILED = "fetch_failed"
+
+
+class WebhookState(StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class CsvProblem:
+    """One problem found in an input CSV. `row` is the 1-based line (header = 1)."""
+
+    row: int
+    column: str | None
+    message: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"row": self.row, "column": self.column, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ProductRow:
+    """One valid input row. `urls` are trimmed and in the order given (duplicates kept)."""
+
+    line: int
+    serial: int
+    name: str
+    urls: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What became of one input image: an output key, or an error code and message."""
+
+    url: str
+    output_key: str = ""
+    error_code: ImageErrorCode | None = None
+    error_message: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None
+
+
+@dataclass(frozen=True)
+class Progress:
+    total_products: int = 0
+    processed_products: int = 0
+    total_images: int = 0
+    processed_images: int = 0
+    failed_images: int = 0
+
+    @property
+    def percent(self) -> float:
+        if self.total_images:
+            return round(100.0 * self.processed_images / self.total_images, 1)
+        if self.total_products:
+            return round(100.0 * self.processed_products / self.total_products, 1)
+        return 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "totalProducts": self.total_products,
+            "processedProducts": self.processed_products,
+            "totalImages": self.total_images,
+            "processedImages": self.processed_images,
+            "failedImages": self.failed_images,
+            "percent": self.percent,
+        }
+
+
+@dataclass
+class WebhookInfo:
+    state: WebhookState = WebhookState.NONE
+    attempts: int = 0
+    last_status_code: int | None = None
+    webhook_id: str = ""
+    url: str = ""
+
+
+@dataclass
+class Job:
+    """The job record, as the store returns it (rows live elsewhere, in chunks)."""
+
+    request_id: str
+    status: JobStatus
+    created_at: str
+    updated_at: str
+    input_key: str
+    webhook_url: str = ""
+    source: str = "api"
+    progress: Progress = field(default_factory=Progress)
+    errors: list[dict[str, object]] = field(default_factory=list)
+    output_csv_key: str = ""
+    webhook: WebhookInfo = field(default_factory=WebhookInfo)
+    chunk_size: int = 50
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """A product row as recorded: inputs, per-image outputs and errors."""
+
+    position: int
+    serial: int
+    name: str
+    urls: tuple[str, ...]
+    status: RowStatus = RowStatus.PENDING
+    output_keys: tuple[str, ...] = ()
+    errors: tuple[dict[str, str], ...] = ()
+
+
+def output_key(request_id: str, serial: int, index: int) -> str:
+    """Deterministic key of one output image: a redelivery rewrites, never duplicates."""
+    return f"outputs/{request_id}/{serial}/{index}.jpg"
+
+
+def input_key(request_id: str) -> str:
+    return f"incoming/{request_id}.csv"
+
+
+def output_csv_key(request_id: str) -> str:
+    return f"outputs/{request_id}/output.csv"

@@ -1,0 +1,59 @@
+"""One base exception for the pipeline, narrow subclasses for what callers handle."""
+
+from __future__ import annotations
+
+from chalicelib.domain.models import CsvProblem, ImageErrorCode
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline raises on purpose."""
+
+
+class InvalidRequest(PipelineError):
+    """The client sent something we refuse (HTTP 400)."""
+
+    def __init__(self, message: str, details: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class CsvInvalid(InvalidRequest):
+    """A CSV failed validation; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[CsvProblem]) -> None:
+        super().__init__(
+            f"CSV is invalid: {len(problems)} problem(s) found",
+            [p.to_dict() for p in problems],
+        )
+        self.problems = problems
+
+
+class PayloadTooLarge(InvalidRequest):
+    """HTTP 413."""
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """HTTP 415."""
+
+
+class NotFound(PipelineError):
+    """HTTP 404."""
+
+
+class Conflict(PipelineError):
+    """HTTP 409."""
+
+
+class ImageFailure(PipelineError):
+    """One image could not be turned into an output; carries the contract's error code."""
+
+    def __init__(self, code: ImageErrorCode, message: str, *, retryable: bool = False) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class TransientError(PipelineError):
+    """A dependency failed in a way that a retry may fix (the message goes back to the queue)."""

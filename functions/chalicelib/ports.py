@@ -1,0 +1,151 @@
+"""The pipeline's dependencies, as Protocols. Adapters implement them; tests fake them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any, Protocol
+
+from chalicelib.domain.models import ImageResult, Job, JobStatus, Progress, StoredRow
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class PresignedPost:
+    url: str
+    fields: dict[str, str]
+
+
+class ObjectStore(Protocol):
+    """One bucket of object storage."""
+
+    @property
+    def bucket(self) -> str: ...
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Store `data` at `key`, replacing whatever was there."""
+
+    def put_file(self, key: str, fileobj: IO[bytes], content_type: str) -> None:
+        """Store a file-like object at `key` (streamed, for large files)."""
+
+    def open(self, key: str) -> IO[bytes]:
+        """Open the object for streaming reads. Raises NotFound when absent."""
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and ETag of the object, or None when it does not exist."""
+
+    def presigned_get(self, key: str, expires_in: int) -> str:
+        """A URL that answers a plain GET with the object."""
+
+    def presigned_post(self, key: str, max_bytes: int, expires_in: int) -> PresignedPost:
+        """A browser-style POST policy bound to `key`, capped at `max_bytes`."""
+
+    def ping(self) -> None:
+        """Raise when the bucket cannot be reached."""
+
+
+class TaskQueue(Protocol):
+    """One message queue."""
+
+    def send_batch(self, bodies: Sequence[Mapping[str, Any]], delay_seconds: int = 0) -> None:
+        """Send JSON messages, at most ten per underlying request; raises on any failure."""
+
+    def ping(self) -> None:
+        """Raise when the queue cannot be reached."""
+
+
+class JobStore(Protocol):
+    """Jobs and their rows. Rows are kept in fixed-size chunks, in serial order."""
+
+    def create_job(self, job: Job) -> bool:
+        """Insert the job record; False (and no change) when the id already exists."""
+
+    def get_job(self, request_id: str) -> Job | None: ...
+
+    def find_by_idempotency_key(self, key: str) -> Job | None: ...
+
+    def claim_ingest(self, request_id: str, now: datetime) -> bool:
+        """Mark the job's CSV as being ingested; False when someone already did."""
+
+    def insert_rows(self, request_id: str, chunk: int, rows: Sequence[StoredRow]) -> None:
+        """Write one chunk of rows (idempotent: rewriting a chunk with the same rows is fine)."""
+
+    def start_processing(self, request_id: str, progress: Progress, now: datetime) -> None:
+        """Record the totals and move the job to `processing`."""
+
+    def record_row(
+        self, request_id: str, position: int, results: Sequence[ImageResult], now: datetime
+    ) -> Progress | None:
+        """Record a row's results once. Returns the job's progress after counting this row,
+        or None when the row had already been recorded (a redelivery): nothing is counted."""
+
+    def claim_finalization(self, request_id: str, now: datetime) -> bool:
+        """True for exactly one caller once all rows are recorded."""
+
+    def iter_rows(self, request_id: str) -> Iterator[StoredRow]:
+        """Every row in serial order, streamed chunk by chunk."""
+
+    def list_rows(self, request_id: str, start: int, limit: int) -> list[StoredRow]:
+        """Rows at positions [start, start+limit), in serial order."""
+
+    def finish_job(
+        self,
+        request_id: str,
+        status: JobStatus,
+        now: datetime,
+        *,
+        output_csv_key: str = "",
+        errors: Sequence[Mapping[str, object]] = (),
+        webhook_url: str = "",
+        webhook_id: str = "",
+    ) -> bool:
+        """Set the terminal status once; False when the job was already terminal."""
+
+    def record_webhook_attempt(
+        self, request_id: str, status_code: int | None, state: str, now: datetime
+    ) -> None: ...
+
+    def ping(self) -> None: ...
+
+
+class ImageFetcher(Protocol):
+    def fetch(self, url: str) -> bytes:
+        """Download one image. Raises ImageFailure with the contract's code."""
+
+
+@dataclass(frozen=True)
+class HttpResult:
+    status_code: int | None
+    error: str = ""
+
+
+class WebhookSender(Protocol):
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+        """POST once (no redirects followed); never raises for network failures."""
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class IdFactory(Protocol):
+    def __call__(self) -> str: ...
+
+
+def chunks[T](items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Split an iterable into lists of at most `size` items."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
