@@ -141,6 +141,7 @@ class Job:
     webhook: WebhookInfo = field(default_factory=WebhookInfo)
     chunk_size: int = 50
     idempotency_key: str = ""
+    body_digest: str = ""
 
 
 @dataclass(frozen=True)

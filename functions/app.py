@@ -1,0 +1,183 @@
+"""Chalice entrypoints only: each handler hands off to a service in chalicelib."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from chalice import Chalice, Response
+from chalice.app import SQSEvent
+from chalicelib import bootstrap
+from chalicelib.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from chalicelib.services import api_handlers, event_handlers
+
+app = Chalice(app_name="image-pipeline")
+app.api.binary_types.append("multipart/form-data")
+app.log.setLevel(logging.INFO)
+logging.getLogger("chalicelib").setLevel(logging.INFO)
+
+ANY_CONTENT: list[str] = []  # we answer 415 ourselves, in the contract's error shape
+
+
+def _error(status: int, message: str, details: list[Any] | None = None) -> Response:
+    return Response(
+        body={"error": message, "details": details or []},
+        status_code=status,
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def api_errors(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Every failure becomes the contract's JSON error; nothing answers with a stack trace."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return view(*args, **kwargs)
+        except PayloadTooLarge as exc:
+            return _error(413, exc.message, exc.details)
+        except UnsupportedMediaType as exc:
+            return _error(415, exc.message, exc.details)
+        except InvalidRequest as exc:
+            return _error(400, exc.message, exc.details)
+        except NotFound as exc:
+            return _error(404, str(exc))
+        except Conflict as exc:
+            return _error(409, str(exc))
+        except Exception:
+            app.log.exception("unhandled error")
+            return _error(500, "internal error; the request was not completed")
+
+    return wrapper
+
+
+def _respond(reply: api_handlers.HttpReply) -> Response:
+    return Response(body=reply.body, status_code=reply.status, headers=dict(reply.headers))
+
+
+def _request() -> Any:
+    request = app.current_request
+    assert request is not None
+    return request
+
+
+@app.route("/api/uploadAndProcessDocument", methods=["POST"], content_types=ANY_CONTENT)
+@api_errors
+def upload_and_process_document() -> Response:
+    request = _request()
+    return _respond(
+        api_handlers.upload_document(
+            bootstrap.dependencies(),
+            content_type=request.headers.get("content-type", ""),
+            body=request.raw_body or b"",
+            idempotency_key=request.headers.get("idempotency-key"),
+        )
+    )
+
+
+@app.route("/api/validate", methods=["POST"], content_types=ANY_CONTENT)
+@api_errors
+def validate_document() -> Response:
+    request = _request()
+    return _respond(
+        api_handlers.validate_document(
+            bootstrap.dependencies(),
+            content_type=request.headers.get("content-type", ""),
+            body=request.raw_body or b"",
+        )
+    )
+
+
+@app.route("/api/uploads", methods=["POST"], content_types=ANY_CONTENT)
+@api_errors
+def create_upload() -> Response:
+    return _respond(
+        api_handlers.create_upload(bootstrap.dependencies(), _request().raw_body or b"")
+    )
+
+
+@app.route("/api/getProcessingStatus/{requestId}", methods=["GET"])
+@api_errors
+def get_processing_status(requestId: str) -> Response:
+    params = _request().query_params or {}
+    return _respond(
+        api_handlers.processing_status(
+            bootstrap.dependencies(), requestId, params.get("limit"), params.get("cursor")
+        )
+    )
+
+
+@app.route("/api/jobs/{requestId}/output.csv", methods=["GET"])
+@api_errors
+def get_output_csv(requestId: str) -> Response:
+    return _respond(api_handlers.output_csv(bootstrap.dependencies(), requestId))
+
+
+@app.route("/api/health", methods=["GET"])
+@api_errors
+def health() -> Response:
+    return _respond(api_handlers.health(bootstrap.dependencies()))
+
+
+@app.route("/api/openapi.json", methods=["GET"])
+@api_errors
+def openapi_document() -> Response:
+    return _respond(api_handlers.openapi_document())
+
+
+@app.route("/api-docs", methods=["GET"])
+@api_errors
+def api_docs() -> Response:
+    return _respond(api_handlers.api_docs_page())
+
+
+@app.route("/", methods=["GET"])
+@api_errors
+def index() -> Response:
+    return _respond(api_handlers.index_page())
+
+
+@app.on_sqs_message(queue="IngestQueue", batch_size=1, name="ingest_csv")
+def ingest_csv(event: SQSEvent) -> dict[str, Any]:
+    return event_handlers.ingest(bootstrap.dependencies(), _records(event))
+
+
+@app.on_sqs_message(queue="RowsQueue", batch_size=10, name="process_rows")
+def process_rows(event: SQSEvent) -> dict[str, Any]:
+    return event_handlers.rows(bootstrap.dependencies(), _records(event))
+
+
+@app.on_sqs_message(queue="RowsDeadLetterQueue", batch_size=10, name="rows_dead_letter")
+def rows_dead_letter(event: SQSEvent) -> dict[str, Any]:
+    return event_handlers.rows_dead_letter(bootstrap.dependencies(), _records(event))
+
+
+@app.on_sqs_message(queue="FinalizeQueue", batch_size=1, name="finalize_jobs")
+def finalize_jobs(event: SQSEvent) -> dict[str, Any]:
+    return event_handlers.finalize(bootstrap.dependencies(), _records(event))
+
+
+@app.on_sqs_message(queue="WebhookQueue", batch_size=1, name="deliver_webhooks")
+def deliver_webhooks(event: SQSEvent) -> dict[str, Any]:
+    return event_handlers.webhooks(bootstrap.dependencies(), _records(event))
+
+
+def _records(event: SQSEvent) -> list[event_handlers.QueueRecord]:
+    return [
+        event_handlers.QueueRecord(
+            message_id=str(record.to_dict().get("messageId", "")),
+            body=record.body,
+            receive_count=int(
+                record.to_dict().get("attributes", {}).get("ApproximateReceiveCount", 1)
+            ),
+        )
+        for record in event
+    ]

@@ -1,0 +1,51 @@
+"""SQS queues behind the TaskQueue port."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.errors import TransientError
+from chalicelib.ports import chunks
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
+SQS_BATCH = 10
+
+
+class SqsTaskQueue:
+    """One queue; JSON bodies, sent ten to a request."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self._url = queue_url
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def send_batch(self, bodies: Sequence[Mapping[str, Any]], delay_seconds: int = 0) -> None:
+        for batch in chunks(bodies, SQS_BATCH):
+            entries: list[SendMessageBatchRequestEntryTypeDef] = [
+                {
+                    "Id": str(i),
+                    "MessageBody": json.dumps(body, separators=(",", ":")),
+                    "DelaySeconds": delay_seconds,
+                }
+                for i, body in enumerate(batch)
+            ]
+            pending = entries
+            for _attempt in range(3):
+                response = self._client.send_message_batch(QueueUrl=self._url, Entries=pending)
+                failed_ids = {f["Id"] for f in response.get("Failed", [])}
+                if not failed_ids:
+                    break
+                pending = [e for e in pending if e["Id"] in failed_ids]
+            else:
+                raise TransientError(f"SQS refused {len(pending)} message(s) on {self._url}")
+
+    def ping(self) -> None:
+        self._client.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])

@@ -1,0 +1,91 @@
+"""The one place that wires adapters to services. Built lazily, once per container."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from chalicelib.config import Settings
+from chalicelib.services.deps import Dependencies
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def build(settings: Settings) -> Dependencies:
+    """Real adapters: boto3 for S3 and SQS, pymongo for the store, requests for HTTP."""
+    import boto3
+    from botocore.config import Config
+
+    from chalicelib.adapters.http import HttpImageFetcher, HttpWebhookSender, url_refusal
+    from chalicelib.adapters.mongo_store import MongoJobStore
+    from chalicelib.adapters.s3 import S3ObjectStore
+    from chalicelib.adapters.sqs import SqsTaskQueue
+
+    session = boto3.session.Session()
+    aws_config = Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=max(16, settings.image_workers * 2),
+        signature_version="s3v4",
+    )
+    s3 = session.client("s3", config=aws_config)
+    sqs = session.client("sqs", config=aws_config)
+    allow_private = settings.allow_private_hosts
+    return Dependencies(
+        settings=settings,
+        store=MongoJobStore.from_uri(settings.mongo_uri, settings.mongo_db),
+        uploads=S3ObjectStore(s3, settings.uploads_bucket),
+        outputs=S3ObjectStore(s3, settings.outputs_bucket),
+        rows_queue=SqsTaskQueue(sqs, settings.rows_queue_url),
+        finalize_queue=SqsTaskQueue(sqs, settings.finalize_queue_url),
+        webhook_queue=SqsTaskQueue(sqs, settings.webhook_queue_url),
+        fetcher=HttpImageFetcher(
+            max_bytes=settings.max_image_bytes,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            deadline=settings.download_deadline,
+            allow_private=allow_private,
+        ),
+        webhook_sender=HttpWebhookSender(
+            allow_private=allow_private, timeout=settings.webhook_timeout
+        ),
+        check_webhook_url=lambda url: url_refusal(url, allow_private=allow_private),
+        clock=SystemClock(),
+        new_id=new_request_id,
+        image_pool=ThreadPoolExecutor(
+            max_workers=settings.image_workers, thread_name_prefix="image"
+        ),
+    )
+
+
+_lock = threading.Lock()
+_deps: Dependencies | None = None
+
+
+def dependencies() -> Dependencies:
+    """The container's dependencies, built on first use (never at import time)."""
+    global _deps
+    if _deps is None:
+        with _lock:
+            if _deps is None:
+                _deps = build(Settings.from_env())
+    return _deps
+
+
+def override(deps: Dependencies | None) -> None:
+    """Use these dependencies instead (tests), or drop the cached ones (None)."""
+    global _deps
+    with _lock:
+        _deps = deps
+
+
+def reset() -> None:
+    override(None)

@@ -1,0 +1,332 @@
+"""The OpenAPI 3 document of every route, and the pages rendered from it (no CDN assets)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return _json(ERROR, description)
+
+
+REQUEST_ID = {
+    "name": "requestId",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+MULTIPART = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "webhookUrl": {"type": "string", "format": "uri"},
+                },
+            }
+        }
+    },
+}
+PROGRESS = {
+    "type": "object",
+    "properties": {
+        name: {"type": "integer", "minimum": 0}
+        for name in (
+            "totalProducts",
+            "processedProducts",
+            "totalImages",
+            "processedImages",
+            "failedImages",
+        )
+    }
+    | {"percent": {"type": "number", "minimum": 0, "maximum": 100}},
+}
+STATUSES = ["pending", "processing", "completed", "completed_with_errors", "failed"]
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Image pipeline API",
+            "version": "1.0.0",
+            "description": "Bulk image compression: a CSV of products and image URLs in; "
+            "compressed images, an output CSV and a signed webhook out.",
+        },
+        "paths": {
+            "/api/uploadAndProcessDocument": {
+                "post": {
+                    "summary": "Upload a CSV and start a job",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 255},
+                        }
+                    ],
+                    "requestBody": MULTIPART,
+                    "responses": {
+                        "202": _json({"$ref": "#/components/schemas/Accepted"}, "Accepted"),
+                        "400": _err("Invalid CSV or webhook URL; every problem is listed"),
+                        "409": _err("Idempotency-Key reused with another body"),
+                        "413": _err("CSV over MAX_CSV_BYTES"),
+                        "415": _err("Not multipart, or the file is not a CSV"),
+                    },
+                }
+            },
+            "/api/validate": {
+                "post": {
+                    "summary": "Validate a CSV without starting a job (dry run)",
+                    "requestBody": MULTIPART,
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "valid": {"type": "boolean"},
+                                    "totalProducts": {"type": "integer"},
+                                    "totalImages": {"type": "integer"},
+                                },
+                            },
+                            "The CSV is valid",
+                        ),
+                        "400": _err("Invalid CSV; every problem is listed"),
+                        "413": _err("CSV over MAX_CSV_BYTES"),
+                        "415": _err("Not multipart, or the file is not a CSV"),
+                    },
+                }
+            },
+            "/api/uploads": {
+                "post": {
+                    "summary": "Get a presigned POST to upload a CSV straight to storage",
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "fileName": {"type": "string"},
+                                        "webhookUrl": {"type": "string", "format": "uri"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json({"$ref": "#/components/schemas/PresignedUpload"}, "Created"),
+                        "400": _err("Invalid body or webhook URL"),
+                    },
+                }
+            },
+            "/api/getProcessingStatus/{requestId}": {
+                "get": {
+                    "summary": "Job status, progress and products (paged, serial order)",
+                    "parameters": [
+                        REQUEST_ID,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Status"}, "The job"),
+                        "400": _err("Malformed id, limit or cursor"),
+                        "404": _err("Unknown job"),
+                    },
+                }
+            },
+            "/api/jobs/{requestId}/output.csv": {
+                "get": {
+                    "summary": "The output CSV (a redirect to a presigned URL)",
+                    "parameters": [REQUEST_ID],
+                    "responses": {
+                        "302": {"description": "Redirect to the CSV"},
+                        "400": _err("Malformed id"),
+                        "404": _err("Unknown job"),
+                        "409": _err("The job has not ended"),
+                    },
+                }
+            },
+            "/api/health": {
+                "get": {
+                    "summary": "Storage, queue and database answer",
+                    "responses": {
+                        "200": _json(
+                            {"type": "object", "properties": {"status": {"type": "string"}}},
+                            "Healthy",
+                        ),
+                        "503": _err("A dependency is down"),
+                    },
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3 document"}},
+                }
+            },
+            "/api-docs": {
+                "get": {
+                    "summary": "Human-readable docs",
+                    "responses": {"200": {"description": "HTML"}},
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "A page to upload a CSV and watch it",
+                    "responses": {"200": {"description": "HTML"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "details"],
+                    "properties": {
+                        "error": {"type": "string"},
+                        "details": {"type": "array", "items": {}},
+                    },
+                },
+                "Accepted": {
+                    "type": "object",
+                    "properties": {
+                        "requestId": {"type": "string", "format": "uuid"},
+                        "message": {"type": "string"},
+                        "statusUrl": {"type": "string"},
+                    },
+                },
+                "PresignedUpload": {
+                    "type": "object",
+                    "properties": {
+                        "requestId": {"type": "string", "format": "uuid"},
+                        "upload": {
+                            "type": "object",
+                            "properties": {
+                                "url": {"type": "string"},
+                                "fields": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                },
+                            },
+                        },
+                        "expiresIn": {"type": "integer"},
+                        "statusUrl": {"type": "string"},
+                    },
+                },
+                "Status": {
+                    "type": "object",
+                    "properties": {
+                        "requestId": {"type": "string", "format": "uuid"},
+                        "status": {"type": "string", "enum": STATUSES},
+                        "createdAt": {"type": "string", "format": "date-time"},
+                        "updatedAt": {"type": "string", "format": "date-time"},
+                        "progress": PROGRESS,
+                        "products": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Product"},
+                        },
+                        "nextCursor": {"type": "string", "nullable": True},
+                        "outputCsvUrl": {"type": "string", "nullable": True},
+                        "errors": {"type": "array", "items": {}},
+                        "webhook": {
+                            "type": "object",
+                            "properties": {
+                                "state": {"type": "string"},
+                                "attempts": {"type": "integer"},
+                                "lastStatusCode": {"type": "integer", "nullable": True},
+                            },
+                        },
+                    },
+                },
+                "Product": {
+                    "type": "object",
+                    "properties": {
+                        "serialNumber": {"type": "integer"},
+                        "productName": {"type": "string"},
+                        "inputImageUrls": {"type": "array", "items": {"type": "string"}},
+                        "outputImageUrls": {"type": "array", "items": {"type": "string"}},
+                        "status": {"type": "string", "enum": ["pending", "completed", "failed"]},
+                        "errors": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "url": {"type": "string"},
+                                    "code": {"type": "string"},
+                                    "message": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    }
+
+
+def docs_page() -> str:
+    spec = document()
+    items = []
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            codes = ", ".join(sorted(op.get("responses", {})))
+            items.append(
+                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}"
+                f"</code></td><td>{html.escape(op.get('summary', ''))}</td><td>{codes}</td></tr>"
+            )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Image pipeline API</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2rem}td{padding:.3rem .8rem;"
+        "border-bottom:1px solid #ddd}</style></head><body><h1>Image pipeline API</h1>"
+        "<p>Machine-readable: <a href='/api/openapi.json'>/api/openapi.json</a></p>"
+        "<table><tr><th>Method</th><th>Path</th><th>What</th><th>Responses</th></tr>"
+        + "".join(items)
+        + "</table></body></html>"
+    )
+
+
+INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>Image pipeline</title>
+<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}
+pre{background:#f4f4f4;padding:1rem;overflow:auto}</style></head><body>
+<h1>Image pipeline</h1>
+<form id="f"><input type="file" name="file" accept=".csv,text/csv" required>
+<input type="url" name="webhookUrl" placeholder="webhook URL (optional)">
+<button>Upload</button></form>
+<p id="state"></p><pre id="out"></pre>
+<script>
+const f = document.getElementById('f');
+f.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const data = new FormData(f);
+  if (!data.get('webhookUrl')) data.delete('webhookUrl');
+  const r = await fetch('api/uploadAndProcessDocument', {method: 'POST', body: data});
+  const body = await r.json();
+  if (!r.ok) { document.getElementById('out').textContent = JSON.stringify(body, null, 2); return; }
+  const poll = async () => {
+    const s = await (await fetch('api/getProcessingStatus/' + body.requestId)).json();
+    document.getElementById('state').textContent = s.status + ' ' + s.progress.percent + '%';
+    document.getElementById('out').textContent = JSON.stringify(s, null, 2);
+    if (['pending', 'processing'].includes(s.status)) setTimeout(poll, 1000);
+  };
+  poll();
+});
+</script></body></html>"""
+
+
+def index_page() -> str:
+    return INDEX

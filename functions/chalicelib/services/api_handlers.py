@@ -1,0 +1,173 @@
+"""HTTP-shaped use cases: each takes parsed request parts and returns an HttpReply.
+app.py turns replies into Chalice responses; nothing here knows about Chalice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib import openapi
+from chalicelib.errors import Conflict, InvalidRequest, UnsupportedMediaType
+from chalicelib.multipart_form import Form, FormPart, parse_form
+from chalicelib.services import status, upload
+from chalicelib.services.deps import Dependencies
+
+JSON = {"Content-Type": "application/json"}
+NOT_CSV_TYPES = (
+    "image/",
+    "audio/",
+    "video/",
+    "font/",
+    "application/pdf",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/json",
+    "application/vnd.openxmlformats",
+    "application/msword",
+)
+NOT_CSV_SUFFIXES = (
+    ".xlsx",
+    ".xls",
+    ".json",
+    ".zip",
+    ".gz",
+    ".pdf",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".webp",
+    ".parquet",
+    ".numbers",
+    ".ods",
+)
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=lambda: dict(JSON))
+
+
+def _status_url(deps: Dependencies, request_id: str) -> str:
+    return f"{deps.settings.api_base_url}/api/getProcessingStatus/{request_id}"
+
+
+def _csv_part(form: Form) -> FormPart:
+    part = form.file("file")
+    if part is None:
+        raise InvalidRequest(
+            "the form has no 'file' part", [{"field": "file", "message": "required"}]
+        )
+    name = (part.filename or "").lower()
+    ctype = part.content_type.lower()
+    head = bytes(part.data[:8192])
+    if ctype.startswith(NOT_CSV_TYPES) or name.endswith(NOT_CSV_SUFFIXES) or b"\x00" in head:
+        raise UnsupportedMediaType(
+            "the 'file' part is not a CSV",
+            [{"field": "file", "fileName": part.filename, "contentType": part.content_type}],
+        )
+    return part
+
+
+def upload_document(
+    deps: Dependencies, *, content_type: str, body: bytes, idempotency_key: str | None
+) -> HttpReply:
+    form = parse_form(content_type, body, max_file_bytes=deps.settings.max_csv_bytes)
+    part = _csv_part(form)
+    accepted = upload.submit_csv(deps, bytes(part.data), form.text("webhookUrl"), idempotency_key)
+    job = accepted.job
+    message = (
+        "CSV accepted; processing started"
+        if accepted.created
+        else ("CSV already accepted under this Idempotency-Key")
+    )
+    return HttpReply(
+        202,
+        {
+            "requestId": job.request_id,
+            "message": message,
+            "statusUrl": _status_url(deps, job.request_id),
+        },
+    )
+
+
+def validate_document(deps: Dependencies, *, content_type: str, body: bytes) -> HttpReply:
+    """The dry run: the same report as the upload, and no job."""
+    form = parse_form(content_type, body, max_file_bytes=deps.settings.max_csv_bytes)
+    part = _csv_part(form)
+    upload.check_webhook_url(deps, form.text("webhookUrl"))
+    rows, images = upload.validate_upload(deps, bytes(part.data))
+    return HttpReply(200, {"valid": True, "totalProducts": rows, "totalImages": images})
+
+
+def create_upload(deps: Dependencies, body: bytes) -> HttpReply:
+    options: Any = {}
+    if body.strip():
+        try:
+            options = json.loads(body)
+        except ValueError as exc:
+            raise InvalidRequest("the body must be a JSON object") from exc
+    if not isinstance(options, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    hook = options.get("webhookUrl")
+    if hook is not None and not isinstance(hook, str):
+        raise InvalidRequest("webhookUrl must be a string", [{"field": "webhookUrl"}])
+    presigned = upload.create_presigned_upload(deps, hook)
+    job = presigned.job
+    return HttpReply(
+        201,
+        {
+            "requestId": job.request_id,
+            "upload": {"url": presigned.post.url, "fields": presigned.post.fields},
+            "expiresIn": presigned.expires_in,
+            "statusUrl": _status_url(deps, job.request_id),
+        },
+    )
+
+
+def processing_status(
+    deps: Dependencies, request_id: str, limit: str | None, cursor: str | None
+) -> HttpReply:
+    return HttpReply(200, status.job_status(deps, request_id, limit, cursor))
+
+
+def output_csv(deps: Dependencies, request_id: str) -> HttpReply:
+    job = status.load_job(deps, request_id)
+    if not job.status.terminal or not job.output_csv_key:
+        raise Conflict(f"job {request_id} is {job.status}; the output CSV exists once it ends")
+    location = deps.output_url(job.output_csv_key)
+    return HttpReply(302, {"location": location}, {**JSON, "Location": location})
+
+
+def health(deps: Dependencies) -> HttpReply:
+    problems: list[dict[str, str]] = []
+    checks = {
+        "database": deps.store.ping,
+        "storage": deps.uploads.ping,
+        "queue": deps.rows_queue.ping,
+    }
+    for name, check in checks.items():
+        try:
+            check()
+        except Exception as exc:
+            problems.append({"component": name, "message": str(exc)[:200]})
+    if problems:
+        return HttpReply(503, {"error": "a dependency is not answering", "details": problems})
+    return HttpReply(200, {"status": "ok"})
+
+
+def openapi_document() -> HttpReply:
+    return HttpReply(200, openapi.document())
+
+
+def api_docs_page() -> HttpReply:
+    return HttpReply(200, openapi.docs_page(), {"Content-Type": "text/html; charset=utf-8"})
+
+
+def index_page() -> HttpReply:
+    return HttpReply(200, openapi.index_page(), {"Content-Type": "text/html; charset=utf-8"})

@@ -1,0 +1,38 @@
+"""What the services need, in one object. bootstrap builds it from adapters; tests from fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from chalicelib.config import Settings
+from chalicelib.ports import Clock, ImageFetcher, JobStore, ObjectStore, TaskQueue, WebhookSender
+
+UrlChecker = Callable[[str], str | None]
+"""Returns why a URL is refused (syntax or address), or None when it may be used."""
+
+
+@dataclass
+class Dependencies:
+    settings: Settings
+    store: JobStore
+    uploads: ObjectStore
+    outputs: ObjectStore
+    rows_queue: TaskQueue
+    finalize_queue: TaskQueue
+    webhook_queue: TaskQueue
+    fetcher: ImageFetcher
+    webhook_sender: WebhookSender
+    check_webhook_url: UrlChecker
+    clock: Clock
+    new_id: Callable[[], str]
+    image_pool: Executor
+
+    def output_url(self, key: str) -> str:
+        """A URL that answers a plain GET: PUBLIC_BASE_URL when set, else presigned."""
+        if not key:
+            return ""
+        if self.settings.public_base_url:
+            return f"{self.settings.public_base_url}/{key}"
+        return self.outputs.presigned_get(key, self.settings.output_url_ttl)

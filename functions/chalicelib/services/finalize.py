@@ -1,0 +1,90 @@
+"""Finalization: the output CSV, the terminal status, and the webhook's first attempt."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+
+from chalicelib.domain.csv_output import write_output_csv
+from chalicelib.domain.models import CsvProblem, Job, JobStatus, RowStatus, output_csv_key
+from chalicelib.services.deps import Dependencies
+
+log = logging.getLogger(__name__)
+
+MAX_JOB_ERRORS = 1000
+SPOOL_BYTES = 8 * 1024 * 1024
+
+
+def terminal_status(job: Job) -> JobStatus:
+    p = job.progress
+    if p.failed_images == 0:
+        return JobStatus.COMPLETED
+    if p.failed_images >= p.total_images:
+        return JobStatus.FAILED
+    return JobStatus.COMPLETED_WITH_ERRORS
+
+
+def webhook_id(request_id: str, status: JobStatus, generation: int = 0) -> str:
+    """Stable across retries of one final event (Standard Webhooks `webhook-id`)."""
+    return "msg_" + uuid.uuid5(uuid.NAMESPACE_URL, f"{request_id}/{status}/{generation}").hex
+
+
+def finalize_job(deps: Dependencies, request_id: str) -> None:
+    job = deps.store.get_job(request_id)
+    if job is None:
+        log.warning("finalize: job %s does not exist", request_id)
+        return
+    if job.status.terminal:
+        log.info("finalize: job %s is already %s", request_id, job.status)
+        return
+    key = _write_output_csv(deps, job)
+    _finish(deps, job, terminal_status(job), key, [])
+
+
+def fail_job(deps: Dependencies, job: Job, problems: Sequence[CsvProblem]) -> None:
+    """End a job whose CSV was refused: the problems go to the status and the webhook."""
+    key = _write_output_csv(deps, job, rows=False)
+    errors = [p.to_dict() for p in problems[:MAX_JOB_ERRORS]]
+    _finish(deps, job, JobStatus.FAILED, key, errors)
+
+
+def _finish(
+    deps: Dependencies,
+    job: Job,
+    status: JobStatus,
+    csv_key: str,
+    errors: Sequence[dict[str, object]],
+) -> None:
+    hook = job.webhook_url or deps.settings.webhook_url
+    hook_id = webhook_id(job.request_id, status) if hook else ""
+    done = deps.store.finish_job(
+        job.request_id,
+        status,
+        deps.clock.now(),
+        output_csv_key=csv_key,
+        errors=errors,
+        webhook_url=hook,
+        webhook_id=hook_id,
+    )
+    if done and hook:
+        deps.webhook_queue.send_batch([{"requestId": job.request_id, "attempt": 1}])
+
+
+def _write_output_csv(deps: Dependencies, job: Job, *, rows: bool = True) -> str:
+    key = output_csv_key(job.request_id)
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        write_output_csv(_output_rows(deps, job) if rows else iter(()), spool)
+        spool.seek(0)
+        deps.outputs.put_file(key, spool, "text/csv; charset=utf-8")
+    return key
+
+
+def _output_rows(deps: Dependencies, job: Job) -> Iterator[tuple[int, str, list[str], list[str]]]:
+    for row in deps.store.iter_rows(job.request_id):
+        if row.status == RowStatus.PENDING or len(row.output_keys) != len(row.urls):
+            outputs = [""] * len(row.urls)
+        else:
+            outputs = [deps.output_url(key) for key in row.output_keys]
+        yield row.serial, row.name, list(row.urls), outputs

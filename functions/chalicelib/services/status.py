@@ -1,0 +1,76 @@
+"""The status document of the contract: progress, products in serial order, paged."""
+
+from __future__ import annotations
+
+from chalicelib.domain.models import Job, StoredRow
+from chalicelib.errors import InvalidRequest, NotFound
+from chalicelib.services.deps import Dependencies
+from chalicelib.services.upload import is_request_id
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+def load_job(deps: Dependencies, request_id: str) -> Job:
+    if not is_request_id(request_id):
+        raise InvalidRequest(
+            "requestId must be a UUID", [{"field": "requestId", "value": request_id[:100]}]
+        )
+    job = deps.store.get_job(request_id)
+    if job is None:
+        raise NotFound(f"no job with requestId {request_id}")
+    return job
+
+
+def parse_paging(limit: str | None, cursor: str | None) -> tuple[int, int]:
+    try:
+        size = DEFAULT_LIMIT if limit in (None, "") else int(limit)
+    except ValueError as exc:
+        raise InvalidRequest("limit must be an integer between 1 and 1000") from exc
+    if not 1 <= size <= MAX_LIMIT:
+        raise InvalidRequest("limit must be an integer between 1 and 1000")
+    try:
+        start = 0 if cursor in (None, "") else int(cursor)
+    except ValueError as exc:
+        raise InvalidRequest("cursor is not valid; use nextCursor from a previous page") from exc
+    if start < 0:
+        raise InvalidRequest("cursor is not valid; use nextCursor from a previous page")
+    return start, size
+
+
+def product_view(deps: Dependencies, row: StoredRow) -> dict[str, object]:
+    return {
+        "serialNumber": row.serial,
+        "productName": row.name,
+        "inputImageUrls": list(row.urls),
+        "outputImageUrls": [deps.output_url(key) for key in row.output_keys],
+        "status": str(row.status),
+        "errors": [dict(e) for e in row.errors],
+    }
+
+
+def job_status(
+    deps: Dependencies, request_id: str, limit: str | None = None, cursor: str | None = None
+) -> dict[str, object]:
+    job = load_job(deps, request_id)
+    start, size = parse_paging(limit, cursor)
+    total = job.progress.total_products
+    rows = deps.store.list_rows(request_id, start, size) if start < total else []
+    next_cursor = str(start + size) if start + size < total else None
+    document: dict[str, object] = {
+        "requestId": job.request_id,
+        "status": str(job.status),
+        "createdAt": job.created_at,
+        "updatedAt": job.updated_at,
+        "progress": job.progress.to_dict(),
+        "products": [product_view(deps, row) for row in rows],
+        "nextCursor": next_cursor,
+        "outputCsvUrl": deps.output_url(job.output_csv_key) if job.status.terminal else None,
+        "errors": job.errors,
+        "webhook": {
+            "state": str(job.webhook.state),
+            "attempts": job.webhook.attempts,
+            "lastStatusCode": job.webhook.last_status_code,
+        },
+    }
+    return document

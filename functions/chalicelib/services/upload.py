@@ -1,0 +1,134 @@
+"""Accepting jobs: the multipart upload and the presigned POST."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+
+from chalicelib.domain.csv_input import CsvLimits, validate_csv
+from chalicelib.domain.models import Job, JobStatus, input_key
+from chalicelib.domain.timefmt import iso
+from chalicelib.errors import Conflict, CsvInvalid, InvalidRequest, PayloadTooLarge
+from chalicelib.ports import PresignedPost
+from chalicelib.services.deps import Dependencies
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def is_request_id(value: str) -> bool:
+    return bool(_UUID.match(value))
+
+
+def csv_limits(deps: Dependencies) -> CsvLimits:
+    s = deps.settings
+    return CsvLimits(
+        max_bytes=s.max_csv_bytes, max_rows=s.max_rows, max_images_per_row=s.max_images_per_row
+    )
+
+
+def check_webhook_url(deps: Dependencies, url: str | None) -> str:
+    """The webhook URL to store ("" for none); a 400 when it is not usable."""
+    if not url:
+        return ""
+    problem = deps.check_webhook_url(url)
+    if problem:
+        raise InvalidRequest(
+            f"webhookUrl is not usable: {problem}",
+            [{"field": "webhookUrl", "message": problem}],
+        )
+    return url
+
+
+def validate_upload(deps: Dependencies, data: bytes) -> tuple[int, int]:
+    """Validate a CSV held in memory; returns (rows, images) or raises CsvInvalid / 413."""
+    if len(data) > deps.settings.max_csv_bytes:
+        raise PayloadTooLarge(
+            f"the CSV is {len(data)} bytes; the limit is {deps.settings.max_csv_bytes}",
+            [{"maxBytes": deps.settings.max_csv_bytes}],
+        )
+    report = validate_csv(io.BytesIO(data), csv_limits(deps))
+    if not report.ok:
+        raise CsvInvalid(report.problems)
+    return report.total_rows, report.total_images
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job: Job
+    created: bool
+
+
+def submit_csv(
+    deps: Dependencies, data: bytes, webhook_url: str | None, idempotency_key: str | None
+) -> Accepted:
+    """Validate, record the job, store the CSV under incoming/ (its arrival starts the work)."""
+    hook = check_webhook_url(deps, webhook_url)
+    validate_upload(deps, data)
+    digest = hashlib.sha256(data + b"\x00" + hook.encode()).hexdigest()
+    key = (idempotency_key or "").strip()
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidRequest(f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
+    if key:
+        existing = deps.store.find_by_idempotency_key(key)
+        if existing is not None:
+            return _replay(existing, digest)
+
+    now = iso(deps.clock.now())
+    request_id = deps.new_id()
+    job = Job(
+        request_id=request_id,
+        status=JobStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        input_key=input_key(request_id),
+        webhook_url=hook,
+        source="api",
+        chunk_size=deps.settings.rows_per_chunk,
+        idempotency_key=key,
+        body_digest=digest,
+    )
+    if not deps.store.create_job(job):
+        raced = deps.store.find_by_idempotency_key(key) if key else None
+        if raced is None:
+            raise Conflict(f"job {request_id} already exists")
+        return _replay(raced, digest)
+    deps.uploads.put_bytes(job.input_key, data, "text/csv")
+    return Accepted(job, created=True)
+
+
+def _replay(existing: Job, digest: str) -> Accepted:
+    if existing.body_digest and existing.body_digest != digest:
+        raise Conflict("Idempotency-Key was already used with a different request body")
+    return Accepted(existing, created=False)
+
+
+@dataclass(frozen=True)
+class PresignedUpload:
+    job: Job
+    post: PresignedPost
+    expires_in: int
+
+
+def create_presigned_upload(deps: Dependencies, webhook_url: str | None) -> PresignedUpload:
+    """A pending job and a POST policy bound to its key; the object's arrival starts it."""
+    hook = check_webhook_url(deps, webhook_url)
+    now = iso(deps.clock.now())
+    request_id = deps.new_id()
+    job = Job(
+        request_id=request_id,
+        status=JobStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        input_key=input_key(request_id),
+        webhook_url=hook,
+        source="presigned",
+        chunk_size=deps.settings.rows_per_chunk,
+    )
+    if not deps.store.create_job(job):
+        raise Conflict(f"job {request_id} already exists")
+    expires = deps.settings.upload_url_ttl
+    post = deps.uploads.presigned_post(job.input_key, deps.settings.max_csv_bytes, expires)
+    return PresignedUpload(job, post, expires)

@@ -1,0 +1,362 @@
+"""The services on in-memory fakes: upload, ingest, worker, finalizer, webhook, status."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import pytest
+from PIL import Image
+from standardwebhooks.webhooks import Webhook
+
+from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus, WebhookState
+from chalicelib.errors import Conflict, CsvInvalid, ImageFailure, InvalidRequest, NotFound
+from chalicelib.services import event_handlers, finalize, ingest, status, upload, webhooks
+from chalicelib.services.event_handlers import QueueRecord
+from tests.fakes import FakeWorld, make_world
+
+HEADER = "S. No.,Product Name,Input Image Urls\n"
+
+
+def jpeg(width: int = 64, height: int = 48, quality: int = 95) -> bytes:
+    out = io.BytesIO()
+    image = Image.new("RGB", (width, height))
+    image.putdata([((x * 4) % 256, (y * 5) % 256, (x * y) % 256) for y in range(height)
+                   for x in range(width)])
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def storage_record(key: str, etag: str = "abc", n: int = 0) -> QueueRecord:
+    body = {"Records": [{"eventName": "ObjectCreated:Put",
+                         "s3": {"bucket": {"name": "uploads"},
+                                "object": {"key": key, "size": 10, "eTag": etag}}}]}
+    return QueueRecord(f"s3-{n}", json.dumps(body))
+
+
+def drain(world: FakeWorld) -> None:
+    """Deliver every queued message to its handler until all queues are empty (Lambda-like)."""
+    deps = world.deps
+    for _ in range(1000):
+        moved = False
+        for queue, handler in (
+            (world.rows_queue, event_handlers.rows),
+            (world.finalize_queue, event_handlers.finalize),
+            (world.webhook_queue, event_handlers.webhooks),
+        ):
+            sent = queue.drain()
+            for start in range(0, len(sent), 10):
+                batch = sent[start:start + 10]
+                records = [QueueRecord(f"m{i}", json.dumps(m.body)) for i, m in enumerate(batch)]
+                handler(deps, records)
+                moved = True
+        if not moved:
+            return
+    raise AssertionError("queues never drained")
+
+
+def submit(world: FakeWorld, text: str, webhook: str | None = None) -> str:
+    accepted = upload.submit_csv(world.deps, text.encode(), webhook, None)
+    key = accepted.job.input_key
+    event_handlers.ingest(world.deps, [storage_record(key)])
+    return accepted.job.request_id
+
+
+def test_submit_stores_csv_under_incoming_and_records_pending_job() -> None:
+    world = make_world()
+    accepted = upload.submit_csv(
+        world.deps, (HEADER + "1,Shirt,https://img.test/a.jpg\n").encode(), "https://hook.test/x",
+        None,
+    )
+    job = world.store.get_job(accepted.job.request_id)
+    assert job is not None and job.status == JobStatus.PENDING
+    assert job.webhook_url == "https://hook.test/x"
+    assert world.uploads.objects[f"incoming/{job.request_id}.csv"][1] == "text/csv"
+
+
+def test_submit_reports_every_problem_and_stores_nothing() -> None:
+    world = make_world()
+    text = HEADER + "1,,https://a.test/x.jpg\nx,Shoe,https://a.test/y.jpg\n3,Hat,ftp://a.test/z\n"
+    with pytest.raises(CsvInvalid) as info:
+        upload.submit_csv(world.deps, text.encode(), None, None)
+    rows = sorted(p.row for p in info.value.problems)
+    assert rows == [2, 3, 4]
+    assert world.uploads.objects == {} and world.store.jobs == {}
+
+
+def test_refused_webhook_url_is_a_400() -> None:
+    world = make_world()
+    with pytest.raises(InvalidRequest, match="webhookUrl"):
+        upload.submit_csv(world.deps, (HEADER + "1,A,https://a.test/x.jpg\n").encode(),
+                          "ftp://x", None)
+
+
+def test_idempotency_key_same_body_same_job_other_body_conflict() -> None:
+    world = make_world()
+    body = (HEADER + "1,A,https://a.test/x.jpg\n").encode()
+    first = upload.submit_csv(world.deps, body, None, "key-1")
+    again = upload.submit_csv(world.deps, body, None, "key-1")
+    assert again.job.request_id == first.job.request_id and not again.created
+    assert len(world.uploads.objects) == 1
+    with pytest.raises(Conflict):
+        upload.submit_csv(world.deps, body + b"2,B,https://a.test/y.jpg\n", None, "key-1")
+
+
+def test_ingest_writes_rows_in_serial_order_and_fans_out_one_message_per_row() -> None:
+    world = make_world()
+    rows = [(7, "G"), (2, "B"), (5, "E"), (1, "A")]
+    text = HEADER + "".join(f"{s},{n},https://a.test/{s}.jpg\n" for s, n in rows)
+    request_id = submit(world, text)
+    job = world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.PROCESSING
+    assert job.progress.total_products == 4 and job.progress.total_images == 4
+    stored = list(world.store.iter_rows(request_id))
+    assert [r.serial for r in stored] == [1, 2, 5, 7]
+    assert [r.position for r in stored] == [0, 1, 2, 3]
+    sent = [m.body for m in world.rows_queue.sent]
+    assert sorted((m["serialNumber"], m["position"]) for m in sent) == [
+        (1, 0), (2, 1), (5, 2), (7, 3)]
+
+
+def test_duplicate_storage_event_starts_nothing_new() -> None:
+    world = make_world()
+    request_id = submit(world, HEADER + "1,A,https://a.test/x.jpg\n")
+    assert len(world.rows_queue.sent) == 1
+    event_handlers.ingest(world.deps, [storage_record(f"incoming/{request_id}.csv")])
+    assert len(world.rows_queue.sent) == 1
+
+
+def test_any_csv_dropped_in_bucket_becomes_a_job_with_a_stable_id() -> None:
+    world = make_world()
+    world.uploads.put_bytes("incoming/team a/products.csv",
+                            (HEADER + "1,A,https://a.test/x.jpg\n").encode(), "text/csv")
+    record = storage_record("incoming/team+a/products.csv", etag="e1")  # S3 encodes the key
+    event_handlers.ingest(world.deps, [record])
+    event_handlers.ingest(world.deps, [record])
+    assert len(world.store.jobs) == 1
+    job = next(iter(world.store.jobs.values()))
+    assert job.source == "bucket" and job.input_key == "incoming/team a/products.csv"
+    assert len(world.rows_queue.sent) == 1
+
+
+def test_s3_test_event_and_keys_outside_incoming_are_ignored() -> None:
+    world = make_world()
+    test_event = QueueRecord("t", json.dumps({"Event": "s3:TestEvent", "Bucket": "uploads"}))
+    result = event_handlers.ingest(world.deps, [test_event, storage_record("other/x.csv")])
+    assert result == {"batchItemFailures": []}
+    assert world.store.jobs == {}
+
+
+def test_invalid_csv_dropped_in_bucket_fails_the_job_with_details_and_webhook() -> None:
+    world = make_world()
+    world.uploads.put_bytes("incoming/bad.csv", b"Name,Other\nx,y\n", "text/csv")
+    event_handlers.ingest(world.deps, [storage_record("incoming/bad.csv")])
+    job = next(iter(world.store.jobs.values()))
+    assert job.status == JobStatus.FAILED
+    assert job.errors and all("row" in e and "message" in e for e in job.errors)
+    assert world.rows_queue.sent == []
+
+
+def test_full_run_compresses_images_and_finalizes_once() -> None:
+    world = make_world()
+    big = jpeg(120, 80)
+    world.fetcher.responses = {"https://a.test/1.jpg": big, "https://a.test/2.jpg": jpeg(30, 60)}
+    text = HEADER + ('1,Shirt,"https://a.test/1.jpg, https://a.test/2.jpg"\n'
+                     "2,Socks,https://a.test/1.jpg\n")
+    request_id = submit(world, text, webhook="https://hook.test/h")
+    drain(world)
+    job = world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.COMPLETED
+    assert job.progress.processed_products == 2 and job.progress.processed_images == 3
+    key = f"outputs/{request_id}/1/0.jpg"
+    data, ctype = world.outputs.objects[key]
+    assert ctype == "image/jpeg" and len(data) < len(big)
+    assert Image.open(io.BytesIO(data)).size == (120, 80)
+    table = list(csv.reader(io.StringIO(world.outputs.objects[job.output_csv_key][0].decode())))
+    assert table[0] == ["S. No.", "Product Name", "Input Image Urls", "Output Image Urls"]
+    assert table[1][0] == "1" and len(table[1][3].split(",")) == 2
+    assert len(world.sender.posts) == 1
+
+
+def test_same_url_twice_in_a_row_is_fetched_once_and_its_output_repeated() -> None:
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    request_id = submit(world, HEADER + '1,A,"https://a.test/1.jpg,https://a.test/1.jpg"\n')
+    drain(world)
+    assert world.fetcher.calls == ["https://a.test/1.jpg"]
+    row = world.store.list_rows(request_id, 0, 1)[0]
+    assert row.output_keys[0] == row.output_keys[1] != ""
+
+
+def test_redelivered_row_is_counted_once_and_finalization_is_requested_once() -> None:
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n")
+    message = world.rows_queue.drain()[0].body
+    records = [QueueRecord("a", json.dumps(message)), QueueRecord("b", json.dumps(message))]
+    assert event_handlers.rows(world.deps, records) == {"batchItemFailures": []}
+    job = world.store.get_job(request_id)
+    assert job is not None and job.progress.processed_products == 1
+    assert len(world.finalize_queue.sent) == 1
+
+
+def test_image_failures_are_recorded_with_codes_and_the_rest_goes_on() -> None:
+    world = make_world()
+    world.fetcher.responses = {
+        "https://a.test/ok.jpg": jpeg(),
+        "https://a.test/html": b"<html>nope</html>",
+        "https://a.test/blocked": ImageFailure(ImageErrorCode.BLOCKED_ADDRESS, "10.0.0.1"),
+    }
+    text = HEADER + ('1,A,"https://a.test/ok.jpg,https://a.test/html"\n'
+                     "2,B,https://a.test/blocked\n3,C,https://a.test/missing\n")
+    request_id = submit(world, text)
+    drain(world)
+    job = world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.COMPLETED_WITH_ERRORS
+    assert job.progress.failed_images == 3 and job.progress.processed_images == 4
+    doc = status.job_status(world.deps, request_id)
+    products: list[dict[str, Any]] = doc["products"]  # type: ignore[assignment]
+    assert products[0]["outputImageUrls"][1] == "" and products[0]["outputImageUrls"][0]
+    assert [e["code"] for e in products[0]["errors"]] == ["not_an_image"]
+    assert [e["code"] for e in products[1]["errors"]] == ["blocked_address"]
+    assert [e["code"] for e in products[2]["errors"]] == ["http_error"]
+    assert products[0]["status"] == RowStatus.FAILED
+
+
+def test_every_image_failing_ends_the_job_failed() -> None:
+    world = make_world()
+    request_id = submit(world, HEADER + "1,A,https://a.test/missing\n")
+    drain(world)
+    job = world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.FAILED
+
+
+def test_storage_failure_reports_the_record_for_redelivery_then_succeeds() -> None:
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n")
+    message = world.rows_queue.drain()[0].body
+    world.outputs.fail_puts = 1
+    record = QueueRecord("m-1", json.dumps(message))
+    assert event_handlers.rows(world.deps, [record]) == {
+        "batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert event_handlers.rows(world.deps, [record]) == {"batchItemFailures": []}
+    job = world.store.get_job(request_id)
+    assert job is not None and job.progress.processed_products == 1
+
+
+def test_malformed_row_message_is_a_batch_item_failure_alone() -> None:
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    submit(world, HEADER + "1,A,https://a.test/1.jpg\n")
+    good = QueueRecord("good", json.dumps(world.rows_queue.drain()[0].body))
+    bad = QueueRecord("bad", json.dumps({"requestId": "x"}))
+    assert event_handlers.rows(world.deps, [bad, good]) == {
+        "batchItemFailures": [{"itemIdentifier": "bad"}]}
+
+
+def test_webhook_is_signed_per_standard_webhooks() -> None:
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n", "https://hook.test/h")
+    drain(world)
+    url, body, headers = world.sender.posts[0]
+    assert url == "https://hook.test/h"
+    payload = Webhook(world.deps.settings.webhook_secret).verify(body, headers)
+    assert payload["type"] == "job.completed"
+    assert payload["data"]["requestId"] == request_id
+    assert payload["data"]["progress"]["processedImages"] == 1
+    assert payload["data"]["outputCsvUrl"]
+
+
+def test_webhook_retries_on_failure_with_the_same_id_and_records_attempts() -> None:
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    world.sender.answers = [500, None, 302, 204]
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n", "https://hook.test/h")
+    delays: list[int] = []
+    for _ in range(10):
+        pending = world.webhook_queue.sent[:]
+        delays.extend(m.delay_seconds for m in pending)
+        drain(world)
+        if not world.webhook_queue.sent:
+            break
+    job = world.store.get_job(request_id)
+    assert job is not None
+    assert job.webhook.state == WebhookState.DELIVERED and job.webhook.attempts == 4
+    assert job.webhook.last_status_code == 204
+    assert len({h["webhook-id"] for _, _, h in world.sender.posts}) == 1
+    assert delays[1:] == list(world.deps.settings.webhook_retry_schedule[:3])
+
+
+def test_webhook_gives_up_after_the_schedule() -> None:
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    schedule = world.deps.settings.webhook_retry_schedule
+    world.sender.answers = [500] * (len(schedule) + 5)
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n", "https://hook.test/h")
+    drain(world)
+    job = world.store.get_job(request_id)
+    assert job is not None and job.webhook.state == WebhookState.FAILED
+    assert job.webhook.attempts == len(schedule) + 1
+
+
+def test_status_pages_products_in_serial_order() -> None:
+    world = make_world()
+    text = HEADER + "".join(f"{n},P{n},https://a.test/{n}.jpg\n" for n in range(25, 0, -1))
+    request_id = submit(world, text)
+    first = status.job_status(world.deps, request_id, limit="10")
+    assert [p["serialNumber"] for p in first["products"]] == list(range(1, 11))  # type: ignore[attr-defined,index]
+    assert first["nextCursor"] == "10" and first["outputCsvUrl"] is None
+    last = status.job_status(world.deps, request_id, limit="10", cursor="20")
+    assert len(last["products"]) == 5 and last["nextCursor"] is None  # type: ignore[arg-type]
+    assert first["progress"]["percent"] == 0.0  # type: ignore[index]
+
+
+@pytest.mark.parametrize("limit", ["0", "1001", "x", "-1"])
+def test_status_refuses_bad_limits(limit: str) -> None:
+    world = make_world()
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n")
+    with pytest.raises(InvalidRequest):
+        status.job_status(world.deps, request_id, limit=limit)
+
+
+def test_status_unknown_is_404_and_malformed_is_400() -> None:
+    world = make_world()
+    with pytest.raises(NotFound):
+        status.job_status(world.deps, "00000000-0000-4000-8000-999999999999")
+    with pytest.raises(InvalidRequest):
+        status.job_status(world.deps, "not-a-uuid")
+
+
+def test_finalize_twice_writes_one_terminal_state_and_one_webhook() -> None:
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n", "https://hook.test/h")
+    rows_msgs = world.rows_queue.drain()
+    event_handlers.rows(world.deps, [QueueRecord("r", json.dumps(rows_msgs[0].body))])
+    finalize.finalize_job(world.deps, request_id)
+    finalize.finalize_job(world.deps, request_id)
+    assert len(world.webhook_queue.sent) == 1
+
+
+def test_event_payload_matches_the_contract() -> None:
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n")
+    drain(world)
+    job = world.store.get_job(request_id)
+    assert job is not None
+    payload = webhooks.event_payload(world.deps, job)
+    assert set(payload) == {"type", "timestamp", "data"}
+    assert set(payload["data"]) == {  # type: ignore[arg-type]
+        "requestId", "status", "progress", "outputCsvUrl", "errors"}
+
+
+def test_ingest_parses_percent_encoded_keys() -> None:
+    events = ingest.parse_storage_message(json.dumps({"Records": [{
+        "eventName": "ObjectCreated:Post",
+        "s3": {"bucket": {"name": "b"}, "object": {"key": "incoming/a%2Fb+c.csv", "size": 3}}}]}))
+    assert events[0].key == "incoming/a/b c.csv"
