@@ -1,0 +1,218 @@
+"""Every Pillow call of the pipeline: untrusted bytes in, a plain sRGB JPEG out.
+
+The steps, in order: identify the format (from an allow-list), refuse too many pixels from
+the header alone, decode the first frame, apply the EXIF orientation, bring any colour
+profile to sRGB, flatten transparency on white, and encode a baseline JPEG with no metadata.
+Every expected failure is an `ImageFailure` carrying one of the contract's codes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from chalicelib.domain.models import ImageErrorCode
+from chalicelib.errors import ImageFailure
+
+try:  # LittleCMS is optional in Pillow builds; without it profiles are ignored.
+    from PIL import ImageCms
+except ImportError:  # pragma: no cover - depends on the Pillow build
+    ImageCms = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+WHITE = (255, 255, 255)
+
+# Raster formats a product image may come in. The rest of Pillow's openers (EPS runs
+# Ghostscript, and several guess from a few loose header bytes) are never tried.
+_WANTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "DIB", "TIFF", "ICO", "PPM")
+Image.init()
+FORMATS: tuple[str, ...] = tuple(f for f in _WANTED_FORMATS if f in Image.OPEN)
+
+# Signatures of the formats above: bytes that start like one of them but that Pillow cannot
+# open are a damaged image (`decode_failed`), not something else (`not_an_image`).
+_SIGNATURES = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"II*\x00",  # TIFF, little-endian
+    b"MM\x00*",  # TIFF, big-endian
+    b"BM",
+)
+
+# Truncated data must fail, never come out padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    quality: int = 50
+    max_pixels: int = 50_000_000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be between 1 and 100, got {self.quality}")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
+
+
+@dataclass(frozen=True)
+class Compressed:
+    data: bytes
+    width: int
+    height: int
+    source_format: str
+
+
+def compress_to_jpeg(data: bytes, options: CompressOptions) -> Compressed:
+    """Decode `data` (any supported raster format) and re-encode it as a JPEG.
+
+    Raises `ImageFailure` with `not_an_image`, `too_many_pixels` or `decode_failed`.
+    """
+    if not data:
+        raise ImageFailure(ImageErrorCode.NOT_AN_IMAGE, "the response body is empty")
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    # Our own limit is checked from the header below; Pillow's warning (at its global
+    # MAX_IMAGE_PIXELS) becomes an error too, unless we were told to allow more than that.
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    above_pillow = bool(pillow_limit) and options.max_pixels > (pillow_limit or 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if above_pillow else "error", Image.DecompressionBombWarning)
+        try:
+            return _compress(data, options)
+        except ImageFailure:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageFailure(ImageErrorCode.TOO_MANY_PIXELS, str(exc)) from exc
+        except Exception as exc:  # untrusted input: any decoder error is a damaged image
+            raise ImageFailure(
+                ImageErrorCode.DECODE_FAILED, f"cannot decode the image: {_describe(exc)}"
+            ) from exc
+
+
+def _compress(data: bytes, options: CompressOptions) -> Compressed:
+    try:
+        source = Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError as exc:
+        if data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+            raise ImageFailure(
+                ImageErrorCode.DECODE_FAILED, "the image header is damaged or unsupported"
+            ) from exc
+        raise ImageFailure(
+            ImageErrorCode.NOT_AN_IMAGE, "the content is not a supported image format"
+        ) from exc
+    with source:
+        source_format = source.format or ""
+        width, height = source.size
+        if width < 1 or height < 1:
+            raise ImageFailure(ImageErrorCode.DECODE_FAILED, f"invalid size {width}x{height}")
+        if width * height > options.max_pixels:
+            raise ImageFailure(
+                ImageErrorCode.TOO_MANY_PIXELS,
+                f"{width}x{height} is {width * height} pixels, "
+                f"more than the limit of {options.max_pixels}",
+            )
+        source.seek(0)  # the first frame of an animation (n_frames would scan the file)
+        source.load()
+        _apply_orientation(source)
+        rgb = _to_srgb(source)
+        try:
+            rgb.info.clear()  # JPEG save copies a comment (and more) from `info`: strip it
+            out = io.BytesIO()
+            rgb.save(out, "JPEG", quality=options.quality, optimize=False)
+            return Compressed(out.getvalue(), rgb.width, rgb.height, source_format)
+        finally:
+            if rgb is not source:
+                rgb.close()
+
+
+def _apply_orientation(image: Image.Image) -> None:
+    """Turn the pixels as the EXIF orientation says. Unreadable EXIF is left alone."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError) as exc:
+        log.debug("ignoring unreadable EXIF orientation: %s", exc)
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    """An RGB image (a new object, or `image` itself) with transparency flattened on white."""
+    work = _normalise_mode(image)
+    icc = image.info.get("icc_profile")
+    if isinstance(icc, bytes) and icc:
+        work = _from_profile(work, icc)
+    if work.mode == "RGBA":
+        flat = Image.new("RGB", work.size, WHITE)
+        flat.paste(work, mask=work.getchannel("A"))
+        return flat
+    if work.mode != "RGB":
+        return work.convert("RGB")
+    return work
+
+
+def _normalise_mode(image: Image.Image) -> Image.Image:
+    """Bring any Pillow mode down to RGB, RGBA, L or CMYK (the ones profiles apply to)."""
+    mode = image.mode
+    if mode.startswith("I;16"):
+        return image.convert("I").point(lambda v: v * (1 / 257)).convert("L")
+    if mode in {"I", "F"}:
+        return _scale_to_l(image)
+    if mode == "1":
+        return image.convert("L")
+    if mode in {"P", "PA"}:
+        has_alpha = mode == "PA" or "transparency" in image.info
+        return image.convert("RGBA" if has_alpha else "RGB")
+    if mode in {"LA", "RGBa"}:
+        return image.convert("RGBA")
+    if mode in {"L", "RGB"} and "transparency" in image.info:
+        return image.convert("RGBA")
+    if mode in {"RGB", "RGBA", "L", "CMYK"}:
+        return image
+    return image.convert("RGB")
+
+
+def _scale_to_l(image: Image.Image) -> Image.Image:
+    """32-bit integer or float samples to 8 bits: 0-255 kept, 16-bit or 0-1 ranges scaled."""
+    low, high = image.getextrema()
+    assert isinstance(low, (int, float)) and isinstance(high, (int, float))
+    if low >= 0 and high <= 255 and not (image.mode == "F" and high <= 1):
+        return image.convert("L")
+    if low >= 0 and image.mode == "F" and high <= 1:
+        scale, offset = 255.0, 0.0
+    elif low >= 0 and high <= 65535:
+        scale, offset = 1 / 257, 0.0
+    else:
+        scale = 255.0 / (high - low) if high > low else 0.0
+        offset = -low * scale
+    return image.point(lambda v: v * scale + offset).convert("L")
+
+
+def _from_profile(image: Image.Image, icc: bytes) -> Image.Image:
+    """Convert from an embedded colour profile to sRGB; any trouble keeps the image as is."""
+    if ImageCms is None:
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        core = source.profile
+        if "srgb" in (core.profile_description or "").lower():
+            return image
+        space = core.xcolor_space.strip()
+        expected = {"RGB": "RGB", "RGBA": "RGB", "L": "GRAY", "CMYK": "CMYK"}.get(image.mode)
+        if space != expected:
+            return image
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        out_mode = "RGBA" if image.mode == "RGBA" else "RGB"
+        converted = ImageCms.profileToProfile(image, source, srgb, outputMode=out_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        log.debug("ignoring unusable ICC profile: %s", exc)
+        return image
+    return converted if converted is not None else image
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

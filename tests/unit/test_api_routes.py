@@ -1,0 +1,159 @@
+"""The Chalice routes over in-memory fakes: status codes and the contract's error shape."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from chalice.test import Client
+
+import app as app_module
+from chalicelib import bootstrap
+from chalicelib.config import Settings
+from tests.fakes import FakeWorld, make_world
+
+HEADER = "S. No.,Product Name,Input Image Urls\n"
+
+
+@pytest.fixture
+def world() -> Iterator[FakeWorld]:
+    w = make_world(Settings(max_csv_bytes=2048, webhook_secret="whsec_" + "A" * 32))
+    bootstrap.override(w.deps)
+    yield w
+    bootstrap.reset()
+
+
+@pytest.fixture
+def client(world: FakeWorld) -> Iterator[Client]:
+    with Client(app_module.app) as c:
+        yield c
+
+
+def multipart(files: dict[str, Any], data: dict[str, str] | None = None) -> tuple[bytes, str]:
+    prepared = requests.Request("POST", "http://x/", files=files, data=data).prepare()
+    assert isinstance(prepared.body, bytes)
+    return prepared.body, prepared.headers["Content-Type"]
+
+
+def post(client: Client, path: str, body: bytes, ctype: str, **headers: str) -> Any:
+    return client.http.request(
+        "POST", path, headers={"Content-Type": ctype, **headers}, body=body
+    )
+
+
+def body_of(response: Any) -> Any:
+    return json.loads(response.body)
+
+
+def test_upload_answers_202_with_request_id_and_status_url(client: Client, world: FakeWorld) -> None:
+    body, ctype = multipart({"file": ("p.csv", HEADER + "1,A,https://a.test/x.jpg\n", "text/csv")},
+                            {"webhookUrl": "https://hook.test/x"})
+    response = post(client, "/api/uploadAndProcessDocument", body, ctype)
+    assert response.status_code == 202
+    answer = body_of(response)
+    assert answer["statusUrl"].endswith(f"/api/getProcessingStatus/{answer['requestId']}")
+    assert world.store.get_job(answer["requestId"]) is not None
+
+
+def test_upload_lists_every_csv_problem_with_row_and_column(client: Client) -> None:
+    csv_text = HEADER + "1,,https://a.test/x.jpg\n1,B,notaurl\n"
+    body, ctype = multipart({"file": ("p.csv", csv_text, "text/csv")})
+    response = post(client, "/api/uploadAndProcessDocument", body, ctype)
+    assert response.status_code == 400
+    answer = body_of(response)
+    assert answer["error"]
+    assert {(d["row"], d["column"]) for d in answer["details"]} >= {
+        (2, "Product Name"), (3, "Input Image Urls")}
+    assert all(set(d) == {"row", "column", "message"} for d in answer["details"])
+
+
+def test_upload_that_is_not_multipart_is_415(client: Client) -> None:
+    response = post(client, "/api/uploadAndProcessDocument", b'{"a":1}', "application/json")
+    assert response.status_code == 415
+    assert set(body_of(response)) == {"error", "details"}
+
+
+def test_upload_of_an_image_instead_of_a_csv_is_415(client: Client) -> None:
+    body, ctype = multipart({"file": ("p.png", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png")})
+    assert post(client, "/api/uploadAndProcessDocument", body, ctype).status_code == 415
+
+
+def test_upload_over_the_size_limit_is_413(client: Client) -> None:
+    rows = "".join(f"{n},Name {n},https://a.test/{n}.jpg\n" for n in range(1, 200))
+    body, ctype = multipart({"file": ("p.csv", HEADER + rows, "text/csv")})
+    assert post(client, "/api/uploadAndProcessDocument", body, ctype).status_code == 413
+
+
+def test_upload_without_file_part_is_400(client: Client) -> None:
+    body, ctype = multipart({"other": ("p.csv", HEADER, "text/csv")})
+    response = post(client, "/api/uploadAndProcessDocument", body, ctype)
+    assert response.status_code == 400
+
+
+def test_idempotency_key_header_returns_the_same_request_id(client: Client) -> None:
+    body, ctype = multipart({"file": ("p.csv", HEADER + "1,A,https://a.test/x.jpg\n", "text/csv")})
+    first = body_of(post(client, "/api/uploadAndProcessDocument", body, ctype,
+                         **{"Idempotency-Key": "k1"}))
+    second = body_of(post(client, "/api/uploadAndProcessDocument", body, ctype,
+                          **{"Idempotency-Key": "k1"}))
+    assert first["requestId"] == second["requestId"]
+
+
+def test_presigned_upload_is_201_and_bound_to_the_job_key(client: Client, world: FakeWorld) -> None:
+    response = post(client, "/api/uploads", b'{"fileName": "p.csv"}', "application/json")
+    assert response.status_code == 201
+    answer = body_of(response)
+    assert answer["upload"]["fields"]["key"] == f"incoming/{answer['requestId']}.csv"
+    assert answer["expiresIn"] <= 900
+    job = world.store.get_job(answer["requestId"])
+    assert job is not None and job.status == "pending"
+
+
+def test_presigned_upload_refuses_a_non_object_body(client: Client) -> None:
+    assert post(client, "/api/uploads", b"[1]", "application/json").status_code == 400
+    assert post(client, "/api/uploads", b"{", "application/json").status_code == 400
+
+
+def test_status_404_and_400(client: Client) -> None:
+    missing = client.http.get("/api/getProcessingStatus/00000000-0000-4000-8000-000000000999")
+    assert missing.status_code == 404 and "error" in body_of(missing)
+    assert client.http.get("/api/getProcessingStatus/nope").status_code == 400
+
+
+def test_output_csv_is_409_until_the_job_ends(client: Client) -> None:
+    body, ctype = multipart({"file": ("p.csv", HEADER + "1,A,https://a.test/x.jpg\n", "text/csv")})
+    request_id = body_of(post(client, "/api/uploadAndProcessDocument", body, ctype))["requestId"]
+    assert client.http.get(f"/api/jobs/{request_id}/output.csv").status_code == 409
+
+
+def test_validate_is_a_dry_run(client: Client, world: FakeWorld) -> None:
+    body, ctype = multipart({"file": ("p.csv", HEADER + "1,A,https://a.test/x.jpg\n", "text/csv")})
+    response = post(client, "/api/validate", body, ctype)
+    assert response.status_code == 200
+    assert body_of(response) == {"valid": True, "totalProducts": 1, "totalImages": 1}
+    assert world.store.jobs == {} and world.uploads.objects == {}
+
+
+def test_health_and_openapi(client: Client) -> None:
+    assert body_of(client.http.get("/api/health")) == {"status": "ok"}
+    spec = body_of(client.http.get("/api/openapi.json"))
+    assert spec["openapi"].startswith("3.")
+    routes = {path for path in app_module.app.routes}
+    assert routes == set(spec["paths"])
+
+
+def test_unhandled_errors_answer_500_without_a_stack_trace(
+    client: Client, world: FakeWorld
+) -> None:
+    def broken(_key: str) -> None:
+        raise RuntimeError("secret internals")
+
+    world.deps.store.find_by_idempotency_key = broken  # type: ignore[method-assign]
+    body, ctype = multipart({"file": ("p.csv", HEADER + "1,A,https://a.test/x.jpg\n", "text/csv")})
+    response = post(client, "/api/uploadAndProcessDocument", body, ctype,
+                    **{"Idempotency-Key": "k"})
+    assert response.status_code == 500
+    assert "secret" not in response.body.decode()

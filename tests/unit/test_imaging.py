@@ -1,0 +1,465 @@
+"""Behaviour of `chalicelib.imaging`: bytes of any kind in, an RGB JPEG or a coded failure out."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from chalicelib.domain.models import ImageErrorCode
+from chalicelib.errors import ImageFailure
+from chalicelib.imaging import Compressed, CompressOptions, compress_to_jpeg
+from PIL import Image, ImageCms, ImageFile
+
+from local_emulator.samples import make_samples
+from local_emulator.samples.make_samples import SAMPLES, generate
+
+OPTIONS = CompressOptions()
+RED = (220, 30, 30)
+WHITE = (255, 255, 255)
+SAMPLES_DIR = Path(make_samples.__file__).resolve().parent
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def decode(result: Compressed) -> Image.Image:
+    image = Image.open(io.BytesIO(result.data))
+    image.load()
+    return image
+
+
+def close_to(pixel: object, expected: tuple[int, ...], tolerance: int = 24) -> bool:
+    assert isinstance(pixel, tuple)
+    return all(abs(int(a) - b) <= tolerance for a, b in zip(pixel, expected, strict=True))
+
+
+def failure(data: bytes, options: CompressOptions = OPTIONS) -> ImageErrorCode:
+    with pytest.raises(ImageFailure) as caught:
+        compress_to_jpeg(data, options)
+    return caught.value.code
+
+
+def photo(size: tuple[int, int] = (320, 240), seed: int = 7) -> Image.Image:
+    import random
+
+    return make_samples.landscape(random.Random(seed), size)
+
+
+def truncated_png(width: int, height: int) -> bytes:
+    """A valid PNG signature and IHDR claiming `width` x `height`, then an IDAT chunk that
+    announces 100 kB of pixel data but is cut off after a few bytes (a broken download)."""
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(ihdr) & 0xFFFFFFFF)
+    pixels = zlib.compress(b"\0" * 4096)[:16]
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr) - 4)
+        + ihdr
+        + crc
+        + struct.pack(">I", 100_000)
+        + b"IDAT"
+        + pixels
+    )
+
+
+def swapped_primaries_icc() -> bytes:
+    """A minimal ICC v2 RGB display profile whose red and green primaries are swapped.
+
+    Pixels tagged with it that hold pure red really mean sRGB green, so a correct conversion
+    to sRGB turns them green; ignoring the profile would leave them red.
+    """
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + b"\0" * 4 + s15(x) + s15(y) + s15(z)
+
+    text = b"Swapped primaries test\0"
+    desc = (
+        b"desc"
+        + b"\0" * 4
+        + struct.pack(">I", len(text))
+        + text
+        + b"\0" * 8  # unicode language and count
+        + b"\0" * 3  # scriptcode code and count
+        + b"\0" * 67
+    )
+    gamma = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, 0x0233) + b"\0\0"  # gamma 2.2
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(0.3851, 0.7169, 0.0971)),  # sRGB's green primary (D50)
+        (b"gXYZ", xyz(0.4361, 0.2225, 0.0139)),  # sRGB's red primary (D50)
+        (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+        (b"rTRC", gamma),
+        (b"gTRC", gamma),
+        (b"bTRC", gamma),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, data in tags:
+        padded = data + b"\0" * (-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += padded
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size)
+        + b"\0" * 4
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 24
+        + struct.pack(">I", 0)
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
+        + b"\0" * 48
+    )
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def test_output_is_an_rgb_jpeg_of_the_same_size() -> None:
+    result = compress_to_jpeg(encode(photo(), "PNG"), OPTIONS)
+    image = decode(result)
+    assert image.format == "JPEG"
+    assert image.mode == "RGB"
+    assert image.size == (320, 240) == (result.width, result.height)
+    assert result.source_format == "PNG"
+
+
+def test_output_is_smaller_than_a_quality_95_input() -> None:
+    source = encode(photo((640, 480)), "JPEG", quality=95)
+    result = compress_to_jpeg(source, OPTIONS)
+    assert len(result.data) < len(source) * 0.7
+    assert result.source_format == "JPEG"
+
+
+def test_quality_option_is_used() -> None:
+    source = encode(photo(), "PNG")
+    low = compress_to_jpeg(source, CompressOptions(quality=20))
+    high = compress_to_jpeg(source, CompressOptions(quality=90))
+    assert len(low.data) < len(high.data)
+
+
+def test_metadata_is_stripped() -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Camera Maker"  # Make
+    exif[0x0112] = 1
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = encode(
+        photo(), "JPEG", quality=95, exif=exif, icc_profile=srgb, comment=b"secret comment"
+    )
+    assert Image.open(io.BytesIO(source)).info.get("exif")  # the input does carry them
+    result = compress_to_jpeg(source, OPTIONS)
+    info = decode(result).info
+    assert "exif" not in info
+    assert "icc_profile" not in info
+    assert "comment" not in info
+    assert b"Exif\0" not in result.data
+    assert b"secret comment" not in result.data
+    assert b"Camera Maker" not in result.data
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_gives_the_oriented_size(orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    source = encode(Image.new("RGB", (40, 20), RED), "JPEG", quality=95, exif=exif)
+    result = compress_to_jpeg(source, OPTIONS)
+    expected = (20, 40) if orientation >= 5 else (40, 20)
+    assert (result.width, result.height) == expected
+    assert decode(result).size == expected
+
+
+def test_exif_orientation_turns_the_pixels() -> None:
+    stored = Image.new("RGB", (80, 40), WHITE)
+    stored.paste(RED, (0, 0, 40, 40))  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # view rotated 90 degrees clockwise: the left half ends up on top
+    result = compress_to_jpeg(encode(stored, "PNG", exif=exif), OPTIONS)
+    image = decode(result)
+    assert image.size == (40, 80)
+    assert close_to(image.getpixel((20, 10)), RED)
+    assert close_to(image.getpixel((20, 70)), WHITE)
+
+
+# -- modes -------------------------------------------------------------------------------------
+
+
+def test_rgba_is_flattened_on_white() -> None:
+    image = Image.new("RGBA", (32, 16), (0, 0, 0, 0))  # fully transparent black
+    image.paste((*RED, 255), (16, 0, 32, 16))
+    result = decode(compress_to_jpeg(encode(image, "PNG"), OPTIONS))
+    assert result.mode == "RGB"
+    assert close_to(result.getpixel((4, 8)), WHITE, 8)
+    assert close_to(result.getpixel((28, 8)), RED)
+
+
+def test_half_transparent_pixels_blend_with_white() -> None:
+    image = Image.new("RGBA", (16, 16), (0, 0, 0, 128))
+    pixel = decode(compress_to_jpeg(encode(image, "PNG"), OPTIONS)).getpixel((8, 8))
+    assert close_to(pixel, (127, 127, 127), 10)
+
+
+def test_palette_with_transparency() -> None:
+    image = Image.new("P", (32, 16), 0)
+    image.putpalette([0, 0, 0, *RED] + [0] * (3 * 254))
+    image.paste(1, (16, 0, 32, 16))
+    source = encode(image, "PNG", transparency=0)
+    assert Image.open(io.BytesIO(source)).mode == "P"
+    result = decode(compress_to_jpeg(source, OPTIONS))
+    assert close_to(result.getpixel((4, 8)), WHITE, 8)
+    assert close_to(result.getpixel((28, 8)), RED)
+
+
+def test_palette_without_transparency() -> None:
+    image = photo().quantize(colors=32)
+    result = decode(compress_to_jpeg(encode(image, "PNG"), OPTIONS))
+    assert result.mode == "RGB" and result.size == (320, 240)
+
+
+def test_greyscale_with_alpha() -> None:
+    image = Image.new("LA", (32, 16), (0, 0))  # transparent black
+    image.paste((0, 255), (16, 0, 32, 16))  # opaque black
+    source = encode(image, "PNG")
+    assert Image.open(io.BytesIO(source)).mode == "LA"
+    result = decode(compress_to_jpeg(source, OPTIONS))
+    assert result.mode == "RGB"
+    assert close_to(result.getpixel((4, 8)), WHITE, 8)
+    assert close_to(result.getpixel((28, 8)), (0, 0, 0), 8)
+
+
+def test_greyscale_and_bilevel() -> None:
+    for image in (Image.new("L", (16, 16), 100), Image.new("1", (16, 16), 1)):
+        result = decode(compress_to_jpeg(encode(image, "PNG"), OPTIONS))
+        assert result.mode == "RGB"
+    assert close_to(result.getpixel((8, 8)), WHITE, 4)
+
+
+def test_cmyk_jpeg() -> None:
+    image = Image.new("CMYK", (48, 32), (0, 255, 255, 0))  # red ink
+    source = encode(image, "JPEG", quality=95)
+    assert Image.open(io.BytesIO(source)).mode == "CMYK"
+    result = decode(compress_to_jpeg(source, OPTIONS))
+    assert result.mode == "RGB" and result.size == (48, 32)
+    assert close_to(result.getpixel((24, 16)), (255, 0, 0), 40)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(65535, 255), (32896, 128), (0, 0)])
+def test_sixteen_bit_greyscale_png(value: int, expected: int) -> None:
+    source = encode(Image.new("I;16", (16, 16), value), "PNG")
+    assert Image.open(io.BytesIO(source)).mode.startswith("I")
+    result = decode(compress_to_jpeg(source, OPTIONS))
+    assert result.mode == "RGB"
+    assert close_to(result.getpixel((8, 8)), (expected,) * 3, 4)
+
+
+def test_sixteen_bit_tiff_and_float() -> None:
+    tiff = encode(Image.new("I;16", (16, 16), 65535), "TIFF")
+    assert close_to(decode(compress_to_jpeg(tiff, OPTIONS)).getpixel((8, 8)), WHITE, 4)
+    floats = encode(Image.new("F", (16, 16), 0.5), "TIFF")
+    assert close_to(decode(compress_to_jpeg(floats, OPTIONS)).getpixel((8, 8)), (128,) * 3, 4)
+
+
+def test_animated_gif_keeps_the_first_frame() -> None:
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    frames = [Image.new("RGB", (30, 20), colour) for colour in colours]
+    source = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    assert getattr(Image.open(io.BytesIO(source)), "n_frames", 1) == 3
+    result = compress_to_jpeg(source, OPTIONS)
+    assert result.source_format == "GIF" and (result.width, result.height) == (30, 20)
+    assert close_to(decode(result).getpixel((15, 10)), (255, 0, 0), 30)
+
+
+def test_animated_webp_keeps_the_first_frame() -> None:
+    frames = [Image.new("RGB", (30, 20), c) for c in [(0, 0, 255), (255, 0, 0)]]
+    source = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    result = decode(compress_to_jpeg(source, OPTIONS))
+    assert close_to(result.getpixel((15, 10)), (0, 0, 255), 30)
+
+
+def test_non_srgb_profile_is_converted_to_srgb() -> None:
+    source = encode(
+        Image.new("RGB", (16, 16), (255, 0, 0)), "PNG", icc_profile=swapped_primaries_icc()
+    )
+    assert Image.open(io.BytesIO(source)).info.get("icc_profile")
+    result = decode(compress_to_jpeg(source, OPTIONS))
+    red, green, blue = result.getpixel((8, 8))  # type: ignore[misc]
+    assert green > 200 and red < 60 and blue < 60
+
+
+def test_unusable_profile_falls_back_to_plain_conversion() -> None:
+    source = encode(Image.new("RGB", (16, 16), RED), "PNG", icc_profile=b"not an icc profile")
+    assert close_to(decode(compress_to_jpeg(source, OPTIONS)).getpixel((8, 8)), RED)
+
+
+def test_srgb_profile_keeps_the_colours() -> None:
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = encode(Image.new("RGB", (16, 16), RED), "JPEG", quality=95, icc_profile=srgb)
+    assert close_to(decode(compress_to_jpeg(source, OPTIONS)).getpixel((8, 8)), RED)
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"<!doctype html><html><body>Not found</body></html>",
+        json.dumps({"error": "not found"}).encode(),
+        b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        b'<rect width="10" height="10"/></svg>',
+        b"just some text, nothing else\n" * 20,
+        bytes(range(256)) * 4,
+    ],
+    ids=["empty", "html", "json", "svg", "text", "binary"],
+)
+def test_not_an_image(data: bytes) -> None:
+    assert failure(data) == ImageErrorCode.NOT_AN_IMAGE
+
+
+def test_formats_outside_the_allow_list_are_not_images() -> None:
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    assert failure(eps) == ImageErrorCode.NOT_AN_IMAGE
+
+
+def test_too_many_pixels_with_a_small_limit() -> None:
+    source = encode(Image.new("RGB", (20, 20), RED), "PNG")
+    assert failure(source, CompressOptions(max_pixels=399)) == ImageErrorCode.TOO_MANY_PIXELS
+    assert compress_to_jpeg(source, CompressOptions(max_pixels=400)).width == 20
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        (8_000, 8_000),  # above our 50 MP limit, below Pillow's warning
+        (9_500, 9_500),  # above Pillow's DecompressionBombWarning threshold
+        (30_000, 30_000),  # above Pillow's DecompressionBombError threshold
+    ],
+)
+def test_too_many_pixels_is_decided_from_the_header(size: tuple[int, int]) -> None:
+    # No pixel data at all: decoding would fail, so the answer must come from the header.
+    assert failure(truncated_png(*size)) == ImageErrorCode.TOO_MANY_PIXELS
+
+
+def test_truncated_png_within_the_limit_fails_to_decode() -> None:
+    assert failure(truncated_png(100, 100)) == ImageErrorCode.DECODE_FAILED
+
+
+def test_limit_above_pillows_warning_threshold_is_honoured() -> None:
+    big = CompressOptions(max_pixels=100_000_000)
+    # 9500 x 9500 is within our limit: Pillow's warning must not turn it into too_many_pixels.
+    assert failure(truncated_png(9_500, 9_500), big) == ImageErrorCode.DECODE_FAILED
+
+
+def test_truncated_jpeg_fails_to_decode() -> None:
+    source = encode(photo(), "JPEG", quality=95)
+    assert failure(source[: len(source) // 2]) == ImageErrorCode.DECODE_FAILED
+
+
+def test_truncated_progressive_jpeg_and_png_fail_to_decode() -> None:
+    progressive = encode(photo(), "JPEG", quality=95, progressive=True)
+    assert failure(progressive[: len(progressive) // 2]) == ImageErrorCode.DECODE_FAILED
+    png = encode(photo(), "PNG")
+    assert failure(png[: len(png) // 2]) == ImageErrorCode.DECODE_FAILED
+
+
+def test_damaged_header_of_a_known_format_fails_to_decode() -> None:
+    assert failure(b"\xff\xd8\xff\xe0" + b"\0" * 40) == ImageErrorCode.DECODE_FAILED
+    assert failure(b"\x89PNG\r\n\x1a\n" + b"garbage" * 5) == ImageErrorCode.DECODE_FAILED
+
+
+def test_truncated_images_are_refused_even_if_someone_allowed_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    source = encode(photo(), "JPEG", quality=95)
+    assert failure(source[: len(source) // 2]) == ImageErrorCode.DECODE_FAILED
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_failure_carries_a_message() -> None:
+    with pytest.raises(ImageFailure) as caught:
+        compress_to_jpeg(b"<html></html>", OPTIONS)
+    assert caught.value.message
+    assert not caught.value.retryable
+
+
+@pytest.mark.parametrize("kwargs", [{"quality": 0}, {"quality": 101}, {"max_pixels": 0}])
+def test_options_are_validated(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        CompressOptions(**kwargs)
+
+
+# -- shipped samples ---------------------------------------------------------------------------
+
+
+def check_sample(path: Path, sample: make_samples.Sample) -> None:
+    with Image.open(path) as image:
+        assert image.format == sample.format
+        assert image.mode == sample.mode
+        assert image.size == sample.size
+        assert getattr(image, "n_frames", 1) == sample.frames
+        image.load()
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
+def test_shipped_sample_exists_and_compresses(sample: make_samples.Sample) -> None:
+    path = SAMPLES_DIR / "images" / sample.name
+    check_sample(path, sample)
+    data = path.read_bytes()
+    result = compress_to_jpeg(data, OPTIONS)
+    assert (result.width, result.height) == sample.oriented_size
+    assert len(result.data) < len(data)
+
+
+def test_shipped_samples_stay_small() -> None:
+    total = sum((SAMPLES_DIR / "images" / s.name).stat().st_size for s in SAMPLES)
+    assert total < 1_500_000
+
+
+def test_shipped_csv_references_the_samples() -> None:
+    text = (SAMPLES_DIR / "products.csv").read_text(encoding="utf-8")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["S. No.", "Product Name", "Input Image Urls"]
+    names = {s.name for s in SAMPLES}
+    assert len(rows) >= 5
+    assert any("," in row[2] for row in rows[1:])
+    for row in rows[1:]:
+        for url in row[2].split(","):
+            assert url.startswith("{IMAGES_BASE}/")
+            assert url.removeprefix("{IMAGES_BASE}/") in names
+    assert text == make_samples.products_csv()
+
+
+def test_generate_reproduces_the_samples(tmp_path: Path) -> None:
+    paths = generate(tmp_path / "first")
+    assert len(paths) == len(SAMPLES) + 1
+    assert paths[-1] == tmp_path / "first" / "products.csv"
+    for path, sample in zip(paths, SAMPLES, strict=False):
+        assert path == tmp_path / "first" / "images" / sample.name
+        check_sample(path, sample)
+    # Seeded: a second run draws the same pictures.
+    again = generate(tmp_path / "second")
+    for first, second in zip(paths[:-1], again[:-1], strict=True):
+        with Image.open(first) as a, Image.open(second) as b:
+            assert a.tobytes() == b.tobytes()
+    assert paths[-1].read_bytes() == again[-1].read_bytes()
