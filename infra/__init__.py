@@ -1,0 +1,1 @@
+"""Infrastructure helpers (CloudFormation template loading)."""

@@ -1,0 +1,545 @@
+"""template.yaml: lint, offline SAM transform, and the invariants the code and emulator rely on.
+
+Fast and offline: cfn-lint's bundled schemas, samtranslator with a stub managed-policy
+loader, and the Chalice app imported in-process.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.cfn_yaml import load_template, loads_template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+CONFIG_PATH = ROOT / "functions" / "chalicelib" / "config.py"
+
+# Logical ids and handlers other parts of the repo (local_emulator, docs) rely on.
+HANDLERS = {
+    "ApiFunction": "app.app",
+    "IngestFunction": "app.ingest_csv",
+    "WorkerFunction": "app.process_rows",
+    "FinalizeFunction": "app.finalize_jobs",
+    "WebhookFunction": "app.deliver_webhooks",
+    "RowsDeadLetterFunction": "app.rows_dead_letter",
+    "SweeperFunction": "app.sweep_stalled_jobs",
+}
+QUEUES = {
+    "IngestQueue": "IngestDeadLetterQueue",
+    "RowsQueue": "RowsDeadLetterQueue",
+    "FinalizeQueue": "FinalizeDeadLetterQueue",
+    "WebhookQueue": "WebhookDeadLetterQueue",
+}
+SECRET_PARAMETERS = ("MongoUriSecretName", "WebhookSecretName")
+FOURTEEN_DAYS = 14 * 24 * 3600
+MAX_VISIBILITY = 43200
+
+# cfn-lint findings we accept, each with its reason. Everything else (errors, warnings,
+# informational and experimental checks) fails the test.
+IGNORED_LINT_RULES = {
+    # Stateful-resource DeletionPolicy: the queues only hold in-flight messages; deleting them
+    # with the stack is intended (buckets are not flagged).
+    "I3011",
+    # Experimental: asks for a Metadata.com.aws.cloudformation.Context architecture block.
+    "I4010",
+}
+
+# AWS managed policies SAM attaches by itself (logs, X-Ray, SQS polling by the ESM).
+SAM_MANAGED_POLICIES = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole",
+}
+
+
+# ------------------------------------------------------------------ helpers / fixtures
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(TEMPLATE_PATH)
+
+
+def _resources(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return _resources(template, "AWS::Serverless::Function")
+
+
+def _prop(template: dict[str, Any], function: dict[str, Any], name: str) -> Any:
+    """A function property, falling back to Globals.Function."""
+    props = function.get("Properties", {})
+    if name in props:
+        return props[name]
+    return template.get("Globals", {}).get("Function", {}).get(name)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _getatt_target(value: Any) -> str:
+    """The logical id of `!GetAtt X.Arn` (or of `!Ref X`)."""
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return str(value["Fn::GetAtt"][0])
+    if isinstance(value, dict) and "Ref" in value:
+        return str(value["Ref"])
+    raise AssertionError(f"expected !GetAtt or !Ref, got {value!r}")
+
+
+def _walk(node: Any, skip_keys: frozenset[str] = frozenset()) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) pair in a nested structure, depth first."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in skip_keys:
+                continue
+            yield key, value
+            yield from _walk(value, skip_keys)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item, skip_keys)
+
+
+def _strings(node: Any, skip_keys: frozenset[str] = frozenset()) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key not in skip_keys:
+                yield from _strings(value, skip_keys)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item, skip_keys)
+
+
+def _sqs_events(function: dict[str, Any]) -> list[dict[str, Any]]:
+    events = function.get("Properties", {}).get("Events", {}) or {}
+    return [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
+
+
+# ------------------------------------------------------------------ the loader
+
+
+def test_loader_expands_short_tags() -> None:
+    data = loads_template(
+        "A: !Ref X\n"
+        "B: !GetAtt Q.Arn\n"
+        'C: !Sub "${AWS::StackName}-x"\n'
+        "D: !Join [',', [a, !Ref Y]]\n"
+        "E: !If [Cond, 1, !Ref AWS::NoValue]\n"
+        "F: !GetAtt Res.Some.Nested\n"
+        "G: !Sub ['${A}', {A: !Ref Z}]\n"
+    )
+    assert data == {
+        "A": {"Ref": "X"},
+        "B": {"Fn::GetAtt": ["Q", "Arn"]},
+        "C": {"Fn::Sub": "${AWS::StackName}-x"},
+        "D": {"Fn::Join": [",", ["a", {"Ref": "Y"}]]},
+        "E": {"Fn::If": ["Cond", 1, {"Ref": "AWS::NoValue"}]},
+        "F": {"Fn::GetAtt": ["Res", "Some.Nested"]},
+        "G": {"Fn::Sub": ["${A}", {"A": {"Ref": "Z"}}]},
+    }
+
+
+def test_loader_rejects_non_mapping() -> None:
+    with pytest.raises(ValueError, match="mapping"):
+        loads_template("- just a list\n")
+
+
+def test_template_shape(template: dict[str, Any]) -> None:
+    assert template["AWSTemplateFormatVersion"] == "2010-09-09"
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    assert template["Description"]
+    resources = template["Resources"]
+    for queue, dlq in QUEUES.items():
+        assert resources[queue]["Type"] == "AWS::SQS::Queue"
+        assert resources[dlq]["Type"] == "AWS::SQS::Queue"
+    for bucket in ("UploadsBucket", "OutputsBucket"):
+        assert resources[bucket]["Type"] == "AWS::S3::Bucket"
+    assert resources["IngestQueuePolicy"]["Type"] == "AWS::SQS::QueuePolicy"
+    assert resources["Api"]["Type"] == "AWS::Serverless::Api"
+    assert {k: v["Properties"]["Handler"] for k, v in _functions(template).items()} == HANDLERS
+
+
+# ------------------------------------------------------------------ (1) cfn-lint
+
+
+def test_cfn_lint_is_clean() -> None:
+    from cfnlint.api import ManualArgs, lint
+
+    matches = lint(
+        TEMPLATE_PATH.read_text(encoding="utf-8"),
+        config=ManualArgs(
+            regions=["us-east-1", "eu-west-1", "ap-southeast-2"],
+            include_checks=["I"],
+            include_experimental=True,
+            ignore_checks=sorted(IGNORED_LINT_RULES),
+        ),
+    )
+    assert [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in matches] == []
+
+
+# ------------------------------------------------------------------ (2) SAM transform
+
+
+class _StubManagedPolicyLoader:
+    """samtranslator asks this for AWS managed policy ARNs by name; no IAM call."""
+
+    def load(self) -> dict[str, str]:
+        names = ("AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess")
+        return {name: f"arn:aws:iam::aws:policy/{name}" for name in names}
+
+
+@pytest.fixture(scope="module")
+def transformed(template: dict[str, Any]) -> dict[str, Any]:
+    from samtranslator.translator.transform import transform
+
+    sam = copy.deepcopy(template)
+    # What `sam package` does: the local CodeUri becomes an S3 location.
+    sam["Globals"]["Function"]["CodeUri"] = "s3://example-artifacts/functions.zip"
+    with pytest.MonkeyPatch.context() as mp:
+        # samtranslator reads the region (for pseudo parameters) from a boto3 session.
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_PROFILE", raising=False)
+        parameters = {name: f"test/{name}" for name in SECRET_PARAMETERS}
+        result: dict[str, Any] = transform(sam, parameters, _StubManagedPolicyLoader())
+    return result
+
+
+def test_transform_has_no_serverless_resources_left(transformed: dict[str, Any]) -> None:
+    types = {r["Type"] for r in transformed["Resources"].values()}
+    assert not {t for t in types if t.startswith("AWS::Serverless::")}
+    assert "AWS::Lambda::Function" in types
+    assert "AWS::ApiGateway::RestApi" in types
+
+
+def test_transform_rows_mapping_reports_batch_item_failures(transformed: dict[str, Any]) -> None:
+    mappings = [
+        r["Properties"]
+        for r in transformed["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    by_queue = {_getatt_target(m["EventSourceArn"]): m for m in mappings}
+    assert set(by_queue) == {*QUEUES, "RowsDeadLetterQueue"}
+    rows = by_queue["RowsQueue"]
+    assert rows["FunctionName"] == {"Ref": "WorkerFunction"}
+    assert rows["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert rows["BatchSize"] == 10
+    assert rows["ScalingConfig"]["MaximumConcurrency"] >= 2
+    for queue in ("IngestQueue", "FinalizeQueue", "WebhookQueue"):
+        assert by_queue[queue]["BatchSize"] == 1
+
+
+def test_transform_bucket_notifies_ingest_queue(transformed: dict[str, Any]) -> None:
+    bucket = transformed["Resources"]["UploadsBucket"]
+    assert bucket["DependsOn"] in ("IngestQueuePolicy", ["IngestQueuePolicy"])
+    configs = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert len(configs) == 1
+    (config,) = configs
+    assert config["Event"] == "s3:ObjectCreated:*"
+    assert _getatt_target(config["Queue"]) == "IngestQueue"
+    rules = config["Filter"]["S3Key"]["Rules"]
+    assert {"Name": "prefix", "Value": "incoming/"} in rules
+
+
+def test_transform_queues_redrive_to_their_dlq(transformed: dict[str, Any]) -> None:
+    resources = transformed["Resources"]
+    for queue, dlq in QUEUES.items():
+        redrive = resources[queue]["Properties"]["RedrivePolicy"]
+        assert _getatt_target(redrive["deadLetterTargetArn"]) == dlq
+        assert int(redrive["maxReceiveCount"]) == 5
+        assert resources[dlq]["Properties"]["MessageRetentionPeriod"] == FOURTEEN_DAYS
+
+
+def test_transform_roles_only_get_expected_managed_policies(transformed: dict[str, Any]) -> None:
+    roles = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    assert len(roles) == len(HANDLERS)
+    for role in roles:
+        assert set(role["Properties"].get("ManagedPolicyArns", [])) <= SAM_MANAGED_POLICIES
+
+
+# ------------------------------------------------------------------ (3)/(4) the code
+
+
+@pytest.fixture(scope="module")
+def app_module() -> Any:
+    import app  # functions/app.py (pytest's pythonpath includes functions/)
+
+    return app
+
+
+def test_every_handler_is_a_callable_of_app(app_module: Any) -> None:
+    for logical_id, handler in HANDLERS.items():
+        module, _, attribute = handler.partition(".")
+        assert module == "app", logical_id
+        assert hasattr(app_module, attribute), f"{logical_id}: app.{attribute} is missing"
+        assert callable(getattr(app_module, attribute)), f"app.{attribute} is not callable"
+
+
+def _template_routes(template: dict[str, Any]) -> set[tuple[str, str]]:
+    routes: set[tuple[str, str]] = set()
+    for logical_id, function in _functions(template).items():
+        for event in (function["Properties"].get("Events") or {}).values():
+            if event["Type"] != "Api":
+                continue
+            assert logical_id == "ApiFunction", f"{logical_id} has an Api event"
+            props = event["Properties"]
+            assert props["RestApiId"] == {"Ref": "Api"}
+            routes.add((props["Path"], props["Method"].upper()))
+    return routes
+
+
+def test_api_routes_match_the_chalice_app(template: dict[str, Any], app_module: Any) -> None:
+    chalice_routes = {
+        (path, method.upper())
+        for path, methods in app_module.app.routes.items()
+        for method in methods
+    }
+    declared = _template_routes(template)
+    assert declared - chalice_routes == set(), "declared in template.yaml, not in the app"
+    assert chalice_routes - declared == set(), "routes of the app missing from template.yaml"
+
+
+# ------------------------------------------------------------------ (5) secrets
+
+
+def test_secret_parameters_have_no_default(template: dict[str, Any]) -> None:
+    params = template["Parameters"]
+    for name in SECRET_PARAMETERS:
+        assert params[name]["Type"] == "String"
+        assert "Default" not in params[name], f"{name} must not have a default"
+    assert params["StageName"]["Default"] == "v1"
+    assert params["PublicBaseUrl"]["Default"] == ""
+    assert params["WebhookRetrySchedule"]["Default"] == "5,30,120,600,900,900"
+    assert params["AllowPrivateHosts"]["Default"] == "0"
+    assert params["AllowPrivateHosts"]["AllowedValues"] == ["0", "1"]
+
+
+def test_secrets_are_only_used_through_dynamic_references(template: dict[str, Any]) -> None:
+    body = {k: v for k, v in template.items() if k != "Parameters"}
+    for key, value in _walk(body):
+        if key == "Ref":
+            assert value not in SECRET_PARAMETERS, f"!Ref {value} would expose the secret name"
+    uses: dict[str, int] = dict.fromkeys(SECRET_PARAMETERS, 0)
+    for key, value in _walk(body):
+        if key != "Fn::Sub":
+            continue
+        text = value[0] if isinstance(value, list) else value
+        for name in SECRET_PARAMETERS:
+            if f"${{{name}}}" in text:
+                assert text == f"{{{{resolve:secretsmanager:${{{name}}}:SecretString}}}}"
+                uses[name] += 1
+    assert uses == dict.fromkeys(SECRET_PARAMETERS, 1)
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["MONGO_URI"] == {
+        "Fn::Sub": "{{resolve:secretsmanager:${MongoUriSecretName}:SecretString}}"
+    }
+    assert env["WEBHOOK_SECRET"] == {
+        "Fn::Sub": "{{resolve:secretsmanager:${WebhookSecretName}:SecretString}}"
+    }
+
+
+def test_no_plaintext_secrets_anywhere(template: dict[str, Any]) -> None:
+    # Descriptions may show the shape of a value; nothing else may carry one.
+    for text in _strings(template, skip_keys=frozenset({"Description"})):
+        assert "whsec_" not in text
+        assert not re.search(r"mongodb(\+srv)?://", text), text
+
+
+# ------------------------------------------------------------------ environment
+
+
+def test_all_functions_share_the_global_environment(template: dict[str, Any]) -> None:
+    for logical_id, function in _functions(template).items():
+        assert "Environment" not in function["Properties"], logical_id
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["UPLOADS_BUCKET"] == {"Ref": "UploadsBucket"}
+    assert env["OUTPUTS_BUCKET"] == {"Ref": "OutputsBucket"}
+    for queue in QUEUES:
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", queue).upper() + "_URL"
+        assert env[name] == {"Ref": queue}
+    config_source = CONFIG_PATH.read_text(encoding="utf-8")
+    for name in env:
+        assert f'"{name}"' in config_source, f"{name} is not read by chalicelib/config.py"
+
+
+def test_globals(template: dict[str, Any]) -> None:
+    glob = template["Globals"]["Function"]
+    assert glob["Runtime"] == "python3.13"
+    assert glob["CodeUri"] == "functions/"
+    assert glob["Architectures"] == ["arm64"]
+    assert glob["Tracing"] == "Active"
+
+
+# ------------------------------------------------------------------ (6) visibility
+
+
+def test_queue_visibility_covers_six_consumer_timeouts(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    consumed: set[str] = set()
+    for logical_id, function in _functions(template).items():
+        timeout = int(_prop(template, function, "Timeout"))
+        for event in _sqs_events(function):
+            queue = _getatt_target(event["Queue"])
+            consumed.add(queue)
+            window = int(event.get("MaximumBatchingWindowInSeconds", 0))
+            visibility = int(resources[queue]["Properties"].get("VisibilityTimeout", 30))
+            assert visibility >= 6 * timeout + window, (
+                f"{queue}: VisibilityTimeout {visibility} < 6 x {logical_id} {timeout}s"
+                f" + {window}s window"
+            )
+            assert visibility <= MAX_VISIBILITY
+    assert consumed == {*QUEUES, "RowsDeadLetterQueue"}
+
+
+def test_function_timeouts_and_memory(template: dict[str, Any]) -> None:
+    functions = _functions(template)
+    expected_timeouts = {
+        "ApiFunction": 29,
+        "IngestFunction": 900,
+        "WorkerFunction": 120,
+        "FinalizeFunction": 900,
+        "WebhookFunction": 30,
+    }
+    for logical_id, timeout in expected_timeouts.items():
+        assert _prop(template, functions[logical_id], "Timeout") == timeout
+    for function in functions.values():
+        assert 1 <= int(_prop(template, function, "Timeout")) <= 900
+    assert _prop(template, functions["WorkerFunction"], "MemorySize") == 1769
+    assert _prop(template, functions["IngestFunction"], "MemorySize") == 512
+
+
+def test_event_sources(template: dict[str, Any]) -> None:
+    functions = _functions(template)
+    worker = _sqs_events(functions["WorkerFunction"])
+    assert len(worker) == 1
+    assert worker[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert worker[0]["MaximumBatchingWindowInSeconds"] == 1
+    sweeper = functions["SweeperFunction"]["Properties"]["Events"]
+    assert [e["Properties"]["Schedule"] for e in sweeper.values()] == ["rate(5 minutes)"]
+
+
+# ------------------------------------------------------------------ (7) least privilege
+
+
+def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for logical_id, function in _functions(template).items():
+        for policy in _as_list(function["Properties"].get("Policies", [])):
+            assert isinstance(policy, dict) and "Statement" in policy, (
+                f"{logical_id}: use explicit statements, not {policy!r}"
+            )
+            for statement in _as_list(policy["Statement"]):
+                yield logical_id, statement
+    for logical_id, resource in _resources(template, "AWS::SQS::QueuePolicy").items():
+        for statement in _as_list(resource["Properties"]["PolicyDocument"]["Statement"]):
+            yield logical_id, statement
+
+
+def test_no_wildcard_actions_or_resources(template: dict[str, Any]) -> None:
+    count = 0
+    for logical_id, statement in _statements(template):
+        count += 1
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement and "NotResource" not in statement
+        for action in _as_list(statement["Action"]):
+            assert "*" not in action, f"{logical_id}: wildcard action {action!r}"
+        for resource in _as_list(statement["Resource"]):
+            assert resource != "*", f"{logical_id}: Resource '*'"
+    assert count > 0
+
+
+def test_function_permissions(template: dict[str, Any]) -> None:
+    """Each function can do what its code needs, on the resources it needs, nothing more."""
+
+    def grants(logical_id: str) -> set[tuple[str, str]]:
+        out: set[tuple[str, str]] = set()
+        for owner, statement in _statements(template):
+            if owner != logical_id:
+                continue
+            for action in _as_list(statement["Action"]):
+                for resource in _as_list(statement["Resource"]):
+                    if isinstance(resource, dict) and "Fn::Sub" in resource:
+                        target = str(resource["Fn::Sub"])
+                    else:
+                        target = _getatt_target(resource)
+                    out.add((action, target))
+        return out
+
+    uploads_in = "${UploadsBucket.Arn}/incoming/*"
+    outputs = "${OutputsBucket.Arn}/outputs/*"
+    assert ("s3:PutObject", uploads_in) in grants("ApiFunction")
+    assert ("s3:GetObject", outputs) in grants("ApiFunction")
+    assert ("sqs:SendMessage", "WebhookQueue") in grants("ApiFunction")
+    assert ("sqs:SendMessage", "RowsQueue") in grants("ApiFunction")
+    assert ("s3:GetObject", uploads_in) in grants("IngestFunction")
+    assert ("sqs:SendMessage", "RowsQueue") in grants("IngestFunction")
+    assert ("sqs:SendMessage", "WebhookQueue") in grants("IngestFunction")
+    assert grants("WorkerFunction") == {
+        ("s3:PutObject", outputs),
+        ("sqs:SendMessage", "FinalizeQueue"),
+    }
+    assert ("s3:PutObject", outputs) in grants("FinalizeFunction")
+    assert ("sqs:SendMessage", "WebhookQueue") in grants("FinalizeFunction")
+    assert grants("WebhookFunction") == {
+        ("s3:GetObject", outputs),
+        ("sqs:SendMessage", "WebhookQueue"),
+    }
+    # Nobody but S3 sends to the ingest queue.
+    for logical_id in HANDLERS:
+        assert ("sqs:SendMessage", "IngestQueue") not in grants(logical_id)
+
+
+def test_ingest_queue_policy_names_the_uploads_bucket(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    (statement,) = resources["IngestQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    source_arn = statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    bucket_name = resources["UploadsBucket"]["Properties"]["BucketName"]["Fn::Sub"]
+    assert source_arn == f"arn:${{AWS::Partition}}:s3:::{bucket_name}"
+    assert resources["IngestQueuePolicy"]["Properties"]["Queues"] == [{"Ref": "IngestQueue"}]
+
+
+# ------------------------------------------------------------------ buckets, API, outputs
+
+
+def test_buckets_are_private_and_encrypted(template: dict[str, Any]) -> None:
+    for logical_id in ("UploadsBucket", "OutputsBucket"):
+        props = template["Resources"][logical_id]["Properties"]
+        block = props["PublicAccessBlockConfiguration"]
+        assert all(block[k] is True for k in block) and len(block) == 4, logical_id
+        rule = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+        assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+    uploads = template["Resources"]["UploadsBucket"]["Properties"]
+    expiring = [r for r in uploads["LifecycleConfiguration"]["Rules"] if r.get("ExpirationInDays")]
+    assert [(r["Prefix"], r["ExpirationInDays"]) for r in expiring] == [("incoming/", 30)]
+    cors = uploads["CorsConfiguration"]["CorsRules"]
+    assert any("POST" in r["AllowedMethods"] and r["AllowedOrigins"] == ["*"] for r in cors)
+
+
+def test_api(template: dict[str, Any]) -> None:
+    props = template["Resources"]["Api"]["Properties"]
+    assert props["StageName"] == {"Ref": "StageName"}
+    assert props["BinaryMediaTypes"] == ["multipart~1form-data"]
+    assert props["Cors"]
+
+
+def test_outputs(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    assert outputs["ApiUrl"]["Value"] == {
+        "Fn::Sub": "https://${Api}.execute-api.${AWS::Region}.amazonaws.com/${StageName}"
+    }
+    assert outputs["UploadsBucketName"]["Value"] == {"Ref": "UploadsBucket"}
+    assert outputs["OutputsBucketName"]["Value"] == {"Ref": "OutputsBucket"}
+    for queue, dlq in QUEUES.items():
+        assert outputs[f"{queue}Url"]["Value"] == {"Ref": queue}
+        assert outputs[f"{dlq}Url"]["Value"] == {"Ref": dlq}
