@@ -28,7 +28,6 @@ HANDLERS = {
     "FinalizeFunction": "app.finalize_jobs",
     "WebhookFunction": "app.deliver_webhooks",
     "RowsDeadLetterFunction": "app.rows_dead_letter",
-    "SweeperFunction": "app.sweep_stalled_jobs",
 }
 QUEUES = {
     "IngestQueue": "IngestDeadLetterQueue",
@@ -423,8 +422,6 @@ def test_event_sources(template: dict[str, Any]) -> None:
     assert len(worker) == 1
     assert worker[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert worker[0]["MaximumBatchingWindowInSeconds"] == 1
-    sweeper = functions["SweeperFunction"]["Properties"]["Events"]
-    assert [e["Properties"]["Schedule"] for e in sweeper.values()] == ["rate(5 minutes)"]
 
 
 # ------------------------------------------------------------------ (7) least privilege
