@@ -1,0 +1,163 @@
+"""The command line: `python -m local_emulator serve|demo`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from types import FrameType
+
+from local_emulator.mongo import MongoEngine
+from local_emulator.stack import (
+    DEFAULT_TEMPLATE,
+    DEFAULT_VISIBILITY_CAP,
+    DEFAULT_VISIBILITY_SCALE,
+    Emulator,
+)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="API bind address")
+    parser.add_argument(
+        "--port", type=int, default=default_port, help="API port (0: any free port)"
+    )
+    parser.add_argument(
+        "--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template to provision"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="keep the embedded MongoDB's data here (SQLite engine)"
+    )
+    parser.add_argument(
+        "--mongo-engine",
+        choices=("memory", "sqlite"),
+        help="embedded MongoDB storage (default: memory, or sqlite with --data-dir)",
+    )
+    parser.add_argument(
+        "--workers", type=int, help="pollers for the rows queue (default: max(2, CPU cores))"
+    )
+    parser.add_argument(
+        "--visibility-scale",
+        type=_positive_float,
+        default=DEFAULT_VISIBILITY_SCALE,
+        help="multiply the queues' visibility timeouts (min 2 s) so failed batches retry "
+        f"sooner (default {DEFAULT_VISIBILITY_SCALE})",
+    )
+    parser.add_argument(
+        "--visibility-max",
+        type=int,
+        default=DEFAULT_VISIBILITY_CAP,
+        help="cap on the scaled visibility timeouts, in seconds (0: no cap; "
+        f"default {DEFAULT_VISIBILITY_CAP})",
+    )
+    parser.add_argument(
+        "--schedule-scale",
+        type=_positive_float,
+        help="multiply rate() schedule periods (default: LOCAL_SCHEDULE_SCALE or 1)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m local_emulator",
+        description="Run the image pipeline locally: moto, an embedded MongoDB, the API and "
+        "the functions, wired as in template.yaml.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the stack in the foreground")
+    _add_stack_options(serve, 8000)
+    serve.add_argument(
+        "--allow-private-hosts",
+        action="store_true",
+        help="let image and webhook URLs point at loopback/private addresses "
+        "(also ALLOW_PRIVATE_HOSTS=1)",
+    )
+    serve.add_argument("--quiet", action="store_true", help="no access log, no per-batch log")
+
+    demo = commands.add_parser("demo", help="process the bundled sample CSV end to end")
+    _add_stack_options(demo, 0)
+    demo.add_argument("--csv", type=Path, help="CSV with {IMAGES_BASE}/ URLs")
+    demo.add_argument("--images", type=Path, help="directory served as {IMAGES_BASE}")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the job")
+    demo.add_argument(
+        "--webhook-timeout", type=float, default=60.0, help="seconds to wait for the webhook"
+    )
+    demo.add_argument("--verbose", action="store_true", help="log every request and batch")
+    return parser
+
+
+def make_emulator(args: argparse.Namespace, *, allow_private_hosts: bool, quiet: bool) -> Emulator:
+    engine: MongoEngine = args.mongo_engine or ("sqlite" if args.data_dir else "memory")
+    return Emulator(
+        args.host,
+        args.port,
+        allow_private_hosts=allow_private_hosts,
+        template=args.template,
+        workers=args.workers,
+        visibility_scale=args.visibility_scale,
+        visibility_cap=args.visibility_max or None,
+        schedule_scale=args.schedule_scale,
+        mongo_engine=engine,
+        data_dir=args.data_dir,
+        quiet=quiet,
+        verbose_dispatch=not quiet,
+    )
+
+
+def install_stop_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop
+
+
+def serve(args: argparse.Namespace) -> int:
+    stop = install_stop_signals()
+    # As on Lambda, records that reach the root logger are shown (on stderr).
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    emulator = make_emulator(args, allow_private_hosts=args.allow_private_hosts, quiet=args.quiet)
+    try:
+        emulator.start()
+    except Exception as exc:
+        if not isinstance(exc, OSError):  # e.g. the port is taken: the message says it all
+            traceback.print_exc()
+        print(f"error: the stack did not start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        for line in emulator.describe():
+            print(line, file=sys.stderr)
+        if emulator.webhook_secret_generated:
+            print(f"webhook-secret {emulator.webhook_secret}")
+        print(f"storage {emulator.storage_url} bucket={emulator.uploads_bucket}", flush=True)
+        print(f"ready {emulator.api_url}", flush=True)
+        while not stop.wait(0.5):
+            pass
+        print("stopping", file=sys.stderr, flush=True)
+    finally:
+        emulator.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    from local_emulator.demo import run_demo
+
+    return run_demo(args)

@@ -1,0 +1,410 @@
+"""Lambda's event delivery, locally: SQS event source mappings and rate() schedules.
+
+For each SQS mapping, poller threads do what Lambda's pollers do: ReceiveMessage up to
+BatchSize, call the handler with an SQS event, then delete the records that succeeded --
+all of them, or, with ReportBatchItemFailures, all but the reported ones. A handler that
+raises deletes nothing: the records come back after the visibility timeout, and the
+queue's redrive policy moves them to the DLQ after maxReceiveCount receives (moto does
+that on ReceiveMessage). While a batch runs, its visibility is extended (up to the
+function's Timeout), so a shortened local visibility timeout only shortens the wait
+before a retry, never causes a second delivery of a batch still in progress (on AWS,
+visibility >= function timeout guarantees the same).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import itertools
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from local_emulator.provision import ACCOUNT_ID, FunctionInfo, ScheduleSource, SqsEventSource
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
+Handler = Callable[[dict[str, Any], Any], Any]
+Log = Callable[[str], None]
+SQS_MAX_BATCH = 10
+
+
+class LambdaContext:
+    """The parts of Lambda's context object that handlers use."""
+
+    def __init__(self, function: FunctionInfo) -> None:
+        self.aws_request_id = str(uuid.uuid4())
+        self.function_name = function.name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = function.arn
+        self.memory_limit_in_mb = function.memory_size
+        self.log_group_name = f"/aws/lambda/{function.name}"
+        self.log_stream_name = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
+        self._deadline = time.monotonic() + function.timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def load_handler(handler: str, code_dir: Path) -> Handler:
+    """`module.attr` from the function's code directory, as Lambda's runtime imports it."""
+    module_name, _, attr = handler.rpartition(".")
+    if not module_name:
+        raise ValueError(f"handler {handler!r} must look like module.function")
+    if str(code_dir) not in sys.path:
+        sys.path.insert(0, str(code_dir))
+    module = importlib.import_module(module_name)
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ValueError(f"handler {handler!r}: {module_name}.{attr} is not callable")
+    return function  # type: ignore[no-any-return]
+
+
+def _lambda_message_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in attributes.items():
+        item: dict[str, Any] = {
+            "stringListValues": [],
+            "binaryListValues": [],
+            "dataType": value.get("DataType", "String"),
+        }
+        if "StringValue" in value:
+            item["stringValue"] = value["StringValue"]
+        if "BinaryValue" in value:
+            item["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode("ascii")
+        out[name] = item
+    return out
+
+
+def sqs_record(message: MessageTypeDef, queue_arn: str, region: str) -> dict[str, Any]:
+    """One record of Lambda's SQS event, from a ReceiveMessage result."""
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message.get("Body", ""),
+        "attributes": dict(message.get("Attributes", {})),
+        "messageAttributes": _lambda_message_attributes(message.get("MessageAttributes", {})),
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
+
+
+def scheduled_event(function: FunctionInfo, schedule: ScheduleSource, region: str) -> Any:
+    if schedule.input is not None:
+        return schedule.input
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [
+            f"arn:aws:events:{region}:{ACCOUNT_ID}:rule/{function.name}-{schedule.event_name}"
+        ],
+        "detail": {},
+    }
+
+
+def failed_message_ids(result: Any, batch_ids: list[str]) -> set[str]:
+    """Which records Lambda would leave on the queue, given ReportBatchItemFailures.
+
+    As on AWS: no `batchItemFailures` (or an empty list) is full success; a malformed
+    answer or an identifier that is not in the batch fails the whole batch."""
+    if not isinstance(result, Mapping):
+        return set()
+    failures = result.get("batchItemFailures")
+    if failures is None:
+        return set()
+    if not isinstance(failures, list):
+        return set(batch_ids)
+    failed: set[str] = set()
+    for failure in failures:
+        identifier = failure.get("itemIdentifier") if isinstance(failure, Mapping) else None
+        if not identifier or identifier not in batch_ids:
+            return set(batch_ids)
+        failed.add(str(identifier))
+    return failed
+
+
+@dataclass
+class FunctionStats:
+    invocations: int = 0
+    records: int = 0
+    failed_records: int = 0
+    errors: int = 0
+
+
+@dataclass
+class _InFlight:
+    queue_url: str
+    handles: list[str]
+    visibility: int
+    give_up_at: float
+    next_extend_at: float
+
+
+class _VisibilityKeeper:
+    """Extends the visibility of batches while their handler runs."""
+
+    def __init__(self, sqs: SQSClient, stop: threading.Event, log: Log) -> None:
+        self._sqs = sqs
+        self._stop = stop
+        self._log = log
+        self._lock = threading.Lock()
+        self._batches: dict[int, _InFlight] = {}
+        self._ids = itertools.count()
+        self.thread = threading.Thread(target=self._run, name="sqs-visibility", daemon=True)
+
+    def track(self, queue_url: str, handles: list[str], visibility: int, timeout: int) -> int:
+        now = time.monotonic()
+        token = next(self._ids)
+        with self._lock:
+            self._batches[token] = _InFlight(
+                queue_url, handles, visibility, now + timeout, now + visibility / 2
+            )
+        return token
+
+    def untrack(self, token: int) -> None:
+        with self._lock:
+            self._batches.pop(token, None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            now = time.monotonic()
+            with self._lock:
+                due = [b for b in self._batches.values() if b.next_extend_at <= now < b.give_up_at]
+                for batch in due:
+                    batch.next_extend_at = now + batch.visibility / 2
+            for batch in due:
+                entries = [
+                    {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": batch.visibility}
+                    for i, h in enumerate(batch.handles)
+                ]
+                try:
+                    self._sqs.change_message_visibility_batch(
+                        QueueUrl=batch.queue_url,
+                        Entries=entries,  # type: ignore[arg-type]
+                    )
+                except Exception as exc:  # the batch may have finished meanwhile
+                    if not self._stop.is_set():
+                        self._log(f"[sqs] could not extend visibility: {exc}")
+
+
+class Dispatcher:
+    """Runs the event source mappings and schedules of the stack's functions."""
+
+    def __init__(
+        self,
+        sqs: SQSClient,
+        region: str,
+        *,
+        log: Log | None = None,
+        verbose: bool = True,
+        handler_loader: Callable[[FunctionInfo], Handler] | None = None,
+    ) -> None:
+        self._sqs = sqs
+        self._region = region
+        self._log_lock = threading.Lock()
+        self._log_sink: Log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._verbose = verbose
+        self._load: Callable[[FunctionInfo], Handler] = handler_loader or (
+            lambda fn: load_handler(fn.handler, fn.code_dir)
+        )
+        self._stop = threading.Event()
+        self._keeper = _VisibilityKeeper(sqs, self._stop, self._log)
+        self._threads: list[threading.Thread] = []
+        self._stats_lock = threading.Lock()
+        self.stats: dict[str, FunctionStats] = {}
+        self.descriptions: list[str] = []
+
+    def _log(self, line: str) -> None:
+        with self._log_lock:
+            self._log_sink(line)
+
+    def _count(self, function: FunctionInfo, records: int, failed: int, error: bool) -> None:
+        with self._stats_lock:
+            stats = self.stats.setdefault(function.name, FunctionStats())
+            stats.invocations += 1
+            stats.records += records
+            stats.failed_records += failed
+            stats.errors += int(error)
+
+    # -- set-up ---------------------------------------------------------------------
+    def add_sqs(self, function: FunctionInfo, source: SqsEventSource, pollers: int) -> None:
+        handler = self._load(function)
+        if source.maximum_concurrency is not None:
+            pollers = min(pollers, source.maximum_concurrency)
+        pollers = max(1, pollers)
+        for i in range(pollers):
+            self._threads.append(
+                threading.Thread(
+                    target=self._poll,
+                    args=(function, source, handler),
+                    name=f"sqs-{function.logical_id}-{i}",
+                    daemon=True,
+                )
+            )
+        self.descriptions.append(
+            f"{source.queue.name} -> {function.handler} (batch {source.batch_size}, "
+            f"{pollers} poller{'s' if pollers > 1 else ''}"
+            f"{f', window {source.batching_window:g}s' if source.batching_window else ''}"
+            f"{', partial failures' if source.report_batch_item_failures else ''}, "
+            f"visibility {source.queue.visibility_timeout}s"
+            f"{'' if source.queue.visibility_timeout == source.queue.template_visibility_timeout else f' (template {source.queue.template_visibility_timeout}s)'})"  # noqa: E501
+        )
+
+    def add_schedule(self, function: FunctionInfo, schedule: ScheduleSource, scale: float) -> None:
+        handler = self._load(function)
+        period = max(1.0, schedule.period_seconds * scale)
+        self._threads.append(
+            threading.Thread(
+                target=self._tick,
+                args=(function, schedule, handler, period),
+                name=f"schedule-{function.logical_id}-{schedule.event_name}",
+                daemon=True,
+            )
+        )
+        self.descriptions.append(
+            f"{schedule.expression} -> {function.handler} (every {period:g}s locally)"
+        )
+
+    def start(self) -> None:
+        self._keeper.thread.start()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop polling; wait for the batches in progress to finish."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in [*self._threads, self._keeper.thread]:
+            if thread.ident is None:
+                continue
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+            if thread.is_alive():
+                self._log(f"[dispatch] {thread.name} still running after {timeout:g}s")
+
+    # -- SQS ------------------------------------------------------------------------
+    def _receive(self, source: SqsEventSource, count: int, wait: int) -> list[MessageTypeDef]:
+        response = self._sqs.receive_message(
+            QueueUrl=source.queue.url,
+            MaxNumberOfMessages=max(1, min(SQS_MAX_BATCH, count)),
+            WaitTimeSeconds=wait,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return list(response.get("Messages", []))
+
+    def _poll(self, function: FunctionInfo, source: SqsEventSource, handler: Handler) -> None:
+        size = max(1, source.batch_size)
+        while not self._stop.is_set():
+            try:
+                messages = self._receive(source, size, wait=1)
+                if messages and len(messages) < size and source.batching_window > 0:
+                    # MaximumBatchingWindowInSeconds: gather up to BatchSize for a while.
+                    deadline = time.monotonic() + source.batching_window
+                    while len(messages) < size and not self._stop.is_set():
+                        more = self._receive(source, size - len(messages), wait=0)
+                        messages += more
+                        if time.monotonic() >= deadline:
+                            break
+                        if not more:
+                            self._stop.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                self._log(f"[sqs] receive from {source.queue.name} failed: {exc}")
+                self._stop.wait(1)
+                continue
+            if messages:
+                self._deliver(function, source, handler, messages)
+
+    def _deliver(
+        self,
+        function: FunctionInfo,
+        source: SqsEventSource,
+        handler: Handler,
+        messages: list[MessageTypeDef],
+    ) -> None:
+        queue = source.queue
+        event = {"Records": [sqs_record(m, queue.arn, self._region) for m in messages]}
+        ids = [m["MessageId"] for m in messages]
+        token = self._keeper.track(
+            queue.url,
+            [m["ReceiptHandle"] for m in messages],
+            queue.visibility_timeout,
+            function.timeout,
+        )
+        started = time.monotonic()
+        error = ""
+        try:
+            result = handler(event, LambdaContext(function))
+        except Exception:
+            error = traceback.format_exc()
+            failed = set(ids)
+        else:
+            failed = failed_message_ids(result, ids) if source.report_batch_item_failures else set()
+        finally:
+            self._keeper.untrack(token)
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self._delete(queue.url, done)
+        elapsed = time.monotonic() - started
+        self._count(function, len(messages), len(failed), bool(error))
+        head = f"[lambda] {function.name} <- {len(messages)} record(s) from {queue.name}"
+        if error:
+            last = error.strip().splitlines()[-1]
+            self._log(f"{head}: ERROR {last} ({elapsed:.2f}s); records will be retried\n{error}")
+        elif failed:
+            self._log(f"{head}: {len(failed)} reported failed ({elapsed:.2f}s); retried later")
+        elif self._verbose:
+            self._log(f"{head}: ok ({elapsed:.2f}s)")
+
+    def _delete(self, queue_url: str, messages: list[MessageTypeDef]) -> None:
+        for start in range(0, len(messages), SQS_MAX_BATCH):
+            chunk = messages[start : start + SQS_MAX_BATCH]
+            try:
+                response = self._sqs.delete_message_batch(
+                    QueueUrl=queue_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(chunk)
+                    ],
+                )
+            except Exception as exc:
+                self._log(f"[sqs] delete failed: {exc}")
+                continue
+            for failure in response.get("Failed", []):
+                self._log(f"[sqs] delete failed: {failure.get('Message', failure)}")
+
+    # -- schedules ------------------------------------------------------------------
+    def _tick(
+        self, function: FunctionInfo, schedule: ScheduleSource, handler: Handler, period: float
+    ) -> None:
+        while not self._stop.wait(period):
+            started = time.monotonic()
+            head = f"[schedule] {function.name} ({schedule.expression})"
+            try:
+                handler(scheduled_event(function, schedule, self._region), LambdaContext(function))
+            except Exception:
+                error = traceback.format_exc()
+                self._count(function, 0, 0, True)
+                last = error.strip().splitlines()[-1]
+                self._log(f"{head}: ERROR {last}\n{error}")
+                continue
+            self._count(function, 0, 0, False)
+            if self._verbose:
+                self._log(f"{head}: ok ({time.monotonic() - started:.2f}s)")

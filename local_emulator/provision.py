@@ -1,0 +1,533 @@
+"""template.yaml -> resources on the moto server, and what the dispatchers need to know.
+
+Nothing here is a second list of the stack: every bucket, queue, notification, event
+source, schedule and environment variable comes from the template.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from local_emulator.intrinsics import NO_VALUE, Resolver, TemplateError, references
+
+if TYPE_CHECKING:
+    from boto3.session import Session
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+STACK_NAME = "image-pipeline"
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+MIN_VISIBILITY = 2
+LAMBDA_DEFAULT_TIMEOUT = 3
+LAMBDA_DEFAULT_MEMORY = 128
+SQS_DEFAULT_VISIBILITY = 30
+
+EnvSource = Literal["resource", "setting", "dynamic"]
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BucketInfo:
+    logical_id: str
+    name: str
+    arn: str
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    logical_id: str
+    name: str
+    url: str
+    arn: str
+    visibility_timeout: int
+    template_visibility_timeout: int
+    dead_letter_target: str | None = None
+    max_receive_count: int | None = None
+
+
+@dataclass(frozen=True)
+class SqsEventSource:
+    event_name: str
+    queue: QueueInfo
+    batch_size: int
+    report_batch_item_failures: bool
+    maximum_concurrency: int | None = None
+    batching_window: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScheduleSource:
+    event_name: str
+    expression: str
+    period_seconds: float
+    input: Any = None
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    logical_id: str
+    name: str
+    handler: str
+    code_dir: Path
+    timeout: int
+    memory_size: int
+    arn: str
+    sqs_sources: tuple[SqsEventSource, ...] = ()
+    schedules: tuple[ScheduleSource, ...] = ()
+    serves_api: bool = False
+
+
+@dataclass
+class ProvisionedStack:
+    stack_name: str
+    template_path: Path
+    buckets: dict[str, BucketInfo] = field(default_factory=dict)
+    queues: dict[str, QueueInfo] = field(default_factory=dict)
+    functions: dict[str, FunctionInfo] = field(default_factory=dict)
+    other_resources: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    environment_sources: dict[str, EnvSource] = field(default_factory=dict)
+
+    def queue_by_url(self, url: str) -> QueueInfo | None:
+        return next((q for q in self.queues.values() if q.url == url), None)
+
+    def dead_letter_queue_ids(self) -> set[str]:
+        return {q.dead_letter_target for q in self.queues.values() if q.dead_letter_target}
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    """The template in long form, through the repository's own loader."""
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    if repo_root not in sys.path:
+        sys.path.insert(0, repo_root)
+    from infra.cfn_yaml import load_template as load
+
+    template: dict[str, Any] = load(path)
+    return template
+
+
+def scale_visibility(seconds: int, scale: float, cap: int | None = None) -> int:
+    """Shorten a visibility timeout for local retries: `seconds * scale`, at most `cap`,
+    never below MIN_VISIBILITY (nor above the template's value)."""
+    if seconds <= MIN_VISIBILITY:
+        return seconds
+    scaled = round(seconds * scale)
+    if cap is not None:
+        scaled = min(scaled, cap)
+    return min(seconds, max(MIN_VISIBILITY, scaled))
+
+
+_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def rate_seconds(expression: str) -> float | None:
+    """Seconds between runs for `rate(N unit)`; None for cron() and anything else."""
+    match = _RATE.match(expression.strip())
+    if match is None:
+        return None
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2).rstrip("s")]
+
+
+def _bucket_name(logical_id: str, props: Mapping[str, Any], resolver: Resolver) -> str:
+    if "BucketName" in props:
+        name = resolver.resolve(props["BucketName"])
+        if name is not NO_VALUE and name:
+            return str(name)
+    return f"{resolver.stack_name}-{logical_id.lower()}"
+
+
+def _cors_rules(cors: Mapping[str, Any]) -> list[dict[str, Any]]:
+    renames = {"ExposedHeaders": "ExposeHeaders", "Id": "ID", "MaxAge": "MaxAgeSeconds"}
+    rules = []
+    for rule in cors.get("CorsRules", []):
+        rules.append({renames.get(k, k): v for k, v in rule.items()})
+    return rules
+
+
+def _notification_filter(cfn_filter: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not cfn_filter:
+        return {}
+    rules = cfn_filter.get("S3Key", {}).get("Rules", [])
+    return {
+        "Filter": {
+            "Key": {
+                "FilterRules": [
+                    {"Name": str(r["Name"]).lower(), "Value": str(r["Value"])} for r in rules
+                ]
+            }
+        }
+    }
+
+
+def _notification_configuration(cfn: Mapping[str, Any], bucket: str, warn: Warn) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    queues = [
+        {"QueueArn": q["Queue"], "Events": [q["Event"]], **_notification_filter(q.get("Filter"))}
+        for q in cfn.get("QueueConfigurations", [])
+    ]
+    if queues:
+        config["QueueConfigurations"] = queues
+    topics = [
+        {"TopicArn": t["Topic"], "Events": [t["Event"]], **_notification_filter(t.get("Filter"))}
+        for t in cfn.get("TopicConfigurations", [])
+    ]
+    if topics:
+        config["TopicConfigurations"] = topics
+    if cfn.get("LambdaConfigurations"):
+        warn(f"bucket {bucket}: LambdaConfigurations are not emulated (use an SQS queue)")
+    if str(cfn.get("EventBridgeConfiguration", {}).get("EventBridgeEnabled", "")).lower() in {
+        "true",
+        "1",
+    }:
+        config["EventBridgeConfiguration"] = {}
+    return config
+
+
+_QUEUE_ATTRIBUTES = (
+    "DelaySeconds",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "FifoQueue",
+    "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+)
+
+
+def _as_attribute(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _as_env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Provisioner:
+    """Creates a template's resources on the (moto) endpoint the session points at."""
+
+    def __init__(
+        self,
+        template_path: Path,
+        session: Session,
+        *,
+        visibility_scale: float = 1.0,
+        visibility_cap: int | None = None,
+        stack_name: str = STACK_NAME,
+        parameter_overrides: Mapping[str, str] | None = None,
+        warn: Warn | None = None,
+    ) -> None:
+        self._path = template_path.resolve()
+        self._template = load_template(self._path)
+        self._session = session
+        self._s3: S3Client = session.client("s3")
+        self._sqs: SQSClient = session.client("sqs")
+        self._scale = visibility_scale
+        self._cap = visibility_cap
+        self._warn: Warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+        self.resolver = Resolver(
+            self._template,
+            stack_name=stack_name,
+            region=session.region_name or REGION,
+            account_id=ACCOUNT_ID,
+            parameter_overrides=parameter_overrides,
+        )
+        self.stack = ProvisionedStack(stack_name=stack_name, template_path=self._path)
+
+    @property
+    def template(self) -> Mapping[str, Any]:
+        return self._template
+
+    def _resources(self, *types: str) -> list[tuple[str, Mapping[str, Any]]]:
+        out = []
+        for logical_id, resource in (self._template.get("Resources") or {}).items():
+            if resource.get("Type") in types and self.resolver.resource_enabled(resource):
+                out.append((logical_id, resource))
+        return out
+
+    def provision(self) -> ProvisionedStack:
+        self._queues()
+        buckets = self._buckets()
+        self._others()
+        self._register_functions()
+        for logical_id, name, props in buckets:
+            self._bucket_notifications(logical_id, name, props)
+        self._functions()
+        self._environment()
+        return self.stack
+
+    # -- SQS ----------------------------------------------------------------------
+    def _queues(self) -> None:
+        pending = dict(self._resources("AWS::SQS::Queue"))
+        while pending:
+            ready = [
+                logical_id
+                for logical_id, resource in pending.items()
+                if not (references(resource.get("Properties", {})) & pending.keys())
+            ]
+            if not ready:
+                raise TemplateError(f"queues refer to each other in a cycle: {sorted(pending)}")
+            for logical_id in sorted(ready):
+                self._create_queue(logical_id, pending.pop(logical_id).get("Properties", {}))
+
+    def _create_queue(self, logical_id: str, raw_props: Mapping[str, Any]) -> None:
+        props = self.resolver.resolve(raw_props)
+        fifo = str(props.get("FifoQueue", "")).lower() == "true"
+        name = str(props.get("QueueName") or f"{self.resolver.stack_name}-{logical_id}")
+        if fifo and not name.endswith(".fifo"):
+            name += ".fifo"
+        attributes = {k: _as_attribute(props[k]) for k in _QUEUE_ATTRIBUTES if k in props}
+        template_visibility = int(props.get("VisibilityTimeout", SQS_DEFAULT_VISIBILITY))
+        visibility = scale_visibility(template_visibility, self._scale, self._cap)
+        attributes["VisibilityTimeout"] = str(visibility)
+        dlq_logical: str | None = None
+        max_receive: int | None = None
+        if "RedrivePolicy" in props:
+            policy = props["RedrivePolicy"]
+            if isinstance(policy, str):
+                policy = json.loads(policy)
+            max_receive = int(policy["maxReceiveCount"])
+            attributes["RedrivePolicy"] = json.dumps(
+                {
+                    "deadLetterTargetArn": policy["deadLetterTargetArn"],
+                    "maxReceiveCount": max_receive,
+                }
+            )
+            dlq_logical = next(
+                (
+                    q.logical_id
+                    for q in self.stack.queues.values()
+                    if q.arn == policy["deadLetterTargetArn"]
+                ),
+                None,
+            )
+        url = self._sqs.create_queue(
+            QueueName=name,
+            Attributes=attributes,  # type: ignore[arg-type]
+        )["QueueUrl"]
+        arn = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self.stack.queues[logical_id] = QueueInfo(
+            logical_id=logical_id,
+            name=name,
+            url=url,
+            arn=arn,
+            visibility_timeout=visibility,
+            template_visibility_timeout=template_visibility,
+            dead_letter_target=dlq_logical,
+            max_receive_count=max_receive,
+        )
+        self.resolver.register(logical_id, url, {"Arn": arn, "QueueName": name, "QueueUrl": url})
+
+    # -- S3 -------------------------------------------------------------------------
+    def _buckets(self) -> list[tuple[str, str, Mapping[str, Any]]]:
+        created = []
+        for logical_id, resource in self._resources("AWS::S3::Bucket"):
+            raw_props = resource.get("Properties", {}) or {}
+            name = _bucket_name(logical_id, raw_props, self.resolver)
+            self._s3.create_bucket(Bucket=name)
+            arn = f"arn:aws:s3:::{name}"
+            self.stack.buckets[logical_id] = BucketInfo(logical_id=logical_id, name=name, arn=arn)
+            self.resolver.register(
+                logical_id,
+                name,
+                {
+                    "Arn": arn,
+                    "DomainName": f"{name}.s3.amazonaws.com",
+                    "RegionalDomainName": f"{name}.s3.{self.resolver.region}.amazonaws.com",
+                    "WebsiteURL": f"http://{name}.s3-website-{self.resolver.region}.amazonaws.com",
+                },
+            )
+            created.append((logical_id, name, raw_props))
+            if "CorsConfiguration" in raw_props:
+                cors = self.resolver.resolve(raw_props["CorsConfiguration"])
+                self._s3.put_bucket_cors(
+                    Bucket=name,
+                    CORSConfiguration={"CORSRules": _cors_rules(cors)},  # type: ignore[typeddict-item]
+                )
+            if "VersioningConfiguration" in raw_props:
+                status = self.resolver.resolve(raw_props["VersioningConfiguration"])["Status"]
+                self._s3.put_bucket_versioning(
+                    Bucket=name, VersioningConfiguration={"Status": status}
+                )
+        return created
+
+    def _bucket_notifications(self, logical_id: str, name: str, props: Mapping[str, Any]) -> None:
+        if "NotificationConfiguration" not in props:
+            return
+        cfn = self.resolver.resolve(props["NotificationConfiguration"])
+        config = _notification_configuration(cfn, name, self._warn)
+        if config:
+            # moto delivers matching events to the queues in-process, after an s3:TestEvent.
+            self._s3.put_bucket_notification_configuration(
+                Bucket=name,
+                NotificationConfiguration=config,  # type: ignore[arg-type]
+            )
+
+    # -- everything else -------------------------------------------------------
+    def _others(self) -> None:
+        handled = {"AWS::SQS::Queue", "AWS::S3::Bucket", "AWS::Serverless::Function"}
+        for logical_id, resource in (self._template.get("Resources") or {}).items():
+            kind = str(resource.get("Type", ""))
+            if kind in handled or not self.resolver.resource_enabled(resource):
+                continue
+            props = resource.get("Properties", {}) or {}
+            default_name = f"{self.resolver.stack_name}-{logical_id}"
+            arn = f"arn:aws:local:{self.resolver.region}:{ACCOUNT_ID}:{logical_id}"
+            if kind == "AWS::Events::EventBus":
+                name = str(self.resolver.resolve(props.get("Name", default_name)))
+                events: Any = self._session.client("events")
+                arn = events.create_event_bus(Name=name)["EventBusArn"]
+                self.resolver.register(logical_id, name, {"Arn": arn, "Name": name})
+                self.stack.other_resources[logical_id] = name
+            elif kind == "AWS::SNS::Topic":
+                name = str(self.resolver.resolve(props.get("TopicName", default_name)))
+                sns: Any = self._session.client("sns")
+                arn = sns.create_topic(Name=name)["TopicArn"]
+                self.resolver.register(logical_id, arn, {"TopicName": name, "TopicArn": arn})
+                self.stack.other_resources[logical_id] = arn
+            else:
+                # IAM roles, alarms, log groups, policies...: nothing to run locally.
+                self.resolver.register(logical_id, default_name, {"Arn": arn})
+
+    # -- functions ------------------------------------------------------------------
+    def _globals(self) -> Mapping[str, Any]:
+        return (self._template.get("Globals") or {}).get("Function") or {}
+
+    def _function_props(self, resource: Mapping[str, Any]) -> dict[str, Any]:
+        merged = {k: v for k, v in self._globals().items() if k != "Environment"}
+        merged.update(resource.get("Properties", {}) or {})
+        return merged
+
+    def _register_functions(self) -> None:
+        for logical_id, resource in self._resources("AWS::Serverless::Function"):
+            props = self._function_props(resource)
+            name = str(
+                self.resolver.resolve(props.get("FunctionName"))
+                or f"{self.resolver.stack_name}-{logical_id}"
+            )
+            arn = f"arn:aws:lambda:{self.resolver.region}:{ACCOUNT_ID}:function:{name}"
+            self.resolver.register(logical_id, name, {"Arn": arn})
+
+    def _functions(self) -> None:
+        for logical_id, resource in self._resources("AWS::Serverless::Function"):
+            props = self._function_props(resource)
+            name = str(self.resolver.ref(logical_id))
+            code_uri = self.resolver.resolve(props.get("CodeUri", "."))
+            if not isinstance(code_uri, str):
+                raise TemplateError(f"{logical_id}: CodeUri must be a local directory")
+            sqs_sources: list[SqsEventSource] = []
+            schedules: list[ScheduleSource] = []
+            serves_api = False
+            for event_name, event in (props.get("Events") or {}).items():
+                kind = event.get("Type")
+                event_props = self.resolver.resolve(event.get("Properties", {}) or {})
+                if str(event_props.get("Enabled", True)).lower() == "false":
+                    continue
+                if kind == "SQS":
+                    sqs_sources.append(self._sqs_source(logical_id, event_name, event_props))
+                elif kind in {"Schedule", "ScheduleV2"}:
+                    source = self._schedule(logical_id, event_name, event_props)
+                    if source is not None:
+                        schedules.append(source)
+                elif kind in {"Api", "HttpApi"}:
+                    serves_api = True
+                else:
+                    self._warn(f"{logical_id}: event {event_name} of type {kind} is not emulated")
+            self.stack.functions[logical_id] = FunctionInfo(
+                logical_id=logical_id,
+                name=name,
+                handler=str(self.resolver.resolve(props.get("Handler", "app.handler"))),
+                code_dir=(self._path.parent / code_uri).resolve(),
+                timeout=int(self.resolver.resolve(props.get("Timeout", LAMBDA_DEFAULT_TIMEOUT))),
+                memory_size=int(
+                    self.resolver.resolve(props.get("MemorySize", LAMBDA_DEFAULT_MEMORY))
+                ),
+                arn=str(self.resolver.get_att(logical_id, "Arn")),
+                sqs_sources=tuple(sqs_sources),
+                schedules=tuple(schedules),
+                serves_api=serves_api,
+            )
+
+    def _sqs_source(
+        self, function_id: str, event_name: str, props: Mapping[str, Any]
+    ) -> SqsEventSource:
+        queue_arn = str(props["Queue"])
+        queue = next((q for q in self.stack.queues.values() if q.arn == queue_arn), None)
+        if queue is None:
+            raise TemplateError(
+                f"{function_id}.{event_name}: queue {queue_arn} is not in the stack"
+            )
+        scaling = props.get("ScalingConfig") or {}
+        return SqsEventSource(
+            event_name=event_name,
+            queue=queue,
+            batch_size=int(props.get("BatchSize", 10)),
+            report_batch_item_failures="ReportBatchItemFailures"
+            in (props.get("FunctionResponseTypes") or []),
+            maximum_concurrency=(
+                int(scaling["MaximumConcurrency"]) if "MaximumConcurrency" in scaling else None
+            ),
+            batching_window=float(props.get("MaximumBatchingWindowInSeconds", 0)),
+        )
+
+    def _schedule(
+        self, function_id: str, event_name: str, props: Mapping[str, Any]
+    ) -> ScheduleSource | None:
+        expression = str(props.get("Schedule") or props.get("ScheduleExpression") or "")
+        period = rate_seconds(expression)
+        if period is None:
+            self._warn(f"{function_id}.{event_name}: only rate() schedules run locally")
+            return None
+        raw_input = props.get("Input")
+        return ScheduleSource(
+            event_name=event_name,
+            expression=expression,
+            period_seconds=period,
+            input=json.loads(raw_input) if isinstance(raw_input, str) else raw_input,
+        )
+
+    # -- environment ----------------------------------------------------------------
+    def _environment(self) -> None:
+        """Globals' variables, then each function's own (one process runs them all)."""
+        layers = [((self._globals().get("Environment") or {}).get("Variables") or {})]
+        for _logical_id, resource in self._resources("AWS::Serverless::Function"):
+            own = ((resource.get("Properties") or {}).get("Environment") or {}).get("Variables")
+            if own:
+                layers.append(own)
+        parameters = set(self.resolver.parameters)
+        for variables in layers:
+            for name, raw in variables.items():
+                try:
+                    value = self.resolver.resolve(raw)
+                except TemplateError as exc:
+                    self._warn(f"environment {name}: {exc}; left unset")
+                    continue
+                if value is NO_VALUE:
+                    continue
+                text = _as_env_value(value)
+                previous = self.stack.environment.get(name)
+                if previous is not None and previous != text:
+                    self._warn(f"environment {name} differs between functions; using {text!r}")
+                self.stack.environment[name] = text
+                if "{{resolve:" in text:
+                    self.stack.environment_sources[name] = "dynamic"
+                elif {r for r in references(raw) if not r.startswith("AWS::")} - parameters:
+                    self.stack.environment_sources[name] = "resource"
+                else:
+                    self.stack.environment_sources[name] = "setting"

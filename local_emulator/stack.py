@@ -1,0 +1,424 @@
+"""The whole local stack in one object: moto, the embedded MongoDB, the template's
+resources, the dispatchers and the Chalice API.
+
+    with Emulator("127.0.0.1", port=0, allow_private_hosts=True) as emu:
+        requests.get(f"{emu.api_url}/api/health")
+        emu.s3_client().put_object(Bucket=emu.uploads_bucket, Key="incoming/x.csv", Body=b"...")
+
+The functions read their settings from the environment, so the emulator sets the stack's
+environment in `os.environ` while it runs (and restores it on stop): one emulator per
+process at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import logging
+import os
+import secrets
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import boto3
+
+from local_emulator.api_server import ApiServer
+from local_emulator.dispatch import Dispatcher, load_handler
+from local_emulator.mongo import EmbeddedMongo, MongoEngine
+from local_emulator.provision import REGION, FunctionInfo, ProvisionedStack, Provisioner
+from local_emulator.servers import MotoServer
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
+DEFAULT_VISIBILITY_SCALE = 0.05
+DEFAULT_VISIBILITY_CAP = 60
+EMULATOR_RETRY_SCHEDULE = "2,5,10,30,60"
+WORKER_QUEUE_ENV = "ROWS_QUEUE_URL"  # the queue whose consumer gets --workers pollers
+UPLOADS_BUCKET_ENV = "UPLOADS_BUCKET"
+WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
+TRUTHY = {"1", "true", "yes", "on"}
+
+
+def generate_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
+
+
+def _reset_bootstrap() -> None:
+    """Drop the functions' cached clients (they were built for another endpoint)."""
+    module = sys.modules.get("chalicelib.bootstrap")
+    if module is None:
+        try:
+            module = importlib.import_module("chalicelib.bootstrap")
+        except ImportError:
+            return
+    reset = getattr(module, "reset", None)
+    if callable(reset):
+        reset()
+
+
+def _keep_stdout_for_the_cli(app: object) -> None:
+    """Chalice logs to stdout (Lambda sends both to CloudWatch); here stdout carries the
+    `storage`/`ready` lines and the demo's report, so the app's log goes to stderr."""
+    log = getattr(app, "log", None)
+    for handler in getattr(log, "handlers", []):
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
+class Emulator:
+    """The local stack. `start()`/`stop()`, or use it as a context manager."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        allow_private_hosts: bool = False,
+        template: Path | str | None = None,
+        workers: int | None = None,
+        visibility_scale: float = DEFAULT_VISIBILITY_SCALE,
+        visibility_cap: int | None = DEFAULT_VISIBILITY_CAP,
+        schedule_scale: float | None = None,
+        mongo_engine: MongoEngine = "memory",
+        data_dir: Path | str | None = None,
+        quiet: bool = False,
+        verbose_dispatch: bool = True,
+        start_api: bool = True,
+        start_dispatchers: bool = True,
+        parameter_overrides: Mapping[str, str] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.template = Path(template) if template is not None else DEFAULT_TEMPLATE
+        self.allow_private_hosts = allow_private_hosts
+        self.workers = workers
+        self.visibility_scale = visibility_scale
+        self.visibility_cap = visibility_cap
+        self._schedule_scale = schedule_scale
+        self.mongo_engine: MongoEngine = mongo_engine
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.quiet = quiet
+        self.verbose_dispatch = verbose_dispatch
+        self.start_api = start_api
+        self.start_dispatchers = start_dispatchers
+        self.parameter_overrides = dict(parameter_overrides or {})
+        self._log: Callable[[str], None] = log or (
+            lambda line: print(line, file=sys.stderr, flush=True)
+        )
+        self._lock = threading.Lock()
+        self._moto: MotoServer | None = None
+        self._mongo: EmbeddedMongo | None = None
+        self._api: ApiServer | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._session: boto3.session.Session | None = None
+        self._stack: ProvisionedStack | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._added_paths: list[str] = []
+        self._api_url = ""
+        self.environment: dict[str, str] = {}
+        self.webhook_secret = ""
+        self.webhook_secret_generated = False
+        self.mongo_uri = ""
+        self.embedded_mongo = False
+
+    # -- public surface -------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return self._api_url
+
+    @property
+    def storage_url(self) -> str:
+        if self._moto is None:
+            raise RuntimeError("the emulator is not running")
+        return self._moto.url
+
+    @property
+    def stack(self) -> ProvisionedStack:
+        if self._stack is None:
+            raise RuntimeError("the emulator is not running")
+        return self._stack
+
+    @property
+    def dispatcher(self) -> Dispatcher | None:
+        return self._dispatcher
+
+    @property
+    def uploads_bucket(self) -> str:
+        named = self.environment.get(UPLOADS_BUCKET_ENV)
+        if named:
+            return named
+        buckets = self.stack.buckets
+        upload = next((b for k, b in buckets.items() if "upload" in k.lower()), None)
+        if upload is not None:
+            return upload.name
+        if not buckets:
+            raise RuntimeError("the template has no S3 bucket")
+        return next(iter(buckets.values())).name
+
+    @property
+    def schedule_scale(self) -> float:
+        if self._schedule_scale is not None:
+            return self._schedule_scale
+        raw = os.environ.get("LOCAL_SCHEDULE_SCALE", "").strip()
+        return float(raw) if raw else 1.0
+
+    def session(self) -> boto3.session.Session:
+        return boto3.session.Session(
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
+            region_name=REGION,
+        )
+
+    def s3_client(self) -> S3Client:
+        return self.session().client("s3", endpoint_url=self.storage_url)
+
+    def sqs_client(self) -> SQSClient:
+        return self.session().client("sqs", endpoint_url=self.storage_url)
+
+    def describe(self) -> list[str]:
+        """Human-readable lines about what runs (for the CLI)."""
+        stack = self.stack
+        lines = [f"template {stack.template_path}"]
+        lines += [f"bucket {b.name}" for b in stack.buckets.values()]
+        for queue in stack.queues.values():
+            dlq = (
+                f", dlq {stack.queues[queue.dead_letter_target].name} "
+                f"after {queue.max_receive_count}"
+                if queue.dead_letter_target
+                else ""
+            )
+            lines.append(f"queue {queue.name} (visibility {queue.visibility_timeout}s{dlq})")
+        if self._dispatcher is not None:
+            lines += [f"dispatch {d}" for d in self._dispatcher.descriptions]
+        cap = f" (at most {self.visibility_cap}s)" if self.visibility_cap else ""
+        lines.append(
+            f"visibility scale {self.visibility_scale:g}{cap}, "
+            f"schedule scale {self.schedule_scale:g}"
+        )
+        lines.append(
+            f"mongo {self.mongo_uri} ({'embedded ' + self.mongo_engine if self.embedded_mongo else 'MONGO_URI'})"  # noqa: E501
+        )
+        return lines
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> Emulator:
+        with self._lock:
+            if self._moto is not None:
+                raise RuntimeError("the emulator is already running")
+            try:
+                self._start()
+            except BaseException:
+                self._stop()
+                raise
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _setenv(self, name: str, value: str) -> None:
+        if name not in self._saved_env:
+            self._saved_env[name] = os.environ.get(name)
+        os.environ[name] = value
+
+    def _start(self) -> None:
+        user_env = dict(os.environ)
+        local_host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
+        # Credentials and region before any boto3 client exists.
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }.items():
+            self._setenv(name, value)
+        for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+            if name in os.environ:
+                self._saved_env[name] = os.environ.pop(name)
+        no_proxy = ",".join(
+            filter(None, [os.environ.get("NO_PROXY", ""), "127.0.0.1,localhost", local_host])
+        )
+        self._setenv("NO_PROXY", no_proxy)
+        self._setenv("no_proxy", no_proxy)
+
+        self._moto = MotoServer(local_host, 0)
+        self._setenv("AWS_ENDPOINT_URL", self._moto.start())
+
+        if user_env.get("MONGO_URI"):
+            self.mongo_uri = user_env["MONGO_URI"]
+        else:
+            self._mongo = EmbeddedMongo(
+                "127.0.0.1", engine=self.mongo_engine, data_dir=self.data_dir
+            )
+            self.mongo_uri = self._mongo.start()
+            self.embedded_mongo = True
+
+        self._session = self.session()
+        provisioner = Provisioner(
+            self.template,
+            self._session,
+            visibility_scale=self.visibility_scale,
+            visibility_cap=self.visibility_cap,
+            parameter_overrides=self.parameter_overrides,
+            warn=lambda message: self._log(f"warning: {message}"),
+        )
+        self._stack = provisioner.provision()
+        self.environment = self._environment(self._stack, user_env)
+        for name, value in self.environment.items():
+            self._setenv(name, value)
+        for function in self._stack.functions.values():
+            if str(function.code_dir) not in sys.path:
+                sys.path.insert(0, str(function.code_dir))
+                self._added_paths.append(str(function.code_dir))
+
+        if self.start_api:
+            api_function = self._api_function(self._stack)
+            app = load_handler(api_function.handler, api_function.code_dir)
+            _keep_stdout_for_the_cli(app)
+            self._api = ApiServer(
+                app,
+                self.host,
+                self.port,
+                function_name=api_function.name,
+                lambda_timeout=api_function.timeout,
+                memory_size=api_function.memory_size,
+                quiet=self.quiet,
+            )
+            port = self._api.address[1]
+            self._api_url = f"http://{local_host}:{port}"
+            self.environment["API_BASE_URL"] = self._api_url
+            self._setenv("API_BASE_URL", self.environment["API_BASE_URL"])
+        _reset_bootstrap()
+
+        if self.start_dispatchers:
+            self._dispatcher = self._make_dispatcher(self._stack)
+            self._dispatcher.start()
+        if self._api is not None:
+            self._api.start()
+
+    def _stop(self) -> None:
+        errors: list[Exception] = []
+        steps: list[Callable[[], None]] = []
+        if self._dispatcher is not None:
+            steps.append(self._dispatcher.stop)
+        if self._api is not None:
+            steps.append(self._api.stop)
+        steps.append(_reset_bootstrap)
+        if self._moto is not None:
+            steps.append(self._moto.stop)
+        if self._mongo is not None:
+            steps.append(self._mongo.stop)
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:
+                errors.append(exc)
+        self._dispatcher = self._api = self._moto = self._mongo = None
+        self._session = None
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+        for path in self._added_paths:
+            if path in sys.path:
+                sys.path.remove(path)
+        self._added_paths = []
+        if errors:
+            raise ExceptionGroup("the emulator did not stop cleanly", errors)
+
+    # -- helpers ------------------------------------------------------------------
+    def _environment(self, stack: ProvisionedStack, user_env: Mapping[str, str]) -> dict[str, str]:
+        """The functions' environment: the template's, with local values where needed.
+
+        Resource names come from the stack; settings (literals and parameters) may be
+        overridden from the process environment; dynamic references get local values."""
+        env: dict[str, str] = {}
+        for name, value in stack.environment.items():
+            source = stack.environment_sources.get(name, "setting")
+            if source == "setting" and name in user_env:
+                env[name] = user_env[name]
+            elif source == "dynamic":
+                if name in user_env:
+                    env[name] = user_env[name]
+                elif name not in {"MONGO_URI", "WEBHOOK_SECRET"}:
+                    self._log(f"warning: {name} is a dynamic reference; set it in the environment")
+            else:
+                env[name] = value
+        env["MONGO_URI"] = self.mongo_uri
+        self.webhook_secret = user_env.get("WEBHOOK_SECRET", "")
+        if not self.webhook_secret:
+            self.webhook_secret = generate_webhook_secret()
+            self.webhook_secret_generated = True
+        env["WEBHOOK_SECRET"] = self.webhook_secret
+        if self.allow_private_hosts or user_env.get("ALLOW_PRIVATE_HOSTS", "").lower() in TRUTHY:
+            self.allow_private_hosts = True
+            env["ALLOW_PRIVATE_HOSTS"] = "1"
+        env["WEBHOOK_RETRY_SCHEDULE"] = user_env.get(
+            "WEBHOOK_RETRY_SCHEDULE", EMULATOR_RETRY_SCHEDULE
+        )
+        return env
+
+    @staticmethod
+    def _api_function(stack: ProvisionedStack) -> FunctionInfo:
+        serving = [f for f in stack.functions.values() if f.serves_api]
+        if serving:
+            return serving[0]
+        candidates = list(stack.functions.values())
+        if not candidates:
+            raise RuntimeError("the template has no AWS::Serverless::Function")
+        first = candidates[0]
+        return FunctionInfo(
+            logical_id="Api",
+            name=f"{stack.stack_name}-Api",
+            handler="app.app",
+            code_dir=first.code_dir,
+            timeout=30,
+            memory_size=first.memory_size,
+            arn=first.arn.rsplit(":", 1)[0] + f":{stack.stack_name}-Api",
+        )
+
+    def _make_dispatcher(self, stack: ProvisionedStack) -> Dispatcher:
+        dispatcher = Dispatcher(self._sqs(), REGION, log=self._log, verbose=self.verbose_dispatch)
+        worker_url = self.environment.get(WORKER_QUEUE_ENV, "")
+        dead_letter_queues = stack.dead_letter_queue_ids()
+        cores = os.cpu_count() or 1
+        for function in stack.functions.values():
+            for source in function.sqs_sources:
+                if source.queue.url == worker_url:
+                    pollers = self.workers or max(2, cores)
+                elif source.queue.logical_id in dead_letter_queues:
+                    pollers = 1
+                else:
+                    pollers = 2
+                dispatcher.add_sqs(function, source, pollers)
+            for schedule in function.schedules:
+                dispatcher.add_schedule(function, schedule, self.schedule_scale)
+        return dispatcher
+
+    def _sqs(self) -> SQSClient:
+        if self._session is None:
+            raise RuntimeError("the emulator is not running")
+        client: SQSClient = self._session.client("sqs", endpoint_url=self.storage_url)
+        return client
