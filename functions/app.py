@@ -7,8 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from chalice import Chalice, Response
-from chalice.app import SQSEvent
+from chalice.app import Chalice, Response, SQSEvent
 from chalicelib import bootstrap
 from chalicelib.errors import (
     Conflict,
@@ -146,27 +145,27 @@ def index() -> Response:
 
 
 @app.on_sqs_message(queue="IngestQueue", batch_size=1, name="ingest_csv")
-def ingest_csv(event: SQSEvent) -> dict[str, Any]:
+def ingest_csv(event: SQSEvent) -> event_handlers.BatchResponse:
     return event_handlers.ingest(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="RowsQueue", batch_size=10, name="process_rows")
-def process_rows(event: SQSEvent) -> dict[str, Any]:
+def process_rows(event: SQSEvent) -> event_handlers.BatchResponse:
     return event_handlers.rows(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="RowsDeadLetterQueue", batch_size=10, name="rows_dead_letter")
-def rows_dead_letter(event: SQSEvent) -> dict[str, Any]:
+def rows_dead_letter(event: SQSEvent) -> event_handlers.BatchResponse:
     return event_handlers.rows_dead_letter(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="FinalizeQueue", batch_size=1, name="finalize_jobs")
-def finalize_jobs(event: SQSEvent) -> dict[str, Any]:
+def finalize_jobs(event: SQSEvent) -> event_handlers.BatchResponse:
     return event_handlers.finalize(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="WebhookQueue", batch_size=1, name="deliver_webhooks")
-def deliver_webhooks(event: SQSEvent) -> dict[str, Any]:
+def deliver_webhooks(event: SQSEvent) -> event_handlers.BatchResponse:
     return event_handlers.webhooks(bootstrap.dependencies(), _records(event))
 
 

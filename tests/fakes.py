@@ -80,12 +80,15 @@ class SentMessage:
 class FakeQueue:
     def __init__(self) -> None:
         self.sent: list[SentMessage] = []
+        self.history: list[SentMessage] = []  # every message ever sent, drained or not
         self._lock = threading.Lock()
 
     def send_batch(self, bodies: Sequence[Mapping[str, Any]], delay_seconds: int = 0) -> None:
         assert len(bodies) <= 10, "SQS batches hold at most ten messages"
         with self._lock:
-            self.sent.extend(SentMessage(copy.deepcopy(dict(b)), delay_seconds) for b in bodies)
+            batch = [SentMessage(copy.deepcopy(dict(b)), delay_seconds) for b in bodies]
+            self.sent.extend(batch)
+            self.history.extend(batch)
 
     def drain(self) -> list[SentMessage]:
         with self._lock:
@@ -267,7 +270,8 @@ class FakeWebhookSender:
 
 class FixedClock:
     def __init__(self, start: datetime | None = None) -> None:
-        self.moment = start or datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+        # Near the real now: receivers verifying Standard Webhooks refuse old timestamps.
+        self.moment = start or datetime.now(UTC).replace(microsecond=0)
 
     def now(self) -> datetime:
         return self.moment

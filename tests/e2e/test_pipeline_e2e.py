@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import requests
+from chalicelib.services.ingest import job_id_for_key
 from PIL import Image, ImageOps
 
-from chalicelib.services.ingest import job_id_for_key
 from local_emulator.stack import Emulator
 from tests.support.servers import WebhookReceiver, image_host, webhook_receiver
 
@@ -199,9 +199,7 @@ def test_failed_images_are_reported_with_codes_and_the_job_goes_on(
     assert rows[1][3].endswith(",")  # the failed image's cell is empty, alignment kept
 
 
-def test_webhook_is_retried_until_the_receiver_accepts_it(
-    emulator: Emulator, images: str
-) -> None:
+def test_webhook_is_retried_until_the_receiver_accepts_it(emulator: Emulator, images: str) -> None:
     with webhook_receiver(emulator.webhook_secret, fail_first=2) as hook:
         request_id = upload(emulator, HEADER + f"1,Mug,{images}/mug.jpg\n", hook.url)
         wait_terminal(emulator, request_id)
@@ -246,7 +244,9 @@ def test_api_refuses_bad_requests_in_the_contract_shape(emulator: Emulator) -> N
     )
     assert bad.status_code == 400 and set(bad.json()) == {"error", "details"}
     not_multipart = requests.post(
-        f"{emulator.api_url}/api/uploadAndProcessDocument", data=b"x", timeout=10,
+        f"{emulator.api_url}/api/uploadAndProcessDocument",
+        data=b"x",
+        timeout=10,
         headers={"Content-Type": "text/plain"},
     )
     assert not_multipart.status_code == 415

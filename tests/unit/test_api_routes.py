@@ -6,13 +6,13 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import app as app_module
 import pytest
 import requests
 from chalice.test import Client
-
-import app as app_module
 from chalicelib import bootstrap
 from chalicelib.config import Settings
+
 from tests.fakes import FakeWorld, make_world
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
@@ -39,18 +39,20 @@ def multipart(files: dict[str, Any], data: dict[str, str] | None = None) -> tupl
 
 
 def post(client: Client, path: str, body: bytes, ctype: str, **headers: str) -> Any:
-    return client.http.request(
-        "POST", path, headers={"Content-Type": ctype, **headers}, body=body
-    )
+    return client.http.request("POST", path, headers={"Content-Type": ctype, **headers}, body=body)
 
 
 def body_of(response: Any) -> Any:
     return json.loads(response.body)
 
 
-def test_upload_answers_202_with_request_id_and_status_url(client: Client, world: FakeWorld) -> None:
-    body, ctype = multipart({"file": ("p.csv", HEADER + "1,A,https://a.test/x.jpg\n", "text/csv")},
-                            {"webhookUrl": "https://hook.test/x"})
+def test_upload_answers_202_with_request_id_and_status_url(
+    client: Client, world: FakeWorld
+) -> None:
+    body, ctype = multipart(
+        {"file": ("p.csv", HEADER + "1,A,https://a.test/x.jpg\n", "text/csv")},
+        {"webhookUrl": "https://hook.test/x"},
+    )
     response = post(client, "/api/uploadAndProcessDocument", body, ctype)
     assert response.status_code == 202
     answer = body_of(response)
@@ -66,7 +68,9 @@ def test_upload_lists_every_csv_problem_with_row_and_column(client: Client) -> N
     answer = body_of(response)
     assert answer["error"]
     assert {(d["row"], d["column"]) for d in answer["details"]} >= {
-        (2, "Product Name"), (3, "Input Image Urls")}
+        (2, "Product Name"),
+        (3, "Input Image Urls"),
+    }
     assert all(set(d) == {"row", "column", "message"} for d in answer["details"])
 
 
@@ -95,10 +99,12 @@ def test_upload_without_file_part_is_400(client: Client) -> None:
 
 def test_idempotency_key_header_returns_the_same_request_id(client: Client) -> None:
     body, ctype = multipart({"file": ("p.csv", HEADER + "1,A,https://a.test/x.jpg\n", "text/csv")})
-    first = body_of(post(client, "/api/uploadAndProcessDocument", body, ctype,
-                         **{"Idempotency-Key": "k1"}))
-    second = body_of(post(client, "/api/uploadAndProcessDocument", body, ctype,
-                          **{"Idempotency-Key": "k1"}))
+    first = body_of(
+        post(client, "/api/uploadAndProcessDocument", body, ctype, **{"Idempotency-Key": "k1"})
+    )
+    second = body_of(
+        post(client, "/api/uploadAndProcessDocument", body, ctype, **{"Idempotency-Key": "k1"})
+    )
     assert first["requestId"] == second["requestId"]
 
 
@@ -153,7 +159,8 @@ def test_unhandled_errors_answer_500_without_a_stack_trace(
 
     world.deps.store.find_by_idempotency_key = broken  # type: ignore[method-assign]
     body, ctype = multipart({"file": ("p.csv", HEADER + "1,A,https://a.test/x.jpg\n", "text/csv")})
-    response = post(client, "/api/uploadAndProcessDocument", body, ctype,
-                    **{"Idempotency-Key": "k"})
+    response = post(
+        client, "/api/uploadAndProcessDocument", body, ctype, **{"Idempotency-Key": "k"}
+    )
     assert response.status_code == 500
     assert "secret" not in response.body.decode()
