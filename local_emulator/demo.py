@@ -192,6 +192,19 @@ def _wait_for_job(
             raise DemoError("interrupted")
 
 
+def _status_after_delivery(
+    session: requests.Session, api: str, request_id: str, status: dict[str, Any]
+) -> dict[str, Any]:
+    """The status once the webhook function has recorded the delivery the receiver saw."""
+    deadline = time.monotonic() + 10
+    while status.get("webhook", {}).get("state") == "pending" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        response = session.get(f"{api}/api/getProcessingStatus/{request_id}", timeout=30)
+        if response.status_code == 200:
+            status = response.json()
+    return status
+
+
 def _print_webhook(delivery: Delivery) -> None:
     print(f"\n== webhook received: POST {delivery.path}")
     for name in WEBHOOK_HEADERS:
@@ -262,17 +275,18 @@ def _run(
     with requests.Session() as session:
         request_id = _submit(session, api, csv_text, f"{hook_base}/hooks/demo")
         status = _wait_for_job(session, api, request_id, args.timeout, stop)
-        print("\n== final status")
-        print(json.dumps(status, indent=2))
-        output = session.get(f"{api}/api/jobs/{request_id}/output.csv", timeout=60)
-        print("\n== output CSV")
-        print(output.text if output.ok else f"({output.status_code}) {output.text}")
         try:
             delivery = receiver.deliveries.get(timeout=args.webhook_timeout)
         except queue.Empty:
             raise DemoError(
                 f"no webhook arrived within {args.webhook_timeout:g}s of the job ending"
             ) from None
+        status = _status_after_delivery(session, api, request_id, status)
+        print("\n== final status")
+        print(json.dumps(status, indent=2))
+        output = session.get(f"{api}/api/jobs/{request_id}/output.csv", timeout=60)
+        print("\n== output CSV")
+        print(output.text if output.ok else f"({output.status_code}) {output.text}")
         _print_webhook(delivery)
         if not delivery.verified:
             raise DemoError(f"webhook signature NOT verified: {delivery.error}")

@@ -30,6 +30,27 @@ TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif
 
 
 @contextmanager
+def serve_bytes(body: bytes, content_type: str) -> Iterator[str]:
+    """Answers every GET with the same body: many distinct URLs, one picture."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with serve(Handler) as base:
+        yield base
+
+
+@contextmanager
 def image_host(root: Path) -> Iterator[str]:
     """Serves the files under `root`; `/html` answers a web page; anything else is 404."""
 

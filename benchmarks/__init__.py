@@ -1,0 +1,1 @@
+"""Benchmarks and measurements; each module runs with `python -m benchmarks.<name>`."""
