@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -51,9 +52,15 @@ def _wait(api: str, request_id: str, timeout: float) -> dict[str, Any]:
 
 
 def measure(rows: int, timeout: float) -> dict[str, Any]:
-    with serve_bytes(_jpeg(), "image/jpeg") as images, Emulator(
-        port=0, allow_private_hosts=True, quiet=True, verbose_dispatch=False
-    ) as emu:
+    with (
+        serve_bytes(_jpeg(), "image/jpeg") as images,
+        Emulator(
+            port=0,
+            allow_private_hosts=True,
+            quiet=True,
+            verbose_dispatch=bool(os.environ.get("BENCH_VERBOSE")),
+        ) as emu,
+    ):
         started = time.monotonic()
         answer = requests.post(
             f"{emu.api_url}/api/uploadAndProcessDocument",
