@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from chalice.app import Chalice, Response, SQSEvent
-from chalicelib import bootstrap
+from chalicelib import bootstrap, observability
 from chalicelib.errors import (
     Conflict,
     InvalidRequest,
@@ -21,7 +22,7 @@ from chalicelib.services import api_handlers, event_handlers
 app = Chalice(app_name="image-pipeline")
 app.api.binary_types.append("multipart/form-data")
 app.log.setLevel(logging.INFO)
-logging.getLogger("chalicelib").setLevel(logging.INFO)
+observability.configure_logging([app.log])
 
 ANY_CONTENT: list[str] = []  # we answer 415 ourselves, in the contract's error shape
 
@@ -39,23 +40,40 @@ def api_errors(view: Callable[..., Response]) -> Callable[..., Response]:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Response:
-        try:
-            return view(*args, **kwargs)
-        except PayloadTooLarge as exc:
-            return _error(413, exc.message, exc.details)
-        except UnsupportedMediaType as exc:
-            return _error(415, exc.message, exc.details)
-        except InvalidRequest as exc:
-            return _error(400, exc.message, exc.details)
-        except NotFound as exc:
-            return _error(404, str(exc))
-        except Conflict as exc:
-            return _error(409, str(exc))
-        except Exception:
-            app.log.exception("unhandled error")
-            return _error(500, "internal error; the request was not completed")
+        with observability.invocation(**_request_fields(kwargs.get("requestId"))):
+            return _answer(view, *args, **kwargs)
 
     return wrapper
+
+
+def _request_fields(job_id: object) -> dict[str, object]:
+    request = app.current_request
+    context = getattr(request, "context", None) or {}
+    return {
+        "requestId": job_id,
+        "awsRequestId": getattr(app.lambda_context, "aws_request_id", None),
+        "apiRequestId": context.get("requestId"),
+        "method": getattr(request, "method", None),
+        "path": getattr(request, "path", None),
+    }
+
+
+def _answer(view: Callable[..., Response], *args: Any, **kwargs: Any) -> Response:
+    try:
+        return view(*args, **kwargs)
+    except PayloadTooLarge as exc:
+        return _error(413, exc.message, exc.details)
+    except UnsupportedMediaType as exc:
+        return _error(415, exc.message, exc.details)
+    except InvalidRequest as exc:
+        return _error(400, exc.message, exc.details)
+    except NotFound as exc:
+        return _error(404, str(exc))
+    except Conflict as exc:
+        return _error(409, str(exc))
+    except Exception:
+        app.log.exception("unhandled error")
+        return _error(500, "internal error; the request was not completed")
 
 
 def _respond(reply: api_handlers.HttpReply) -> Response:
@@ -146,27 +164,39 @@ def index() -> Response:
 
 @app.on_sqs_message(queue="IngestQueue", batch_size=1, name="ingest_csv")
 def ingest_csv(event: SQSEvent) -> event_handlers.BatchResponse:
-    return event_handlers.ingest(bootstrap.dependencies(), _records(event))
+    with _invocation():
+        return event_handlers.ingest(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="RowsQueue", batch_size=10, name="process_rows")
 def process_rows(event: SQSEvent) -> event_handlers.BatchResponse:
-    return event_handlers.rows(bootstrap.dependencies(), _records(event))
+    with _invocation():
+        return event_handlers.rows(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="RowsDeadLetterQueue", batch_size=10, name="rows_dead_letter")
 def rows_dead_letter(event: SQSEvent) -> event_handlers.BatchResponse:
-    return event_handlers.rows_dead_letter(bootstrap.dependencies(), _records(event))
+    with _invocation():
+        return event_handlers.rows_dead_letter(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="FinalizeQueue", batch_size=1, name="finalize_jobs")
 def finalize_jobs(event: SQSEvent) -> event_handlers.BatchResponse:
-    return event_handlers.finalize(bootstrap.dependencies(), _records(event))
+    with _invocation():
+        return event_handlers.finalize(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="WebhookQueue", batch_size=1, name="deliver_webhooks")
 def deliver_webhooks(event: SQSEvent) -> event_handlers.BatchResponse:
-    return event_handlers.webhooks(bootstrap.dependencies(), _records(event))
+    with _invocation():
+        return event_handlers.webhooks(bootstrap.dependencies(), _records(event))
+
+
+def _invocation() -> AbstractContextManager[dict[str, str]]:
+    return observability.invocation(
+        awsRequestId=getattr(app.lambda_context, "aws_request_id", None),
+        function=getattr(app.lambda_context, "function_name", None),
+    )
 
 
 def _records(event: SQSEvent) -> list[event_handlers.QueueRecord]:

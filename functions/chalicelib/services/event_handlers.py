@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from chalicelib import observability
 from chalicelib.domain.models import ImageErrorCode, ImageResult
 from chalicelib.services import finalize as finalize_service
 from chalicelib.services import ingest as ingest_service
@@ -30,6 +31,15 @@ class QueueRecord:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    def job_id(self) -> str | None:
+        """The job a message is about, when its body names one (for the log context)."""
+        try:
+            body = json.loads(self.body)
+        except ValueError:
+            return None
+        value = body.get("requestId") if isinstance(body, dict) else None
+        return value if isinstance(value, str) else None
+
 
 class ItemFailure(TypedDict):
     itemIdentifier: str
@@ -44,11 +54,12 @@ def _each(
 ) -> BatchResponse:
     failures: list[ItemFailure] = []
     for record in records:
-        try:
-            handle(record)
-        except Exception:
-            log.exception("%s: message %s failed", what, record.message_id)
-            failures.append({"itemIdentifier": record.message_id})
+        with observability.log_context(messageId=record.message_id, requestId=record.job_id()):
+            try:
+                handle(record)
+            except Exception:
+                log.exception("%s: message %s failed", what, record.message_id)
+                failures.append({"itemIdentifier": record.message_id})
     return {"batchItemFailures": failures}
 
 
@@ -65,13 +76,16 @@ def rows(deps: Dependencies, records: Sequence[QueueRecord]) -> BatchResponse:
     tasks: list[process_row.RowTask] = []
     ids: list[str] = []
     for record in records:
-        try:
-            tasks.append(process_row.RowTask.from_message(record.json()))
-            ids.append(record.message_id)
-        except Exception:
-            log.exception("rows: malformed message %s", record.message_id)
-            failures.append({"itemIdentifier": record.message_id})
-    outcomes = process_row.process_rows(deps, tasks)
+        with observability.log_context(messageId=record.message_id, requestId=record.job_id()):
+            try:
+                tasks.append(process_row.RowTask.from_message(record.json()))
+                ids.append(record.message_id)
+            except Exception:
+                log.exception("rows: malformed message %s", record.message_id)
+                failures.append({"itemIdentifier": record.message_id})
+    jobs = sorted({task.request_id for task in tasks})
+    with observability.log_context(requestId=",".join(jobs), messageIds=",".join(ids)):
+        outcomes = process_row.process_rows(deps, tasks)
     failures.extend(
         {"itemIdentifier": message_id}
         for message_id, outcome in zip(ids, outcomes, strict=True)
