@@ -1,0 +1,103 @@
+"""The benchmark corpus is deterministic and photo-like; the ratio arithmetic is right."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks import corpus
+from benchmarks.compressor import batches, paired_ratio, summed, throughput
+
+SMALL = (
+    corpus.Spec("t-jpeg", 96, 64, 7, "JPEG"),
+    corpus.Spec("t-jpeg-2", 64, 96, 8, "JPEG"),
+    corpus.Spec("t-png", 80, 60, 9, "PNG", alpha=True),
+)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_the_same_spec_makes_the_same_bytes_twice() -> None:
+    for spec in SMALL:
+        assert digest(corpus.encode(spec)) == digest(corpus.encode(spec))
+
+
+def test_another_seed_makes_another_image() -> None:
+    a, b = SMALL[0], corpus.Spec("t-other", 96, 64, 70, "JPEG")
+    assert digest(corpus.encode(a)) != digest(corpus.encode(b))
+
+
+def test_images_are_photo_like_not_flat() -> None:
+    image = corpus.photo_like(160, 120, 3)
+    assert image.size == (160, 120) and image.mode == "RGB"
+    pixels = np.asarray(image)
+    for band in range(3):
+        assert float(pixels[:, :, band].std()) > 8, "too flat to exercise a JPEG codec"
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 5000
+
+
+def test_build_writes_each_file_once_and_reuses_it(tmp_path: Path) -> None:
+    first = corpus.build(tmp_path, SMALL)
+    hashes = [digest(item.read()) for item in first]
+    stamps = [item.path.stat().st_mtime_ns for item in first]
+    again = corpus.build(tmp_path, SMALL)
+    assert [digest(item.read()) for item in again] == hashes
+    assert [item.path.stat().st_mtime_ns for item in again] == stamps
+    for item in again:
+        with Image.open(io.BytesIO(item.read())) as image:
+            assert image.format == item.spec.fmt
+            assert image.size == (item.spec.width, item.spec.height)
+    assert Image.open(again[2].path).mode == "RGBA"
+
+
+def test_a_damaged_cached_file_is_made_again(tmp_path: Path) -> None:
+    (item,) = corpus.build(tmp_path, SMALL[:1])
+    good = item.read()
+    item.path.write_bytes(good[:100])
+    (again,) = corpus.build(tmp_path, SMALL[:1])
+    assert again.read() == good
+
+
+def test_the_full_corpus_has_every_size_class() -> None:
+    groups = {spec.group for spec in corpus.SPECS}
+    assert groups == set(corpus.GROUPS)
+    twelve = [s for s in corpus.SPECS if s.group == "12MP"]
+    assert all(11.5 < s.megapixels < 12.5 for s in twelve)
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
+    # A does the work in half the time of B in every round, whatever the drift.
+    a = [1.0, 2.0, 4.0, 1.5, 3.0]
+    b = [2.0, 4.0, 8.0, 3.0, 6.0]
+    assert paired_ratio(a, b) == pytest.approx(2.0)
+    assert paired_ratio(b, a) == pytest.approx(0.5)
+    # One disturbed round does not move the median.
+    assert paired_ratio([1, 1, 1, 1, 10], [2, 2, 2, 2, 2]) == pytest.approx(2.0)
+
+
+def test_paired_ratio_needs_matching_rounds() -> None:
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        paired_ratio([], [])
+
+
+def test_summed_and_throughput() -> None:
+    times = {"1MP": [1.0, 2.0, 3.0], "3MP": [0.5, 0.5, 0.5], "PNG": [9.0, 9.0, 9.0]}
+    assert summed(times, ("1MP", "3MP")) == [1.5, 2.5, 3.5]
+    assert throughput(10.0, [1.0, 4.0, 2.0]) == pytest.approx(5.0)
+
+
+def test_batches_repeat_each_size_class() -> None:
+    items = [corpus.Item(spec, Path(spec.filename)) for spec in corpus.SPECS]
+    plan = batches(items, {"1MP": 2, "3MP": 1, "12MP": 3, "PNG": 1})
+    assert len(plan["1MP"]) == 2 * sum(s.group == "1MP" for s in corpus.SPECS)
+    assert len(plan["12MP"]) == 3 * sum(s.group == "12MP" for s in corpus.SPECS)
+    assert all(items[i].spec.group == "PNG" for i in plan["PNG"])
