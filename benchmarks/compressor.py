@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import statistics
 import sys
@@ -396,10 +397,12 @@ def main(argv: list[str] | None = None) -> int:
             except SharpUnavailable as exc:
                 sharp_note = f"sharp: unavailable ({exc})"
                 say(sharp_note)
+        load_before = os.getloadavg()[0]
         say("checking outputs")
         problems = check(engines, items, say)
         say(f"measuring: {rounds} rounds x {len(engines)} engines x {len(plan)} size classes")
         measure(engines, items, plan, rounds, say)
+        load_after = os.getloadavg()[0]
     finally:
         for engine in engines.values():
             engine.close()
@@ -407,6 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: engine.result for name, engine in engines.items()}
     print(_header(items, plan, rounds, args.workers, sharp_note))
     lines = report(results, items, plan, rounds)
+    cpus = os.cpu_count() or 1
+    lines += ["", f"load average (1 min) before {load_before:.1f}, after {load_after:.1f}"]
+    if max(load_before, load_after) > cpus + 0.5:
+        lines.append(
+            f"WARNING: the machine was busy with other work (load > {cpus} cpus); engines with "
+            "more threads than cores (sharp) gain share under contention: rerun when idle"
+        )
     if problems:
         lines += ["", "CHECK FAILED:", *problems]
     print("\n".join(lines))
