@@ -51,7 +51,7 @@ def _request_fields(job_id: object) -> dict[str, object]:
     context = getattr(request, "context", None) or {}
     return {
         "requestId": job_id,
-        "awsRequestId": getattr(app.lambda_context, "aws_request_id", None),
+        "awsRequestId": getattr(getattr(app, "lambda_context", None), "aws_request_id", None),
         "apiRequestId": context.get("requestId"),
         "method": getattr(request, "method", None),
         "path": getattr(request, "path", None),
@@ -164,38 +164,39 @@ def index() -> Response:
 
 @app.on_sqs_message(queue="IngestQueue", batch_size=1, name="ingest_csv")
 def ingest_csv(event: SQSEvent) -> event_handlers.BatchResponse:
-    with _invocation():
+    with _invocation(event):
         return event_handlers.ingest(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="RowsQueue", batch_size=10, name="process_rows")
 def process_rows(event: SQSEvent) -> event_handlers.BatchResponse:
-    with _invocation():
+    with _invocation(event):
         return event_handlers.rows(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="RowsDeadLetterQueue", batch_size=10, name="rows_dead_letter")
 def rows_dead_letter(event: SQSEvent) -> event_handlers.BatchResponse:
-    with _invocation():
+    with _invocation(event):
         return event_handlers.rows_dead_letter(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="FinalizeQueue", batch_size=1, name="finalize_jobs")
 def finalize_jobs(event: SQSEvent) -> event_handlers.BatchResponse:
-    with _invocation():
+    with _invocation(event):
         return event_handlers.finalize(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="WebhookQueue", batch_size=1, name="deliver_webhooks")
 def deliver_webhooks(event: SQSEvent) -> event_handlers.BatchResponse:
-    with _invocation():
+    with _invocation(event):
         return event_handlers.webhooks(bootstrap.dependencies(), _records(event))
 
 
-def _invocation() -> AbstractContextManager[dict[str, str]]:
+def _invocation(event: SQSEvent) -> AbstractContextManager[dict[str, str]]:
+    context = getattr(event, "context", None)
     return observability.invocation(
-        awsRequestId=getattr(app.lambda_context, "aws_request_id", None),
-        function=getattr(app.lambda_context, "function_name", None),
+        awsRequestId=getattr(context, "aws_request_id", None),
+        function=getattr(context, "function_name", None),
     )
 
 

@@ -103,8 +103,9 @@ def configure_logging(
     extra_loggers: Iterable[logging.Logger] = (), level: int = logging.INFO
 ) -> None:
     """Idempotent. On Lambda the runtime's root handler gets the JSON formatter; elsewhere
-    the `chalicelib` logger gets a JSON handler of its own. The handlers of `extra_loggers`
-    (e.g. the Chalice app's log, which does not propagate) get the JSON formatter too."""
+    the `chalicelib` logger gets a JSON handler of its own (and stops propagating). The
+    handlers of `extra_loggers` (e.g. the Chalice app's log, which does not propagate) get
+    the JSON formatter too."""
     formatter = JsonFormatter()
     root = logging.getLogger()
     on_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) and bool(root.handlers)
@@ -116,6 +117,7 @@ def configure_logging(
                 handler.setFormatter(formatter)
         elif not any(isinstance(h, JsonLineHandler) for h in logger.handlers):
             logger.addHandler(JsonLineHandler())
+            logger.propagate = False  # one line per record, not a second plain one via root
     for logger in extra_loggers:
         for handler in logger.handlers:
             handler.setFormatter(formatter)

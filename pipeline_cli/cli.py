@@ -1,0 +1,215 @@
+"""`python -m pipeline_cli` / `image-pipeline`: submit, status, download, validate.
+
+Exit status: 0 success (a `completed` job with --wait); 3 `completed_with_errors`;
+4 `failed`; 5 --wait gave up (--timeout); 1 an error from the API or the network
+(printed as the API words it); 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from pipeline_cli.client import ApiClient, ApiError, Submitted
+from pipeline_cli.progress import ProgressMeter
+from pipeline_cli.render import error_lines, status_lines
+
+API_ENV = "IMAGE_PIPELINE_API"
+DEFAULT_API = "http://127.0.0.1:8000"
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_COMPLETED_WITH_ERRORS = 3
+EXIT_FAILED = 4
+EXIT_TIMEOUT = 5
+EXIT_BY_STATUS = {
+    "completed": EXIT_OK,
+    "completed_with_errors": EXIT_COMPLETED_WITH_ERRORS,
+    "failed": EXIT_FAILED,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="image-pipeline",
+        description="Client of the image pipeline API (the local emulator or a deployed URL).",
+        epilog="exit status: 0 ok/completed, 1 API or network error, 2 usage, "
+        "3 completed_with_errors, 4 failed, 5 --wait timed out",
+    )
+    top.add_argument(
+        "--api",
+        default=os.environ.get(API_ENV, DEFAULT_API),
+        help=f"API base URL (env {API_ENV}; default {DEFAULT_API})",
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+
+    submit = commands.add_parser("submit", help="upload a CSV and start a job")
+    submit.add_argument("csv", type=Path)
+    submit.add_argument("--webhook-url", help="where the signed webhook goes when the job ends")
+    submit.add_argument(
+        "--presigned",
+        action="store_true",
+        help="upload straight to storage through the presigned POST of /api/uploads",
+    )
+    submit.add_argument("--idempotency-key", help="same key, same job (multipart only)")
+    submit.add_argument("--wait", action="store_true", help="show progress until the job ends")
+    submit.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
+    submit.add_argument("--timeout", type=float, default=0, help="give up waiting after N s")
+
+    status = commands.add_parser("status", help="a job's status")
+    status.add_argument("request_id")
+    status.add_argument("--json", action="store_true", help="the API's JSON, every product")
+
+    download = commands.add_parser("download", help="a finished job's output CSV")
+    download.add_argument("request_id")
+    download.add_argument("-o", "--output", help="file to write ('-' for stdout)")
+
+    validate = commands.add_parser("validate", help="check a CSV without starting a job")
+    validate.add_argument("csv", type=Path)
+    validate.add_argument("--webhook-url")
+    return top
+
+
+class Console:
+    """stdout for results, stderr for progress; a live line only on a terminal."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+        self.live = err.isatty()
+        self._last = ""
+
+    def print(self, line: str = "") -> None:
+        print(line, file=self.out, flush=True)
+
+    def error(self, line: str) -> None:
+        self.end_progress()
+        print(line, file=self.err, flush=True)
+
+    def progress(self, line: str) -> None:
+        if line == self._last:
+            return
+        if self.live:
+            self.err.write("\r\x1b[2K" + line)
+            self.err.flush()
+        else:
+            print(line, file=self.err, flush=True)
+        self._last = line
+
+    def end_progress(self) -> None:
+        if self.live and self._last:
+            self.err.write("\n")
+            self.err.flush()
+        self._last = ""
+
+
+def _submit(api: ApiClient, args: argparse.Namespace, console: Console) -> Submitted:
+    if args.presigned:
+        return api.submit_presigned(args.csv, args.webhook_url)
+    return api.submit_multipart(args.csv, args.webhook_url, args.idempotency_key)
+
+
+def wait_for(
+    api: ApiClient,
+    request_id: str,
+    console: Console,
+    interval: float,
+    timeout: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any] | None:
+    """Polls until the job is terminal; the final full status, or None on timeout."""
+    meter = ProgressMeter(started=clock())
+    while True:
+        document = api.status(request_id, limit=1)
+        console.progress(meter.update(clock(), document))
+        if document.get("status") in EXIT_BY_STATUS:
+            console.end_progress()
+            return api.full_status(request_id)
+        if timeout and clock() - meter.started >= timeout:
+            console.end_progress()
+            return None
+        sleep(interval)
+
+
+def cmd_submit(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    if not args.csv.is_file():
+        console.error(f"error: no such file: {args.csv}")
+        return EXIT_USAGE
+    submitted = _submit(api, args, console)
+    console.print(f"requestId {submitted.request_id}")
+    console.print(f"status    {submitted.status_url}")
+    if not args.wait:
+        return EXIT_OK
+    document = wait_for(api, submitted.request_id, console, args.interval, args.timeout)
+    if document is None:
+        console.error(f"error: job {submitted.request_id} did not end within {args.timeout:g}s")
+        return EXIT_TIMEOUT
+    console.print()
+    for line in status_lines(document):
+        console.print(line)
+    return EXIT_BY_STATUS.get(str(document.get("status")), EXIT_ERROR)
+
+
+def cmd_status(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    document = api.full_status(args.request_id)
+    if args.json:
+        console.print(json.dumps(document, indent=2))
+    else:
+        for line in status_lines(document):
+            console.print(line)
+    return EXIT_OK
+
+
+def cmd_download(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    data = api.output_csv(args.request_id)
+    target = args.output or f"{args.request_id}.csv"
+    if target == "-":
+        console.out.write(data.decode("utf-8"))
+        console.out.flush()
+        return EXIT_OK
+    Path(target).write_bytes(data)
+    console.print(f"wrote {target} ({len(data):,} bytes)")
+    return EXIT_OK
+
+
+def cmd_validate(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    if not args.csv.is_file():
+        console.error(f"error: no such file: {args.csv}")
+        return EXIT_USAGE
+    result = api.validate(args.csv, args.webhook_url)
+    console.print(
+        f"valid: {result.get('totalProducts')} products, {result.get('totalImages')} images"
+    )
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace, Console], int]] = {
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "download": cmd_download,
+    "validate": cmd_validate,
+}
+
+
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    args = parser().parse_args(argv)
+    console = Console(out or sys.stdout, err or sys.stderr)
+    api = ApiClient(args.api)
+    try:
+        return COMMANDS[args.command](api, args, console)
+    except ApiError as error:
+        for line in error_lines(error):
+            console.error(line)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        return 130

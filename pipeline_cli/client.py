@@ -1,0 +1,146 @@
+"""The HTTP API, as the CLI uses it. Errors keep the API's own words and details."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+TIMEOUT = (5.0, 60.0)
+STATUS_PAGE = 1000
+
+
+@dataclass
+class ApiError(Exception):
+    """An answer that is not a success: the API's `error` and `details`, or the transport's."""
+
+    message: str
+    status: int | None = None
+    details: list[Any] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Submitted:
+    request_id: str
+    status_url: str
+    message: str
+
+
+def _error_from(response: requests.Response, what: str) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        details = body.get("details")
+        return ApiError(body["error"], response.status_code, list(details or []))
+    text = response.text.strip()
+    s3_message = re.search(r"<Message>(.*?)</Message>", text, re.S)
+    if s3_message:
+        text = s3_message.group(1)
+    return ApiError(
+        f"{what}: HTTP {response.status_code} {text[:300]}".rstrip(), response.status_code
+    )
+
+
+class ApiClient:
+    def __init__(self, base_url: str, session: requests.Session | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session or requests.Session()
+
+    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        try:
+            response = self.session.request(method, url, timeout=TIMEOUT, **kwargs)
+        except requests.RequestException as exc:
+            raise ApiError(f"{what}: cannot reach {url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error_from(response, what)
+        return response
+
+    def _json(self, response: requests.Response, what: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ApiError(f"{what}: the answer is not JSON", response.status_code) from exc
+        if not isinstance(body, dict):
+            raise ApiError(f"{what}: the answer is not a JSON object", response.status_code)
+        return body
+
+    @staticmethod
+    def _form(csv_path: Path, webhook_url: str | None) -> dict[str, Any]:
+        data = {"webhookUrl": webhook_url} if webhook_url else {}
+        files = {"file": (csv_path.name, csv_path.read_bytes(), "text/csv")}
+        return {"files": files, "data": data}
+
+    def submit_multipart(
+        self, csv_path: Path, webhook_url: str | None = None, idempotency_key: str | None = None
+    ) -> Submitted:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        what = "upload"
+        response = self._call(
+            "POST",
+            "/api/uploadAndProcessDocument",
+            what,
+            headers=headers,
+            **self._form(csv_path, webhook_url),
+        )
+        body = self._json(response, what)
+        return Submitted(
+            str(body["requestId"]), str(body.get("statusUrl", "")), str(body.get("message", ""))
+        )
+
+    def submit_presigned(self, csv_path: Path, webhook_url: str | None = None) -> Submitted:
+        options: dict[str, str] = {"fileName": csv_path.name}
+        if webhook_url:
+            options["webhookUrl"] = webhook_url
+        body = self._json(
+            self._call("POST", "/api/uploads", "presigned upload", json=options), "presigned upload"
+        )
+        upload: Mapping[str, Any] = body["upload"]
+        fields = {str(k): str(v) for k, v in dict(upload["fields"]).items()}
+        files = {"file": (csv_path.name, csv_path.read_bytes(), "text/csv")}
+        self._call("POST", str(upload["url"]), "upload to storage", data=fields, files=files)
+        return Submitted(
+            str(body["requestId"]), str(body.get("statusUrl", "")), "uploaded to storage"
+        )
+
+    def validate(self, csv_path: Path, webhook_url: str | None = None) -> dict[str, Any]:
+        response = self._call(
+            "POST", "/api/validate", "validate", **self._form(csv_path, webhook_url)
+        )
+        return self._json(response, "validate")
+
+    def status(
+        self, request_id: str, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, str] = {}
+        if limit is not None:
+            params["limit"] = str(limit)
+        if cursor:
+            params["cursor"] = cursor
+        response = self._call(
+            "GET", f"/api/getProcessingStatus/{request_id}", "status", params=params
+        )
+        return self._json(response, "status")
+
+    def full_status(self, request_id: str) -> dict[str, Any]:
+        """The status with every product (all pages)."""
+        document = self.status(request_id, STATUS_PAGE)
+        products = list(document.get("products") or [])
+        cursor = document.get("nextCursor")
+        while cursor:
+            page = self.status(request_id, STATUS_PAGE, str(cursor))
+            products.extend(page.get("products") or [])
+            cursor = page.get("nextCursor")
+        return {**document, "products": products, "nextCursor": None}
+
+    def output_csv(self, request_id: str) -> bytes:
+        return self._call("GET", f"/api/jobs/{request_id}/output.csv", "download").content

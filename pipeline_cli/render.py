@@ -1,0 +1,95 @@
+"""What the CLI prints: API errors with their line and column, and the status as a table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline_cli.client import ApiError
+
+
+def detail_line(detail: Any) -> str:
+    if not isinstance(detail, Mapping):
+        return json.dumps(detail)
+    message = str(detail.get("message", ""))
+    where = []
+    if "row" in detail:
+        where.append(f"line {detail['row']}")
+    if detail.get("column") not in (None, ""):
+        where.append(f"column {detail['column']!s}")
+    if "field" in detail and not where:
+        where.append(str(detail["field"]))
+    rest = {k: v for k, v in detail.items() if k not in {"row", "column", "message", "field"}}
+    text = ", ".join(where)
+    if message:
+        text = f"{text}: {message}" if text else message
+    if rest:
+        text = f"{text} {json.dumps(rest)}" if text else json.dumps(rest)
+    return text
+
+
+def error_lines(error: ApiError) -> list[str]:
+    head = f"error: {error.message}"
+    if error.status is not None:
+        head += f" (HTTP {error.status})"
+    return [head] + [f"  {detail_line(d)}" for d in error.details]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*header).rstrip(), fmt.format(*("-" * w for w in widths))] + [
+        fmt.format(*row).rstrip() for row in rows
+    ]
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def status_lines(document: Mapping[str, Any]) -> list[str]:
+    progress: Mapping[str, Any] = document.get("progress") or {}
+    webhook: Mapping[str, Any] = document.get("webhook") or {}
+    lines = [
+        f"job        {document.get('requestId')}",
+        f"status     {document.get('status')}",
+        f"created    {document.get('createdAt')}",
+        f"updated    {document.get('updatedAt')}",
+        f"products   {progress.get('processedProducts', 0)}/{progress.get('totalProducts', 0)}",
+        f"images     {progress.get('processedImages', 0)}/{progress.get('totalImages', 0)}"
+        f" ({progress.get('failedImages', 0)} failed, {progress.get('percent', 0)}%)",
+    ]
+    if document.get("outputCsvUrl"):
+        lines.append(f"output     {document['outputCsvUrl']}")
+    if webhook and webhook.get("state") not in (None, "none"):
+        last = webhook.get("lastStatusCode")
+        lines.append(
+            f"webhook    {webhook.get('state')}, {webhook.get('attempts', 0)} attempt(s)"
+            + (f", last answer {last}" if last is not None else "")
+        )
+    for error in document.get("errors") or []:
+        lines.append(f"error      {detail_line(error)}")
+    products: Sequence[Mapping[str, Any]] = document.get("products") or []
+    if products:
+        rows = [
+            [
+                str(p.get("serialNumber", "")),
+                _short(str(p.get("productName", ""))),
+                str(p.get("status", "")),
+                str(len(p.get("inputImageUrls") or [])),
+                str(len(p.get("errors") or [])),
+            ]
+            for p in products
+        ]
+        lines += ["", *_table(["S. No.", "Product", "Status", "Images", "Failed"], rows)]
+    failures = [(p, e) for p in products for e in (p.get("errors") or [])]
+    if failures:
+        lines += ["", "failed images:"]
+        lines += [
+            f"  #{p.get('serialNumber')} {e.get('url')}: {e.get('code')}: {e.get('message')}"
+            for p, e in failures
+        ]
+    if document.get("nextCursor"):
+        lines.append(f"(more products: --cursor {document['nextCursor']})")
+    return lines

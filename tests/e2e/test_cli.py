@@ -1,0 +1,205 @@
+"""The command-line client against the emulator's API, as a person would use it."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from local_emulator.stack import Emulator
+from pipeline_cli.cli import (
+    EXIT_COMPLETED_WITH_ERRORS,
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_OK,
+    main,
+)
+from tests.support.servers import image_host
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "local_emulator" / "samples"
+HEADER = "S. No.,Product Name,Input Image Urls\n"
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator("127.0.0.1", port=0, allow_private_hosts=True, quiet=True) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[str]:
+    with image_host(SAMPLES / "images") as url:
+        yield url
+
+
+def run(emulator: Emulator, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--api", emulator.api_url, *argv], out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def write(tmp_path: Path, text: str, name: str = "products.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def request_id_of(out: str) -> str:
+    return next(line.split()[1] for line in out.splitlines() if line.startswith("requestId "))
+
+
+def api_status(emulator: Emulator, request_id: str) -> dict[str, object]:
+    response = requests.get(f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10)
+    assert response.status_code == 200
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_submit_wait_shows_progress_and_ends_with_exit_0_for_a_completed_job(
+    emulator: Emulator, images: str, tmp_path: Path
+) -> None:
+    csv_path = write(
+        tmp_path, (SAMPLES / "products.csv").read_text().replace("{IMAGES_BASE}", images)
+    )
+    code, out, err = run(emulator, "submit", str(csv_path), "--wait", "--interval", "0.2")
+    assert code == EXIT_OK, out + err
+    request_id = request_id_of(out)
+    status = api_status(emulator, request_id)
+    assert status["status"] == "completed"
+    progress = status["progress"]
+    assert isinstance(progress, dict)
+    total_images, total_products = progress["totalImages"], progress["totalProducts"]
+    # The progress lines (stderr, one per change when not a terminal) end at the totals.
+    last = err.strip().splitlines()[-1]
+    assert f"products {total_products}/{total_products}" in last
+    assert f"images {total_images}/{total_images}" in last and "failed 0" in last
+    assert "100.0%" in last and "done" in last
+    assert "img/s" in last
+    # The final table shows the job as the API does.
+    assert f"job        {request_id}" in out
+    assert "status     completed" in out
+    for product in status["products"]:  # type: ignore[attr-defined]
+        assert product["productName"] in out
+
+
+def test_presigned_submit_with_a_broken_image_exits_3_and_lists_the_failure(
+    emulator: Emulator, images: str, tmp_path: Path
+) -> None:
+    text = HEADER + f'1,Mug,"{images}/mug.jpg,{images}/missing.jpg"\n'
+    csv_path = write(tmp_path, text)
+    code, out, err = run(
+        emulator, "submit", "--presigned", str(csv_path), "--wait", "--interval", "0.2"
+    )
+    assert code == EXIT_COMPLETED_WITH_ERRORS, out + err
+    request_id = request_id_of(out)
+    status = api_status(emulator, request_id)
+    assert status["status"] == "completed_with_errors"
+    (product,) = status["products"]  # type: ignore[misc]
+    (error,) = product["errors"]
+    assert f"#1 {images}/missing.jpg: {error['code']}: {error['message']}" in out
+    assert error["code"] == "http_error"
+
+
+def test_a_job_with_no_image_done_exits_4(emulator: Emulator, images: str, tmp_path: Path) -> None:
+    csv_path = write(tmp_path, HEADER + f"1,Page,{images}/html\n")
+    code, out, err = run(emulator, "submit", str(csv_path), "--wait", "--interval", "0.2")
+    assert code == EXIT_FAILED, out + err
+    assert api_status(emulator, request_id_of(out))["status"] == "failed"
+    assert "not_an_image" in out
+
+
+def test_status_table_json_and_download_match_the_api(
+    emulator: Emulator, images: str, tmp_path: Path
+) -> None:
+    csv_path = write(tmp_path, HEADER + f"1,Lamp,{images}/lamp-cutout.png\n")
+    code, out, _ = run(emulator, "submit", str(csv_path), "--wait", "--interval", "0.2")
+    assert code == EXIT_OK
+    request_id = request_id_of(out)
+
+    code, out, _ = run(emulator, "status", request_id, "--json")
+    assert code == EXIT_OK
+    assert json.loads(out) == api_status(emulator, request_id)
+
+    code, out, _ = run(emulator, "status", request_id)
+    assert code == EXIT_OK
+    assert "status     completed" in out and "images     1/1 (0 failed, 100.0%)" in out
+    assert any(line.split()[:3] == ["1", "Lamp", "completed"] for line in out.splitlines())
+
+    target = tmp_path / "out.csv"
+    code, out, _ = run(emulator, "download", request_id, "-o", str(target))
+    assert code == EXIT_OK and str(target) in out
+    expected = requests.get(f"{emulator.api_url}/api/jobs/{request_id}/output.csv", timeout=10)
+    assert target.read_bytes() == expected.content
+    assert target.read_text().startswith("S. No.,Product Name,Input Image Urls,Output Image Urls")
+
+
+def test_validate_reports_every_problem_with_line_and_column_as_the_api_words_it(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    text = HEADER + "1,,http://example.com/a.jpg\nx,Chair,ftp://example.com/b.jpg\n"
+    csv_path = write(tmp_path, text)
+    code, out, err = run(emulator, "validate", str(csv_path))
+    assert code == EXIT_ERROR and out == ""
+    answer = requests.post(
+        f"{emulator.api_url}/api/validate",
+        files={"file": ("products.csv", text.encode(), "text/csv")},
+        timeout=10,
+    ).json()
+    lines = err.splitlines()
+    assert lines[0] == f"error: {answer['error']} (HTTP 400)"
+    assert len(answer["details"]) >= 3
+    for detail in answer["details"]:
+        assert f"  line {detail['row']}, column {detail['column']}: {detail['message']}" in lines
+
+
+def test_validate_accepts_a_good_csv(emulator: Emulator, images: str, tmp_path: Path) -> None:
+    csv_path = write(tmp_path, HEADER + f'1,Mug,"{images}/a.jpg,{images}/b.jpg"\n')
+    code, out, _ = run(emulator, "validate", str(csv_path))
+    assert (code, out.strip()) == (EXIT_OK, "valid: 1 products, 2 images")
+
+
+def test_errors_of_status_and_download_are_the_apis(emulator: Emulator) -> None:
+    unknown = "00000000-0000-4000-8000-000000000000"
+    code, _, err = run(emulator, "status", unknown)
+    assert code == EXIT_ERROR
+    assert err.splitlines()[0] == f"error: no job with requestId {unknown} (HTTP 404)"
+
+    pending = requests.post(f"{emulator.api_url}/api/uploads", json={}, timeout=10).json()
+    code, _, err = run(emulator, "download", pending["requestId"])
+    expected = requests.get(
+        f"{emulator.api_url}/api/jobs/{pending['requestId']}/output.csv", timeout=10
+    ).json()
+    assert code == EXIT_ERROR
+    assert err.splitlines()[0] == f"error: {expected['error']} (HTTP 409)"
+
+
+def test_python_dash_m_runs_the_client_and_returns_its_exit_status(emulator: Emulator) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline_cli", "--api", emulator.api_url, "status", "not-a-uuid"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == EXIT_ERROR
+    assert result.stderr.startswith("error: requestId must be a UUID (HTTP 400)")
+    help_text = subprocess.run(
+        [sys.executable, "-m", "pipeline_cli", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for command in ("submit", "status", "download", "validate"):
+        assert command in help_text
