@@ -43,6 +43,7 @@ from chalicelib.domain.netguard import (
     check_url,
     check_url_syntax,
     decide,
+    local_name_reason,
     parse_ip_literal,
     url_host,
     url_port,
@@ -95,6 +96,9 @@ class GuardedResolver:
         if literal is not None:
             answers = [literal]
         else:
+            local = None if self.allow_private else local_name_reason(host)
+            if local:
+                raise ImageFailure(ImageErrorCode.BLOCKED_ADDRESS, local)
             raw = self._resolve(host, port)
             if not raw:
                 raise socket.gaierror(socket.EAI_NONAME, f"{host} has no address")

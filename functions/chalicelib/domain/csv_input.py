@@ -188,6 +188,7 @@ class _Scanner:
         self._limits = limits
         self._report = report
         self._stopped = False  # reading ended early: a file-level problem was reported
+        self._long_lines = 0  # lines reported as too long (each stands in for a record)
 
     def _stop(self, problem: CsvProblem) -> None:
         self._stopped = True
@@ -266,6 +267,7 @@ class _Scanner:
         return text + "\n"
 
     def _too_long(self, line: int) -> CsvProblem:
+        self._long_lines += 1
         return CsvProblem(
             line, None, f"line {line} is longer than {self._limits.max_line_chars} characters"
         )
@@ -294,6 +296,7 @@ class _Scanner:
                 self._report(CsvProblem(start, None, _csv_error_message(str(exc), start)))
                 continue
             if not any(cell.strip() for cell in record):
+                seen_content = seen_content or self._long_lines > 0
                 continue
             seen_content = True
             if columns is None:
@@ -316,7 +319,7 @@ class _Scanner:
             return
         if not seen_content:
             self._report(CsvProblem(1, None, "the file is empty"))
-        elif data_rows == 0:
+        elif data_rows == 0 and not self._long_lines:
             self._report(
                 CsvProblem(
                     header_line or 1,

@@ -8,6 +8,7 @@ to that very address (so a DNS answer that changes between check and use cannot 
 from __future__ import annotations
 
 import ipaddress
+import re
 import string
 import unicodedata
 from urllib.parse import SplitResult, urlsplit
@@ -70,8 +71,28 @@ _IPV6_RULES: tuple[tuple[ipaddress.IPv6Network, str], ...] = (
 )
 
 
+# The common case, accepted without urlsplit: http(s), a host of ASCII letters, digits and
+# hyphens in non-empty dot-separated labels, an optional port without a leading zero, and a
+# rest of printable ASCII. Whatever it matches (host length and port range checked besides),
+# the full check accepts too; everything else goes to the full check. Saves most of the CSV
+# validation time of a 100,000-row file.
+_COMMON_URL = re.compile(
+    r"https?://(?P<host>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?)(?::(?P<port>[1-9][0-9]{0,4}))?"
+    r"(?:[/?#][!-~]*)?",
+    re.ASCII | re.IGNORECASE,
+)
+
+
 def check_url_syntax(url: str) -> str | None:
     """Why `url` is not an absolute http(s) URL we are willing to request, or None."""
+    if len(url) <= MAX_URL_LENGTH and (match := _COMMON_URL.fullmatch(url)):
+        port = match.group("port")
+        if len(match.group("host")) <= _MAX_HOST_LENGTH and (port is None or int(port) <= 65535):
+            return None
+    return _check_url_syntax_full(url)
+
+
+def _check_url_syntax_full(url: str) -> str | None:
     if not url:
         return "URL is empty"
     if len(url) > MAX_URL_LENGTH:
@@ -221,7 +242,13 @@ def check_url(url: str, *, allow_private: bool) -> str | None:
     literal = parse_ip_literal(host)
     if literal is not None:
         return decide(literal, allow_private)
-    name = host.removesuffix(".")
+    return local_name_reason(host)
+
+
+def local_name_reason(host: str) -> str | None:
+    """Why `host` names this machine whatever DNS says (`localhost`, `*.localhost`,
+    RFC 6761), or None. Such a name is refused without being looked up."""
+    name = host.lower().removesuffix(".")
     if name in _LOCAL_NAMES or name.endswith(".localhost"):
         return f"host {host!r} is a loopback name"
     return None
