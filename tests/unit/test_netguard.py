@@ -267,3 +267,48 @@ def test_check_url_lets_public_literals_and_names_through(url: str) -> None:
 def test_check_url_still_checks_syntax_when_private_hosts_are_allowed() -> None:
     problem = check_url("file:///etc/passwd", allow_private=True)
     assert problem is not None and "file" in problem
+
+
+FAST_PATH_PROBES = [
+    "https://cdn.test/a.jpg",
+    "HTTP://CDN.TEST/A.JPG",
+    "https://cdn.test",
+    "https://cdn.test.",
+    "https://cdn.test:443/a?b=c&d=e#f",
+    "https://cdn.test:65535/",
+    "https://cdn.test:65536/",
+    "https://cdn.test:0/",
+    "https://cdn.test:00/",
+    "https://cdn.test:/",
+    "https://a..b/",
+    "https://.a/",
+    "https://-/",
+    "https://a.test/\\x",
+    "https://a.test\\x/",
+    "https://u:p@a.test/",
+    "https://a.test/@x",
+    "https://a.test?@x",
+    "https://a.test#@x",
+    "https://a.test/ x",
+    "https://a.test/\x7f",
+    "https://a.test/é",
+    "https://é.test/",
+    "https://a_b.test/",
+    "https://127.0.0.1/",
+    "https://[::1]/",
+    "ftp://a.test/",
+    "https:/a.test/",
+    "https://" + "a." * 126 + "b/",
+    "https://" + "a." * 127 + "b/",
+    "https://a.test/" + "x" * 9000,
+]
+
+
+@pytest.mark.parametrize("url", FAST_PATH_PROBES)
+def test_the_syntax_fast_path_agrees_with_the_full_check(url: str) -> None:
+    from chalicelib.domain import netguard
+
+    full = netguard._check_url_syntax_full(url)
+    assert (check_url_syntax(url) is None) == (full is None)
+    if netguard._COMMON_URL.fullmatch(url) and full is not None:
+        assert check_url_syntax(url) == full  # the regex matched, the extra checks refused
