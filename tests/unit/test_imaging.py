@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.errors import ImageFailure
-from chalicelib.imaging import Compressed, CompressOptions, compress_to_jpeg
+from chalicelib.imaging import FORMATS, Compressed, CompressOptions, compress_to_jpeg
 from PIL import Image, ImageCms, ImageFile
 
 from local_emulator.samples import make_samples
@@ -463,3 +463,60 @@ def test_generate_reproduces_the_samples(tmp_path: Path) -> None:
         with Image.open(first) as a, Image.open(second) as b:
             assert a.tobytes() == b.tobytes()
     assert paths[-1].read_bytes() == again[-1].read_bytes()
+
+
+def ycck_jpeg(cmyk: tuple[int, int, int, int]) -> bytes:
+    """A flat YCCK JPEG (Adobe transform 2) whose decoded CMYK is `cmyk`.
+
+    Pillow writes CMYK only (transform 0), so the samples handed to it are already the YCCK
+    ones: YCbCr of the ink values taken as RGB, K as stored; Adobe files store every sample
+    inverted. Then the transform byte of the APP14 segment is set to 2.
+    """
+    c, m, y, k = cmyk
+    luma = 0.299 * c + 0.587 * m + 0.114 * y
+    blue = 128 - 0.168736 * c - 0.331264 * m + 0.5 * y
+    red = 128 + 0.5 * c - 0.418688 * m - 0.081312 * y
+    stored = (round(luma), round(blue), round(red), 255 - k)
+    pixel = (255 - stored[0], 255 - stored[1], 255 - stored[2], 255 - stored[3])
+    data = bytearray(encode(Image.new("CMYK", (24, 16), pixel), "JPEG", quality=100))
+    adobe = data.find(b"Adobe")
+    assert adobe > 0 and data[adobe + 11] == 0
+    data[adobe + 11] = 2
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("cmyk", "rgb"),
+    [
+        ((0, 255, 255, 0), (255, 0, 0)),
+        ((255, 0, 0, 0), (0, 255, 255)),
+        ((0, 0, 255, 0), (255, 255, 0)),
+        ((0, 0, 0, 255), (0, 0, 0)),
+        ((0, 0, 0, 0), (255, 255, 255)),
+    ],
+)
+def test_ycck_jpeg(cmyk: tuple[int, int, int, int], rgb: tuple[int, int, int]) -> None:
+    source = ycck_jpeg(cmyk)
+    opened = Image.open(io.BytesIO(source))
+    assert opened.mode == "CMYK" and opened.info.get("adobe_transform") == 2
+    result = decode(compress_to_jpeg(source, OPTIONS))
+    assert result.mode == "RGB" and result.size == (24, 16)
+    assert close_to(result.getpixel((12, 8)), rgb, 12)
+
+
+def test_mpo_keeps_the_first_picture() -> None:
+    first = Image.new("RGB", (30, 20), (255, 0, 0))
+    second = Image.new("RGB", (30, 20), (0, 0, 255))
+    out = io.BytesIO()
+    first.save(out, "MPO", save_all=True, append_images=[second])
+    compressed = compress_to_jpeg(out.getvalue(), OPTIONS)
+    assert compressed.source_format == "MPO"
+    result = decode(compressed)
+    assert result.size == (30, 20) and close_to(result.getpixel((15, 10)), (255, 0, 0), 12)
+
+
+def test_readme_lists_the_formats_decoded() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Hostile input", 1)[1].split("\n## ", 1)[0]
+    for name in (*FORMATS, "MPO"):
+        assert f"`{name}`" in section, name
