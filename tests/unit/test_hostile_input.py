@@ -15,6 +15,7 @@ Test names start with the kind of input (test_url_, test_image_, test_csv_); cou
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import ipaddress
 import json
@@ -153,7 +154,9 @@ def drain(world: FakeWorld) -> None:
 
 
 def new_world(fetcher: object | None = None, **settings: Any) -> FakeWorld:
-    world = make_world(Settings(webhook_secret=SECRET, fetch_backoff=0.0, **settings))
+    known = {f.name for f in dataclasses.fields(Settings)}
+    tuning = {k: v for k, v in {"fetch_backoff": 0.0, "fetch_attempts": 1}.items() if k in known}
+    world = make_world(Settings(webhook_secret=SECRET, **tuning, **settings))
     world.deps.fetcher = fetcher or RoutingFetcher()  # type: ignore[assignment]
     world.deps.check_webhook_url = lambda url: url_refusal(
         url, allow_private=False, resolve=fake_resolve
