@@ -156,6 +156,12 @@ def api_docs() -> Response:
     return _respond(api_handlers.api_docs_page())
 
 
+@app.route("/api-docs/{asset}", methods=["GET"])
+@api_errors
+def api_docs_asset(asset: str) -> Response:
+    return _respond(api_handlers.api_docs_asset(asset))
+
+
 @app.route("/", methods=["GET"])
 @api_errors
 def index() -> Response:

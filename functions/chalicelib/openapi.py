@@ -1,9 +1,20 @@
-"""The OpenAPI 3 document of every route, and the pages rendered from it (no CDN assets)."""
+"""The OpenAPI 3 document of every route, the docs page (Swagger UI shipped by the
+`swagger-ui-bundle` package and served by the API itself, never from a CDN) and the watch page.
+"""
 
 from __future__ import annotations
 
 import html
+from functools import cache
+from pathlib import Path
 from typing import Any
+
+WEB = Path(__file__).resolve().parent / "web"
+# The Swagger UI files the docs page loads, with their media types.
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "application/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+}
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -54,7 +65,22 @@ PROGRESS = {
 STATUSES = ["pending", "processing", "completed", "completed_with_errors", "failed"]
 
 
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
 def document() -> dict[str, Any]:
+    """The document, with the contract's error answer on every operation."""
+    spec = _document()
+    for methods in spec["paths"].values():
+        for operation in methods.values():
+            operation["responses"].setdefault(
+                "500", _err("Internal error (a bug; the body never holds a stack trace)")
+            )
+    return spec
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {
@@ -181,14 +207,37 @@ def document() -> dict[str, Any]:
             },
             "/api-docs": {
                 "get": {
-                    "summary": "Human-readable docs",
-                    "responses": {"200": {"description": "HTML"}},
+                    "summary": "Human-readable docs (Swagger UI, works offline)",
+                    "responses": {"200": _html("The docs page")},
+                }
+            },
+            "/api-docs/{asset}": {
+                "get": {
+                    "summary": "A file of the docs page (served by the API, not a CDN)",
+                    "parameters": [
+                        {
+                            "name": "asset",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": sorted(DOCS_ASSETS)},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The file",
+                            "content": {
+                                media.split(";", 1)[0]: {"schema": {"type": "string"}}
+                                for media in DOCS_ASSETS.values()
+                            },
+                        },
+                        "404": _err("No such file"),
+                    },
                 }
             },
             "/": {
                 "get": {
-                    "summary": "A page to upload a CSV and watch it",
-                    "responses": {"200": {"description": "HTML"}},
+                    "summary": "A page to upload a CSV straight to storage and watch the job",
+                    "responses": {"200": _html("The watch page")},
                 }
             },
         },
@@ -279,7 +328,40 @@ def document() -> dict[str, Any]:
     }
 
 
+def _swagger_dir() -> Path | None:
+    try:
+        from swagger_ui_bundle import swagger_ui_path  # noqa: PLC0415 - optional, lazy
+    except ImportError:
+        return None
+    return Path(str(swagger_ui_path))
+
+
+DOCS_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Image pipeline API</title><link rel="stylesheet" href="api-docs/swagger-ui.css">
+</head><body><div id="swagger-ui"></div>
+<script src="api-docs/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({url: "api/openapi.json", dom_id: "#swagger-ui",
+  deepLinking: true, layout: "BaseLayout"});
+</script></body></html>"""
+
+
 def docs_page() -> str:
+    """Swagger UI when its package is installed; else a plain table of the routes."""
+    return DOCS_PAGE if _swagger_dir() is not None else routes_table_page()
+
+
+@cache
+def docs_asset(name: str) -> tuple[str, str] | None:
+    """(body, media type) of one whitelisted Swagger UI file, or None."""
+    media = DOCS_ASSETS.get(name)
+    folder = _swagger_dir()
+    if media is None or folder is None:
+        return None
+    return (folder / name).read_text(encoding="utf-8"), media
+
+
+def routes_table_page() -> str:
     spec = document()
     items = []
     for path, methods in spec["paths"].items():
@@ -293,40 +375,14 @@ def docs_page() -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>Image pipeline API</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:2rem}td{padding:.3rem .8rem;"
         "border-bottom:1px solid #ddd}</style></head><body><h1>Image pipeline API</h1>"
-        "<p>Machine-readable: <a href='/api/openapi.json'>/api/openapi.json</a></p>"
+        "<p>Machine-readable: <a href='api/openapi.json'>api/openapi.json</a></p>"
         "<table><tr><th>Method</th><th>Path</th><th>What</th><th>Responses</th></tr>"
         + "".join(items)
         + "</table></body></html>"
     )
 
 
-INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>Image pipeline</title>
-<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}
-pre{background:#f4f4f4;padding:1rem;overflow:auto}</style></head><body>
-<h1>Image pipeline</h1>
-<form id="f"><input type="file" name="file" accept=".csv,text/csv" required>
-<input type="url" name="webhookUrl" placeholder="webhook URL (optional)">
-<button>Upload</button></form>
-<p id="state"></p><pre id="out"></pre>
-<script>
-const f = document.getElementById('f');
-f.addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const data = new FormData(f);
-  if (!data.get('webhookUrl')) data.delete('webhookUrl');
-  const r = await fetch('api/uploadAndProcessDocument', {method: 'POST', body: data});
-  const body = await r.json();
-  if (!r.ok) { document.getElementById('out').textContent = JSON.stringify(body, null, 2); return; }
-  const poll = async () => {
-    const s = await (await fetch('api/getProcessingStatus/' + body.requestId)).json();
-    document.getElementById('state').textContent = s.status + ' ' + s.progress.percent + '%';
-    document.getElementById('out').textContent = JSON.stringify(s, null, 2);
-    if (['pending', 'processing'].includes(s.status)) setTimeout(poll, 1000);
-  };
-  poll();
-});
-</script></body></html>"""
-
-
+@cache
 def index_page() -> str:
-    return INDEX
+    """The watch page: upload through the presigned POST, then progress and before/after."""
+    return (WEB / "index.html").read_text(encoding="utf-8")

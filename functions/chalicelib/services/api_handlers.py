@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib import openapi
-from chalicelib.errors import Conflict, InvalidRequest, UnsupportedMediaType
+from chalicelib.errors import Conflict, InvalidRequest, NotFound, UnsupportedMediaType
 from chalicelib.multipart_form import Form, FormPart, parse_form
 from chalicelib.services import status, upload
 from chalicelib.services.deps import Dependencies
@@ -167,6 +167,14 @@ def openapi_document() -> HttpReply:
 
 def api_docs_page() -> HttpReply:
     return HttpReply(200, openapi.docs_page(), {"Content-Type": "text/html; charset=utf-8"})
+
+
+def api_docs_asset(name: str) -> HttpReply:
+    asset = openapi.docs_asset(name)
+    if asset is None:
+        raise NotFound(f"no docs file named {name[:100]}")
+    body, media_type = asset
+    return HttpReply(200, body, {"Content-Type": media_type, "Cache-Control": "max-age=86400"})
 
 
 def index_page() -> HttpReply:
