@@ -1,0 +1,192 @@
+"""The watch page in a real headless Chromium (Debian's `chromium`, driven by Playwright):
+a CSV picked in the page goes straight to storage through the presigned POST, the job is
+watched to the end, and what the page shows is checked against the API. A screenshot is
+kept under test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from local_emulator.stack import Emulator
+from tests.support.servers import TYPES, serve
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "local_emulator" / "samples"
+ARTIFACTS = REPO / "test-artifacts"
+SCREENSHOT = ARTIFACTS / "watch-page.png"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    found = shutil.which(CHROMIUM) or (CHROMIUM if Path(CHROMIUM).is_file() else None)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    return found
+
+
+def bare(url: str | None) -> str:
+    return (url or "").split("?", 1)[0]
+
+
+@contextmanager
+def cors_image_host(root: Path) -> Iterator[str]:
+    """The sample images, readable by the page's script (CORS), so it can count bytes."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            path = (root / self.path.split("?", 1)[0].lstrip("/")).resolve()
+            ok = root.resolve() in path.parents and path.is_file()
+            body = path.read_bytes() if ok else b"not found"
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", TYPES.get(path.suffix, "text/plain"))
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.end_headers()
+            self.wfile.write(body)
+
+    with serve(Handler) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator("127.0.0.1", port=0, allow_private_hosts=True, quiet=True) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[str]:
+    with cors_image_host(SAMPLES / "images") as url:
+        yield url
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Any]:
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def test_uploads_bucket_declares_cors_for_the_browser_post(emulator: Emulator) -> None:
+    rules = emulator.s3_client().get_bucket_cors(Bucket=emulator.uploads_bucket)["CORSRules"]
+    assert any("POST" in rule["AllowedMethods"] and "*" in rule["AllowedOrigins"] for rule in rules)
+
+
+def test_the_page_uploads_through_storage_and_shows_the_job_as_the_api_does(
+    emulator: Emulator, images: str, page: Any, tmp_path: Path
+) -> None:
+    text = (SAMPLES / "products.csv").read_text().replace("{IMAGES_BASE}", images)
+    text += f'6,Missing Picture,"{images}/mug.jpg,{images}/nowhere.jpg"\n'
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text(text)
+    api_calls: list[str] = []
+    page.on("request", lambda request: api_calls.append(f"{request.method} {request.url}"))
+
+    page.goto(f"{emulator.api_url}/")
+    page.set_input_files("#csv", str(csv_path))
+    page.click("#start")
+    page.wait_for_selector("body[data-settled='true']", timeout=120_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # It went through the presigned POST, straight to storage, not the multipart API.
+    assert any(c.startswith(f"POST {emulator.api_url}/api/uploads") for c in api_calls)
+    assert any(c.startswith(f"POST {emulator.storage_url}/") for c in api_calls)
+    assert not any("uploadAndProcessDocument" in c for c in api_calls)
+
+    request_id = page.text_content("#request-id")
+    status = requests.get(
+        f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10
+    ).json()
+    assert status["status"] == "completed_with_errors"
+    assert page.text_content("#job-status") == status["status"]
+    progress = status["progress"]
+    assert page.text_content("#products") == (
+        f"{progress['processedProducts']}/{progress['totalProducts']}"
+    )
+    assert (
+        page.text_content("#images") == f"{progress['processedImages']}/{progress['totalImages']}"
+    )
+    assert page.text_content("#failed") == str(progress["failedImages"]) == "1"
+    # Presigned URLs are signed anew on every read: compare where they point.
+    assert bare(page.get_attribute("#output-csv", "href")) == bare(status["outputCsvUrl"])
+
+    boxes = page.query_selector_all("[data-testid=product]")
+    assert len(boxes) == len(status["products"]) == 6
+    total_saved = 0
+    for box, product in zip(boxes, status["products"], strict=True):
+        assert box.get_attribute("data-serial") == str(product["serialNumber"])
+        assert product["productName"] in (box.query_selector("h3").text_content() or "")
+        shown_status = box.query_selector("[data-testid=product-status]").text_content()
+        assert shown_status == product["status"]
+        pairs = box.query_selector_all("[data-testid=image]")
+        assert len(pairs) == len(product["inputImageUrls"])
+        errors = {e["url"]: e for e in product["errors"]}
+        for index, pair in enumerate(pairs):
+            url = product["inputImageUrls"][index]
+            if url in errors:
+                shown = pair.query_selector("[data-testid=image-error]").text_content()
+                assert shown == f"{errors[url]['code']}: {errors[url]['message']}"
+                continue
+            before = (SAMPLES / "images" / url.rsplit("/", 1)[1]).stat().st_size
+            after = len(requests.get(product["outputImageUrls"][index], timeout=10).content)
+            assert pair.query_selector("[data-testid=before-size]").text_content() == (
+                f"{before:,} bytes"
+            )
+            assert pair.query_selector("[data-testid=after-size]").text_content() == (
+                f"{after:,} bytes"
+            )
+            assert pair.query_selector("[data-testid=saved]").get_attribute("data-bytes") == str(
+                before - after
+            )
+            images_shown = pair.query_selector_all("img")
+            assert [bare(i.get_attribute("src")) for i in images_shown] == [
+                url,
+                bare(product["outputImageUrls"][index]),
+            ]
+            pair.scroll_into_view_if_needed()  # the images load lazily
+            for image in images_shown:  # both pictures really display
+                page.wait_for_function(
+                    "i => i.complete && i.naturalWidth > 0", arg=image, timeout=15_000
+                )
+            total_saved += before - after
+    assert page.text_content("#saved-total").startswith(f"{total_saved:,} of ")
+    assert SCREENSHOT.stat().st_size > 10_000
