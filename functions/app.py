@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from chalice.app import Chalice, Response, SQSEvent
+from chalice.app import Chalice, CloudWatchEvent, Rate, Response, SQSEvent
 from chalicelib import bootstrap, observability
 from chalicelib.errors import (
     Conflict,
@@ -17,7 +17,7 @@ from chalicelib.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from chalicelib.services import api_handlers, event_handlers
+from chalicelib.services import api_handlers, event_handlers, recovery
 
 app = Chalice(app_name="image-pipeline")
 app.api.binary_types.append("multipart/form-data")
@@ -138,6 +138,18 @@ def get_output_csv(requestId: str) -> Response:
     return _respond(api_handlers.output_csv(bootstrap.dependencies(), requestId))
 
 
+@app.route("/api/jobs/{requestId}/retry", methods=["POST"], content_types=ANY_CONTENT)
+@api_errors
+def retry_job(requestId: str) -> Response:
+    return _respond(api_handlers.retry_job(bootstrap.dependencies(), requestId))
+
+
+@app.route("/api/jobs/{requestId}/webhook/redeliver", methods=["POST"], content_types=ANY_CONTENT)
+@api_errors
+def redeliver_webhook(requestId: str) -> Response:
+    return _respond(api_handlers.redeliver_webhook(bootstrap.dependencies(), requestId))
+
+
 @app.route("/api/health", methods=["GET"])
 @api_errors
 def health() -> Response:
@@ -153,13 +165,10 @@ def openapi_document() -> Response:
 @app.route("/api-docs", methods=["GET"])
 @api_errors
 def api_docs() -> Response:
+    asset = (_request().query_params or {}).get("asset")
+    if asset is not None:
+        return _respond(api_handlers.api_docs_asset(asset))
     return _respond(api_handlers.api_docs_page())
-
-
-@app.route("/api-docs/{asset}", methods=["GET"])
-@api_errors
-def api_docs_asset(asset: str) -> Response:
-    return _respond(api_handlers.api_docs_asset(asset))
 
 
 @app.route("/", methods=["GET"])
@@ -196,6 +205,12 @@ def finalize_jobs(event: SQSEvent) -> event_handlers.BatchResponse:
 def deliver_webhooks(event: SQSEvent) -> event_handlers.BatchResponse:
     with _invocation(event):
         return event_handlers.webhooks(bootstrap.dependencies(), _records(event))
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="sweep_jobs")
+def sweep_jobs(event: CloudWatchEvent) -> dict[str, list[str]]:
+    with observability.invocation(function="sweep_jobs"):
+        return recovery.sweep(bootstrap.dependencies()).to_dict()
 
 
 def _invocation(event: SQSEvent) -> AbstractContextManager[dict[str, str]]:

@@ -20,6 +20,7 @@ from chalicelib.domain.models import (
     Progress,
     RowStatus,
     StoredRow,
+    WebhookAttempt,
     WebhookInfo,
     WebhookState,
 )
@@ -105,7 +106,6 @@ class InMemoryJobStore:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.rows: dict[str, dict[int, StoredRow]] = {}
-        self.claims: dict[str, set[str]] = {}
         self._lock = threading.RLock()
 
     def create_job(self, job: Job) -> bool:
@@ -115,7 +115,6 @@ class InMemoryJobStore:
             if job.idempotency_key and self.find_by_idempotency_key(job.idempotency_key):
                 return False
             self.jobs[job.request_id] = copy.deepcopy(job)
-            self.claims[job.request_id] = set()
             return True
 
     def get_job(self, request_id: str) -> Job | None:
@@ -130,28 +129,41 @@ class InMemoryJobStore:
                     return copy.deepcopy(job)
             return None
 
-    def _claim(self, request_id: str, what: str) -> bool:
-        claims = self.claims.setdefault(request_id, set())
-        if what in claims:
-            return False
-        claims.add(what)
-        return True
-
-    def claim_ingest(self, request_id: str, now: datetime) -> bool:
+    def claim_ingest(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         with self._lock:
-            return self._claim(request_id, "ingest")
+            job = self.jobs.get(request_id)
+            if job is None or job.status.terminal or job.fanout_done:
+                return False
+            if job.ingest_claimed_at and job.ingest_claimed_at >= iso(now - lease):
+                return False
+            job.ingest_claimed_at = job.updated_at = iso(now)
+            return True
 
     def insert_rows(self, request_id: str, chunk: int, rows: Sequence[StoredRow]) -> None:
         with self._lock:
             target = self.rows.setdefault(request_id, {})
             for row in rows:
-                target[row.position] = row
+                target.setdefault(row.position, row)
 
-    def start_processing(self, request_id: str, progress: Progress, now: datetime) -> None:
+    def start_processing(self, request_id: str, progress: Progress, now: datetime) -> bool:
         with self._lock:
             job = self.jobs[request_id]
-            job.progress = progress
+            if job.status != JobStatus.PENDING:
+                return False
+            job.progress = replace(
+                job.progress,
+                total_products=progress.total_products,
+                total_images=progress.total_images,
+            )
             job.status = JobStatus.PROCESSING
+            job.updated_at = iso(now)
+            return True
+
+    def record_fanout(self, request_id: str, sent: int, done: bool, now: datetime) -> None:
+        with self._lock:
+            job = self.jobs[request_id]
+            job.fanout_sent = max(job.fanout_sent, sent)
+            job.fanout_done = done
             job.updated_at = iso(now)
 
     def record_row(
@@ -162,7 +174,7 @@ class InMemoryJobStore:
             if row.status != RowStatus.PENDING:
                 return None
             failed = [r for r in results if not r.ok]
-            self.rows[request_id][position] = replace(
+            recorded = replace(
                 row,
                 status=RowStatus.FAILED if failed else RowStatus.COMPLETED,
                 output_keys=tuple(r.output_key for r in results),
@@ -170,24 +182,25 @@ class InMemoryJobStore:
                     {"url": r.url, "code": str(r.error_code), "message": r.error_message}
                     for r in failed
                 ),
+                bytes_in=tuple(r.bytes_in for r in results),
+                bytes_out=tuple(r.bytes_out for r in results),
             )
+            self.rows[request_id][position] = recorded
             job = self.jobs[request_id]
-            p = job.progress
-            job.progress = replace(
-                p,
-                processed_products=p.processed_products + 1,
-                processed_images=p.processed_images + len(results),
-                failed_images=p.failed_images + len(failed),
-            )
+            job.progress = _add_row(job.progress, recorded, 1)
             job.updated_at = iso(now)
             return job.progress
 
-    def claim_finalization(self, request_id: str, now: datetime) -> bool:
+    def claim_finalization(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         with self._lock:
-            p = self.jobs[request_id].progress
-            if p.processed_products < p.total_products:
+            job = self.jobs[request_id]
+            p = job.progress
+            if job.status != JobStatus.PROCESSING or p.processed_products < p.total_products:
                 return False
-            return self._claim(request_id, "finalize")
+            if job.finalize_claimed_at and job.finalize_claimed_at >= iso(now - lease):
+                return False
+            job.finalize_claimed_at = iso(now)
+            return True
 
     def iter_rows(self, request_id: str) -> Iterator[StoredRow]:
         with self._lock:
@@ -196,6 +209,26 @@ class InMemoryJobStore:
 
     def list_rows(self, request_id: str, start: int, limit: int) -> list[StoredRow]:
         return list(itertools.islice(self.iter_rows(request_id), start, start + limit))
+
+    def recount(self, request_id: str, now: datetime) -> Progress | None:
+        with self._lock:
+            job = self.jobs.get(request_id)
+            if job is None:
+                return None
+            progress = replace(
+                job.progress,
+                processed_products=0,
+                processed_images=0,
+                failed_images=0,
+                bytes_in=0,
+                bytes_out=0,
+            )
+            for row in self.rows.get(request_id, {}).values():
+                if row.status != RowStatus.PENDING:
+                    progress = _add_row(progress, row, 1)
+            job.progress = progress
+            job.updated_at = iso(now)
+            return progress
 
     def finish_job(
         self,
@@ -220,20 +253,107 @@ class InMemoryJobStore:
                 state=WebhookState.PENDING if webhook_url else WebhookState.NONE,
                 webhook_id=webhook_id,
                 url=webhook_url,
+                next_attempt_at=iso(now) if webhook_url else "",
+                attempts=job.webhook.attempts,
+                history=list(job.webhook.history),
             )
             return True
 
+    def schedule_webhook(self, request_id: str, due: datetime) -> None:
+        with self._lock:
+            self.jobs[request_id].webhook.next_attempt_at = iso(due)
+
     def record_webhook_attempt(
-        self, request_id: str, status_code: int | None, state: str, now: datetime
+        self,
+        request_id: str,
+        attempt: WebhookAttempt,
+        state: WebhookState,
+        next_attempt_at: datetime | None,
     ) -> None:
         with self._lock:
             hook = self.jobs[request_id].webhook
             hook.attempts += 1
-            hook.last_status_code = status_code
-            hook.state = WebhookState(state)
+            hook.last_status_code = attempt.status_code
+            hook.state = state
+            hook.next_attempt_at = iso(next_attempt_at) if next_attempt_at else ""
+            hook.history = [*hook.history, attempt][-20:]
+
+    def redeliver_webhook(self, request_id: str, webhook_id: str, now: datetime) -> bool:
+        with self._lock:
+            job = self.jobs.get(request_id)
+            if job is None or not job.status.terminal or not job.webhook.url:
+                return False
+            if job.webhook.state == WebhookState.PENDING:
+                return False
+            job.webhook.state = WebhookState.PENDING
+            job.webhook.webhook_id = webhook_id
+            job.webhook.next_attempt_at = iso(now)
+            return True
+
+    def reopen_failed(self, request_id: str, generation: int, now: datetime) -> bool:
+        with self._lock:
+            job = self.jobs.get(request_id)
+            if job is None or not job.status.terminal or job.progress.failed_images <= 0:
+                return False
+            if job.generation >= generation:
+                return False
+            job.status = JobStatus.PROCESSING
+            job.generation = generation
+            job.updated_at = iso(now)
+            job.fanout_sent, job.fanout_done = 0, False
+            job.errors = []
+            job.webhook.state = WebhookState.NONE
+            job.webhook.next_attempt_at = ""
+            job.finalize_claimed_at = job.ingest_claimed_at = ""
+            return True
+
+    def reset_failed_rows(self, request_id: str, now: datetime) -> Iterator[StoredRow]:
+        for row in self.iter_rows(request_id):
+            if row.status != RowStatus.FAILED:
+                continue
+            with self._lock:
+                current = self.rows[request_id][row.position]
+                if current.status != RowStatus.FAILED:
+                    continue
+                self.rows[request_id][row.position] = replace(current, status=RowStatus.PENDING)
+                job = self.jobs[request_id]
+                job.progress = _add_row(job.progress, current, -1)
+                job.updated_at = iso(now)
+            yield replace(current, status=RowStatus.PENDING)
+
+    def find_stalled(self, before: datetime, limit: int) -> list[Job]:
+        with self._lock:
+            found = [
+                copy.deepcopy(job)
+                for job in self.jobs.values()
+                if not job.status.terminal and job.updated_at < iso(before)
+            ]
+        return found[:limit]
+
+    def find_webhooks_due(self, before: datetime, limit: int) -> list[Job]:
+        with self._lock:
+            found = [
+                copy.deepcopy(job)
+                for job in self.jobs.values()
+                if job.status.terminal
+                and job.webhook.state == WebhookState.PENDING
+                and job.webhook.next_attempt_at < iso(before)
+            ]
+        return found[:limit]
 
     def ping(self) -> None:
         return None
+
+
+def _add_row(progress: Progress, row: StoredRow, sign: int) -> Progress:
+    return replace(
+        progress,
+        processed_products=progress.processed_products + sign,
+        processed_images=progress.processed_images + sign * len(row.urls),
+        failed_images=progress.failed_images + sign * len(row.errors),
+        bytes_in=progress.bytes_in + sign * sum(row.bytes_in),
+        bytes_out=progress.bytes_out + sign * sum(row.bytes_out),
+    )
 
 
 class FakeFetcher:
@@ -266,6 +386,17 @@ class FakeWebhookSender:
         self.posts.append((url, body, dict(headers)))
         code = self.answers.pop(0) if self.answers else 200
         return HttpResult(code, "" if code else "timed out")
+
+
+@dataclass
+class FakeEvents:
+    published: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+
+    def publish(self, detail_type: str, detail: Mapping[str, object]) -> None:
+        self.published.append((detail_type, dict(detail)))
+
+    def types(self) -> list[str]:
+        return [t for t, _ in self.published]
 
 
 class FixedClock:
@@ -308,13 +439,18 @@ class FakeWorld:
     fetcher: FakeFetcher
     sender: FakeWebhookSender
     clock: FixedClock
+    ingest_queue: FakeQueue
+    events: FakeEvents
+    sleeps: list[float]
 
 
 def make_world(settings: Settings | None = None, **overrides: Any) -> FakeWorld:
     ids = (f"00000000-0000-4000-8000-{n:012d}" for n in itertools.count(1))
     store = InMemoryJobStore()
     uploads, outputs = FakeObjectStore("uploads"), FakeObjectStore("outputs")
-    rows_q, fin_q, hook_q = FakeQueue(), FakeQueue(), FakeQueue()
+    rows_q, fin_q, hook_q, ingest_q = FakeQueue(), FakeQueue(), FakeQueue(), FakeQueue()
+    events = FakeEvents()
+    sleeps: list[float] = []
     fetcher, sender, clock = FakeFetcher(), FakeWebhookSender(), FixedClock()
     base = settings or Settings(webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     deps = Dependencies(
@@ -331,7 +467,24 @@ def make_world(settings: Settings | None = None, **overrides: Any) -> FakeWorld:
         clock=clock,
         new_id=lambda: next(ids),
         image_pool=InlineExecutor(),
+        ingest_queue=ingest_q,
+        events=events,
+        sleep=sleeps.append,
     )
     for name, value in overrides.items():
         setattr(deps, name, value)
-    return FakeWorld(deps, store, uploads, outputs, rows_q, fin_q, hook_q, fetcher, sender, clock)
+    return FakeWorld(
+        deps,
+        store,
+        uploads,
+        outputs,
+        rows_q,
+        fin_q,
+        hook_q,
+        fetcher,
+        sender,
+        clock,
+        ingest_q,
+        events,
+        sleeps,
+    )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from chalicelib.config import Settings
-from chalicelib.services.deps import Dependencies
+from chalicelib.services.deps import Dependencies, NoEvents
 
 
 class SystemClock:
@@ -25,6 +26,7 @@ def build(settings: Settings) -> Dependencies:
     import boto3
     from botocore.config import Config
 
+    from chalicelib.adapters.events import EventBridgePublisher
     from chalicelib.adapters.http import HttpImageFetcher, HttpWebhookSender, url_refusal
     from chalicelib.adapters.mongo_store import MongoJobStore
     from chalicelib.adapters.s3 import S3ObjectStore
@@ -63,6 +65,13 @@ def build(settings: Settings) -> Dependencies:
         image_pool=ThreadPoolExecutor(
             max_workers=settings.image_workers, thread_name_prefix="image"
         ),
+        ingest_queue=SqsTaskQueue(sqs, settings.ingest_queue_url),
+        events=(
+            EventBridgePublisher(session.client("events", config=aws_config), bus)
+            if (bus := settings.event_bus_name)
+            else NoEvents()
+        ),
+        sleep=time.sleep,
     )
 
 

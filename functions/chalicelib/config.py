@@ -83,6 +83,13 @@ class Settings:
     webhook_retry_schedule: tuple[int, ...] = (5, 30, 120, 600, 900, 900)
     rows_per_chunk: int = 50
     image_workers: int = 4
+    fetch_attempts: int = 3  # tries per image for transient failures (timeouts, 5xx, 429)
+    fetch_backoff: float = 0.5  # base delay in seconds; doubled per try, full jitter
+    ingest_lease: int = 900  # seconds before a dead ingest may be taken over
+    finalize_lease: int = 300
+    stall_after: int = 600  # a job unchanged this long is looked at by the sweeper
+    sweep_limit: int = 200  # jobs repaired per sweep
+    event_bus_name: str = ""
     api_base_url: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -119,5 +126,12 @@ class Settings:
             ),
             rows_per_chunk=max(1, _int(e, "ROWS_PER_CHUNK", cls.rows_per_chunk)),
             image_workers=max(1, _int(e, "IMAGE_WORKERS", cls.image_workers)),
+            fetch_attempts=max(1, _int(e, "FETCH_ATTEMPTS", cls.fetch_attempts)),
+            fetch_backoff=max(0.0, _float(e, "FETCH_BACKOFF", cls.fetch_backoff)),
+            ingest_lease=max(1, _int(e, "INGEST_LEASE", cls.ingest_lease)),
+            finalize_lease=max(1, _int(e, "FINALIZE_LEASE", cls.finalize_lease)),
+            stall_after=max(1, _int(e, "STALL_AFTER", cls.stall_after)),
+            sweep_limit=max(1, _int(e, "SWEEP_LIMIT", cls.sweep_limit)),
+            event_bus_name=e.get("EVENT_BUS_NAME", ""),
             api_base_url=e.get("API_BASE_URL", "").rstrip("/"),
         )

@@ -187,6 +187,32 @@ def _document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/jobs/{requestId}/retry": {
+                "post": {
+                    "summary": "Queue the failed images of a finished job again",
+                    "description": "Only the failed images are fetched again; the job "
+                    "finalizes again with a new output CSV and a new webhook event.",
+                    "parameters": [REQUEST_ID],
+                    "responses": {
+                        "202": _json({"type": "object"}, "Queued; the job is processing"),
+                        "400": _err("Malformed id"),
+                        "404": _err("Unknown job"),
+                        "409": _err("Not finished, nothing failed, or already retrying"),
+                    },
+                }
+            },
+            "/api/jobs/{requestId}/webhook/redeliver": {
+                "post": {
+                    "summary": "Send a finished job's webhook again (same webhook-id)",
+                    "parameters": [REQUEST_ID],
+                    "responses": {
+                        "202": _json({"type": "object"}, "Queued for delivery"),
+                        "400": _err("Malformed id"),
+                        "404": _err("Unknown job"),
+                        "409": _err("Not finished, no webhook URL, or already delivering"),
+                    },
+                }
+            },
             "/api/health": {
                 "get": {
                     "summary": "Storage, queue and database answer",
@@ -207,25 +233,21 @@ def _document() -> dict[str, Any]:
             },
             "/api-docs": {
                 "get": {
-                    "summary": "Human-readable docs (Swagger UI, works offline)",
-                    "responses": {"200": _html("The docs page")},
-                }
-            },
-            "/api-docs/{asset}": {
-                "get": {
-                    "summary": "A file of the docs page (served by the API, not a CDN)",
+                    "summary": "Human-readable docs (Swagger UI, works offline); with "
+                    "?asset=, one file of that page (served by the API, not a CDN)",
                     "parameters": [
                         {
                             "name": "asset",
-                            "in": "path",
-                            "required": True,
+                            "in": "query",
+                            "required": False,
                             "schema": {"type": "string", "enum": sorted(DOCS_ASSETS)},
                         }
                     ],
                     "responses": {
                         "200": {
-                            "description": "The file",
-                            "content": {
+                            "description": "The docs page, or the file asked for",
+                            "content": {"text/html": {"schema": {"type": "string"}}}
+                            | {
                                 media.split(";", 1)[0]: {"schema": {"type": "string"}}
                                 for media in DOCS_ASSETS.values()
                             },
@@ -337,9 +359,9 @@ def _swagger_dir() -> Path | None:
 
 
 DOCS_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>Image pipeline API</title><link rel="stylesheet" href="api-docs/swagger-ui.css">
+<title>Image pipeline API</title><link rel="stylesheet" href="api-docs?asset=swagger-ui.css">
 </head><body><div id="swagger-ui"></div>
-<script src="api-docs/swagger-ui-bundle.js"></script>
+<script src="api-docs?asset=swagger-ui-bundle.js"></script>
 <script>
 window.ui = SwaggerUIBundle({url: "api/openapi.json", dom_id: "#swagger-ui",
   deepLinking: true, layout: "BaseLayout"});

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import IO, Any, Protocol
 
-from chalicelib.domain.models import ImageResult, Job, JobStatus, Progress, StoredRow
+from chalicelib.domain.models import (
+    ImageResult,
+    Job,
+    JobStatus,
+    Progress,
+    StoredRow,
+    WebhookAttempt,
+    WebhookState,
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,10 @@ class TaskQueue(Protocol):
 
 
 class JobStore(Protocol):
-    """Jobs and their rows. Rows are kept in fixed-size chunks, in serial order."""
+    """Jobs and their rows. Rows are kept in fixed-size chunks, in serial order.
+
+    Every step is safe to repeat: claims carry a lease so that a step whose Lambda died can be
+    taken over, and counters only move when a row's state actually changes."""
 
     def create_job(self, job: Job) -> bool:
         """Insert the job record; False (and no change) when the id already exists."""
@@ -71,14 +82,19 @@ class JobStore(Protocol):
 
     def find_by_idempotency_key(self, key: str) -> Job | None: ...
 
-    def claim_ingest(self, request_id: str, now: datetime) -> bool:
-        """Mark the job's CSV as being ingested; False when someone already did."""
+    def claim_ingest(self, request_id: str, now: datetime, lease: timedelta) -> bool:
+        """Take the job's ingest (validation, rows, fan-out) unless someone holds a claim
+        younger than `lease`, or the fan-out is already done."""
 
     def insert_rows(self, request_id: str, chunk: int, rows: Sequence[StoredRow]) -> None:
         """Write one chunk of rows (idempotent: rewriting a chunk with the same rows is fine)."""
 
-    def start_processing(self, request_id: str, progress: Progress, now: datetime) -> None:
-        """Record the totals and move the job to `processing`."""
+    def start_processing(self, request_id: str, progress: Progress, now: datetime) -> bool:
+        """Record the totals and move a pending job to `processing`. True when this call
+        made the move (the job is accepted), False when it was already past pending."""
+
+    def record_fanout(self, request_id: str, sent: int, done: bool, now: datetime) -> None:
+        """Remember that the messages of rows at positions < `sent` went out."""
 
     def record_row(
         self, request_id: str, position: int, results: Sequence[ImageResult], now: datetime
@@ -86,14 +102,19 @@ class JobStore(Protocol):
         """Record a row's results once. Returns the job's progress after counting this row,
         or None when the row had already been recorded (a redelivery): nothing is counted."""
 
-    def claim_finalization(self, request_id: str, now: datetime) -> bool:
-        """True for exactly one caller once all rows are recorded."""
+    def claim_finalization(self, request_id: str, now: datetime, lease: timedelta) -> bool:
+        """True for one caller once all rows are recorded (again after `lease`, should the
+        claimer have died before finishing)."""
 
     def iter_rows(self, request_id: str) -> Iterator[StoredRow]:
         """Every row in serial order, streamed chunk by chunk."""
 
     def list_rows(self, request_id: str, start: int, limit: int) -> list[StoredRow]:
         """Rows at positions [start, start+limit), in serial order."""
+
+    def recount(self, request_id: str, now: datetime) -> Progress | None:
+        """Recompute the processed counters from the rows themselves (the sweeper's repair of
+        a crash between a row's update and its counter); None when the job is gone."""
 
     def finish_job(
         self,
@@ -106,11 +127,35 @@ class JobStore(Protocol):
         webhook_url: str = "",
         webhook_id: str = "",
     ) -> bool:
-        """Set the terminal status once; False when the job was already terminal."""
+        """Set the terminal status once; False when the job was already terminal. A webhook
+        URL leaves the webhook `pending`, due at once."""
+
+    def schedule_webhook(self, request_id: str, due: datetime) -> None:
+        """When the next attempt is due (the sweeper re-sends overdue ones)."""
 
     def record_webhook_attempt(
-        self, request_id: str, status_code: int | None, state: str, now: datetime
+        self,
+        request_id: str,
+        attempt: WebhookAttempt,
+        state: WebhookState,
+        next_attempt_at: datetime | None,
     ) -> None: ...
+
+    def redeliver_webhook(self, request_id: str, webhook_id: str, now: datetime) -> bool:
+        """Make a terminal job's webhook pending again (by hand); False when not terminal."""
+
+    def reopen_failed(self, request_id: str, generation: int, now: datetime) -> bool:
+        """Move a terminal job with failed images back to `processing` as `generation`;
+        False when it is not terminal, has no failed image, or was reopened already."""
+
+    def reset_failed_rows(self, request_id: str, now: datetime) -> Iterator[StoredRow]:
+        """Set each failed row back to pending (its counters taken off the job), yielding it."""
+
+    def find_stalled(self, before: datetime, limit: int) -> list[Job]:
+        """Jobs not terminal whose last change is older than `before`."""
+
+    def find_webhooks_due(self, before: datetime, limit: int) -> list[Job]:
+        """Terminal jobs whose webhook is pending and was due before `before`."""
 
     def ping(self) -> None: ...
 
@@ -124,6 +169,11 @@ class ImageFetcher(Protocol):
 class HttpResult:
     status_code: int | None
     error: str = ""
+
+
+class EventPublisher(Protocol):
+    def publish(self, detail_type: str, detail: Mapping[str, object]) -> None:
+        """Send one job lifecycle event (EventBridge); never raises for delivery failures."""
 
 
 class WebhookSender(Protocol):

@@ -19,6 +19,7 @@ from chalicelib.domain.models import (
     Progress,
     RowStatus,
     StoredRow,
+    WebhookAttempt,
     WebhookInfo,
     WebhookState,
 )
@@ -27,6 +28,7 @@ from chalicelib.ports import JobStore, chunks
 from pymongo.database import Database
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+LEASE = timedelta(minutes=5)
 
 
 @pytest.fixture
@@ -162,6 +164,8 @@ def test_record_row_counts_once(store: MongoJobStore) -> None:
             status=RowStatus.FAILED,
             output_keys=("outputs/60/0.jpg", ""),
             errors=({"url": row.urls[1], "code": "timeout", "message": "too slow"},),
+            bytes_in=(0, 0),
+            bytes_out=(0, 0),
         )
     ]
     assert store.record_row(job.request_id, 0, ok_results(rows[0]), NOW) == Progress(6, 2, 12, 4, 1)
@@ -176,11 +180,14 @@ def test_claim_finalization_waits_for_every_row(store: MongoJobStore) -> None:
     load(store, job, rows)
     for row in rows[:2]:
         store.record_row(job.request_id, row.position, ok_results(row), NOW)
-        assert store.claim_finalization(job.request_id, NOW) is False
+        assert store.claim_finalization(job.request_id, NOW, LEASE) is False
     store.record_row(job.request_id, 2, ok_results(rows[2]), NOW)
-    assert store.claim_finalization(job.request_id, NOW) is True
-    assert store.claim_finalization(job.request_id, NOW) is False
-    assert store.claim_finalization(str(uuid.uuid4()), NOW) is False
+    assert store.claim_finalization(job.request_id, NOW, LEASE) is True
+    assert store.claim_finalization(job.request_id, NOW, LEASE) is False
+    assert store.claim_finalization(str(uuid.uuid4()), NOW, LEASE) is False
+    after = NOW + LEASE + timedelta(seconds=1)
+    assert store.claim_finalization(job.request_id, after, LEASE) is True
+    assert store.claim_finalization(job.request_id, after, LEASE) is False
 
 
 def test_concurrent_rows_give_exactly_one_finalization(store: MongoJobStore) -> None:
@@ -195,7 +202,7 @@ def test_concurrent_rows_give_exactly_one_finalization(store: MongoJobStore) -> 
     def worker(row: StoredRow) -> None:
         barrier.wait()
         progress = store.record_row(job.request_id, row.position, ok_results(row), NOW)
-        claimed = store.claim_finalization(job.request_id, NOW)
+        claimed = store.claim_finalization(job.request_id, NOW, LEASE)
         with lock:
             progresses.append(progress)
             claims.append(claimed)
@@ -224,7 +231,7 @@ def test_claims_race_with_eight_threads(store: MongoJobStore) -> None:
 
     def claim() -> None:
         barrier.wait()
-        claims.append(store.claim_finalization(job.request_id, NOW))
+        claims.append(store.claim_finalization(job.request_id, NOW, LEASE))
 
     threads = [threading.Thread(target=claim) for _ in range(8)]
     for thread in threads:
@@ -237,9 +244,16 @@ def test_claims_race_with_eight_threads(store: MongoJobStore) -> None:
 def test_claim_ingest_once(store: MongoJobStore) -> None:
     job = new_job()
     assert store.create_job(job)
-    assert store.claim_ingest(job.request_id, NOW) is True
-    assert store.claim_ingest(job.request_id, NOW) is False
-    assert store.claim_ingest(str(uuid.uuid4()), NOW) is False
+    assert store.claim_ingest(job.request_id, NOW, LEASE) is True
+    assert store.claim_ingest(job.request_id, NOW, LEASE) is False
+    assert store.claim_ingest(str(uuid.uuid4()), NOW, LEASE) is False
+    # the claimant died: once the lease has passed, another run takes over
+    after = NOW + LEASE + timedelta(seconds=1)
+    assert store.claim_ingest(job.request_id, after, LEASE) is True
+    assert store.claim_ingest(job.request_id, after, LEASE) is False
+    # a finished fan-out is never ingested again
+    store.record_fanout(job.request_id, 0, True, after)
+    assert store.claim_ingest(job.request_id, after + 2 * LEASE, LEASE) is False
 
 
 def test_start_processing_keeps_counters(store: MongoJobStore) -> None:
@@ -276,7 +290,7 @@ def test_finish_job_once(store: MongoJobStore) -> None:
     assert stored.output_csv_key == "outputs/x/output.csv"
     assert stored.errors == errors[:1000]
     assert stored.webhook == WebhookInfo(
-        WebhookState.PENDING, 0, None, "msg_abc", "https://hooks.test/a"
+        WebhookState.PENDING, 0, None, "msg_abc", "https://hooks.test/a", iso(finished_at)
     )
 
     quiet = new_job()
@@ -302,14 +316,21 @@ def test_webhook_attempts_are_recorded(store: MongoJobStore) -> None:
     job = new_job()
     assert store.create_job(job)
     store.finish_job(job.request_id, JobStatus.COMPLETED, NOW, webhook_url="https://h.test/x")
-    store.record_webhook_attempt(job.request_id, 500, "pending", NOW)
-    store.record_webhook_attempt(job.request_id, None, "pending", NOW)
-    store.record_webhook_attempt(job.request_id, 204, WebhookState.DELIVERED, NOW)
+    later = NOW + timedelta(seconds=5)
+    attempts = [
+        (WebhookAttempt(1, iso(NOW), 500, "HTTP 500", 12), WebhookState.PENDING, later),
+        (WebhookAttempt(2, iso(later), None, "timed out", 10000), WebhookState.PENDING, later),
+        (WebhookAttempt(3, iso(later), 204, "", 8), WebhookState.DELIVERED, None),
+    ]
+    for attempt, state, due in attempts:
+        store.record_webhook_attempt(job.request_id, attempt, state, due)
     stored = store.get_job(job.request_id)
     assert stored is not None
     assert stored.webhook.state == WebhookState.DELIVERED
     assert stored.webhook.attempts == 3
     assert stored.webhook.last_status_code == 204
+    assert stored.webhook.history == [a for a, _, _ in attempts]
+    assert stored.webhook.next_attempt_at == ""
 
 
 def test_a_thousand_row_job_writes_few_documents(

@@ -28,6 +28,7 @@ HANDLERS = {
     "FinalizeFunction": "app.finalize_jobs",
     "WebhookFunction": "app.deliver_webhooks",
     "RowsDeadLetterFunction": "app.rows_dead_letter",
+    "SweepFunction": "app.sweep_jobs",
 }
 QUEUES = {
     "IngestQueue": "IngestDeadLetterQueue",
@@ -366,7 +367,9 @@ def test_all_functions_share_the_global_environment(template: dict[str, Any]) ->
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", queue).upper() + "_URL"
         assert env[name] == {"Ref": queue}
     config_source = CONFIG_PATH.read_text(encoding="utf-8")
-    for name in env:
+    read_by_pillow = {"PILLOW_BLOCKS_MAX"}  # applied by PIL.Image at import
+    assert env["EVENT_BUS_NAME"] == {"Ref": "JobEventsBus"}
+    for name in set(env) - read_by_pillow:
         assert f'"{name}"' in config_source, f"{name} is not read by chalicelib/config.py"
 
 
@@ -474,8 +477,9 @@ def test_function_permissions(template: dict[str, Any]) -> None:
     outputs = "${OutputsBucket.Arn}/outputs/*"
     assert ("s3:PutObject", uploads_in) in grants("ApiFunction")
     assert ("s3:GetObject", outputs) in grants("ApiFunction")
-    assert ("sqs:SendMessage", "WebhookQueue") in grants("ApiFunction")
-    assert ("sqs:SendMessage", "RowsQueue") in grants("ApiFunction")
+    assert ("sqs:SendMessage", "WebhookQueue") in grants("ApiFunction")  # redeliver
+    assert ("sqs:SendMessage", "IngestQueue") in grants("ApiFunction")  # retry failed images
+    assert ("sqs:SendMessage", "RowsQueue") not in grants("ApiFunction")
     assert ("s3:GetObject", uploads_in) in grants("IngestFunction")
     assert ("sqs:SendMessage", "RowsQueue") in grants("IngestFunction")
     assert ("sqs:SendMessage", "WebhookQueue") in grants("IngestFunction")
@@ -489,8 +493,12 @@ def test_function_permissions(template: dict[str, Any]) -> None:
         ("s3:GetObject", outputs),
         ("sqs:SendMessage", "WebhookQueue"),
     }
-    # Nobody but S3 sends to the ingest queue.
-    for logical_id in HANDLERS:
+    bus = "JobEventsBus"
+    for publisher in ("IngestFunction", "FinalizeFunction", "SweepFunction"):
+        assert ("events:PutEvents", bus) in grants(publisher)
+    assert ("sqs:SendMessage", "FinalizeQueue") in grants("SweepFunction")
+    # Besides S3, only the API (a retry of failed images) sends to the ingest queue.
+    for logical_id in set(HANDLERS) - {"ApiFunction"}:
         assert ("sqs:SendMessage", "IngestQueue") not in grants(logical_id)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, MongoClient, ReturnDocument
@@ -27,6 +28,7 @@ from chalicelib.domain.models import (
     Progress,
     RowStatus,
     StoredRow,
+    WebhookAttempt,
     WebhookInfo,
     WebhookState,
 )
@@ -37,6 +39,7 @@ Document = dict[str, Any]
 JOBS = "jobs"
 ROWS = "rows"
 MAX_STORED_ERRORS = 1000
+MAX_WEBHOOK_HISTORY = 20
 APP_NAME = "image-pipeline"
 _CHUNK_SIZE_CACHE_LIMIT = 4096
 _ROWS_BATCH = 8  # chunk documents per cursor batch when streaming rows
@@ -56,6 +59,8 @@ def _progress_doc(progress: Progress) -> Document:
         "totalImages": progress.total_images,
         "processedImages": progress.processed_images,
         "failedImages": progress.failed_images,
+        "bytesIn": progress.bytes_in,
+        "bytesOut": progress.bytes_out,
     }
 
 
@@ -67,6 +72,8 @@ def _progress_from(doc: Mapping[str, Any] | None) -> Progress:
         total_images=int(d.get("totalImages", 0)),
         processed_images=int(d.get("processedImages", 0)),
         failed_images=int(d.get("failedImages", 0)),
+        bytes_in=int(d.get("bytesIn", 0)),
+        bytes_out=int(d.get("bytesOut", 0)),
     )
 
 
@@ -77,7 +84,30 @@ def _webhook_doc(hook: WebhookInfo) -> Document:
         "lastStatusCode": hook.last_status_code,
         "id": hook.webhook_id,
         "url": hook.url,
+        "nextAttemptAt": hook.next_attempt_at,
+        "history": [_attempt_doc(a) for a in hook.history],
     }
+
+
+def _attempt_doc(attempt: WebhookAttempt) -> Document:
+    return {
+        "attempt": attempt.attempt,
+        "at": attempt.at,
+        "statusCode": attempt.status_code,
+        "error": attempt.error,
+        "durationMs": attempt.duration_ms,
+    }
+
+
+def _attempt_from(doc: Mapping[str, Any]) -> WebhookAttempt:
+    code = doc.get("statusCode")
+    return WebhookAttempt(
+        attempt=int(doc.get("attempt", 0)),
+        at=str(doc.get("at", "")),
+        status_code=None if code is None else int(code),
+        error=str(doc.get("error", "")),
+        duration_ms=int(doc.get("durationMs", 0)),
+    )
 
 
 def _webhook_from(doc: Mapping[str, Any] | None) -> WebhookInfo:
@@ -89,6 +119,8 @@ def _webhook_from(doc: Mapping[str, Any] | None) -> WebhookInfo:
         last_status_code=None if code is None else int(code),
         webhook_id=str(d.get("id", "")),
         url=str(d.get("url", "")),
+        next_attempt_at=str(d.get("nextAttemptAt", "")),
+        history=[_attempt_from(a) for a in d.get("history", [])],
     )
 
 
@@ -107,6 +139,8 @@ def _job_doc(job: Job) -> Document:
         "outputCsvKey": job.output_csv_key,
         "webhook": _webhook_doc(job.webhook),
         "bodyDigest": job.body_digest,
+        "generation": job.generation,
+        "fanout": {"sent": job.fanout_sent, "done": job.fanout_done},
     }
     if job.idempotency_key:  # absent, not "", so the sparse unique index skips it
         doc["idempotencyKey"] = job.idempotency_key
@@ -129,6 +163,11 @@ def _job_from(doc: Mapping[str, Any]) -> Job:
         chunk_size=int(doc.get("chunkSize", 50)),
         idempotency_key=str(doc.get("idempotencyKey", "")),
         body_digest=str(doc.get("bodyDigest", "")),
+        generation=int(doc.get("generation", 0)),
+        fanout_sent=int(doc.get("fanout", {}).get("sent", 0)),
+        fanout_done=bool(doc.get("fanout", {}).get("done", False)),
+        ingest_claimed_at=str(doc.get("ingestClaimedAt", "")),
+        finalize_claimed_at=str(doc.get("finalizeClaimedAt", "")),
     )
 
 
@@ -141,6 +180,8 @@ def _row_doc(row: StoredRow) -> Document:
         "st": str(row.status),
         "o": list(row.output_keys),
         "e": [dict(e) for e in row.errors],
+        "bi": list(row.bytes_in),
+        "bo": list(row.bytes_out),
     }
 
 
@@ -153,7 +194,20 @@ def _row_from(doc: Mapping[str, Any]) -> StoredRow:
         status=RowStatus(doc.get("st", RowStatus.PENDING)),
         output_keys=tuple(str(k) for k in doc.get("o", [])),
         errors=tuple({str(k): str(v) for k, v in e.items()} for e in doc.get("e", [])),
+        bytes_in=tuple(int(b) for b in doc.get("bi", [])),
+        bytes_out=tuple(int(b) for b in doc.get("bo", [])),
     )
+
+
+def _row_counters(row: StoredRow, sign: int) -> Document:
+    """The job counters one recorded row contributes (sign -1 takes them off)."""
+    return {
+        "progress.processedProducts": sign,
+        "progress.processedImages": sign * len(row.urls),
+        "progress.failedImages": sign * len(row.errors),
+        "progress.bytesIn": sign * sum(row.bytes_in),
+        "progress.bytesOut": sign * sum(row.bytes_out),
+    }
 
 
 def _result_fields(results: Sequence[ImageResult]) -> tuple[str, list[str], list[Document]]:
@@ -222,6 +276,13 @@ class MongoJobStore:
                 [("jobId", ASCENDING), ("chunk", ASCENDING)], name="jobId_chunk"
             )
             self._jobs.create_index(
+                [("status", ASCENDING), ("updatedAt", ASCENDING)], name="status_updatedAt"
+            )
+            self._jobs.create_index(
+                [("webhook.state", ASCENDING), ("webhook.nextAttemptAt", ASCENDING)],
+                name="webhook_due",
+            )
+            self._jobs.create_index(
                 [("idempotencyKey", ASCENDING)],
                 name="idempotencyKey_unique",
                 unique=True,
@@ -251,17 +312,25 @@ class MongoJobStore:
         doc = self._jobs.find_one({"idempotencyKey": key})
         return None if doc is None else _job_from(doc)
 
-    def claim_ingest(self, request_id: str, now: datetime) -> bool:
+    def claim_ingest(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         result = self._jobs.update_one(
-            {"_id": request_id, "ingestClaimedAt": {"$exists": False}},
-            {"$set": {"ingestClaimedAt": iso(now)}},
+            {
+                "_id": request_id,
+                "status": {"$nin": [str(s) for s in TERMINAL_STATUSES]},
+                "fanout.done": {"$ne": True},
+                "$or": [
+                    {"ingestClaimedAt": {"$exists": False}},
+                    {"ingestClaimedAt": {"$lt": iso(now - lease)}},
+                ],
+            },
+            {"$set": {"ingestClaimedAt": iso(now), "updatedAt": iso(now)}},
         )
         return result.modified_count == 1
 
-    def start_processing(self, request_id: str, progress: Progress, now: datetime) -> None:
+    def start_processing(self, request_id: str, progress: Progress, now: datetime) -> bool:
         """Sets the totals only: counters of rows already recorded are never reset."""
-        self._jobs.update_one(
-            {"_id": request_id, "status": {"$nin": [str(s) for s in TERMINAL_STATUSES]}},
+        result = self._jobs.update_one(
+            {"_id": request_id, "status": str(JobStatus.PENDING)},
             {
                 "$set": {
                     "status": str(JobStatus.PROCESSING),
@@ -271,24 +340,36 @@ class MongoJobStore:
                 }
             },
         )
+        return result.modified_count == 1
 
-    def claim_finalization(self, request_id: str, now: datetime) -> bool:
+    def record_fanout(self, request_id: str, sent: int, done: bool, now: datetime) -> None:
+        self._jobs.update_one(
+            {"_id": request_id},
+            {
+                "$max": {"fanout.sent": sent},
+                "$set": {"fanout.done": done, "updatedAt": iso(now)},
+            },
+        )
+
+    def claim_finalization(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         doc = self._jobs.find_one(
             {"_id": request_id},
             projection={"status": 1, "progress": 1, "finalizeClaimedAt": 1},
         )
-        if doc is None or "finalizeClaimedAt" in doc:
+        stale = iso(now - lease)
+        if doc is None or doc.get("status") != JobStatus.PROCESSING:
             return False
-        if doc.get("status") != JobStatus.PROCESSING:
+        claimed = doc.get("finalizeClaimedAt")
+        if claimed and str(claimed) >= stale:
             return False
         progress = _progress_from(doc.get("progress"))
         if progress.processed_products < progress.total_products:
             return False
-        # Counters only grow and the totals are fixed, so the guard below is the only race.
+        # The claim is taken by one compare-and-set on the value read above.
         result = self._jobs.update_one(
             {
                 "_id": request_id,
-                "finalizeClaimedAt": {"$exists": False},
+                "finalizeClaimedAt": claimed if claimed else {"$exists": False},
                 "status": str(JobStatus.PROCESSING),
                 "progress.processedProducts": {"$gte": progress.total_products},
             },
@@ -311,6 +392,7 @@ class MongoJobStore:
             state=WebhookState.PENDING if webhook_url else WebhookState.NONE,
             webhook_id=webhook_id,
             url=webhook_url,
+            next_attempt_at=iso(now) if webhook_url else "",
         )
         result = self._jobs.update_one(
             {"_id": request_id, "status": {"$nin": [str(s) for s in TERMINAL_STATUSES]}},
@@ -326,19 +408,146 @@ class MongoJobStore:
         )
         return result.modified_count == 1
 
+    def schedule_webhook(self, request_id: str, due: datetime) -> None:
+        self._jobs.update_one({"_id": request_id}, {"$set": {"webhook.nextAttemptAt": iso(due)}})
+
     def record_webhook_attempt(
-        self, request_id: str, status_code: int | None, state: str, now: datetime
+        self,
+        request_id: str,
+        attempt: WebhookAttempt,
+        state: WebhookState,
+        next_attempt_at: datetime | None,
     ) -> None:
         self._jobs.update_one(
             {"_id": request_id},
             {
                 "$inc": {"webhook.attempts": 1},
                 "$set": {
-                    "webhook.lastStatusCode": status_code,
-                    "webhook.state": str(WebhookState(state)),
+                    "webhook.lastStatusCode": attempt.status_code,
+                    "webhook.state": str(state),
+                    "webhook.nextAttemptAt": iso(next_attempt_at) if next_attempt_at else "",
+                },
+                "$push": {
+                    "webhook.history": {
+                        "$each": [_attempt_doc(attempt)],
+                        "$slice": -MAX_WEBHOOK_HISTORY,
+                    }
                 },
             },
         )
+
+    def redeliver_webhook(self, request_id: str, webhook_id: str, now: datetime) -> bool:
+        result = self._jobs.update_one(
+            {
+                "_id": request_id,
+                "status": {"$in": [str(s) for s in TERMINAL_STATUSES]},
+                "webhook.url": {"$nin": ["", None]},
+                "webhook.state": {"$ne": str(WebhookState.PENDING)},
+            },
+            {
+                "$set": {
+                    "webhook.state": str(WebhookState.PENDING),
+                    "webhook.id": webhook_id,
+                    "webhook.nextAttemptAt": iso(now),
+                }
+            },
+        )
+        return result.modified_count == 1
+
+    def reopen_failed(self, request_id: str, generation: int, now: datetime) -> bool:
+        result = self._jobs.update_one(
+            {
+                "_id": request_id,
+                "status": {"$in": [str(s) for s in TERMINAL_STATUSES]},
+                "progress.failedImages": {"$gt": 0},
+                "generation": {"$lt": generation},
+            },
+            {
+                "$set": {
+                    "status": str(JobStatus.PROCESSING),
+                    "generation": generation,
+                    "updatedAt": iso(now),
+                    "fanout": {"sent": 0, "done": False},
+                    "errors": [],
+                    "webhook.state": str(WebhookState.NONE),
+                    "webhook.nextAttemptAt": "",
+                },
+                "$unset": {"finalizeClaimedAt": "", "ingestClaimedAt": ""},
+            },
+        )
+        return result.modified_count == 1
+
+    def reset_failed_rows(self, request_id: str, now: datetime) -> Iterator[StoredRow]:
+        cursor = self._rows.find(
+            {"jobId": request_id, "rows.st": str(RowStatus.FAILED)}, {"rows": 1}
+        ).sort("chunk", ASCENDING)
+        with cursor:
+            for doc in cursor:
+                for index, raw in enumerate(doc.get("rows", [])):
+                    if raw.get("st") != RowStatus.FAILED:
+                        continue
+                    row = _row_from(raw)
+                    slot = f"rows.{index}"
+                    reset = self._rows.update_one(
+                        {"_id": doc["_id"], f"{slot}.p": row.position, f"{slot}.st": "failed"},
+                        {"$set": {f"{slot}.st": str(RowStatus.PENDING)}},
+                    )
+                    if reset.modified_count == 1:
+                        self._jobs.update_one(
+                            {"_id": request_id},
+                            {"$inc": _row_counters(row, sign=-1), "$set": {"updatedAt": iso(now)}},
+                        )
+                    yield replace(row, status=RowStatus.PENDING)
+
+    def recount(self, request_id: str, now: datetime) -> Progress | None:
+        products = images = failed = bytes_in = bytes_out = 0
+        for row in self.iter_rows(request_id):
+            if row.status == RowStatus.PENDING:
+                continue
+            products += 1
+            images += len(row.urls)
+            failed += len(row.errors)
+            bytes_in += sum(row.bytes_in)
+            bytes_out += sum(row.bytes_out)
+        doc = self._jobs.find_one_and_update(
+            {"_id": request_id},
+            {
+                "$set": {
+                    "progress.processedProducts": products,
+                    "progress.processedImages": images,
+                    "progress.failedImages": failed,
+                    "progress.bytesIn": bytes_in,
+                    "progress.bytesOut": bytes_out,
+                    "updatedAt": iso(now),
+                }
+            },
+            projection={"progress": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else _progress_from(doc.get("progress"))
+
+    def find_stalled(self, before: datetime, limit: int) -> list[Job]:
+        self.ensure_indexes()
+        cursor = self._jobs.find(
+            {
+                "status": {"$in": [str(JobStatus.PENDING), str(JobStatus.PROCESSING)]},
+                "updatedAt": {"$lt": iso(before)},
+            }
+        ).limit(limit)
+        with cursor:
+            return [_job_from(doc) for doc in cursor]
+
+    def find_webhooks_due(self, before: datetime, limit: int) -> list[Job]:
+        self.ensure_indexes()
+        cursor = self._jobs.find(
+            {
+                "webhook.state": str(WebhookState.PENDING),
+                "webhook.nextAttemptAt": {"$lt": iso(before)},
+                "status": {"$in": [str(s) for s in TERMINAL_STATUSES]},
+            }
+        ).limit(limit)
+        with cursor:
+            return [_job_from(doc) for doc in cursor]
 
     def ping(self) -> None:
         self._db.command("ping")
@@ -376,7 +585,15 @@ class MongoJobStore:
         slot = f"rows.{index}"
         result = self._rows.update_one(
             {"_id": cid, f"{slot}.p": position, f"{slot}.st": str(RowStatus.PENDING)},
-            {"$set": {f"{slot}.st": status, f"{slot}.o": outputs, f"{slot}.e": errors}},
+            {
+                "$set": {
+                    f"{slot}.st": status,
+                    f"{slot}.o": outputs,
+                    f"{slot}.e": errors,
+                    f"{slot}.bi": [r.bytes_in for r in results],
+                    f"{slot}.bo": [r.bytes_out for r in results],
+                }
+            },
         )
         if result.modified_count != 1:
             if self._rows.find_one({"_id": cid, f"{slot}.p": position}, {"_id": 1}) is None:
@@ -389,6 +606,8 @@ class MongoJobStore:
                     "progress.processedProducts": 1,
                     "progress.processedImages": len(results),
                     "progress.failedImages": len(errors),
+                    "progress.bytesIn": sum(r.bytes_in for r in results),
+                    "progress.bytesOut": sum(r.bytes_out for r in results),
                 },
                 "$set": {"updatedAt": iso(now)},
             },

@@ -95,6 +95,8 @@ class Progress:
     total_images: int = 0
     processed_images: int = 0
     failed_images: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
 
     @property
     def percent(self) -> float:
@@ -112,6 +114,28 @@ class Progress:
             "processedImages": self.processed_images,
             "failedImages": self.failed_images,
             "percent": self.percent,
+            "bytesIn": self.bytes_in,
+            "bytesOut": self.bytes_out,
+        }
+
+
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """One POST of a job's final event, as the status shows it."""
+
+    attempt: int
+    at: str
+    status_code: int | None
+    error: str = ""
+    duration_ms: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "attempt": self.attempt,
+            "at": self.at,
+            "statusCode": self.status_code,
+            "error": self.error,
+            "durationMs": self.duration_ms,
         }
 
 
@@ -122,6 +146,8 @@ class WebhookInfo:
     last_status_code: int | None = None
     webhook_id: str = ""
     url: str = ""
+    next_attempt_at: str = ""
+    history: list[WebhookAttempt] = field(default_factory=list)
 
 
 @dataclass
@@ -142,6 +168,11 @@ class Job:
     chunk_size: int = 50
     idempotency_key: str = ""
     body_digest: str = ""
+    generation: int = 0  # bumped by each retry of the failed images
+    fanout_sent: int = 0  # rows whose messages are known to be sent, in position order
+    fanout_done: bool = False
+    ingest_claimed_at: str = ""
+    finalize_claimed_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,6 +186,8 @@ class StoredRow:
     status: RowStatus = RowStatus.PENDING
     output_keys: tuple[str, ...] = ()
     errors: tuple[dict[str, str], ...] = ()
+    bytes_in: tuple[int, ...] = ()
+    bytes_out: tuple[int, ...] = ()
 
 
 def output_key(request_id: str, serial: int, index: int) -> str:

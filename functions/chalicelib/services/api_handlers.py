@@ -11,7 +11,7 @@ from typing import Any
 from chalicelib import openapi
 from chalicelib.errors import Conflict, InvalidRequest, NotFound, UnsupportedMediaType
 from chalicelib.multipart_form import Form, FormPart, parse_form
-from chalicelib.services import status, upload
+from chalicelib.services import recovery, status, upload
 from chalicelib.services.deps import Dependencies
 
 JSON = {"Content-Type": "application/json"}
@@ -142,6 +142,34 @@ def output_csv(deps: Dependencies, request_id: str) -> HttpReply:
         raise Conflict(f"job {request_id} is {job.status}; the output CSV exists once it ends")
     location = deps.output_url(job.output_csv_key)
     return HttpReply(302, {"location": location}, {**JSON, "Location": location})
+
+
+def retry_job(deps: Dependencies, request_id: str) -> HttpReply:
+    status.load_job(deps, request_id)  # 400 for a malformed id, 404 for an unknown one
+    job = recovery.retry_failed(deps, request_id)
+    return HttpReply(
+        202,
+        {
+            "requestId": job.request_id,
+            "status": str(job.status),
+            "generation": job.generation,
+            "message": "the failed images are queued again",
+            "statusUrl": _status_url(deps, job.request_id),
+        },
+    )
+
+
+def redeliver_webhook(deps: Dependencies, request_id: str) -> HttpReply:
+    status.load_job(deps, request_id)
+    job = recovery.redeliver_webhook(deps, request_id)
+    return HttpReply(
+        202,
+        {
+            "requestId": job.request_id,
+            "message": "the webhook is queued for delivery",
+            "webhook": status.webhook_view(job),
+        },
+    )
 
 
 def health(deps: Dependencies) -> HttpReply:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from chalicelib.config import Settings
-from chalicelib.ports import Clock, ImageFetcher, JobStore, ObjectStore, TaskQueue, WebhookSender
+from chalicelib.ports import (
+    Clock,
+    EventPublisher,
+    ImageFetcher,
+    JobStore,
+    ObjectStore,
+    TaskQueue,
+    WebhookSender,
+)
 
 UrlChecker = Callable[[str], str | None]
 """Returns why a URL is refused (syntax or address), or None when it may be used."""
@@ -28,6 +36,9 @@ class Dependencies:
     clock: Clock
     new_id: Callable[[], str]
     image_pool: Executor
+    ingest_queue: TaskQueue
+    events: EventPublisher
+    sleep: Callable[[float], None]
 
     def output_url(self, key: str) -> str:
         """A URL that answers a plain GET: PUBLIC_BASE_URL when set, else presigned."""
@@ -36,3 +47,10 @@ class Dependencies:
         if self.settings.public_base_url:
             return f"{self.settings.public_base_url}/{key}"
         return self.outputs.presigned_get(key, self.settings.output_url_ttl)
+
+
+class NoEvents:
+    """The publisher when no EVENT_BUS_NAME is configured."""
+
+    def publish(self, detail_type: str, detail: Mapping[str, object]) -> None:
+        return None

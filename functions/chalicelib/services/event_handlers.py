@@ -15,7 +15,7 @@ from chalicelib import observability
 from chalicelib.domain.models import ImageErrorCode, ImageResult
 from chalicelib.services import finalize as finalize_service
 from chalicelib.services import ingest as ingest_service
-from chalicelib.services import process_row
+from chalicelib.services import process_row, recovery
 from chalicelib.services import webhooks as webhook_service
 from chalicelib.services.deps import Dependencies
 
@@ -65,6 +65,10 @@ def _each(
 
 def ingest(deps: Dependencies, records: Sequence[QueueRecord]) -> BatchResponse:
     def handle(record: QueueRecord) -> None:
+        body = record.json()
+        if isinstance(body, dict) and "retryJob" in body:
+            recovery.run_retry(deps, str(body["retryJob"]))
+            return
         for created in ingest_service.parse_storage_message(record.body):
             ingest_service.handle_object_created(deps, created)
 

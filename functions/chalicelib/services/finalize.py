@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from chalicelib.domain.csv_output import write_output_csv
 from chalicelib.domain.models import CsvProblem, Job, JobStatus, RowStatus, output_csv_key
 from chalicelib.services.deps import Dependencies
+from chalicelib.services.events import publish_job_event
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _finish(
     errors: Sequence[dict[str, object]],
 ) -> None:
     hook = job.webhook_url or deps.settings.webhook_url
-    hook_id = webhook_id(job.request_id, status) if hook else ""
+    hook_id = webhook_id(job.request_id, status, job.generation) if hook else ""
     done = deps.store.finish_job(
         job.request_id,
         status,
@@ -68,8 +69,19 @@ def _finish(
         webhook_url=hook,
         webhook_id=hook_id,
     )
-    if done and hook:
-        deps.webhook_queue.send_batch([{"requestId": job.request_id, "attempt": 1}])
+    if not done:
+        return
+    if hook:
+        queue_webhook(deps, job.request_id, hook_id, 1)
+    finished = deps.store.get_job(job.request_id)
+    if finished is not None:
+        publish_job_event(deps, finished, f"job.{finished.status}")
+
+
+def queue_webhook(deps: Dependencies, request_id: str, hook_id: str, attempt: int) -> None:
+    deps.webhook_queue.send_batch(
+        [{"requestId": request_id, "webhookId": hook_id, "attempt": attempt}]
+    )
 
 
 def _write_output_csv(deps: Dependencies, job: Job, *, rows: bool = True) -> str:

@@ -6,8 +6,8 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -17,11 +17,12 @@ from chalicelib.domain.models import (
     Job,
     JobStatus,
     Progress,
+    RowStatus,
     StoredRow,
 )
 from chalicelib.domain.timefmt import iso
-from chalicelib.ports import chunks
 from chalicelib.services.deps import Dependencies
+from chalicelib.services.events import publish_job_event
 from chalicelib.services.finalize import fail_job
 from chalicelib.services.upload import csv_limits
 
@@ -31,6 +32,7 @@ INCOMING_PREFIX = "incoming/"
 _JOB_KEY = re.compile(
     r"^incoming/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.csv$"
 )
+FANOUT_MARK = 500  # rows between two records of the fan-out's progress
 _KEY_NAMESPACE = uuid.UUID("6f1c3c8e-2f0b-4d7e-9a51-3c0f4b6f7a10")
 
 
@@ -73,7 +75,8 @@ def job_id_for_key(key: str, etag: str) -> str:
 
 
 def handle_object_created(deps: Dependencies, event: ObjectCreated) -> str | None:
-    """Ingest one stored CSV. Returns the job id, or None when the object is not a job."""
+    """Ingest one stored CSV. Returns the job id, or None when the object is not a job.
+    A repeated event finds the job claimed, or its fan-out done, and starts nothing new."""
     if not event.key.startswith(INCOMING_PREFIX) or event.key.endswith("/"):
         return None
     request_id = job_id_for_key(event.key, event.etag)
@@ -89,45 +92,102 @@ def handle_object_created(deps: Dependencies, event: ObjectCreated) -> str | Non
             source="bucket",
             chunk_size=deps.settings.rows_per_chunk,
         )
-        if not deps.store.create_job(job):
-            job = deps.store.get_job(request_id)
-            if job is None:
-                return request_id
-    if job.status != JobStatus.PENDING:
-        log.info("job %s is already %s; storage event ignored", request_id, job.status)
-        return request_id
-    if not deps.store.claim_ingest(request_id, deps.clock.now()):
-        log.info("job %s is already being ingested; storage event ignored", request_id)
-        return request_id
-    ingest_job(deps, job, event.key)
+        deps.store.create_job(job)
+    resume_ingest(deps, request_id)
     return request_id
 
 
-def ingest_job(deps: Dependencies, job: Job, key: str) -> None:
-    """Validate the CSV (streamed), write the rows in serial order, then fan out one message
-    per row. Totals are recorded before the first message so no worker can finish early."""
+def resume_ingest(deps: Dependencies, request_id: str) -> bool:
+    """Run (or take over) the job's ingest when nobody holds a live claim on it."""
+    lease = timedelta(seconds=deps.settings.ingest_lease)
+    if not deps.store.claim_ingest(request_id, deps.clock.now(), lease):
+        log.info("job %s: ingest claimed, done or terminal; nothing to start", request_id)
+        return False
+    job = deps.store.get_job(request_id)
+    if job is not None:
+        ingest_job(deps, job)
+    return True
+
+
+def ingest_job(deps: Dependencies, job: Job) -> None:
+    """Validate the CSV (streamed) and write its rows, then fan out one message per pending
+    row. Each step is repeatable, so a run that died is finished by the next claimant."""
+    if job.status == JobStatus.PENDING and not _accept(deps, job):
+        return
+    current = deps.store.get_job(job.request_id) or job
+    fan_out(deps, current)
+
+
+def _accept(deps: Dependencies, job: Job) -> bool:
+    key = job.input_key
     info = deps.uploads.head(key)
     if info is None:
         fail_job(deps, job, [CsvProblem(1, None, f"the uploaded object {key} is gone")])
-        return
+        return False
     if info.size > deps.settings.max_csv_bytes:
         problem = CsvProblem(
             1, None, f"the CSV is {info.size} bytes; the limit is {deps.settings.max_csv_bytes}"
         )
         fail_job(deps, job, [problem])
-        return
+        return False
     limits = csv_limits(deps)
     with deps.uploads.open(key) as stream:
         report = validate_csv(stream, limits)
     if not report.ok:
         fail_job(deps, job, report.problems)
-        return
-
+        return False
     _write_rows(deps, job, key, report)
     progress = Progress(total_products=report.total_rows, total_images=report.total_images)
-    deps.store.start_processing(job.request_id, progress, deps.clock.now())
-    for batch in chunks(_row_messages(deps, job, key, report), 10):
+    # Totals are recorded before the first message, so no worker can finish the job early.
+    if deps.store.start_processing(job.request_id, progress, deps.clock.now()):
+        accepted = deps.store.get_job(job.request_id)
+        if accepted is not None:
+            publish_job_event(deps, accepted, "job.accepted")
+    return True
+
+
+def fan_out(deps: Dependencies, job: Job) -> None:
+    """One message per pending row, in position order, from where the last run got to.
+    Progress is remembered every FANOUT_MARK rows; a re-sent message changes nothing."""
+    if job.generation > 0:
+        for _ in deps.store.reset_failed_rows(job.request_id, deps.clock.now()):
+            pass
+    sent = job.fanout_sent
+    batch: list[dict[str, object]] = []
+    for row in deps.store.iter_rows(job.request_id):
+        if row.position < job.fanout_sent or row.status != RowStatus.PENDING:
+            continue
+        batch.append(row_message(job, row))
+        if len(batch) == 10:
+            deps.rows_queue.send_batch(batch)
+            batch = []
+            if row.position + 1 - sent >= FANOUT_MARK:
+                sent = row.position + 1
+                deps.store.record_fanout(job.request_id, sent, False, deps.clock.now())
+    if batch:
         deps.rows_queue.send_batch(batch)
+    deps.store.record_fanout(job.request_id, job.progress.total_products, True, deps.clock.now())
+
+
+def row_message(job: Job, row: StoredRow) -> dict[str, object]:
+    message: dict[str, object] = {
+        "requestId": job.request_id,
+        "position": row.position,
+        "serialNumber": row.serial,
+        "inputImageUrls": list(row.urls),
+        "generation": job.generation,
+    }
+    if any(row.output_keys):  # a retry: the images that succeeded are kept, not redone
+        message["keep"] = [
+            {"key": key, "bytesIn": bi, "bytesOut": bo}
+            for key, bi, bo in zip(
+                row.output_keys,
+                row.bytes_in or [0] * len(row.urls),
+                row.bytes_out or [0] * len(row.urls),
+                strict=False,
+            )
+        ]
+    return message
 
 
 def _write_rows(deps: Dependencies, job: Job, key: str, report: ValidationReport) -> None:
@@ -149,16 +209,3 @@ def _write_rows(deps: Dependencies, job: Job, key: str, report: ValidationReport
                 del pending[chunk], filled[chunk]
     if pending:  # only reachable if the file changed between the passes
         raise RuntimeError(f"{key} changed while it was being ingested")
-
-
-def _row_messages(
-    deps: Dependencies, job: Job, key: str, report: ValidationReport
-) -> Iterator[dict[str, object]]:
-    with deps.uploads.open(key) as stream:
-        for row in iter_rows(stream, csv_limits(deps)):
-            yield {
-                "requestId": job.request_id,
-                "position": report.position_of(row.serial),
-                "serialNumber": row.serial,
-                "inputImageUrls": list(row.urls),
-            }

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from chalicelib import observability
 from chalicelib.domain.models import ImageErrorCode, ImageResult, output_key
 from chalicelib.errors import ImageFailure, InvalidRequest
 from chalicelib.imaging import CompressOptions, compress_to_jpeg
@@ -17,11 +20,26 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Kept:
+    """An image of a retried row that succeeded before: its output is reused, not redone."""
+
+    key: str
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass(frozen=True)
 class RowTask:
     request_id: str
     position: int
     serial: int
     urls: tuple[str, ...]
+    keep: tuple[Kept, ...] = ()
+
+    def kept(self, index: int) -> Kept | None:
+        if index < len(self.keep) and self.keep[index].key:
+            return self.keep[index]
+        return None
 
     @classmethod
     def from_message(cls, body: Mapping[str, Any]) -> RowTask:
@@ -29,13 +47,18 @@ class RowTask:
             urls = body["inputImageUrls"]
             if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
                 raise TypeError("inputImageUrls must be a list of strings")
+            keep = tuple(
+                Kept(str(k.get("key", "")), int(k.get("bytesIn", 0)), int(k.get("bytesOut", 0)))
+                for k in body.get("keep", [])
+            )
             return cls(
                 request_id=str(body["requestId"]),
                 position=int(body["position"]),
                 serial=int(body["serialNumber"]),
                 urls=tuple(urls),
+                keep=keep,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidRequest(f"malformed row message: {exc}") from exc
 
 
@@ -46,7 +69,8 @@ def process_rows(deps: Dependencies, tasks: Sequence[RowTask]) -> list[BaseExcep
     for task in tasks:
         first_index: dict[str, int] = {}
         for index, url in enumerate(task.urls):
-            first_index.setdefault(url, index)
+            if task.kept(index) is None:
+                first_index.setdefault(url, index)
         pending.append(
             {
                 url: deps.image_pool.submit(_one_image, deps, task, url, index)
@@ -57,7 +81,11 @@ def process_rows(deps: Dependencies, tasks: Sequence[RowTask]) -> list[BaseExcep
     for task, futures in zip(tasks, pending, strict=True):
         try:
             by_url = {url: future.result() for url, future in futures.items()}
-            record_results(deps, task, [by_url[url] for url in task.urls])
+            results = [
+                _kept_result(url, kept) if (kept := task.kept(i)) else by_url[url]
+                for i, url in enumerate(task.urls)
+            ]
+            record_results(deps, task, results)
             outcomes.append(None)
         except Exception as exc:
             log.exception(
@@ -69,19 +97,48 @@ def process_rows(deps: Dependencies, tasks: Sequence[RowTask]) -> list[BaseExcep
 
 def record_results(deps: Dependencies, task: RowTask, results: list[ImageResult]) -> None:
     progress = deps.store.record_row(task.request_id, task.position, results, deps.clock.now())
+    if progress is not None:  # counted once: a redelivered row records nothing
+        observability.record_images(results)
     if progress is None:
+        # A redelivery: the first delivery may have died between recording the last row
+        # and asking for finalization, so ask again (the claim keeps it to one).
         log.info("row %s of job %s was already recorded", task.serial, task.request_id)
-        return
+        job = deps.store.get_job(task.request_id)
+        if job is None or job.status.terminal:
+            return
+        progress = job.progress
     if progress.processed_products >= progress.total_products:
         request_finalization(deps, task.request_id)
 
 
 def request_finalization(deps: Dependencies, request_id: str) -> bool:
-    """Send the finalize message once, whoever calls, however many race."""
-    if not deps.store.claim_finalization(request_id, deps.clock.now()):
+    """Send the finalize message once, whoever calls, however many race (again only when
+    the claimant died: its claim outlived the lease)."""
+    lease = timedelta(seconds=deps.settings.finalize_lease)
+    if not deps.store.claim_finalization(request_id, deps.clock.now(), lease):
         return False
     deps.finalize_queue.send_batch([{"requestId": request_id}])
     return True
+
+
+def _kept_result(url: str, kept: Kept) -> ImageResult:
+    return ImageResult(url, output_key=kept.key, bytes_in=kept.bytes_in, bytes_out=kept.bytes_out)
+
+
+def fetch_with_retries(deps: Dependencies, url: str) -> bytes:
+    """Download, retrying transient failures (timeouts, 5xx, 429, dropped connections) with
+    exponential backoff and full jitter; permanent ones (404, blocked, not an image) at once."""
+    attempts = deps.settings.fetch_attempts
+    for attempt in range(1, attempts + 1):
+        try:
+            return deps.fetcher.fetch(url)
+        except ImageFailure as failure:
+            if not failure.retryable or attempt == attempts:
+                raise
+            delay = random.uniform(0, deps.settings.fetch_backoff * 2 ** (attempt - 1))
+            log.info("fetch %s: %s; retry %d in %.2fs", url, failure.message, attempt, delay)
+            deps.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _one_image(deps: Dependencies, task: RowTask, url: str, index: int) -> ImageResult:
@@ -90,7 +147,7 @@ def _one_image(deps: Dependencies, task: RowTask, url: str, index: int) -> Image
     settings = deps.settings
     data = b""
     try:
-        data = deps.fetcher.fetch(url)
+        data = fetch_with_retries(deps, url)
         compressed = compress_to_jpeg(
             data,
             CompressOptions(quality=settings.output_quality, max_pixels=settings.max_image_pixels),

@@ -67,10 +67,19 @@ def job_status(
         "nextCursor": next_cursor,
         "outputCsvUrl": deps.output_url(job.output_csv_key) if job.status.terminal else None,
         "errors": job.errors,
-        "webhook": {
-            "state": str(job.webhook.state),
-            "attempts": job.webhook.attempts,
-            "lastStatusCode": job.webhook.last_status_code,
-        },
+        "webhook": webhook_view(job),
+        "generation": job.generation,
     }
     return document
+
+
+def webhook_view(job: Job) -> dict[str, object]:
+    hook = job.webhook
+    return {
+        "state": str(hook.state),
+        "attempts": hook.attempts,
+        "lastStatusCode": hook.last_status_code,
+        "id": hook.webhook_id or None,
+        "nextAttemptAt": hook.next_attempt_at or None,
+        "history": [a.to_dict() for a in hook.history],
+    }

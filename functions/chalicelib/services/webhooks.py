@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from standardwebhooks.webhooks import Webhook
 
-from chalicelib.domain.models import Job, WebhookState
+from chalicelib import observability
+from chalicelib.domain.models import Job, WebhookAttempt, WebhookState
+from chalicelib.domain.timefmt import iso
 from chalicelib.services.deps import Dependencies
+from chalicelib.services.events import job_summary
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +23,7 @@ def event_payload(deps: Dependencies, job: Job) -> dict[str, object]:
     return {
         "type": f"job.{job.status}",
         "timestamp": job.updated_at,
-        "data": {
-            "requestId": job.request_id,
-            "status": str(job.status),
-            "progress": job.progress.to_dict(),
-            "outputCsvUrl": deps.output_url(job.output_csv_key) or None,
-            "errors": job.errors,
-        },
+        "data": job_summary(deps, job),
     }
 
 
@@ -40,46 +38,62 @@ def signed_headers(secret: str, msg_id: str, moment: datetime, body: str) -> dic
 
 
 def deliver_webhook(deps: Dependencies, message: Mapping[str, object]) -> None:
-    """One attempt. On failure the next attempt is queued with the schedule's delay."""
+    """One attempt. On failure the next attempt is queued with the schedule's delay; every
+    attempt is recorded. A message for another event of the job (stale) is dropped."""
     request_id = str(message.get("requestId", ""))
-    attempt = int(str(message.get("attempt", 1)))
+    step = int(str(message.get("attempt", 1)))
     job = deps.store.get_job(request_id)
     if job is None or job.webhook.state != WebhookState.PENDING:
         return
+    wanted = message.get("webhookId")
+    if wanted and wanted != job.webhook.webhook_id:
+        log.info("webhook message for %s of job %s is stale", wanted, request_id)
+        return
     now = deps.clock.now()
+    number = job.webhook.attempts + 1
     secret = deps.settings.webhook_secret
     if not secret:
         log.error("WEBHOOK_SECRET is not set: the webhook of job %s cannot be signed", request_id)
-        deps.store.record_webhook_attempt(request_id, None, WebhookState.FAILED, now)
+        attempt = WebhookAttempt(number, iso(now), None, "WEBHOOK_SECRET is not set")
+        deps.store.record_webhook_attempt(request_id, attempt, WebhookState.FAILED, None)
         return
-    problem = deps.check_webhook_url(job.webhook.url)
-    status_code: int | None = None
-    if problem:
-        log.warning("webhook of job %s refused: %s", request_id, problem)
-        ok = False
-    else:
-        body = json.dumps(event_payload(deps, job), separators=(",", ":"))
-        headers = signed_headers(secret, job.webhook.webhook_id, now, body)
-        result = deps.webhook_sender.post(job.webhook.url, body.encode(), headers)
-        status_code = result.status_code
-        ok = status_code is not None and 200 <= status_code < 300
-        if not ok:
-            log.warning(
-                "webhook of job %s, attempt %d: %s",
-                request_id,
-                attempt,
-                status_code if status_code is not None else result.error,
-            )
+    attempt, refused = _attempt(deps, job, number, now)
     schedule = deps.settings.webhook_retry_schedule
+    ok = attempt.status_code is not None and 200 <= attempt.status_code < 300
     if ok:
-        state = WebhookState.DELIVERED
-    elif attempt <= len(schedule) and not problem:
+        state, due = WebhookState.DELIVERED, None
+    elif step <= len(schedule) and not refused:
         state = WebhookState.PENDING
+        due = now + timedelta(seconds=schedule[step - 1])
     else:
-        state = WebhookState.FAILED
-    deps.store.record_webhook_attempt(request_id, status_code, state, now)
-    if state == WebhookState.PENDING:
+        state, due = WebhookState.FAILED, None
+    deps.store.record_webhook_attempt(request_id, attempt, state, due)
+    observability.record_webhook_attempt(str(state))
+    if due is not None:
         deps.webhook_queue.send_batch(
-            [{"requestId": request_id, "attempt": attempt + 1}],
-            delay_seconds=schedule[attempt - 1],
+            [{"requestId": request_id, "webhookId": job.webhook.webhook_id, "attempt": step + 1}],
+            delay_seconds=schedule[step - 1],
         )
+
+
+def _attempt(
+    deps: Dependencies, job: Job, number: int, now: datetime
+) -> tuple[WebhookAttempt, bool]:
+    """POST once (the URL checked again first). Returns the attempt and whether it was refused."""
+    problem = deps.check_webhook_url(job.webhook.url)
+    if problem:
+        log.warning("webhook of job %s refused: %s", job.request_id, problem)
+        return WebhookAttempt(number, iso(now), None, f"refused: {problem}"), True
+    body = json.dumps(event_payload(deps, job), separators=(",", ":"))
+    headers = signed_headers(deps.settings.webhook_secret, job.webhook.webhook_id, now, body)
+    started = time.monotonic()
+    result = deps.webhook_sender.post(job.webhook.url, body.encode(), headers)
+    elapsed = int((time.monotonic() - started) * 1000)
+    code = result.status_code
+    error = result.error
+    if code is not None and not 200 <= code < 300:
+        error = error or f"HTTP {code}"
+        log.warning("webhook of job %s, attempt %d: %s", job.request_id, number, error)
+    elif code is None:
+        log.warning("webhook of job %s, attempt %d: %s", job.request_id, number, error)
+    return WebhookAttempt(number, iso(now), code, error[:300], elapsed), False

@@ -1,0 +1,148 @@
+"""Getting jobs to their end whatever died on the way: the sweeper, and the two actions a
+user can take on a finished job (send its webhook again, retry its failed images)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from chalicelib.domain.models import CsvProblem, Job, JobStatus, WebhookState
+from chalicelib.domain.timefmt import parse_iso
+from chalicelib.errors import Conflict, NotFound
+from chalicelib.services.deps import Dependencies
+from chalicelib.services.finalize import fail_job, queue_webhook
+from chalicelib.services.ingest import fan_out, resume_ingest
+from chalicelib.services.process_row import request_finalization
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did, by job id."""
+
+    ingests: list[str] = field(default_factory=list)
+    recounted: list[str] = field(default_factory=list)
+    finalizations: list[str] = field(default_factory=list)
+    resent_rows: list[str] = field(default_factory=list)
+    expired_uploads: list[str] = field(default_factory=list)
+    webhooks: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
+
+
+def sweep(deps: Dependencies) -> SweepReport:
+    """Repair every job that stopped moving for STALL_AFTER seconds. Each repair is a step the
+    pipeline would have taken anyway, so running it while the job is alive changes nothing."""
+    now = deps.clock.now()
+    stall = timedelta(seconds=deps.settings.stall_after)
+    limit = deps.settings.sweep_limit
+    report = SweepReport()
+    for job in deps.store.find_stalled(now - stall, limit):
+        try:
+            _repair(deps, job, report)
+        except Exception:
+            log.exception("sweeper: job %s could not be repaired this time", job.request_id)
+    for job in deps.store.find_webhooks_due(now - stall, limit):
+        _resend_webhook(deps, job, report)
+    if any(report.to_dict().values()):
+        log.info("sweeper: %s", report.to_dict())
+    return report
+
+
+def _repair(deps: Dependencies, job: Job, report: SweepReport) -> None:
+    if job.status == JobStatus.PENDING:
+        _repair_pending(deps, job, report)
+        return
+    if not job.fanout_done:
+        if resume_ingest(deps, job.request_id):
+            report.ingests.append(job.request_id)
+        return
+    progress = deps.store.recount(job.request_id, deps.clock.now())
+    report.recounted.append(job.request_id)
+    if progress is None:
+        return
+    if progress.processed_products >= progress.total_products:
+        if request_finalization(deps, job.request_id):
+            report.finalizations.append(job.request_id)
+        return
+    # Rows still pending and nothing moved for a whole stall period: their messages may be
+    # gone (a queue purged, a redrive lost). Sending them again is harmless.
+    current = deps.store.get_job(job.request_id)
+    if current is not None:
+        fan_out(deps, _from_start(current))
+        report.resent_rows.append(job.request_id)
+
+
+def _from_start(job: Job) -> Job:
+    job.fanout_sent = 0
+    return job
+
+
+def _repair_pending(deps: Dependencies, job: Job, report: SweepReport) -> None:
+    if deps.uploads.head(job.input_key) is not None:
+        if resume_ingest(deps, job.request_id):  # the storage event never came, or its run died
+            report.ingests.append(job.request_id)
+        return
+    waited = deps.clock.now() - parse_iso(job.created_at)
+    allowed = timedelta(seconds=deps.settings.upload_url_ttl + deps.settings.stall_after)
+    if waited > allowed:
+        message = "no CSV arrived before the upload URL expired"
+        fail_job(deps, job, [CsvProblem(1, None, message)])
+        report.expired_uploads.append(job.request_id)
+
+
+def _resend_webhook(deps: Dependencies, job: Job, report: SweepReport) -> None:
+    """An attempt that was due long ago never ran (its message was lost or its run died)."""
+    deps.store.schedule_webhook(
+        job.request_id, deps.clock.now() + timedelta(seconds=deps.settings.stall_after)
+    )
+    queue_webhook(deps, job.request_id, job.webhook.webhook_id, 1)
+    report.webhooks.append(job.request_id)
+
+
+def redeliver_webhook(deps: Dependencies, request_id: str) -> Job:
+    """Send a finished job's final event again, under the same `webhook-id` (as Svix's
+    resend does): receivers that already have it recognise it."""
+    job = _existing(deps, request_id)
+    if not job.status.terminal:
+        raise Conflict(f"job {request_id} is {job.status}; its webhook is sent when it ends")
+    if not job.webhook.url:
+        raise Conflict(f"job {request_id} has no webhook URL")
+    if job.webhook.state == WebhookState.PENDING:
+        raise Conflict(f"the webhook of job {request_id} is already being delivered")
+    if not deps.store.redeliver_webhook(request_id, job.webhook.webhook_id, deps.clock.now()):
+        raise Conflict(f"the webhook of job {request_id} is already being delivered")
+    queue_webhook(deps, request_id, job.webhook.webhook_id, 1)
+    return _existing(deps, request_id)
+
+
+def retry_failed(deps: Dependencies, request_id: str) -> Job:
+    """Re-queue just the failed images of a finished job; it finalizes again with a new
+    output CSV and a new final event (a new `webhook-id`)."""
+    job = _existing(deps, request_id)
+    if not job.status.terminal:
+        raise Conflict(f"job {request_id} is {job.status}; only a finished job can be retried")
+    if job.progress.failed_images == 0:
+        raise Conflict(f"job {request_id} has no failed images to retry")
+    if not job.fanout_done and job.progress.total_products == 0:
+        raise Conflict(f"job {request_id} failed before it had rows; submit the CSV again")
+    generation = job.generation + 1
+    if not deps.store.reopen_failed(request_id, generation, deps.clock.now()):
+        raise Conflict(f"job {request_id} is already being retried")
+    deps.ingest_queue.send_batch([{"retryJob": request_id, "generation": generation}])
+    return _existing(deps, request_id)
+
+
+def run_retry(deps: Dependencies, request_id: str) -> None:
+    """The queued half of a retry: reset the failed rows and fan them out again."""
+    resume_ingest(deps, request_id)
+
+
+def _existing(deps: Dependencies, request_id: str) -> Job:
+    job = deps.store.get_job(request_id)
+    if job is None:
+        raise NotFound(f"no job {request_id}")
+    return job
