@@ -381,10 +381,12 @@ class FakeFetcher:
 class FakeWebhookSender:
     answers: list[int | None] = field(default_factory=list)
     posts: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+    answered: list[int | None] = field(default_factory=list)
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
         self.posts.append((url, body, dict(headers)))
         code = self.answers.pop(0) if self.answers else 200
+        self.answered.append(code)
         return HttpResult(code, "" if code else "timed out")
 
 

@@ -71,11 +71,11 @@ def _finish(
     )
     if not done:
         return
-    if hook:
-        queue_webhook(deps, job.request_id, hook_id, 1)
     finished = deps.store.get_job(job.request_id)
     if finished is not None:
         publish_job_event(deps, finished, f"job.{finished.status}")
+    if hook:  # should this die, the sweeper finds the webhook overdue and queues it
+        queue_webhook(deps, job.request_id, hook_id, 1)
 
 
 def queue_webhook(deps: Dependencies, request_id: str, hook_id: str, attempt: int) -> None:

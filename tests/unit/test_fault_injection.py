@@ -1,0 +1,531 @@
+"""Exact results on an at-least-once world: every crash point, duplicated and reordered
+deliveries and a failing receiver end in a terminal job with the right counts, each product
+once in the output CSV, and one final event (one `webhook-id`) at the receiver.
+
+The harness models SQS as Lambda sees it: a message whose handler raised, or that the handler
+reported in `batchItemFailures`, comes back after its visibility timeout; after five receives
+it goes to the dead-letter queue (rows) or is dropped (the others, as their DLQs would hold
+them). A simulated clock moves ten seconds per delivery round; the sweeper runs every minute.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+from chalicelib.config import Settings
+from chalicelib.domain.models import ImageErrorCode, JobStatus, WebhookState
+from chalicelib.domain.timefmt import iso, parse_iso
+from chalicelib.errors import ImageFailure
+from chalicelib.services import event_handlers, ingest, recovery, upload
+from chalicelib.services.event_handlers import BatchResponse, QueueRecord
+from PIL import Image
+
+from tests.fakes import FakeQueue, FakeWorld, SentMessage, make_world
+
+HEADER = "S. No.,Product Name,Input Image Urls\n"
+ROWS = 25
+ROUND_SECONDS = 10
+SWEEP_EVERY = 60
+MAX_RECEIVES = 5
+VISIBILITY_ROUNDS = 3
+
+SETTINGS = Settings(
+    webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    webhook_retry_schedule=(10, 20, 30),
+    ingest_lease=120,
+    finalize_lease=120,
+    stall_after=120,
+    upload_url_ttl=300,
+    rows_per_chunk=4,
+    fetch_backoff=0.0,
+    webhook_url="https://hook.test/for-jobs-without-their-own",
+)
+
+
+def jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 120, 40)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def products_csv(rows: int = ROWS) -> str:
+    lines = [
+        f'{n},Product {n},"https://img.test/{n}/a.jpg,https://img.test/{n}/b.jpg"'
+        for n in range(1, rows + 1)
+    ]
+    return HEADER + "\n".join(lines) + "\n"
+
+
+def storage_event(key: str) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "bucket": {"name": "uploads"},
+                    "object": {"key": key, "size": 1, "eTag": "e"},
+                },
+            }
+        ]
+    }
+
+
+class Crash(Exception):
+    """A Lambda dying at an injected point."""
+
+
+def crash_once(target: object, method: str, *, on_call: int = 1, after: bool = False) -> list[int]:
+    """Make `target.method` die on its `on_call`-th call (before, or after, doing its work)."""
+    original: Callable[..., Any] = getattr(target, method)
+    calls = [0]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == on_call and not after:
+            raise Crash(f"{method} died before its work")
+        result = original(*args, **kwargs)
+        if calls[0] == on_call and after:
+            raise Crash(f"{method} died after its work")
+        return result
+
+    setattr(target, method, wrapper)
+    return calls
+
+
+@dataclass
+class InFlight:
+    message: SentMessage
+    receives: int = 0
+    visible_at: int = 0
+
+
+@dataclass
+class Sqs:
+    """At-least-once delivery over a FakeQueue, with visibility timeout and receive count."""
+
+    source: FakeQueue
+    handler: Callable[[Any, list[QueueRecord]], BatchResponse]
+    batch_size: int
+    dead_letter: Sqs | None = None
+    waiting: list[InFlight] = field(default_factory=list)
+    shuffle: random.Random | None = None
+    duplicate: bool = False
+
+    def collect(self, now: int) -> None:
+        for message in self.source.drain():
+            copies = 2 if self.duplicate else 1
+            for _ in range(copies):
+                self.waiting.append(InFlight(message, 0, now + message.delay_seconds))
+
+    def deliver(self, deps: Any, now: int) -> bool:
+        ready = [m for m in self.waiting if m.visible_at <= now]
+        if not ready:
+            return False
+        if self.shuffle is not None:
+            self.shuffle.shuffle(ready)
+        for start in range(0, len(ready), self.batch_size):
+            batch = ready[start : start + self.batch_size]
+            records = []
+            for n, item in enumerate(batch):
+                item.receives += 1
+                records.append(
+                    QueueRecord(f"m{id(item)}-{n}", json.dumps(item.message.body), item.receives)
+                )
+            try:
+                failed = {
+                    f["itemIdentifier"] for f in self.handler(deps, records)["batchItemFailures"]
+                }
+            except Crash:
+                failed = {r.message_id for r in records}
+            for item, record in zip(batch, records, strict=True):
+                if record.message_id not in failed:
+                    self.waiting.remove(item)
+                elif item.receives >= MAX_RECEIVES:
+                    self.waiting.remove(item)
+                    if self.dead_letter is not None:
+                        self.dead_letter.waiting.append(InFlight(item.message, 0, now))
+                else:
+                    item.visible_at = now + VISIBILITY_ROUNDS * ROUND_SECONDS
+        return True
+
+
+@dataclass
+class Harness:
+    world: FakeWorld
+    queues: dict[str, Sqs]
+    _created: str = ""
+    delivered_at: int | None = None
+
+    @classmethod
+    def build(cls, *, shuffle: int | None = None, duplicate: bool = False) -> Harness:
+        world = make_world(SETTINGS)
+        world.fetcher.responses = {
+            f"https://img.test/{n}/{x}.jpg": jpeg() for n in range(1, ROWS + 1) for x in "ab"
+        }
+        rng = random.Random(shuffle) if shuffle is not None else None
+        dlq = Sqs(FakeQueue(), event_handlers.rows_dead_letter, 10)
+        queues = {
+            "ingest": Sqs(world.ingest_queue, event_handlers.ingest, 1, duplicate=duplicate),
+            "rows": Sqs(
+                world.rows_queue,
+                event_handlers.rows,
+                10,
+                dead_letter=dlq,
+                shuffle=rng,
+                duplicate=duplicate,
+            ),
+            "rows-dlq": dlq,
+            "finalize": Sqs(world.finalize_queue, event_handlers.finalize, 1, duplicate=duplicate),
+            "webhook": Sqs(world.webhook_queue, event_handlers.webhooks, 1, duplicate=duplicate),
+        }
+        return cls(world, queues)
+
+    def elapsed(self) -> int:
+        return int((self.world.clock.now() - parse_iso(self._created)).total_seconds())
+
+    def submit(self, webhook: str = "https://hook.test/h") -> str:
+        accepted = upload.submit_csv(self.world.deps, products_csv().encode(), webhook, None)
+        self._created = accepted.job.created_at
+        self.notify(accepted.job.input_key)
+        return accepted.job.request_id
+
+    def notify(self, key: str) -> None:
+        self.world.ingest_queue.send_batch([storage_event(key)])
+
+    def run(self, request_id: str, max_seconds: int = 3600) -> int:
+        """Deliver and sweep until the job is terminal and its webhook settled; returns the
+        simulated seconds from submission to the terminal state."""
+        terminal_at: int | None = None
+        for tick in range(0, max_seconds, ROUND_SECONDS):
+            for sqs in self.queues.values():
+                sqs.collect(tick)
+            for sqs in self.queues.values():
+                sqs.deliver(self.world.deps, tick)
+            job = self.world.store.get_job(request_id)
+            if job is None:  # not created yet (its creator died; the event comes back)
+                self.world.clock.advance(ROUND_SECONDS)
+                continue
+            if job.status.terminal and terminal_at is None:
+                terminal_at = self.elapsed()
+            settled = job.webhook.state in (WebhookState.DELIVERED, WebhookState.FAILED)
+            if settled and self.delivered_at is None and job.status.terminal:
+                self.delivered_at = self.elapsed()
+            idle = not any(q.waiting or q.source.sent for q in self.queues.values())
+            if job.status.terminal and settled and idle:
+                assert terminal_at is not None
+                return terminal_at
+            self.world.clock.advance(ROUND_SECONDS)
+            if tick % SWEEP_EVERY == 0:
+                recovery.sweep(self.world.deps)
+        raise AssertionError(
+            f"job {request_id} did not settle: {self.world.store.get_job(request_id)}"
+        )
+
+    def final_events(self) -> set[str]:
+        """Distinct final events the receiver accepted (2xx), by webhook-id."""
+        return {
+            h["webhook-id"]
+            for (_, _, h), code in zip(
+                self.world.sender.posts, self.world.sender.answered, strict=True
+            )
+            if code is not None and 200 <= code < 300
+        }
+
+    def assert_exact(self, request_id: str, *, failed_images: int = 0) -> None:
+        job = self.world.store.get_job(request_id)
+        assert job is not None
+        assert job.status == (
+            JobStatus.COMPLETED if failed_images == 0 else JobStatus.COMPLETED_WITH_ERRORS
+        )
+        p = job.progress
+        assert (p.total_products, p.processed_products) == (ROWS, ROWS)
+        assert (p.total_images, p.processed_images, p.failed_images) == (
+            2 * ROWS,
+            2 * ROWS,
+            failed_images,
+        )
+        data = self.world.outputs.objects[job.output_csv_key][0].decode()
+        serials = [int(r[0]) for r in list(csv.reader(io.StringIO(data)))[1:]]
+        assert serials == list(range(1, ROWS + 1))
+        assert self.final_events() == {job.webhook.webhook_id}
+        assert job.webhook.state == WebhookState.DELIVERED
+
+
+OUTCOMES: list[tuple[str, str, int, int | None]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def outcome_table() -> Any:
+    yield
+    print("\nfault | outcome | s to terminal | s to webhook delivered (simulated clock)")
+    for fault, outcome, seconds, delivered in OUTCOMES:
+        print(f"{fault} | {outcome} | {seconds} | {delivered}")
+
+
+def record(fault: str, harness: Harness, request_id: str, seconds: int) -> None:
+    job = harness.world.store.get_job(request_id)
+    assert job is not None
+    OUTCOMES.append((fault, str(job.status), seconds, harness.delivered_at))
+
+
+def test_no_fault_baseline() -> None:
+    h = Harness.build()
+    request_id = h.submit()
+    seconds = h.run(request_id)
+    h.assert_exact(request_id)
+    record("none", h, request_id, seconds)
+
+
+def test_crash_after_the_csv_is_stored_before_the_job_record() -> None:
+    """A CSV dropped in the bucket: the ingest dies before creating the job; the storage
+    event comes back and the job is created once."""
+    h = Harness.build()
+    data = products_csv().encode()
+    key = "incoming/partner/drop.csv"
+    h.world.uploads.put_bytes(key, data, "text/csv")
+    crash_once(h.world.store, "create_job")
+    h.notify(key)
+    request_id = ingest.job_id_for_key(key, "e")
+    h._created = iso(h.world.clock.now())
+    seconds = h.run(request_id)
+    h.assert_exact(request_id)
+    assert len(h.world.store.jobs) == 1
+    record("after CSV stored, before job record", h, request_id, seconds)
+
+
+def test_crash_after_the_job_record_before_the_csv_is_stored() -> None:
+    """The API died between writing the job and storing its CSV: the sweeper ends the job
+    `failed` with the reason once the upload window has passed, and says so by webhook."""
+    h = Harness.build()
+    crash_once(h.world.uploads, "put_bytes")
+    with pytest.raises(Crash):
+        upload.submit_csv(h.world.deps, products_csv().encode(), "https://hook.test/h", None)
+    (request_id,) = h.world.store.jobs
+    h._created = h.world.store.jobs[request_id].created_at
+    seconds = h.run(request_id)
+    job = h.world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.FAILED
+    assert "no CSV arrived" in str(job.errors[0]["message"])
+    assert h.final_events() == {job.webhook.webhook_id}
+    record("after job record, before CSV stored (API)", h, request_id, seconds)
+
+
+@pytest.mark.parametrize(
+    ("method", "on_call", "after", "fault"),
+    [
+        ("start_processing", 1, False, "after job record, before fan-out"),
+        ("send_batch", 1, False, "fan-out: first batch"),
+        ("send_batch", 2, True, "fan-out: middle"),
+    ],
+)
+def test_crash_in_ingest(method: str, on_call: int, after: bool, fault: str) -> None:
+    h = Harness.build()
+    target = h.world.store if method == "start_processing" else h.world.rows_queue
+    crash_once(target, method, on_call=on_call, after=after)
+    request_id = h.submit()
+    seconds = h.run(request_id)
+    h.assert_exact(request_id)
+    record(fault, h, request_id, seconds)
+
+
+def test_crash_after_an_image_is_stored_before_it_is_recorded() -> None:
+    h = Harness.build()
+    crash_once(h.world.store, "record_row", on_call=3)
+    request_id = h.submit()
+    seconds = h.run(request_id)
+    h.assert_exact(request_id)
+    assert len(h.world.outputs.objects) == 2 * ROWS + 1  # keys rewritten, never duplicated
+    record("image stored, row not recorded", h, request_id, seconds)
+
+
+def test_crash_between_a_row_and_its_counter() -> None:
+    """The row's update landed and its counter never did: the sweeper recounts."""
+    h = Harness.build()
+    store = h.world.store
+    original = store.record_row
+    lost = [False]
+
+    def record_row_then_lose_counter(request_id: str, position: int, results: Any, now: Any) -> Any:
+        progress = original(request_id, position, results, now)
+        if position == ROWS - 1 and progress is not None and not lost[0]:
+            lost[0] = True
+            with store._lock:
+                job = store.jobs[request_id]
+                job.progress = replace(
+                    job.progress, processed_products=job.progress.processed_products - 1
+                )
+            raise Crash("died between the row and its counter")
+        return progress
+
+    store.record_row = record_row_then_lose_counter  # type: ignore[method-assign]
+    request_id = h.submit()
+    seconds = h.run(request_id)
+    h.assert_exact(request_id)
+    record("row recorded, counter lost", h, request_id, seconds)
+
+
+@pytest.mark.parametrize(
+    ("target", "method", "after", "fault"),
+    [
+        ("store", "claim_finalization", True, "last row, claim taken, finalize not sent"),
+        ("finalize_queue", "send_batch", False, "last row, before finalization message"),
+        ("store", "finish_job", False, "finalizer dies before the terminal status"),
+    ],
+)
+def test_crash_at_the_end_of_the_job(target: str, method: str, after: bool, fault: str) -> None:
+    h = Harness.build()
+    crash_once(getattr(h.world, target), method, after=after)
+    request_id = h.submit()
+    seconds = h.run(request_id)
+    h.assert_exact(request_id)
+    record(fault, h, request_id, seconds)
+
+
+@pytest.mark.parametrize(
+    ("target", "method", "after", "fault"),
+    [
+        ("webhook_queue", "send_batch", False, "terminal, webhook never queued"),
+        ("sender", "post", True, "webhook POSTed, attempt not recorded"),
+        ("sender", "post", False, "webhook sender dies before POST"),
+    ],
+)
+def test_crash_during_the_webhook(target: str, method: str, after: bool, fault: str) -> None:
+    h = Harness.build()
+    crash_once(getattr(h.world, target), method, after=after)
+    request_id = h.submit()
+    seconds = h.run(request_id)
+    h.assert_exact(request_id)
+    record(fault, h, request_id, seconds)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_duplicated_and_reordered_deliveries(seed: int) -> None:
+    h = Harness.build(shuffle=seed, duplicate=True)
+    request_id = h.submit()
+    h.notify(f"incoming/{request_id}.csv")  # and the storage event twice more
+    seconds = h.run(request_id)
+    h.assert_exact(request_id)
+    assert len(h.world.store.jobs) == 1
+    record(f"every message twice, shuffled (seed {seed})", h, request_id, seconds)
+
+
+def test_receiver_failing_its_first_attempts() -> None:
+    h = Harness.build()
+    h.world.sender.answers = [500, None, 503]
+    request_id = h.submit()
+    seconds = h.run(request_id)
+    h.assert_exact(request_id)
+    job = h.world.store.get_job(request_id)
+    assert job is not None
+    assert [a.status_code for a in job.webhook.history] == [500, None, 503, 200]
+    assert len({h["webhook-id"] for _, _, h in h.world.sender.posts}) == 1
+    record("receiver fails its first 3 attempts", h, request_id, seconds)
+
+
+def test_a_row_that_always_crashes_goes_to_the_dead_letter_queue() -> None:
+    h = Harness.build()
+    original = h.world.outputs.put_bytes
+
+    def put_bytes(key: str, data: bytes, content_type: str) -> None:
+        if "/7/" in key:
+            raise ConnectionError("storing this row's images fails on every receive")
+        original(key, data, content_type)
+
+    h.world.outputs.put_bytes = put_bytes  # type: ignore[method-assign]
+    request_id = h.submit()
+    seconds = h.run(request_id)
+    job = h.world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.COMPLETED_WITH_ERRORS
+    assert job.progress.failed_images == 2
+    (row,) = [r for r in h.world.store.iter_rows(request_id) if r.serial == 7]
+    assert "dead-letter" in row.errors[0]["message"]
+    assert h.final_events() == {job.webhook.webhook_id}
+    record("a row crashes on every receive (DLQ)", h, request_id, seconds)
+
+
+def test_transient_failures_are_retried_and_permanent_ones_are_not() -> None:
+    h = Harness.build()
+    flaky = "https://img.test/3/a.jpg"
+    gone = "https://img.test/4/b.jpg"
+    answers: dict[str, list[bytes | ImageFailure]] = {
+        flaky: [
+            ImageFailure(ImageErrorCode.HTTP_ERROR, "HTTP 503", retryable=True),
+            ImageFailure(ImageErrorCode.TIMEOUT, "timed out", retryable=True),
+            jpeg(),
+        ],
+    }
+    original = h.world.fetcher.fetch
+    calls: dict[str, int] = {}
+
+    def fetch(url: str) -> bytes:
+        calls[url] = calls.get(url, 0) + 1
+        if url == gone:
+            raise ImageFailure(ImageErrorCode.HTTP_ERROR, "HTTP 404")
+        if answers.get(url):
+            answer = answers[url].pop(0)
+            if isinstance(answer, ImageFailure):
+                raise answer
+            return answer
+        return original(url)
+
+    h.world.fetcher.fetch = fetch  # type: ignore[method-assign]
+    request_id = h.submit()
+    h.run(request_id)
+    h.assert_exact(request_id, failed_images=1)
+    assert calls[flaky] == 3 and calls[gone] == 1
+    assert len(h.world.sleeps) == 2  # one backoff per retry
+
+
+def test_retry_requeues_only_the_failed_images_and_finalizes_again() -> None:
+    h = Harness.build()
+    gone = "https://img.test/4/b.jpg"
+    image = h.world.fetcher.responses.pop(gone)
+    request_id = h.submit()
+    h.run(request_id)
+    first = h.world.store.get_job(request_id)
+    assert first is not None and first.status == JobStatus.COMPLETED_WITH_ERRORS
+    first_csv = h.world.outputs.objects[first.output_csv_key][0]
+
+    h.world.fetcher.responses[gone] = image
+    h.world.fetcher.calls.clear()
+    recovery.retry_failed(h.world.deps, request_id)
+    h.run(request_id)
+    job = h.world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.COMPLETED
+    assert job.progress.processed_images == 2 * ROWS and job.progress.failed_images == 0
+    assert h.final_events() == {first.webhook.webhook_id, job.webhook.webhook_id}
+    assert h.world.fetcher.calls == [gone]
+    second = h.world.store.get_job(request_id)
+    assert second is not None and second.generation == 1
+    assert second.webhook.webhook_id != first.webhook.webhook_id
+    assert h.world.outputs.objects[second.output_csv_key][0] != first_csv
+    assert h.world.events.types().count("job.completed_with_errors") == 1
+    assert h.world.events.types().count("job.completed") == 1
+
+
+def test_redeliver_sends_the_same_event_again() -> None:
+    h = Harness.build()
+    request_id = h.submit()
+    h.run(request_id)
+    job = recovery.redeliver_webhook(h.world.deps, request_id)
+    assert job.webhook.state == WebhookState.PENDING
+    h.run(request_id)
+    ids = [headers["webhook-id"] for _, _, headers in h.world.sender.posts]
+    assert len(ids) == 2 and len(set(ids)) == 1
+    final = h.world.store.get_job(request_id)
+    assert final is not None and final.webhook.attempts == 2
+
+
+def test_lifecycle_events_are_published_once() -> None:
+    h = Harness.build(duplicate=True)
+    request_id = h.submit()
+    h.run(request_id)
+    assert h.world.events.types() == ["job.accepted", "job.completed"]
+    assert all(detail["requestId"] == request_id for _, detail in h.world.events.published)
