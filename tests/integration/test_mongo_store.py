@@ -365,3 +365,79 @@ def test_a_thousand_row_job_writes_few_documents(
     assert [r.position for r in page] == list(range(990, 1000))
     assert streamed == 1000
     assert mongo_db["jobs"].count_documents({}) + mongo_db["rows"].count_documents({}) == 21
+
+
+# --- recovery: what the sweeper, the retry and the redelivery rely on ---------------------
+
+
+def test_recount_repairs_a_lost_counter(store: MongoJobStore, mongo_db: Database[Any]) -> None:
+    job = new_job(chunk_size=3)
+    rows = make_rows(5, images=2)
+    load(store, job, rows)
+    for row in rows[:4]:
+        store.record_row(job.request_id, row.position, ok_results(row), NOW)
+    # a crash between a row's update and its counter: take one row's counts back off
+    mongo_db["jobs"].update_one(
+        {"_id": job.request_id},
+        {"$inc": {"progress.processedProducts": -1, "progress.processedImages": -2}},
+    )
+    later = NOW + timedelta(minutes=20)
+    assert store.recount(job.request_id, later) == Progress(5, 4, 10, 8, 0)
+    stored = store.get_job(job.request_id)
+    assert stored is not None and stored.updated_at == iso(later)
+    assert store.recount(str(uuid.uuid4()), later) is None
+
+
+def test_find_stalled_and_webhooks_due(store: MongoJobStore) -> None:
+    old, fresh, done = new_job(), new_job(), new_job()
+    for job in (old, fresh, done):
+        assert store.create_job(job)
+    store.claim_ingest(fresh.request_id, NOW + timedelta(minutes=30), LEASE)
+    store.finish_job(done.request_id, JobStatus.COMPLETED, NOW, webhook_url="https://h.test/x")
+    cutoff = NOW + timedelta(minutes=10)
+    stalled = {j.request_id for j in store.find_stalled(cutoff, 100)}
+    assert old.request_id in stalled and fresh.request_id not in stalled
+    assert done.request_id not in stalled
+    assert [j.request_id for j in store.find_webhooks_due(cutoff, 100)] == [done.request_id]
+    store.schedule_webhook(done.request_id, cutoff + timedelta(minutes=1))
+    assert store.find_webhooks_due(cutoff, 100) == []
+
+
+def test_redeliver_only_a_settled_webhook_of_a_finished_job(store: MongoJobStore) -> None:
+    job = new_job()
+    assert store.create_job(job)
+    assert store.redeliver_webhook(job.request_id, "msg_1", NOW) is False  # not terminal
+    store.finish_job(
+        job.request_id, JobStatus.COMPLETED, NOW, webhook_url="https://h.test/x", webhook_id="msg_1"
+    )
+    assert store.redeliver_webhook(job.request_id, "msg_1", NOW) is False  # still pending
+    attempt = WebhookAttempt(1, iso(NOW), 204, "", 5)
+    store.record_webhook_attempt(job.request_id, attempt, WebhookState.DELIVERED, None)
+    assert store.redeliver_webhook(job.request_id, "msg_1", NOW) is True
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert (stored.webhook.state, stored.webhook.webhook_id) == (WebhookState.PENDING, "msg_1")
+    assert stored.webhook.history == [attempt]
+
+
+def test_reopen_and_reset_only_the_failed_rows(store: MongoJobStore) -> None:
+    job = new_job(chunk_size=2)
+    rows = make_rows(4, images=2)
+    load(store, job, rows)
+    for row in rows:
+        results = ok_results(row)
+        if row.position in (1, 3):
+            results[1] = ImageResult(row.urls[1], error_code=ImageErrorCode.HTTP_ERROR)
+        store.record_row(job.request_id, row.position, results, NOW)
+    store.finish_job(job.request_id, JobStatus.COMPLETED_WITH_ERRORS, NOW)
+    assert store.reopen_failed(job.request_id, 1, NOW) is True
+    assert store.reopen_failed(job.request_id, 1, NOW) is False
+    reset = list(store.reset_failed_rows(job.request_id, NOW))
+    assert [r.position for r in reset] == [1, 3]
+    assert [r.output_keys[0] for r in reset] == ["outputs/20/0.jpg", "outputs/40/0.jpg"]
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert stored.status == JobStatus.PROCESSING and stored.generation == 1
+    assert stored.progress == Progress(4, 2, 8, 4, 0)
+    assert list(store.reset_failed_rows(job.request_id, NOW)) == []  # nothing failed is left
+    assert store.claim_ingest(job.request_id, NOW, LEASE) is True  # the retry's fan-out
