@@ -63,7 +63,7 @@ def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> No
     parser.add_argument(
         "--schedule-scale",
         type=_positive_float,
-        help="multiply rate() schedule periods (default: LOCAL_SCHEDULE_SCALE or 1)",
+        help="multiply rate() schedule periods (default: LOCAL_SCHEDULE_SCALE or 0.1)",
     )
 
 

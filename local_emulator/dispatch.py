@@ -226,6 +226,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._keeper = _VisibilityKeeper(sqs, self._stop, self._log)
         self._threads: list[threading.Thread] = []
+        self._disabled: set[str] = set()  # queue names whose mappings are switched off
         self._stats_lock = threading.Lock()
         self.stats: dict[str, FunctionStats] = {}
         self.descriptions: list[str] = []
@@ -241,6 +242,13 @@ class Dispatcher:
             stats.records += records
             stats.failed_records += failed
             stats.errors += int(error)
+
+    def disable(self, queue_name: str) -> None:
+        """Stop polling the queue, as `UpdateEventSourceMapping Enabled=false` does."""
+        self._disabled.add(queue_name)
+
+    def enable(self, queue_name: str) -> None:
+        self._disabled.discard(queue_name)
 
     # -- set-up ---------------------------------------------------------------------
     def add_sqs(self, function: FunctionInfo, source: SqsEventSource, pollers: int) -> None:
@@ -311,6 +319,9 @@ class Dispatcher:
     def _poll(self, function: FunctionInfo, source: SqsEventSource, handler: Handler) -> None:
         size = max(1, source.batch_size)
         while not self._stop.is_set():
+            if source.queue.name in self._disabled:
+                self._stop.wait(0.1)
+                continue
             try:
                 messages = self._receive(source, size, wait=1)
                 if messages and len(messages) < size and source.batching_window > 0:

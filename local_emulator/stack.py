@@ -41,6 +41,9 @@ DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 DEFAULT_VISIBILITY_SCALE = 0.05
 DEFAULT_VISIBILITY_CAP = 60
 EMULATOR_RETRY_SCHEDULE = "2,5,10,30,60"
+DEFAULT_SCHEDULE_SCALE = 0.1  # the sweeper's rate(5 minutes) runs every 30 s locally
+# Recovery waits, shortened like the visibility timeouts (seconds; the environment wins).
+EMULATOR_RECOVERY = {"STALL_AFTER": "30", "INGEST_LEASE": "60", "FINALIZE_LEASE": "30"}
 WORKER_QUEUE_ENV = "ROWS_QUEUE_URL"  # the queue whose consumer gets --workers pollers
 UPLOADS_BUCKET_ENV = "UPLOADS_BUCKET"
 WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
@@ -169,7 +172,7 @@ class Emulator:
         if self._schedule_scale is not None:
             return self._schedule_scale
         raw = os.environ.get("LOCAL_SCHEDULE_SCALE", "").strip()
-        return float(raw) if raw else 1.0
+        return float(raw) if raw else DEFAULT_SCHEDULE_SCALE
 
     def session(self) -> boto3.session.Session:
         return boto3.session.Session(
@@ -378,6 +381,8 @@ class Emulator:
         env["WEBHOOK_RETRY_SCHEDULE"] = user_env.get(
             "WEBHOOK_RETRY_SCHEDULE", EMULATOR_RETRY_SCHEDULE
         )
+        for name, default in EMULATOR_RECOVERY.items():
+            env[name] = user_env.get(name, default)
         return env
 
     @staticmethod
