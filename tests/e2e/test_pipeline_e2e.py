@@ -220,15 +220,19 @@ def test_webhook_is_retried_until_the_receiver_accepts_it(emulator: Emulator, im
             if doc["webhook"]["state"] == "delivered":
                 break
             time.sleep(0.3)
-        hook = doc["webhook"]
-    assert (hook["state"], hook["attempts"], hook["lastStatusCode"]) == ("delivered", 3, 204)
-    assert hook["id"] == deliveries[0].headers["webhook-id"]
-    assert [(a["attempt"], a["statusCode"]) for a in hook["history"]] == [
+        delivered = doc["webhook"]
+    assert (delivered["state"], delivered["attempts"], delivered["lastStatusCode"]) == (
+        "delivered",
+        3,
+        204,
+    )
+    assert delivered["id"] == deliveries[0].headers["webhook-id"]
+    assert [(a["attempt"], a["statusCode"]) for a in delivered["history"]] == [
         (1, 500),
         (2, 500),
         (3, 204),
     ]
-    assert [a["error"] for a in hook["history"]] == ["HTTP 500", "HTTP 500", ""]
+    assert [a["error"] for a in delivered["history"]] == ["HTTP 500", "HTTP 500", ""]
 
 
 def test_invalid_csv_through_presigned_upload_fails_the_job_with_details(
