@@ -58,6 +58,8 @@ PROGRESS = {
             "totalImages",
             "processedImages",
             "failedImages",
+            "bytesIn",
+            "bytesOut",
         )
     }
     | {"percent": {"type": "number", "minimum": 0, "maximum": 100}},
@@ -320,7 +322,26 @@ def _document() -> dict[str, Any]:
                                 "state": {"type": "string"},
                                 "attempts": {"type": "integer"},
                                 "lastStatusCode": {"type": "integer", "nullable": True},
+                                "id": {"type": "string", "nullable": True},
+                                "nextAttemptAt": {"type": "string", "nullable": True},
+                                "history": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "attempt": {"type": "integer"},
+                                            "at": {"type": "string"},
+                                            "statusCode": {"type": "integer", "nullable": True},
+                                            "error": {"type": "string"},
+                                            "durationMs": {"type": "integer"},
+                                        },
+                                    },
+                                },
                             },
+                        },
+                        "generation": {
+                            "type": "integer",
+                            "description": "How many times the failed images were retried",
                         },
                     },
                 },
@@ -332,6 +353,8 @@ def _document() -> dict[str, Any]:
                         "inputImageUrls": {"type": "array", "items": {"type": "string"}},
                         "outputImageUrls": {"type": "array", "items": {"type": "string"}},
                         "status": {"type": "string", "enum": ["pending", "completed", "failed"]},
+                        "inputBytes": {"type": "array", "items": {"type": "integer"}},
+                        "outputBytes": {"type": "array", "items": {"type": "integer"}},
                         "errors": {
                             "type": "array",
                             "items": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -73,7 +74,10 @@ def process_rows(deps: Dependencies, tasks: Sequence[RowTask]) -> list[BaseExcep
                 first_index.setdefault(url, index)
         pending.append(
             {
-                url: deps.image_pool.submit(_one_image, deps, task, url, index)
+                # each image runs in the caller's context: its log lines keep the requestId
+                url: deps.image_pool.submit(
+                    contextvars.copy_context().run, _one_image, deps, task, url, index
+                )
                 for url, index in first_index.items()
             }
         )

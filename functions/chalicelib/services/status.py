@@ -46,6 +46,8 @@ def product_view(deps: Dependencies, row: StoredRow) -> dict[str, object]:
         "outputImageUrls": [deps.output_url(key) for key in row.output_keys],
         "status": str(row.status),
         "errors": [dict(e) for e in row.errors],
+        "inputBytes": list(row.bytes_in),
+        "outputBytes": list(row.bytes_out),
     }
 
 
