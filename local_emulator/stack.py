@@ -67,6 +67,23 @@ def _reset_bootstrap() -> None:
         reset()
 
 
+def _adapt_bootstrap(in_process: bool) -> None:
+    """Serve the functions' S3 and SQS calls from moto's in-process backends (or stop)."""
+    module = sys.modules.get("chalicelib.bootstrap")
+    if module is None:
+        if not in_process:
+            return
+        try:
+            module = importlib.import_module("chalicelib.bootstrap")
+        except ImportError:
+            return
+    adapt_with = getattr(module, "adapt_with", None)
+    if callable(adapt_with):
+        from local_emulator import inprocess
+
+        adapt_with(inprocess.adapt if in_process else None)
+
+
 def _keep_stdout_for_the_cli(app: object) -> None:
     """Chalice logs to stdout (Lambda sends both to CloudWatch); here stdout carries the
     `storage`/`ready` lines and the demo's report, so the app's log goes to stderr."""
@@ -98,6 +115,7 @@ class Emulator:
         start_dispatchers: bool = True,
         parameter_overrides: Mapping[str, str] | None = None,
         log: Callable[[str], None] | None = None,
+        in_process_aws: bool | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -114,6 +132,13 @@ class Emulator:
         self.start_api = start_api
         self.start_dispatchers = start_dispatchers
         self.parameter_overrides = dict(parameter_overrides or {})
+        # The functions reach S3 and SQS through moto's backends in this process, not HTTP
+        # (LOCAL_AWS_IN_PROCESS=0 turns it off, e.g. to measure the difference).
+        self.in_process_aws = (
+            in_process_aws
+            if in_process_aws is not None
+            else os.environ.get("LOCAL_AWS_IN_PROCESS", "1").strip().lower() in TRUTHY
+        )
         self._log: Callable[[str], None] = log or (
             lambda line: print(line, file=sys.stderr, flush=True)
         )
@@ -312,6 +337,7 @@ class Emulator:
             self.environment["API_BASE_URL"] = self._api_url
             self._setenv("API_BASE_URL", self.environment["API_BASE_URL"])
         _reset_bootstrap()
+        _adapt_bootstrap(self.in_process_aws)
 
         if self.start_dispatchers:
             self._dispatcher = self._make_dispatcher(self._stack)
@@ -326,6 +352,7 @@ class Emulator:
             steps.append(self._dispatcher.stop)
         if self._api is not None:
             steps.append(self._api.stop)
+        steps.append(lambda: _adapt_bootstrap(False))
         steps.append(_reset_bootstrap)
         if self._moto is not None:
             steps.append(self._moto.stop)

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -91,6 +91,8 @@ def build(settings: Settings) -> Dependencies:
 
 _lock = threading.Lock()
 _deps: Dependencies | None = None
+Adapt = Callable[[Dependencies], Dependencies]
+_adapt: Adapt | None = None
 
 
 def dependencies() -> Dependencies:
@@ -99,8 +101,18 @@ def dependencies() -> Dependencies:
     if _deps is None:
         with _lock:
             if _deps is None:
-                _deps = build(Settings.from_env())
+                built = build(Settings.from_env())
+                _deps = _adapt(built) if _adapt is not None else built
     return _deps
+
+
+def adapt_with(hook: Adapt | None) -> None:
+    """Let a host swap adapters of the dependencies built from here on (the local emulator
+    serves S3 and SQS in-process); None removes the hook. Drops the cached dependencies."""
+    global _adapt, _deps
+    with _lock:
+        _adapt = hook
+        _deps = None
 
 
 def override(deps: Dependencies | None) -> None:

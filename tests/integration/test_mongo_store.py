@@ -174,6 +174,89 @@ def test_record_row_counts_once(store: MongoJobStore) -> None:
         store.record_row(job.request_id, 6, [], NOW)
 
 
+def test_record_rows_counts_a_batch_once_across_chunks(
+    store: MongoJobStore, mongo_db: Database[Any]
+) -> None:
+    job = new_job(chunk_size=4)
+    rows = make_rows(10, images=2)
+    load(store, job, rows)
+    bad = [
+        ImageResult(rows[3].urls[0], output_key="o/40/0.jpg", bytes_in=100, bytes_out=40),
+        ImageResult(rows[3].urls[1], error_code=ImageErrorCode.HTTP_ERROR, bytes_in=7),
+    ]
+    # an earlier delivery already recorded row 5: its chunk falls back to row by row
+    assert store.record_row(job.request_id, 5, ok_results(rows[5]), NOW) is not None
+    batch = [(2, ok_results(rows[2])), (3, bad), (4, ok_results(rows[4])), (5, ok_results(rows[5]))]
+    batch.append((6, ok_results(rows[6])))
+    batch.append((4, ok_results(rows[4])))  # the same message twice in one batch
+
+    progress = store.record_rows(job.request_id, batch, NOW)
+
+    after = Progress(10, 5, 20, 10, 1, bytes_in=107, bytes_out=40)
+    assert progress == [after, after, after, None, after, None]
+    stored = store.get_job(job.request_id)
+    assert stored is not None and stored.progress == after
+    statuses = [r.status for r in store.list_rows(job.request_id, 0, 10)]
+    assert (
+        statuses
+        == [RowStatus.PENDING] * 2
+        + [
+            RowStatus.COMPLETED,
+            RowStatus.FAILED,
+            RowStatus.COMPLETED,
+            RowStatus.COMPLETED,
+            RowStatus.COMPLETED,
+        ]
+        + [RowStatus.PENDING] * 3
+    )
+    # a redelivery of the whole batch counts nothing
+    assert store.record_rows(job.request_id, batch, NOW) == [None] * len(batch)
+    again = store.get_job(job.request_id)
+    assert again is not None and again.progress == after
+    assert store.recount(job.request_id, NOW) == after
+    with pytest.raises(KeyError):
+        store.record_rows(job.request_id, [(8, ok_results(rows[8])), (11, [])], NOW)
+
+
+def test_record_rows_in_one_chunk_is_two_writes(
+    store: MongoJobStore, mongo_db: Database[Any]
+) -> None:
+    from pymongo import monitoring
+
+    job = new_job(chunk_size=50)
+    rows = make_rows(20, images=1)
+    load(store, job, rows)
+    seen: list[str] = []
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            seen.append(event.command_name)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            return None
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            return None
+
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        mongo_db.client.address
+        and f"mongodb://{mongo_db.client.address[0]}:{mongo_db.client.address[1]}",
+        event_listeners=[Listener()],
+    )
+    try:
+        listened = MongoJobStore(client[mongo_db.name])
+        # the first call reads the job's chunk size (once per process)
+        listened.record_rows(job.request_id, [(0, ok_results(rows[0]))], NOW)
+        seen.clear()
+        batch = [(r.position, ok_results(r)) for r in rows[1:11]]
+        assert all(p is not None for p in listened.record_rows(job.request_id, batch, NOW))
+    finally:
+        client.close()
+    assert [name for name in seen if name != "endSessions"] == ["update", "findAndModify"]
+
+
 def test_claim_finalization_waits_for_every_row(store: MongoJobStore) -> None:
     job = new_job(chunk_size=2)
     rows = make_rows(3)

@@ -4,7 +4,8 @@
 the ingest/finalize claims. `rows`: `_id` = `"{requestId}:{chunk:06d}"`, the chunk's rows in
 position order as compact sub-documents `{p, s, n, u, st, o, e}`. A job of N rows writes
 1 + ceil(N / chunkSize) documents; recording a row is one positional update of its chunk and
-one `$inc` of the job's counters.
+one `$inc` of the job's counters; recording a worker's batch of rows (`record_rows`) is one
+update per chunk touched and one `$inc` for the batch.
 """
 
 from __future__ import annotations
@@ -224,6 +225,18 @@ def _result_fields(results: Sequence[ImageResult]) -> tuple[str, list[str], list
     ]
     status = RowStatus.FAILED if failed else RowStatus.COMPLETED
     return str(status), outputs, errors
+
+
+def _slot_changes(slot: str, results: Sequence[ImageResult]) -> Document:
+    """The `$set` of one row slot recorded with these results."""
+    status, outputs, errors = _result_fields(results)
+    return {
+        f"{slot}.st": status,
+        f"{slot}.o": outputs,
+        f"{slot}.e": errors,
+        f"{slot}.bi": [r.bytes_in for r in results],
+        f"{slot}.bo": [r.bytes_out for r in results],
+    }
 
 
 # --- the store ------------------------------------------------------------------------
@@ -580,34 +593,92 @@ class MongoJobStore:
         if size is None:
             raise KeyError(f"job {request_id} does not exist")
         chunk, index = divmod(position, size)
-        status, outputs, errors = _result_fields(results)
-        cid = chunk_id(request_id, chunk)
-        slot = f"rows.{index}"
+        if not self._record_slot(
+            request_id, chunk_id(request_id, chunk), f"rows.{index}", position, results
+        ):
+            return None
+        return self._count_rows(request_id, [results], now)
+
+    def record_rows(
+        self,
+        request_id: str,
+        rows: Sequence[tuple[int, Sequence[ImageResult]]],
+        now: datetime,
+    ) -> list[Progress | None]:
+        """`record_row` for several rows of one job in few operations: one guarded update per
+        chunk (every slot of the batch must still be pending, so it is all or nothing) and one
+        `$inc` of the job for all of them. When a slot was recorded before (a redelivery), that
+        chunk's rows fall back to one guarded update each. Per row, as `record_row`: the job's
+        progress after counting it, or None when it had been recorded already."""
+        size = self._chunk_size(request_id)
+        if size is None:
+            raise KeyError(f"job {request_id} does not exist")
+        by_chunk: dict[int, list[tuple[int, int, Sequence[ImageResult]]]] = {}
+        seen: set[int] = set()
+        for n, (position, results) in enumerate(rows):
+            if position in seen:  # the same row twice in one batch: the second is a repeat
+                continue
+            seen.add(position)
+            chunk, index = divmod(position, size)
+            by_chunk.setdefault(chunk, []).append((n, index, results))
+        counted: list[int] = []
+        for chunk, members in by_chunk.items():
+            cid = chunk_id(request_id, chunk)
+            guard: Document = {"_id": cid}
+            changes: Document = {}
+            for n, index, results in members:
+                slot = f"rows.{index}"
+                guard[f"{slot}.p"] = rows[n][0]
+                guard[f"{slot}.st"] = str(RowStatus.PENDING)
+                changes.update(_slot_changes(slot, results))
+            if self._rows.update_one(guard, {"$set": changes}).modified_count == 1:
+                counted += [n for n, _, _ in members]
+                continue
+            for n, index, results in members:  # some were recorded before: one by one
+                if self._record_slot(request_id, cid, f"rows.{index}", rows[n][0], results):
+                    counted.append(n)
+        if not counted:
+            return [None] * len(rows)
+        recorded = [rows[n][1] for n in counted]
+        progress = self._count_rows(request_id, recorded, now)
+        out: list[Progress | None] = [None] * len(rows)
+        for n in counted:
+            out[n] = progress
+        return out
+
+    def _record_slot(
+        self,
+        request_id: str,
+        cid: str,
+        slot: str,
+        position: int,
+        results: Sequence[ImageResult],
+    ) -> bool:
+        """One row's guarded update: True when it changed the row (first recording)."""
         result = self._rows.update_one(
             {"_id": cid, f"{slot}.p": position, f"{slot}.st": str(RowStatus.PENDING)},
-            {
-                "$set": {
-                    f"{slot}.st": status,
-                    f"{slot}.o": outputs,
-                    f"{slot}.e": errors,
-                    f"{slot}.bi": [r.bytes_in for r in results],
-                    f"{slot}.bo": [r.bytes_out for r in results],
-                }
-            },
+            {"$set": _slot_changes(slot, results)},
         )
-        if result.modified_count != 1:
-            if self._rows.find_one({"_id": cid, f"{slot}.p": position}, {"_id": 1}) is None:
-                raise KeyError(f"job {request_id} has no row at position {position}")
-            return None  # recorded before: a redelivery counts nothing
+        if result.modified_count == 1:
+            return True
+        if self._rows.find_one({"_id": cid, f"{slot}.p": position}, {"_id": 1}) is None:
+            raise KeyError(f"job {request_id} has no row at position {position}")
+        return False  # recorded before: a redelivery counts nothing
+
+    def _count_rows(
+        self, request_id: str, recorded: Sequence[Sequence[ImageResult]], now: datetime
+    ) -> Progress:
+        """Move the job's counters by the rows just recorded, in one `$inc`."""
+        images = [r for results in recorded for r in results]
         doc = self._jobs.find_one_and_update(
             {"_id": request_id},
             {
                 "$inc": {
-                    "progress.processedProducts": 1,
-                    "progress.processedImages": len(results),
-                    "progress.failedImages": len(errors),
-                    "progress.bytesIn": sum(r.bytes_in for r in results),
-                    "progress.bytesOut": sum(r.bytes_out for r in results),
+                    "progress.processedProducts": len(recorded),
+                    "progress.processedImages": len(images),
+                    "progress.failedImages": sum(1 for r in images if not r.ok),
+                    "progress.bytesIn": sum(r.bytes_in for r in images),
+                    "progress.bytesOut": sum(r.bytes_out for r in images),
                 },
                 "$set": {"updatedAt": iso(now)},
             },

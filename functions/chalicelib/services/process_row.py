@@ -8,11 +8,11 @@ import random
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
 
 from chalicelib import observability
-from chalicelib.domain.models import ImageErrorCode, ImageResult, output_key
+from chalicelib.domain.models import ImageErrorCode, ImageResult, Progress, output_key
 from chalicelib.errors import ImageFailure, InvalidRequest
 from chalicelib.imaging import CompressOptions, compress_to_jpeg
 from chalicelib.services.deps import Dependencies
@@ -81,22 +81,89 @@ def process_rows(deps: Dependencies, tasks: Sequence[RowTask]) -> list[BaseExcep
                 for url, index in first_index.items()
             }
         )
-    outcomes: list[BaseException | None] = []
-    for task, futures in zip(tasks, pending, strict=True):
+    outcomes: list[BaseException | None] = [None] * len(tasks)
+    done: list[tuple[int, RowTask, list[ImageResult]]] = []
+    for n, (task, futures) in enumerate(zip(tasks, pending, strict=True)):
         try:
             by_url = {url: future.result() for url, future in futures.items()}
             results = [
                 _kept_result(url, kept) if (kept := task.kept(i)) else by_url[url]
                 for i, url in enumerate(task.urls)
             ]
-            record_results(deps, task, results)
-            outcomes.append(None)
+            done.append((n, task, results))
         except Exception as exc:
-            log.exception(
-                "row %s of job %s failed; it will be retried", task.serial, task.request_id
-            )
-            outcomes.append(exc)
+            _log_retry(task)
+            outcomes[n] = exc
+    for n, error in record_batch(deps, done):
+        outcomes[n] = error
     return outcomes
+
+
+@runtime_checkable
+class BatchRecorder(Protocol):
+    """A store that records several rows of one job in few operations (MongoJobStore)."""
+
+    def record_rows(
+        self,
+        request_id: str,
+        rows: Sequence[tuple[int, Sequence[ImageResult]]],
+        now: datetime,
+    ) -> list[Progress | None]: ...
+
+
+def record_batch(
+    deps: Dependencies, done: Sequence[tuple[int, RowTask, list[ImageResult]]]
+) -> list[tuple[int, BaseException | None]]:
+    """Record the finished rows of a batch: per job, in one call when the store can (each
+    row still counted once), else row by row. Returns (index, error or None) per row."""
+    outcomes: list[tuple[int, BaseException | None]] = []
+    by_job: dict[str, list[tuple[int, RowTask, list[ImageResult]]]] = {}
+    for item in done:
+        by_job.setdefault(item[1].request_id, []).append(item)
+    store = deps.store
+    for request_id, items in by_job.items():
+        if isinstance(store, BatchRecorder) and len(items) > 1:
+            try:
+                progress = store.record_rows(
+                    request_id, [(t.position, r) for _, t, r in items], deps.clock.now()
+                )
+            except Exception:
+                log.exception("job %s: batch record failed; recording row by row", request_id)
+            else:
+                for (n, task, results), counted in zip(items, progress, strict=True):
+                    outcomes.append((n, None))
+                    if counted is not None:
+                        observability.record_images(results)
+                    else:
+                        log.info("row %s of job %s was already recorded", task.serial, request_id)
+                _finalize_if_done(deps, request_id, [p for p in progress if p is not None])
+                continue
+        for n, task, results in items:
+            try:
+                record_results(deps, task, results)
+                outcomes.append((n, None))
+            except Exception as exc:
+                _log_retry(task)
+                outcomes.append((n, exc))
+    return outcomes
+
+
+def _finalize_if_done(deps: Dependencies, request_id: str, counted: Sequence[Progress]) -> None:
+    """Ask for finalization when the rows just counted finished the job; when nothing was
+    counted (all redelivered) ask whenever the job is complete, as `record_results` does."""
+    if counted:
+        progress = max(counted, key=lambda p: p.processed_products)
+    else:
+        job = deps.store.get_job(request_id)
+        if job is None or job.status.terminal:
+            return
+        progress = job.progress
+    if progress.processed_products >= progress.total_products:
+        request_finalization(deps, request_id)
+
+
+def _log_retry(task: RowTask) -> None:
+    log.exception("row %s of job %s failed; it will be retried", task.serial, task.request_id)
 
 
 def record_results(deps: Dependencies, task: RowTask, results: list[ImageResult]) -> None:
