@@ -64,7 +64,7 @@ def products(images: str, rows: int, name: str = "mug.jpg") -> str:
     return HEADER + "".join(f"{n},Item {n},{images}/{name}\n" for n in range(1, rows + 1))
 
 
-def wait_until(predicate: Any, timeout: float = 60) -> None:
+def wait_until(predicate: Any, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -154,10 +154,11 @@ def test_retry_failed_images_and_redeliver_the_webhook(
     assert first["progress"]["failedImages"] == 1
     api = emulator.api_url
 
-    early = requests.post(f"{api}/api/jobs/{request_id}/retry", timeout=10)
+    wait_until(lambda: status(emulator, request_id)["webhook"]["state"] == "delivered")
     shutil.copy(image_dir / "mug.jpg", image_dir / "later.jpg")
-    wait_until(lambda: len(receiver.deliveries) >= 1)
-    assert early.status_code == 202, early.text
+    retried = requests.post(f"{api}/api/jobs/{request_id}/retry", timeout=10)
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["generation"] == 1
     second = wait_terminal(emulator, request_id)
     wait_until(lambda: len(receiver.deliveries) >= 2)
     assert second["status"] == "completed" and second["generation"] == 1

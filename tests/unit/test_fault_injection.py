@@ -22,7 +22,7 @@ import pytest
 from chalicelib.config import Settings
 from chalicelib.domain.models import ImageErrorCode, JobStatus, WebhookState
 from chalicelib.domain.timefmt import iso, parse_iso
-from chalicelib.errors import ImageFailure
+from chalicelib.errors import Conflict, ImageFailure
 from chalicelib.services import event_handlers, ingest, recovery, upload
 from chalicelib.services.event_handlers import BatchResponse, QueueRecord
 from PIL import Image
@@ -508,6 +508,19 @@ def test_retry_requeues_only_the_failed_images_and_finalizes_again() -> None:
     assert h.world.outputs.objects[second.output_csv_key][0] != first_csv
     assert h.world.events.types().count("job.completed_with_errors") == 1
     assert h.world.events.types().count("job.completed") == 1
+
+
+def test_retry_waits_for_the_first_final_event() -> None:
+    h = Harness.build()
+    h.world.fetcher.responses.pop("https://img.test/4/b.jpg")
+    request_id = h.submit()
+    working = [q for name, q in h.queues.items() if name != "webhook"]
+    while not h.world.store.jobs[request_id].status.terminal:  # the webhook stays queued
+        for sqs in working:
+            sqs.collect(0)
+            sqs.deliver(h.world.deps, 0)
+    with pytest.raises(Conflict, match="still being delivered"):
+        recovery.retry_failed(h.world.deps, request_id)
 
 
 def test_redeliver_sends_the_same_event_again() -> None:

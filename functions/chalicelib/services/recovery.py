@@ -127,6 +127,9 @@ def retry_failed(deps: Dependencies, request_id: str) -> Job:
         raise Conflict(f"job {request_id} is {job.status}; only a finished job can be retried")
     if job.progress.failed_images == 0:
         raise Conflict(f"job {request_id} has no failed images to retry")
+    if job.webhook.state == WebhookState.PENDING:
+        # its final event must reach the receiver before the job can end a second time
+        raise Conflict(f"the webhook of job {request_id} is still being delivered; retry later")
     if not job.fanout_done and job.progress.total_products == 0:
         raise Conflict(f"job {request_id} failed before it had rows; submit the CSV again")
     generation = job.generation + 1
