@@ -70,6 +70,7 @@ class Settings:
     max_image_bytes: int = 25 * MIB
     max_image_pixels: int = 50_000_000
     output_quality: int = 50
+    output_optimize: bool = True
     output_url_ttl: int = 7 * 24 * 3600
     public_base_url: str = ""
     upload_url_ttl: int = 900
@@ -111,6 +112,7 @@ class Settings:
             max_image_bytes=_int(e, "MAX_IMAGE_BYTES", cls.max_image_bytes),
             max_image_pixels=_int(e, "MAX_IMAGE_PIXELS", cls.max_image_pixels),
             output_quality=max(1, min(95, _int(e, "OUTPUT_QUALITY", cls.output_quality))),
+            output_optimize=_bool(e, "OUTPUT_OPTIMIZE", default=cls.output_optimize),
             output_url_ttl=min(_int(e, "OUTPUT_URL_TTL", cls.output_url_ttl), 7 * 24 * 3600),
             public_base_url=e.get("PUBLIC_BASE_URL", "").rstrip("/"),
             upload_url_ttl=max(1, min(_int(e, "UPLOAD_URL_TTL", cls.upload_url_ttl), 900)),

@@ -520,3 +520,13 @@ def test_readme_lists_the_formats_decoded() -> None:
     section = readme.split("## Hostile input", 1)[1].split("\n## ", 1)[0]
     for name in (*FORMATS, "MPO"):
         assert f"`{name}`" in section, name
+
+
+def test_optimised_huffman_tables_shrink_the_file_without_changing_a_pixel() -> None:
+    source = io.BytesIO()
+    photo((640, 480)).save(source, "JPEG", quality=95)
+    plain = compress_to_jpeg(source.getvalue(), CompressOptions(optimize=False))
+    optimised = compress_to_jpeg(source.getvalue(), CompressOptions())
+    assert len(optimised.data) < 0.95 * len(plain.data)
+    with Image.open(io.BytesIO(plain.data)) as a, Image.open(io.BytesIO(optimised.data)) as b:
+        assert a.tobytes() == b.tobytes()

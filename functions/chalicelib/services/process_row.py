@@ -221,7 +221,11 @@ def _one_image(deps: Dependencies, task: RowTask, url: str, index: int) -> Image
         data = fetch_with_retries(deps, url)
         compressed = compress_to_jpeg(
             data,
-            CompressOptions(quality=settings.output_quality, max_pixels=settings.max_image_pixels),
+            CompressOptions(
+                quality=settings.output_quality,
+                max_pixels=settings.max_image_pixels,
+                optimize=settings.output_optimize,
+            ),
         )
     except ImageFailure as failure:
         return ImageResult(
