@@ -25,7 +25,7 @@ class Variant:
     """Our compressor with different process start-up or `save()` arguments.
 
     `save` entries are merged into the arguments of every JPEG save of the process (the
-    pipeline's own `rgb.save(..., quality=..., optimize=False)` included), so the real
+    pipeline's own `rgb.save(..., quality=..., optimize=...)` included), so the real
     `compress_to_jpeg` runs unchanged except for what is being measured.
     """
 
