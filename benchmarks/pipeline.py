@@ -131,6 +131,7 @@ class Pipeline:
         self.client: MongoClient[dict[str, Any]] = MongoClient(emu.mongo_uri)
         self.jobs = self.client[emu.environment.get("MONGO_DB", "image_pipeline")]["jobs"]
         self.runs = 0
+        self.phases: dict[str, float] = {}
 
     def run(self, plan: Plan) -> tuple[float, float]:
         """(seconds from upload to terminal status, seconds to the upload's answer)."""
@@ -146,14 +147,21 @@ class Pipeline:
         accepted = time.perf_counter() - started
         request_id = answer.json()["requestId"]
         deadline = started + 1800
+        self.phases = {}
         while time.perf_counter() < deadline:
             doc = self.jobs.find_one({"_id": request_id}, {"status": 1, "progress": 1})
+            now = time.perf_counter() - started
+            progress = (doc or {}).get("progress", {})
+            done = int(progress.get("processedProducts", 0))
+            if done > 0:
+                self.phases.setdefault("first row", now)
+            if done and done >= int(progress.get("totalProducts", 0)):
+                self.phases.setdefault("last row", now)
             if doc is not None and doc["status"] in TERMINAL:
-                elapsed = time.perf_counter() - started
-                progress = doc.get("progress", {})
+                self.phases["terminal"] = now
                 if doc["status"] != "completed":
                     raise RuntimeError(f"job {request_id} ended {doc['status']}: {progress}")
-                return elapsed, accepted
+                return now, accepted
             time.sleep(0.05)
         raise RuntimeError(f"job {request_id} did not end")
 
@@ -222,13 +230,17 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         p, acc = pipe.run(plan)
                         b, _ = bare.run(plan.indices)[:2]
-                    one = Round(bare=b, pipeline=p, accepted=acc)
+                    one = Round(bare=b, pipeline=p, accepted=acc, phases=dict(pipe.phases))
                     results.append(one)
                     say(
                         f"round {r + 1}/{rounds}: bare {b:6.2f}s "
                         f"({plan.megapixels / b:5.1f} MP/s)  pipeline {p:6.2f}s "
                         f"({plan.megapixels / p:5.1f} MP/s, upload answered in {acc:.2f}s)  "
                         f"ratio {one.ratio:.3f}  load {_loadavg()}"
+                    )
+                    say(
+                        "  pipeline timeline: "
+                        + ", ".join(f"{k} at {v:.2f}s" for k, v in one.phases.items())
                     )
             finally:
                 pipe.close()

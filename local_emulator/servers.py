@@ -122,6 +122,9 @@ class MotoServer:
             create_backend_app,
         )
 
+        from local_emulator import moto_patches
+
+        moto_patches.apply()
         werkzeug_log = logging.getLogger("werkzeug")
         if werkzeug_log.level == logging.NOTSET:
             werkzeug_log.setLevel(logging.WARNING)
