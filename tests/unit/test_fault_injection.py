@@ -377,26 +377,14 @@ def test_crash_between_a_row_and_its_counter() -> None:
         ("store", "claim_finalization", True, "last row, claim taken, finalize not sent"),
         ("finalize_queue", "send_batch", False, "last row, before finalization message"),
         ("store", "finish_job", False, "finalizer dies before the terminal status"),
-    ],
-)
-def test_crash_at_the_end_of_the_job(target: str, method: str, after: bool, fault: str) -> None:
-    h = Harness.build()
-    crash_once(getattr(h.world, target), method, after=after)
-    request_id = h.submit()
-    seconds = h.run(request_id)
-    h.assert_exact(request_id)
-    record(fault, h, request_id, seconds)
-
-
-@pytest.mark.parametrize(
-    ("target", "method", "after", "fault"),
-    [
         ("webhook_queue", "send_batch", False, "terminal, webhook never queued"),
         ("sender", "post", True, "webhook POSTed, attempt not recorded"),
         ("sender", "post", False, "webhook sender dies before POST"),
     ],
 )
-def test_crash_during_the_webhook(target: str, method: str, after: bool, fault: str) -> None:
+def test_crash_at_the_end_of_the_job_or_in_its_webhook(
+    target: str, method: str, after: bool, fault: str
+) -> None:
     h = Harness.build()
     crash_once(getattr(h.world, target), method, after=after)
     request_id = h.submit()
