@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextvars
 import logging
 import random
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -67,20 +70,29 @@ def process_rows(deps: Dependencies, tasks: Sequence[RowTask]) -> list[BaseExcep
     """Process a batch; every image of every row runs on the shared pool at once.
     Returns, per task, None on success or the error that should make it be redelivered."""
     pending: list[dict[str, Future[ImageResult]]] = []
+    in_batch: dict[tuple[str, str], Future[ImageResult]] = {}
+    reuse = reuse_cache(deps)
     for task in tasks:
         first_index: dict[str, int] = {}
         for index, url in enumerate(task.urls):
             if task.kept(index) is None:
                 first_index.setdefault(url, index)
-        pending.append(
-            {
+        futures: dict[str, Future[ImageResult]] = {}
+        for url, index in first_index.items():
+            # The same URL anywhere in the job is fetched and compressed once: within the
+            # batch the rows share one future; later rows reuse the stored output.
+            job_url = (task.request_id, url)
+            reused = reuse.get(job_url)
+            if reused is not None:
+                futures[url] = _resolved(reused)
+                continue
+            if job_url not in in_batch:
                 # each image runs in the caller's context: its log lines keep the requestId
-                url: deps.image_pool.submit(
+                in_batch[job_url] = deps.image_pool.submit(
                     contextvars.copy_context().run, _one_image, deps, task, url, index
                 )
-                for url, index in first_index.items()
-            }
-        )
+            futures[url] = in_batch[job_url]
+        pending.append(futures)
     outcomes: list[BaseException | None] = [None] * len(tasks)
     done: list[tuple[int, RowTask, list[ImageResult]]] = []
     for n, (task, futures) in enumerate(zip(tasks, pending, strict=True)):
@@ -97,6 +109,59 @@ def process_rows(deps: Dependencies, tasks: Sequence[RowTask]) -> list[BaseExcep
     for n, error in record_batch(deps, done):
         outcomes[n] = error
     return outcomes
+
+
+class ReuseCache:
+    """Outputs already stored in this container, by (job, URL): a URL repeated anywhere in
+    a job is downloaded and compressed once per container (each Lambda instance keeps its
+    own; the emulator's one process sees them all). Only successes are kept, after their
+    output is stored; the oldest entries go first beyond `limit`."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._limit = limit
+        self._items: OrderedDict[tuple[str, str], ImageResult] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, job_url: tuple[str, str]) -> ImageResult | None:
+        with self._lock:
+            found = self._items.get(job_url)
+            if found is not None:
+                self._items.move_to_end(job_url)
+                self.hits += 1
+            return found
+
+    def put(self, job_url: tuple[str, str], result: ImageResult) -> None:
+        with self._lock:
+            self._items[job_url] = result
+            self._items.move_to_end(job_url)
+            while len(self._items) > self._limit:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.hits = 0
+
+
+_REUSE: weakref.WeakKeyDictionary[object, ReuseCache] = weakref.WeakKeyDictionary()
+_REUSE_LOCK = threading.Lock()
+
+
+def reuse_cache(deps: Dependencies) -> ReuseCache:
+    """The reuse cache of the output store these dependencies write to (one per container;
+    tests get one per fake world)."""
+    with _REUSE_LOCK:
+        cache = _REUSE.get(deps.outputs)
+        if cache is None:
+            cache = _REUSE[deps.outputs] = ReuseCache()
+        return cache
+
+
+def _resolved(result: ImageResult) -> Future[ImageResult]:
+    future: Future[ImageResult] = Future()
+    future.set_result(result)
+    return future
 
 
 @runtime_checkable
@@ -237,4 +302,6 @@ def _one_image(deps: Dependencies, task: RowTask, url: str, index: int) -> Image
         return ImageResult(url, error_code=code, error_message=str(exc)[:300], bytes_in=len(data))
     key = output_key(task.request_id, task.serial, index)
     deps.outputs.put_bytes(key, compressed.data, "image/jpeg")
-    return ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=len(compressed.data))
+    result = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=len(compressed.data))
+    reuse_cache(deps).put((task.request_id, url), result)
+    return result
