@@ -42,6 +42,7 @@ import tracemalloc
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ from local_emulator.stack import Emulator  # noqa: E402
 from tests.support.servers import serve_bytes  # noqa: E402
 
 BATCH = 10
+_NOW = datetime(2026, 1, 1, tzinfo=UTC)
 STATUS_CALLS = 5
 
 
@@ -320,6 +322,79 @@ def measure(rows: int, sample_batches: int, cache: Path) -> dict[str, Any]:
     return out
 
 
+# -- the chunk size: what recording a worker's batch costs ------------------------------------
+
+
+def chunk_costs(sizes: Sequence[int], rows: int = 2000, urls: int = 2) -> list[str]:
+    """Rows recorded as the worker does (batches of ten, `record_rows`) on the embedded
+    MongoDB, per ROWS_PER_CHUNK: milliseconds per row, documents, commands per batch."""
+    from chalicelib.domain.models import Job, JobStatus, Progress, StoredRow  # noqa: PLC0415
+    from chalicelib.ports import chunks  # noqa: PLC0415
+
+    from local_emulator.mongo import EmbeddedMongo  # noqa: PLC0415
+
+    lines = [
+        "",
+        f"ROWS_PER_CHUNK: {rows:,} rows of {urls} images recorded in batches of {BATCH} "
+        "(record_rows), embedded MongoDB",
+        "| rows per chunk | documents | ingest ms/row | record_rows ms/row "
+        "| commands per batch of 10 | record_row one by one ms/row (before) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    mongo = EmbeddedMongo()
+    uri = mongo.start()
+    try:
+        for size in sizes:
+            listener = CountingListener()
+            client: MongoClient[dict[str, Any]] = MongoClient(uri, event_listeners=[listener])
+            try:
+                store = MongoJobStore(client[f"chunks{size}"])
+                request_id = str(uuid.uuid4())
+                store.create_job(Job(request_id, JobStatus.PENDING, "t", "t", "k", chunk_size=size))
+                stored = [
+                    StoredRow(
+                        p,
+                        p + 1,
+                        f"Product {p}",
+                        tuple(f"https://img.example/{p}/{i}.jpg" for i in range(urls)),
+                    )
+                    for p in range(rows)
+                ]
+                started = time.perf_counter()
+                for number, chunk in enumerate(chunks(stored, size)):
+                    store.insert_rows(request_id, number, chunk)
+                ingest = time.perf_counter() - started
+                store.start_processing(request_id, Progress(rows, 0, rows * urls), _NOW)
+                listener.counts.clear()
+                half = rows // 2
+
+                def results(row: StoredRow) -> list[ImageResult]:
+                    return [
+                        ImageResult(u, output_key="o", bytes_in=9, bytes_out=3) for u in row.urls
+                    ]
+
+                started = time.perf_counter()
+                for batch in chunks(stored[:half], BATCH):
+                    store.record_rows(request_id, [(r.position, results(r)) for r in batch], _NOW)
+                record = time.perf_counter() - started
+                per_batch = sum(listener.counts.values()) / (half / BATCH)
+                started = time.perf_counter()
+                for row in stored[half:]:  # as before: one row, two commands, at a time
+                    store.record_row(request_id, row.position, results(row), _NOW)
+                one_by_one = time.perf_counter() - started
+                docs = 1 + client[f"chunks{size}"]["rows"].count_documents({})
+                lines.append(
+                    f"| {size} | {docs:,} | {ingest / rows * 1000:.2f} "
+                    f"| {record / half * 1000:.2f} | {per_batch:.1f} "
+                    f"| {one_by_one / (rows - half) * 1000:.2f} |"
+                )
+            finally:
+                client.close()
+    finally:
+        mongo.stop()
+    return lines
+
+
 # -- the report -------------------------------------------------------------------------------
 
 
@@ -372,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-batches", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=corpus.DEFAULT_CACHE)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--chunk-sizes", default="", help="e.g. 10,25,50,100: compare ROWS_PER_CHUNK only"
+    )
     parser.add_argument("--invoke", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.invoke:
@@ -387,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
             result = invoke(function, queue_env, handler, int(batches))
         sys.stdout = sys.__stdout__
         print(json.dumps(result), flush=True)
+        return 0
+    if args.chunk_sizes:
+        for line in chunk_costs([int(s) for s in args.chunk_sizes.split(",") if s.strip()]):
+            print(line)
         return 0
     sizes = [int(s) for s in args.rows.split(",") if s.strip()]
     print(f"scale: {sizes} rows; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
