@@ -481,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         results.append(measure(rows, args.sample_batches, args.cache))
         print(f"{rows:,} rows measured in {time.perf_counter() - started:.0f}s", flush=True)
+        print("\n".join(report(results[-1:])[3:4]), flush=True)
     for line in report(results):
         print(line)
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at end")

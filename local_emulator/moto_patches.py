@@ -4,7 +4,8 @@ moto computes `ApproximateNumberOfMessages` (and the delayed and not-visible cou
 scanning every message of the queue, and reads the queue's attributes on every SendMessage
 (for `ContentBasedDeduplication`): sending N messages costs O(N^2). A 100,000-row job's
 fan-out would take hours. SQS documents these counts as approximate and eventually
-consistent, so here each count is computed at most once per `COUNT_TTL` seconds per queue;
+consistent, so here each count is computed at most once per `COUNT_TTL` seconds per queue
+(longer on a queue so long that counting it takes more than 5% of that);
 everything else (visibility, receive, delete, redrive) is moto's own.
 """
 
@@ -31,10 +32,12 @@ def _cached(name: str, compute: Callable[[Any], int]) -> property:
     def get(queue: Any) -> int:
         now = time.monotonic()
         cached: tuple[float, int] | None = getattr(queue, slot, None)
-        if cached is not None and now - cached[0] < COUNT_TTL:
+        if cached is not None and now < cached[0]:
             return cached[1]
         value = compute(queue)
-        setattr(queue, slot, (now, value))
+        took = time.monotonic() - now
+        # a long queue takes long to count: count it at most 5% of the time
+        setattr(queue, slot, (now + max(COUNT_TTL, 20 * took), value))
         return value
 
     return property(get)
