@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, quote, urlsplit
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import NotFound
@@ -110,8 +111,13 @@ class S3ObjectStore:
         self._client.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType=content_type)
 
     def put_file(self, key: str, fileobj: IO[bytes], content_type: str) -> None:
+        # One part in flight: the finalizer's memory stays one 8 MB part, whatever the size.
         self._client.upload_fileobj(
-            fileobj, self._bucket, key, ExtraArgs={"ContentType": content_type}
+            fileobj,
+            self._bucket,
+            key,
+            ExtraArgs={"ContentType": content_type},
+            Config=TransferConfig(max_concurrency=1, use_threads=False),
         )
 
     def open(self, key: str) -> IO[bytes]:
