@@ -235,16 +235,11 @@ def record_results(deps: Dependencies, task: RowTask, results: list[ImageResult]
     progress = deps.store.record_row(task.request_id, task.position, results, deps.clock.now())
     if progress is not None:  # counted once: a redelivered row records nothing
         observability.record_images(results)
-    if progress is None:
+    else:
         # A redelivery: the first delivery may have died between recording the last row
         # and asking for finalization, so ask again (the claim keeps it to one).
         log.info("row %s of job %s was already recorded", task.serial, task.request_id)
-        job = deps.store.get_job(task.request_id)
-        if job is None or job.status.terminal:
-            return
-        progress = job.progress
-    if progress.processed_products >= progress.total_products:
-        request_finalization(deps, task.request_id)
+    _finalize_if_done(deps, task.request_id, [progress] if progress is not None else [])
 
 
 def request_finalization(deps: Dependencies, request_id: str) -> bool:

@@ -4,7 +4,7 @@ user can take on a finished job (send its webhook again, retry its failed images
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from chalicelib.domain.models import CsvProblem, Job, JobStatus, WebhookState
@@ -72,13 +72,8 @@ def _repair(deps: Dependencies, job: Job, report: SweepReport) -> None:
     # gone (a queue purged, a redrive lost). Sending them again is harmless.
     current = deps.store.get_job(job.request_id)
     if current is not None:
-        fan_out(deps, _from_start(current))
+        fan_out(deps, replace(current, fanout_sent=0))
         report.resent_rows.append(job.request_id)
-
-
-def _from_start(job: Job) -> Job:
-    job.fanout_sent = 0
-    return job
 
 
 def _repair_pending(deps: Dependencies, job: Job, report: SweepReport) -> None:
@@ -130,8 +125,6 @@ def retry_failed(deps: Dependencies, request_id: str) -> Job:
     if job.webhook.state == WebhookState.PENDING:
         # its final event must reach the receiver before the job can end a second time
         raise Conflict(f"the webhook of job {request_id} is still being delivered; retry later")
-    if not job.fanout_done and job.progress.total_products == 0:
-        raise Conflict(f"job {request_id} failed before it had rows; submit the CSV again")
     generation = job.generation + 1
     if not deps.store.reopen_failed(request_id, generation, deps.clock.now()):
         raise Conflict(f"job {request_id} is already being retried")
