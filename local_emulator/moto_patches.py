@@ -1,4 +1,4 @@
-"""Make moto's SQS queue attributes cheap on long queues.
+"""Make moto's SQS queue attributes cheap on long queues, and its server's routing cheap.
 
 moto computes `ApproximateNumberOfMessages` (and the delayed and not-visible counts) by
 scanning every message of the queue, and reads the queue's attributes on every SendMessage
@@ -7,6 +7,10 @@ fan-out would take hours. SQS documents these counts as approximate and eventual
 consistent, so here each count is computed at most once per `COUNT_TTL` seconds per queue
 (longer on a queue so long that counting it takes more than 5% of that);
 everything else (visibility, receive, delete, redrive) is moto's own.
+
+moto's server also lists its own package directory (a `listdir` and an `isdir` per entry)
+on every request to find the service a host names; the list never changes while the
+process runs, so it is read once.
 """
 
 from __future__ import annotations
@@ -44,14 +48,19 @@ def _cached(name: str, compute: Callable[[Any], int]) -> property:
 
 
 def apply() -> None:
-    """Patch moto's Queue once per process (idempotent)."""
+    """Patch moto's Queue and its module list once per process (idempotent)."""
     with _lock:
-        if "sqs" in _applied:
-            return
-        from moto.sqs.models import Queue
+        if "sqs" not in _applied:
+            from moto.sqs.models import Queue
 
-        for name in _COUNTS:
-            original = getattr(Queue, name)
-            if isinstance(original, property) and original.fget is not None:
-                setattr(Queue, name, _cached(name, original.fget))
-        _applied.add("sqs")
+            for name in _COUNTS:
+                original = getattr(Queue, name)
+                if isinstance(original, property) and original.fget is not None:
+                    setattr(Queue, name, _cached(name, original.fget))
+            _applied.add("sqs")
+        if "modules" not in _applied:
+            from moto import backends
+
+            modules = tuple(backends.list_of_moto_modules())
+            backends.list_of_moto_modules = lambda: modules
+            _applied.add("modules")

@@ -25,9 +25,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import boto3
+from botocore.config import Config
 
 from local_emulator.api_server import ApiServer
-from local_emulator.dispatch import Dispatcher, load_handler
+from local_emulator.containers import ContainerPool
+from local_emulator.dispatch import Dispatcher, Handler, load_handler
 from local_emulator.mongo import EmbeddedMongo, MongoEngine
 from local_emulator.provision import REGION, FunctionInfo, ProvisionedStack, Provisioner
 from local_emulator.servers import MotoServer
@@ -46,6 +48,7 @@ DEFAULT_SCHEDULE_SCALE = 0.1  # the sweeper's rate(5 minutes) runs every 30 s lo
 EMULATOR_RECOVERY = {"STALL_AFTER": "30", "INGEST_LEASE": "60", "FINALIZE_LEASE": "30"}
 WORKER_QUEUE_ENV = "ROWS_QUEUE_URL"  # the queue whose consumer gets --workers pollers
 UPLOADS_BUCKET_ENV = "UPLOADS_BUCKET"
+DISPATCH_CONNECTIONS = 64
 WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
 TRUTHY = {"1", "true", "yes", "on"}
 
@@ -116,6 +119,7 @@ class Emulator:
         parameter_overrides: Mapping[str, str] | None = None,
         log: Callable[[str], None] | None = None,
         in_process_aws: bool | None = None,
+        worker_processes: bool | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -139,6 +143,14 @@ class Emulator:
             if in_process_aws is not None
             else os.environ.get("LOCAL_AWS_IN_PROCESS", "1").strip().lower() in TRUTHY
         )
+        # The rows queue's function runs in processes of its own, one per concurrent
+        # invocation, as Lambda runs it (LOCAL_WORKER_PROCESSES=0: in this process).
+        self.worker_processes = (
+            worker_processes
+            if worker_processes is not None
+            else os.environ.get("LOCAL_WORKER_PROCESSES", "1").strip().lower() in TRUTHY
+        )
+        self._pools: list[ContainerPool] = []
         self._log: Callable[[str], None] = log or (
             lambda line: print(line, file=sys.stderr, flush=True)
         )
@@ -227,6 +239,10 @@ class Emulator:
             lines.append(f"queue {queue.name} (visibility {queue.visibility_timeout}s{dlq})")
         if self._dispatcher is not None:
             lines += [f"dispatch {d}" for d in self._dispatcher.descriptions]
+        lines += [
+            f"{pool.function.name} runs in processes of its own, one per concurrent invocation"
+            for pool in self._pools
+        ]
         cap = f" (at most {self.visibility_cap}s)" if self.visibility_cap else ""
         lines.append(
             f"visibility scale {self.visibility_scale:g}{cap}, "
@@ -352,6 +368,7 @@ class Emulator:
             steps.append(self._dispatcher.stop)
         if self._api is not None:
             steps.append(self._api.stop)
+        steps += [pool.close for pool in self._pools]
         steps.append(lambda: _adapt_bootstrap(False))
         steps.append(_reset_bootstrap)
         if self._moto is not None:
@@ -364,6 +381,7 @@ class Emulator:
             except Exception as exc:
                 errors.append(exc)
         self._dispatcher = self._api = self._moto = self._mongo = None
+        self._pools = []
         self._session = None
         for name, value in self._saved_env.items():
             if value is None:
@@ -432,8 +450,19 @@ class Emulator:
         )
 
     def _make_dispatcher(self, stack: ProvisionedStack) -> Dispatcher:
-        dispatcher = Dispatcher(self._sqs(), REGION, log=self._log, verbose=self.verbose_dispatch)
         worker_url = self.environment.get(WORKER_QUEUE_ENV, "")
+
+        def load(function: FunctionInfo) -> Handler:
+            consumes_rows = any(s.queue.url == worker_url for s in function.sqs_sources)
+            if self.worker_processes and consumes_rows:
+                pool = ContainerPool(function, os.environ)
+                self._pools.append(pool)
+                return pool
+            return load_handler(function.handler, function.code_dir)
+
+        dispatcher = Dispatcher(
+            self._sqs(), REGION, log=self._log, verbose=self.verbose_dispatch, handler_loader=load
+        )
         dead_letter_queues = stack.dead_letter_queue_ids()
         cores = os.cpu_count() or 1
         for function in stack.functions.values():
@@ -452,5 +481,10 @@ class Emulator:
     def _sqs(self) -> SQSClient:
         if self._session is None:
             raise RuntimeError("the emulator is not running")
-        client: SQSClient = self._session.client("sqs", endpoint_url=self.storage_url)
+        # one connection per poller thread: an SQS client's default pool of 10 is smaller than
+        # the dispatcher's pollers, and every connection it drops is a new one to moto
+        config = Config(max_pool_connections=DISPATCH_CONNECTIONS)
+        client: SQSClient = self._session.client(
+            "sqs", endpoint_url=self.storage_url, config=config
+        )
         return client

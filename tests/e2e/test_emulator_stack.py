@@ -62,6 +62,7 @@ def emu(fake_template: Path) -> Iterator[Emulator]:
         quiet=True,
         verbose_dispatch=False,
         log=lambda line: None,
+        worker_processes=False,  # the fake app records its calls in this process
     ) as emulator:
         yield emulator
 

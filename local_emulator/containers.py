@@ -1,0 +1,191 @@
+"""Lambda's execution environments, locally: a process per concurrent invocation.
+
+On AWS every concurrent invocation of a function runs in an execution environment of its
+own, a process that imports the handler once (the cold start) and then serves one
+invocation at a time, reused while it stays warm. `ContainerPool` does the same with spawned
+processes: `pool(event, context)` takes an idle container of the function (or starts one),
+sends it the event, and returns the handler's result or raises with the handler's
+traceback. A container that dies mid-invocation is dropped, and the invocation fails like a
+crashed Lambda (the dispatcher leaves the batch on the queue).
+
+The containers reach the stack as a deployed function does: S3, SQS and EventBridge over
+HTTP at `AWS_ENDPOINT_URL` (the moto server), MongoDB at `MONGO_URI`. Worth it for the
+CPU-bound function: its images are compressed outside the emulator's process, so they
+neither wait for nor hold the GIL that moto, the embedded MongoDB and the dispatchers share
+(measured with `python -m benchmarks.pipeline`, see the README).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from local_emulator.provision import FunctionInfo
+
+STOP = "stop"
+INVOKE = "invoke"
+
+
+@dataclass(frozen=True)
+class RemoteContext:
+    """The parts of Lambda's context object that handlers use, rebuilt in the container."""
+
+    aws_request_id: str
+    function_name: str
+    function_version: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    log_group_name: str
+    log_stream_name: str
+    deadline: float  # time.time() at which the invocation times out
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.time()) * 1000))
+
+
+class InvocationError(RuntimeError):
+    """The handler raised in its container; the message carries the container's traceback."""
+
+
+def _serve(conn: Connection, function: FunctionInfo, environment: Mapping[str, str]) -> None:
+    """A container's main loop (in the spawned process)."""
+    os.environ.update(environment)
+    # The emulator's stdout carries its own lines (storage, ready, the demo's report): the
+    # function's log goes to stderr, as the in-process functions' does.
+    sys.stdout = sys.stderr
+    from local_emulator.dispatch import load_handler
+
+    handler = load_handler(function.handler, function.code_dir)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message[0] != INVOKE:
+            return
+        _, event, context = message
+        try:
+            result = handler(event, context)
+        except Exception:
+            conn.send(("error", traceback.format_exc()))
+        else:
+            conn.send(("ok", result))
+
+
+class _Container:
+    def __init__(self, function: FunctionInfo, environment: Mapping[str, str]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process: BaseProcess = ctx.Process(
+            target=_serve,
+            args=(child, function, dict(environment)),
+            name=f"lambda-{function.logical_id}",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+
+    def invoke(self, event: Any, context: RemoteContext) -> Any:
+        self.conn.send((INVOKE, event, context))
+        try:
+            status, payload = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise InvocationError(
+                f"the execution environment exited (code {self.process.exitcode})"
+            ) from exc
+        if status == "error":
+            raise InvocationError(payload)
+        return payload
+
+    def close(self, timeout: float = 5.0) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send((STOP,))
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout)
+        self.conn.close()
+
+
+class ContainerPool:
+    """The execution environments of one function: `pool(event, context)` is its handler."""
+
+    def __init__(self, function: FunctionInfo, environment: Mapping[str, str]) -> None:
+        self.function = function
+        self._environment = dict(environment)
+        self._lock = threading.Lock()
+        self._idle: list[_Container] = []
+        self._all: list[_Container] = []
+        self._closed = False
+        self.cold_starts = 0
+
+    def __call__(self, event: Any, context: Any) -> Any:
+        container = self._checkout()
+        remote = RemoteContext(
+            aws_request_id=context.aws_request_id,
+            function_name=context.function_name,
+            function_version=context.function_version,
+            invoked_function_arn=context.invoked_function_arn,
+            memory_limit_in_mb=context.memory_limit_in_mb,
+            log_group_name=context.log_group_name,
+            log_stream_name=context.log_stream_name,
+            deadline=time.time() + context.get_remaining_time_in_millis() / 1000,
+        )
+        try:
+            result = container.invoke(event, remote)
+        except InvocationError:
+            if container.process.is_alive():
+                self._checkin(container)
+            else:
+                self._discard(container)
+            raise
+        except BaseException:
+            self._discard(container)
+            raise
+        self._checkin(container)
+        return result
+
+    def _checkout(self) -> _Container:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self.function.name}: the emulator is stopping")
+            while self._idle:
+                container = self._idle.pop()
+                if container.process.is_alive():
+                    return container
+                self._all.remove(container)
+            self.cold_starts += 1
+            container = _Container(self.function, self._environment)
+            self._all.append(container)
+            return container
+
+    def _checkin(self, container: _Container) -> None:
+        with self._lock:
+            if self._closed:
+                container.close()
+            else:
+                self._idle.append(container)
+
+    def _discard(self, container: _Container) -> None:
+        with self._lock:
+            if container in self._all:
+                self._all.remove(container)
+        container.close(timeout=1.0)
+
+    def close(self) -> None:
+        """Stop every container (those still invoking are stopped when they finish)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for container in idle:
+            container.close()

@@ -1,0 +1,143 @@
+"""The emulator's execution environments: a spawned process per concurrent invocation."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local_emulator.containers import ContainerPool, InvocationError
+from local_emulator.dispatch import LambdaContext
+from local_emulator.provision import FunctionInfo
+
+HANDLERS = """
+import os, time
+
+COLD = {"starts": 0}
+COLD["starts"] += 1
+
+
+def handler(event, context):
+    mode = event.get("mode")
+    if mode == "raise":
+        raise ValueError("bad row " + str(event.get("n")))
+    if mode == "exit":
+        os._exit(3)
+    if mode == "sleep":
+        time.sleep(event["seconds"])
+    return {
+        "pid": os.getpid(),
+        "imports": COLD["starts"],
+        "setting": os.environ.get("CONTAINER_TEST_SETTING"),
+        "requestId": context.aws_request_id,
+        "function": context.function_name,
+        "remainingMs": context.get_remaining_time_in_millis(),
+        "echo": event.get("n"),
+    }
+"""
+
+
+@pytest.fixture
+def function(tmp_path: Path) -> FunctionInfo:
+    (tmp_path / "container_test_app.py").write_text(textwrap.dedent(HANDLERS))
+    return FunctionInfo(
+        logical_id="TestFunction",
+        name="stack-TestFunction",
+        handler="container_test_app.handler",
+        code_dir=tmp_path,
+        timeout=30,
+        memory_size=1769,
+        arn="arn:aws:lambda:us-east-1:123456789012:function:stack-TestFunction",
+    )
+
+
+@pytest.fixture
+def pool(function: FunctionInfo) -> Iterator[ContainerPool]:
+    environment = {**os.environ, "CONTAINER_TEST_SETTING": "from-the-stack"}
+    pool = ContainerPool(function, environment)
+    yield pool
+    pool.close()
+
+
+def _invoke(pool: ContainerPool, function: FunctionInfo, event: dict[str, Any]) -> Any:
+    return pool(event, LambdaContext(function))
+
+
+def test_runs_the_handler_in_another_process_with_the_stacks_environment(
+    pool: ContainerPool, function: FunctionInfo
+) -> None:
+    context = LambdaContext(function)
+    result = pool({"n": 1}, context)
+    assert result["pid"] != os.getpid()
+    assert result["setting"] == "from-the-stack"
+    assert result["requestId"] == context.aws_request_id
+    assert result["function"] == "stack-TestFunction"
+    assert 25_000 < result["remainingMs"] <= 30_000
+    assert result["echo"] == 1
+
+
+def test_a_warm_container_is_reused_without_a_second_import(
+    pool: ContainerPool, function: FunctionInfo
+) -> None:
+    first = _invoke(pool, function, {"n": 1})
+    second = _invoke(pool, function, {"n": 2})
+    assert second["pid"] == first["pid"]
+    assert second["imports"] == 1
+    assert pool.cold_starts == 1
+
+
+def test_concurrent_invocations_get_containers_of_their_own(
+    pool: ContainerPool, function: FunctionInfo
+) -> None:
+    _invoke(pool, function, {"n": 0})  # one warm container
+    results: list[Any] = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(_invoke(pool, function, {"mode": "sleep", "seconds": 1}))
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len({r["pid"] for r in results}) == 2
+    assert pool.cold_starts == 2
+
+
+def test_a_handler_error_carries_its_traceback_and_keeps_the_container(
+    pool: ContainerPool, function: FunctionInfo
+) -> None:
+    before = _invoke(pool, function, {"n": 1})
+    with pytest.raises(InvocationError) as raised:
+        _invoke(pool, function, {"mode": "raise", "n": 7})
+    assert "ValueError: bad row 7" in str(raised.value)
+    assert "container_test_app.py" in str(raised.value)
+    after = _invoke(pool, function, {"n": 2})
+    assert after["pid"] == before["pid"]
+
+
+def test_a_container_that_dies_fails_its_invocation_and_is_replaced(
+    pool: ContainerPool, function: FunctionInfo
+) -> None:
+    before = _invoke(pool, function, {"n": 1})
+    with pytest.raises(InvocationError, match="exited"):
+        _invoke(pool, function, {"mode": "exit"})
+    after = _invoke(pool, function, {"n": 2})
+    assert after["pid"] != before["pid"]
+    assert after["imports"] == 1  # a cold start in a new process
+    assert pool.cold_starts == 2
+
+
+def test_closing_stops_every_container(pool: ContainerPool, function: FunctionInfo) -> None:
+    pid = _invoke(pool, function, {"n": 1})["pid"]
+    pool.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(RuntimeError, match="stopping"):
+        _invoke(pool, function, {"n": 2})
