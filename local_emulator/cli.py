@@ -44,7 +44,7 @@ def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> No
         help="embedded MongoDB storage (default: memory, or sqlite with --data-dir)",
     )
     parser.add_argument(
-        "--workers", type=int, help="pollers for the rows queue (default: max(2, CPU cores))"
+        "--workers", type=int, help="pollers for the rows queue (default: CPU cores + 1)"
     )
     parser.add_argument(
         "--visibility-scale",

@@ -328,7 +328,7 @@ def test_redrive_to_the_dead_letter_queue(emu: Emulator) -> None:
 def test_long_batches_are_not_delivered_twice(emu: Emulator) -> None:
     tag = uuid.uuid4().hex
     _send(emu, {"tag": tag, "mode": "slow", "seconds": 5})  # visibility is 2 s
-    assert wait_until(lambda: len(_seen("process_rows", tag)) == 1, timeout=10)
+    assert wait_until(lambda: len(_seen("process_rows", tag)) == 1, timeout=30)
     time.sleep(7)
     assert len(_seen("process_rows", tag)) == 1
     stats = emu.dispatcher.stats if emu.dispatcher else {}

@@ -114,7 +114,7 @@ def process_rows(deps: Dependencies, tasks: Sequence[RowTask]) -> list[BaseExcep
 class ReuseCache:
     """Outputs already stored in this container, by (job, URL): a URL repeated anywhere in
     a job is downloaded and compressed once per container (each Lambda instance keeps its
-    own; the emulator's one process sees them all). Only successes are kept, after their
+    own, as each of the emulator's worker processes does). Only successes are kept, after their
     output is stored; the oldest entries go first beyond `limit`."""
 
     def __init__(self, limit: int = 20_000) -> None:
