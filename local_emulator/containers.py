@@ -57,6 +57,10 @@ class InvocationError(RuntimeError):
     """The handler raised in its container; the message carries the container's traceback."""
 
 
+class ContainerExited(InvocationError):
+    """The container's process died before it answered (a crash, like a Lambda runtime's)."""
+
+
 def _serve(conn: Connection, function: FunctionInfo, environment: Mapping[str, str]) -> None:
     """A container's main loop (in the spawned process)."""
     os.environ.update(environment)
@@ -96,11 +100,12 @@ class _Container:
         child.close()
 
     def invoke(self, event: Any, context: RemoteContext) -> Any:
-        self.conn.send((INVOKE, event, context))
         try:
+            self.conn.send((INVOKE, event, context))
             status, payload = self.conn.recv()
-        except (EOFError, OSError) as exc:
-            raise InvocationError(
+        except (EOFError, OSError) as exc:  # the process died before or while answering
+            self.process.join(1.0)
+            raise ContainerExited(
                 f"the execution environment exited (code {self.process.exitcode})"
             ) from exc
         if status == "error":
@@ -143,11 +148,11 @@ class ContainerPool:
         )
         try:
             result = container.invoke(event, remote)
-        except InvocationError:
-            if container.process.is_alive():
-                self._checkin(container)
-            else:
-                self._discard(container)
+        except ContainerExited:
+            self._discard(container)
+            raise
+        except InvocationError:  # the handler raised; its container stays warm
+            self._checkin(container)
             raise
         except BaseException:
             self._discard(container)
