@@ -5,17 +5,17 @@ BatchSize, call the handler with an SQS event, then delete the records that succ
 all of them, or, with ReportBatchItemFailures, all but the reported ones. A handler that
 raises deletes nothing: the records come back after the visibility timeout, and the
 queue's redrive policy moves them to the DLQ after maxReceiveCount receives (moto does
-that on ReceiveMessage). While a batch runs, its visibility is extended (up to the
-function's Timeout), so a shortened local visibility timeout only shortens the wait
-before a retry, never causes a second delivery of a batch still in progress (on AWS,
-visibility >= function timeout guarantees the same).
+that on ReceiveMessage). A batch is received with the function's Timeout as its visibility
+(on AWS, visibility >= function timeout guarantees the same), so a batch still in progress
+is never delivered twice; the records that failed are handed back with the queue's own
+visibility timeout (shortened locally), so a retry comes as soon after the failure as the
+queue says, never sooner.
 """
 
 from __future__ import annotations
 
 import base64
 import importlib
-import itertools
 import sys
 import threading
 import time
@@ -27,7 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from local_emulator.provision import ACCOUNT_ID, FunctionInfo, ScheduleSource, SqsEventSource
+from local_emulator.provision import (
+    ACCOUNT_ID,
+    FunctionInfo,
+    QueueInfo,
+    ScheduleSource,
+    SqsEventSource,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -147,62 +153,6 @@ class FunctionStats:
     errors: int = 0
 
 
-@dataclass
-class _InFlight:
-    queue_url: str
-    handles: list[str]
-    visibility: int
-    give_up_at: float
-    next_extend_at: float
-
-
-class _VisibilityKeeper:
-    """Extends the visibility of batches while their handler runs."""
-
-    def __init__(self, sqs: SQSClient, stop: threading.Event, log: Log) -> None:
-        self._sqs = sqs
-        self._stop = stop
-        self._log = log
-        self._lock = threading.Lock()
-        self._batches: dict[int, _InFlight] = {}
-        self._ids = itertools.count()
-        self.thread = threading.Thread(target=self._run, name="sqs-visibility", daemon=True)
-
-    def track(self, queue_url: str, handles: list[str], visibility: int, timeout: int) -> int:
-        now = time.monotonic()
-        token = next(self._ids)
-        with self._lock:
-            self._batches[token] = _InFlight(
-                queue_url, handles, visibility, now + timeout, now + visibility / 2
-            )
-        return token
-
-    def untrack(self, token: int) -> None:
-        with self._lock:
-            self._batches.pop(token, None)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            now = time.monotonic()
-            with self._lock:
-                due = [b for b in self._batches.values() if b.next_extend_at <= now < b.give_up_at]
-                for batch in due:
-                    batch.next_extend_at = now + batch.visibility / 2
-            for batch in due:
-                entries = [
-                    {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": batch.visibility}
-                    for i, h in enumerate(batch.handles)
-                ]
-                try:
-                    self._sqs.change_message_visibility_batch(
-                        QueueUrl=batch.queue_url,
-                        Entries=entries,  # type: ignore[arg-type]
-                    )
-                except Exception as exc:  # the batch may have finished meanwhile
-                    if not self._stop.is_set():
-                        self._log(f"[sqs] could not extend visibility: {exc}")
-
-
 class Dispatcher:
     """Runs the event source mappings and schedules of the stack's functions."""
 
@@ -224,7 +174,6 @@ class Dispatcher:
             lambda fn: load_handler(fn.handler, fn.code_dir)
         )
         self._stop = threading.Event()
-        self._keeper = _VisibilityKeeper(sqs, self._stop, self._log)
         self._threads: list[threading.Thread] = []
         self._disabled: set[str] = set()  # queue names whose mappings are switched off
         self._stats_lock = threading.Lock()
@@ -290,7 +239,6 @@ class Dispatcher:
         )
 
     def start(self) -> None:
-        self._keeper.thread.start()
         for thread in self._threads:
             thread.start()
 
@@ -298,7 +246,7 @@ class Dispatcher:
         """Stop polling; wait for the batches in progress to finish."""
         self._stop.set()
         deadline = time.monotonic() + timeout
-        for thread in [*self._threads, self._keeper.thread]:
+        for thread in self._threads:
             if thread.ident is None:
                 continue
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
@@ -306,11 +254,14 @@ class Dispatcher:
                 self._log(f"[dispatch] {thread.name} still running after {timeout:g}s")
 
     # -- SQS ------------------------------------------------------------------------
-    def _receive(self, source: SqsEventSource, count: int, wait: int) -> list[MessageTypeDef]:
+    def _receive(
+        self, source: SqsEventSource, count: int, wait: int, visibility: int
+    ) -> list[MessageTypeDef]:
         response = self._sqs.receive_message(
             QueueUrl=source.queue.url,
             MaxNumberOfMessages=max(1, min(SQS_MAX_BATCH, count)),
             WaitTimeSeconds=wait,
+            VisibilityTimeout=visibility,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
@@ -323,12 +274,14 @@ class Dispatcher:
                 self._stop.wait(0.1)
                 continue
             try:
-                messages = self._receive(source, size, wait=1)
+                messages = self._receive(source, size, wait=1, visibility=function.timeout)
                 if messages and len(messages) < size and source.batching_window > 0:
                     # MaximumBatchingWindowInSeconds: gather up to BatchSize for a while.
                     deadline = time.monotonic() + source.batching_window
                     while len(messages) < size and not self._stop.is_set():
-                        more = self._receive(source, size - len(messages), wait=0)
+                        more = self._receive(
+                            source, size - len(messages), wait=0, visibility=function.timeout
+                        )
                         messages += more
                         if time.monotonic() >= deadline:
                             break
@@ -353,12 +306,6 @@ class Dispatcher:
         queue = source.queue
         event = {"Records": [sqs_record(m, queue.arn, self._region) for m in messages]}
         ids = [m["MessageId"] for m in messages]
-        token = self._keeper.track(
-            queue.url,
-            [m["ReceiptHandle"] for m in messages],
-            queue.visibility_timeout,
-            function.timeout,
-        )
         started = time.monotonic()
         error = ""
         try:
@@ -368,11 +315,11 @@ class Dispatcher:
             failed = set(ids)
         else:
             failed = failed_message_ids(result, ids) if source.report_batch_item_failures else set()
-        finally:
-            self._keeper.untrack(token)
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
             self._delete(queue.url, done)
+        if failed:
+            self._hand_back(queue.url, [m for m in messages if m["MessageId"] in failed], queue)
         elapsed = time.monotonic() - started
         self._count(function, len(messages), len(failed), bool(error))
         head = f"[lambda] {function.name} <- {len(messages)} record(s) from {queue.name}"
@@ -383,6 +330,25 @@ class Dispatcher:
             self._log(f"{head}: {len(failed)} reported failed ({elapsed:.2f}s); retried later")
         elif self._verbose:
             self._log(f"{head}: ok ({elapsed:.2f}s)")
+
+    def _hand_back(self, queue_url: str, messages: list[MessageTypeDef], queue: QueueInfo) -> None:
+        """Failed records become visible again after the queue's visibility timeout."""
+        for start in range(0, len(messages), SQS_MAX_BATCH):
+            chunk = messages[start : start + SQS_MAX_BATCH]
+            try:
+                self._sqs.change_message_visibility_batch(
+                    QueueUrl=queue_url,
+                    Entries=[
+                        {
+                            "Id": str(i),
+                            "ReceiptHandle": m["ReceiptHandle"],
+                            "VisibilityTimeout": queue.visibility_timeout,
+                        }
+                        for i, m in enumerate(chunk)
+                    ],
+                )
+            except Exception as exc:  # they come back after the function's timeout instead
+                self._log(f"[sqs] could not hand back failed records: {exc}")
 
     def _delete(self, queue_url: str, messages: list[MessageTypeDef]) -> None:
         for start in range(0, len(messages), SQS_MAX_BATCH):
