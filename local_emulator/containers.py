@@ -130,7 +130,6 @@ class ContainerPool:
         self._environment = dict(environment)
         self._lock = threading.Lock()
         self._idle: list[_Container] = []
-        self._all: list[_Container] = []
         self._closed = False
         self.cold_starts = 0
 
@@ -168,23 +167,17 @@ class ContainerPool:
                 container = self._idle.pop()
                 if container.process.is_alive():
                     return container
-                self._all.remove(container)
             self.cold_starts += 1
-            container = _Container(self.function, self._environment)
-            self._all.append(container)
-            return container
+        return _Container(self.function, self._environment)
 
     def _checkin(self, container: _Container) -> None:
         with self._lock:
-            if self._closed:
-                container.close()
-            else:
+            if not self._closed:
                 self._idle.append(container)
+                return
+        container.close()
 
     def _discard(self, container: _Container) -> None:
-        with self._lock:
-            if container in self._all:
-                self._all.remove(container)
         container.close(timeout=1.0)
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +37,10 @@ from local_emulator.provision import (
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-    from mypy_boto3_sqs.type_defs import MessageTypeDef
+    from mypy_boto3_sqs.type_defs import (
+        DeleteMessageBatchRequestEntryTypeDef,
+        MessageTypeDef,
+    )
 
 Handler = Callable[[dict[str, Any], Any], Any]
 Log = Callable[[str], None]
@@ -122,6 +125,15 @@ def scheduled_event(function: FunctionInfo, schedule: ScheduleSource, region: st
         ],
         "detail": {},
     }
+
+
+def _entries(
+    messages: list[MessageTypeDef],
+) -> Iterator[list[DeleteMessageBatchRequestEntryTypeDef]]:
+    """The records as batch-call entries (Id, ReceiptHandle), at most ten per call."""
+    for start in range(0, len(messages), SQS_MAX_BATCH):
+        chunk = messages[start : start + SQS_MAX_BATCH]
+        yield [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)]
 
 
 def failed_message_ids(result: Any, batch_ids: list[str]) -> set[str]:
@@ -255,13 +267,14 @@ class Dispatcher:
 
     # -- SQS ------------------------------------------------------------------------
     def _receive(
-        self, source: SqsEventSource, count: int, wait: int, visibility: int
+        self, function: FunctionInfo, source: SqsEventSource, count: int, wait: int
     ) -> list[MessageTypeDef]:
+        """Up to `count` records, invisible for the function's whole Timeout."""
         response = self._sqs.receive_message(
             QueueUrl=source.queue.url,
             MaxNumberOfMessages=max(1, min(SQS_MAX_BATCH, count)),
             WaitTimeSeconds=wait,
-            VisibilityTimeout=visibility,
+            VisibilityTimeout=function.timeout,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
@@ -274,14 +287,12 @@ class Dispatcher:
                 self._stop.wait(0.1)
                 continue
             try:
-                messages = self._receive(source, size, wait=1, visibility=function.timeout)
+                messages = self._receive(function, source, size, wait=1)
                 if messages and len(messages) < size and source.batching_window > 0:
                     # MaximumBatchingWindowInSeconds: gather up to BatchSize for a while.
                     deadline = time.monotonic() + source.batching_window
                     while len(messages) < size and not self._stop.is_set():
-                        more = self._receive(
-                            source, size - len(messages), wait=0, visibility=function.timeout
-                        )
+                        more = self._receive(function, source, size - len(messages), wait=0)
                         messages += more
                         if time.monotonic() >= deadline:
                             break
@@ -319,7 +330,7 @@ class Dispatcher:
         if done:
             self._delete(queue.url, done)
         if failed:
-            self._hand_back(queue.url, [m for m in messages if m["MessageId"] in failed], queue)
+            self._hand_back(queue, [m for m in messages if m["MessageId"] in failed])
         elapsed = time.monotonic() - started
         self._count(function, len(messages), len(failed), bool(error))
         head = f"[lambda] {function.name} <- {len(messages)} record(s) from {queue.name}"
@@ -331,36 +342,28 @@ class Dispatcher:
         elif self._verbose:
             self._log(f"{head}: ok ({elapsed:.2f}s)")
 
-    def _hand_back(self, queue_url: str, messages: list[MessageTypeDef], queue: QueueInfo) -> None:
+    def _hand_back(self, queue: QueueInfo, messages: list[MessageTypeDef]) -> None:
         """Failed records become visible again after the queue's visibility timeout."""
-        for start in range(0, len(messages), SQS_MAX_BATCH):
-            chunk = messages[start : start + SQS_MAX_BATCH]
+        for entries in _entries(messages):
             try:
                 self._sqs.change_message_visibility_batch(
-                    QueueUrl=queue_url,
+                    QueueUrl=queue.url,
                     Entries=[
                         {
-                            "Id": str(i),
-                            "ReceiptHandle": m["ReceiptHandle"],
+                            "Id": e["Id"],
+                            "ReceiptHandle": e["ReceiptHandle"],
                             "VisibilityTimeout": queue.visibility_timeout,
                         }
-                        for i, m in enumerate(chunk)
+                        for e in entries
                     ],
                 )
             except Exception as exc:  # they come back after the function's timeout instead
                 self._log(f"[sqs] could not hand back failed records: {exc}")
 
     def _delete(self, queue_url: str, messages: list[MessageTypeDef]) -> None:
-        for start in range(0, len(messages), SQS_MAX_BATCH):
-            chunk = messages[start : start + SQS_MAX_BATCH]
+        for entries in _entries(messages):
             try:
-                response = self._sqs.delete_message_batch(
-                    QueueUrl=queue_url,
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                        for i, m in enumerate(chunk)
-                    ],
-                )
+                response = self._sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
             except Exception as exc:
                 self._log(f"[sqs] delete failed: {exc}")
                 continue
