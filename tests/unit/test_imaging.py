@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from chalicelib import imaging
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.errors import ImageFailure
 from chalicelib.imaging import FORMATS, Compressed, CompressOptions, compress_to_jpeg
@@ -530,3 +531,77 @@ def test_optimised_huffman_tables_shrink_the_file_without_changing_a_pixel() -> 
     assert len(optimised.data) < 0.95 * len(plain.data)
     with Image.open(io.BytesIO(plain.data)) as a, Image.open(io.BytesIO(optimised.data)) as b:
         assert a.tobytes() == b.tobytes()
+
+
+# -- libjpeg-turbo's one-call decode -----------------------------------------------------------
+
+
+def _pillow_only(monkeypatch: pytest.MonkeyPatch, data: bytes, options: CompressOptions) -> bytes:
+    """What the compressor writes when every JPEG goes through Pillow's own decoder."""
+    with monkeypatch.context() as patch:
+        patch.setattr(imaging, "simplejpeg", None)
+        return compress_to_jpeg(data, options).data
+
+
+def _jpeg_sources() -> dict[str, bytes]:
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    big = photo((640, 480), seed=3)
+    return {
+        "baseline": encode(big, "JPEG", quality=90),
+        "progressive": encode(big, "JPEG", quality=90, progressive=True),
+        "odd size 4:4:4": encode(photo((333, 127)), "JPEG", quality=90, subsampling=0),
+        "orientation 6": encode(big, "JPEG", quality=90, exif=exif),
+        "sRGB profile": encode(big, "JPEG", quality=90, icc_profile=srgb),
+        "other profile": encode(big, "JPEG", quality=90, icc_profile=swapped_primaries_icc()),
+    }
+
+
+@pytest.mark.skipif(imaging.simplejpeg is None, reason="simplejpeg is not installed")
+@pytest.mark.parametrize("name", list(_jpeg_sources()))
+@pytest.mark.parametrize("optimize", [True, False])
+def test_turbo_decode_writes_the_bytes_pillows_decoder_would(
+    name: str, optimize: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _jpeg_sources()[name]
+    options = CompressOptions(optimize=optimize)
+    calls: list[int] = []
+    real = imaging.simplejpeg.decode_jpeg
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(imaging.simplejpeg, "decode_jpeg", counted)
+    fast = compress_to_jpeg(source, options)
+    assert calls == [1]  # the fast path ran
+    assert fast.data == _pillow_only(monkeypatch, source, options)
+    assert fast.source_format == "JPEG"
+
+
+@pytest.mark.skipif(imaging.simplejpeg is None, reason="simplejpeg is not installed")
+def test_jpeg_with_a_recoverable_flaw_is_left_to_pillows_decoder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libjpeg warns about junk between markers; its one-call API refuses such a file in
+    strict mode, and Pillow's decoder, which decodes it, decides instead."""
+    clean = encode(photo((160, 120)), "JPEG", quality=90)
+    sos = clean.index(b"\xff\xda")
+    flawed = clean[:sos] + b"\x00\x00\x00" + clean[sos:]  # extraneous bytes before a marker
+    with pytest.raises(ValueError):
+        imaging.simplejpeg.decode_jpeg(flawed, "RGBX")
+    result = compress_to_jpeg(flawed, OPTIONS)
+    assert (result.width, result.height) == (160, 120)
+    assert result.data == _pillow_only(monkeypatch, flawed, OPTIONS)
+
+
+def test_greyscale_and_cmyk_jpegs_take_pillows_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the one-call decoder is only for colour JPEGs")
+
+    if imaging.simplejpeg is not None:
+        monkeypatch.setattr(imaging.simplejpeg, "decode_jpeg", refuse)
+    for mode in ("L", "CMYK"):
+        result = compress_to_jpeg(encode(Image.new(mode, (24, 16)), "JPEG"), OPTIONS)
+        assert (result.width, result.height) == (24, 16)
