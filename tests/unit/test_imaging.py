@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from chalicelib import imaging
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.errors import ImageFailure
 from chalicelib.imaging import FORMATS, Compressed, CompressOptions, compress_to_jpeg
-from PIL import Image, ImageCms, ImageFile
+from PIL import Image, ImageCms, ImageFile, JpegImagePlugin
 
 from local_emulator.samples import make_samples
 from local_emulator.samples.make_samples import SAMPLES, generate
@@ -605,3 +606,29 @@ def test_greyscale_and_cmyk_jpegs_take_pillows_decoder(monkeypatch: pytest.Monke
     for mode in ("L", "CMYK"):
         result = compress_to_jpeg(encode(Image.new(mode, (24, 16)), "JPEG"), OPTIONS)
         assert (result.width, result.height) == (24, 16)
+
+
+@pytest.mark.skipif(imaging.simplejpeg is None, reason="simplejpeg is not installed")
+def test_jpeg_encoder_reads_rgbx_pixels_in_place_on_this_build() -> None:
+    compress_to_jpeg(encode(photo((64, 48)), "JPEG"), OPTIONS)
+    assert imaging._rgbx_encoding_checked.is_set()
+    assert JpegImagePlugin.RAWMODE["RGBX"] == "RGBX"
+
+
+def test_rgbx_encoding_is_kept_off_when_the_probe_writes_other_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A libjpeg without the RGBX extension would read the pixels as CMYK: other bytes."""
+    monkeypatch.setattr(imaging, "_rgbx_encoding_checked", threading.Event())
+    monkeypatch.setitem(JpegImagePlugin.RAWMODE, "RGBX", "RGB")
+    real_save = Image.SAVE["JPEG"]
+
+    def other_bytes_in_place(im: Image.Image, fp: io.BytesIO, filename: str | bytes) -> None:
+        real_save(im, fp, filename)
+        if JpegImagePlugin.RAWMODE["RGBX"] == "RGBX":
+            fp.write(b"not the same")
+
+    monkeypatch.setitem(Image.SAVE, "JPEG", other_bytes_in_place)
+    imaging._check_rgbx_encoding()
+    assert imaging._rgbx_encoding_checked.is_set()
+    assert JpegImagePlugin.RAWMODE["RGBX"] == "RGB"
