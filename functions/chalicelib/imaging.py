@@ -235,16 +235,25 @@ def _check_rgbx_encoding() -> None:
 def _encode_jpeg(image: Image.Image, options: CompressOptions) -> bytes:
     """Encode into an anonymous in-memory file rather than a BytesIO: Pillow releases the GIL
     while libjpeg writes to a real file descriptor, so the threads of a worker encode in
-    parallel (measured: two threads 0.75 s into BytesIO, 0.31 s into a descriptor)."""
+    parallel (measured: two threads 0.75 s into BytesIO, 0.31 s into a descriptor).
+
+    Each thread keeps its file and writes over it from the start: creating, mapping and
+    closing one per image cost 0.45 ms of a 1 MP image's 6.6 ms encode. What is read back is
+    exactly what this save wrote (up to the file offset), never an older, longer output.
+    """
     if not hasattr(os, "memfd_create"):
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=options.quality, optimize=options.optimize)
         return buffer.getvalue()
-    fd = os.memfd_create("jpeg", os.MFD_CLOEXEC)
-    with os.fdopen(fd, "w+b") as out:
-        image.save(out, "JPEG", quality=options.quality, optimize=options.optimize)
-        out.seek(0)
-        return out.read()
+    out: io.FileIO | None = getattr(_spool, "file", None)
+    if out is None:
+        out = _spool.file = io.FileIO(os.memfd_create("jpeg", os.MFD_CLOEXEC), "w+")
+    out.seek(0)
+    image.save(out, "JPEG", quality=options.quality, optimize=options.optimize)
+    return os.pread(out.fileno(), out.tell(), 0)
+
+
+_spool = threading.local()  # each thread's output file (`_encode_jpeg`)
 
 
 def _apply_orientation(image: Image.Image) -> None:

@@ -632,3 +632,20 @@ def test_rgbx_encoding_is_kept_off_when_the_probe_writes_other_bytes(
     imaging._check_rgbx_encoding()
     assert imaging._rgbx_encoding_checked.is_set()
     assert JpegImagePlugin.RAWMODE["RGBX"] == "RGB"
+
+
+def test_each_output_is_exactly_its_own_bytes_when_the_thread_reuses_its_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread writes every output over its previous one: a small image after a large one
+    must not come back with the large one's tail."""
+    large = encode(photo((800, 600), seed=1), "PNG")
+    small = encode(photo((40, 30), seed=2), "PNG")
+    first = compress_to_jpeg(large, OPTIONS).data
+    second = compress_to_jpeg(small, OPTIONS).data
+    assert len(second) < len(first)
+    with monkeypatch.context() as patch:
+        patch.delattr(imaging.os, "memfd_create", raising=False)
+        assert compress_to_jpeg(small, OPTIONS).data == second
+        assert compress_to_jpeg(large, OPTIONS).data == first
+    assert second.endswith(b"\xff\xd9") and second.count(b"\xff\xd9") == 1
