@@ -53,7 +53,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("ours+opt", "ours as shipped (q50, optimize=True)", save={"optimize": True}),
     Variant(
         "ours+opt+blocks",
-        "ours as deployed (optimize + blocks_max 16)",
+        "ours as shipped + set_blocks_max(16)",
         blocks_max=16,
         save={"optimize": True},
     ),
@@ -336,11 +336,7 @@ def report(
 
     target("ours (optimize=False) vs simplejpeg, JPEG, equal settings", "ours", "simplejpeg",
            JPEG_GROUPS, 0.95)  # fmt: skip
-    target("ours+blocks vs simplejpeg, JPEG, equal settings", "ours+blocks", "simplejpeg",
-           JPEG_GROUPS, 0.95)  # fmt: skip
     target("ours as shipped vs sharp, all, equal bytes", "ours+opt", "sharp",
-           all_groups, 1.10)  # fmt: skip
-    target("ours as deployed vs sharp, all, equal bytes", "ours+opt+blocks", "sharp",
            all_groups, 1.10)  # fmt: skip
     return lines
 
