@@ -57,7 +57,10 @@ rl.on('line', async (line) => {
     } else if (msg.cmd === 'run') {
       reply(await run(msg.indices, msg.quality, msg.inflight, !!msg.keep));
     } else if (msg.cmd === 'rss') {
-      reply({ pid: process.pid, maxRSS: process.resourceUsage().maxRSS * 1024 });
+      // VmHWM: this process's own peak; resourceUsage().maxRSS starts at the parent's
+      const hwm = /VmHWM:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'ascii'));
+      const maxRSS = hwm ? Number(hwm[1]) * 1024 : process.resourceUsage().maxRSS * 1024;
+      reply({ pid: process.pid, maxRSS });
     } else {
       process.exit(0);
     }

@@ -33,7 +33,6 @@ import contextlib
 import io
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,7 @@ from chalicelib.domain.models import ImageResult, RowStatus  # noqa: E402
 from chalicelib.services.process_row import RowTask, record_batch  # noqa: E402
 
 from benchmarks import corpus  # noqa: E402
+from benchmarks._workers import own_peak_rss  # noqa: E402
 from local_emulator.stack import Emulator  # noqa: E402
 from tests.support.servers import serve_bytes  # noqa: E402
 
@@ -130,7 +130,7 @@ def invoke(function: str, queue_env: str, handler_name: str, batches: int) -> di
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = own_peak_rss()
     seconds = 0.0
     peak = 0
     records = 0
@@ -161,7 +161,7 @@ def invoke(function: str, queue_env: str, handler_name: str, batches: int) -> di
         "records": records,
         "seconds": seconds,
         "traced_peak": peak,
-        "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_peak": own_peak_rss(),
         "rss_after_imports": rss_before,
         "mongo_ops": dict(listener.counts),
     }
