@@ -145,18 +145,6 @@ def _compress(data: bytes, options: CompressOptions) -> Compressed:
                 pixels.close()
 
 
-# EXIF orientation -> the transpose that undoes it (as ImageOps.exif_transpose does).
-_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
 def _decode_turbo(source: ImageFile.ImageFile, data: bytes) -> Image.Image | None:
     """A colour JPEG decoded by libjpeg-turbo's one-call API (simplejpeg), or None for
     anything else or anything it will not decode cleanly (Pillow then decides).
@@ -165,16 +153,13 @@ def _decode_turbo(source: ImageFile.ImageFile, data: bytes) -> Image.Image | Non
     so the pixels are identical; but it decodes the whole buffer in one call without the GIL
     and straight into 4-byte pixels, which Pillow then reads in place (`frombuffer`, no
     copy). Measured on the benchmark corpus: decode 9.8 ms against Pillow's 12.6 ms (1 MP),
-    and the same output bytes. The colour profile, if any, stays in `info` for `_to_srgb`.
+    and the same output bytes. The metadata that orientation and colour depend on is carried
+    over, and the orientation applied as on Pillow's path.
     """
     if simplejpeg is None or source.format != "JPEG" or source.mode != "RGB":
         return None
     if not _rgbx_encoding_checked.is_set():
         _check_rgbx_encoding()
-    try:
-        orientation = int(source.getexif().get(0x0112, 1))
-    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError):
-        orientation = 1  # unreadable EXIF is left alone, as `_apply_orientation` does
     try:
         array = simplejpeg.decode_jpeg(data, "RGBX", fastdct=False, fastupsample=False)
     except ValueError:  # strict: even a recoverable warning; Pillow's decoder judges those
@@ -183,13 +168,10 @@ def _decode_turbo(source: ImageFile.ImageFile, data: bytes) -> Image.Image | Non
     if (width, height) != source.size:
         return None
     image = Image.frombuffer("RGBX", (width, height), array, "raw", "RGBX", 0, 1)
-    if orientation in _ORIENTATION:
-        turned = image.transpose(_ORIENTATION[orientation])
-        image.close()
-        image = turned
-    icc = source.info.get("icc_profile")
-    if icc:
-        image.info["icc_profile"] = icc
+    for key in ("exif", "xmp", "icc_profile"):
+        if key in source.info:
+            image.info[key] = source.info[key]
+    _apply_orientation(image)
     return image
 
 
