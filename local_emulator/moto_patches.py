@@ -74,10 +74,6 @@ class _VisibleMessages:
         return sum(1 for _ in self)
 
 
-def _lazy_messages(queue: Any) -> _VisibleMessages:
-    return _VisibleMessages(queue)
-
-
 def _delete_in_flight(original: Callable[[Any, str], None]) -> Callable[[Any, str], None]:
     def delete_message(queue: Any, receipt_handle: str) -> None:
         with queue._messages_lock:
@@ -110,7 +106,7 @@ def apply() -> None:
                 original = getattr(Queue, name)
                 if isinstance(original, property) and original.fget is not None:
                     setattr(Queue, name, _cached(name, original.fget))
-            Queue.messages = property(_lazy_messages)  # type: ignore[assignment, method-assign]
+            Queue.messages = property(_VisibleMessages)  # type: ignore[assignment, method-assign]
             Queue.delete_message = _delete_in_flight(Queue.delete_message)  # type: ignore[assignment, method-assign]
             _applied.add("sqs")
         if "modules" not in _applied:

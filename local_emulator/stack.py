@@ -471,8 +471,8 @@ class Emulator:
         for function in stack.functions.values():
             for source in function.sqs_sources:
                 if source.queue.url == worker_url:
-                    # one container more than cores: while one waits on downloads, stores or
-                    # its last images, the cores stay busy (benchmarks.pipeline, 45-row job:
+                    # one batch in flight more than cores: while one waits on downloads, stores
+                    # or its last images, the cores stay busy (benchmarks.pipeline, 45-row job:
                     # 4.75 s at 3 against 5.2 s at 2 on 2 cores; 4 measured no better than 3)
                     pollers = self.workers or max(2, cores + 1)
                 elif source.queue.logical_id in dead_letter_queues:
