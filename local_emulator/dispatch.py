@@ -10,6 +10,10 @@ that on ReceiveMessage). A batch is received with the function's Timeout as its 
 is never delivered twice; the records that failed are handed back with the queue's own
 visibility timeout (shortened locally), so a retry comes as soon after the failure as the
 queue says, never sooner.
+
+The pollers reach SQS through `Queues`: over HTTP with boto3 (`SqsApiQueues`), or straight
+from moto's backend when it runs in this process (`local_emulator.inprocess.InProcessQueues`),
+where an idle long poll waits on the queue's condition instead of a request a second.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from local_emulator.provision import (
     ACCOUNT_ID,
@@ -37,10 +41,7 @@ from local_emulator.provision import (
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-    from mypy_boto3_sqs.type_defs import (
-        DeleteMessageBatchRequestEntryTypeDef,
-        MessageTypeDef,
-    )
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 Handler = Callable[[dict[str, Any], Any], Any]
 Log = Callable[[str], None]
@@ -127,13 +128,80 @@ def scheduled_event(function: FunctionInfo, schedule: ScheduleSource, region: st
     }
 
 
-def _entries(
-    messages: list[MessageTypeDef],
-) -> Iterator[list[DeleteMessageBatchRequestEntryTypeDef]]:
-    """The records as batch-call entries (Id, ReceiptHandle), at most ten per call."""
-    for start in range(0, len(messages), SQS_MAX_BATCH):
-        chunk = messages[start : start + SQS_MAX_BATCH]
-        yield [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)]
+class Queues(Protocol):
+    """What the pollers need of SQS. Messages are ReceiveMessage's shape, as boto3 gives them."""
+
+    def receive(
+        self, queue: QueueInfo, count: int, wait: int, visibility: int
+    ) -> list[MessageTypeDef]:
+        """Up to `count` (at most ten) messages, each invisible for `visibility` seconds,
+        waiting up to `wait` seconds for the first."""
+        ...
+
+    def delete(self, queue: QueueInfo, receipts: Sequence[str]) -> list[str]:
+        """Delete; returns why each delete that failed failed."""
+        ...
+
+    def set_visibility(self, queue: QueueInfo, receipts: Sequence[str], seconds: int) -> list[str]:
+        """Make visible again after `seconds`; returns why each change that failed failed."""
+        ...
+
+
+def in_batches(receipts: Sequence[str]) -> Iterator[list[tuple[str, str]]]:
+    """(Id, ReceiptHandle) pairs, at most ten per list: one SQS batch call each."""
+    for start in range(0, len(receipts), SQS_MAX_BATCH):
+        chunk = receipts[start : start + SQS_MAX_BATCH]
+        yield [(str(i), handle) for i, handle in enumerate(chunk)]
+
+
+class SqsApiQueues:
+    """`Queues` over SQS's API (the moto server's HTTP endpoint, or AWS itself)."""
+
+    def __init__(self, sqs: SQSClient) -> None:
+        self._sqs = sqs
+
+    def receive(
+        self, queue: QueueInfo, count: int, wait: int, visibility: int
+    ) -> list[MessageTypeDef]:
+        response = self._sqs.receive_message(
+            QueueUrl=queue.url,
+            MaxNumberOfMessages=max(1, min(SQS_MAX_BATCH, count)),
+            WaitTimeSeconds=wait,
+            VisibilityTimeout=visibility,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return list(response.get("Messages", []))
+
+    def delete(self, queue: QueueInfo, receipts: Sequence[str]) -> list[str]:
+        errors: list[str] = []
+        for batch in in_batches(receipts):
+            try:
+                response = self._sqs.delete_message_batch(
+                    QueueUrl=queue.url, Entries=[{"Id": i, "ReceiptHandle": h} for i, h in batch]
+                )
+            except Exception as exc:
+                errors.append(str(exc))
+                continue
+            errors += [str(f.get("Message", f)) for f in response.get("Failed", [])]
+        return errors
+
+    def set_visibility(self, queue: QueueInfo, receipts: Sequence[str], seconds: int) -> list[str]:
+        errors: list[str] = []
+        for batch in in_batches(receipts):
+            try:
+                response = self._sqs.change_message_visibility_batch(
+                    QueueUrl=queue.url,
+                    Entries=[
+                        {"Id": i, "ReceiptHandle": h, "VisibilityTimeout": seconds}
+                        for i, h in batch
+                    ],
+                )
+            except Exception as exc:
+                errors.append(str(exc))
+                continue
+            errors += [str(f.get("Message", f)) for f in response.get("Failed", [])]
+        return errors
 
 
 def failed_message_ids(result: Any, batch_ids: list[str]) -> set[str]:
@@ -170,14 +238,14 @@ class Dispatcher:
 
     def __init__(
         self,
-        sqs: SQSClient,
+        queues: Queues,
         region: str,
         *,
         log: Log | None = None,
         verbose: bool = True,
         handler_loader: Callable[[FunctionInfo], Handler] | None = None,
     ) -> None:
-        self._sqs = sqs
+        self._queues = queues
         self._region = region
         self._log_lock = threading.Lock()
         self._log_sink: Log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -270,15 +338,7 @@ class Dispatcher:
         self, function: FunctionInfo, source: SqsEventSource, count: int, wait: int
     ) -> list[MessageTypeDef]:
         """Up to `count` records, invisible for the function's whole Timeout."""
-        response = self._sqs.receive_message(
-            QueueUrl=source.queue.url,
-            MaxNumberOfMessages=max(1, min(SQS_MAX_BATCH, count)),
-            WaitTimeSeconds=wait,
-            VisibilityTimeout=function.timeout,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        return list(response.get("Messages", []))
+        return self._queues.receive(source.queue, count, wait, function.timeout)
 
     def _poll(self, function: FunctionInfo, source: SqsEventSource, handler: Handler) -> None:
         size = max(1, source.batch_size)
@@ -328,7 +388,7 @@ class Dispatcher:
             failed = failed_message_ids(result, ids) if source.report_batch_item_failures else set()
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
-            self._delete(queue.url, done)
+            self._delete(queue, done)
         if failed:
             self._hand_back(queue, [m for m in messages if m["MessageId"] in failed])
         elapsed = time.monotonic() - started
@@ -343,32 +403,15 @@ class Dispatcher:
             self._log(f"{head}: ok ({elapsed:.2f}s)")
 
     def _hand_back(self, queue: QueueInfo, messages: list[MessageTypeDef]) -> None:
-        """Failed records become visible again after the queue's visibility timeout."""
-        for entries in _entries(messages):
-            try:
-                self._sqs.change_message_visibility_batch(
-                    QueueUrl=queue.url,
-                    Entries=[
-                        {
-                            "Id": e["Id"],
-                            "ReceiptHandle": e["ReceiptHandle"],
-                            "VisibilityTimeout": queue.visibility_timeout,
-                        }
-                        for e in entries
-                    ],
-                )
-            except Exception as exc:  # they come back after the function's timeout instead
-                self._log(f"[sqs] could not hand back failed records: {exc}")
+        """Failed records become visible again after the queue's visibility timeout (those
+        that cannot be handed back come back after the function's timeout instead)."""
+        receipts = [m["ReceiptHandle"] for m in messages]
+        for error in self._queues.set_visibility(queue, receipts, queue.visibility_timeout):
+            self._log(f"[sqs] could not hand back a failed record: {error}")
 
-    def _delete(self, queue_url: str, messages: list[MessageTypeDef]) -> None:
-        for entries in _entries(messages):
-            try:
-                response = self._sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
-            except Exception as exc:
-                self._log(f"[sqs] delete failed: {exc}")
-                continue
-            for failure in response.get("Failed", []):
-                self._log(f"[sqs] delete failed: {failure.get('Message', failure)}")
+    def _delete(self, queue: QueueInfo, messages: list[MessageTypeDef]) -> None:
+        for error in self._queues.delete(queue, [m["ReceiptHandle"] for m in messages]):
+            self._log(f"[sqs] delete failed: {error}")
 
     # -- schedules ------------------------------------------------------------------
     def _tick(

@@ -29,7 +29,7 @@ from botocore.config import Config
 
 from local_emulator.api_server import ApiServer
 from local_emulator.containers import ContainerPool
-from local_emulator.dispatch import Dispatcher, Handler, load_handler
+from local_emulator.dispatch import Dispatcher, Handler, Queues, SqsApiQueues, load_handler
 from local_emulator.mongo import EmbeddedMongo, MongoEngine
 from local_emulator.provision import REGION, FunctionInfo, ProvisionedStack, Provisioner
 from local_emulator.servers import MotoServer
@@ -136,8 +136,9 @@ class Emulator:
         self.start_api = start_api
         self.start_dispatchers = start_dispatchers
         self.parameter_overrides = dict(parameter_overrides or {})
-        # The functions reach S3 and SQS through moto's backends in this process, not HTTP
-        # (LOCAL_AWS_IN_PROCESS=0 turns it off, e.g. to measure the difference).
+        # The functions and the dispatcher's pollers reach S3 and SQS through moto's backends
+        # in this process, not HTTP (LOCAL_AWS_IN_PROCESS=0 turns it off, e.g. to measure the
+        # difference).
         self.in_process_aws = (
             in_process_aws
             if in_process_aws is not None
@@ -464,7 +465,11 @@ class Emulator:
             return load_handler(function.handler, function.code_dir)
 
         dispatcher = Dispatcher(
-            self._sqs(), REGION, log=self._log, verbose=self.verbose_dispatch, handler_loader=load
+            self._queues(),
+            REGION,
+            log=self._log,
+            verbose=self.verbose_dispatch,
+            handler_loader=load,
         )
         dead_letter_queues = stack.dead_letter_queue_ids()
         cores = os.cpu_count() or 1
@@ -483,6 +488,16 @@ class Emulator:
             for schedule in function.schedules:
                 dispatcher.add_schedule(function, schedule, self.schedule_scale)
         return dispatcher
+
+    def _queues(self) -> Queues:
+        """The pollers' SQS: moto's backend in this process, as the functions' calls are
+        (a pipeline benchmark job took ten pollers' idle long polls, one request a second
+        each, at 0.085 core-seconds a second over HTTP), or its HTTP API."""
+        if self.in_process_aws:
+            from local_emulator.inprocess import InProcessQueues
+
+            return InProcessQueues()
+        return SqsApiQueues(self._sqs())
 
     def _sqs(self) -> SQSClient:
         if self._session is None:

@@ -7,6 +7,8 @@ pipeline's logic; the real template.yaml is checked for provisioning only.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -51,8 +53,10 @@ def fake_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     sys.modules.pop(FAKE_MODULE, None)
 
 
-@pytest.fixture(scope="module")
-def emu(fake_template: Path) -> Iterator[Emulator]:
+@pytest.fixture(scope="module", params=["in-process", "http"])
+def emu(fake_template: Path, request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """Each test of the stack runs twice: with the pollers and functions on moto's backend in
+    this process (the default), and with every SQS and S3 call over HTTP."""
     with Emulator(
         "127.0.0.1",
         0,
@@ -63,6 +67,7 @@ def emu(fake_template: Path) -> Iterator[Emulator]:
         verbose_dispatch=False,
         log=lambda line: None,
         worker_processes=False,  # the fake app records its calls in this process
+        in_process_aws=request.param == "in-process",
     ) as emulator:
         yield emulator
 
@@ -288,6 +293,27 @@ def test_sqs_event_has_lambdas_shape(emu: Emulator) -> None:
     assert "SentTimestamp" in record["attributes"]
     assert function_name == "image-pipeline-RowsFunction"
     assert 0 < remaining <= 60_000
+
+
+def test_message_attributes_reach_the_event_as_lambda_gives_them(emu: Emulator) -> None:
+    tag = uuid.uuid4().hex
+    emu.sqs_client().send_message(
+        QueueUrl=emu.environment["ROWS_QUEUE_URL"],
+        MessageBody=json.dumps({"tag": tag, "mode": "ok"}),
+        MessageAttributes={
+            "kind": {"DataType": "String", "StringValue": "row"},
+            "blob": {"DataType": "Binary", "BinaryValue": b"\x00\xffraw"},
+        },
+    )
+    assert wait_until(lambda: len(_seen("process_rows", tag)) == 1)
+    record = next(
+        rec for _, e, _, _ in calls("process_rows") for rec in e["Records"] if tag in rec["body"]
+    )
+    assert record["messageAttributes"]["kind"]["stringValue"] == "row"
+    assert record["messageAttributes"]["kind"]["dataType"] == "String"
+    blob = record["messageAttributes"]["blob"]
+    assert (blob["dataType"], base64.b64decode(blob["binaryValue"])) == ("Binary", b"\x00\xffraw")
+    assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
 
 
 def test_batches_and_partial_failures(emu: Emulator) -> None:
