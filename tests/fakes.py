@@ -156,6 +156,7 @@ class InMemoryJobStore:
                 total_images=progress.total_images,
             )
             job.status = JobStatus.PROCESSING
+            job.rows_written = False
             job.updated_at = iso(now)
             return True
 
@@ -164,6 +165,7 @@ class InMemoryJobStore:
             job = self.jobs[request_id]
             job.fanout_sent = max(job.fanout_sent, sent)
             job.fanout_done = done
+            job.rows_written = job.rows_written or done
             job.updated_at = iso(now)
 
     def record_row(

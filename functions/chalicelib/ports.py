@@ -90,11 +90,13 @@ class JobStore(Protocol):
         """Write one chunk of rows (idempotent: rewriting a chunk with the same rows is fine)."""
 
     def start_processing(self, request_id: str, progress: Progress, now: datetime) -> bool:
-        """Record the totals and move a pending job to `processing`. True when this call
-        made the move (the job is accepted), False when it was already past pending."""
+        """Record the totals and move a pending job to `processing`, its rows not yet all
+        written (`rows_written` False). True when this call made the move (the job is
+        accepted), False when it was already past pending."""
 
     def record_fanout(self, request_id: str, sent: int, done: bool, now: datetime) -> None:
-        """Remember that the messages of rows at positions < `sent` went out."""
+        """Remember that the messages of rows at positions < `sent` went out; `done`: every
+        row is stored and its message sent (`fanout_done` and `rows_written`)."""
 
     def record_row(
         self, request_id: str, position: int, results: Sequence[ImageResult], now: datetime

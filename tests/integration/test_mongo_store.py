@@ -351,6 +351,26 @@ def test_start_processing_keeps_counters(store: MongoJobStore) -> None:
     assert stored.progress == Progress(2, 1, 4, 2, 0)
 
 
+def test_rows_count_as_written_from_the_end_of_the_first_fan_out(
+    store: MongoJobStore, mongo_db: Database[Any]
+) -> None:
+    job = new_job()
+    assert store.create_job(job)
+    store.start_processing(job.request_id, Progress(8, 0, 8), NOW)
+    accepted = store.get_job(job.request_id)
+    assert accepted is not None and not accepted.rows_written
+    store.record_fanout(job.request_id, 4, False, NOW)
+    marked = store.get_job(job.request_id)
+    assert marked is not None and not marked.rows_written and marked.fanout_sent == 4
+    store.record_fanout(job.request_id, 8, True, NOW)
+    done = store.get_job(job.request_id)
+    assert done is not None and done.rows_written and done.fanout_done
+    # a job written before the field existed stored every row before it was processing
+    mongo_db["jobs"].update_one({"_id": job.request_id}, {"$unset": {"rowsWritten": ""}})
+    older = store.get_job(job.request_id)
+    assert older is not None and older.rows_written
+
+
 def test_finish_job_once(store: MongoJobStore) -> None:
     job = new_job()
     assert store.create_job(job)

@@ -323,11 +323,14 @@ def test_crash_after_the_job_record_before_the_csv_is_stored() -> None:
         ("start_processing", 1, False, "after job record, before fan-out"),
         ("send_batch", 1, False, "fan-out: first batch"),
         ("send_batch", 2, True, "fan-out: middle"),
+        ("insert_rows", 3, False, "storing rows: two chunks stored and sent"),
+        ("insert_rows", 5, True, "storing rows: a chunk stored, not sent"),
+        ("record_fanout", 1, False, "every row stored and sent, fan-out not recorded"),
     ],
 )
 def test_crash_in_ingest(method: str, on_call: int, after: bool, fault: str) -> None:
     h = Harness.build()
-    target = h.world.store if method == "start_processing" else h.world.rows_queue
+    target = h.world.rows_queue if method == "send_batch" else h.world.store
     crash_once(target, method, on_call=on_call, after=after)
     request_id = h.submit()
     seconds = h.run(request_id)

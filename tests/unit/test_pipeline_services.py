@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -133,6 +134,87 @@ def test_ingest_writes_rows_in_serial_order_and_fans_out_one_message_per_row() -
         (2, 1),
         (5, 2),
         (7, 3),
+    ]
+
+
+def _log_ingest_steps(world: FakeWorld) -> list[tuple[str, object]]:
+    """What the ingest does, in order: chunks stored, message batches sent, marks recorded."""
+    steps: list[tuple[str, object]] = []
+    store, queue = world.store, world.rows_queue
+    insert, send, mark = store.insert_rows, queue.send_batch, store.record_fanout
+
+    def insert_rows(request_id: str, chunk: int, rows: Any) -> None:
+        steps.append(("stored", chunk))
+        insert(request_id, chunk, rows)
+
+    def send_batch(bodies: Any, delay_seconds: int = 0) -> None:
+        steps.append(("sent", [b["position"] for b in bodies]))
+        send(bodies, delay_seconds)
+
+    def record_fanout(request_id: str, sent: int, done: bool, now: Any) -> None:
+        steps.append(("done" if done else "mark", sent))
+        mark(request_id, sent, done, now)
+
+    store.insert_rows = insert_rows  # type: ignore[method-assign]
+    queue.send_batch = send_batch  # type: ignore[method-assign]
+    store.record_fanout = record_fanout  # type: ignore[method-assign]
+    return steps
+
+
+def test_each_chunk_is_sent_as_soon_as_it_is_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers start on the first chunk while the rest is written; the job is `processing`
+    with its totals before the first message, and its rows count as all written at the end."""
+    monkeypatch.setattr(ingest, "FANOUT_MARK", 3)
+    world = make_world()
+    world.deps.settings = replace(world.deps.settings, rows_per_chunk=2)
+    steps = _log_ingest_steps(world)
+    text = HEADER + "".join(f"{s},P{s},https://a.test/{s}.jpg\n" for s in range(1, 6))
+    upload_job = upload.submit_csv(world.deps, text.encode(), None, None).job
+    accepted: list[tuple[JobStatus, int, bool]] = []
+    first_send = world.rows_queue.send_batch
+
+    def send_batch(bodies: Any, delay_seconds: int = 0) -> None:
+        job = world.store.get_job(upload_job.request_id)
+        assert job is not None
+        accepted.append((job.status, job.progress.total_products, job.rows_written))
+        first_send(bodies, delay_seconds)
+
+    world.rows_queue.send_batch = send_batch  # type: ignore[method-assign]
+    event_handlers.ingest(world.deps, [storage_record(upload_job.input_key)])
+    assert steps == [
+        ("stored", 0),
+        ("sent", [0, 1]),
+        ("stored", 1),
+        ("sent", [2, 3]),
+        ("mark", 4),
+        ("stored", 2),
+        ("sent", [4]),
+        ("done", 5),
+    ]
+    assert accepted[0] == (JobStatus.PROCESSING, 5, False)
+    job = world.store.get_job(upload_job.request_id)
+    assert job is not None and job.rows_written and job.fanout_done
+
+
+def test_the_fan_out_mark_never_passes_a_chunk_not_yet_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file in reverse serial order fills its last chunk first: the mark waits until every
+    chunk before it went out, so a run that takes over resends nothing it should not skip."""
+    monkeypatch.setattr(ingest, "FANOUT_MARK", 1)
+    world = make_world()
+    world.deps.settings = replace(world.deps.settings, rows_per_chunk=2)
+    steps = _log_ingest_steps(world)
+    text = HEADER + "".join(f"{s},P{s},https://a.test/{s}.jpg\n" for s in range(6, 0, -1))
+    submit(world, text)
+    assert steps == [
+        ("stored", 2),
+        ("sent", [4, 5]),
+        ("stored", 1),
+        ("sent", [2, 3]),
+        ("stored", 0),
+        ("sent", [0, 1]),
+        ("done", 6),
     ]
 
 

@@ -142,6 +142,7 @@ def _job_doc(job: Job) -> Document:
         "bodyDigest": job.body_digest,
         "generation": job.generation,
         "fanout": {"sent": job.fanout_sent, "done": job.fanout_done},
+        "rowsWritten": job.rows_written,
     }
     if job.idempotency_key:  # absent, not "", so the sparse unique index skips it
         doc["idempotencyKey"] = job.idempotency_key
@@ -167,6 +168,8 @@ def _job_from(doc: Mapping[str, Any]) -> Job:
         generation=int(doc.get("generation", 0)),
         fanout_sent=int(doc.get("fanout", {}).get("sent", 0)),
         fanout_done=bool(doc.get("fanout", {}).get("done", False)),
+        # absent from jobs of earlier versions, which stored every row before `processing`
+        rows_written=bool(doc.get("rowsWritten", True)),
         ingest_claimed_at=str(doc.get("ingestClaimedAt", "")),
         finalize_claimed_at=str(doc.get("finalizeClaimedAt", "")),
     )
@@ -349,6 +352,7 @@ class MongoJobStore:
                     "status": str(JobStatus.PROCESSING),
                     "progress.totalProducts": progress.total_products,
                     "progress.totalImages": progress.total_images,
+                    "rowsWritten": False,
                     "updatedAt": iso(now),
                 }
             },
@@ -356,13 +360,10 @@ class MongoJobStore:
         return result.modified_count == 1
 
     def record_fanout(self, request_id: str, sent: int, done: bool, now: datetime) -> None:
-        self._jobs.update_one(
-            {"_id": request_id},
-            {
-                "$max": {"fanout.sent": sent},
-                "$set": {"fanout.done": done, "updatedAt": iso(now)},
-            },
-        )
+        changes: Document = {"fanout.done": done, "updatedAt": iso(now)}
+        if done:
+            changes["rowsWritten"] = True
+        self._jobs.update_one({"_id": request_id}, {"$max": {"fanout.sent": sent}, "$set": changes})
 
     def claim_finalization(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         doc = self._jobs.find_one(

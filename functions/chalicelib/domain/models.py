@@ -171,6 +171,9 @@ class Job:
     generation: int = 0  # bumped by each retry of the failed images
     fanout_sent: int = 0  # rows whose messages are known to be sent, in position order
     fanout_done: bool = False
+    # every row of the CSV is stored (False from the totals until the first fan-out is done:
+    # the first run stores each chunk and sends its messages before storing the next)
+    rows_written: bool = True
     ingest_claimed_at: str = ""
     finalize_claimed_at: str = ""
 

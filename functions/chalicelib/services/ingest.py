@@ -6,8 +6,9 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -110,40 +111,92 @@ def resume_ingest(deps: Dependencies, request_id: str) -> bool:
 
 
 def ingest_job(deps: Dependencies, job: Job) -> None:
-    """Validate the CSV (streamed) and write its rows, then fan out one message per pending
-    row. Each step is repeatable, so a run that died is finished by the next claimant."""
-    if job.status == JobStatus.PENDING and not _accept(deps, job):
+    """Validate the CSV (streamed) and record the totals; then store its rows chunk by chunk,
+    sending each chunk's messages as soon as it is stored, so the workers start while the
+    rest is written. Each step is repeatable, so a run that died is finished by the next
+    claimant: it stores the rows still missing, then fans out every pending row."""
+    if job.status == JobStatus.PENDING:
+        report = _accept(deps, job)
+        if report is not None:
+            sender = _ChunkSender(deps, job, report.total_rows)
+            _write_rows(deps, job, report, sender.send)
+            sender.finish()
         return
     current = deps.store.get_job(job.request_id) or job
+    if not current.rows_written:  # the first run died while storing its rows
+        report = _validated(deps, current)
+        if report is None:
+            return
+        _write_rows(deps, current, report)
     fan_out(deps, current)
 
 
-def _accept(deps: Dependencies, job: Job) -> bool:
+def _validated(deps: Dependencies, job: Job) -> ValidationReport | None:
+    """The CSV's validation report, or None when the job failed (the problems recorded)."""
     key = job.input_key
     info = deps.uploads.head(key)
     if info is None:
         fail_job(deps, job, [CsvProblem(1, None, f"the uploaded object {key} is gone")])
-        return False
+        return None
     if info.size > deps.settings.max_csv_bytes:
         problem = CsvProblem(
             1, None, f"the CSV is {info.size} bytes; the limit is {deps.settings.max_csv_bytes}"
         )
         fail_job(deps, job, [problem])
-        return False
-    limits = csv_limits(deps)
+        return None
     with deps.uploads.open(key) as stream:
-        report = validate_csv(stream, limits)
+        report = validate_csv(stream, csv_limits(deps))
     if not report.ok:
         fail_job(deps, job, report.problems)
-        return False
-    _write_rows(deps, job, key, report)
+        return None
+    return report
+
+
+def _accept(deps: Dependencies, job: Job) -> ValidationReport | None:
+    report = _validated(deps, job)
+    if report is None:
+        return None
     progress = Progress(total_products=report.total_rows, total_images=report.total_images)
     # Totals are recorded before the first message, so no worker can finish the job early.
     if deps.store.start_processing(job.request_id, progress, deps.clock.now()):
         accepted = deps.store.get_job(job.request_id)
         if accepted is not None:
             publish_job_event(deps, accepted, "job.accepted")
-    return True
+    return report
+
+
+class _ChunkSender:
+    """The first run's fan-out: each stored chunk's rows go out at once, ten per batch. The
+    fan-out's mark moves over the chunks stored and sent without a gap (every chunk, for a
+    file in serial order), so a run that takes over sends only from there."""
+
+    def __init__(self, deps: Dependencies, job: Job, total: int) -> None:
+        self._deps = deps
+        self._job = job
+        self._total = total
+        self._next_chunk = 0  # the first chunk not yet sent
+        self._sent_chunks: set[int] = set()  # sent, beyond _next_chunk
+        self._marked = 0
+
+    def send(self, chunk: int, rows: list[StoredRow]) -> None:
+        for start in range(0, len(rows), 10):
+            self._deps.rows_queue.send_batch(
+                [row_message(self._job, row) for row in rows[start : start + 10]]
+            )
+        self._sent_chunks.add(chunk)
+        while self._next_chunk in self._sent_chunks:
+            self._sent_chunks.remove(self._next_chunk)
+            self._next_chunk += 1
+        sent = min(self._total, self._next_chunk * self._job.chunk_size)
+        if sent - self._marked >= FANOUT_MARK and sent < self._total:
+            self._deps.store.record_fanout(self._job.request_id, sent, False, self._now())
+            self._marked = sent
+
+    def finish(self) -> None:
+        self._deps.store.record_fanout(self._job.request_id, self._total, True, self._now())
+
+    def _now(self) -> datetime:
+        return self._deps.clock.now()
 
 
 def fan_out(deps: Dependencies, job: Job) -> None:
@@ -190,10 +243,17 @@ def row_message(job: Job, row: StoredRow) -> dict[str, object]:
     return message
 
 
-def _write_rows(deps: Dependencies, job: Job, key: str, report: ValidationReport) -> None:
-    """Chunks are flushed as soon as they are full: a sorted file keeps one chunk in memory."""
+def _write_rows(
+    deps: Dependencies,
+    job: Job,
+    report: ValidationReport,
+    on_stored: Callable[[int, list[StoredRow]], None] | None = None,
+) -> None:
+    """Chunks are stored as soon as they are full (a sorted file keeps one chunk in memory);
+    `on_stored` gets each one after it is stored. A chunk already stored is left as it is."""
     size = job.chunk_size
     total = report.total_rows
+    key = job.input_key
     pending: dict[int, list[StoredRow | None]] = {}
     filled: dict[int, int] = {}
     with deps.uploads.open(key) as stream:
@@ -205,7 +265,10 @@ def _write_rows(deps: Dependencies, job: Job, key: str, report: ValidationReport
             slots[index] = StoredRow(position, row.serial, row.name, row.urls)
             filled[chunk] = filled.get(chunk, 0) + 1
             if filled[chunk] == expected:
-                deps.store.insert_rows(job.request_id, chunk, [r for r in slots if r])
+                rows = [r for r in slots if r]
+                deps.store.insert_rows(job.request_id, chunk, rows)
                 del pending[chunk], filled[chunk]
+                if on_stored is not None:
+                    on_stored(chunk, rows)
     if pending:  # only reachable if the file changed between the passes
         raise RuntimeError(f"{key} changed while it was being ingested")
