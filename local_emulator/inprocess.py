@@ -8,11 +8,12 @@ received by the dispatcher like any other. Measured on the pipeline benchmark
 the images themselves: every request is signed, serialised, routed by moto's dispatcher
 (which scans its list of services per request) and parsed again.
 
-Only the calls on the hot path are served in-process: storing and heading objects, and
-sending messages. Streams of large objects, presigned URLs and pings still go through boto3
-(the `fallback` adapters), so what a deployed function does is still exercised. The
-dispatcher's pollers receive, delete and hand back messages here too (`InProcessQueues`):
-its ten idle long polls cost a condition wait instead of ten requests a second.
+Only the calls on the hot path are served in-process: storing and heading objects (files of
+up to 8 MiB too), and sending messages. Streams of larger objects, presigned URLs and pings
+still go through boto3 (the `fallback` adapters), so what a deployed function does is still
+exercised. The dispatcher's pollers receive, delete and hand back messages here too
+(`InProcessQueues`): its ten idle long polls cost a condition wait instead of ten requests a
+second.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from local_emulator.provision import QueueInfo
 
 SQS_BATCH = 10
+IN_MEMORY_PUT = 8 * 1024 * 1024
 
 
 def _s3_backend() -> Any:
@@ -64,7 +66,15 @@ class InProcessObjectStore:
         stored.set_metadata({"Content-Type": content_type})
 
     def put_file(self, key: str, fileobj: IO[bytes], content_type: str) -> None:
-        self._fallback.put_file(key, fileobj, content_type)
+        """A file up to IN_MEMORY_PUT bytes (an output CSV of a few thousand rows) is stored
+        here; a larger one streams through boto3's multipart upload."""
+        start = fileobj.tell()
+        size = fileobj.seek(0, 2) - start
+        fileobj.seek(start)
+        if size > IN_MEMORY_PUT:
+            self._fallback.put_file(key, fileobj, content_type)
+            return
+        self.put_bytes(key, fileobj.read(), content_type)
 
     def open(self, key: str) -> IO[bytes]:
         return self._fallback.open(key)
