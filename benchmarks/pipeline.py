@@ -14,7 +14,9 @@ Both sides get the same corpus (`benchmarks.corpus`) and the same two cores:
   records and finalization (the output CSV) are all inside.
 
 Rounds are interleaved (bare, pipeline, pipeline, bare, ...); the ratio printed is the
-median over rounds of pipeline MP/s / bare MP/s measured within the same round.
+median over rounds of pipeline MP/s / bare MP/s measured within the same round. Each round
+also prints the CPU time the hypervisor gave to other guests while each side ran ("steal",
+from /proc/stat): on a shared VM it is what makes an outlier round.
 """
 
 from __future__ import annotations
@@ -44,11 +46,12 @@ from benchmarks.compressor import QUALITY, REPEATS, PoolEngine, batches, megapix
 from local_emulator.stack import Emulator
 
 MIN_ROUNDS = 5
+DEFAULT_ROUNDS = 7
 QUICK_ROUNDS = 3
 TARGET = 0.85
 IMAGES_PER_ROW = 2
 TERMINAL = {"completed", "completed_with_errors", "failed"}
-POLL = 0.5  # seconds between status reads (see Pipeline.run)
+POLL = 1.0  # seconds between status reads (see Pipeline.run)
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Round:
     bare: float
     pipeline: float
     accepted: float = 0.0
+    bare_steal: float | None = None
+    pipeline_steal: float | None = None
     phases: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -141,7 +146,8 @@ class Pipeline:
         The end is the job's own `updatedAt` when it turned terminal (the finalizer's write),
         so the status is polled only every POLL seconds: the embedded MongoDB shares the
         emulator's process, and polling it 20 times a second took a fifth of its GIL time
-        (py-spy), slowing the pipeline it measured."""
+        (py-spy), slowing the pipeline it measured; once a second costs about a dozen reads
+        a job."""
         self.runs += 1
         body = csv_for(plan, self.items, self.base, f"{os.getpid()}-{self.runs}")
         wall_started = time.time()
@@ -177,6 +183,22 @@ class Pipeline:
         self.client.close()
 
 
+def cpu_steal() -> float | None:
+    """Seconds of CPU the hypervisor gave to other guests (all cores), from /proc/stat; None
+    where there is no such counter. A shared VM's steal slows whichever side runs then."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _stolen(before: float | None) -> float | None:
+    after = cpu_steal()
+    return None if before is None or after is None else after - before
+
+
 def _loadavg() -> str:
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -193,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="row pollers (emulator)")
     parser.add_argument("--cache", type=Path, default=corpus.DEFAULT_CACHE)
     args = parser.parse_args(argv)
-    rounds = args.rounds or (QUICK_ROUNDS if args.quick else MIN_ROUNDS)
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
     if rounds < (QUICK_ROUNDS if args.quick else MIN_ROUNDS):
         parser.error(f"at least {QUICK_ROUNDS if args.quick else MIN_ROUNDS} rounds")
     scale = args.scale or (2 if args.quick else 4)
@@ -232,19 +254,28 @@ def main(argv: list[str] | None = None) -> int:
                 bare.run(plan.indices[:8])
                 pipe.run(plan_for(items, 1, args.images_per_row))
                 for r in range(rounds):
-                    if r % 2 == 0:
-                        b, _ = bare.run(plan.indices)[:2]
-                        p, acc = pipe.run(plan)
-                    else:
-                        p, acc = pipe.run(plan)
-                        b, _ = bare.run(plan.indices)[:2]
-                    one = Round(bare=b, pipeline=p, accepted=acc, phases=dict(pipe.phases))
+                    one = Round(0.0, 0.0)
+                    for side in ("bare", "pipeline") if r % 2 == 0 else ("pipeline", "bare"):
+                        before = cpu_steal()
+                        if side == "bare":
+                            one.bare = bare.run(plan.indices)[0]
+                            one.bare_steal = _stolen(before)
+                        else:
+                            one.pipeline, one.accepted = pipe.run(plan)
+                            one.pipeline_steal = _stolen(before)
+                    one.phases = dict(pipe.phases)
                     results.append(one)
+                    b, p = one.bare, one.pipeline
+                    stolen = (
+                        f"  steal {one.bare_steal:.2f}s / {one.pipeline_steal:.2f}s"
+                        if one.bare_steal is not None and one.pipeline_steal is not None
+                        else ""
+                    )
                     say(
                         f"round {r + 1}/{rounds}: bare {b:6.2f}s "
                         f"({plan.megapixels / b:5.1f} MP/s)  pipeline {p:6.2f}s "
-                        f"({plan.megapixels / p:5.1f} MP/s, upload answered in {acc:.2f}s)  "
-                        f"ratio {one.ratio:.3f}  load {_loadavg()}"
+                        f"({plan.megapixels / p:5.1f} MP/s, upload answered in "
+                        f"{one.accepted:.2f}s)  ratio {one.ratio:.3f}{stolen}  load {_loadavg()}"
                     )
                     say(
                         "  pipeline timeline: "

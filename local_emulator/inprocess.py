@@ -8,18 +8,19 @@ received by the dispatcher like any other. Measured on the pipeline benchmark
 the images themselves: every request is signed, serialised, routed by moto's dispatcher
 (which scans its list of services per request) and parsed again.
 
-Only the calls on the hot path are served in-process: storing and heading objects (files of
-up to 8 MiB too), and sending messages. Streams of larger objects, presigned URLs and pings
-still go through boto3 (the `fallback` adapters), so what a deployed function does is still
-exercised. The dispatcher's pollers receive, delete and hand back messages here too
-(`InProcessQueues`): its ten idle long polls cost a condition wait instead of ten requests a
-second.
+Only the calls on the hot path are served in-process: storing, heading and reading objects
+(files of up to 8 MiB: an uploaded or output CSV), and sending messages. Streams of larger
+objects, presigned URLs and pings still go through boto3 (the `fallback` adapters), so what
+a deployed function does is still exercised. The dispatcher's pollers receive, delete and
+hand back messages here too (`InProcessQueues`): its ten idle long polls cost a condition
+wait instead of ten requests a second.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from local_emulator.provision import QueueInfo
 
 SQS_BATCH = 10
-IN_MEMORY_PUT = 8 * 1024 * 1024
+IN_MEMORY_BYTES = 8 * 1024 * 1024
 
 
 def _s3_backend() -> Any:
@@ -66,18 +67,23 @@ class InProcessObjectStore:
         stored.set_metadata({"Content-Type": content_type})
 
     def put_file(self, key: str, fileobj: IO[bytes], content_type: str) -> None:
-        """A file up to IN_MEMORY_PUT bytes (an output CSV of a few thousand rows) is stored
+        """A file up to IN_MEMORY_BYTES bytes (an output CSV of a few thousand rows) is stored
         here; a larger one streams through boto3's multipart upload."""
         start = fileobj.tell()
         size = fileobj.seek(0, 2) - start
         fileobj.seek(start)
-        if size > IN_MEMORY_PUT:
+        if size > IN_MEMORY_BYTES:
             self._fallback.put_file(key, fileobj, content_type)
             return
         self.put_bytes(key, fileobj.read(), content_type)
 
     def open(self, key: str) -> IO[bytes]:
-        return self._fallback.open(key)
+        """An object of up to IN_MEMORY_BYTES bytes (an uploaded CSV, read twice by the ingest)
+        is read here; a larger one streams through boto3."""
+        stored = self._backend.get_object(self.bucket, key)
+        if stored is None or stored.size > IN_MEMORY_BYTES:
+            return self._fallback.open(key)  # NotFound, or a stream
+        return io.BytesIO(stored.value)
 
     def head(self, key: str) -> ObjectInfo | None:
         from chalicelib.ports import ObjectInfo

@@ -11,6 +11,8 @@ from typing import IO, Any
 
 import boto3
 import pytest
+from chalicelib.adapters.s3 import S3ObjectStore
+from chalicelib.errors import NotFound
 from moto import mock_aws
 
 from local_emulator import inprocess, moto_patches
@@ -129,10 +131,37 @@ def test_a_small_file_is_stored_in_process_from_where_it_stands(aws: None) -> No
 def test_a_large_file_streams_through_the_fallback(
     aws: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(inprocess, "IN_MEMORY_PUT", 8)
+    monkeypatch.setattr(inprocess, "IN_MEMORY_BYTES", 8)
     boto3.client("s3", region_name=REGION).create_bucket(Bucket="outputs")
     fallback = _Fallback()
     store = InProcessObjectStore(fallback)  # type: ignore[arg-type]
     store.put_file("out/big.csv", io.BytesIO(b"0123456789"), "text/csv")
     assert fallback.files == [("out/big.csv", b"0123456789", "text/csv")]
     assert store.head("out/big.csv") is None
+
+
+class _CountingS3(S3ObjectStore):
+    opened = 0
+
+    def open(self, key: str) -> IO[bytes]:
+        self.opened += 1
+        return super().open(key)
+
+
+def test_objects_are_read_in_process_up_to_the_limit(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="uploads")
+    s3.put_object(Bucket="uploads", Key="incoming/a.csv", Body=b"S. No.\n1\n")
+    fallback = _CountingS3(s3, "uploads")
+    store = InProcessObjectStore(fallback)
+    with store.open("incoming/a.csv") as stream:
+        assert stream.read() == b"S. No.\n1\n"
+    assert fallback.opened == 0
+    monkeypatch.setattr(inprocess, "IN_MEMORY_BYTES", 4)
+    with store.open("incoming/a.csv") as stream:  # larger: boto3's stream
+        assert stream.read() == b"S. No.\n1\n"
+    assert fallback.opened == 1
+    with pytest.raises(NotFound):
+        store.open("incoming/missing.csv")

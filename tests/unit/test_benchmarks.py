@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks import corpus
+from benchmarks import corpus, pipeline
 from benchmarks.compressor import batches, paired_ratio, summed, throughput
 
 SMALL = (
@@ -101,3 +101,19 @@ def test_batches_repeat_each_size_class() -> None:
     assert len(plan["1MP"]) == 2 * sum(s.group == "1MP" for s in corpus.SPECS)
     assert len(plan["12MP"]) == 3 * sum(s.group == "12MP" for s in corpus.SPECS)
     assert all(items[i].spec.group == "PNG" for i in plan["PNG"])
+
+
+def test_steal_is_read_from_proc_stat_where_there_is_one() -> None:
+    stolen = pipeline.cpu_steal()
+    if Path("/proc/stat").exists():
+        assert stolen is not None and stolen >= 0
+    else:
+        assert stolen is None
+
+
+def test_pipeline_ratio_is_the_median_of_paired_rounds() -> None:
+    rounds = [pipeline.Round(bare=4.0, pipeline=5.0), pipeline.Round(bare=5.0, pipeline=5.0)]
+    rounds.append(pipeline.Round(bare=3.0, pipeline=6.0))
+    assert pipeline.paired_median(rounds) == 0.8
+    with pytest.raises(ValueError):
+        pipeline.paired_median([])
