@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo serve test lint typecheck unit integration e2e clean
+.PHONY: demo serve test bench lint typecheck unit integration e2e clean
 
 $(BIN)/.installed: requirements.txt functions/requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 13), "Python 3.13 is required (see .python-version), found " + sys.version'
@@ -27,6 +27,9 @@ typecheck: $(BIN)/.installed
 
 test: lint typecheck
 	$(BIN)/pytest -n auto tests
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit

@@ -7,7 +7,8 @@ dispatchers off, so each step is run and measured on its own):
 
 1. accept: the CSV is uploaded through the API (validated before the answer);
 2. ingest: the ingest function runs once, in a process of its own (as a Lambda would), on
-   the storage event: validation, rows written, one message per row (timed: "fan-out");
+   the storage event: validation, then the rows written chunk by chunk, each chunk's
+   messages sent as soon as it is stored (timed: "fan-out");
 3. worker: the worker function runs, in a process of its own, on the first
    `--sample-batches` batches of ten rows from the rows queue, with real downloads (a 3 MP
    photo over loopback) and compression;

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks import __main__ as suite
 from benchmarks import corpus, pipeline
 from benchmarks.compressor import batches, paired_ratio, summed, throughput
 
@@ -117,3 +118,38 @@ def test_pipeline_ratio_is_the_median_of_paired_rounds() -> None:
     assert pipeline.paired_median(rounds) == 0.8
     with pytest.raises(ValueError):
         pipeline.paired_median([])
+
+
+def _scale_result(rows: int, rss_mb: float, status_s: float) -> dict[str, object]:
+    function = {"rss_peak": rss_mb * 2**20}
+    status = [status_s, status_s]
+    return {
+        "rows": rows,
+        **dict.fromkeys(suite.FUNCTIONS, function),
+        "status_start": status,
+        "status_middle": status,
+        "status_end": status,
+    }
+
+
+def test_the_suite_judges_flat_memory_and_status_by_the_largest_size() -> None:
+    flat = suite.scale_verdicts(
+        [_scale_result(100_000, 130, 0.030), _scale_result(1_000, 120, 0.025)]
+    )
+    assert len(flat) == len(suite.FUNCTIONS) + 1
+    assert all(line.endswith("PASS") for line in flat)
+    assert "120 -> 130 MB (1,000 -> 100,000 rows)" in flat[0]
+    grown = suite.scale_verdicts(
+        [_scale_result(1_000, 120, 0.025), _scale_result(100_000, 400, 2.5)]
+    )
+    assert all(line.endswith("MISS") for line in grown)
+
+
+def test_the_suite_keeps_the_target_lines_of_each_benchmark() -> None:
+    lines = [
+        "round 1/7: bare 5.00s",
+        "  ours (optimize=False) vs simplejpeg, JPEG, equal settings   0.960 >= 0.95  PASS",
+        "RATIO pipeline/bare = 0.885 (median of 7 paired rounds); meets the 0.85 target",
+        "load average 2.40 1.40 1.47 at end",
+    ]
+    assert suite.verdicts(lines) == [lines[1].strip(), lines[2]]
