@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 FLAT_RSS = 1.25  # peak RSS at the largest size, at most this times the smallest
 STATUS_PAGE = 2.0  # median status page latency at the largest size, at most this times
-VERDICT = re.compile(r"(PASS|MISS|RATIO pipeline/bare)")
+VERDICT = re.compile(r"\b(PASS|FAIL|MISS)\b|RATIO pipeline/bare")  # compressor, scale; pipeline
 FUNCTIONS = ("ingest", "worker", "finalize")
 
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nthe suite's targets ({time.monotonic() - started:.0f} s in all):")
     for line in summary:
         print(f"  {line}")
-    missed = sum(1 for line in summary if "MISS" in line)
+    missed = sum(1 for line in summary if "MISS" in line or "FAIL" in line)
     print("  all met" if not missed else f"  {missed} missed")
     return 0
 

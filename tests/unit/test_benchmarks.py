@@ -149,7 +149,9 @@ def test_the_suite_keeps_the_target_lines_of_each_benchmark() -> None:
     lines = [
         "round 1/7: bare 5.00s",
         "  ours (optimize=False) vs simplejpeg, JPEG, equal settings   0.960 >= 0.95  PASS",
+        "  ours as shipped vs sharp, all, equal bytes                  1.050 >= 1.10  FAIL",
         "RATIO pipeline/bare = 0.885 (median of 7 paired rounds); meets the 0.85 target",
         "load average 2.40 1.40 1.47 at end",
+        "  FAILED is not a word the suite looks for",
     ]
-    assert suite.verdicts(lines) == [lines[1].strip(), lines[2]]
+    assert suite.verdicts(lines) == [lines[1].strip(), lines[2].strip(), lines[3]]
