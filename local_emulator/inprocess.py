@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
+from local_emulator.dispatch import SQS_MAX_BATCH
 from local_emulator.provision import ACCOUNT_ID, REGION
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
     from local_emulator.provision import QueueInfo
 
-SQS_BATCH = 10
 IN_MEMORY_BYTES = 8 * 1024 * 1024
 
 
@@ -69,6 +69,9 @@ class InProcessObjectStore:
     def put_file(self, key: str, fileobj: IO[bytes], content_type: str) -> None:
         """A file up to IN_MEMORY_BYTES bytes (an output CSV of a few thousand rows) is stored
         here; a larger one streams through boto3's multipart upload."""
+        if not fileobj.seekable():
+            self._fallback.put_file(key, fileobj, content_type)
+            return
         start = fileobj.tell()
         size = fileobj.seek(0, 2) - start
         fileobj.seek(start)
@@ -183,7 +186,7 @@ class InProcessQueues:
     def receive(
         self, queue: QueueInfo, count: int, wait: int, visibility: int
     ) -> list[MessageTypeDef]:
-        count = max(1, min(SQS_BATCH, count))
+        count = max(1, min(SQS_MAX_BATCH, count))
         messages = self._backend.receive_message(queue.name, count, wait, visibility, ["All"])
         return [received(m) for m in messages]
 

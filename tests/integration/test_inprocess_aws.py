@@ -165,3 +165,22 @@ def test_objects_are_read_in_process_up_to_the_limit(
     assert fallback.opened == 1
     with pytest.raises(NotFound):
         store.open("incoming/missing.csv")
+
+
+class _Unseekable(io.RawIOBase):
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._data.readinto(buffer)
+
+
+def test_a_stream_that_cannot_seek_goes_through_the_fallback(aws: None) -> None:
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="outputs")
+    fallback = _Fallback()
+    store = InProcessObjectStore(fallback)  # type: ignore[arg-type]
+    store.put_file("out/piped.csv", _Unseekable(b"a,b\n"), "text/csv")  # type: ignore[arg-type]
+    assert fallback.files == [("out/piped.csv", b"a,b\n", "text/csv")]
