@@ -18,6 +18,8 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from benchmarks._parent import die_with_parent
+
 
 class SendfileHandler(SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -34,6 +36,7 @@ class SendfileHandler(SimpleHTTPRequestHandler):
 
 
 def main(argv: list[str]) -> None:
+    die_with_parent()
     port, folder = int(argv[0]), argv[1]
     server = ThreadingHTTPServer(("127.0.0.1", port), partial(SendfileHandler, directory=folder))
     server.daemon_threads = True

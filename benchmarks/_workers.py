@@ -17,6 +17,8 @@ from typing import Any
 
 from PIL import Image, JpegImagePlugin
 
+from benchmarks._parent import die_with_parent
+
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
 
 
@@ -67,6 +69,7 @@ def _install_variant(variant: Variant) -> None:
 def init(setup: Setup) -> None:
     """Pool initializer: load the corpus into memory and prepare the engine."""
     global _RUN  # noqa: PLW0603 - one engine per worker process
+    die_with_parent()
     if str(FUNCTIONS_DIR) not in sys.path:
         sys.path.insert(0, str(FUNCTIONS_DIR))
     _DATA[:] = [Path(p).read_bytes() for p in setup.paths]

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +160,42 @@ def test_the_suite_keeps_the_target_lines_of_each_benchmark() -> None:
         "  FAILED is not a word the suite looks for",
     ]
     assert suite.verdicts(lines) == [lines[1].strip(), lines[2].strip(), lines[3]]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_pool_process_ends_when_the_benchmark_is_killed(tmp_path: Path) -> None:
+    """A parent asks for a child that calls die_with_parent, then is killed: the child goes."""
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', "
+            "'import sys, time; sys.path.insert(0, sys.argv[1]); "
+            "from benchmarks._parent import die_with_parent; "
+            "assert die_with_parent(); "
+            'open(sys.argv[2], "w").write("ready"); time.sleep(60)\', '
+            f"{str(Path(__file__).resolve().parents[2])!r}, {str(pid_file)!r}])\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pid_file.exists()
+    parent.kill()
+    parent.wait()
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the child outlived its killed parent")
