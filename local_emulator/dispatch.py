@@ -174,34 +174,39 @@ class SqsApiQueues:
         return list(response.get("Messages", []))
 
     def delete(self, queue: QueueInfo, receipts: Sequence[str]) -> list[str]:
-        errors: list[str] = []
-        for batch in in_batches(receipts):
-            try:
-                response = self._sqs.delete_message_batch(
-                    QueueUrl=queue.url, Entries=[{"Id": i, "ReceiptHandle": h} for i, h in batch]
-                )
-            except Exception as exc:
-                errors.append(str(exc))
-                continue
-            errors += [str(f.get("Message", f)) for f in response.get("Failed", [])]
-        return errors
+        return _per_batch(
+            receipts,
+            lambda batch: self._sqs.delete_message_batch(
+                QueueUrl=queue.url, Entries=[{"Id": i, "ReceiptHandle": h} for i, h in batch]
+            ),
+        )
 
     def set_visibility(self, queue: QueueInfo, receipts: Sequence[str], seconds: int) -> list[str]:
-        errors: list[str] = []
-        for batch in in_batches(receipts):
-            try:
-                response = self._sqs.change_message_visibility_batch(
-                    QueueUrl=queue.url,
-                    Entries=[
-                        {"Id": i, "ReceiptHandle": h, "VisibilityTimeout": seconds}
-                        for i, h in batch
-                    ],
-                )
-            except Exception as exc:
-                errors.append(str(exc))
-                continue
-            errors += [str(f.get("Message", f)) for f in response.get("Failed", [])]
-        return errors
+        return _per_batch(
+            receipts,
+            lambda batch: self._sqs.change_message_visibility_batch(
+                QueueUrl=queue.url,
+                Entries=[
+                    {"Id": i, "ReceiptHandle": h, "VisibilityTimeout": seconds} for i, h in batch
+                ],
+            ),
+        )
+
+
+def _per_batch(
+    receipts: Sequence[str], call: Callable[[list[tuple[str, str]]], Mapping[str, Any]]
+) -> list[str]:
+    """One batch call per ten receipts; the errors of all of them (a call that raises fails
+    its batch only)."""
+    errors: list[str] = []
+    for batch in in_batches(receipts):
+        try:
+            response = call(batch)
+        except Exception as exc:
+            errors.append(str(exc))
+            continue
+        errors += [str(f.get("Message", f)) for f in response.get("Failed", [])]
+    return errors
 
 
 def failed_message_ids(result: Any, batch_ids: list[str]) -> set[str]:
@@ -406,11 +411,19 @@ class Dispatcher:
         """Failed records become visible again after the queue's visibility timeout (those
         that cannot be handed back come back after the function's timeout instead)."""
         receipts = [m["ReceiptHandle"] for m in messages]
-        for error in self._queues.set_visibility(queue, receipts, queue.visibility_timeout):
+        try:
+            errors = self._queues.set_visibility(queue, receipts, queue.visibility_timeout)
+        except Exception as exc:  # a transport that raises must not end the poller
+            errors = [str(exc)]
+        for error in errors:
             self._log(f"[sqs] could not hand back a failed record: {error}")
 
     def _delete(self, queue: QueueInfo, messages: list[MessageTypeDef]) -> None:
-        for error in self._queues.delete(queue, [m["ReceiptHandle"] for m in messages]):
+        try:
+            errors = self._queues.delete(queue, [m["ReceiptHandle"] for m in messages])
+        except Exception as exc:  # a transport that raises must not end the poller
+            errors = [str(exc)]
+        for error in errors:
             self._log(f"[sqs] delete failed: {error}")
 
     # -- schedules ------------------------------------------------------------------

@@ -34,6 +34,7 @@ _JOB_KEY = re.compile(
     r"^incoming/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.csv$"
 )
 FANOUT_MARK = 500  # rows between two records of the fan-out's progress
+MESSAGE_BATCH = 10  # row messages per send (SQS's batch limit)
 _KEY_NAMESPACE = uuid.UUID("6f1c3c8e-2f0b-4d7e-9a51-3c0f4b6f7a10")
 
 
@@ -179,9 +180,9 @@ class _ChunkSender:
         self._marked = 0
 
     def send(self, chunk: int, rows: list[StoredRow]) -> None:
-        for start in range(0, len(rows), 10):
+        for start in range(0, len(rows), MESSAGE_BATCH):
             self._deps.rows_queue.send_batch(
-                [row_message(self._job, row) for row in rows[start : start + 10]]
+                [row_message(self._job, row) for row in rows[start : start + MESSAGE_BATCH]]
             )
         self._sent_chunks.add(chunk)
         while self._next_chunk in self._sent_chunks:
@@ -211,7 +212,7 @@ def fan_out(deps: Dependencies, job: Job) -> None:
         if row.position < job.fanout_sent or row.status != RowStatus.PENDING:
             continue
         batch.append(row_message(job, row))
-        if len(batch) == 10:
+        if len(batch) == MESSAGE_BATCH:
             deps.rows_queue.send_batch(batch)
             batch = []
             if row.position + 1 - sent >= FANOUT_MARK:
