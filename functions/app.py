@@ -10,6 +10,7 @@ from typing import Any
 
 from chalice.app import Chalice, CloudWatchEvent, Rate, Response, SQSEvent
 from chalicelib import bootstrap, observability
+from chalicelib.domain.budget import Budget
 from chalicelib.errors import (
     Conflict,
     InvalidRequest,
@@ -180,13 +181,13 @@ def index() -> Response:
 @app.on_sqs_message(queue="IngestQueue", batch_size=1, name="ingest_csv")
 def ingest_csv(event: SQSEvent) -> event_handlers.BatchResponse:
     with _invocation(event):
-        return event_handlers.ingest(bootstrap.dependencies(), _records(event))
+        return event_handlers.ingest(bootstrap.dependencies(), _records(event), _budget(event))
 
 
 @app.on_sqs_message(queue="RowsQueue", batch_size=10, name="process_rows")
 def process_rows(event: SQSEvent) -> event_handlers.BatchResponse:
     with _invocation(event):
-        return event_handlers.rows(bootstrap.dependencies(), _records(event))
+        return event_handlers.rows(bootstrap.dependencies(), _records(event), _budget(event))
 
 
 @app.on_sqs_message(queue="RowsDeadLetterQueue", batch_size=10, name="rows_dead_letter")
@@ -210,7 +211,7 @@ def deliver_webhooks(event: SQSEvent) -> event_handlers.BatchResponse:
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="sweep_jobs")
 def sweep_jobs(event: CloudWatchEvent) -> dict[str, list[str]]:
     with observability.invocation(function="sweep_jobs"):
-        return recovery.sweep(bootstrap.dependencies()).to_dict()
+        return recovery.sweep(bootstrap.dependencies(), _budget(event)).to_dict()
 
 
 def _invocation(event: SQSEvent) -> AbstractContextManager[dict[str, str]]:
@@ -219,6 +220,11 @@ def _invocation(event: SQSEvent) -> AbstractContextManager[dict[str, str]]:
         awsRequestId=getattr(context, "aws_request_id", None),
         function=getattr(context, "function_name", None),
     )
+
+
+def _budget(event: SQSEvent | CloudWatchEvent) -> Budget:
+    """The invocation's time, from Lambda's context (unlimited when called without one)."""
+    return Budget.from_context(getattr(event, "context", None))
 
 
 def _records(event: SQSEvent) -> list[event_handlers.QueueRecord]:

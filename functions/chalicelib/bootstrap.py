@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from chalicelib.config import Settings
@@ -41,6 +40,7 @@ def build(settings: Settings) -> Dependencies:
     from botocore.config import Config
 
     from chalicelib.adapters.events import EventBridgePublisher
+    from chalicelib.adapters.fair_pool import FairThreadPool
     from chalicelib.adapters.http import HttpImageFetcher, HttpWebhookSender, url_refusal
     from chalicelib.adapters.mongo_store import MongoJobStore
     from chalicelib.adapters.s3 import S3ObjectStore
@@ -76,9 +76,7 @@ def build(settings: Settings) -> Dependencies:
         check_webhook_url=lambda url: url_refusal(url, allow_private=allow_private),
         clock=SystemClock(),
         new_id=new_request_id,
-        image_pool=ThreadPoolExecutor(
-            max_workers=settings.image_workers, thread_name_prefix="image"
-        ),
+        image_pool=FairThreadPool(settings.image_workers, thread_name_prefix="image"),
         ingest_queue=SqsTaskQueue(sqs, settings.ingest_queue_url),
         events=(
             EventBridgePublisher(session.client("events", config=aws_config), bus)

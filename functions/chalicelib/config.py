@@ -76,7 +76,9 @@ class Settings:
     upload_url_ttl: int = 900
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
-    download_deadline: float = 60.0
+    # One attempt's whole deadline. The worker starts an attempt only when this, and the
+    # image's decode and encode, fit in what its invocation has left (Timeout 120 s).
+    download_deadline: float = 30.0
     allow_private_hosts: bool = False
     webhook_url: str = ""
     webhook_secret: str = ""
@@ -88,7 +90,10 @@ class Settings:
     fetch_backoff: float = 0.5  # base delay in seconds; doubled per try, full jitter
     ingest_lease: int = 900  # seconds before a dead ingest may be taken over
     finalize_lease: int = 300
-    stall_after: int = 600  # a job unchanged this long is looked at by the sweeper
+    # A job unchanged this long is looked at by the sweeper. Longer than a row message can be
+    # out of sight (the rows queue's visibility, 750 s, plus the worker's Timeout, 120 s),
+    # so the sweeper never re-sends rows whose batch is still in flight.
+    stall_after: int = 900
     sweep_limit: int = 200  # jobs repaired per sweep
     event_bus_name: str = ""
     api_base_url: str = ""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any, Protocol
@@ -181,6 +182,15 @@ class EventPublisher(Protocol):
 class WebhookSender(Protocol):
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
         """POST once (no redirects followed); never raises for network failures."""
+
+
+class WorkPool(Protocol):
+    """Threads that run the images of every batch in the container, fairly between keys
+    (jobs): one job's slow images do not make another job's wait behind all of them."""
+
+    def run[T](self, key: str, work: Callable[[], T]) -> Future[T]:
+        """Run `work` on a pool thread; the next free thread takes the key waiting longest."""
+        ...
 
 
 class Clock(Protocol):

@@ -142,7 +142,7 @@ class Sqs:
                 failed = {
                     f["itemIdentifier"] for f in self.handler(deps, records)["batchItemFailures"]
                 }
-            except Crash:
+            except Exception:  # a handler that raises fails its whole batch, as on Lambda
                 failed = {r.message_id for r in records}
             for item, record in zip(batch, records, strict=True):
                 if record.message_id not in failed:

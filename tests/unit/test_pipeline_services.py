@@ -337,17 +337,22 @@ def test_every_image_failing_ends_the_job_failed() -> None:
 
 def test_storage_failure_reports_the_record_for_redelivery_then_succeeds() -> None:
     world = make_world()
-    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
-    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n")
-    message = world.rows_queue.drain()[0].body
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg(), "https://a.test/2.jpg": jpeg()}
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n2,B,https://a.test/2.jpg\n")
+    first, second = (m.body for m in world.rows_queue.drain())
+    record = QueueRecord("m-1", json.dumps(first))
+    world.outputs.fail_puts = 1  # the first image's output cannot be stored
+    assert event_handlers.rows(
+        world.deps, [record, QueueRecord("m-2", json.dumps(second))]
+    ) == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
     world.outputs.fail_puts = 1
-    record = QueueRecord("m-1", json.dumps(message))
-    assert event_handlers.rows(world.deps, [record]) == {
-        "batchItemFailures": [{"itemIdentifier": "m-1"}]
-    }
+    # every record of the batch failed: the handler raises, so that nothing is deleted even
+    # where the mapping would not honour a partial response (as Powertools does)
+    with pytest.raises(event_handlers.BatchFailed):
+        event_handlers.rows(world.deps, [record])
     assert event_handlers.rows(world.deps, [record]) == {"batchItemFailures": []}
     job = world.store.get_job(request_id)
-    assert job is not None and job.progress.processed_products == 1
+    assert job is not None and job.progress.processed_products == 2
 
 
 def test_malformed_row_message_is_a_batch_item_failure_alone() -> None:

@@ -366,9 +366,10 @@ def _describe(exc: BaseException) -> str:
 
 
 def _deadline_failure(seconds: float) -> ImageFailure:
-    return ImageFailure(
-        ImageErrorCode.TIMEOUT, f"took longer than the {seconds:g} s deadline", retryable=True
-    )
+    """Not retried: a host still trickling its answer after the whole deadline is slow, not
+    failing, and is not worth two more deadlines. A read or connect timeout (the host
+    silent) and a 5xx or 429 (the host failing) are worth another attempt."""
+    return ImageFailure(ImageErrorCode.TIMEOUT, f"took longer than the {seconds:g} s deadline")
 
 
 def _failure(exc: BaseException, watchdog: _Watchdog) -> ImageFailure:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from chalicelib.config import Settings
@@ -15,6 +14,7 @@ from chalicelib.ports import (
     ObjectStore,
     TaskQueue,
     WebhookSender,
+    WorkPool,
 )
 
 UrlChecker = Callable[[str], str | None]
@@ -35,7 +35,7 @@ class Dependencies:
     check_webhook_url: UrlChecker
     clock: Clock
     new_id: Callable[[], str]
-    image_pool: Executor
+    image_pool: WorkPool
     ingest_queue: TaskQueue
     events: EventPublisher
     sleep: Callable[[float], None]

@@ -1,7 +1,12 @@
 """Queue-shaped use cases: a batch of records in, Lambda's partial batch response out.
 
 Chalice has no partial batch response for SQS; these return `batchItemFailures` themselves
-and template.yaml turns on `ReportBatchItemFailures` (as Powertools' BatchProcessor does)."""
+and template.yaml turns on `ReportBatchItemFailures` on every queue's mapping (as Powertools'
+BatchProcessor does). As Powertools does too, a batch whose every record failed raises
+instead: nothing is deleted then, even by a mapping that lacks the response type.
+
+Each gets its invocation's `Budget`: work that cannot finish in time is handed over to a
+later invocation instead of being cut off by Lambda's Timeout."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from chalicelib import observability
+from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import ImageErrorCode, ImageResult
 from chalicelib.services import finalize as finalize_service
 from chalicelib.services import ingest as ingest_service
@@ -49,6 +55,16 @@ class BatchResponse(TypedDict):
     batchItemFailures: list[ItemFailure]
 
 
+class BatchFailed(Exception):
+    """Every record of the batch failed: raised, so that Lambda deletes none of them."""
+
+
+def _answer(records: Sequence[QueueRecord], failures: list[ItemFailure]) -> BatchResponse:
+    if records and len(failures) == len(records):
+        raise BatchFailed(f"all {len(records)} record(s) of the batch failed; none is deleted")
+    return {"batchItemFailures": failures}
+
+
 def _each(
     records: Sequence[QueueRecord], handle: Callable[[QueueRecord], None], what: str
 ) -> BatchResponse:
@@ -60,22 +76,31 @@ def _each(
             except Exception:
                 log.exception("%s: message %s failed", what, record.message_id)
                 failures.append({"itemIdentifier": record.message_id})
-    return {"batchItemFailures": failures}
+    return _answer(records, failures)
 
 
-def ingest(deps: Dependencies, records: Sequence[QueueRecord]) -> BatchResponse:
+def ingest(
+    deps: Dependencies, records: Sequence[QueueRecord], budget: Budget | None = None
+) -> BatchResponse:
+    budget = budget or Budget.unlimited()
+
     def handle(record: QueueRecord) -> None:
         body = record.json()
         if isinstance(body, dict) and "retryJob" in body:
-            recovery.run_retry(deps, str(body["retryJob"]))
+            recovery.run_retry(deps, str(body["retryJob"]), budget)
+            return
+        if isinstance(body, dict) and ingest_service.HANDOVER in body:
+            ingest_service.take_over_ingest(deps, str(body[ingest_service.HANDOVER]), budget)
             return
         for created in ingest_service.parse_storage_message(record.body):
-            ingest_service.handle_object_created(deps, created)
+            ingest_service.handle_object_created(deps, created, budget)
 
     return _each(records, handle, "ingest")
 
 
-def rows(deps: Dependencies, records: Sequence[QueueRecord]) -> BatchResponse:
+def rows(
+    deps: Dependencies, records: Sequence[QueueRecord], budget: Budget | None = None
+) -> BatchResponse:
     failures: list[ItemFailure] = []
     tasks: list[process_row.RowTask] = []
     ids: list[str] = []
@@ -89,17 +114,19 @@ def rows(deps: Dependencies, records: Sequence[QueueRecord]) -> BatchResponse:
                 failures.append({"itemIdentifier": record.message_id})
     jobs = sorted({task.request_id for task in tasks})
     with observability.log_context(requestId=",".join(jobs), messageIds=",".join(ids)):
-        outcomes = process_row.process_rows(deps, tasks)
+        outcomes = process_row.process_rows(deps, tasks, budget)
     failures.extend(
         {"itemIdentifier": message_id}
         for message_id, outcome in zip(ids, outcomes, strict=True)
         if outcome is not None
     )
-    return {"batchItemFailures": failures}
+    return _answer(records, failures)
 
 
 def rows_dead_letter(deps: Dependencies, records: Sequence[QueueRecord]) -> BatchResponse:
-    """A row that kept failing: record its images as failed, so the job still ends."""
+    """A row that kept failing: record its images as failed, so the job still ends. A record
+    that cannot be recorded (the store down, a malformed message) stays in the dead-letter
+    queue, reported failed, and is never deleted unhandled."""
 
     def handle(record: QueueRecord) -> None:
         task = process_row.RowTask.from_message(record.json())

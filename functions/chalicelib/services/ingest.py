@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
+from chalicelib.domain.budget import Budget, OutOfTime
 from chalicelib.domain.csv_input import ValidationReport, iter_rows, validate_csv
 from chalicelib.domain.models import (
     CsvProblem,
@@ -36,6 +37,10 @@ _JOB_KEY = re.compile(
 FANOUT_MARK = 500  # rows between two records of the fan-out's progress
 MESSAGE_BATCH = 10  # row messages per send (SQS's batch limit)
 _KEY_NAMESPACE = uuid.UUID("6f1c3c8e-2f0b-4d7e-9a51-3c0f4b6f7a10")
+HANDOVER = "resumeIngest"  # the ingest queue's message that continues a run out of time
+# A handover takes the claim at once, even one made this very millisecond: its holder sent
+# the handover as the last thing it did.
+HANDOVER_LEASE = timedelta(milliseconds=-1)
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,9 @@ def job_id_for_key(key: str, etag: str) -> str:
     return str(uuid.uuid5(_KEY_NAMESPACE, f"{key}\x00{etag}"))
 
 
-def handle_object_created(deps: Dependencies, event: ObjectCreated) -> str | None:
+def handle_object_created(
+    deps: Dependencies, event: ObjectCreated, budget: Budget | None = None
+) -> str | None:
     """Ingest one stored CSV. Returns the job id, or None when the object is not a job.
     A repeated event finds the job claimed, or its fan-out done, and starts nothing new."""
     if not event.key.startswith(INCOMING_PREFIX) or event.key.endswith("/"):
@@ -95,31 +102,54 @@ def handle_object_created(deps: Dependencies, event: ObjectCreated) -> str | Non
             chunk_size=deps.settings.rows_per_chunk,
         )
         deps.store.create_job(job)
-    resume_ingest(deps, request_id)
+    resume_ingest(deps, request_id, budget)
     return request_id
 
 
-def resume_ingest(deps: Dependencies, request_id: str) -> bool:
+def resume_ingest(deps: Dependencies, request_id: str, budget: Budget | None = None) -> bool:
     """Run (or take over) the job's ingest when nobody holds a live claim on it."""
     lease = timedelta(seconds=deps.settings.ingest_lease)
     if not deps.store.claim_ingest(request_id, deps.clock.now(), lease):
         log.info("job %s: ingest claimed, done or terminal; nothing to start", request_id)
         return False
-    job = deps.store.get_job(request_id)
-    if job is not None:
-        ingest_job(deps, job)
+    _run_claimed(deps, request_id, budget or Budget.unlimited())
     return True
 
 
-def ingest_job(deps: Dependencies, job: Job) -> None:
+def take_over_ingest(deps: Dependencies, request_id: str, budget: Budget | None = None) -> bool:
+    """Continue the ingest that a run out of time handed over (its claim is taken at once)."""
+    if not deps.store.claim_ingest(request_id, deps.clock.now(), HANDOVER_LEASE):
+        log.info("job %s: handover found the ingest done or terminal", request_id)
+        return False
+    _run_claimed(deps, request_id, budget or Budget.unlimited())
+    return True
+
+
+def _run_claimed(deps: Dependencies, request_id: str, budget: Budget) -> None:
+    """The claimant's run. Out of time, it hands the rest to a new invocation through the
+    ingest queue (a fresh message: being slow is not a failure), having recorded how far
+    the fan-out got; should that send fail, the message is retried and the lease expires."""
+    job = deps.store.get_job(request_id)
+    if job is None:
+        return
+    try:
+        ingest_job(deps, job, budget)
+    except OutOfTime:
+        log.info("job %s: the ingest ran out of time; handed over to a new invocation", request_id)
+        deps.ingest_queue.send_batch([{HANDOVER: request_id}])
+
+
+def ingest_job(deps: Dependencies, job: Job, budget: Budget | None = None) -> None:
     """Validate the CSV (streamed) and record the totals; then store its rows chunk by chunk,
     sending each chunk's messages as soon as it is stored, so the workers start while the
     rest is written. Each step is repeatable, so a run that died is finished by the next
-    claimant: it stores the rows still missing, then fans out every pending row."""
+    claimant: it stores the rows still missing, then fans out every pending row.
+    Raises OutOfTime, the fan-out's mark recorded, when `budget` runs out."""
+    budget = budget or Budget.unlimited()
     if job.status == JobStatus.PENDING:
         report = _accept(deps, job)
         if report is not None:
-            sender = _ChunkSender(deps, job, report.total_rows)
+            sender = _ChunkSender(deps, job, report.total_rows, budget)
             _write_rows(deps, job, report, sender.send)
             sender.finish()
         return
@@ -128,8 +158,8 @@ def ingest_job(deps: Dependencies, job: Job) -> None:
         report = _validated(deps, current)
         if report is None:
             return
-        _write_rows(deps, current, report)
-    fan_out(deps, current)
+        _write_rows(deps, current, report, budget=budget)
+    fan_out(deps, current, budget)
 
 
 def _validated(deps: Dependencies, job: Job) -> ValidationReport | None:
@@ -171,15 +201,21 @@ class _ChunkSender:
     fan-out's mark moves over the chunks stored and sent without a gap (every chunk, for a
     file in serial order), so a run that takes over sends only from there."""
 
-    def __init__(self, deps: Dependencies, job: Job, total: int) -> None:
+    def __init__(self, deps: Dependencies, job: Job, total: int, budget: Budget) -> None:
         self._deps = deps
         self._job = job
         self._total = total
+        self._budget = budget
         self._next_chunk = 0  # the first chunk not yet sent
         self._sent_chunks: set[int] = set()  # sent, beyond _next_chunk
         self._marked = 0
 
     def send(self, chunk: int, rows: list[StoredRow]) -> None:
+        if self._budget.expired:
+            sent = min(self._total, self._next_chunk * self._job.chunk_size)
+            if sent > self._marked:
+                self._deps.store.record_fanout(self._job.request_id, sent, False, self._now())
+            self._budget.check()
         for start in range(0, len(rows), MESSAGE_BATCH):
             self._deps.rows_queue.send_batch(
                 [row_message(self._job, row) for row in rows[start : start + MESSAGE_BATCH]]
@@ -200,9 +236,11 @@ class _ChunkSender:
         return self._deps.clock.now()
 
 
-def fan_out(deps: Dependencies, job: Job) -> None:
+def fan_out(deps: Dependencies, job: Job, budget: Budget | None = None) -> None:
     """One message per pending row, in position order, from where the last run got to.
-    Progress is remembered every FANOUT_MARK rows; a re-sent message changes nothing."""
+    Progress is remembered every FANOUT_MARK rows, and where it stopped when `budget` runs
+    out (OutOfTime); a re-sent message changes nothing."""
+    budget = budget or Budget.unlimited()
     if job.generation > 0:
         for _ in deps.store.reset_failed_rows(job.request_id, deps.clock.now()):
             pass
@@ -211,6 +249,10 @@ def fan_out(deps: Dependencies, job: Job) -> None:
     for row in deps.store.iter_rows(job.request_id):
         if row.position < job.fanout_sent or row.status != RowStatus.PENDING:
             continue
+        if not batch and budget.expired:
+            if row.position > sent:
+                deps.store.record_fanout(job.request_id, row.position, False, deps.clock.now())
+            budget.check()
         batch.append(row_message(job, row))
         if len(batch) == MESSAGE_BATCH:
             deps.rows_queue.send_batch(batch)
@@ -249,9 +291,12 @@ def _write_rows(
     job: Job,
     report: ValidationReport,
     on_stored: Callable[[int, list[StoredRow]], None] | None = None,
+    budget: Budget | None = None,
 ) -> None:
     """Chunks are stored as soon as they are full (a sorted file keeps one chunk in memory);
-    `on_stored` gets each one after it is stored. A chunk already stored is left as it is."""
+    `on_stored` gets each one after it is stored. A chunk already stored is left as it is.
+    Raises OutOfTime between two chunks once `budget` is spent."""
+    budget = budget or Budget.unlimited()
     size = job.chunk_size
     total = report.total_rows
     key = job.input_key
@@ -266,6 +311,7 @@ def _write_rows(
             slots[index] = StoredRow(position, row.serial, row.name, row.urls)
             filled[chunk] = filled.get(chunk, 0) + 1
             if filled[chunk] == expected:
+                budget.check()
                 rows = [r for r in slots if r]
                 deps.store.insert_rows(job.request_id, chunk, rows)
                 del pending[chunk], filled[chunk]

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
+import math
 import random
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from chalicelib import observability
-from chalicelib.domain.models import ImageErrorCode, ImageResult, Progress, output_key
+from chalicelib.domain.budget import Budget, OutOfTime
+from chalicelib.domain.models import (
+    ImageErrorCode,
+    ImageResult,
+    Progress,
+    RowStatus,
+    output_key,
+)
 from chalicelib.errors import ImageFailure, InvalidRequest
-from chalicelib.imaging import CompressOptions, compress_to_jpeg
+from chalicelib.imaging import CompressOptions, compress_to_jpeg, work_allowance
 from chalicelib.services.deps import Dependencies
 
 log = logging.getLogger(__name__)
@@ -25,11 +34,68 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Kept:
-    """An image of a retried row that succeeded before: its output is reused, not redone."""
+    """An image finished in an earlier delivery of its row: a success of a retried row (its
+    output reused, not redone), or either outcome carried by a continuation message."""
 
     key: str
     bytes_in: int = 0
     bytes_out: int = 0
+    error_code: ImageErrorCode | None = None
+    error_message: str = ""
+
+    @property
+    def done(self) -> bool:
+        return bool(self.key) or self.error_code is not None
+
+    def result(self, url: str) -> ImageResult:
+        return ImageResult(
+            url,
+            output_key=self.key,
+            error_code=self.error_code,
+            error_message=self.error_message,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+        )
+
+    @classmethod
+    def of(cls, result: ImageResult) -> Kept:
+        return cls(
+            result.output_key,
+            result.bytes_in,
+            result.bytes_out,
+            result.error_code,
+            result.error_message,
+        )
+
+    @classmethod
+    def from_message(cls, item: Mapping[str, Any]) -> Kept:
+        code = item.get("errorCode")
+        return cls(
+            str(item.get("key", "")),
+            int(item.get("bytesIn", 0)),
+            int(item.get("bytesOut", 0)),
+            ImageErrorCode(code) if code else None,
+            str(item.get("errorMessage", "")),
+        )
+
+    def to_message(self) -> dict[str, object]:
+        item: dict[str, object] = {
+            "key": self.key,
+            "bytesIn": self.bytes_in,
+            "bytesOut": self.bytes_out,
+        }
+        if self.error_code is not None:
+            item["errorCode"] = str(self.error_code)
+            item["errorMessage"] = self.error_message
+        return item
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """An image not finished for want of time: it resumes in a later invocation, with the
+    fetch attempts it already spent counted."""
+
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -39,11 +105,16 @@ class RowTask:
     serial: int
     urls: tuple[str, ...]
     keep: tuple[Kept, ...] = ()
+    attempts: tuple[int, ...] = ()  # fetch attempts already spent, per image
+    generation: int = 0
 
     def kept(self, index: int) -> Kept | None:
-        if index < len(self.keep) and self.keep[index].key:
+        if index < len(self.keep) and self.keep[index].done:
             return self.keep[index]
         return None
+
+    def attempts_spent(self, index: int) -> int:
+        return self.attempts[index] if index < len(self.attempts) else 0
 
     @classmethod
     def from_message(cls, body: Mapping[str, Any]) -> RowTask:
@@ -51,64 +122,231 @@ class RowTask:
             urls = body["inputImageUrls"]
             if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
                 raise TypeError("inputImageUrls must be a list of strings")
-            keep = tuple(
-                Kept(str(k.get("key", "")), int(k.get("bytesIn", 0)), int(k.get("bytesOut", 0)))
-                for k in body.get("keep", [])
-            )
             return cls(
                 request_id=str(body["requestId"]),
                 position=int(body["position"]),
                 serial=int(body["serialNumber"]),
                 urls=tuple(urls),
-                keep=keep,
+                keep=tuple(Kept.from_message(k) for k in body.get("keep", [])),
+                attempts=tuple(int(n) for n in body.get("attempts", [])),
+                generation=int(body.get("generation", 0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidRequest(f"malformed row message: {exc}") from exc
 
+    def continuation(
+        self, done: Mapping[int, ImageResult], attempts: Mapping[int, int]
+    ) -> dict[str, object]:
+        """The message that resumes this row: what is done so far kept, image by image."""
+        keep = [
+            Kept.of(done[i]) if i in done else (self.kept(i) or Kept(""))
+            for i in range(len(self.urls))
+        ]
+        return {
+            "requestId": self.request_id,
+            "position": self.position,
+            "serialNumber": self.serial,
+            "inputImageUrls": list(self.urls),
+            "generation": self.generation,
+            "keep": [k.to_message() for k in keep],
+            "attempts": [attempts.get(i, self.attempts_spent(i)) for i in range(len(self.urls))],
+        }
 
-def process_rows(deps: Dependencies, tasks: Sequence[RowTask]) -> list[BaseException | None]:
-    """Process a batch; every image of every row runs on the shared pool at once.
-    Returns, per task, None on success or the error that should make it be redelivered."""
-    pending: list[dict[str, Future[ImageResult]]] = []
-    in_batch: dict[tuple[str, str], Future[ImageResult]] = {}
+
+ImageOutcome = ImageResult | Deferred
+
+
+def process_rows(
+    deps: Dependencies, tasks: Sequence[RowTask], budget: Budget | None = None
+) -> list[BaseException | None]:
+    """Process a batch within `budget`; every image of every row runs on the shared pool.
+
+    A row already recorded costs a read, not a download. Each row is recorded as soon as its
+    own images are done; a row whose images could not all be finished in time is sent on as
+    a continuation message that keeps what is done (or, with nothing done, handed back).
+    Returns, per task, None when the row is dealt with, or the error for which its message
+    should be redelivered."""
+    budget = budget or Budget.unlimited()
+    outcomes: list[BaseException | None] = [None] * len(tasks)
+    recorded = _recorded_rows(deps, tasks)
+    live: dict[int, dict[int, Future[ImageOutcome]]] = {}
+    in_batch: dict[tuple[str, str], Future[ImageOutcome]] = {}
     reuse = reuse_cache(deps)
-    for task in tasks:
+    for n, task in enumerate(tasks):
+        if (task.request_id, task.position) in recorded:
+            continue
+        futures: dict[int, Future[ImageOutcome]] = {}
         first_index: dict[str, int] = {}
         for index, url in enumerate(task.urls):
-            if task.kept(index) is None:
-                first_index.setdefault(url, index)
-        futures: dict[str, Future[ImageResult]] = {}
-        for url, index in first_index.items():
+            if task.kept(index) is not None:
+                continue
+            if url in first_index:  # the same URL twice in a row: fetched once
+                futures[index] = futures[first_index[url]]
+                continue
+            first_index[url] = index
             # The same URL anywhere in the job is fetched and compressed once: within the
             # batch the rows share one future; later rows reuse the stored output.
             job_url = (task.request_id, url)
             reused = reuse.get(job_url)
             if reused is not None:
-                futures[url] = _resolved(reused)
+                futures[index] = _resolved(reused)
                 continue
             if job_url not in in_batch:
                 # each image runs in the caller's context: its log lines keep the requestId
-                in_batch[job_url] = deps.image_pool.submit(
-                    contextvars.copy_context().run, _one_image, deps, task, url, index
+                work = functools.partial(
+                    contextvars.copy_context().run,
+                    _one_image,
+                    deps,
+                    task,
+                    url,
+                    index,
+                    budget,
                 )
-            futures[url] = in_batch[job_url]
-        pending.append(futures)
-    outcomes: list[BaseException | None] = [None] * len(tasks)
-    done: list[tuple[int, RowTask, list[ImageResult]]] = []
-    for n, (task, futures) in enumerate(zip(tasks, pending, strict=True)):
-        try:
-            by_url = {url: future.result() for url, future in futures.items()}
-            results = [
-                _kept_result(url, kept) if (kept := task.kept(i)) else by_url[url]
-                for i, url in enumerate(task.urls)
-            ]
-            done.append((n, task, results))
-        except Exception as exc:
-            _log_retry(task)
-            outcomes[n] = exc
-    for n, error in record_batch(deps, done):
-        outcomes[n] = error
+                in_batch[job_url] = deps.image_pool.run(task.request_id, work)
+            futures[index] = in_batch[job_url]
+        live[n] = futures
+    for request_id in sorted({t.request_id for t in tasks} - {tasks[n].request_id for n in live}):
+        # every row of this job in the batch was recorded before: a redelivery, whose first
+        # delivery may have died between its last record and asking for finalization
+        _finalize_if_done(deps, request_id, [])
+    _settle(deps, tasks, live, outcomes, budget)
     return outcomes
+
+
+def _settle(
+    deps: Dependencies,
+    tasks: Sequence[RowTask],
+    live: dict[int, dict[int, Future[ImageOutcome]]],
+    outcomes: list[BaseException | None],
+    budget: Budget,
+) -> None:
+    """Wait for the rows' images; record each row as its images finish (rows finishing
+    together in one call), until every row is dealt with or the budget is spent."""
+    while live:
+        ready = [n for n, futures in live.items() if all(f.done() for f in futures.values())]
+        if not ready:
+            waiting = {f for futures in live.values() for f in futures.values() if not f.done()}
+            left = budget.remaining()
+            if left <= 0:
+                break
+            wait(waiting, timeout=None if math.isinf(left) else left, return_when=FIRST_COMPLETED)
+            continue
+        done: list[tuple[int, RowTask, list[ImageResult]]] = []
+        continued: list[tuple[int, dict[str, object]]] = []
+        for n in ready:
+            futures = live.pop(n)
+            task = tasks[n]
+            try:
+                row = _row_outcome(task, {i: f.result() for i, f in futures.items()})
+            except Exception as exc:
+                _log_retry(task)
+                outcomes[n] = exc
+                continue
+            if isinstance(row, list):
+                done.append((n, task, row))
+            elif row is None:
+                log.info(
+                    "row %s of job %s: no image could start in time; handed back",
+                    task.serial,
+                    task.request_id,
+                )
+                outcomes[n] = OutOfTime("no image of the row could start in time")
+            else:
+                continued.append((n, row))
+        _continue_rows(deps, tasks, continued, outcomes)
+        for n, error in record_batch(deps, done):
+            outcomes[n] = error
+    for n in live:  # the budget ran out with images still running: the row comes back
+        task = tasks[n]
+        log.warning(
+            "row %s of job %s: out of time with images still running; handed back",
+            task.serial,
+            task.request_id,
+        )
+        outcomes[n] = OutOfTime("the invocation's time ran out before the row's images ended")
+
+
+def _row_outcome(
+    task: RowTask, by_index: Mapping[int, ImageOutcome]
+) -> list[ImageResult] | dict[str, object] | None:
+    """The row's results when every image is done; else its continuation message when it
+    moved on (an image done or a fetch attempt spent), or None when nothing could start."""
+    results: dict[int, ImageResult] = {}
+    attempts: dict[int, int] = {}
+    for index, url in enumerate(task.urls):
+        kept = task.kept(index)
+        if kept is not None:
+            results[index] = kept.result(url)
+            continue
+        outcome = by_index[index]
+        if isinstance(outcome, Deferred):
+            attempts[index] = outcome.attempts
+        else:
+            results[index] = outcome
+    if not attempts:
+        return [results[i] for i in range(len(task.urls))]
+    fresh = {i for i in results if task.kept(i) is None}
+    spent_more = any(n > task.attempts_spent(i) for i, n in attempts.items())
+    if not fresh and not spent_more:
+        return None
+    return task.continuation(results, attempts)
+
+
+def _continue_rows(
+    deps: Dependencies,
+    tasks: Sequence[RowTask],
+    continued: Sequence[tuple[int, dict[str, object]]],
+    outcomes: list[BaseException | None],
+) -> None:
+    """Send the continuations of rows that moved on: a new message each, so the row's
+    receive count starts again (progress is not a failure) and its original is deleted."""
+    if not continued:
+        return
+    try:
+        deps.rows_queue.send_batch([message for _, message in continued])
+    except Exception as exc:
+        log.exception("could not send %d continuation(s); the rows come back", len(continued))
+        for n, _ in continued:
+            outcomes[n] = exc
+        return
+    for n, _ in continued:
+        task = tasks[n]
+        log.info(
+            "row %s of job %s: out of time; continues in a new message with what is done",
+            task.serial,
+            task.request_id,
+        )
+
+
+def _recorded_rows(deps: Dependencies, tasks: Sequence[RowTask]) -> set[tuple[str, int]]:
+    """(job, position) of the batch's rows already recorded: one read per run of adjacent
+    positions (a batch of the fan-out is ten rows in a row), so a redelivered message costs
+    a read, not a download. A failed read skips nothing: recording is idempotent anyway."""
+    found: set[tuple[str, int]] = set()
+    by_job: dict[str, list[int]] = {}
+    for task in tasks:
+        by_job.setdefault(task.request_id, []).append(task.position)
+    for request_id, positions in by_job.items():
+        wanted = set(positions)
+        try:
+            for start, end in _runs(sorted(wanted)):
+                for row in deps.store.list_rows(request_id, start, end - start):
+                    if row.position in wanted and row.status != RowStatus.PENDING:
+                        found.add((request_id, row.position))
+        except Exception:
+            log.exception("job %s: could not read which rows are recorded", request_id)
+    return found
+
+
+def _runs(positions: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """[start, end) ranges covering sorted `positions`, one per run of adjacent ones."""
+    start = previous = positions[0]
+    for position in positions[1:]:
+        if position != previous + 1:
+            yield start, previous + 1
+            start = position
+        previous = position
+    yield start, previous + 1
 
 
 class ReuseCache:
@@ -158,8 +396,8 @@ def reuse_cache(deps: Dependencies) -> ReuseCache:
         return cache
 
 
-def _resolved(result: ImageResult) -> Future[ImageResult]:
-    future: Future[ImageResult] = Future()
+def _resolved(result: ImageResult) -> Future[ImageOutcome]:
+    future: Future[ImageOutcome] = Future()
     future.set_result(result)
     return future
 
@@ -252,33 +490,53 @@ def request_finalization(deps: Dependencies, request_id: str) -> bool:
     return True
 
 
-def _kept_result(url: str, kept: Kept) -> ImageResult:
-    return ImageResult(url, output_key=kept.key, bytes_in=kept.bytes_in, bytes_out=kept.bytes_out)
+def fetch_with_retries(
+    deps: Dependencies, url: str, budget: Budget | None = None, spent: int = 0
+) -> bytes:
+    """Download, retrying transient failures (connect and read timeouts, 5xx, 429, dropped
+    connections) with exponential backoff and full jitter; permanent ones (404, blocked, not
+    an image, a body still trickling at the deadline) at once.
 
-
-def fetch_with_retries(deps: Dependencies, url: str) -> bytes:
-    """Download, retrying transient failures (timeouts, 5xx, 429, dropped connections) with
-    exponential backoff and full jitter; permanent ones (404, blocked, not an image) at once."""
-    attempts = deps.settings.fetch_attempts
-    for attempt in range(1, attempts + 1):
+    No attempt starts unless its whole deadline and the image's decode and encode fit in
+    `budget`: then `NoTimeLeft` says how many attempts were spent (`spent` counts those of
+    earlier invocations), and the image resumes in a later one."""
+    budget = budget or Budget.unlimited()
+    settings = deps.settings
+    needed = settings.download_deadline + work_allowance(settings.max_image_pixels)
+    attempt = spent
+    while True:
+        if not budget.fits(needed):
+            raise NoTimeLeft(attempt)
+        attempt += 1
         try:
             return deps.fetcher.fetch(url)
         except ImageFailure as failure:
-            if not failure.retryable or attempt == attempts:
+            if not failure.retryable or attempt >= settings.fetch_attempts:
                 raise
-            delay = random.uniform(0, deps.settings.fetch_backoff * 2 ** (attempt - 1))
+            delay = random.uniform(0, settings.fetch_backoff * 2 ** (attempt - 1))
+            if not budget.fits(delay + needed):
+                raise NoTimeLeft(attempt) from failure
             log.info("fetch %s: %s; retry %d in %.2fs", url, failure.message, attempt, delay)
             deps.sleep(delay)
-    raise AssertionError("unreachable")
 
 
-def _one_image(deps: Dependencies, task: RowTask, url: str, index: int) -> ImageResult:
-    """Fetch and compress one image. Expected failures become a result with a code;
-    a storage failure raises, so the row is retried."""
+class NoTimeLeft(Exception):
+    """The budget cannot hold another attempt; `attempts` were spent on the image so far."""
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(f"no time left for a fetch attempt after {attempts}")
+        self.attempts = attempts
+
+
+def _one_image(
+    deps: Dependencies, task: RowTask, url: str, index: int, budget: Budget
+) -> ImageOutcome:
+    """Fetch and compress one image. Expected failures become a result with a code; an image
+    that cannot start in time is Deferred; a storage failure raises, so the row is retried."""
     settings = deps.settings
     data = b""
     try:
-        data = fetch_with_retries(deps, url)
+        data = fetch_with_retries(deps, url, budget, task.attempts_spent(index))
         compressed = compress_to_jpeg(
             data,
             CompressOptions(
@@ -287,6 +545,8 @@ def _one_image(deps: Dependencies, task: RowTask, url: str, index: int) -> Image
                 optimize=settings.output_optimize,
             ),
         )
+    except NoTimeLeft as short:
+        return Deferred(short.attempts)
     except ImageFailure as failure:
         return ImageResult(
             url, error_code=failure.code, error_message=failure.message, bytes_in=len(data)

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import CsvProblem, Job, JobStatus, WebhookState
 from chalicelib.domain.timefmt import parse_iso
 from chalicelib.errors import Conflict, NotFound
@@ -33,31 +34,41 @@ class SweepReport:
         return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
 
 
-def sweep(deps: Dependencies) -> SweepReport:
+def sweep(deps: Dependencies, budget: Budget | None = None) -> SweepReport:
     """Repair every job that stopped moving for STALL_AFTER seconds. Each repair is a step the
-    pipeline would have taken anyway, so running it while the job is alive changes nothing."""
+    pipeline would have taken anyway, so running it while the job is alive changes nothing.
+
+    STALL_AFTER is longer than a row message can be out of sight (the rows queue's
+    visibility timeout plus the worker's Timeout), so rows whose batch is still in flight
+    are never sent again. What does not fit in `budget` waits for the next sweep."""
+    budget = budget or Budget.unlimited()
     now = deps.clock.now()
     stall = timedelta(seconds=deps.settings.stall_after)
     limit = deps.settings.sweep_limit
     report = SweepReport()
     for job in deps.store.find_stalled(now - stall, limit):
+        if budget.expired:
+            log.info("sweeper: out of time; the rest waits for the next sweep")
+            return report
         try:
-            _repair(deps, job, report)
+            _repair(deps, job, report, budget)
         except Exception:
             log.exception("sweeper: job %s could not be repaired this time", job.request_id)
     for job in deps.store.find_webhooks_due(now - stall, limit):
+        if budget.expired:
+            break
         _resend_webhook(deps, job, report)
     if any(report.to_dict().values()):
         log.info("sweeper: %s", report.to_dict())
     return report
 
 
-def _repair(deps: Dependencies, job: Job, report: SweepReport) -> None:
+def _repair(deps: Dependencies, job: Job, report: SweepReport, budget: Budget) -> None:
     if job.status == JobStatus.PENDING:
-        _repair_pending(deps, job, report)
+        _repair_pending(deps, job, report, budget)
         return
     if not job.fanout_done:
-        if resume_ingest(deps, job.request_id):
+        if resume_ingest(deps, job.request_id, budget):
             report.ingests.append(job.request_id)
         return
     progress = deps.store.recount(job.request_id, deps.clock.now())
@@ -72,13 +83,15 @@ def _repair(deps: Dependencies, job: Job, report: SweepReport) -> None:
     # gone (a queue purged, a redrive lost). Sending them again is harmless.
     current = deps.store.get_job(job.request_id)
     if current is not None:
-        fan_out(deps, replace(current, fanout_sent=0))
+        fan_out(deps, replace(current, fanout_sent=0), budget)
         report.resent_rows.append(job.request_id)
 
 
-def _repair_pending(deps: Dependencies, job: Job, report: SweepReport) -> None:
+def _repair_pending(deps: Dependencies, job: Job, report: SweepReport, budget: Budget) -> None:
     if deps.uploads.head(job.input_key) is not None:
-        if resume_ingest(deps, job.request_id):  # the storage event never came, or its run died
+        if resume_ingest(
+            deps, job.request_id, budget
+        ):  # the storage event never came, or its run died
             report.ingests.append(job.request_id)
         return
     waited = deps.clock.now() - parse_iso(job.created_at)
@@ -132,9 +145,9 @@ def retry_failed(deps: Dependencies, request_id: str) -> Job:
     return _existing(deps, request_id)
 
 
-def run_retry(deps: Dependencies, request_id: str) -> None:
+def run_retry(deps: Dependencies, request_id: str, budget: Budget | None = None) -> None:
     """The queued half of a retry: reset the failed rows and fan them out again."""
-    resume_ingest(deps, request_id)
+    resume_ingest(deps, request_id, budget)
 
 
 def _existing(deps: Dependencies, request_id: str) -> Job:

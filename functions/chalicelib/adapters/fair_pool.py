@@ -1,0 +1,98 @@
+"""A thread pool that shares its threads fairly between keys (jobs).
+
+A plain ThreadPoolExecutor serves work first come, first served: a job whose ten images
+trickle from a slow host takes every thread, and a job submitted after it waits until they
+give up. Here each key has its own queue, and a thread that comes free takes the next piece
+of work of the key that was served least recently (round robin), so a second job starts as
+soon as one thread is free, however much the first has queued.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+_Item = tuple[Future[Any], Callable[[], Any]]
+
+
+class FairThreadPool:
+    """`WorkPool` over up to `max_workers` daemon threads, started as work arrives."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "work") -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self._max_workers = max_workers
+        self._prefix = thread_name_prefix
+        self._lock = threading.Condition()
+        self._queues: OrderedDict[str, deque[_Item]] = OrderedDict()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._shutdown = False
+
+    def run[T](self, key: str, work: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("the pool is shut down")
+            self._queues.setdefault(key, deque()).append((future, work))
+            if self._idle == 0 and len(self._threads) < self._max_workers:
+                thread = threading.Thread(
+                    target=self._serve,
+                    name=f"{self._prefix}_{len(self._threads)}",
+                    daemon=True,
+                )
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._lock.notify()
+        return future
+
+    def queued(self) -> dict[str, int]:
+        """Work not yet started, by key."""
+        with self._lock:
+            return {key: len(items) for key, items in self._queues.items()}
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Finish what is queued, then let the threads end."""
+        with self._lock:
+            self._shutdown = True
+            self._lock.notify_all()
+            threads = list(self._threads)
+        if wait:
+            for thread in threads:
+                if thread is not threading.current_thread():
+                    thread.join()
+
+    def _next(self) -> _Item | None:
+        """The next item, round robin over the keys; None once shut down and drained."""
+        with self._lock:
+            while not self._queues:
+                if self._shutdown:
+                    return None
+                self._idle += 1
+                try:
+                    self._lock.wait()
+                finally:
+                    self._idle -= 1
+            key, items = next(iter(self._queues.items()))
+            item = items.popleft()
+            if items:
+                self._queues.move_to_end(key)
+            else:
+                del self._queues[key]
+            return item
+
+    def _serve(self) -> None:
+        while (item := self._next()) is not None:
+            future, work = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = work()
+            except BaseException as exc:  # as ThreadPoolExecutor: the future carries it
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
