@@ -12,12 +12,8 @@ from pathlib import Path
 from types import FrameType
 
 from local_emulator.mongo import MongoEngine
-from local_emulator.stack import (
-    DEFAULT_TEMPLATE,
-    DEFAULT_VISIBILITY_CAP,
-    DEFAULT_VISIBILITY_SCALE,
-    Emulator,
-)
+from local_emulator.stack import DEFAULT_TEMPLATE, Emulator
+from local_emulator.timescale import DEFAULT_TIME_SCALE, TIME_SCALE_ENV
 
 
 def _positive_float(text: str) -> float:
@@ -47,23 +43,16 @@ def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> No
         "--workers", type=int, help="pollers for the rows queue (default: CPU cores + 1)"
     )
     parser.add_argument(
-        "--visibility-scale",
+        "--time-scale",
         type=_positive_float,
-        default=DEFAULT_VISIBILITY_SCALE,
-        help="multiply the queues' visibility timeouts (min 2 s) so failed batches retry "
-        f"sooner (default {DEFAULT_VISIBILITY_SCALE})",
-    )
-    parser.add_argument(
-        "--visibility-max",
-        type=int,
-        default=DEFAULT_VISIBILITY_CAP,
-        help="cap on the scaled visibility timeouts, in seconds (0: no cap; "
-        f"default {DEFAULT_VISIBILITY_CAP})",
+        help="multiply every duration of the stack alike: the functions' Timeouts (not the "
+        "API's), visibility timeouts, schedules, download deadlines and timeouts, leases "
+        f"(default: {TIME_SCALE_ENV} or {DEFAULT_TIME_SCALE})",
     )
     parser.add_argument(
         "--schedule-scale",
         type=_positive_float,
-        help="multiply rate() schedule periods (default: LOCAL_SCHEDULE_SCALE or 0.1)",
+        help="multiply rate() schedule periods by this instead (default: the time scale)",
     )
 
 
@@ -104,8 +93,7 @@ def make_emulator(args: argparse.Namespace, *, allow_private_hosts: bool, quiet:
         allow_private_hosts=allow_private_hosts,
         template=args.template,
         workers=args.workers,
-        visibility_scale=args.visibility_scale,
-        visibility_cap=args.visibility_max or None,
+        time_scale=args.time_scale,
         schedule_scale=args.schedule_scale,
         mongo_engine=engine,
         data_dir=args.data_dir,

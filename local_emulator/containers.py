@@ -130,8 +130,10 @@ class ContainerPool:
         self._environment = dict(environment)
         self._lock = threading.Lock()
         self._idle: list[_Container] = []
+        self._busy: dict[str, _Container] = {}  # by the invocation's aws_request_id
         self._closed = False
         self.cold_starts = 0
+        self.killed = 0
 
     def __call__(self, event: Any, context: Any) -> Any:
         container = self._checkout()
@@ -145,6 +147,8 @@ class ContainerPool:
             log_stream_name=context.log_stream_name,
             deadline=time.time() + context.get_remaining_time_in_millis() / 1000,
         )
+        with self._lock:
+            self._busy[remote.aws_request_id] = container
         try:
             result = container.invoke(event, remote)
         except ContainerExited:
@@ -156,8 +160,21 @@ class ContainerPool:
         except BaseException:
             self._discard(container)
             raise
+        finally:
+            with self._lock:
+                self._busy.pop(remote.aws_request_id, None)
         self._checkin(container)
         return result
+
+    def abort(self, aws_request_id: str) -> None:
+        """The invocation ran past its Timeout: kill its execution environment, as Lambda
+        does (the next invocation gets a new one, a cold start)."""
+        with self._lock:
+            container = self._busy.get(aws_request_id)
+            if container is None:
+                return
+            self.killed += 1
+        container.process.kill()
 
     def _checkout(self) -> _Container:
         with self._lock:

@@ -1,15 +1,17 @@
 """Lambda's event delivery, locally: SQS event source mappings and rate() schedules.
 
 For each SQS mapping, poller threads do what Lambda's pollers do: ReceiveMessage up to
-BatchSize, call the handler with an SQS event, then delete the records that succeeded --
-all of them, or, with ReportBatchItemFailures, all but the reported ones. A handler that
-raises deletes nothing: the records come back after the visibility timeout, and the
-queue's redrive policy moves them to the DLQ after maxReceiveCount receives (moto does
-that on ReceiveMessage). A batch is received with the function's Timeout as its visibility
-(on AWS, visibility >= function timeout guarantees the same), so a batch still in progress
-is never delivered twice; the records that failed are handed back with the queue's own
-visibility timeout (shortened locally), so a retry comes as soon after the failure as the
-queue says, never sooner.
+BatchSize (the queue's visibility timeout hides the batch meanwhile), call the handler with an
+SQS event, then delete the records that succeeded -- all of them, or, with
+ReportBatchItemFailures, all but the reported ones. A handler that raises deletes nothing.
+Records not deleted come back when their visibility timeout runs out, and the queue's redrive
+policy moves them to the DLQ after maxReceiveCount receives (moto does that on receive).
+
+Each invocation is held to its function's Timeout (scaled, see `timescale`), as Lambda holds
+it: past it, the invocation is over -- logged as Lambda logs it, its batch left to come back
+after the visibility timeout, its result ignored. A function that runs in a process of its
+own (`ContainerPool`) has that process killed; one that runs on a thread of this process
+cannot be, so its code must stop by itself at its next look at the time it has left.
 
 The pollers reach SQS through `Queues`: over HTTP with boto3 (`SqsApiQueues`), or straight
 from moto's backend when it runs in this process (`local_emulator.inprocess.InProcessQueues`),
@@ -60,6 +62,7 @@ class LambdaContext:
         self.log_group_name = f"/aws/lambda/{function.name}"
         self.log_stream_name = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
         self._deadline = time.monotonic() + function.timeout
+        self.timeout = function.timeout
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
@@ -142,10 +145,6 @@ class Queues(Protocol):
         """Delete; returns why each delete that failed failed."""
         ...
 
-    def set_visibility(self, queue: QueueInfo, receipts: Sequence[str], seconds: int) -> list[str]:
-        """Make visible again after `seconds`; returns why each change that failed failed."""
-        ...
-
 
 def in_batches(receipts: Sequence[str]) -> Iterator[list[tuple[str, str]]]:
     """(Id, ReceiptHandle) pairs, at most ten per list: one SQS batch call each."""
@@ -178,17 +177,6 @@ class SqsApiQueues:
             receipts,
             lambda batch: self._sqs.delete_message_batch(
                 QueueUrl=queue.url, Entries=[{"Id": i, "ReceiptHandle": h} for i, h in batch]
-            ),
-        )
-
-    def set_visibility(self, queue: QueueInfo, receipts: Sequence[str], seconds: int) -> list[str]:
-        return _per_batch(
-            receipts,
-            lambda batch: self._sqs.change_message_visibility_batch(
-                QueueUrl=queue.url,
-                Entries=[
-                    {"Id": i, "ReceiptHandle": h, "VisibilityTimeout": seconds} for i, h in batch
-                ],
             ),
         )
 
@@ -236,6 +224,46 @@ class FunctionStats:
     records: int = 0
     failed_records: int = 0
     errors: int = 0
+    timeouts: int = 0
+    worst_seconds: float = 0.0  # the longest invocation seen (a timed-out one: its Timeout)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """How one invocation ended: its result, or the handler's traceback, or a timeout."""
+
+    seconds: float
+    result: Any = None
+    error: str = ""
+    timed_out: bool = False
+
+
+def invoke(handler: Handler, event: Any, context: LambdaContext) -> Invocation:
+    """Call the handler as Lambda does: on a thread of its own, for at most its Timeout.
+
+    Late, the invocation is over and its result (should one come) ignored; a handler that
+    can be stopped (`abort(aws_request_id)`, as ContainerPool's can) is stopped."""
+    done: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            done["result"] = handler(event, context)
+        except BaseException:
+            done["error"] = traceback.format_exc()
+
+    started = time.monotonic()
+    thread = threading.Thread(
+        target=run, name=f"lambda-{context.function_name}-{context.aws_request_id[:8]}", daemon=True
+    )
+    thread.start()
+    thread.join(context.timeout)
+    if thread.is_alive():
+        abort = getattr(handler, "abort", None)
+        if callable(abort):
+            abort(context.aws_request_id)
+        return Invocation(context.timeout, timed_out=True)
+    elapsed = time.monotonic() - started
+    return Invocation(elapsed, done.get("result"), done.get("error", ""))
 
 
 class Dispatcher:
@@ -269,13 +297,24 @@ class Dispatcher:
         with self._log_lock:
             self._log_sink(line)
 
-    def _count(self, function: FunctionInfo, records: int, failed: int, error: bool) -> None:
+    def _count(
+        self, function: FunctionInfo, records: int, failed: int, outcome: Invocation
+    ) -> None:
         with self._stats_lock:
             stats = self.stats.setdefault(function.name, FunctionStats())
             stats.invocations += 1
             stats.records += records
             stats.failed_records += failed
-            stats.errors += int(error)
+            stats.errors += int(bool(outcome.error) or outcome.timed_out)
+            stats.timeouts += int(outcome.timed_out)
+            stats.worst_seconds = max(stats.worst_seconds, outcome.seconds)
+
+    def _log_timeout(self, context: LambdaContext) -> None:
+        """As Lambda writes it to the function's log."""
+        self._log(
+            f"{datetime.now(UTC).isoformat(timespec='milliseconds').replace('+00:00', 'Z')} "
+            f"{context.aws_request_id} Task timed out after {context.timeout:.2f} seconds"
+        )
 
     def disable(self, queue_name: str) -> None:
         """Stop polling the queue, as `UpdateEventSourceMapping Enabled=false` does."""
@@ -342,8 +381,9 @@ class Dispatcher:
     def _receive(
         self, function: FunctionInfo, source: SqsEventSource, count: int, wait: int
     ) -> list[MessageTypeDef]:
-        """Up to `count` records, invisible for the function's whole Timeout."""
-        return self._queues.receive(source.queue, count, wait, function.timeout)
+        """Up to `count` records, invisible for the queue's visibility timeout (which the
+        template keeps at six times the function's Timeout or more)."""
+        return self._queues.receive(source.queue, count, wait, source.queue.visibility_timeout)
 
     def _poll(self, function: FunctionInfo, source: SqsEventSource, handler: Handler) -> None:
         size = max(1, source.batch_size)
@@ -382,41 +422,35 @@ class Dispatcher:
         queue = source.queue
         event = {"Records": [sqs_record(m, queue.arn, self._region) for m in messages]}
         ids = [m["MessageId"] for m in messages]
-        started = time.monotonic()
-        error = ""
-        try:
-            result = handler(event, LambdaContext(function))
-        except Exception:
-            error = traceback.format_exc()
+        context = LambdaContext(function)
+        outcome = invoke(handler, event, context)
+        if outcome.error or outcome.timed_out:
             failed = set(ids)
+        elif source.report_batch_item_failures:
+            failed = failed_message_ids(outcome.result, ids)
         else:
-            failed = failed_message_ids(result, ids) if source.report_batch_item_failures else set()
+            failed = set()
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
             self._delete(queue, done)
-        if failed:
-            self._hand_back(queue, [m for m in messages if m["MessageId"] in failed])
-        elapsed = time.monotonic() - started
-        self._count(function, len(messages), len(failed), bool(error))
+        # the failed records come back when their visibility timeout runs out, as on AWS
+        self._count(function, len(messages), len(failed), outcome)
         head = f"[lambda] {function.name} <- {len(messages)} record(s) from {queue.name}"
-        if error:
-            last = error.strip().splitlines()[-1]
-            self._log(f"{head}: ERROR {last} ({elapsed:.2f}s); records will be retried\n{error}")
+        if outcome.timed_out:
+            self._log_timeout(context)
+            self._log(f"{head}: timed out; records will be retried")
+        elif outcome.error:
+            last = outcome.error.strip().splitlines()[-1]
+            self._log(
+                f"{head}: ERROR {last} ({outcome.seconds:.2f}s); records will be retried\n"
+                f"{outcome.error}"
+            )
         elif failed:
-            self._log(f"{head}: {len(failed)} reported failed ({elapsed:.2f}s); retried later")
+            self._log(
+                f"{head}: {len(failed)} reported failed ({outcome.seconds:.2f}s); retried later"
+            )
         elif self._verbose:
-            self._log(f"{head}: ok ({elapsed:.2f}s)")
-
-    def _hand_back(self, queue: QueueInfo, messages: list[MessageTypeDef]) -> None:
-        """Failed records become visible again after the queue's visibility timeout (those
-        that cannot be handed back come back after the function's timeout instead)."""
-        receipts = [m["ReceiptHandle"] for m in messages]
-        try:
-            errors = self._queues.set_visibility(queue, receipts, queue.visibility_timeout)
-        except Exception as exc:  # a transport that raises must not end the poller
-            errors = [str(exc)]
-        for error in errors:
-            self._log(f"[sqs] could not hand back a failed record: {error}")
+            self._log(f"{head}: ok ({outcome.seconds:.2f}s)")
 
     def _delete(self, queue: QueueInfo, messages: list[MessageTypeDef]) -> None:
         try:
@@ -431,16 +465,14 @@ class Dispatcher:
         self, function: FunctionInfo, schedule: ScheduleSource, handler: Handler, period: float
     ) -> None:
         while not self._stop.wait(period):
-            started = time.monotonic()
             head = f"[schedule] {function.name} ({schedule.expression})"
-            try:
-                handler(scheduled_event(function, schedule, self._region), LambdaContext(function))
-            except Exception:
-                error = traceback.format_exc()
-                self._count(function, 0, 0, True)
-                last = error.strip().splitlines()[-1]
-                self._log(f"{head}: ERROR {last}\n{error}")
-                continue
-            self._count(function, 0, 0, False)
-            if self._verbose:
-                self._log(f"{head}: ok ({time.monotonic() - started:.2f}s)")
+            context = LambdaContext(function)
+            outcome = invoke(handler, scheduled_event(function, schedule, self._region), context)
+            self._count(function, 0, 0, outcome)
+            if outcome.timed_out:
+                self._log_timeout(context)
+            elif outcome.error:
+                last = outcome.error.strip().splitlines()[-1]
+                self._log(f"{head}: ERROR {last}\n{outcome.error}")
+            elif self._verbose:
+                self._log(f"{head}: ok ({outcome.seconds:.2f}s)")

@@ -12,7 +12,7 @@ Only the calls on the hot path are served in-process: storing, heading and readi
 (files of up to 8 MiB: an uploaded or output CSV), and sending messages. Streams of larger
 objects, presigned URLs and pings still go through boto3 (the `fallback` adapters), so what
 a deployed function does is still exercised. The dispatcher's pollers receive, delete and
-hand back messages here too (`InProcessQueues`): its ten idle long polls cost a condition
+delete messages here too (`InProcessQueues`): its ten idle long polls cost a condition
 wait instead of ten requests a second.
 """
 
@@ -193,14 +193,6 @@ class InProcessQueues:
     def delete(self, queue: QueueInfo, receipts: Sequence[str]) -> list[str]:
         entries = [{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(receipts)]
         _, errors = self._backend.delete_message_batch(queue.name, entries)
-        return [str(e.get("Message", e)) for e in errors]
-
-    def set_visibility(self, queue: QueueInfo, receipts: Sequence[str], seconds: int) -> list[str]:
-        entries = [
-            {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": seconds}
-            for i, r in enumerate(receipts)
-        ]
-        _, errors = self._backend.change_message_visibility_batch(queue.name, entries)
         return [str(e.get("Message", e)) for e in errors]
 
 

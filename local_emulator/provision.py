@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from local_emulator.intrinsics import NO_VALUE, Resolver, TemplateError, references
+from local_emulator.timescale import scaled_timeout, scaled_visibility
 
 if TYPE_CHECKING:
     from boto3.session import Session
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 STACK_NAME = "image-pipeline"
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
-MIN_VISIBILITY = 2
 LAMBDA_DEFAULT_TIMEOUT = 3
 LAMBDA_DEFAULT_MEMORY = 128
 SQS_DEFAULT_VISIBILITY = 30
@@ -76,12 +76,13 @@ class FunctionInfo:
     name: str
     handler: str
     code_dir: Path
-    timeout: int
+    timeout: float  # seconds, locally (the template's, times the time scale)
     memory_size: int
     arn: str
     sqs_sources: tuple[SqsEventSource, ...] = ()
     schedules: tuple[ScheduleSource, ...] = ()
     serves_api: bool = False
+    template_timeout: int = 0  # the template's Timeout (0: the same as `timeout`)
 
 
 @dataclass
@@ -111,17 +112,6 @@ def load_template(path: Path) -> dict[str, Any]:
 
     template: dict[str, Any] = load(path)
     return template
-
-
-def scale_visibility(seconds: int, scale: float, cap: int | None = None) -> int:
-    """Shorten a visibility timeout for local retries: `seconds * scale`, at most `cap`,
-    never below MIN_VISIBILITY (nor above the template's value)."""
-    if seconds <= MIN_VISIBILITY:
-        return seconds
-    scaled = round(seconds * scale)
-    if cap is not None:
-        scaled = min(scaled, cap)
-    return min(seconds, max(MIN_VISIBILITY, scaled))
 
 
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
@@ -225,8 +215,7 @@ class Provisioner:
         template_path: Path,
         session: Session,
         *,
-        visibility_scale: float = 1.0,
-        visibility_cap: int | None = None,
+        time_scale: float = 1.0,
         stack_name: str = STACK_NAME,
         parameter_overrides: Mapping[str, str] | None = None,
         warn: Warn | None = None,
@@ -236,8 +225,7 @@ class Provisioner:
         self._session = session
         self._s3: S3Client = session.client("s3")
         self._sqs: SQSClient = session.client("sqs")
-        self._scale = visibility_scale
-        self._cap = visibility_cap
+        self._scale = time_scale
         self._warn: Warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
         self.resolver = Resolver(
             self._template,
@@ -292,7 +280,7 @@ class Provisioner:
             name += ".fifo"
         attributes = {k: _as_attribute(props[k]) for k in _QUEUE_ATTRIBUTES if k in props}
         template_visibility = int(props.get("VisibilityTimeout", SQS_DEFAULT_VISIBILITY))
-        visibility = scale_visibility(template_visibility, self._scale, self._cap)
+        visibility = scaled_visibility(template_visibility, self._scale)
         attributes["VisibilityTimeout"] = str(visibility)
         dlq_logical: str | None = None
         max_receive: int | None = None
@@ -449,12 +437,15 @@ class Provisioner:
                     serves_api = True
                 else:
                     self._warn(f"{logical_id}: event {event_name} of type {kind} is not emulated")
+            timeout = int(self.resolver.resolve(props.get("Timeout", LAMBDA_DEFAULT_TIMEOUT)))
             self.stack.functions[logical_id] = FunctionInfo(
                 logical_id=logical_id,
                 name=name,
                 handler=str(self.resolver.resolve(props.get("Handler", "app.handler"))),
                 code_dir=(self._path.parent / code_uri).resolve(),
-                timeout=int(self.resolver.resolve(props.get("Timeout", LAMBDA_DEFAULT_TIMEOUT))),
+                # API Gateway's caller waits in real time: the API's Timeout is not scaled
+                timeout=timeout if serves_api else scaled_timeout(timeout, self._scale),
+                template_timeout=timeout,
                 memory_size=int(
                     self.resolver.resolve(props.get("MemorySize", LAMBDA_DEFAULT_MEMORY))
                 ),

@@ -33,6 +33,7 @@ from local_emulator.dispatch import Dispatcher, Handler, Queues, SqsApiQueues, l
 from local_emulator.mongo import EmbeddedMongo, MongoEngine
 from local_emulator.provision import REGION, FunctionInfo, ProvisionedStack, Provisioner
 from local_emulator.servers import MotoServer
+from local_emulator.timescale import scaled_app_durations, time_scale_from_env
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -40,12 +41,6 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
-DEFAULT_VISIBILITY_SCALE = 0.05
-DEFAULT_VISIBILITY_CAP = 60
-EMULATOR_RETRY_SCHEDULE = "2,5,10,30,60"
-DEFAULT_SCHEDULE_SCALE = 0.1  # the sweeper's rate(5 minutes) runs every 30 s locally
-# Recovery waits, shortened like the visibility timeouts (seconds; the environment wins).
-EMULATOR_RECOVERY = {"STALL_AFTER": "30", "INGEST_LEASE": "60", "FINALIZE_LEASE": "30"}
 WORKER_QUEUE_ENV = "ROWS_QUEUE_URL"  # the queue whose consumer gets --workers pollers
 UPLOADS_BUCKET_ENV = "UPLOADS_BUCKET"
 DISPATCH_CONNECTIONS = 64
@@ -107,8 +102,7 @@ class Emulator:
         allow_private_hosts: bool = False,
         template: Path | str | None = None,
         workers: int | None = None,
-        visibility_scale: float = DEFAULT_VISIBILITY_SCALE,
-        visibility_cap: int | None = DEFAULT_VISIBILITY_CAP,
+        time_scale: float | None = None,
         schedule_scale: float | None = None,
         mongo_engine: MongoEngine = "memory",
         data_dir: Path | str | None = None,
@@ -126,9 +120,9 @@ class Emulator:
         self.template = Path(template) if template is not None else DEFAULT_TEMPLATE
         self.allow_private_hosts = allow_private_hosts
         self.workers = workers
-        self.visibility_scale = visibility_scale
-        self.visibility_cap = visibility_cap
-        self._schedule_scale = schedule_scale
+        # One factor for every duration of the stack (timescale.py); LOCAL_TIME_SCALE or 0.25.
+        self.time_scale = time_scale if time_scale is not None else time_scale_from_env()
+        self._schedule_scale = schedule_scale  # a test may run the schedules sooner still
         self.mongo_engine: MongoEngine = mongo_engine
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.quiet = quiet
@@ -210,10 +204,7 @@ class Emulator:
 
     @property
     def schedule_scale(self) -> float:
-        if self._schedule_scale is not None:
-            return self._schedule_scale
-        raw = os.environ.get("LOCAL_SCHEDULE_SCALE", "").strip()
-        return float(raw) if raw else DEFAULT_SCHEDULE_SCALE
+        return self._schedule_scale if self._schedule_scale is not None else self.time_scale
 
     def session(self) -> boto3.session.Session:
         return boto3.session.Session(
@@ -247,10 +238,18 @@ class Emulator:
             f"{pool.function.name} runs in processes of its own, one per concurrent invocation"
             for pool in self._pools
         ]
-        cap = f" (at most {self.visibility_cap}s)" if self.visibility_cap else ""
+        lines += [
+            f"function {f.name} timeout {f.timeout:g}s"
+            + (f" (template {f.template_timeout}s)" if f.template_timeout != f.timeout else "")
+            for f in stack.functions.values()
+        ]
         lines.append(
-            f"visibility scale {self.visibility_scale:g}{cap}, "
-            f"schedule scale {self.schedule_scale:g}"
+            f"time scale {self.time_scale:g} (timeouts, visibility, schedules, app deadlines)"
+            + (
+                f", schedules {self.schedule_scale:g}"
+                if self.schedule_scale != self.time_scale
+                else ""
+            )
         )
         lines.append(
             f"mongo {self.mongo_uri} ({'embedded ' + self.mongo_engine if self.embedded_mongo else 'MONGO_URI'})"  # noqa: E501
@@ -325,19 +324,18 @@ class Emulator:
         provisioner = Provisioner(
             self.template,
             self._session,
-            visibility_scale=self.visibility_scale,
-            visibility_cap=self.visibility_cap,
+            time_scale=self.time_scale,
             parameter_overrides=self.parameter_overrides,
             warn=lambda message: self._log(f"warning: {message}"),
         )
         self._stack = provisioner.provision()
-        self.environment = self._environment(self._stack, user_env)
-        for name, value in self.environment.items():
-            self._setenv(name, value)
         for function in self._stack.functions.values():
             if str(function.code_dir) not in sys.path:
                 sys.path.insert(0, str(function.code_dir))
                 self._added_paths.append(str(function.code_dir))
+        self.environment = self._environment(self._stack, user_env)
+        for name, value in self.environment.items():
+            self._setenv(name, value)
 
         if self.start_api:
             api_function = self._api_function(self._stack)
@@ -348,7 +346,7 @@ class Emulator:
                 self.host,
                 self.port,
                 function_name=api_function.name,
-                lambda_timeout=api_function.timeout,
+                lambda_timeout=round(api_function.timeout),
                 memory_size=api_function.memory_size,
                 quiet=self.quiet,
             )
@@ -427,11 +425,8 @@ class Emulator:
         if self.allow_private_hosts or user_env.get("ALLOW_PRIVATE_HOSTS", "").lower() in TRUTHY:
             self.allow_private_hosts = True
             env["ALLOW_PRIVATE_HOSTS"] = "1"
-        env["WEBHOOK_RETRY_SCHEDULE"] = user_env.get(
-            "WEBHOOK_RETRY_SCHEDULE", EMULATOR_RETRY_SCHEDULE
-        )
-        for name, default in EMULATOR_RECOVERY.items():
-            env[name] = user_env.get(name, default)
+        for name, value in scaled_app_durations(stack.environment, self.time_scale).items():
+            env[name] = user_env.get(name, value)
         return env
 
     @staticmethod

@@ -87,7 +87,7 @@ Resources:
   RowsQueue:
     Type: AWS::SQS::Queue
     Properties:
-      VisibilityTimeout: 40
+      VisibilityTimeout: 61 # 6 x RowsFunction 10 s + 1 s batching window
       MessageRetentionPeriod: 86400
       RedrivePolicy:
         deadLetterTargetArn: !GetAtt RowsDeadLetterQueue.Arn
@@ -113,7 +113,7 @@ Resources:
     Type: AWS::Serverless::Function
     Properties:
       Handler: emulator_fake_app.process_rows
-      Timeout: 60
+      Timeout: 10
       Events:
         Rows:
           Type: SQS

@@ -26,9 +26,11 @@ import pytest
 import requests
 
 from local_emulator.dispatch import failed_message_ids
-from local_emulator.provision import Provisioner, rate_seconds, scale_visibility
+from local_emulator.provision import Provisioner, rate_seconds
 from local_emulator.servers import MotoServer
-from local_emulator.stack import EMULATOR_RETRY_SCHEDULE, Emulator
+from local_emulator.dispatch import FunctionStats
+from local_emulator.stack import Emulator
+from local_emulator.timescale import scaled_timeout, scaled_visibility
 from tests.e2e.emulator_support import (
     FAKE_MODULE,
     REPO_ROOT,
@@ -62,6 +64,7 @@ def emu(fake_template: Path, request: pytest.FixtureRequest) -> Iterator[Emulato
         0,
         allow_private_hosts=True,
         template=fake_template,
+        time_scale=0.1,  # RowsFunction's Timeout 1 s, its failed records back after 7 s
         schedule_scale=1 / 60,
         quiet=True,
         verbose_dispatch=False,
@@ -106,12 +109,12 @@ def test_rates_and_visibility_scaling() -> None:
     assert rate_seconds("rate(5 minutes)") == 300
     assert rate_seconds("rate(2 hours)") == 7200
     assert rate_seconds("cron(0 * * * ? *)") is None
-    assert scale_visibility(720, 0.05) == 36
-    assert scale_visibility(30, 0.05) == 2
-    assert scale_visibility(1, 0.05) == 1
-    assert scale_visibility(720, 1) == 720
-    assert scale_visibility(5400, 0.05, 60) == 60
-    assert scale_visibility(750, 0.05, 60) == 38
+    assert scaled_visibility(720, 0.05) == 36
+    assert scaled_visibility(30, 0.05) == 2
+    assert scaled_visibility(1, 0.05) == 1
+    assert scaled_visibility(720, 1) == 720
+    assert scaled_visibility(750, 0.25) == 188  # rounded up: still >= 6 x the Timeout's 30
+    assert scaled_visibility(750, 0.25) >= 6 * scaled_timeout(120, 0.25)
 
 
 # -- lifecycle: before the shared emulator starts (moto keeps one state per process) --
@@ -143,7 +146,7 @@ def test_real_template_provisions() -> None:
         import boto3
 
         session = boto3.session.Session(region_name="us-east-1")
-        provisioner = Provisioner(REAL_TEMPLATE, session, visibility_scale=0.05)
+        provisioner = Provisioner(REAL_TEMPLATE, session, time_scale=0.05)
         stack = provisioner.provision()
         resources = provisioner.template["Resources"]
         s3, sqs = session.client("s3"), session.client("sqs")
@@ -206,13 +209,13 @@ def test_provisions_buckets_queues_and_notifications(emu: Emulator) -> None:
     rows = sqs.get_queue_attributes(QueueUrl=queues["RowsQueue"].url, AttributeNames=["All"])[
         "Attributes"
     ]
-    assert rows["VisibilityTimeout"] == "2"  # 40 s scaled by 0.05, at least 2 s
+    assert rows["VisibilityTimeout"] == "7"  # 61 s scaled by 0.1, rounded up
     assert rows["MessageRetentionPeriod"] == "86400"
     assert json.loads(rows["RedrivePolicy"]) == {
         "deadLetterTargetArn": queues["RowsDeadLetterQueue"].arn,
         "maxReceiveCount": 2,
     }
-    assert queues["RowsQueue"].template_visibility_timeout == 40
+    assert queues["RowsQueue"].template_visibility_timeout == 61
 
     notification = s3.get_bucket_notification_configuration(Bucket=emu.uploads_bucket)
     (config,) = notification["QueueConfigurations"]
@@ -233,7 +236,7 @@ def test_environment_comes_from_the_template(emu: Emulator) -> None:
     assert env["MONGO_URI"].startswith("mongodb://127.0.0.1:")
     assert env["WEBHOOK_SECRET"].startswith("whsec_")
     assert env["WEBHOOK_SECRET"] == emu.webhook_secret
-    assert env["WEBHOOK_RETRY_SCHEDULE"] == EMULATOR_RETRY_SCHEDULE
+    assert env["WEBHOOK_RETRY_SCHEDULE"] == "1,2,6"  # the template's 5,30,120 x 0.05
     assert env["ALLOW_PRIVATE_HOSTS"] == "1"
     assert env["API_BASE_URL"] == emu.api_url
     for name in ("UPLOADS_BUCKET", "MONGO_URI", "WEBHOOK_SECRET", "API_BASE_URL"):
@@ -323,7 +326,7 @@ def test_batches_and_partial_failures(emu: Emulator) -> None:
     _send(emu, *oks, *fails)
 
     assert wait_until(lambda: len(_seen("rows_dead_letter", tag)) == 2, timeout=30)
-    time.sleep(3)  # longer than the visibility timeout: nothing else comes back
+    time.sleep(8)  # longer than the visibility timeout: nothing else comes back
     seen = _seen("process_rows", tag)
     for ok in oks:
         assert seen.count(ok) == 1  # deleted after the first success
@@ -351,14 +354,26 @@ def test_redrive_to_the_dead_letter_queue(emu: Emulator) -> None:
     assert event["Records"][0]["eventSourceARN"] == emu.stack.queues["RowsDeadLetterQueue"].arn
 
 
-def test_long_batches_are_not_delivered_twice(emu: Emulator) -> None:
+def test_an_invocation_past_its_timeout_is_ended_and_its_batch_comes_back(emu: Emulator) -> None:
+    """As Lambda: RowsFunction's Timeout is 10 s, 1 s at this time scale. A batch that runs
+    longer is over at 1 s (its result ignored, nothing deleted), and comes back once the
+    visibility timeout set when it was received (61 s, 7 s here) runs out; after
+    maxReceiveCount (2) receives it is in the dead-letter queue."""
+    assert emu.dispatcher is not None
+    stats = emu.dispatcher.stats
+    before = stats.get("image-pipeline-RowsFunction", FunctionStats()).timeouts
     tag = uuid.uuid4().hex
-    _send(emu, {"tag": tag, "mode": "slow", "seconds": 5})  # visibility is 2 s
+    started = time.monotonic()
+    _send(emu, {"tag": tag, "mode": "slow", "seconds": 2})
     assert wait_until(lambda: len(_seen("process_rows", tag)) == 1, timeout=30)
-    time.sleep(7)
-    assert len(_seen("process_rows", tag)) == 1
-    stats = emu.dispatcher.stats if emu.dispatcher else {}
-    assert stats["image-pipeline-RowsFunction"].invocations >= 1
+    assert wait_until(lambda: stats["image-pipeline-RowsFunction"].timeouts > before, timeout=5)
+    assert len(_seen("process_rows", tag)) == 1  # not again before the visibility runs out
+    assert wait_until(lambda: len(_seen("rows_dead_letter", tag)) == 1, timeout=30)
+    assert len(_seen("process_rows", tag)) == 2
+    assert time.monotonic() - started >= 7  # the second receive waited for the visibility
+    rows = stats["image-pipeline-RowsFunction"]
+    assert rows.timeouts >= before + 2
+    assert 1.0 <= rows.worst_seconds < 1.5  # no invocation counted past its Timeout
 
 
 def test_schedules_run_scaled(emu: Emulator) -> None:

@@ -29,9 +29,6 @@ class RaisingQueues:
     def delete(self, queue: QueueInfo, receipts: Sequence[str]) -> list[str]:
         raise RuntimeError("The specified queue does not exist")
 
-    def set_visibility(self, queue: QueueInfo, receipts: Sequence[str], seconds: int) -> list[str]:
-        raise RuntimeError("The specified queue does not exist")
-
 
 def test_a_transport_that_raises_is_logged_and_the_poller_goes_on() -> None:
     handled = threading.Event()

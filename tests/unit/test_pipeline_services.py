@@ -342,9 +342,9 @@ def test_storage_failure_reports_the_record_for_redelivery_then_succeeds() -> No
     first, second = (m.body for m in world.rows_queue.drain())
     record = QueueRecord("m-1", json.dumps(first))
     world.outputs.fail_puts = 1  # the first image's output cannot be stored
-    assert event_handlers.rows(
-        world.deps, [record, QueueRecord("m-2", json.dumps(second))]
-    ) == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert event_handlers.rows(world.deps, [record, QueueRecord("m-2", json.dumps(second))]) == {
+        "batchItemFailures": [{"itemIdentifier": "m-1"}]
+    }
     world.outputs.fail_puts = 1
     # every record of the batch failed: the handler raises, so that nothing is deleted even
     # where the mapping would not honour a partial response (as Powertools does)
