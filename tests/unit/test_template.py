@@ -236,6 +236,10 @@ def test_transform_rows_mapping_reports_batch_item_failures(transformed: dict[st
     assert rows["ScalingConfig"]["MaximumConcurrency"] >= 2
     for queue in ("IngestQueue", "FinalizeQueue", "WebhookQueue"):
         assert by_queue[queue]["BatchSize"] == 1
+    # Every handler returns batchItemFailures: without the response type Lambda deletes the
+    # whole batch, the failed messages with it.
+    for queue, mapping in by_queue.items():
+        assert mapping.get("FunctionResponseTypes") == ["ReportBatchItemFailures"], queue
 
 
 def test_transform_bucket_notifies_ingest_queue(transformed: dict[str, Any]) -> None:
@@ -282,6 +286,96 @@ def test_every_handler_is_a_callable_of_app(app_module: Any) -> None:
         assert module == "app", logical_id
         assert hasattr(app_module, attribute), f"{logical_id}: app.{attribute} is missing"
         assert callable(getattr(app_module, attribute)), f"app.{attribute} is not callable"
+
+
+REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
+
+
+@pytest.fixture(scope="module")
+def sqs_handlers(app_module: Any) -> dict[str, Any]:
+    """Every `@app.on_sqs_message` handler, by its handler string (`app.process_rows`)."""
+    from chalice.app import SQSEventConfig
+
+    configs = [s for s in app_module.app.event_sources if isinstance(s, SQSEventConfig)]
+    assert configs, "the app has no queue handler"
+    return {config.handler_string: config for config in configs}
+
+
+@pytest.fixture(scope="module")
+def batch_reporting_handlers(app_module: Any, sqs_handlers: dict[str, Any]) -> set[str]:
+    """The queue handlers that return `batchItemFailures`: by the return annotation (a
+    TypedDict with that key, e.g. `BatchResponse`) or by what the handler answers to a
+    malformed message over in-memory fakes. Either is enough, so a new handler that reports
+    failures one way or the other is caught."""
+    import typing
+
+    from chalice.test import Client
+    from chalicelib import bootstrap
+
+    from tests.fakes import make_world
+
+    reporting: set[str] = set()
+    bootstrap.override(make_world().deps)
+    try:
+        with Client(app_module.app) as client:
+            for handler, config in sqs_handlers.items():
+                function = getattr(app_module, handler.partition(".")[2])
+                returns = typing.get_type_hints(function.func).get("return")
+                annotated = "batchItemFailures" in getattr(returns, "__annotations__", {})
+                event = client.events.generate_sqs_event(
+                    message_bodies=["{not json"], queue_name=config.queue
+                )
+                payload = client.lambda_.invoke(config.name, event).payload
+                answered = isinstance(payload, dict) and "batchItemFailures" in payload
+                if annotated or answered:
+                    reporting.add(handler)
+    finally:
+        bootstrap.reset()
+    return reporting
+
+
+def _unreported_mappings(template: dict[str, Any], reporting: set[str]) -> list[str]:
+    """`Function.Event` of every SQS mapping whose handler returns batchItemFailures but
+    that lacks ReportBatchItemFailures (Lambda would then delete the whole batch)."""
+    missing = []
+    for logical_id, function in _functions(template).items():
+        if function["Properties"]["Handler"] not in reporting:
+            continue
+        events = function["Properties"].get("Events") or {}
+        for name, event in events.items():
+            if event["Type"] != "SQS":
+                continue
+            types = event["Properties"].get("FunctionResponseTypes") or []
+            if REPORT_BATCH_ITEM_FAILURES not in types:
+                missing.append(f"{logical_id}.{name}")
+    return missing
+
+
+def test_every_queue_handler_is_fed_by_a_queue(
+    template: dict[str, Any], sqs_handlers: dict[str, Any]
+) -> None:
+    """A queue handler is wired in the template (else the checks below would skip it)."""
+    fed = {
+        function["Properties"]["Handler"]
+        for function in _functions(template).values()
+        if _sqs_events(function)
+    }
+    assert set(sqs_handlers) == fed
+
+
+def test_batch_item_failures_are_reported_on_every_mapping(
+    template: dict[str, Any], sqs_handlers: dict[str, Any], batch_reporting_handlers: set[str]
+) -> None:
+    # The detection works: today's five queue handlers all report partial failures.
+    assert batch_reporting_handlers == set(sqs_handlers) and len(sqs_handlers) == 5
+    assert _unreported_mappings(template, batch_reporting_handlers) == []
+    # The check itself: one mapping without the response type is found.
+    broken = copy.deepcopy(template)
+    events = broken["Resources"]["FinalizeFunction"]["Properties"]["Events"]
+    del events["FinalizeQueueEvent"]["Properties"]["FunctionResponseTypes"]
+    assert _unreported_mappings(broken, batch_reporting_handlers) == [
+        "FinalizeFunction.FinalizeQueueEvent"
+    ]
 
 
 def _template_routes(template: dict[str, Any]) -> set[tuple[str, str]]:
