@@ -579,9 +579,11 @@ def test_function_permissions(template: dict[str, Any]) -> None:
     assert ("s3:GetObject", uploads_in) in grants("IngestFunction")
     assert ("sqs:SendMessage", "RowsQueue") in grants("IngestFunction")
     assert ("sqs:SendMessage", "WebhookQueue") in grants("IngestFunction")
+    assert ("sqs:SendMessage", "IngestQueue") in grants("IngestFunction")  # hand-over
     assert grants("WorkerFunction") == {
         ("s3:PutObject", outputs),
         ("sqs:SendMessage", "FinalizeQueue"),
+        ("sqs:SendMessage", "RowsQueue"),  # the continuation of an unfinished row
     }
     assert ("s3:PutObject", outputs) in grants("FinalizeFunction")
     assert ("sqs:SendMessage", "WebhookQueue") in grants("FinalizeFunction")
@@ -593,8 +595,9 @@ def test_function_permissions(template: dict[str, Any]) -> None:
     for publisher in ("IngestFunction", "FinalizeFunction", "SweepFunction"):
         assert ("events:PutEvents", bus) in grants(publisher)
     assert ("sqs:SendMessage", "FinalizeQueue") in grants("SweepFunction")
-    # Besides S3, only the API (a retry of failed images) sends to the ingest queue.
-    for logical_id in set(HANDLERS) - {"ApiFunction"}:
+    # Besides S3, only the API (a retry of failed images) and the ingest itself (handing an
+    # unfinished ingest over to a fresh invocation) send to the ingest queue.
+    for logical_id in set(HANDLERS) - {"ApiFunction", "IngestFunction"}:
         assert ("sqs:SendMessage", "IngestQueue") not in grants(logical_id)
 
 
