@@ -613,6 +613,75 @@ def test_ingest_queue_policy_names_the_uploads_bucket(template: dict[str, Any]) 
     assert resources["IngestQueuePolicy"]["Properties"]["Queues"] == [{"Ref": "IngestQueue"}]
 
 
+# ------------------------------------------------------------------ dead-letter alarms
+
+
+def _dead_letter_queues(template: dict[str, Any]) -> set[str]:
+    """Every queue some RedrivePolicy names as its deadLetterTargetArn."""
+    return {
+        _getatt_target(queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
+        for queue in _resources(template, "AWS::SQS::Queue").values()
+        if "RedrivePolicy" in queue.get("Properties", {})
+    }
+
+
+def _alarmed_queue(alarm: dict[str, Any]) -> str | None:
+    """The queue an alarm watches the depth of (None for any other alarm)."""
+    props = alarm["Properties"]
+    if (props.get("Namespace"), props.get("MetricName")) != (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    ):
+        return None
+    (dimension,) = props["Dimensions"]
+    assert dimension["Name"] == "QueueName"
+    assert dimension["Value"]["Fn::GetAtt"][1] == "QueueName"
+    return _getatt_target(dimension["Value"])
+
+
+def test_every_dead_letter_queue_has_one_depth_alarm(template: dict[str, Any]) -> None:
+    dead_letter_queues = _dead_letter_queues(template)
+    assert dead_letter_queues == set(QUEUES.values())
+    alarms = _resources(template, "AWS::CloudWatch::Alarm")
+    watched = [_alarmed_queue(alarm) for alarm in alarms.values()]
+    for queue in dead_letter_queues:
+        assert watched.count(queue) == 1, f"{queue}: {watched.count(queue)} depth alarms"
+    for logical_id, alarm in alarms.items():
+        if _alarmed_queue(alarm) not in dead_letter_queues:
+            continue
+        props = alarm["Properties"]
+        # Any visible message, within a minute or so; an idle queue sends no data.
+        assert props["Statistic"] == "Maximum", logical_id
+        assert props["ComparisonOperator"] == "GreaterThanThreshold", logical_id
+        assert props["Threshold"] == 0, logical_id
+        assert props["Period"] <= 300 and props["EvaluationPeriods"] == 1, logical_id
+        assert props.get("DatapointsToAlarm", 1) == 1, logical_id
+        assert props["TreatMissingData"] == "notBreaching", logical_id
+        assert props["AlarmActions"] == {
+            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+        }, logical_id
+        assert "Condition" not in alarm, f"{logical_id}: the alarm exists without a topic too"
+
+
+def test_alarm_topic_parameter_is_optional(template: dict[str, Any]) -> None:
+    param = template["Parameters"]["AlarmTopicArn"]
+    assert param["Type"] == "String"
+    assert param["Default"] == ""
+    pattern = re.compile(param["AllowedPattern"])
+    assert pattern.match("")
+    assert pattern.match("arn:aws:sns:eu-west-1:123456789012:image-pipeline-alarms")
+    assert not pattern.match("image-pipeline-alarms")
+    assert template["Conditions"]["HasAlarmTopic"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]
+    }
+
+
+def test_transform_keeps_the_alarms(transformed: dict[str, Any]) -> None:
+    alarms = _resources(transformed, "AWS::CloudWatch::Alarm")
+    assert {_alarmed_queue(alarm) for alarm in alarms.values()} == set(QUEUES.values())
+    assert "HasAlarmTopic" in transformed["Conditions"]
+
+
 # ------------------------------------------------------------------ buckets, API, outputs
 
 
