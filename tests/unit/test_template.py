@@ -496,6 +496,52 @@ def test_queue_visibility_covers_six_consumer_timeouts(template: dict[str, Any])
     assert consumed == {*QUEUES, "RowsDeadLetterQueue"}
 
 
+LAMBDA_DEFAULT_TIMEOUT = 3
+SQS_DEFAULT_VISIBILITY = 30
+
+
+def _visibility_shortfalls(resources: dict[str, Any]) -> list[str]:
+    """Each SQS event source mapping of a (transformed) template whose queue's
+    VisibilityTimeout is below 6 x its function's Timeout + its batching window."""
+    short = []
+    for mapping in resources.values():
+        if mapping["Type"] != "AWS::Lambda::EventSourceMapping":
+            continue
+        props = mapping["Properties"]
+        queue = resources[_getatt_target(props["EventSourceArn"])]
+        if queue["Type"] != "AWS::SQS::Queue":
+            continue
+        function_id = _getatt_target(props["FunctionName"])
+        function = resources[function_id]["Properties"]
+        timeout = int(function.get("Timeout", LAMBDA_DEFAULT_TIMEOUT))
+        window = int(props.get("MaximumBatchingWindowInSeconds", 0))
+        visibility = int(queue["Properties"].get("VisibilityTimeout", SQS_DEFAULT_VISIBILITY))
+        if visibility < 6 * timeout + window:
+            short.append(f"{function_id}: {visibility} < 6 x {timeout} + {window}")
+    return short
+
+
+def test_transform_visibility_covers_every_mapping(transformed: dict[str, Any]) -> None:
+    """The same rule on every AWS::Lambda::EventSourceMapping SAM produces (or a template
+    writes by hand), with Lambda's and SQS's defaults where a value is left out."""
+    resources = transformed["Resources"]
+    assert _visibility_shortfalls(resources) == []
+    mappings = _resources(transformed, "AWS::Lambda::EventSourceMapping")
+    assert {_getatt_target(m["Properties"]["EventSourceArn"]) for m in mappings.values()} == {
+        *QUEUES,
+        "RowsDeadLetterQueue",
+    }
+    # The check itself: a batching window the visibility does not cover is found.
+    broken = copy.deepcopy(resources)
+    rows = next(
+        m
+        for m in broken.values()
+        if m["Properties"].get("EventSourceArn") == {"Fn::GetAtt": ["RowsQueue", "Arn"]}
+    )
+    rows["Properties"]["MaximumBatchingWindowInSeconds"] = 60
+    assert _visibility_shortfalls(broken) == ["WorkerFunction: 750 < 6 x 120 + 60"]
+
+
 def test_function_timeouts_and_memory(template: dict[str, Any]) -> None:
     functions = _functions(template)
     expected_timeouts = {
