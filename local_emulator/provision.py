@@ -63,6 +63,15 @@ class SqsEventSource:
 
 
 @dataclass(frozen=True)
+class AlarmInfo:
+    logical_id: str
+    name: str
+    arn: str
+    condition: str  # e.g. "AWS/SQS ApproximateNumberOfMessagesVisible QueueName=x > 0"
+    actions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ScheduleSource:
     event_name: str
     expression: str
@@ -93,6 +102,9 @@ class ProvisionedStack:
     queues: dict[str, QueueInfo] = field(default_factory=dict)
     functions: dict[str, FunctionInfo] = field(default_factory=dict)
     other_resources: dict[str, str] = field(default_factory=dict)
+    alarms: dict[str, AlarmInfo] = field(default_factory=dict)
+    # logical id -> type of each resource the emulator knowingly does not create
+    not_emulated: dict[str, str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
     environment_sources: dict[str, EnvSource] = field(default_factory=dict)
 
@@ -101,6 +113,17 @@ class ProvisionedStack:
 
     def dead_letter_queue_ids(self) -> set[str]:
         return {q.dead_letter_target for q in self.queues.values() if q.dead_letter_target}
+
+    def describe_extras(self) -> list[str]:
+        """Lines about the alarms and the resources left out (for `Emulator.describe`)."""
+        lines = []
+        for alarm in self.alarms.values():
+            actions = f"notifies {', '.join(alarm.actions)}" if alarm.actions else "no actions"
+            lines.append(f"alarm {alarm.name} ({alarm.condition}; {actions}; not evaluated)")
+        lines += [
+            f"not emulated: {logical_id} ({kind})" for logical_id, kind in self.not_emulated.items()
+        ]
+        return lines
 
 
 def load_template(path: Path) -> dict[str, Any]:
@@ -181,6 +204,58 @@ def _notification_configuration(cfn: Mapping[str, Any], bucket: str, warn: Warn)
     return config
 
 
+# Served otherwise: the API server stands in for API Gateway.
+_EMULATED_ELSEWHERE = {"AWS::Serverless::Api", "AWS::Serverless::HttpApi"}
+
+# AWS::CloudWatch::Alarm properties that PutMetricAlarm takes under the same name.
+_ALARM_PARAMETERS = (
+    "AlarmDescription",
+    "ActionsEnabled",
+    "AlarmActions",
+    "OKActions",
+    "InsufficientDataActions",
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "ExtendedStatistic",
+    "Unit",
+    "ComparisonOperator",
+    "TreatMissingData",
+    "EvaluateLowSampleCountPercentile",
+    "Metrics",
+    "ThresholdMetricId",
+)
+_ALARM_INTEGERS = ("Period", "EvaluationPeriods", "DatapointsToAlarm")
+_COMPARISONS = {
+    "GreaterThanThreshold": ">",
+    "GreaterThanOrEqualToThreshold": ">=",
+    "LessThanThreshold": "<",
+    "LessThanOrEqualToThreshold": "<=",
+}
+
+
+def _alarm_parameters(name: str, props: Mapping[str, Any]) -> dict[str, Any]:
+    """An AWS::CloudWatch::Alarm's resolved properties as PutMetricAlarm's arguments."""
+    params: dict[str, Any] = {"AlarmName": name}
+    params.update({k: props[k] for k in _ALARM_PARAMETERS if k in props})
+    params.update({k: int(props[k]) for k in _ALARM_INTEGERS if k in props})
+    if "Threshold" in props:
+        params["Threshold"] = float(props["Threshold"])
+    if "ActionsEnabled" in params:
+        params["ActionsEnabled"] = str(params["ActionsEnabled"]).lower() == "true"
+    return params
+
+
+def _alarm_condition(params: Mapping[str, Any]) -> str:
+    dimensions = " ".join(f"{d['Name']}={d['Value']}" for d in params.get("Dimensions", []))
+    metric = " ".join(
+        part for part in (params.get("Namespace"), params.get("MetricName"), dimensions) if part
+    )
+    operator = _COMPARISONS.get(str(params.get("ComparisonOperator")), "?")
+    return f"{metric or 'metric math'} {operator} {params.get('Threshold', 0):g}"
+
+
 _QUEUE_ATTRIBUTES = (
     "DelaySeconds",
     "MaximumMessageSize",
@@ -250,8 +325,8 @@ class Provisioner:
     def provision(self) -> ProvisionedStack:
         self._queues()
         buckets = self._buckets()
+        self._register_functions()  # before the others: an alarm may name a function
         self._others()
-        self._register_functions()
         for logical_id, name, props in buckets:
             self._bucket_notifications(logical_id, name, props)
         self._functions()
@@ -389,9 +464,38 @@ class Provisioner:
                 arn = sns.create_topic(Name=name)["TopicArn"]
                 self.resolver.register(logical_id, arn, {"TopicName": name, "TopicArn": arn})
                 self.stack.other_resources[logical_id] = arn
+            elif kind == "AWS::CloudWatch::Alarm":
+                self._alarm(logical_id, props, default_name)
             else:
-                # IAM roles, alarms, log groups, policies...: nothing to run locally.
+                # IAM roles, log groups, queue policies...: nothing to run locally; said so.
                 self.resolver.register(logical_id, default_name, {"Arn": arn})
+                if kind not in _EMULATED_ELSEWHERE:
+                    self.stack.not_emulated[logical_id] = kind
+
+    def _alarm(self, logical_id: str, raw_props: Mapping[str, Any], default_name: str) -> None:
+        """Created in moto, which keeps but never evaluates it: the alarm is there to be
+        listed (`describe-alarms`), not to fire locally."""
+        try:
+            props = self.resolver.resolve(raw_props)
+        except TemplateError as exc:
+            self._warn(f"alarm {logical_id}: {exc}; not created")
+            self.resolver.register(logical_id, default_name)
+            self.stack.not_emulated[logical_id] = "AWS::CloudWatch::Alarm"
+            return
+        name = str(props.get("AlarmName") or default_name)
+        params = _alarm_parameters(name, props)
+        cloudwatch: Any = self._session.client("cloudwatch")
+        cloudwatch.put_metric_alarm(**params)
+        (created,) = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"]
+        arn = str(created["AlarmArn"])
+        self.resolver.register(logical_id, name, {"Arn": arn})
+        self.stack.alarms[logical_id] = AlarmInfo(
+            logical_id=logical_id,
+            name=name,
+            arn=arn,
+            condition=_alarm_condition(params),
+            actions=tuple(str(a) for a in params.get("AlarmActions", [])),
+        )
 
     # -- functions ------------------------------------------------------------------
     def _globals(self) -> Mapping[str, Any]:

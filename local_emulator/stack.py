@@ -232,6 +232,7 @@ class Emulator:
                 else ""
             )
             lines.append(f"queue {queue.name} (visibility {queue.visibility_timeout}s{dlq})")
+        lines += stack.describe_extras()
         if self._dispatcher is not None:
             lines += [f"dispatch {d}" for d in self._dispatcher.descriptions]
         lines += [

@@ -156,6 +156,9 @@ def test_real_template_provisions() -> None:
 
         assert set(stack.buckets) == of_type("AWS::S3::Bucket")
         assert set(stack.queues) == of_type("AWS::SQS::Queue")
+        assert set(stack.alarms) == of_type("AWS::CloudWatch::Alarm")
+        alarms = session.client("cloudwatch").describe_alarms()["MetricAlarms"]
+        assert {a["AlarmName"] for a in alarms} == {a.name for a in stack.alarms.values()}
         existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
         assert {b.name for b in stack.buckets.values()} <= existing
         arns = {q.arn for q in stack.queues.values()}

@@ -236,6 +236,10 @@ def test_transform_rows_mapping_reports_batch_item_failures(transformed: dict[st
     assert rows["ScalingConfig"]["MaximumConcurrency"] >= 2
     for queue in ("IngestQueue", "FinalizeQueue", "WebhookQueue"):
         assert by_queue[queue]["BatchSize"] == 1
+    # Every handler returns batchItemFailures: without the response type Lambda deletes the
+    # whole batch, the failed messages with it.
+    for queue, mapping in by_queue.items():
+        assert mapping.get("FunctionResponseTypes") == ["ReportBatchItemFailures"], queue
 
 
 def test_transform_bucket_notifies_ingest_queue(transformed: dict[str, Any]) -> None:
@@ -282,6 +286,96 @@ def test_every_handler_is_a_callable_of_app(app_module: Any) -> None:
         assert module == "app", logical_id
         assert hasattr(app_module, attribute), f"{logical_id}: app.{attribute} is missing"
         assert callable(getattr(app_module, attribute)), f"app.{attribute} is not callable"
+
+
+REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
+
+
+@pytest.fixture(scope="module")
+def sqs_handlers(app_module: Any) -> dict[str, Any]:
+    """Every `@app.on_sqs_message` handler, by its handler string (`app.process_rows`)."""
+    from chalice.app import SQSEventConfig
+
+    configs = [s for s in app_module.app.event_sources if isinstance(s, SQSEventConfig)]
+    assert configs, "the app has no queue handler"
+    return {config.handler_string: config for config in configs}
+
+
+@pytest.fixture(scope="module")
+def batch_reporting_handlers(app_module: Any, sqs_handlers: dict[str, Any]) -> set[str]:
+    """The queue handlers that return `batchItemFailures`: by the return annotation (a
+    TypedDict with that key, e.g. `BatchResponse`) or by what the handler answers to a
+    malformed message over in-memory fakes. Either is enough, so a new handler that reports
+    failures one way or the other is caught."""
+    import typing
+
+    from chalice.test import Client
+    from chalicelib import bootstrap
+
+    from tests.fakes import make_world
+
+    reporting: set[str] = set()
+    bootstrap.override(make_world().deps)
+    try:
+        with Client(app_module.app) as client:
+            for handler, config in sqs_handlers.items():
+                function = getattr(app_module, handler.partition(".")[2])
+                returns = typing.get_type_hints(function.func).get("return")
+                annotated = "batchItemFailures" in getattr(returns, "__annotations__", {})
+                event = client.events.generate_sqs_event(
+                    message_bodies=["{not json"], queue_name=config.queue
+                )
+                payload = client.lambda_.invoke(config.name, event).payload
+                answered = isinstance(payload, dict) and "batchItemFailures" in payload
+                if annotated or answered:
+                    reporting.add(handler)
+    finally:
+        bootstrap.reset()
+    return reporting
+
+
+def _unreported_mappings(template: dict[str, Any], reporting: set[str]) -> list[str]:
+    """`Function.Event` of every SQS mapping whose handler returns batchItemFailures but
+    that lacks ReportBatchItemFailures (Lambda would then delete the whole batch)."""
+    missing = []
+    for logical_id, function in _functions(template).items():
+        if function["Properties"]["Handler"] not in reporting:
+            continue
+        events = function["Properties"].get("Events") or {}
+        for name, event in events.items():
+            if event["Type"] != "SQS":
+                continue
+            types = event["Properties"].get("FunctionResponseTypes") or []
+            if REPORT_BATCH_ITEM_FAILURES not in types:
+                missing.append(f"{logical_id}.{name}")
+    return missing
+
+
+def test_every_queue_handler_is_fed_by_a_queue(
+    template: dict[str, Any], sqs_handlers: dict[str, Any]
+) -> None:
+    """A queue handler is wired in the template (else the checks below would skip it)."""
+    fed = {
+        function["Properties"]["Handler"]
+        for function in _functions(template).values()
+        if _sqs_events(function)
+    }
+    assert set(sqs_handlers) == fed
+
+
+def test_batch_item_failures_are_reported_on_every_mapping(
+    template: dict[str, Any], sqs_handlers: dict[str, Any], batch_reporting_handlers: set[str]
+) -> None:
+    # The detection works: today's five queue handlers all report partial failures.
+    assert batch_reporting_handlers == set(sqs_handlers) and len(sqs_handlers) == 5
+    assert _unreported_mappings(template, batch_reporting_handlers) == []
+    # The check itself: one mapping without the response type is found.
+    broken = copy.deepcopy(template)
+    events = broken["Resources"]["FinalizeFunction"]["Properties"]["Events"]
+    del events["FinalizeQueueEvent"]["Properties"]["FunctionResponseTypes"]
+    assert _unreported_mappings(broken, batch_reporting_handlers) == [
+        "FinalizeFunction.FinalizeQueueEvent"
+    ]
 
 
 def _template_routes(template: dict[str, Any]) -> set[tuple[str, str]]:
@@ -402,6 +496,52 @@ def test_queue_visibility_covers_six_consumer_timeouts(template: dict[str, Any])
     assert consumed == {*QUEUES, "RowsDeadLetterQueue"}
 
 
+LAMBDA_DEFAULT_TIMEOUT = 3
+SQS_DEFAULT_VISIBILITY = 30
+
+
+def _visibility_shortfalls(resources: dict[str, Any]) -> list[str]:
+    """Each SQS event source mapping of a (transformed) template whose queue's
+    VisibilityTimeout is below 6 x its function's Timeout + its batching window."""
+    short = []
+    for mapping in resources.values():
+        if mapping["Type"] != "AWS::Lambda::EventSourceMapping":
+            continue
+        props = mapping["Properties"]
+        queue = resources[_getatt_target(props["EventSourceArn"])]
+        if queue["Type"] != "AWS::SQS::Queue":
+            continue
+        function_id = _getatt_target(props["FunctionName"])
+        function = resources[function_id]["Properties"]
+        timeout = int(function.get("Timeout", LAMBDA_DEFAULT_TIMEOUT))
+        window = int(props.get("MaximumBatchingWindowInSeconds", 0))
+        visibility = int(queue["Properties"].get("VisibilityTimeout", SQS_DEFAULT_VISIBILITY))
+        if visibility < 6 * timeout + window:
+            short.append(f"{function_id}: {visibility} < 6 x {timeout} + {window}")
+    return short
+
+
+def test_transform_visibility_covers_every_mapping(transformed: dict[str, Any]) -> None:
+    """The same rule on every AWS::Lambda::EventSourceMapping SAM produces (or a template
+    writes by hand), with Lambda's and SQS's defaults where a value is left out."""
+    resources = transformed["Resources"]
+    assert _visibility_shortfalls(resources) == []
+    mappings = _resources(transformed, "AWS::Lambda::EventSourceMapping")
+    assert {_getatt_target(m["Properties"]["EventSourceArn"]) for m in mappings.values()} == {
+        *QUEUES,
+        "RowsDeadLetterQueue",
+    }
+    # The check itself: a batching window the visibility does not cover is found.
+    broken = copy.deepcopy(resources)
+    rows = next(
+        m
+        for m in broken.values()
+        if m["Properties"].get("EventSourceArn") == {"Fn::GetAtt": ["RowsQueue", "Arn"]}
+    )
+    rows["Properties"]["MaximumBatchingWindowInSeconds"] = 60
+    assert _visibility_shortfalls(broken) == ["WorkerFunction: 750 < 6 x 120 + 60"]
+
+
 def test_function_timeouts_and_memory(template: dict[str, Any]) -> None:
     functions = _functions(template)
     expected_timeouts = {
@@ -485,9 +625,11 @@ def test_function_permissions(template: dict[str, Any]) -> None:
     assert ("s3:GetObject", uploads_in) in grants("IngestFunction")
     assert ("sqs:SendMessage", "RowsQueue") in grants("IngestFunction")
     assert ("sqs:SendMessage", "WebhookQueue") in grants("IngestFunction")
+    assert ("sqs:SendMessage", "IngestQueue") in grants("IngestFunction")  # hand-over
     assert grants("WorkerFunction") == {
         ("s3:PutObject", outputs),
         ("sqs:SendMessage", "FinalizeQueue"),
+        ("sqs:SendMessage", "RowsQueue"),  # the continuation of an unfinished row
     }
     assert ("s3:PutObject", outputs) in grants("FinalizeFunction")
     assert ("sqs:SendMessage", "WebhookQueue") in grants("FinalizeFunction")
@@ -499,8 +641,9 @@ def test_function_permissions(template: dict[str, Any]) -> None:
     for publisher in ("IngestFunction", "FinalizeFunction", "SweepFunction"):
         assert ("events:PutEvents", bus) in grants(publisher)
     assert ("sqs:SendMessage", "FinalizeQueue") in grants("SweepFunction")
-    # Besides S3, only the API (a retry of failed images) sends to the ingest queue.
-    for logical_id in set(HANDLERS) - {"ApiFunction"}:
+    # Besides S3, only the API (a retry of failed images) and the ingest itself (handing an
+    # unfinished ingest over to a fresh invocation) send to the ingest queue.
+    for logical_id in set(HANDLERS) - {"ApiFunction", "IngestFunction"}:
         assert ("sqs:SendMessage", "IngestQueue") not in grants(logical_id)
 
 
@@ -514,6 +657,75 @@ def test_ingest_queue_policy_names_the_uploads_bucket(template: dict[str, Any]) 
     bucket_name = resources["UploadsBucket"]["Properties"]["BucketName"]["Fn::Sub"]
     assert source_arn == f"arn:${{AWS::Partition}}:s3:::{bucket_name}"
     assert resources["IngestQueuePolicy"]["Properties"]["Queues"] == [{"Ref": "IngestQueue"}]
+
+
+# ------------------------------------------------------------------ dead-letter alarms
+
+
+def _dead_letter_queues(template: dict[str, Any]) -> set[str]:
+    """Every queue some RedrivePolicy names as its deadLetterTargetArn."""
+    return {
+        _getatt_target(queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
+        for queue in _resources(template, "AWS::SQS::Queue").values()
+        if "RedrivePolicy" in queue.get("Properties", {})
+    }
+
+
+def _alarmed_queue(alarm: dict[str, Any]) -> str | None:
+    """The queue an alarm watches the depth of (None for any other alarm)."""
+    props = alarm["Properties"]
+    if (props.get("Namespace"), props.get("MetricName")) != (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    ):
+        return None
+    (dimension,) = props["Dimensions"]
+    assert dimension["Name"] == "QueueName"
+    assert dimension["Value"]["Fn::GetAtt"][1] == "QueueName"
+    return _getatt_target(dimension["Value"])
+
+
+def test_every_dead_letter_queue_has_one_depth_alarm(template: dict[str, Any]) -> None:
+    dead_letter_queues = _dead_letter_queues(template)
+    assert dead_letter_queues == set(QUEUES.values())
+    alarms = _resources(template, "AWS::CloudWatch::Alarm")
+    watched = [_alarmed_queue(alarm) for alarm in alarms.values()]
+    for queue in dead_letter_queues:
+        assert watched.count(queue) == 1, f"{queue}: {watched.count(queue)} depth alarms"
+    for logical_id, alarm in alarms.items():
+        if _alarmed_queue(alarm) not in dead_letter_queues:
+            continue
+        props = alarm["Properties"]
+        # Any visible message, within a minute or so; an idle queue sends no data.
+        assert props["Statistic"] == "Maximum", logical_id
+        assert props["ComparisonOperator"] == "GreaterThanThreshold", logical_id
+        assert props["Threshold"] == 0, logical_id
+        assert props["Period"] <= 300 and props["EvaluationPeriods"] == 1, logical_id
+        assert props.get("DatapointsToAlarm", 1) == 1, logical_id
+        assert props["TreatMissingData"] == "notBreaching", logical_id
+        assert props["AlarmActions"] == {
+            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+        }, logical_id
+        assert "Condition" not in alarm, f"{logical_id}: the alarm exists without a topic too"
+
+
+def test_alarm_topic_parameter_is_optional(template: dict[str, Any]) -> None:
+    param = template["Parameters"]["AlarmTopicArn"]
+    assert param["Type"] == "String"
+    assert param["Default"] == ""
+    pattern = re.compile(param["AllowedPattern"])
+    assert pattern.match("")
+    assert pattern.match("arn:aws:sns:eu-west-1:123456789012:image-pipeline-alarms")
+    assert not pattern.match("image-pipeline-alarms")
+    assert template["Conditions"]["HasAlarmTopic"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]
+    }
+
+
+def test_transform_keeps_the_alarms(transformed: dict[str, Any]) -> None:
+    alarms = _resources(transformed, "AWS::CloudWatch::Alarm")
+    assert {_alarmed_queue(alarm) for alarm in alarms.values()} == set(QUEUES.values())
+    assert "HasAlarmTopic" in transformed["Conditions"]
 
 
 # ------------------------------------------------------------------ buckets, API, outputs

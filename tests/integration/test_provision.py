@@ -1,0 +1,107 @@
+"""The provisioner on moto (in-process): the template's alarms exist where `describe-alarms`
+finds them, and every resource it does not create is named as such."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from infra.cfn_yaml import load_template
+from local_emulator.provision import REGION, ProvisionedStack, Provisioner
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+TOPIC = "arn:aws:sns:us-east-1:123456789012:ops-alerts"
+
+
+@pytest.fixture
+def session() -> Iterator[boto3.session.Session]:
+    with mock_aws():
+        yield boto3.session.Session(
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name=REGION,
+        )
+
+
+def _provision(
+    session: boto3.session.Session, template: Path = TEMPLATE, **kw: Any
+) -> ProvisionedStack:
+    return Provisioner(template, session, warn=lambda _: None, **kw).provision()
+
+
+def test_every_alarm_of_the_template_is_in_moto(session: boto3.session.Session) -> None:
+    stack = _provision(session)
+    resources = load_template(TEMPLATE)["Resources"]
+    alarm_ids = {k for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    assert alarm_ids and set(stack.alarms) == alarm_ids
+    created = {
+        a["AlarmName"]: a for a in session.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    }
+    assert set(created) == {alarm.name for alarm in stack.alarms.values()}
+    watched = {a["Dimensions"][0]["Value"] for a in created.values()}
+    assert watched == {stack.queues[q].name for q in stack.dead_letter_queue_ids()}
+    for alarm in created.values():
+        assert alarm["AlarmName"].startswith(f"{stack.stack_name}-")
+        assert (alarm["MetricName"], alarm["Threshold"]) == (
+            "ApproximateNumberOfMessagesVisible",
+            0,
+        )
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmActions"] == []  # no AlarmTopicArn: no actions
+
+
+def test_alarm_topic_becomes_the_alarm_action(session: boto3.session.Session) -> None:
+    stack = _provision(session, parameter_overrides={"AlarmTopicArn": TOPIC})
+    alarms = session.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    assert len(alarms) == len(stack.alarms)
+    assert all(a["AlarmActions"] == [TOPIC] for a in alarms)
+    assert all(f"notifies {TOPIC}" in line for line in stack.describe_extras() if "alarm" in line)
+
+
+def test_what_is_not_created_is_said(session: boto3.session.Session, tmp_path: Path) -> None:
+    stack = _provision(session)
+    lines = stack.describe_extras()
+    assert "not emulated: IngestQueuePolicy (AWS::SQS::QueuePolicy)" in lines
+    assert sum(line.startswith("alarm ") for line in lines) == len(stack.alarms)
+    # Every resource of the template is created, served otherwise (the API) or named.
+    accounted = (
+        set(stack.buckets)
+        | set(stack.queues)
+        | set(stack.functions)
+        | set(stack.alarms)
+        | set(stack.other_resources)
+        | set(stack.not_emulated)
+        | {"Api"}
+    )
+    assert set(load_template(TEMPLATE)["Resources"]) == accounted
+
+    odd = tmp_path / "template.yaml"
+    odd.write_text(
+        "Resources:\n"
+        "  Logs:\n"
+        "    Type: AWS::Logs::LogGroup\n"
+        "  FunctionErrors:\n"
+        "    Type: AWS::CloudWatch::Alarm\n"
+        "    Properties:\n"
+        "      Namespace: AWS/Lambda\n"
+        "      MetricName: Errors\n"
+        "      Dimensions: [{Name: FunctionName, Value: !GetAtt Missing.Name}]\n"
+        "      Statistic: Sum\n"
+        "      Period: 60\n"
+        "      EvaluationPeriods: 1\n"
+        "      Threshold: 1\n"
+        "      ComparisonOperator: GreaterThanOrEqualToThreshold\n",
+        encoding="utf-8",
+    )
+    other = _provision(session, odd, stack_name="odd")
+    assert other.not_emulated == {
+        "Logs": "AWS::Logs::LogGroup",
+        "FunctionErrors": "AWS::CloudWatch::Alarm",  # refers to what is not there
+    }
+    assert other.alarms == {}
