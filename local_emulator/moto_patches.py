@@ -44,7 +44,7 @@ def _cached(name: str, compute: Callable[[Any], int]) -> property:
     def get(queue: Any) -> int:
         now = time.monotonic()
         cached: tuple[float, int] | None = getattr(queue, slot, None)
-        if cached is not None and now < cached[0]:
+        if COUNT_TTL > 0 and cached is not None and now < cached[0]:  # 0: exact counts
             return cached[1]
         value = compute(queue)
         took = time.monotonic() - now

@@ -25,10 +25,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from local_emulator.dispatch import failed_message_ids
+from local_emulator.dispatch import FunctionStats, failed_message_ids
 from local_emulator.provision import Provisioner, rate_seconds
 from local_emulator.servers import MotoServer
-from local_emulator.dispatch import FunctionStats
 from local_emulator.stack import Emulator
 from local_emulator.timescale import scaled_timeout, scaled_visibility
 from tests.e2e.emulator_support import (

@@ -15,6 +15,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from infra import redrive
+from local_emulator import moto_patches
 
 REGION = "us-east-1"
 STACK = "image-pipeline"
@@ -77,6 +78,13 @@ def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
             ],
         )
+
+
+@pytest.fixture(autouse=True)
+def exact_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulator's moto patches (applied once per process by any emulator test before
+    this one) recount a queue at most once a second; these tests count after every step."""
+    monkeypatch.setattr(moto_patches, "COUNT_TTL", 0.0)
 
 
 def _count(sqs: Any, url: str) -> int:
