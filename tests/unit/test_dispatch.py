@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,65 @@ def test_a_transport_that_raises_is_logged_and_the_poller_goes_on() -> None:
     finally:
         dispatcher.stop()
     assert any("delete failed: The specified queue does not exist" in line for line in lines)
+
+
+class OneMessage:
+    """Serves one message, then nothing; records deletes."""
+
+    def __init__(self) -> None:
+        self.served = False
+        self.deleted: list[str] = []
+        self.visibility: list[int] = []
+
+    def receive(self, queue: QueueInfo, count: int, wait: int, visibility: int) -> list[Any]:
+        if self.served:
+            time.sleep(0.05)
+            return []
+        self.served = True
+        self.visibility.append(visibility)
+        return [{"MessageId": "m1", "ReceiptHandle": "r1", "Body": "{}"}]
+
+    def delete(self, queue: QueueInfo, receipts: Sequence[str]) -> list[str]:
+        self.deleted += receipts
+        return []
+
+
+class SlowHandler:
+    """Runs past its Timeout; can be stopped, as a ContainerPool's process can be killed."""
+
+    def __init__(self) -> None:
+        self.aborted: list[str] = []
+        self.stopped = threading.Event()
+        self.returned = threading.Event()
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.stopped.wait(5)
+        self.returned.set()
+        return {"batchItemFailures": []}  # too late: ignored
+
+    def abort(self, aws_request_id: str) -> None:
+        self.aborted.append(aws_request_id)
+        self.stopped.set()
+
+
+def test_an_invocation_past_its_timeout_is_over_and_deletes_nothing() -> None:
+    lines: list[str] = []
+    queues, handler = OneMessage(), SlowHandler()
+    function = FunctionInfo("Rows", "rows-fn", "app.rows", Path("."), 0.2, 128, "arn:fn")
+    source = SqsEventSource("Rows", QUEUE, 10, True)
+    dispatcher = Dispatcher(queues, "us-east-1", log=lines.append, handler_loader=lambda f: handler)
+    dispatcher.add_sqs(function, source, 1)
+    started = time.monotonic()
+    dispatcher.start()
+    try:
+        assert handler.returned.wait(5)
+        assert time.monotonic() - started < 2  # stopped at its Timeout, not after 5 s
+        time.sleep(0.2)  # a late result, were it used, would delete by now
+    finally:
+        dispatcher.stop()
+    assert len(handler.aborted) == 1
+    assert queues.deleted == []  # the batch comes back after the visibility timeout
+    assert queues.visibility == [QUEUE.visibility_timeout]  # received as Lambda receives
+    assert any(line.endswith("Task timed out after 0.20 seconds") for line in lines)
+    stats = dispatcher.stats["rows-fn"]
+    assert (stats.timeouts, stats.errors, stats.worst_seconds) == (1, 1, 0.2)
