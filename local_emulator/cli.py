@@ -137,6 +137,8 @@ def serve(args: argparse.Namespace) -> int:
         while not stop.wait(0.5):
             pass
         print("stopping", file=sys.stderr, flush=True)
+        for line in emulator.invocation_report():
+            print(f"invocations {line}", file=sys.stderr, flush=True)
     finally:
         emulator.stop()
     return 0

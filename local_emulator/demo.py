@@ -243,7 +243,7 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         servers.append(hook_server)
         print(f"images {images_base}/  webhook receiver {hook_base}/hooks/demo", flush=True)
-        return _run(
+        code = _run(
             args,
             api=api,
             csv_path=csv_path,
@@ -252,6 +252,10 @@ def run_demo(args: argparse.Namespace) -> int:
             receiver=receiver,
             stop=stop,
         )
+        print("\n== invocations (no function may run past its Timeout)")
+        for line in emulator.invocation_report():
+            print(line)
+        return code
     except DemoError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1

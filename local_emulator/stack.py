@@ -257,6 +257,22 @@ class Emulator:
         )
         return lines
 
+    def invocation_report(self) -> list[str]:
+        """Per function: invocations, timeouts and the longest invocation against its
+        (scaled) Timeout, as the dispatcher counted them."""
+        if self._dispatcher is None or self._stack is None:
+            return []
+        lines = []
+        for function in self._stack.functions.values():
+            stats = self._dispatcher.stats.get(function.name)
+            if stats is None:
+                continue
+            lines.append(
+                f"{function.name}: {stats.invocations} invocation(s), {stats.timeouts} timed "
+                f"out, longest {stats.worst_seconds:.2f}s of its {function.timeout:g}s Timeout"
+            )
+        return lines
+
     def __enter__(self) -> Emulator:
         return self.start()
 

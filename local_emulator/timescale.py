@@ -64,23 +64,30 @@ def scaled_visibility(seconds: int, scale: float) -> int:
 
 def scaled_app_durations(template_env: Mapping[str, str], scale: float) -> dict[str, str]:
     """The app's durations, scaled: each from the template's environment when it sets one,
-    else from the app's own default (chalicelib.config.Settings), never written twice."""
-    from chalicelib.config import Settings
-
-    defaults = Settings()
+    else from the app's own default (chalicelib.config.Settings), never written twice. A
+    stack whose code is not this app's (a test's stand-in) gets the template's only."""
+    try:
+        from chalicelib.config import Settings
+    except ImportError:
+        defaults: object = None
+    else:
+        defaults = Settings()
     out: dict[str, str] = {}
     for name, attr in FLOAT_SECONDS.items():
-        base = float(template_env.get(name) or getattr(defaults, attr))
-        out[name] = f"{round(base * scale, 3):g}"
+        base = template_env.get(name) or getattr(defaults, attr, None)
+        if base is not None:
+            out[name] = f"{round(float(base) * scale, 3):g}"
     for name, attr in WHOLE_SECONDS.items():
-        base = float(template_env.get(name) or getattr(defaults, attr))
-        out[name] = str(max(1, math.ceil(base * scale)))
+        base = template_env.get(name) or getattr(defaults, attr, None)
+        if base is not None:
+            out[name] = str(max(1, math.ceil(float(base) * scale)))
     for name, attr in SCHEDULES.items():
         raw = template_env.get(name)
         delays = (
             [float(part) for part in raw.split(",") if part.strip()]
             if raw
-            else list(getattr(defaults, attr))
+            else list(getattr(defaults, attr, ()))
         )
-        out[name] = ",".join(str(max(1, math.ceil(delay * scale))) for delay in delays)
+        if delays:
+            out[name] = ",".join(str(max(1, math.ceil(delay * scale))) for delay in delays)
     return out

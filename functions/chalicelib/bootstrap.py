@@ -60,7 +60,8 @@ def build(settings: Settings) -> Dependencies:
         store=MongoJobStore.from_uri(settings.mongo_uri, settings.mongo_db),
         uploads=S3ObjectStore(s3, settings.uploads_bucket),
         outputs=S3ObjectStore(s3, settings.outputs_bucket),
-        rows_queue=SqsTaskQueue(sqs, settings.rows_queue_url),
+        # a message group per job: SQS fair queues keep one job's rows from holding another's
+        rows_queue=SqsTaskQueue(sqs, settings.rows_queue_url, group_by="requestId"),
         finalize_queue=SqsTaskQueue(sqs, settings.finalize_queue_url),
         webhook_queue=SqsTaskQueue(sqs, settings.webhook_queue_url),
         fetcher=HttpImageFetcher(

@@ -1,0 +1,143 @@
+"""A slow image fails alone, on the emulator as on Lambda: a host that trickles its image a
+byte at a time holds neither its own job's other products, nor another job, nor any
+invocation past its function's Timeout."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from local_emulator.stack import Emulator
+from tests.e2e.test_pipeline_e2e import HEADER, upload, wait_terminal
+from tests.support.servers import serve
+
+pytestmark = pytest.mark.e2e
+
+PHOTO = (Path(__file__).resolve().parents[2] / "local_emulator/samples/images/mug.jpg").read_bytes()
+TRICKLE_SECONDS = 120  # the host would go on this long: far past any deadline
+
+
+class Host:
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                with host.lock:
+                    host.hits[self.path] += 1
+                if self.path.startswith("/trickle"):
+                    self._trickle()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(PHOTO)))
+                self.end_headers()
+                self.wfile.write(PHOTO)
+
+            def _trickle(self) -> None:
+                """A byte every 0.2 s: never silent for a read timeout, never done."""
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(PHOTO)))
+                self.end_headers()
+                try:
+                    for n in range(int(TRICKLE_SECONDS / 0.2)):
+                        self.wfile.write(PHOTO[n : n + 1])
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except OSError:  # the fetcher gave up and closed the connection
+                    return
+
+        return Handler
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[tuple[Host, str]]:
+    state = Host()
+    with serve(state.handler()) as url:
+        yield state, url
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator("127.0.0.1", port=0, allow_private_hosts=True, quiet=True) as emu:
+        yield emu
+
+
+def _status(emulator: Emulator, request_id: str) -> dict[str, Any]:
+    doc: dict[str, Any] = requests.get(
+        f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10
+    ).json()
+    return doc
+
+
+def _within(seconds: float, condition: Callable[[], bool]) -> float | None:
+    """Seconds until `condition` held, or None if it did not within `seconds`."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    return None
+
+
+def test_a_trickling_image_fails_alone_and_holds_up_nobody(
+    emulator: Emulator, host: tuple[Host, str]
+) -> None:
+    state, base = host
+    settings_deadline = float(emulator.environment["DOWNLOAD_DEADLINE"])
+    rows = "".join(
+        f"{n},Product {n},{base}/{'trickle' if n == 5 else 'fast'}/{n}.jpg\n" for n in range(1, 11)
+    )
+    slow_job = upload(emulator, HEADER + rows)
+    started = time.monotonic()
+    other_job = upload(emulator, HEADER + f'1,Other,"{base}/fast/b1.jpg,{base}/fast/b2.jpg"\n')
+
+    def good_products_done() -> bool:
+        products = _status(emulator, slow_job)["products"]
+        return sum(p["status"] == "completed" for p in products) == 9
+
+    # Normal time is about a second; the bound is ten times that, and far below the
+    # trickle's deadline (and the sweeper's period): the good rows did not wait for it.
+    took = _within(min(10.0, settings_deadline), good_products_done)
+    assert took is not None, "the nine good products waited for the slow one"
+    doc = _status(emulator, slow_job)
+    assert doc["status"] == "processing"  # the trickling image is still being fetched
+    assert [p["status"] for p in doc["products"]][4] == "pending"
+
+    other = wait_terminal(emulator, other_job, timeout=30)
+    assert other["status"] == "completed"
+    assert time.monotonic() - started < 30  # well under a minute (over five before)
+
+    final = wait_terminal(emulator, slow_job, timeout=6 * settings_deadline)
+    assert final["status"] == "completed_with_errors"
+    slow = final["products"][4]
+    assert slow["status"] == "failed"
+    assert [e["code"] for e in slow["errors"]] == ["timeout"]
+    # a body still trickling at the deadline is not retried: fetched once
+    assert state.hits["/trickle/5.jpg"] == 1
+
+    assert emulator.dispatcher is not None
+    for function in emulator.stack.functions.values():
+        stats = emulator.dispatcher.stats.get(function.name)
+        if stats is None:
+            continue
+        assert stats.timeouts == 0, function.name
+        assert stats.worst_seconds <= function.timeout, function.name
