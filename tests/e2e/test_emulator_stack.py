@@ -368,7 +368,10 @@ def test_an_invocation_past_its_timeout_is_ended_and_its_batch_comes_back(emu: E
     started = time.monotonic()
     _send(emu, {"tag": tag, "mode": "slow", "seconds": 2})
     assert wait_until(lambda: len(_seen("process_rows", tag)) == 1, timeout=30)
-    assert wait_until(lambda: stats["image-pipeline-RowsFunction"].timeouts > before, timeout=5)
+    assert wait_until(
+        lambda: stats.get("image-pipeline-RowsFunction", FunctionStats()).timeouts > before,
+        timeout=5,
+    )
     assert len(_seen("process_rows", tag)) == 1  # not again before the visibility runs out
     assert wait_until(lambda: len(_seen("rows_dead_letter", tag)) == 1, timeout=30)
     assert len(_seen("process_rows", tag)) == 2
