@@ -273,11 +273,12 @@ def ingest_csv_of(world: FakeWorld, rows: int) -> str:
 def test_a_free_thread_serves_the_key_waiting_longest_not_the_longest_backlog() -> None:
     pool = FairThreadPool(1)
     order: list[str] = []
-    gate = threading.Event()
+    gate, running = threading.Event(), threading.Event()
 
     def job(name: str, wait: bool = False) -> Callable[[], str]:
         def run() -> str:
             if wait:
+                running.set()
                 assert gate.wait(10)
             order.append(name)
             return name
@@ -285,6 +286,7 @@ def test_a_free_thread_serves_the_key_waiting_longest_not_the_longest_backlog() 
         return run
 
     futures = [pool.run("slow-job", job("a0", wait=True))]
+    assert running.wait(10)  # the only thread is busy with a0; slow-job's queue is empty
     futures += [pool.run("slow-job", job(f"a{n}")) for n in range(1, 5)]
     futures.append(pool.run("quick-job", job("b0")))
     gate.set()

@@ -3,8 +3,8 @@
 A plain ThreadPoolExecutor serves work first come, first served: a job whose ten images
 trickle from a slow host takes every thread, and a job submitted after it waits until they
 give up. Here each key has its own queue, and a thread that comes free takes the next piece
-of work of the key that was served least recently (round robin), so a second job starts as
-soon as one thread is free, however much the first has queued.
+of work of the key that was served least recently (never served first), so a second job
+starts as soon as one thread is free, however much the first has queued.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from typing import Any
 
 _Item = tuple[Future[Any], Callable[[], Any]]
+REMEMBERED_KEYS = 4096  # keys whose last service is remembered (the oldest are forgotten)
 
 
 class FairThreadPool:
@@ -28,6 +29,8 @@ class FairThreadPool:
         self._prefix = thread_name_prefix
         self._lock = threading.Condition()
         self._queues: OrderedDict[str, deque[_Item]] = OrderedDict()
+        self._served: OrderedDict[str, int] = OrderedDict()  # key -> tick of its last service
+        self._tick = 0
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._shutdown = False
@@ -67,7 +70,7 @@ class FairThreadPool:
                     thread.join()
 
     def _next(self) -> _Item | None:
-        """The next item, round robin over the keys; None once shut down and drained."""
+        """The next item of the key served least recently; None once shut down and drained."""
         with self._lock:
             while not self._queues:
                 if self._shutdown:
@@ -77,12 +80,16 @@ class FairThreadPool:
                     self._lock.wait()
                 finally:
                     self._idle -= 1
-            key, items = next(iter(self._queues.items()))
+            key = min(self._queues, key=lambda k: self._served.get(k, -1))
+            items = self._queues[key]
             item = items.popleft()
-            if items:
-                self._queues.move_to_end(key)
-            else:
+            if not items:
                 del self._queues[key]
+            self._tick += 1
+            self._served[key] = self._tick
+            self._served.move_to_end(key)
+            if len(self._served) > REMEMBERED_KEYS:
+                self._served.popitem(last=False)
             return item
 
     def _serve(self) -> None:
