@@ -178,6 +178,7 @@ def test_a_recorded_row_costs_a_read_not_a_download() -> None:
     event_handlers.rows(world.deps, [record])
     assert world.fetcher.calls == ["https://a.test/1.jpg"]
     assert len(world.finalize_queue.drain()) == 1
+    process_row.reuse_cache(world.deps).clear()  # redelivered to another container
     assert event_handlers.rows(world.deps, [record]) == {"batchItemFailures": []}
     assert world.fetcher.calls == ["https://a.test/1.jpg"]  # not downloaded again
     job = world.store.get_job(request_id)
@@ -312,3 +313,27 @@ def test_the_fair_pool_carries_exceptions_and_runs_keys_in_parallel() -> None:
     pool.shutdown()
     with pytest.raises(RuntimeError):
         pool.run("a", meet)
+
+
+def test_a_redelivered_last_row_asks_again_for_finalization_without_a_download() -> None:
+    """The first delivery died between recording the last row and claiming finalization:
+    its redelivery finds the row recorded (no download) and still asks, at once."""
+    world = world_with({"https://a.test/1.jpg": jpeg()})
+    request_id, (message,) = task_of(world, "1,A,https://a.test/1.jpg\n")
+    claim = world.store.claim_finalization
+    crashes = [RuntimeError("the invocation died here")]
+
+    def dying_claim(*args: Any) -> bool:
+        if crashes:
+            raise crashes.pop()
+        return claim(*args)
+
+    world.store.claim_finalization = dying_claim  # type: ignore[method-assign]
+    record = QueueRecord("m-1", json.dumps(message))
+    with pytest.raises(event_handlers.BatchFailed):
+        event_handlers.rows(world.deps, [record])
+    assert world.finalize_queue.drain() == []
+    process_row.reuse_cache(world.deps).clear()  # redelivered to another container
+    assert event_handlers.rows(world.deps, [record]) == {"batchItemFailures": []}
+    assert [m.body for m in world.finalize_queue.drain()] == [{"requestId": request_id}]
+    assert world.fetcher.calls == ["https://a.test/1.jpg"]
