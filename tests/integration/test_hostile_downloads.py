@@ -17,6 +17,7 @@ import ipaddress
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +51,10 @@ PICTURE = picture()
 GZIP_BOMB = gzip.compress(b"\x00" * (8 * 1024 * 1024), 9)
 
 
+HITS: Counter[str] = Counter()  # requests per path and query, every hop counted
+HITS_LOCK = threading.Lock()
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -57,6 +62,8 @@ class Handler(BaseHTTPRequestHandler):
         return
 
     def do_GET(self) -> None:
+        with HITS_LOCK:
+            HITS[self.path] += 1
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         route = getattr(self, "route_" + parts.path.strip("/").replace("-", "_"), None)
@@ -297,3 +304,43 @@ def test_url_hostile_server_fails_one_image_and_the_job_goes_on(
 
 def test_url_five_redirects_are_still_followed(host: str) -> None:
     assert fetcher().fetch(f"http://{host}/hops?n=5") == PICTURE
+
+
+# Transient on every try: each is fetched as often as FETCH_ATTEMPTS allows, never more.
+RETRIED = {"/status?code=503", "/status?code=429"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for _, p, _ in CASES] + sorted(RETRIED),
+    ids=[n for n, _, _ in CASES] + sorted(RETRIED),
+)
+def test_url_hostile_fetched_no_more_often_than_the_retry_policy_allows(
+    host: str, path: str
+) -> None:
+    """With the default three attempts: what is permanent (blocked, too large, not an image,
+    a 404) and what trickles until the deadline is fetched once; what fails transiently
+    (a 503, a 429) three times, no more."""
+    world = world_with_real_fetcher()
+    world.deps.settings = dataclasses.replace(
+        world.deps.settings, fetch_attempts=3, fetch_backoff=0.01, download_deadline=DEADLINE
+    )
+    calls: Counter[str] = Counter()
+    real = world.deps.fetcher
+
+    class Counting:
+        def fetch(self, url: str) -> bytes:
+            calls[url] += 1
+            return real.fetch(url)
+
+    world.deps.fetcher = Counting()
+    hostile = f"http://{host}{path}"
+    good = f"http://images.test:{host.split(':')[1]}/img"
+    with HITS_LOCK:
+        HITS.clear()
+    run(world, good, hostile)
+    expected = 3 if path in RETRIED else 1
+    assert calls[hostile] == expected
+    if not path.startswith(("/to", "/hops", "/loop")):  # no hop of its own: one request each
+        with HITS_LOCK:
+            assert HITS[path] == expected, dict(HITS)
