@@ -181,6 +181,12 @@ def test_real_template_provisions() -> None:
         assert {s.queue.arn for s in sources} >= set(notified)
         for function in stack.functions.values():
             assert (function.code_dir / (function.handler.rsplit(".", 1)[0] + ".py")).exists()
+            # AWS's rule holds locally too, both scaled alike (here by 0.05)
+            for source in function.sqs_sources:
+                assert (
+                    source.queue.visibility_timeout >= 6 * function.timeout + source.batching_window
+                ), function.logical_id
+            assert function.serves_api or function.timeout == 0.05 * function.template_timeout
         for name, value in stack.environment.items():
             if stack.environment_sources[name] != "dynamic":
                 assert "{{resolve:" not in value, name

@@ -337,3 +337,45 @@ def test_a_redelivered_last_row_asks_again_for_finalization_without_a_download()
     assert event_handlers.rows(world.deps, [record]) == {"batchItemFailures": []}
     assert [m.body for m in world.finalize_queue.drain()] == [{"requestId": request_id}]
     assert world.fetcher.calls == ["https://a.test/1.jpg"]
+
+
+# -- the durations, on AWS and locally ----------------------------------------------------------
+
+
+def test_the_sweeper_never_resends_rows_whose_batch_may_still_be_in_flight() -> None:
+    """STALL_AFTER outlasts the longest a row message can be out of sight: received (the
+    rows queue's visibility timeout) plus the worker's Timeout. On AWS and at any local scale."""
+    from pathlib import Path
+
+    from infra.cfn_yaml import load_template
+    from local_emulator.timescale import scaled_app_durations, scaled_timeout, scaled_visibility
+
+    template = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+    resources = template["Resources"]
+    visibility = int(resources["RowsQueue"]["Properties"]["VisibilityTimeout"])
+    timeout = int(resources["WorkerFunction"]["Properties"]["Timeout"])
+    assert Settings().stall_after >= visibility + timeout
+    for scale in (0.05, 0.1, 0.25, 1.0):
+        stall = int(scaled_app_durations({}, scale)["STALL_AFTER"])
+        assert stall >= scaled_visibility(visibility, scale) + scaled_timeout(timeout, scale)
+
+
+def test_a_fresh_worker_invocation_can_finish_a_whole_attempt() -> None:
+    """The worker's Timeout holds a download's whole deadline plus the image's decode and
+    encode, margin kept, on AWS and at the emulator's default scale."""
+    from pathlib import Path
+
+    from chalicelib.imaging import work_allowance
+
+    from infra.cfn_yaml import load_template
+    from local_emulator.timescale import DEFAULT_TIME_SCALE, scaled_app_durations, scaled_timeout
+
+    template = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+    timeout = int(template["Resources"]["WorkerFunction"]["Properties"]["Timeout"])
+    defaults = Settings()
+    allowance = work_allowance(defaults.max_image_pixels)
+    budget = Budget.seconds(timeout, ManualClock())
+    assert budget.fits(defaults.fetch_attempts * defaults.download_deadline + allowance)
+    local = scaled_timeout(timeout, DEFAULT_TIME_SCALE)
+    deadline = float(scaled_app_durations({}, DEFAULT_TIME_SCALE)["DOWNLOAD_DEADLINE"])
+    assert Budget.seconds(local, ManualClock()).fits(deadline + allowance)
