@@ -46,7 +46,7 @@ def storage_record(key: str, etag: str = "abc", n: int = 0) -> QueueRecord:
     return QueueRecord(f"s3-{n}", json.dumps(body))
 
 
-def drain(world: FakeWorld) -> None:
+def drain(world: FakeWorld[Any]) -> None:
     """Deliver every queued message to its handler until all queues are empty (Lambda-like)."""
     deps = world.deps
     for _ in range(1000):
@@ -67,7 +67,7 @@ def drain(world: FakeWorld) -> None:
     raise AssertionError("queues never drained")
 
 
-def submit(world: FakeWorld, text: str, webhook: str | None = None) -> str:
+def submit(world: FakeWorld[Any], text: str, webhook: str | None = None) -> str:
     accepted = upload.submit_csv(world.deps, text.encode(), webhook, None)
     key = accepted.job.input_key
     event_handlers.ingest(world.deps, [storage_record(key)])
