@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import IO, Any, overload
 
+from chalicelib.adapters.mongo_store import MAX_STORED_ERRORS
 from chalicelib.config import Settings
 from chalicelib.domain.models import (
     ImageResult,
@@ -26,7 +27,7 @@ from chalicelib.domain.models import (
 )
 from chalicelib.domain.timefmt import iso
 from chalicelib.errors import ImageFailure, NotFound
-from chalicelib.ports import HttpResult, ObjectInfo, PresignedPost
+from chalicelib.ports import HttpResult, JobStore, ObjectInfo, PresignedPost
 from chalicelib.services.deps import Dependencies
 
 
@@ -34,6 +35,7 @@ class FakeObjectStore:
     def __init__(self, bucket: str) -> None:
         self._bucket = bucket
         self.objects: dict[str, tuple[bytes, str]] = {}
+        self.written: list[str] = []  # every key stored, in order (a rewrite shows twice)
         self.fail_puts = 0
 
     @property
@@ -45,6 +47,7 @@ class FakeObjectStore:
             self.fail_puts -= 1
             raise ConnectionError("storage is down")
         self.objects[key] = (bytes(data), content_type)
+        self.written.append(key)
 
     def put_file(self, key: str, fileobj: IO[bytes], content_type: str) -> None:
         self.put_bytes(key, fileobj.read(), content_type)
@@ -101,12 +104,17 @@ class FakeQueue:
 
 
 class InMemoryJobStore:
-    """Behaves like MongoJobStore (the shared contract tests run against both)."""
+    """Behaves like MongoJobStore: tests/contract runs the same tests against both.
+
+    Like MongoJobStore, a claim or a terminal status is a read, then a compare-and-set: between
+    the two, outside the lock, it calls `before_write`, where a test holds the callers of a
+    race until all have read (tests/support/stores.py)."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.rows: dict[str, dict[int, StoredRow]] = {}
         self._lock = threading.RLock()
+        self.before_write: Callable[[], None] = _nothing
 
     def create_job(self, job: Job) -> bool:
         with self._lock:
@@ -123,6 +131,8 @@ class InMemoryJobStore:
             return copy.deepcopy(job) if job else None
 
     def find_by_idempotency_key(self, key: str) -> Job | None:
+        if not key:
+            return None
         with self._lock:
             for job in self.jobs.values():
                 if job.idempotency_key == key:
@@ -134,8 +144,14 @@ class InMemoryJobStore:
             job = self.jobs.get(request_id)
             if job is None or job.status.terminal or job.fanout_done:
                 return False
-            if job.ingest_claimed_at and job.ingest_claimed_at >= iso(now - lease):
+            seen = job.ingest_claimed_at
+            if seen and seen >= iso(now - lease):
                 return False
+        self.before_write()
+        with self._lock:
+            job = self.jobs[request_id]
+            if job.ingest_claimed_at != seen or job.status.terminal or job.fanout_done:
+                return False  # someone claimed (or finished) since the read
             job.ingest_claimed_at = job.updated_at = iso(now)
             return True
 
@@ -179,7 +195,7 @@ class InMemoryJobStore:
             recorded = replace(
                 row,
                 status=RowStatus.FAILED if failed else RowStatus.COMPLETED,
-                output_keys=tuple(r.output_key for r in results),
+                output_keys=tuple(r.output_key if r.ok else "" for r in results),
                 errors=tuple(
                     {"url": r.url, "code": str(r.error_code), "message": r.error_message}
                     for r in failed
@@ -195,12 +211,19 @@ class InMemoryJobStore:
 
     def claim_finalization(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         with self._lock:
+            job = self.jobs.get(request_id)
+            if job is None or job.status != JobStatus.PROCESSING:
+                return False
+            if job.progress.processed_products < job.progress.total_products:
+                return False
+            seen = job.finalize_claimed_at
+            if seen and seen >= iso(now - lease):
+                return False
+        self.before_write()
+        with self._lock:
             job = self.jobs[request_id]
-            p = job.progress
-            if job.status != JobStatus.PROCESSING or p.processed_products < p.total_products:
-                return False
-            if job.finalize_claimed_at and job.finalize_claimed_at >= iso(now - lease):
-                return False
+            if job.finalize_claimed_at != seen or job.status != JobStatus.PROCESSING:
+                return False  # someone claimed (or finished) since the read
             job.finalize_claimed_at = iso(now)
             return True
 
@@ -244,20 +267,23 @@ class InMemoryJobStore:
         webhook_id: str = "",
     ) -> bool:
         with self._lock:
+            job = self.jobs.get(request_id)
+            if job is None or job.status.terminal:
+                return False
+        self.before_write()
+        with self._lock:
             job = self.jobs[request_id]
             if job.status.terminal:
-                return False
+                return False  # someone finished it since the read
             job.status = status
             job.updated_at = iso(now)
             job.output_csv_key = output_csv_key
-            job.errors = [dict(e) for e in errors]
+            job.errors = [dict(e) for e in errors[:MAX_STORED_ERRORS]]
             job.webhook = WebhookInfo(
                 state=WebhookState.PENDING if webhook_url else WebhookState.NONE,
                 webhook_id=webhook_id,
                 url=webhook_url,
                 next_attempt_at=iso(now) if webhook_url else "",
-                attempts=job.webhook.attempts,
-                history=list(job.webhook.history),
             )
             return True
 
@@ -345,6 +371,10 @@ class InMemoryJobStore:
 
     def ping(self) -> None:
         return None
+
+
+def _nothing() -> None:
+    return None
 
 
 def _add_row(progress: Progress, row: StoredRow, sign: int) -> Progress:
@@ -436,9 +466,9 @@ def refuse_nothing(url: str) -> str | None:
 
 
 @dataclass
-class FakeWorld:
+class FakeWorld[S: JobStore = InMemoryJobStore]:
     deps: Dependencies
-    store: InMemoryJobStore
+    store: S
     uploads: FakeObjectStore
     outputs: FakeObjectStore
     rows_queue: FakeQueue
@@ -452,9 +482,24 @@ class FakeWorld:
     sleeps: list[float]
 
 
-def make_world(settings: Settings | None = None, **overrides: Any) -> FakeWorld:
+@overload
+def make_world(
+    settings: Settings | None = None, *, store: None = None, **overrides: Any
+) -> FakeWorld[InMemoryJobStore]: ...
+
+
+@overload
+def make_world[S: JobStore](
+    settings: Settings | None = None, *, store: S, **overrides: Any
+) -> FakeWorld[S]: ...
+
+
+def make_world(
+    settings: Settings | None = None, *, store: JobStore | None = None, **overrides: Any
+) -> FakeWorld[Any]:
+    """Fakes for every port; the in-memory store unless `store` is given (a MongoJobStore)."""
     ids = (f"00000000-0000-4000-8000-{n:012d}" for n in itertools.count(1))
-    store = InMemoryJobStore()
+    store = store if store is not None else InMemoryJobStore()
     uploads, outputs = FakeObjectStore("uploads"), FakeObjectStore("outputs")
     rows_q, fin_q, hook_q, ingest_q = FakeQueue(), FakeQueue(), FakeQueue(), FakeQueue()
     events = FakeEvents()

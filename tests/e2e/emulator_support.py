@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = REPO_ROOT / "local_emulator" / "samples"
 FAKE_MODULE = "emulator_fake_app"
 
 FAKE_TEMPLATE = """\
@@ -322,3 +323,18 @@ def serve_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.communicate()
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set these variables in `os.environ` (the emulator reads them at start); restore after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

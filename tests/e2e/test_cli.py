@@ -20,7 +20,6 @@ from pipeline_cli.cli import (
     EXIT_OK,
     main,
 )
-from tests.support.servers import image_host
 
 pytestmark = pytest.mark.e2e
 
@@ -33,12 +32,6 @@ HEADER = "S. No.,Product Name,Input Image Urls\n"
 def emulator() -> Iterator[Emulator]:
     with Emulator("127.0.0.1", port=0, allow_private_hosts=True, quiet=True) as emu:
         yield emu
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[str]:
-    with image_host(SAMPLES / "images") as url:
-        yield url
 
 
 def run(emulator: Emulator, *argv: str) -> tuple[int, str, str]:

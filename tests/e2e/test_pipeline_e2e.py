@@ -17,11 +17,11 @@ from chalicelib.services.ingest import job_id_for_key
 from PIL import Image, ImageOps
 
 from local_emulator.stack import Emulator
-from tests.support.servers import WebhookReceiver, image_host, webhook_receiver
+from tests.e2e.emulator_support import SAMPLES
+from tests.support.servers import WebhookReceiver, webhook_receiver
 
 pytestmark = pytest.mark.e2e
 
-SAMPLES = Path(__file__).resolve().parents[2] / "local_emulator" / "samples"
 TERMINAL = {"completed", "completed_with_errors", "failed"}
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 
@@ -38,18 +38,6 @@ def emulator() -> Iterator[Emulator]:
             os.environ.pop("WEBHOOK_RETRY_SCHEDULE", None)
         else:
             os.environ["WEBHOOK_RETRY_SCHEDULE"] = saved
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[str]:
-    with image_host(SAMPLES / "images") as url:
-        yield url
-
-
-@pytest.fixture
-def receiver(emulator: Emulator) -> Iterator[WebhookReceiver]:
-    with webhook_receiver(emulator.webhook_secret) as hook:
-        yield hook
 
 
 def sample_csv(images: str) -> str:

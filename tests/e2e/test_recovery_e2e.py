@@ -5,7 +5,6 @@ API, and fifty jobs submitted at once."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -17,8 +16,9 @@ import pytest
 import requests
 
 from local_emulator.stack import Emulator
-from tests.e2e.test_pipeline_e2e import SAMPLES, TERMINAL, upload, wait_terminal
-from tests.support.servers import WebhookReceiver, image_host, webhook_receiver
+from tests.e2e.emulator_support import SAMPLES, environment
+from tests.e2e.test_pipeline_e2e import TERMINAL, upload, wait_terminal
+from tests.support.servers import WebhookReceiver, image_host
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 FAST = {"WEBHOOK_RETRY_SCHEDULE": "1,1,1", "STALL_AFTER": "4", "FINALIZE_LEASE": "4"}
@@ -26,19 +26,13 @@ FAST = {"WEBHOOK_RETRY_SCHEDULE": "1,1,1", "STALL_AFTER": "4", "FINALIZE_LEASE":
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    saved = {name: os.environ.get(name) for name in FAST}
-    os.environ.update(FAST)
-    try:
-        with Emulator(
+    with (
+        environment(FAST),
+        Emulator(
             "127.0.0.1", port=0, allow_private_hosts=True, quiet=True, schedule_scale=1 / 100
-        ) as emu:
-            yield emu
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        ) as emu,
+    ):
+        yield emu
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +46,6 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def images(image_dir: Path) -> Iterator[str]:
     with image_host(image_dir) as url:
         yield url
-
-
-@pytest.fixture
-def receiver(emulator: Emulator) -> Iterator[WebhookReceiver]:
-    with webhook_receiver(emulator.webhook_secret) as hook:
-        yield hook
 
 
 def products(images: str, rows: int, name: str = "mug.jpg") -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,14 +31,16 @@ def embedded_mongo(engine: MongoEngine = "memory") -> Iterator[str]:
 
 
 @contextmanager
-def mongo_server() -> Iterator[str]:
-    """`MONGO_URI` when the environment names one, else a fresh embedded server."""
-    external = os.environ.get("MONGO_URI", "").strip()
-    if external:
-        yield external
-        return
-    with embedded_mongo() as uri:
-        yield uri
+def session_client(uri: str, names: DatabaseNames) -> Iterator[MongoClient[Any]]:
+    """A client for the session; on the way out it drops whatever a failed test left."""
+    client: MongoClient[Any] = MongoClient(uri, **CLIENT_OPTIONS)
+    try:
+        yield client
+    finally:
+        try:
+            names.drop_all(client)
+        finally:
+            client.close()
 
 
 class DatabaseNames:

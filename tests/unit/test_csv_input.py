@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import IO, cast
 
 import pytest
@@ -185,6 +186,29 @@ def test_accepted_variants(data: bytes, expected: list[ProductRow]) -> None:
     assert report.total_rows == len(expected)
     assert report.total_images == sum(len(r.urls) for r in expected)
     assert rows_of(data) == expected
+
+
+# The contract's header spellings: these aliases of the serial column, the other two columns
+# by their names; matched case-insensitively after trimming, a UTF-8 BOM ignored.
+CONTRACT_SERIAL_ALIASES = ["S. No.", "S. No", "S.No", "Serial Number"]
+SPELLINGS = {
+    "as written": str,
+    "upper case": str.upper,
+    "lower case": str.lower,
+    "padded": lambda cell: f" \t{cell}  ",
+}
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["no BOM", "BOM"])
+@pytest.mark.parametrize("spelling", SPELLINGS.values(), ids=SPELLINGS.keys())
+@pytest.mark.parametrize("serial", CONTRACT_SERIAL_ALIASES)
+def test_every_header_spelling_of_the_contract(
+    serial: str, spelling: Callable[[str], str], bom: bytes
+) -> None:
+    header = ",".join(spelling(cell) for cell in (serial, NAME, URLS))
+    data = bom + f"{header}\n1,Shirt,https://a.test/1.jpg\n".encode()
+    assert validate(data).problems == []
+    assert rows_of(data) == [ProductRow(2, 1, "Shirt", ("https://a.test/1.jpg",))]
 
 
 # -- refused ------------------------------------------------------------------------------

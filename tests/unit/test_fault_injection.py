@@ -1,11 +1,16 @@
 """Exact results on an at-least-once world: every crash point, duplicated and reordered
 deliveries and a failing receiver end in a terminal job with the right counts, each product
-once in the output CSV, and one final event (one `webhook-id`) at the receiver.
+once in the output CSV, and one final event (one `webhook-id`) at the receiver. Every test
+runs on each store (`job_store`: the in-memory fake and MongoJobStore, tests/support/stores.py).
 
 The harness models SQS as Lambda sees it: a message whose handler raised, or that the handler
 reported in `batchItemFailures`, comes back after its visibility timeout; after five receives
 it goes to the dead-letter queue (rows) or is dropped (the others, as their DLQs would hold
 them). A simulated clock moves ten seconds per delivery round; the sweeper runs every minute.
+
+Where redelivery alone must recover, the sweeper does not run at all, and the job must be
+terminal before STALL_AFTER, the soonest the sweeper could have looked at it: a step that
+went missing, which the sweeper would have repaired minutes later, fails the test.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import io
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -28,6 +34,7 @@ from chalicelib.services.event_handlers import BatchResponse, QueueRecord
 from PIL import Image
 
 from tests.fakes import FakeQueue, FakeWorld, SentMessage, make_world
+from tests.support.stores import StoreUnderTest
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 ROWS = 25
@@ -81,22 +88,30 @@ class Crash(Exception):
     """A Lambda dying at an injected point."""
 
 
-def crash_once(target: object, method: str, *, on_call: int = 1, after: bool = False) -> list[int]:
-    """Make `target.method` die on its `on_call`-th call (before, or after, doing its work)."""
-    original: Callable[..., Any] = getattr(target, method)
+def crash_once(target: object, *methods: str, on_call: int = 1, after: bool = False) -> list[int]:
+    """Make the `on_call`-th call of any of `target`'s `methods` (those it has; counted
+    together) die, before or after doing its work."""
     calls = [0]
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        if calls[0] == on_call and not after:
-            raise Crash(f"{method} died before its work")
-        result = original(*args, **kwargs)
-        if calls[0] == on_call and after:
-            raise Crash(f"{method} died after its work")
-        return result
+    def wrap(method: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == on_call and not after:
+                raise Crash(f"{method} died before its work")
+            result = original(*args, **kwargs)
+            if calls[0] == on_call and after:
+                raise Crash(f"{method} died after its work")
+            return result
 
-    setattr(target, method, wrapper)
+        return wrapper
+
+    for method in methods:
+        if hasattr(target, method):
+            setattr(target, method, wrap(method, getattr(target, method)))
     return calls
+
+
+RECORDING = ("record_row", "record_rows")  # every way a store records rows
 
 
 @dataclass
@@ -158,14 +173,17 @@ class Sqs:
 
 @dataclass
 class Harness:
-    world: FakeWorld
+    world: FakeWorld[Any]
+    stores: StoreUnderTest
     queues: dict[str, Sqs]
     _created: str = ""
     delivered_at: int | None = None
 
     @classmethod
-    def build(cls, *, shuffle: int | None = None, duplicate: bool = False) -> Harness:
-        world = make_world(SETTINGS)
+    def build(
+        cls, job_store: StoreUnderTest, *, shuffle: int | None = None, duplicate: bool = False
+    ) -> Harness:
+        world = make_world(SETTINGS, store=job_store.store)
         world.fetcher.responses = {
             f"https://img.test/{n}/{x}.jpg": jpeg() for n in range(1, ROWS + 1) for x in "ab"
         }
@@ -185,7 +203,7 @@ class Harness:
             "finalize": Sqs(world.finalize_queue, event_handlers.finalize, 1, duplicate=duplicate),
             "webhook": Sqs(world.webhook_queue, event_handlers.webhooks, 1, duplicate=duplicate),
         }
-        return cls(world, queues)
+        return cls(world, job_store, queues)
 
     def elapsed(self) -> int:
         return int((self.world.clock.now() - parse_iso(self._created)).total_seconds())
@@ -199,9 +217,10 @@ class Harness:
     def notify(self, key: str) -> None:
         self.world.ingest_queue.send_batch([storage_event(key)])
 
-    def run(self, request_id: str, max_seconds: int = 3600) -> int:
+    def run(self, request_id: str, max_seconds: int = 3600, *, sweeper: bool = True) -> int:
         """Deliver and sweep until the job is terminal and its webhook settled; returns the
-        simulated seconds from submission to the terminal state."""
+        simulated seconds from submission to the terminal state. Without the sweeper, the job
+        must be terminal before STALL_AFTER (when the sweeper would first have looked)."""
         terminal_at: int | None = None
         for tick in range(0, max_seconds, ROUND_SECONDS):
             for sqs in self.queues.values():
@@ -220,9 +239,12 @@ class Harness:
             idle = not any(q.waiting or q.source.sent for q in self.queues.values())
             if job.status.terminal and settled and idle:
                 assert terminal_at is not None
+                assert sweeper or terminal_at < SETTINGS.stall_after, (
+                    f"terminal after {terminal_at} s: only the sweeper would be in time"
+                )
                 return terminal_at
             self.world.clock.advance(ROUND_SECONDS)
-            if tick % SWEEP_EVERY == 0:
+            if sweeper and tick % SWEEP_EVERY == 0:
                 recovery.sweep(self.world.deps)
         raise AssertionError(
             f"job {request_id} did not settle: {self.world.store.get_job(request_id)}"
@@ -258,35 +280,47 @@ class Harness:
         assert job.webhook.state == WebhookState.DELIVERED
 
 
-OUTCOMES: list[tuple[str, str, int, int | None]] = []
+OUTCOMES: list[tuple[str, str, str, int, int | None, str]] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
 def outcome_table() -> Any:
     yield
-    print("\nfault | outcome | s to terminal | s to webhook delivered (simulated clock)")
-    for fault, outcome, seconds, delivered in OUTCOMES:
-        print(f"{fault} | {outcome} | {seconds} | {delivered}")
+    print(
+        "\nfault | store | outcome | s to terminal | s to webhook delivered (simulated clock)"
+        " | sweeper"
+    )
+    for fault, store, outcome, seconds, delivered, sweeper in OUTCOMES:
+        print(f"{fault} | {store} | {outcome} | {seconds} | {delivered} | {sweeper}")
 
 
-def record(fault: str, harness: Harness, request_id: str, seconds: int) -> None:
+def record(fault: str, harness: Harness, request_id: str, seconds: int, sweeper: bool) -> None:
     job = harness.world.store.get_job(request_id)
     assert job is not None
-    OUTCOMES.append((fault, str(job.status), seconds, harness.delivered_at))
+    OUTCOMES.append(
+        (
+            fault,
+            harness.stores.kind,
+            str(job.status),
+            seconds,
+            harness.delivered_at,
+            "ran" if sweeper else "off",
+        )
+    )
 
 
-def test_no_fault_baseline() -> None:
-    h = Harness.build()
+def test_no_fault_baseline(job_store: StoreUnderTest) -> None:
+    h = Harness.build(job_store)
     request_id = h.submit()
-    seconds = h.run(request_id)
+    seconds = h.run(request_id, sweeper=False)
     h.assert_exact(request_id)
-    record("none", h, request_id, seconds)
+    record("none", h, request_id, seconds, sweeper=False)
 
 
-def test_crash_after_the_csv_is_stored_before_the_job_record() -> None:
+def test_crash_after_the_csv_is_stored_before_the_job_record(job_store: StoreUnderTest) -> None:
     """A CSV dropped in the bucket: the ingest dies before creating the job; the storage
     event comes back and the job is created once."""
-    h = Harness.build()
+    h = Harness.build(job_store)
     data = products_csv().encode()
     key = "incoming/partner/drop.csv"
     h.world.uploads.put_bytes(key, data, "text/csv")
@@ -294,27 +328,27 @@ def test_crash_after_the_csv_is_stored_before_the_job_record() -> None:
     h.notify(key)
     request_id = ingest.job_id_for_key(key, "e")
     h._created = iso(h.world.clock.now())
-    seconds = h.run(request_id)
+    seconds = h.run(request_id, sweeper=False)
     h.assert_exact(request_id)
-    assert len(h.world.store.jobs) == 1
-    record("after CSV stored, before job record", h, request_id, seconds)
+    assert job_store.job_count() == 1
+    record("after CSV stored, before job record", h, request_id, seconds, sweeper=False)
 
 
-def test_crash_after_the_job_record_before_the_csv_is_stored() -> None:
+def test_crash_after_the_job_record_before_the_csv_is_stored(job_store: StoreUnderTest) -> None:
     """The API died between writing the job and storing its CSV: the sweeper ends the job
     `failed` with the reason once the upload window has passed, and says so by webhook."""
-    h = Harness.build()
+    h = Harness.build(job_store)
     crash_once(h.world.uploads, "put_bytes")
     with pytest.raises(Crash):
         upload.submit_csv(h.world.deps, products_csv().encode(), "https://hook.test/h", None)
-    (request_id,) = h.world.store.jobs
-    h._created = h.world.store.jobs[request_id].created_at
+    (created,) = h.world.store.find_stalled(h.world.clock.now() + timedelta(days=1), 10)
+    request_id, h._created = created.request_id, created.created_at
     seconds = h.run(request_id)
     job = h.world.store.get_job(request_id)
     assert job is not None and job.status == JobStatus.FAILED
     assert "no CSV arrived" in str(job.errors[0]["message"])
     assert h.final_events() == {job.webhook.webhook_id}
-    record("after job record, before CSV stored (API)", h, request_id, seconds)
+    record("after job record, before CSV stored (API)", h, request_id, seconds, sweeper=True)
 
 
 @pytest.mark.parametrize(
@@ -328,100 +362,120 @@ def test_crash_after_the_job_record_before_the_csv_is_stored() -> None:
         ("record_fanout", 1, False, "every row stored and sent, fan-out not recorded"),
     ],
 )
-def test_crash_in_ingest(method: str, on_call: int, after: bool, fault: str) -> None:
-    h = Harness.build()
+def test_crash_in_ingest(
+    job_store: StoreUnderTest, method: str, on_call: int, after: bool, fault: str
+) -> None:
+    """The ingest's claim has a lease: a crash in it waits for the lease, not the sweeper."""
+    h = Harness.build(job_store)
     target = h.world.rows_queue if method == "send_batch" else h.world.store
     crash_once(target, method, on_call=on_call, after=after)
     request_id = h.submit()
     seconds = h.run(request_id)
     h.assert_exact(request_id)
-    record(fault, h, request_id, seconds)
+    record(fault, h, request_id, seconds, sweeper=True)
 
 
-def test_crash_after_an_image_is_stored_before_it_is_recorded() -> None:
-    h = Harness.build()
-    crash_once(h.world.store, "record_row", on_call=3)
+def test_crash_after_an_image_is_stored_before_it_is_recorded(job_store: StoreUnderTest) -> None:
+    h = Harness.build(job_store)
+    crash_once(h.world.store, *RECORDING, on_call=3)
     request_id = h.submit()
-    seconds = h.run(request_id)
+    seconds = h.run(request_id, sweeper=False)
     h.assert_exact(request_id)
     assert len(h.world.outputs.objects) == 2 * ROWS + 1  # keys rewritten, never duplicated
-    record("image stored, row not recorded", h, request_id, seconds)
+    record("image stored, row not recorded", h, request_id, seconds, sweeper=False)
 
 
-def test_crash_between_a_row_and_its_counter() -> None:
+def test_crash_between_a_row_and_its_counter(job_store: StoreUnderTest) -> None:
     """The row's update landed and its counter never did: the sweeper recounts."""
-    h = Harness.build()
+    h = Harness.build(job_store)
     store = h.world.store
-    original = store.record_row
     lost = [False]
 
-    def record_row_then_lose_counter(request_id: str, position: int, results: Any, now: Any) -> Any:
-        progress = original(request_id, position, results, now)
-        if position == ROWS - 1 and progress is not None and not lost[0]:
+    def lose_the_last_rows_count(request_id: str, recorded: list[int]) -> None:
+        if ROWS - 1 in recorded and not lost[0]:
             lost[0] = True
-            with store._lock:
-                job = store.jobs[request_id]
-                job.progress = replace(
-                    job.progress, processed_products=job.progress.processed_products - 1
-                )
+            job_store.lose_counts(request_id, products=1)
             raise Crash("died between the row and its counter")
+
+    record_row = store.record_row
+
+    def record_one(request_id: str, position: int, results: Any, now: Any) -> Any:
+        progress = record_row(request_id, position, results, now)
+        lose_the_last_rows_count(request_id, [position] if progress is not None else [])
         return progress
 
-    store.record_row = record_row_then_lose_counter  # type: ignore[method-assign]
+    store.record_row = record_one
+    record_rows = getattr(store, "record_rows", None)
+    if record_rows is not None:
+
+        def record_many(request_id: str, rows: Any, now: Any) -> Any:
+            progress = record_rows(request_id, rows, now)
+            counted = [p for (p, _), c in zip(rows, progress, strict=True) if c is not None]
+            lose_the_last_rows_count(request_id, counted)
+            return progress
+
+        store.record_rows = record_many
     request_id = h.submit()
     seconds = h.run(request_id)
     h.assert_exact(request_id)
-    record("row recorded, counter lost", h, request_id, seconds)
+    record("row recorded, counter lost", h, request_id, seconds, sweeper=True)
 
 
 @pytest.mark.parametrize(
-    ("target", "method", "after", "fault"),
+    ("point", "after", "sweeper", "fault"),
     [
-        ("store", "claim_finalization", True, "last row, claim taken, finalize not sent"),
-        ("finalize_queue", "send_batch", False, "last row, before finalization message"),
-        ("store", "finish_job", False, "finalizer dies before the terminal status"),
-        ("webhook_queue", "send_batch", False, "terminal, webhook never queued"),
-        ("sender", "post", True, "webhook POSTed, attempt not recorded"),
-        ("sender", "post", False, "webhook sender dies before POST"),
+        ("store.claim_finalization", False, False, "last row, dies before its claim"),
+        ("store.claim_finalization", True, True, "last row, claim taken, finalize not sent"),
+        ("finalize_queue.send_batch", False, True, "last row, before finalization message"),
+        ("store.finish_job", False, False, "finalizer dies before the terminal status"),
+        ("webhook_queue.send_batch", False, True, "terminal, webhook never queued"),
+        ("sender.post", True, False, "webhook POSTed, attempt not recorded"),
+        ("sender.post", False, False, "webhook sender dies before POST"),
     ],
 )
 def test_crash_at_the_end_of_the_job_or_in_its_webhook(
-    target: str, method: str, after: bool, fault: str
+    job_store: StoreUnderTest, point: str, after: bool, sweeper: bool, fault: str
 ) -> None:
-    h = Harness.build()
+    """Without `sweeper` the redelivered message alone must finish the job (a claim taken
+    and lost waits for its lease, which the sweeper's visit may come before)."""
+    h = Harness.build(job_store)
+    target, method = point.split(".")
     crash_once(getattr(h.world, target), method, after=after)
     request_id = h.submit()
-    seconds = h.run(request_id)
+    seconds = h.run(request_id, sweeper=sweeper)
     h.assert_exact(request_id)
-    record(fault, h, request_id, seconds)
+    record(fault, h, request_id, seconds, sweeper)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_duplicated_and_reordered_deliveries(seed: int) -> None:
-    h = Harness.build(shuffle=seed, duplicate=True)
+def test_duplicated_and_reordered_deliveries(job_store: StoreUnderTest, seed: int) -> None:
+    h = Harness.build(job_store, shuffle=seed, duplicate=True)
     request_id = h.submit()
     h.notify(f"incoming/{request_id}.csv")  # and the storage event twice more
-    seconds = h.run(request_id)
+    seconds = h.run(request_id, sweeper=False)
     h.assert_exact(request_id)
-    assert len(h.world.store.jobs) == 1
-    record(f"every message twice, shuffled (seed {seed})", h, request_id, seconds)
+    assert job_store.job_count() == 1
+    record(f"every message twice, shuffled (seed {seed})", h, request_id, seconds, sweeper=False)
 
 
-def test_receiver_failing_its_first_attempts() -> None:
-    h = Harness.build()
+def test_receiver_failing_its_first_attempts(job_store: StoreUnderTest) -> None:
+    h = Harness.build(job_store)
     h.world.sender.answers = [500, None, 503]
     request_id = h.submit()
-    seconds = h.run(request_id)
+    seconds = h.run(request_id, sweeper=False)
     h.assert_exact(request_id)
     job = h.world.store.get_job(request_id)
     assert job is not None
     assert [a.status_code for a in job.webhook.history] == [500, None, 503, 200]
     assert len({h["webhook-id"] for _, _, h in h.world.sender.posts}) == 1
-    record("receiver fails its first 3 attempts", h, request_id, seconds)
+    record("receiver fails its first 3 attempts", h, request_id, seconds, sweeper=False)
 
 
-def test_a_row_that_always_crashes_goes_to_the_dead_letter_queue() -> None:
-    h = Harness.build()
+def test_a_row_that_always_crashes_goes_to_the_dead_letter_queue(
+    job_store: StoreUnderTest,
+) -> None:
+    """Five receives take longer than STALL_AFTER: the sweeper runs, as it would."""
+    h = Harness.build(job_store)
     original = h.world.outputs.put_bytes
 
     def put_bytes(key: str, data: bytes, content_type: str) -> None:
@@ -438,11 +492,13 @@ def test_a_row_that_always_crashes_goes_to_the_dead_letter_queue() -> None:
     (row,) = [r for r in h.world.store.iter_rows(request_id) if r.serial == 7]
     assert "dead-letter" in row.errors[0]["message"]
     assert h.final_events() == {job.webhook.webhook_id}
-    record("a row crashes on every receive (DLQ)", h, request_id, seconds)
+    record("a row crashes on every receive (DLQ)", h, request_id, seconds, sweeper=True)
 
 
-def test_transient_failures_are_retried_and_permanent_ones_are_not() -> None:
-    h = Harness.build()
+def test_transient_failures_are_retried_and_permanent_ones_are_not(
+    job_store: StoreUnderTest,
+) -> None:
+    h = Harness.build(job_store)
     flaky = "https://img.test/3/a.jpg"
     gone = "https://img.test/4/b.jpg"
     answers: dict[str, list[bytes | ImageFailure]] = {
@@ -468,18 +524,20 @@ def test_transient_failures_are_retried_and_permanent_ones_are_not() -> None:
 
     h.world.fetcher.fetch = fetch  # type: ignore[method-assign]
     request_id = h.submit()
-    h.run(request_id)
+    h.run(request_id, sweeper=False)
     h.assert_exact(request_id, failed_images=1)
     assert calls[flaky] == 3 and calls[gone] == 1
     assert len(h.world.sleeps) == 2  # one backoff per retry
 
 
-def test_retry_requeues_only_the_failed_images_and_finalizes_again() -> None:
-    h = Harness.build()
+def test_retry_requeues_only_the_failed_images_and_finalizes_again(
+    job_store: StoreUnderTest,
+) -> None:
+    h = Harness.build(job_store)
     gone = "https://img.test/4/b.jpg"
     image = h.world.fetcher.responses.pop(gone)
     request_id = h.submit()
-    h.run(request_id)
+    h.run(request_id, sweeper=False)
     first = h.world.store.get_job(request_id)
     assert first is not None and first.status == JobStatus.COMPLETED_WITH_ERRORS
     first_csv = h.world.outputs.objects[first.output_csv_key][0]
@@ -487,7 +545,7 @@ def test_retry_requeues_only_the_failed_images_and_finalizes_again() -> None:
     h.world.fetcher.responses[gone] = image
     h.world.fetcher.calls.clear()
     recovery.retry_failed(h.world.deps, request_id)
-    h.run(request_id)
+    h.run(request_id, sweeper=False)
     job = h.world.store.get_job(request_id)
     assert job is not None and job.status == JobStatus.COMPLETED
     assert job.progress.processed_images == 2 * ROWS and job.progress.failed_images == 0
@@ -501,35 +559,43 @@ def test_retry_requeues_only_the_failed_images_and_finalizes_again() -> None:
     assert h.world.events.types().count("job.completed") == 1
 
 
-def test_retry_waits_for_the_first_final_event() -> None:
-    h = Harness.build()
+def test_retry_waits_for_the_first_final_event(job_store: StoreUnderTest) -> None:
+    h = Harness.build(job_store)
     h.world.fetcher.responses.pop("https://img.test/4/b.jpg")
     request_id = h.submit()
     working = [q for name, q in h.queues.items() if name != "webhook"]
-    while not h.world.store.jobs[request_id].status.terminal:  # the webhook stays queued
+
+    def terminal() -> bool:
+        job = h.world.store.get_job(request_id)
+        return job is not None and job.status.terminal
+
+    for _ in range(20):  # deliveries at once, no sweeper: a few rounds end the job
+        if terminal():  # the webhook stays queued
+            break
         for sqs in working:
             sqs.collect(0)
             sqs.deliver(h.world.deps, 0)
+    assert terminal()
     with pytest.raises(Conflict, match="still being delivered"):
         recovery.retry_failed(h.world.deps, request_id)
 
 
-def test_redeliver_sends_the_same_event_again() -> None:
-    h = Harness.build()
+def test_redeliver_sends_the_same_event_again(job_store: StoreUnderTest) -> None:
+    h = Harness.build(job_store)
     request_id = h.submit()
-    h.run(request_id)
+    h.run(request_id, sweeper=False)
     job = recovery.redeliver_webhook(h.world.deps, request_id)
     assert job.webhook.state == WebhookState.PENDING
-    h.run(request_id)
+    h.run(request_id, sweeper=False)
     ids = [headers["webhook-id"] for _, _, headers in h.world.sender.posts]
     assert len(ids) == 2 and len(set(ids)) == 1
     final = h.world.store.get_job(request_id)
     assert final is not None and final.webhook.attempts == 2
 
 
-def test_lifecycle_events_are_published_once() -> None:
-    h = Harness.build(duplicate=True)
+def test_lifecycle_events_are_published_once(job_store: StoreUnderTest) -> None:
+    h = Harness.build(job_store, duplicate=True)
     request_id = h.submit()
-    h.run(request_id)
+    h.run(request_id, sweeper=False)
     assert h.world.events.types() == ["job.accepted", "job.completed"]
     assert all(detail["requestId"] == request_id for _, detail in h.world.events.published)

@@ -46,7 +46,7 @@ def storage_record(key: str, etag: str = "abc", n: int = 0) -> QueueRecord:
     return QueueRecord(f"s3-{n}", json.dumps(body))
 
 
-def drain(world: FakeWorld) -> None:
+def drain(world: FakeWorld[Any]) -> None:
     """Deliver every queued message to its handler until all queues are empty (Lambda-like)."""
     deps = world.deps
     for _ in range(1000):
@@ -67,7 +67,7 @@ def drain(world: FakeWorld) -> None:
     raise AssertionError("queues never drained")
 
 
-def submit(world: FakeWorld, text: str, webhook: str | None = None) -> str:
+def submit(world: FakeWorld[Any], text: str, webhook: str | None = None) -> str:
     accepted = upload.submit_csv(world.deps, text.encode(), webhook, None)
     key = accepted.job.input_key
     event_handlers.ingest(world.deps, [storage_record(key)])
@@ -405,6 +405,66 @@ def test_webhook_gives_up_after_the_schedule() -> None:
     job = world.store.get_job(request_id)
     assert job is not None and job.webhook.state == WebhookState.FAILED
     assert job.webhook.attempts == len(schedule) + 1
+
+
+def test_a_webhook_url_refused_at_delivery_fails_at_once_without_a_post() -> None:
+    """The URL passed at submission and resolves to a private address by the end: nothing
+    is sent, and no retry is queued (it would be refused again on every attempt)."""
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n", "https://hook.test/h")
+    world.deps.check_webhook_url = lambda url: "resolves to 10.0.0.7, a private address"
+    drain(world)
+    job = world.store.get_job(request_id)
+    assert job is not None and job.webhook.state == WebhookState.FAILED
+    assert [a.error for a in job.webhook.history] == [
+        "refused: resolves to 10.0.0.7, a private address"
+    ]
+    assert world.sender.posts == []
+    assert len(world.webhook_queue.history) == 1  # the first attempt's message, no retry
+
+
+def test_a_webhook_message_for_another_event_of_the_job_is_dropped() -> None:
+    """A message with a stale `webhook-id` (an earlier event's retry arriving late) posts
+    nothing and records nothing; the current event's message is delivered."""
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n", "https://hook.test/h")
+    for queue, handler in (
+        (world.rows_queue, event_handlers.rows),
+        (world.finalize_queue, event_handlers.finalize),
+    ):
+        handler(world.deps, [QueueRecord("m", json.dumps(m.body)) for m in queue.drain()])
+    (current,) = [m.body for m in world.webhook_queue.drain()]
+    stale = {**current, "webhookId": "msg_" + "0" * 32, "attempt": 2}
+    event_handlers.webhooks(world.deps, [QueueRecord("stale", json.dumps(stale))])
+    job = world.store.get_job(request_id)
+    assert job is not None
+    assert (job.webhook.state, job.webhook.attempts, world.sender.posts) == (
+        WebhookState.PENDING,
+        0,
+        [],
+    )
+    event_handlers.webhooks(world.deps, [QueueRecord("current", json.dumps(current))])
+    assert [h["webhook-id"] for _, _, h in world.sender.posts] == [current["webhookId"]]
+
+
+@pytest.mark.parametrize("total", [1, 9, 10, 11, 20, 25])
+def test_following_next_cursor_reads_every_product_once_and_no_empty_page(total: int) -> None:
+    world = make_world()
+    text = HEADER + "".join(f"{n},P{n},https://a.test/{n}.jpg\n" for n in range(1, total + 1))
+    request_id = submit(world, text)
+    serials: list[int] = []
+    cursor: str | None = None
+    for _ in range(total + 1):
+        page = status.job_status(world.deps, request_id, limit="10", cursor=cursor)
+        products: list[dict[str, Any]] = page["products"]  # type: ignore[assignment]
+        assert products, f"an empty page at cursor {cursor}"
+        serials += [p["serialNumber"] for p in products]
+        cursor = page["nextCursor"]  # type: ignore[assignment]
+        if cursor is None:
+            break
+    assert serials == list(range(1, total + 1))
 
 
 def test_status_pages_products_in_serial_order() -> None:

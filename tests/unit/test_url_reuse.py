@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from chalicelib.domain.models import ImageResult, JobStatus
+import pytest
+from chalicelib.domain.models import ImageErrorCode, ImageResult, JobStatus
+from chalicelib.errors import ImageFailure
 from chalicelib.services import process_row
 
 from tests.fakes import make_world
@@ -58,3 +60,28 @@ def test_the_cache_is_bounded() -> None:
         cache.put(("job", f"u{i}"), result)
     assert cache.get(("job", "u0")) is None
     assert cache.get(("job", "u2")) == results[2]
+
+
+@pytest.mark.parametrize(
+    ("failure", "fetches"),
+    [
+        (ImageFailure(ImageErrorCode.HTTP_ERROR, "HTTP 404"), 1),
+        (ImageFailure(ImageErrorCode.TIMEOUT, "timed out", retryable=True), 3),
+    ],
+    ids=["permanent", "transient"],
+)
+def test_a_failing_url_shared_by_rows_of_one_batch_is_fetched_as_one_image(
+    failure: ImageFailure, fetches: int
+) -> None:
+    """Rows of one batch share one download per URL. A failure is not kept for later rows
+    (those may fare better), so the test executor running each image at once cannot hide a
+    batch that downloads the URL once per row."""
+    world = make_world()
+    url = "https://a.test/flaky.jpg"
+    world.fetcher.responses = {url: failure}
+    request_id = submit(world, HEADER + "".join(f"{n},P{n},{url}\n" for n in range(1, 5)))
+    drain(world)  # the four rows in one batch
+    assert world.fetcher.calls == [url] * fetches
+    job = world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.FAILED
+    assert job.progress.failed_images == 4

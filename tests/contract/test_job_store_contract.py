@@ -1,0 +1,480 @@
+"""The JobStore contract, run against every store: the in-memory fake the unit tier uses,
+MongoJobStore on the embedded server, and MongoJobStore on `MONGO_URI` when it is set
+(tests/support/stores.py). Races are forced, not hoped for: `job_store.gate.race` holds every
+caller between its reads and its first write until all have read.
+
+What only MongoJobStore has (its documents, `record_rows`) is tested in
+tests/integration/test_mongo_store.py."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+from functools import partial
+
+import pytest
+from chalicelib.domain.models import (
+    ImageErrorCode,
+    ImageResult,
+    Job,
+    JobStatus,
+    Progress,
+    RowStatus,
+    StoredRow,
+    WebhookAttempt,
+    WebhookInfo,
+    WebhookState,
+)
+from chalicelib.domain.timefmt import iso
+from chalicelib.ports import JobStore, chunks
+
+from tests.support.jobs import LEASE, NOW, load, make_rows, new_job, ok_results
+from tests.support.stores import StoreUnderTest
+
+RACERS = 4
+
+
+def ms(n: int) -> timedelta:
+    """Each racer's own clock, a few milliseconds apart (a write of the same value would not
+    count as a change on MongoDB, hiding a claim taken twice)."""
+    return timedelta(milliseconds=n)
+
+
+def test_satisfies_the_port(job_store: StoreUnderTest) -> None:
+    port: JobStore = job_store.store
+    port.ping()
+
+
+def test_create_job_twice_is_refused(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job()
+    assert store.create_job(job) is True
+    assert store.create_job(replace(job, input_key="incoming/other.csv")) is False
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert stored.input_key == "incoming/x.csv"
+    assert job_store.job_count() == 1
+
+
+def test_get_job_round_trips_every_field(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = Job(
+        request_id=str(uuid.uuid4()),
+        status=JobStatus.COMPLETED_WITH_ERRORS,
+        created_at="2026-11-28T12:00:00.000Z",
+        updated_at="2026-11-28T12:05:00.123Z",
+        input_key="incoming/abc.csv",
+        webhook_url="https://hooks.test/in",
+        source="bucket",
+        progress=Progress(3, 2, 7, 5, 1),
+        errors=[{"row": 2, "column": "S. No.", "message": "bad"}, {"row": 3, "column": None}],
+        output_csv_key="outputs/abc/output.csv",
+        webhook=WebhookInfo(WebhookState.FAILED, 4, 503, "msg_1", "https://hooks.test/in"),
+        chunk_size=7,
+        idempotency_key="key-1",
+        body_digest="sha256:abc",
+    )
+    assert store.create_job(job)
+    assert store.get_job(job.request_id) == job
+    assert store.get_job(str(uuid.uuid4())) is None
+
+
+def test_rows_page_across_chunk_boundaries(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job(chunk_size=4)
+    rows = make_rows(10)  # chunks of 4, 4, 2
+    assert store.create_job(job)
+    for number in (2, 0, 1):  # chunks may arrive in any order
+        store.insert_rows(job.request_id, number, rows[number * 4 : number * 4 + 4])
+
+    assert list(store.iter_rows(job.request_id)) == rows
+    for start in range(12):
+        for limit in (1, 3, 4, 5, 9, 100):
+            assert store.list_rows(job.request_id, start, limit) == rows[start : start + limit]
+    assert store.list_rows(job.request_id, 0, 0) == []
+    assert store.list_rows(str(uuid.uuid4()), 0, 10) == []
+    assert list(store.iter_rows(str(uuid.uuid4()))) == []
+
+
+def test_insert_rows_again_changes_nothing(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job(chunk_size=4)
+    rows = make_rows(6)
+    load(store, job, rows)
+    assert store.record_row(job.request_id, 1, ok_results(rows[1]), NOW) is not None
+    for number, chunk in enumerate(chunks(rows, 4)):  # ingest runs again
+        store.insert_rows(job.request_id, number, chunk)
+    assert [r.status for r in store.iter_rows(job.request_id)] == [
+        RowStatus.PENDING,
+        RowStatus.COMPLETED,
+        *[RowStatus.PENDING] * 4,
+    ]
+
+
+def test_record_row_counts_once(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job(chunk_size=4)
+    rows = make_rows(6, images=2)
+    load(store, job, rows)
+    row = rows[5]
+    results = [
+        ImageResult(row.urls[0], output_key="outputs/60/0.jpg"),
+        ImageResult(row.urls[1], error_code=ImageErrorCode.TIMEOUT, error_message="too slow"),
+    ]
+    later = NOW + timedelta(seconds=3)
+
+    progress = store.record_row(job.request_id, 5, results, later)
+    assert progress == Progress(6, 1, 12, 2, 1)
+    assert store.record_row(job.request_id, 5, results, later) is None
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert stored.progress == Progress(6, 1, 12, 2, 1)
+    assert stored.updated_at == iso(later)
+    assert store.list_rows(job.request_id, 5, 1) == [
+        replace(
+            row,
+            status=RowStatus.FAILED,
+            output_keys=("outputs/60/0.jpg", ""),
+            errors=({"url": row.urls[1], "code": "timeout", "message": "too slow"},),
+            bytes_in=(0, 0),
+            bytes_out=(0, 0),
+        )
+    ]
+    assert store.record_row(job.request_id, 0, ok_results(rows[0]), NOW) == Progress(6, 2, 12, 4, 1)
+    assert store.list_rows(job.request_id, 0, 1)[0].status == RowStatus.COMPLETED
+    with pytest.raises(KeyError):
+        store.record_row(job.request_id, 6, [], NOW)
+
+
+def test_claim_finalization_waits_for_every_row(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job(chunk_size=2)
+    rows = make_rows(3)
+    load(store, job, rows)
+    for row in rows[:2]:
+        store.record_row(job.request_id, row.position, ok_results(row), NOW)
+        assert store.claim_finalization(job.request_id, NOW, LEASE) is False
+    store.record_row(job.request_id, 2, ok_results(rows[2]), NOW)
+    assert store.claim_finalization(job.request_id, NOW, LEASE) is True
+    assert store.claim_finalization(job.request_id, NOW, LEASE) is False
+    assert store.claim_finalization(str(uuid.uuid4()), NOW, LEASE) is False
+    after = NOW + LEASE + timedelta(seconds=1)
+    assert store.claim_finalization(job.request_id, after, LEASE) is True
+    assert store.claim_finalization(job.request_id, after, LEASE) is False
+    # a finished job is never claimed again, however old its claim
+    assert store.finish_job(job.request_id, JobStatus.COMPLETED, after)
+    assert store.claim_finalization(job.request_id, after + 2 * LEASE, LEASE) is False
+
+
+def test_concurrent_rows_give_exactly_one_finalization(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job(chunk_size=3)
+    rows = make_rows(8)
+    load(store, job, rows)
+    barrier = threading.Barrier(8)
+    progresses: list[Progress | None] = []
+    claims: list[bool] = []
+    lock = threading.Lock()
+
+    def worker(row: StoredRow) -> None:
+        barrier.wait()
+        progress = store.record_row(job.request_id, row.position, ok_results(row), NOW)
+        claimed = store.claim_finalization(job.request_id, NOW, LEASE)
+        with lock:
+            progresses.append(progress)
+            claims.append(claimed)
+
+    threads = [threading.Thread(target=worker, args=(row,)) for row in rows]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert claims.count(True) == 1
+    assert sorted(p.processed_products for p in progresses if p) == list(range(1, 9))
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert stored.progress == Progress(8, 8, 16, 16, 0)
+    assert all(r.status == RowStatus.COMPLETED for r in store.iter_rows(job.request_id))
+
+
+def test_finalization_claimants_that_all_read_before_any_writes_get_one_claim(
+    job_store: StoreUnderTest,
+) -> None:
+    """The worker that recorded the last row, its redelivery and the sweeper may claim at
+    once; each reads the job unclaimed. Only a compare-and-set keeps the claim to one."""
+    store = job_store.store
+    job = new_job(chunk_size=50)
+    rows = make_rows(1)
+    load(store, job, rows)
+    store.record_row(job.request_id, 0, ok_results(rows[0]), NOW)
+
+    def claim_at(moment: timedelta) -> bool:
+        return store.claim_finalization(job.request_id, NOW + moment, LEASE)
+
+    first = job_store.gate.race([partial(claim_at, ms(n)) for n in range(RACERS)])
+    assert first.count(True) == 1
+    # the claimant died: once its lease has passed, the takers race again, and one wins
+    late = LEASE + timedelta(seconds=2)
+    taken = job_store.gate.race([partial(claim_at, late + ms(n)) for n in range(RACERS)])
+    assert taken.count(True) == 1
+
+
+def test_ingest_claimants_that_all_read_before_any_writes_get_one_claim(
+    job_store: StoreUnderTest,
+) -> None:
+    store = job_store.store
+    job = new_job()
+    assert store.create_job(job)
+    claims = job_store.gate.race(
+        [partial(store.claim_ingest, job.request_id, NOW + ms(n), LEASE) for n in range(RACERS)]
+    )
+    assert claims.count(True) == 1
+
+
+def test_finishers_that_all_read_before_any_writes_set_one_terminal_status(
+    job_store: StoreUnderTest,
+) -> None:
+    store = job_store.store
+    job = new_job()
+    assert store.create_job(job)
+    statuses = [JobStatus.COMPLETED, JobStatus.FAILED] * (RACERS // 2)
+    finished = job_store.gate.race(
+        [
+            partial(
+                store.finish_job,
+                job.request_id,
+                status,
+                NOW + ms(n),
+                webhook_url="https://h.test/x",
+                webhook_id=f"msg_{n}",
+            )
+            for n, status in enumerate(statuses)
+        ]
+    )
+    assert finished.count(True) == 1
+    winner = finished.index(True)
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert (stored.status, stored.webhook.webhook_id) == (statuses[winner], f"msg_{winner}")
+
+
+def test_claim_ingest_once(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job()
+    assert store.create_job(job)
+    assert store.claim_ingest(job.request_id, NOW, LEASE) is True
+    assert store.claim_ingest(job.request_id, NOW, LEASE) is False
+    assert store.claim_ingest(str(uuid.uuid4()), NOW, LEASE) is False
+    # the claimant died: once the lease has passed, another run takes over
+    after = NOW + LEASE + timedelta(seconds=1)
+    assert store.claim_ingest(job.request_id, after, LEASE) is True
+    assert store.claim_ingest(job.request_id, after, LEASE) is False
+    # a finished fan-out is never ingested again
+    store.record_fanout(job.request_id, 0, True, after)
+    assert store.claim_ingest(job.request_id, after + 2 * LEASE, LEASE) is False
+
+
+def test_start_processing_keeps_counters(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job(chunk_size=2)
+    rows = make_rows(2)
+    load(store, job, rows)
+    store.record_row(job.request_id, 0, ok_results(rows[0]), NOW)
+    assert not store.start_processing(job.request_id, Progress(2, 0, 4), NOW + timedelta(seconds=1))
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert stored.status == JobStatus.PROCESSING
+    assert stored.progress == Progress(2, 1, 4, 2, 0)
+
+
+def test_rows_count_as_written_from_the_end_of_the_first_fan_out(
+    job_store: StoreUnderTest,
+) -> None:
+    store = job_store.store
+    job = new_job()
+    assert store.create_job(job)
+    assert store.start_processing(job.request_id, Progress(8, 0, 8), NOW)
+    accepted = store.get_job(job.request_id)
+    assert accepted is not None and not accepted.rows_written
+    store.record_fanout(job.request_id, 4, False, NOW)
+    marked = store.get_job(job.request_id)
+    assert marked is not None and not marked.rows_written and marked.fanout_sent == 4
+    store.record_fanout(job.request_id, 8, True, NOW)
+    done = store.get_job(job.request_id)
+    assert done is not None and done.rows_written and done.fanout_done
+
+
+def test_finish_job_once(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job()
+    assert store.create_job(job)
+    errors = [{"row": n, "column": None, "message": "x"} for n in range(1500)]
+    finished_at = NOW + timedelta(minutes=1)
+    assert store.finish_job(
+        job.request_id,
+        JobStatus.FAILED,
+        finished_at,
+        output_csv_key="outputs/x/output.csv",
+        errors=errors,
+        webhook_url="https://hooks.test/a",
+        webhook_id="msg_abc",
+    )
+    assert not store.finish_job(job.request_id, JobStatus.COMPLETED, NOW)
+    assert not store.finish_job(str(uuid.uuid4()), JobStatus.COMPLETED, NOW)
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert stored.status == JobStatus.FAILED
+    assert stored.updated_at == iso(finished_at)
+    assert stored.output_csv_key == "outputs/x/output.csv"
+    assert stored.errors == errors[:1000]
+    assert stored.webhook == WebhookInfo(
+        WebhookState.PENDING, 0, None, "msg_abc", "https://hooks.test/a", iso(finished_at)
+    )
+
+    quiet = new_job()
+    assert store.create_job(quiet)
+    assert store.finish_job(quiet.request_id, JobStatus.COMPLETED, NOW)
+    stored = store.get_job(quiet.request_id)
+    assert stored is not None
+    assert stored.webhook.state == WebhookState.NONE
+
+
+def test_idempotency_key_lookup(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    first = new_job(idempotency_key="client-key-1")
+    assert store.create_job(first)
+    assert store.create_job(new_job()) and store.create_job(new_job())  # no key: no clash
+    assert store.create_job(new_job(idempotency_key="client-key-1")) is False
+    found = store.find_by_idempotency_key("client-key-1")
+    assert found is not None and found.request_id == first.request_id
+    assert store.find_by_idempotency_key("other") is None
+    assert store.find_by_idempotency_key("") is None
+
+
+def test_webhook_attempts_are_recorded(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job()
+    assert store.create_job(job)
+    store.finish_job(job.request_id, JobStatus.COMPLETED, NOW, webhook_url="https://h.test/x")
+    later = NOW + timedelta(seconds=5)
+    attempts = [
+        (WebhookAttempt(1, iso(NOW), 500, "HTTP 500", 12), WebhookState.PENDING, later),
+        (WebhookAttempt(2, iso(later), None, "timed out", 10000), WebhookState.PENDING, later),
+        (WebhookAttempt(3, iso(later), 204, "", 8), WebhookState.DELIVERED, None),
+    ]
+    for attempt, state, due in attempts:
+        store.record_webhook_attempt(job.request_id, attempt, state, due)
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert stored.webhook.state == WebhookState.DELIVERED
+    assert stored.webhook.attempts == 3
+    assert stored.webhook.last_status_code == 204
+    assert stored.webhook.history == [a for a, _, _ in attempts]
+    assert stored.webhook.next_attempt_at == ""
+
+
+# --- recovery: what the sweeper, the retry and the redelivery rely on ---------------------
+
+
+def test_recount_repairs_a_lost_counter(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job(chunk_size=3)
+    rows = make_rows(5, images=2)
+    load(store, job, rows)
+    for row in rows[:4]:
+        store.record_row(job.request_id, row.position, ok_results(row), NOW)
+    # a crash between a row's update and its counter: take one row's counts back off
+    job_store.lose_counts(job.request_id, products=1, images=2)
+    later = NOW + timedelta(minutes=20)
+    assert store.recount(job.request_id, later) == Progress(5, 4, 10, 8, 0)
+    stored = store.get_job(job.request_id)
+    assert stored is not None and stored.updated_at == iso(later)
+    assert store.recount(str(uuid.uuid4()), later) is None
+
+
+def test_find_stalled_and_webhooks_due(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    old, fresh, done = new_job(), new_job(), new_job()
+    for job in (old, fresh, done):
+        assert store.create_job(job)
+    store.claim_ingest(fresh.request_id, NOW + timedelta(minutes=30), LEASE)
+    store.finish_job(done.request_id, JobStatus.COMPLETED, NOW, webhook_url="https://h.test/x")
+    cutoff = NOW + timedelta(minutes=10)
+    stalled = {j.request_id for j in store.find_stalled(cutoff, 100)}
+    assert old.request_id in stalled and fresh.request_id not in stalled
+    assert done.request_id not in stalled
+    assert [j.request_id for j in store.find_webhooks_due(cutoff, 100)] == [done.request_id]
+    store.schedule_webhook(done.request_id, cutoff + timedelta(minutes=1))
+    assert store.find_webhooks_due(cutoff, 100) == []
+
+
+def test_redeliver_only_a_settled_webhook_of_a_finished_job(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job()
+    assert store.create_job(job)
+    assert store.redeliver_webhook(job.request_id, "msg_1", NOW) is False  # not terminal
+    store.finish_job(
+        job.request_id, JobStatus.COMPLETED, NOW, webhook_url="https://h.test/x", webhook_id="msg_1"
+    )
+    assert store.redeliver_webhook(job.request_id, "msg_1", NOW) is False  # still pending
+    attempt = WebhookAttempt(1, iso(NOW), 204, "", 5)
+    store.record_webhook_attempt(job.request_id, attempt, WebhookState.DELIVERED, None)
+    assert store.redeliver_webhook(job.request_id, "msg_1", NOW) is True
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert (stored.webhook.state, stored.webhook.webhook_id) == (WebhookState.PENDING, "msg_1")
+    assert stored.webhook.history == [attempt]
+
+
+def test_reopen_and_reset_only_the_failed_rows(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job(chunk_size=2)
+    rows = make_rows(4, images=2)
+    load(store, job, rows)
+    for row in rows:
+        results = ok_results(row)
+        if row.position in (1, 3):
+            results[1] = ImageResult(row.urls[1], error_code=ImageErrorCode.HTTP_ERROR)
+        store.record_row(job.request_id, row.position, results, NOW)
+    store.finish_job(job.request_id, JobStatus.COMPLETED_WITH_ERRORS, NOW)
+    assert store.reopen_failed(job.request_id, 1, NOW) is True
+    assert store.reopen_failed(job.request_id, 1, NOW) is False
+    reset = list(store.reset_failed_rows(job.request_id, NOW))
+    assert [r.position for r in reset] == [1, 3]
+    assert [r.output_keys[0] for r in reset] == ["outputs/20/0.jpg", "outputs/40/0.jpg"]
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert stored.status == JobStatus.PROCESSING and stored.generation == 1
+    assert stored.progress == Progress(4, 2, 8, 4, 0)
+    assert list(store.reset_failed_rows(job.request_id, NOW)) == []  # nothing failed is left
+    assert store.claim_ingest(job.request_id, NOW, LEASE) is True  # the retry's fan-out
+
+
+def test_a_reopened_job_finishes_again_with_a_fresh_webhook_record(
+    job_store: StoreUnderTest,
+) -> None:
+    """The retry's final event is a new one: its attempts count from one again."""
+    store = job_store.store
+    job = new_job(chunk_size=2)
+    rows = make_rows(1, images=1)
+    load(store, job, rows)
+    failed = [ImageResult(rows[0].urls[0], error_code=ImageErrorCode.HTTP_ERROR)]
+    store.record_row(job.request_id, 0, failed, NOW)
+    store.finish_job(job.request_id, JobStatus.FAILED, NOW, webhook_url="https://h.test/x")
+    attempt = WebhookAttempt(1, iso(NOW), 204, "", 5)
+    store.record_webhook_attempt(job.request_id, attempt, WebhookState.DELIVERED, None)
+    assert store.reopen_failed(job.request_id, 1, NOW)
+    list(store.reset_failed_rows(job.request_id, NOW))
+    store.record_row(job.request_id, 0, ok_results(rows[0]), NOW)
+    assert store.claim_finalization(job.request_id, NOW, LEASE)
+    assert store.finish_job(
+        job.request_id, JobStatus.COMPLETED, NOW, webhook_url="https://h.test/x", webhook_id="m2"
+    )
+    stored = store.get_job(job.request_id)
+    assert stored is not None
+    assert stored.webhook == WebhookInfo(
+        WebhookState.PENDING, 0, None, "m2", "https://h.test/x", iso(NOW)
+    )
