@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -252,15 +252,6 @@ def bodies(function: str) -> list[dict[str, Any]]:
         for _, event, _, _ in calls(function)
         for record in event.get("Records", [])
     ]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
 
 
 def port_open(host: str, port: int) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ import pytest
 from local_emulator import moto_patches
 from local_emulator.dispatch import FunctionStats
 from local_emulator.stack import Emulator
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -96,8 +97,9 @@ def test_a_malformed_message_on_each_queue_ends_in_its_dead_letter_queue(
             # that queue's visibility timeouts, failing, and never deletes it
             handler = _consumer(emulator, dead_letters)
             dead = emulator.stack.queues[dead_letters]
-            assert _within(
-                longest + 15, lambda h=handler: stats.get(h, FunctionStats()).failed_records >= 3
+            assert wait_until(
+                lambda h=handler: stats.get(h, FunctionStats()).failed_records >= 3,
+                timeout=longest + 15,
             )
             emulator.dispatcher.disable(dead.name)  # stop it to look: the message is there
             try:
@@ -118,12 +120,3 @@ def _consumer(emu: Emulator, logical_id: str) -> str:
         for f in emu.stack.functions.values()
         if any(s.queue.logical_id == info.logical_id for s in f.sqs_sources)
     )
-
-
-def _within(seconds: float, condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()

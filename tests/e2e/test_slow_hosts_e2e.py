@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import requests
 from local_emulator.stack import Emulator
 from tests.e2e.test_pipeline_e2e import HEADER, upload, wait_terminal
 from tests.support.servers import serve
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -88,16 +89,6 @@ def _status(emulator: Emulator, request_id: str) -> dict[str, Any]:
     return doc
 
 
-def _within(seconds: float, condition: Callable[[], bool]) -> float | None:
-    """Seconds until `condition` held, or None if it did not within `seconds`."""
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    return None
-
-
 def test_a_trickling_image_fails_alone_and_holds_up_nobody(
     emulator: Emulator, host: tuple[Host, str]
 ) -> None:
@@ -116,8 +107,10 @@ def test_a_trickling_image_fails_alone_and_holds_up_nobody(
 
     # Normal time is about a second; the bound is ten times that, and far below the
     # trickle's deadline (and the sweeper's period): the good rows did not wait for it.
-    took = _within(min(10.0, settings_deadline), good_products_done)
-    assert took is not None, "the nine good products waited for the slow one"
+    assert wait_until(good_products_done, timeout=min(10.0, settings_deadline)), (
+        "the nine good products waited for the slow one"
+    )
+    took = time.monotonic() - started
     doc = _status(emulator, slow_job)
     assert doc["status"] == "processing"  # the trickling image is still being fetched
     assert [p["status"] for p in doc["products"]][4] == "pending"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -21,6 +20,7 @@ from chalicelib.services.event_handlers import QueueRecord
 from chalicelib.services.process_row import RowTask
 
 from tests.fakes import FakeWorld, make_world
+from tests.support.waiting import wait_until
 from tests.unit.test_pipeline_services import HEADER, jpeg, storage_record, submit
 
 DEADLINE = 10.0
@@ -212,21 +212,12 @@ def test_each_row_is_recorded_as_soon_as_its_own_images_are_done() -> None:
     def recorded() -> int:
         return sum(r.status != RowStatus.PENDING for r in world.store.iter_rows(request_id))
 
-    assert _within(10, lambda: recorded() == 9), "the nine fast rows waited for the slow one"
+    assert wait_until(lambda: recorded() == 9, timeout=10), "the nine waited for the slow one"
     assert worker.is_alive() and not world.finalize_queue.sent
     release.set()
     worker.join(10)
     assert outcomes == [None] * 10 and recorded() == 10
     assert len(world.finalize_queue.drain()) == 1
-
-
-def _within(seconds: float, condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 # -- the ingest ----------------------------------------------------------------------------
