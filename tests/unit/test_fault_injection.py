@@ -6,7 +6,14 @@ runs on each store (`job_store`: the in-memory fake and MongoJobStore, tests/sup
 The harness models SQS as Lambda sees it: a message whose handler raised, or that the handler
 reported in `batchItemFailures`, comes back after its visibility timeout; after five receives
 it goes to the dead-letter queue (rows) or is dropped (the others, as their DLQs would hold
-them). A simulated clock moves ten seconds per delivery round; the sweeper runs every minute.
+them). A simulated clock moves ten seconds per delivery round, and on by whatever simulated
+time the work itself takes (a slow fetch, a MongoDB call waiting for its server); the
+sweeper runs every minute. Each invocation gets its function's `Budget` on that clock, from
+its Timeout in template.yaml, as Lambda's context gives it; an invocation still running at
+its Timeout is killed as Lambda kills it: nothing after that point runs, its answer never
+arrives (its whole batch comes back), and its container, with what it cached, is gone.
+Every fetch is counted by URL: the table gives the most fetches of any one image and the
+mean per image.
 
 Where redelivery alone must recover, the sweeper does not run at all, and the job must be
 terminal before STALL_AFTER, the soonest the sweeper could have looked at it: a step that
@@ -15,25 +22,32 @@ went missing, which the sweeper would have repaired minutes later, fails the tes
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import random
+import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from chalicelib.config import Settings
+from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import ImageErrorCode, JobStatus, WebhookState
 from chalicelib.domain.timefmt import iso, parse_iso
 from chalicelib.errors import Conflict, ImageFailure
-from chalicelib.services import event_handlers, ingest, recovery, upload
+from chalicelib.services import event_handlers, ingest, process_row, recovery, upload
 from chalicelib.services.event_handlers import BatchResponse, QueueRecord
 from PIL import Image
+from pymongo.errors import PyMongoError
 
-from tests.fakes import FakeQueue, FakeWorld, SentMessage, make_world
+from infra.cfn_yaml import load_template
+from tests.fakes import FakeFetcher, FakeQueue, FakeWorld, FixedClock, SentMessage, make_world
 from tests.support.stores import StoreUnderTest
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
@@ -114,32 +128,98 @@ def crash_once(target: object, *methods: str, on_call: int = 1, after: bool = Fa
 RECORDING = ("record_row", "record_rows")  # every way a store records rows
 
 
+def _timeouts() -> dict[str, int]:
+    """Each function's Timeout (s), read from template.yaml."""
+    resources = load_template(Path(__file__).resolve().parents[2] / "template.yaml")["Resources"]
+    return {
+        name: int(resources[function]["Properties"]["Timeout"])
+        for name, function in {
+            "ingest": "IngestFunction",
+            "rows": "WorkerFunction",
+            "rows-dlq": "RowsDeadLetterFunction",
+            "finalize": "FinalizeFunction",
+            "webhook": "WebhookFunction",
+            "sweeper": "SweepFunction",
+        }.items()
+    }
+
+
+TIMEOUT = _timeouts()
+
+
+class Killed(BaseException):
+    """Lambda ending an invocation at its Timeout. A BaseException, as the end of the process
+    is: no handler of the code catches it, so nothing after the point of the kill runs."""
+
+
+@dataclass
+class SimTime:
+    """The simulated clock (the world's), read as seconds since the harness was built."""
+
+    clock: FixedClock
+    origin: datetime
+
+    def seconds(self) -> float:
+        return (self.clock.now() - self.origin).total_seconds()
+
+    def budget(self, timeout: int) -> Budget:
+        """An invocation's budget, as `Budget.from_context` makes it, on the simulated clock."""
+        return Budget.seconds(timeout, self.seconds)
+
+
+class CountingFetcher:
+    """The code's fetcher: the world's, each fetch counted by URL; a URL in `seconds` takes
+    that much simulated time (a slow host)."""
+
+    def __init__(self, inner: FakeFetcher, clock: FixedClock) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def fetch(self, url: str) -> bytes:
+        with self._lock:
+            self.counts[url] += 1
+        if url in self.seconds:
+            self.clock.advance(self.seconds[url])
+        return self.inner.fetch(url)  # looked up now: a test may have replaced it
+
+
 @dataclass
 class InFlight:
     message: SentMessage
     receives: int = 0
-    visible_at: int = 0
+    visible_at: float = 0
 
 
 @dataclass
 class Sqs:
-    """At-least-once delivery over a FakeQueue, with visibility timeout and receive count."""
+    """At-least-once delivery over a FakeQueue, with visibility timeout and receive count, to
+    a function with a Timeout (seconds). With `budgeted`, the handler gets its invocation's
+    Budget; an invocation that was killed, or that is found past its Timeout when it returns,
+    failed its whole batch (Lambda never sees its answer)."""
 
     source: FakeQueue
-    handler: Callable[[Any, list[QueueRecord]], BatchResponse]
+    handler: Callable[..., BatchResponse]
     batch_size: int
+    time: SimTime
+    timeout: int
+    budgeted: bool = False
     dead_letter: Sqs | None = None
     waiting: list[InFlight] = field(default_factory=list)
     shuffle: random.Random | None = None
     duplicate: bool = False
+    kills: int = 0
+    longest: float = 0.0  # the longest invocation seen, simulated seconds
 
-    def collect(self, now: int) -> None:
+    def collect(self, now: float) -> None:
         for message in self.source.drain():
             copies = 2 if self.duplicate else 1
             for _ in range(copies):
                 self.waiting.append(InFlight(message, 0, now + message.delay_seconds))
 
-    def deliver(self, deps: Any, now: int) -> bool:
+    def deliver(self, deps: Any, now: float) -> bool:
         ready = [m for m in self.waiting if m.visible_at <= now]
         if not ready:
             return False
@@ -153,22 +233,40 @@ class Sqs:
                 records.append(
                     QueueRecord(f"m{id(item)}-{n}", json.dumps(item.message.body), item.receives)
                 )
-            try:
-                failed = {
-                    f["itemIdentifier"] for f in self.handler(deps, records)["batchItemFailures"]
-                }
-            except Exception:  # a handler that raises fails its whole batch, as on Lambda
-                failed = {r.message_id for r in records}
+            failed = self._invoke(deps, records)
+            ended = max(now, self.time.seconds())  # the work may have taken simulated time
             for item, record in zip(batch, records, strict=True):
                 if record.message_id not in failed:
                     self.waiting.remove(item)
                 elif item.receives >= MAX_RECEIVES:
                     self.waiting.remove(item)
                     if self.dead_letter is not None:
-                        self.dead_letter.waiting.append(InFlight(item.message, 0, now))
+                        self.dead_letter.waiting.append(InFlight(item.message, 0, ended))
                 else:
-                    item.visible_at = now + VISIBILITY_ROUNDS * ROUND_SECONDS
+                    item.visible_at = ended + VISIBILITY_ROUNDS * ROUND_SECONDS
         return True
+
+    def _invoke(self, deps: Any, records: list[QueueRecord]) -> set[str]:
+        """One invocation; the ids of the records that come back."""
+        everything = {r.message_id for r in records}
+        started = self.time.seconds()
+        try:
+            if self.budgeted:
+                response = self.handler(deps, records, self.time.budget(self.timeout))
+            else:
+                response = self.handler(deps, records)
+            failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+        except Killed:
+            failed = everything
+        except Exception:  # a handler that raises fails its whole batch, as on Lambda
+            failed = everything
+        took = self.time.seconds() - started
+        self.longest = max(self.longest, took)
+        if took > self.timeout:  # killed at its Timeout: its answer never arrived
+            self.kills += 1
+            process_row.reuse_cache(deps).clear()  # a new container takes the batch
+            failed = everything
+        return failed
 
 
 @dataclass
@@ -176,6 +274,8 @@ class Harness:
     world: FakeWorld[Any]
     stores: StoreUnderTest
     queues: dict[str, Sqs]
+    time: SimTime
+    fetches: CountingFetcher
     _created: str = ""
     delivered_at: int | None = None
 
@@ -187,23 +287,44 @@ class Harness:
         world.fetcher.responses = {
             f"https://img.test/{n}/{x}.jpg": jpeg() for n in range(1, ROWS + 1) for x in "ab"
         }
+        fetches = CountingFetcher(world.fetcher, world.clock)
+        world.deps.fetcher = fetches
+        time = SimTime(world.clock, world.clock.now())
         rng = random.Random(shuffle) if shuffle is not None else None
-        dlq = Sqs(FakeQueue(), event_handlers.rows_dead_letter, 10)
+
+        def sqs(
+            source: FakeQueue, handler: Callable[..., BatchResponse], name: str, **more: Any
+        ) -> Sqs:
+            size = 10 if name.startswith("rows") else 1
+            return Sqs(source, handler, size, time, TIMEOUT[name], **more)
+
+        dlq = sqs(FakeQueue(), event_handlers.rows_dead_letter, "rows-dlq")
         queues = {
-            "ingest": Sqs(world.ingest_queue, event_handlers.ingest, 1, duplicate=duplicate),
-            "rows": Sqs(
+            "ingest": sqs(
+                world.ingest_queue,
+                event_handlers.ingest,
+                "ingest",
+                budgeted=True,
+                duplicate=duplicate,
+            ),
+            "rows": sqs(
                 world.rows_queue,
                 event_handlers.rows,
-                10,
+                "rows",
+                budgeted=True,
                 dead_letter=dlq,
                 shuffle=rng,
                 duplicate=duplicate,
             ),
             "rows-dlq": dlq,
-            "finalize": Sqs(world.finalize_queue, event_handlers.finalize, 1, duplicate=duplicate),
-            "webhook": Sqs(world.webhook_queue, event_handlers.webhooks, 1, duplicate=duplicate),
+            "finalize": sqs(
+                world.finalize_queue, event_handlers.finalize, "finalize", duplicate=duplicate
+            ),
+            "webhook": sqs(
+                world.webhook_queue, event_handlers.webhooks, "webhook", duplicate=duplicate
+            ),
         }
-        return cls(world, job_store, queues)
+        return cls(world, job_store, queues, time, fetches)
 
     def elapsed(self) -> int:
         return int((self.world.clock.now() - parse_iso(self._created)).total_seconds())
@@ -222,11 +343,13 @@ class Harness:
         simulated seconds from submission to the terminal state. Without the sweeper, the job
         must be terminal before STALL_AFTER (when the sweeper would first have looked)."""
         terminal_at: int | None = None
-        for tick in range(0, max_seconds, ROUND_SECONDS):
+        next_sweep = self.time.seconds()
+        until = self.time.seconds() + max_seconds
+        while (now := self.time.seconds()) < until:
             for sqs in self.queues.values():
-                sqs.collect(tick)
+                sqs.collect(now)
             for sqs in self.queues.values():
-                sqs.deliver(self.world.deps, tick)
+                sqs.deliver(self.world.deps, now)
             job = self.world.store.get_job(request_id)
             if job is None:  # not created yet (its creator died; the event comes back)
                 self.world.clock.advance(ROUND_SECONDS)
@@ -244,11 +367,22 @@ class Harness:
                 )
                 return terminal_at
             self.world.clock.advance(ROUND_SECONDS)
-            if sweeper and tick % SWEEP_EVERY == 0:
-                recovery.sweep(self.world.deps)
+            if sweeper and now >= next_sweep:
+                next_sweep = now + SWEEP_EVERY
+                self.sweep()
         raise AssertionError(
             f"job {request_id} did not settle: {self.world.store.get_job(request_id)}"
         )
+
+    def sweep(self) -> None:
+        # MongoDB unreachable fails the run: the next scheduled one tries again
+        with contextlib.suppress(PyMongoError):
+            recovery.sweep(self.world.deps, self.time.budget(TIMEOUT["sweeper"]))
+
+    def fetched(self) -> str:
+        """The most fetches of any one image, and fetches per image on average."""
+        counts = self.fetches.counts
+        return f"{max(counts.values(), default=0)} | {sum(counts.values()) / (2 * ROWS):.2f}"
 
     def final_events(self) -> set[str]:
         """Distinct final events the receiver accepted (2xx), by webhook-id."""
@@ -280,7 +414,7 @@ class Harness:
         assert job.webhook.state == WebhookState.DELIVERED
 
 
-OUTCOMES: list[tuple[str, str, str, int, int | None, str]] = []
+OUTCOMES: list[tuple[str, str, str, int, int | None, str, str]] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -288,10 +422,10 @@ def outcome_table() -> Any:
     yield
     print(
         "\nfault | store | outcome | s to terminal | s to webhook delivered (simulated clock)"
-        " | sweeper"
+        " | fetches of the most fetched image | fetches per image | sweeper"
     )
-    for fault, store, outcome, seconds, delivered, sweeper in OUTCOMES:
-        print(f"{fault} | {store} | {outcome} | {seconds} | {delivered} | {sweeper}")
+    for fault, store, outcome, seconds, delivered, fetched, sweeper in OUTCOMES:
+        print(f"{fault} | {store} | {outcome} | {seconds} | {delivered} | {fetched} | {sweeper}")
 
 
 def record(fault: str, harness: Harness, request_id: str, seconds: int, sweeper: bool) -> None:
@@ -304,6 +438,7 @@ def record(fault: str, harness: Harness, request_id: str, seconds: int, sweeper:
             str(job.status),
             seconds,
             harness.delivered_at,
+            harness.fetched(),
             "ran" if sweeper else "off",
         )
     )
