@@ -28,22 +28,26 @@ import contextlib
 import csv
 import io
 import json
+import math
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chalicelib.adapters.fair_pool import FairThreadPool
 from chalicelib.config import Settings
 from chalicelib.domain.budget import Budget
-from chalicelib.domain.models import ImageErrorCode, Job, JobStatus, WebhookState
+from chalicelib.domain.models import ImageErrorCode, Job, JobStatus, RowStatus, WebhookState
 from chalicelib.domain.timefmt import iso, parse_iso
 from chalicelib.errors import Conflict, ImageFailure
 from chalicelib.services import event_handlers, ingest, process_row, recovery, upload
+from chalicelib.services.deps import Dependencies
 from chalicelib.services.event_handlers import BatchResponse, QueueRecord
 from PIL import Image
 from pymongo.errors import PyMongoError
@@ -154,6 +158,20 @@ class Killed(BaseException):
     is: no handler of the code catches it, so nothing after the point of the kill runs."""
 
 
+PORTS = (
+    "store",
+    "uploads",
+    "outputs",
+    "rows_queue",
+    "finalize_queue",
+    "webhook_queue",
+    "ingest_queue",
+    "fetcher",
+    "webhook_sender",
+    "events",
+)
+
+
 @dataclass
 class SimTime:
     """The simulated clock (the world's), read as seconds since the harness was built."""
@@ -167,6 +185,58 @@ class SimTime:
     def budget(self, timeout: int) -> Budget:
         """An invocation's budget, as `Budget.from_context` makes it, on the simulated clock."""
         return Budget.seconds(timeout, self.seconds)
+
+
+class Runtime:
+    """Lambda's hold on an invocation: the ports an invocation is given raise Killed once the
+    simulated clock is past its Timeout, on entering a call or on its return (the process
+    ended during the call, whose effect, if any, stays)."""
+
+    def __init__(self, time: SimTime) -> None:
+        self.time = time
+        self.ends_at = math.inf
+        self._mortal: dict[int, Mortal] = {}
+
+    def start(self, deps: Dependencies, timeout: int) -> Dependencies:
+        """The dependencies of an invocation starting now."""
+        self.ends_at = self.time.seconds() + timeout
+        ports: dict[str, Any] = {port: self.mortal(getattr(deps, port)) for port in PORTS}
+        return replace(deps, **ports)
+
+    def end(self) -> None:
+        self.ends_at = math.inf
+
+    def mortal(self, target: object) -> Mortal:
+        """One wrapper per port object, kept: the worker's caches are keyed by them."""
+        found = self._mortal.get(id(target))
+        if found is None or found.target is not target:
+            found = self._mortal[id(target)] = Mortal(target, self)
+        return found
+
+    def check(self, call: str) -> None:
+        if self.time.seconds() > self.ends_at:
+            raise Killed(f"the invocation's Timeout passed during {call}")
+
+
+class Mortal:
+    """A port whose calls end with the invocation (Runtime)."""
+
+    def __init__(self, target: object, runtime: Runtime) -> None:
+        self.target = target
+        self._runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.target, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._runtime.check(name)
+            result = attribute(*args, **kwargs)
+            self._runtime.check(name)
+            return result
+
+        return call
 
 
 class CountingFetcher:
@@ -205,7 +275,7 @@ class Sqs:
     source: FakeQueue
     handler: Callable[..., BatchResponse]
     batch_size: int
-    time: SimTime
+    runtime: Runtime
     timeout: int
     budgeted: bool = False
     dead_letter: Sqs | None = None
@@ -214,6 +284,10 @@ class Sqs:
     duplicate: bool = False
     kills: int = 0
     longest: float = 0.0  # the longest invocation seen, simulated seconds
+
+    @property
+    def time(self) -> SimTime:
+        return self.runtime.time
 
     def collect(self, now: float) -> None:
         for message in self.source.drain():
@@ -252,21 +326,24 @@ class Sqs:
         """One invocation; the ids of the records that come back."""
         everything = {r.message_id for r in records}
         started = self.time.seconds()
+        mortal = self.runtime.start(deps, self.timeout)
         try:
             if self.budgeted:
-                response = self.handler(deps, records, self.time.budget(self.timeout))
+                response = self.handler(mortal, records, self.time.budget(self.timeout))
             else:
-                response = self.handler(deps, records)
+                response = self.handler(mortal, records)
             failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
         except Killed:
             failed = everything
         except Exception:  # a handler that raises fails its whole batch, as on Lambda
             failed = everything
+        finally:
+            self.runtime.end()
         took = self.time.seconds() - started
         self.longest = max(self.longest, took)
         if took > self.timeout:  # killed at its Timeout: its answer never arrived
             self.kills += 1
-            process_row.reuse_cache(deps).clear()  # a new container takes the batch
+            process_row.reuse_cache(mortal).clear()  # a new container takes the batch
             failed = everything
         return failed
 
@@ -293,13 +370,14 @@ class Harness:
         fetches = CountingFetcher(world.fetcher, world.clock)
         world.deps.fetcher = fetches
         time = SimTime(world.clock, world.clock.now())
+        runtime = Runtime(time)
         rng = random.Random(shuffle) if shuffle is not None else None
 
         def sqs(
             source: FakeQueue, handler: Callable[..., BatchResponse], name: str, **more: Any
         ) -> Sqs:
             size = 10 if name.startswith("rows") else 1
-            return Sqs(source, handler, size, time, TIMEOUT[name], **more)
+            return Sqs(source, handler, size, runtime, TIMEOUT[name], **more)
 
         dlq = sqs(FakeQueue(), event_handlers.rows_dead_letter, "rows-dlq")
         queues = {
@@ -748,3 +826,55 @@ def test_lifecycle_events_are_published_once(job_store: StoreUnderTest) -> None:
     h.run(request_id, sweeper=False)
     assert h.world.events.types() == ["job.accepted", "job.completed"]
     assert all(detail["requestId"] == request_id for _, detail in h.world.events.published)
+
+
+# -- faults of Lambda's limits and of the services around it ------------------------------------
+
+
+def test_a_worker_killed_by_its_timeout_mid_batch(job_store: StoreUnderTest) -> None:
+    """One fetch of the first batch hangs past the worker's Timeout (a stall its download
+    deadline does not cover) and Lambda kills the invocation there. The batch's nine other
+    rows, recorded as their own images finished, stay recorded and are not fetched again;
+    the batch comes back after its visibility timeout, and only the hung row is redone, by a
+    new container (its image that was done is fetched again: the cache died with the first)."""
+    h = Harness.build(job_store)
+    pool = FairThreadPool(20)  # each image of a batch on its own thread, as in a worker
+    h.world.deps.image_pool = pool
+    stuck = "https://img.test/7/a.jpg"
+    fetch = h.world.fetcher.fetch
+    request_id = ""
+
+    def others_recorded() -> bool:
+        rows = h.world.store.list_rows(request_id, 0, 10)
+        return all(r.status != RowStatus.PENDING for r in rows if r.serial != 7)
+
+    gate: list[bool] = []
+
+    def hang_once(url: str) -> bytes:
+        if url == stuck and not gate:
+            gate.append(_within(10, others_recorded))
+            h.world.clock.advance(TIMEOUT["rows"] + ROUND_SECONDS)  # killed as it returns
+        return fetch(url)
+
+    h.world.fetcher.fetch = hang_once  # type: ignore[method-assign]
+    try:
+        request_id = h.submit()
+        seconds = h.run(request_id, sweeper=False)
+    finally:
+        pool.shutdown()
+    assert gate == [True], "the batch's other rows were not recorded before the kill"
+    h.assert_exact(request_id)
+    assert h.queues["rows"].kills == 1
+    counts = h.fetches.counts
+    assert counts[stuck] == 2 and counts["https://img.test/7/b.jpg"] == 2
+    assert all(counts[url] == 1 for url in counts if "/7/" not in url)
+    record("worker killed at its Timeout mid-batch", h, request_id, seconds, sweeper=False)
+
+
+def _within(seconds: float, condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
