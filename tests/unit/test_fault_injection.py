@@ -871,6 +871,30 @@ def test_a_worker_killed_by_its_timeout_mid_batch(job_store: StoreUnderTest) -> 
     record("worker killed at its Timeout mid-batch", h, request_id, seconds, sweeper=False)
 
 
+def test_a_worker_batch_out_of_time_continues_in_new_messages(job_store: StoreUnderTest) -> None:
+    """The first batch's hosts take 6 s a fetch, and row 7's second image always answers 503.
+    The budget (the Timeout, margin kept) starts no attempt it cannot finish: 14 fetches
+    fit; row 7 continues in a new message keeping its first image and its attempt spent,
+    rows 8 to 10 (nothing started) come back. No invocation reaches its Timeout and no
+    image is fetched more than FETCH_ATTEMPTS times."""
+    h = Harness.build(job_store)
+    h.fetches.seconds = {f"https://img.test/{n}/{x}.jpg": 6.0 for n in range(1, 11) for x in "ab"}
+    failing = "https://img.test/7/b.jpg"
+    h.world.fetcher.responses[failing] = ImageFailure(
+        ImageErrorCode.HTTP_ERROR, "HTTP 503", retryable=True
+    )
+    request_id = h.submit()
+    seconds = h.run(request_id, sweeper=False)
+    h.assert_exact(request_id, failed_images=1)
+    rows = h.queues["rows"]
+    assert rows.kills == 0 and rows.longest <= TIMEOUT["rows"]
+    (continuation,) = [m.body for m in h.world.rows_queue.history if "keep" in m.body]
+    assert continuation["serialNumber"] == 7 and continuation["attempts"] == [0, 1]
+    assert h.fetches.counts[failing] == SETTINGS.fetch_attempts
+    assert max(h.fetches.counts.values()) == SETTINGS.fetch_attempts
+    record("worker batch out of budget (6 s a fetch)", h, request_id, seconds, sweeper=False)
+
+
 def _within(seconds: float, condition: Callable[[], bool]) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
