@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
+import inspect
 import io
 import json
 import math
@@ -209,7 +211,7 @@ class Runtime:
     def mortal(self, target: object) -> Mortal:
         """One wrapper per port object, kept: the worker's caches are keyed by them."""
         found = self._mortal.get(id(target))
-        if found is None or found.target is not target:
+        if found is None or found._target is not target:
             found = self._mortal[id(target)] = Mortal(target, self)
         return found
 
@@ -218,25 +220,37 @@ class Runtime:
             raise Killed(f"the invocation's Timeout passed during {call}")
 
 
-class Mortal:
+class Proxy:
+    """Stands for `target`: each of its methods is an attribute of the proxy itself (a
+    runtime-checkable Protocol's isinstance looks them up statically: MongoJobStore must still
+    be a BatchRecorder), calling through `_call`, which finds the method on the target at call
+    time (a test may have replaced it). Other attributes are the target's."""
+
+    def __init__(self, target: object) -> None:
+        self._target = target
+        for name in dir(target):
+            if not name.startswith("_") and inspect.isroutine(getattr(target, name, None)):
+                setattr(self, name, functools.partial(self._call, name))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._target, name)(*args, **kwargs)
+
+
+class Mortal(Proxy):
     """A port whose calls end with the invocation (Runtime)."""
 
     def __init__(self, target: object, runtime: Runtime) -> None:
-        self.target = target
         self._runtime = runtime
+        super().__init__(target)
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.target, name)
-        if not callable(attribute):
-            return attribute
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self._runtime.check(name)
-            result = attribute(*args, **kwargs)
-            self._runtime.check(name)
-            return result
-
-        return call
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        self._runtime.check(name)
+        result = super()._call(name, *args, **kwargs)
+        self._runtime.check(name)
+        return result
 
 
 class CountingFetcher:
@@ -405,6 +419,9 @@ class Harness:
                 world.webhook_queue, event_handlers.webhooks, "webhook", duplicate=duplicate
             ),
         }
+        # the invocations' store is still what the code asks of it (a BatchRecorder or not)
+        recorder = isinstance(job_store.store, process_row.BatchRecorder)
+        assert isinstance(runtime.mortal(job_store.store), process_row.BatchRecorder) == recorder
         return cls(world, job_store, queues, time, fetches)
 
     def elapsed(self) -> int:
