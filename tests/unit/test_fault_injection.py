@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
 import inspect
 import io
 import json
@@ -36,6 +35,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -213,6 +213,9 @@ class Runtime:
         found = self._mortal.get(id(target))
         if found is None or found._target is not target:
             found = self._mortal[id(target)] = Mortal(target, self)
+            # still what the code asks of it: a store that records batches goes on doing so
+            recorder = isinstance(target, process_row.BatchRecorder)
+            assert isinstance(found, process_row.BatchRecorder) == recorder
         return found
 
     def check(self, call: str) -> None:
@@ -230,10 +233,17 @@ class Proxy:
         self._target = target
         for name in dir(target):
             if not name.startswith("_") and inspect.isroutine(getattr(target, name, None)):
-                setattr(self, name, functools.partial(self._call, name))
+                setattr(self, name, self._method(name))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._target, name)
+
+    def _method(self, name: str) -> Callable[..., Any]:
+        def method(*args: Any, **kwargs: Any) -> Any:
+            return self._call(name, *args, **kwargs)
+
+        method.__name__ = name
+        return method  # a function: a proxy of a proxy sees it as a method too
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return getattr(self._target, name)(*args, **kwargs)
@@ -419,9 +429,6 @@ class Harness:
                 world.webhook_queue, event_handlers.webhooks, "webhook", duplicate=duplicate
             ),
         }
-        # the invocations' store is still what the code asks of it (a BatchRecorder or not)
-        recorder = isinstance(job_store.store, process_row.BatchRecorder)
-        assert isinstance(runtime.mortal(job_store.store), process_row.BatchRecorder) == recorder
         return cls(world, job_store, queues, time, fetches)
 
     def elapsed(self) -> int:
@@ -848,14 +855,44 @@ def test_lifecycle_events_are_published_once(job_store: StoreUnderTest) -> None:
 # -- faults of Lambda's limits and of the services around it ------------------------------------
 
 
-def test_a_worker_killed_by_its_timeout_mid_batch(job_store: StoreUnderTest) -> None:
+class ThreadPool(ThreadPoolExecutor):
+    """A WorkPool on a plain ThreadPoolExecutor, which starts a thread whenever no idle one is
+    left for the work queued: every image of a batch is under way at once."""
+
+    def run[T](self, key: str, work: Callable[[], T]) -> Future[T]:
+        return self.submit(work)
+
+
+class BurstPool(FairThreadPool):
+    """The worker's pool, warm (one thread idle since an earlier batch), under a schedule a
+    loaded machine can produce and this forces: the first `burst` pieces of work are all
+    handed over before the idle thread wakes (the pool's lock is held until then)."""
+
+    def __init__(self, max_workers: int, burst: int) -> None:
+        super().__init__(max_workers)
+        self._burst = burst
+        self._submitted = 0
+        super().run("an earlier batch", lambda: None).result(10)
+        assert _within(10, lambda: self._idle == 1)
+
+    def run[T](self, key: str, work: Callable[[], T]) -> Future[T]:
+        if self._submitted == 0:
+            self._lock.acquire()
+        try:
+            return super().run(key, work)
+        finally:
+            self._submitted += 1
+            if self._submitted == self._burst:
+                self._lock.release()
+
+
+def kill_mid_batch(
+    job_store: StoreUnderTest, pool: ThreadPool | FairThreadPool, patience: float = 10
+) -> tuple[Harness, str, int]:
     """One fetch of the first batch hangs past the worker's Timeout (a stall its download
-    deadline does not cover) and Lambda kills the invocation there. The batch's nine other
-    rows, recorded as their own images finished, stay recorded and are not fetched again;
-    the batch comes back after its visibility timeout, and only the hung row is redone, by a
-    new container (its image that was done is fetched again: the cache died with the first)."""
+    deadline does not cover) and Lambda kills the invocation there: the hung fetch waits (at
+    most `patience` real seconds) for the batch's nine other rows to be recorded first."""
     h = Harness.build(job_store)
-    pool = FairThreadPool(20)  # each image of a batch on its own thread, as in a worker
     h.world.deps.image_pool = pool
     stuck = "https://img.test/7/a.jpg"
     fetch = h.world.fetcher.fetch
@@ -869,7 +906,7 @@ def test_a_worker_killed_by_its_timeout_mid_batch(job_store: StoreUnderTest) -> 
 
     def hang_once(url: str) -> bytes:
         if url == stuck and not gate:
-            gate.append(_within(10, others_recorded))
+            gate.append(_within(patience, others_recorded))
             h.world.clock.advance(TIMEOUT["rows"] + ROUND_SECONDS)  # killed as it returns
         return fetch(url)
 
@@ -880,12 +917,37 @@ def test_a_worker_killed_by_its_timeout_mid_batch(job_store: StoreUnderTest) -> 
     finally:
         pool.shutdown()
     assert gate == [True], "the batch's other rows were not recorded before the kill"
+    return h, request_id, seconds
+
+
+def test_a_worker_killed_by_its_timeout_mid_batch(job_store: StoreUnderTest) -> None:
+    """The batch's nine other rows, recorded as their own images finished, stay recorded and
+    are not fetched again; the batch comes back after its visibility timeout, and only the
+    hung row is redone, by a new container (its image that was done is fetched again: the
+    cache died with the first)."""
+    h, request_id, seconds = kill_mid_batch(job_store, ThreadPool(20))
     h.assert_exact(request_id)
     assert h.queues["rows"].kills == 1
     counts = h.fetches.counts
-    assert counts[stuck] == 2 and counts["https://img.test/7/b.jpg"] == 2
+    assert counts["https://img.test/7/a.jpg"] == 2 and counts["https://img.test/7/b.jpg"] == 2
     assert all(counts[url] == 1 for url in counts if "/7/" not in url)
     record("worker killed at its Timeout mid-batch", h, request_id, seconds, sweeper=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FairThreadPool loses wakeups: run() counts a thread it already notified as still "
+    "idle (its _idle is decremented only once the thread re-takes the lock), so work handed "
+    "over in a burst is left queued behind that one thread while it is busy, though "
+    "max_workers allows more; here rows 8 to 10 wait behind the hung image and are lost "
+    "with the killed invocation instead of being recorded",
+)
+def test_a_worker_killed_mid_batch_on_the_workers_warm_pool(job_store: StoreUnderTest) -> None:
+    """As above, on the worker's own pool (IMAGE_WORKERS threads, one idle from an earlier
+    batch) when the batch's images are all handed over before that thread wakes."""
+    pool = BurstPool(SETTINGS.image_workers, burst=2 * 10)
+    h, request_id, _ = kill_mid_batch(job_store, pool, patience=3)
+    h.assert_exact(request_id)
 
 
 def test_a_worker_batch_out_of_time_continues_in_new_messages(job_store: StoreUnderTest) -> None:
