@@ -52,7 +52,7 @@ from chalicelib.services import event_handlers, ingest, process_row, recovery, u
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.event_handlers import BatchResponse, QueueRecord
 from PIL import Image
-from pymongo.errors import PyMongoError
+from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
 from infra.cfn_yaml import load_template
 from tests.fakes import FakeFetcher, FakeQueue, FakeWorld, FixedClock, SentMessage, make_world
@@ -972,6 +972,65 @@ def test_a_worker_batch_out_of_time_continues_in_new_messages(job_store: StoreUn
     assert h.fetches.counts[failing] == SETTINGS.fetch_attempts
     assert max(h.fetches.counts.values()) == SETTINGS.fetch_attempts
     record("worker batch out of budget (6 s a fetch)", h, request_id, seconds, sweeper=False)
+
+
+class MongoOutage(Proxy):
+    """MongoDB unreachable for OUTAGE s of the simulated clock, from the `on_call`-th call of
+    any of the store's `methods` (counted together) on. Inside the window every call of the
+    store, by any function, waits for a server as long as MongoJobStore's client does
+    (serverSelectionTimeoutMS) and raises ServerSelectionTimeoutError."""
+
+    def __init__(self, store: object, clock: FixedClock, *methods: str, on_call: int = 1) -> None:
+        self._clock = clock
+        self._methods = methods
+        self._on_call = on_call
+        self._calls = 0
+        self.began: datetime | None = None
+        self.refused: list[str] = []
+        super().__init__(store)
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name in self._methods:
+            self._calls += 1
+            if self._calls == self._on_call:
+                self.began = self._clock.now()
+        if self.began is not None and self._clock.now() < self.began + OUTAGE:
+            self.refused.append(name)
+            self._clock.advance(SERVER_SELECTION.total_seconds())
+            raise ServerSelectionTimeoutError(
+                "127.0.0.1:27017: [Errno 111] Connection refused, Timeout: 5.0s"
+            )
+        return super()._call(name, *args, **kwargs)
+
+
+OUTAGE = timedelta(seconds=30)
+SERVER_SELECTION = timedelta(seconds=5)  # MongoJobStore.from_uri: serverSelectionTimeoutMS
+
+
+@pytest.mark.parametrize(
+    ("during", "methods", "on_call", "sweeper"),
+    [
+        # two chunks stored and sent; the ingest raises and its claim holds until its lease ends
+        ("the ingest (storing rows)", ("insert_rows",), 3, True),
+        # the first batch's images are stored; its rows cannot be recorded
+        ("a worker batch (recording)", RECORDING, 1, False),
+        # the output CSV is written; the terminal status cannot be
+        ("finalization", ("finish_job",), 1, False),
+    ],
+)
+def test_mongodb_unreachable_for_30_s(
+    job_store: StoreUnderTest, during: str, methods: tuple[str, ...], on_call: int, sweeper: bool
+) -> None:
+    h = Harness.build(job_store)
+    outage = MongoOutage(h.world.store, h.world.clock, *methods, on_call=on_call)
+    h.world.deps.store = outage
+    request_id = h.submit()
+    seconds = h.run(request_id, sweeper=sweeper)
+    h.assert_exact(request_id)
+    assert outage.refused and outage.refused[0] in methods
+    assert max(h.fetches.counts.values()) == 1  # nothing fetched again: the images were stored
+    assert h.repairs <= {"ingests"}  # at most the ingest whose claim outlived its failure
+    record(f"MongoDB unreachable 30 s: {during}", h, request_id, seconds, sweeper)
 
 
 def _within(seconds: float, condition: Callable[[], bool]) -> bool:
