@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from chalicelib.adapters.fair_pool import FairThreadPool
 from chalicelib.config import Settings
 from chalicelib.domain.budget import Budget
@@ -1031,6 +1032,50 @@ def test_mongodb_unreachable_for_30_s(
     assert max(h.fetches.counts.values()) == 1  # nothing fetched again: the images were stored
     assert h.repairs <= {"ingests"}  # at most the ingest whose claim outlived its failure
     record(f"MongoDB unreachable 30 s: {during}", h, request_id, seconds, sweeper)
+
+
+def slow_down() -> ClientError:
+    """What S3Objects raises for a PUT once boto3's own retries (standard mode, 5 attempts,
+    bootstrap.py) all met 503 SlowDown."""
+    return ClientError(
+        {
+            "Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+            "ResponseMetadata": {
+                "HTTPStatusCode": 503,
+                "RequestId": "S3SLOWDOWN",
+                "HostId": "",
+                "HTTPHeaders": {},
+                "RetryAttempts": 4,
+            },
+        },
+        "PutObject",
+    )
+
+
+def test_s3_answering_503_slow_down_to_some_puts(job_store: StoreUnderTest) -> None:
+    """Two images (of rows 3 and 8) and the output CSV are refused twice each: their rows and
+    the finalization come back and succeed the third time. An image whose output could not
+    be stored is fetched again (only successes are kept), never beyond the receives."""
+    h = Harness.build(job_store)
+    refusals = Counter({"/3/0.jpg": 2, "/8/1.jpg": 2, "/output.csv": 2})
+    put = h.world.outputs.put_bytes
+
+    def put_bytes(key: str, data: bytes, content_type: str) -> None:
+        for ending, left in refusals.items():
+            if key.endswith(ending) and left:
+                refusals[ending] -= 1
+                raise slow_down()
+        put(key, data, content_type)
+
+    h.world.outputs.put_bytes = put_bytes  # type: ignore[method-assign]
+    request_id = h.submit()
+    seconds = h.run(request_id, sweeper=False)
+    h.assert_exact(request_id)
+    assert not +refusals  # every refusal was met
+    counts = h.fetches.counts
+    assert counts["https://img.test/3/a.jpg"] == counts["https://img.test/8/b.jpg"] == 3
+    assert sum(counts.values()) == 2 * ROWS + 4
+    record("S3 503 SlowDown: 2 image PUTs and the CSV, twice each", h, request_id, seconds, False)
 
 
 def _within(seconds: float, condition: Callable[[], bool]) -> bool:
