@@ -34,7 +34,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -48,7 +48,7 @@ from chalicelib.config import Settings
 from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import ImageErrorCode, Job, JobStatus, RowStatus, WebhookState
 from chalicelib.domain.timefmt import iso, parse_iso
-from chalicelib.errors import Conflict, ImageFailure
+from chalicelib.errors import Conflict, ImageFailure, TransientError
 from chalicelib.services import event_handlers, ingest, process_row, recovery, upload
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.event_handlers import BatchResponse, QueueRecord
@@ -1076,6 +1076,36 @@ def test_s3_answering_503_slow_down_to_some_puts(job_store: StoreUnderTest) -> N
     assert counts["https://img.test/3/a.jpg"] == counts["https://img.test/8/b.jpg"] == 3
     assert sum(counts.values()) == 2 * ROWS + 4
     record("S3 503 SlowDown: 2 image PUTs and the CSV, twice each", h, request_id, seconds, False)
+
+
+def test_sqs_failing_part_of_a_send_message_batch_in_the_fan_out(
+    job_store: StoreUnderTest,
+) -> None:
+    """SqsTaskQueue re-sends what SQS refused in a SendMessageBatch three times, then raises
+    TransientError: part of that batch went out. Here the fan-out's second batch (rows 5 to
+    8): two of its messages are sent, then the ingest fails; its claim holds until its lease
+    ends, and the sweeper resumes it from the fan-out's mark (rows sent again are skipped as
+    recorded)."""
+    h = Harness.build(job_store)
+    send = h.world.rows_queue.send_batch
+    calls = [0]
+
+    def send_part(bodies: Sequence[Mapping[str, Any]], delay_seconds: int = 0) -> None:
+        calls[0] += 1
+        if calls[0] != 2:
+            send(bodies, delay_seconds)
+            return
+        send(bodies[:2], delay_seconds)
+        raise TransientError(f"SQS refused {len(bodies) - 2} message(s) on RowsQueue")
+
+    h.world.rows_queue.send_batch = send_part  # type: ignore[method-assign]
+    request_id = h.submit()
+    seconds = h.run(request_id)
+    h.assert_exact(request_id)
+    assert [m.body["serialNumber"] for m in h.world.rows_queue.history[4:6]] == [5, 6]
+    assert h.repairs <= {"ingests"}  # the ingest resumed; no row message was lost
+    assert max(h.fetches.counts.values()) == 1
+    record("SQS refuses 2 of a fan-out SendMessageBatch", h, request_id, seconds, sweeper=True)
 
 
 def _within(seconds: float, condition: Callable[[], bool]) -> bool:
