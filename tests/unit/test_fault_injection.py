@@ -886,6 +886,12 @@ class BurstPool(FairThreadPool):
             if self._submitted == self._burst:
                 self._lock.release()
 
+    def shutdown(self, wait: bool = True) -> None:
+        if 0 < self._submitted < self._burst:  # fewer came: let the threads have the lock
+            self._submitted = self._burst
+            self._lock.release()
+        super().shutdown(wait)
+
 
 def kill_mid_batch(
     job_store: StoreUnderTest, pool: ThreadPool | FairThreadPool, patience: float = 10
