@@ -941,17 +941,11 @@ def test_a_worker_killed_by_its_timeout_mid_batch(job_store: StoreUnderTest) -> 
     record("worker killed at its Timeout mid-batch", h, request_id, seconds, sweeper=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FairThreadPool loses wakeups: run() counts a thread it already notified as still "
-    "idle (its _idle is decremented only once the thread re-takes the lock), so work handed "
-    "over in a burst is left queued behind that one thread while it is busy, though "
-    "max_workers allows more; here rows 8 to 10 wait behind the hung image and are lost "
-    "with the killed invocation instead of being recorded",
-)
 def test_a_worker_killed_mid_batch_on_the_workers_warm_pool(job_store: StoreUnderTest) -> None:
     """As above, on the worker's own pool (IMAGE_WORKERS threads, one idle from an earlier
-    batch) when the batch's images are all handed over before that thread wakes."""
+    batch) when the batch's images are all handed over before that thread wakes: each piece
+    of work handed over wakes or starts a thread of its own (a lost wakeup had left rows 8 to
+    10 queued behind the hung image, lost with the killed invocation)."""
     pool = BurstPool(SETTINGS.image_workers, burst=2 * 10)
     h, request_id, _ = kill_mid_batch(job_store, pool, patience=3)
     h.assert_exact(request_id)

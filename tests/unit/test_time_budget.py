@@ -370,3 +370,21 @@ def test_a_fresh_worker_invocation_can_finish_a_whole_attempt() -> None:
     local = scaled_timeout(timeout, DEFAULT_TIME_SCALE)
     deadline = float(scaled_app_durations({}, DEFAULT_TIME_SCALE)["DOWNLOAD_DEADLINE"])
     assert Budget.seconds(local, ManualClock()).fits(deadline + allowance)
+
+
+def test_work_handed_over_in_a_burst_wakes_or_starts_a_thread_for_each_piece() -> None:
+    """One thread idle; two pieces handed over before it wakes (the pool's lock held across
+    both, as a batch hands over its images): the second must not wait behind the first."""
+    pool = FairThreadPool(4)
+    pool.run("job", lambda: None).result(10)
+    assert wait_until(lambda: pool.idle == 1, timeout=10)
+    release = threading.Event()
+    with pool._lock:  # the woken thread cannot take the lock back in between
+        hung = pool.run("job", lambda: release.wait(10))
+        quick = pool.run("job", lambda: "quick")
+    try:
+        assert quick.result(5) == "quick"  # on a thread of its own, not queued behind `hung`
+    finally:
+        release.set()
+    assert hung.result(10) is True
+    pool.shutdown()

@@ -32,7 +32,8 @@ class FairThreadPool:
         self._served: OrderedDict[str, int] = OrderedDict()  # key -> tick of its last service
         self._tick = 0
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        self._idle = 0  # threads waiting for work and not yet woken
+        self._woken = 0  # threads woken for work that have not taken the lock back yet
         self._shutdown = False
 
     def run[T](self, key: str, work: Callable[[], T]) -> Future[T]:
@@ -41,7 +42,13 @@ class FairThreadPool:
             if self._shutdown:
                 raise RuntimeError("the pool is shut down")
             self._queues.setdefault(key, deque()).append((future, work))
-            if self._idle == 0 and len(self._threads) < self._max_workers:
+            if self._idle > 0:
+                # wake one waiting thread, and count it busy at once: the next piece of work
+                # handed over before it wakes must go to another thread, not to it again
+                self._idle -= 1
+                self._woken += 1
+                self._lock.notify()
+            elif len(self._threads) < self._max_workers:
                 thread = threading.Thread(
                     target=self._serve,
                     name=f"{self._prefix}_{len(self._threads)}",
@@ -49,9 +56,13 @@ class FairThreadPool:
                 )
                 self._threads.append(thread)
                 thread.start()
-            else:
-                self._lock.notify()
         return future
+
+    @property
+    def idle(self) -> int:
+        """Threads waiting for work."""
+        with self._lock:
+            return self._idle
 
     def queued(self) -> dict[str, int]:
         """Work not yet started, by key."""
@@ -76,9 +87,10 @@ class FairThreadPool:
                 if self._shutdown:
                     return None
                 self._idle += 1
-                try:
-                    self._lock.wait()
-                finally:
+                self._lock.wait()
+                if self._woken > 0:  # woken by run(), which took it off _idle already
+                    self._woken -= 1
+                else:  # woken by shutdown()
                     self._idle -= 1
             key = min(self._queues, key=lambda k: self._served.get(k, -1))
             items = self._queues[key]
