@@ -174,12 +174,12 @@ def test_fetch_attempts_spent_before_a_continuation_count_against_the_retry_poli
 def test_a_recorded_row_costs_a_read_not_a_download() -> None:
     world = world_with({"https://a.test/1.jpg": jpeg()})
     request_id, (message,) = task_of(world, "1,A,https://a.test/1.jpg\n")
-    record = QueueRecord("m-1", json.dumps(message))
-    event_handlers.rows(world.deps, [record])
+    event_handlers.rows(world.deps, [QueueRecord("m-1", json.dumps(message))])
     assert world.fetcher.calls == ["https://a.test/1.jpg"]
     assert len(world.finalize_queue.drain()) == 1
     process_row.reuse_cache(world.deps).clear()  # redelivered to another container
-    assert event_handlers.rows(world.deps, [record]) == {"batchItemFailures": []}
+    again = QueueRecord("m-1", json.dumps(message), receive_count=2)
+    assert event_handlers.rows(world.deps, [again]) == {"batchItemFailures": []}
     assert world.fetcher.calls == ["https://a.test/1.jpg"]  # not downloaded again
     job = world.store.get_job(request_id)
     assert job is not None and job.progress.processed_images == 1
@@ -325,7 +325,8 @@ def test_a_redelivered_last_row_asks_again_for_finalization_without_a_download()
         event_handlers.rows(world.deps, [record])
     assert world.finalize_queue.drain() == []
     process_row.reuse_cache(world.deps).clear()  # redelivered to another container
-    assert event_handlers.rows(world.deps, [record]) == {"batchItemFailures": []}
+    again = QueueRecord("m-1", json.dumps(message), receive_count=2)
+    assert event_handlers.rows(world.deps, [again]) == {"batchItemFailures": []}
     assert [m.body for m in world.finalize_queue.drain()] == [{"requestId": request_id}]
     assert world.fetcher.calls == ["https://a.test/1.jpg"]
 

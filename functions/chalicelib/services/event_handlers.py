@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
 from chalicelib import observability
@@ -107,7 +107,8 @@ def rows(
     for record in records:
         with observability.log_context(messageId=record.message_id, requestId=record.job_id()):
             try:
-                tasks.append(process_row.RowTask.from_message(record.json()))
+                task = process_row.RowTask.from_message(record.json())
+                tasks.append(replace(task, redelivered=record.receive_count > 1))
                 ids.append(record.message_id)
             except Exception:
                 log.exception("rows: malformed message %s", record.message_id)

@@ -112,6 +112,7 @@ class RowTask:
     keep: tuple[Kept, ...] = ()
     attempts: tuple[int, ...] = ()  # fetch attempts already spent, per image
     generation: int = 0
+    redelivered: bool = False  # received before (SQS's ApproximateReceiveCount > 1)
 
     def kept(self, index: int) -> Kept | None:
         if index < len(self.keep) and self.keep[index].done:
@@ -340,13 +341,16 @@ def _continue_rows(
 
 
 def _recorded_rows(deps: Dependencies, tasks: Sequence[RowTask]) -> set[tuple[str, int]]:
-    """(job, position) of the batch's rows already recorded: one read per run of adjacent
-    positions (a batch of the fan-out is ten rows in a row), so a redelivered message costs
-    a read, not a download. A failed read skips nothing: recording is idempotent anyway."""
+    """(job, position) of the batch's redelivered rows already recorded: one read per run of
+    adjacent positions (a batch of the fan-out is ten rows in a row), so a redelivered
+    message costs a read, not a download. A message received for the first time is not
+    looked up (its read would cost every batch a store round trip; should it be a copy of a
+    recorded row, recording it again changes nothing). A failed read skips nothing."""
     found: set[tuple[str, int]] = set()
     by_job: dict[str, list[int]] = {}
     for task in tasks:
-        by_job.setdefault(task.request_id, []).append(task.position)
+        if task.redelivered:
+            by_job.setdefault(task.request_id, []).append(task.position)
     for request_id, positions in by_job.items():
         wanted = set(positions)
         try:
