@@ -38,9 +38,9 @@ from tests.e2e.emulator_support import (
     child_pids,
     port_open,
     serve_process,
-    wait_until,
     write_fake_stack,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
