@@ -21,7 +21,7 @@ import requests
 from PIL import Image
 from pymongo import MongoClient
 
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 from tests.support.servers import serve_bytes
 
 TERMINAL = {"completed", "completed_with_errors", "failed"}
@@ -55,10 +55,12 @@ def measure(rows: int, timeout: float) -> dict[str, Any]:
     with (
         serve_bytes(_jpeg(), "image/jpeg") as images,
         Emulator(
-            port=0,
-            allow_private_hosts=True,
-            quiet=True,
-            verbose_dispatch=bool(os.environ.get("BENCH_VERBOSE")),
+            EmulatorOptions(
+                port=0,
+                allow_private_hosts=True,
+                quiet=True,
+                verbose_dispatch=bool(os.environ.get("BENCH_VERBOSE")),
+            )
         ) as emu,
     ):
         started = time.monotonic()

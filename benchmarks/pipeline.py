@@ -43,7 +43,7 @@ from pymongo import MongoClient
 from benchmarks import corpus
 from benchmarks._workers import Setup, Variant
 from benchmarks.compressor import QUALITY, REPEATS, PoolEngine, batches, megapixels
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 
 MIN_ROUNDS = 5
 DEFAULT_ROUNDS = 7
@@ -240,12 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         with (
             file_server(args.cache / "corpus") as base,
             Emulator(
-                port=0,
-                allow_private_hosts=True,
-                quiet=True,
-                verbose_dispatch=False,
-                workers=args.workers,
-                log=lambda line: None,
+                EmulatorOptions(
+                    port=0,
+                    allow_private_hosts=True,
+                    quiet=True,
+                    verbose_dispatch=False,
+                    workers=args.workers,
+                    log=lambda line: None,
+                )
             ) as emu,
         ):
             pipe = Pipeline(emu, items, base)

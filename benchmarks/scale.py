@@ -62,7 +62,7 @@ from chalicelib.services.process_row import RowTask, record_batch  # noqa: E402
 
 from benchmarks import corpus  # noqa: E402
 from benchmarks._workers import own_peak_rss  # noqa: E402
-from local_emulator.stack import Emulator  # noqa: E402
+from local_emulator.stack import Emulator, EmulatorOptions  # noqa: E402
 from tests.support.servers import serve_bytes  # noqa: E402
 
 BATCH = 10
@@ -228,12 +228,14 @@ def measure(rows: int, sample_batches: int, cache: Path) -> dict[str, Any]:
     with (
         _photo_server(cache) as images,
         Emulator(
-            port=0,
-            allow_private_hosts=True,
-            quiet=True,
-            verbose_dispatch=False,
-            start_dispatchers=False,
-            log=lambda line: None,
+            EmulatorOptions(
+                port=0,
+                allow_private_hosts=True,
+                quiet=True,
+                verbose_dispatch=False,
+                start_dispatchers=False,
+                log=lambda line: None,
+            )
         ) as emu,
     ):
         api = emu.api_url

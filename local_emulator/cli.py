@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from local_emulator.mongo import MongoEngine
-from local_emulator.stack import DEFAULT_TEMPLATE, Emulator
+from local_emulator.stack import DEFAULT_TEMPLATE, Emulator, EmulatorOptions
 from local_emulator.timescale import DEFAULT_TIME_SCALE, TIME_SCALE_ENV
 
 
@@ -88,17 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
 def make_emulator(args: argparse.Namespace, *, allow_private_hosts: bool, quiet: bool) -> Emulator:
     engine: MongoEngine = args.mongo_engine or ("sqlite" if args.data_dir else "memory")
     return Emulator(
-        args.host,
-        args.port,
-        allow_private_hosts=allow_private_hosts,
-        template=args.template,
-        workers=args.workers,
-        time_scale=args.time_scale,
-        schedule_scale=args.schedule_scale,
-        mongo_engine=engine,
-        data_dir=args.data_dir,
-        quiet=quiet,
-        verbose_dispatch=not quiet,
+        EmulatorOptions(
+            host=args.host,
+            port=args.port,
+            allow_private_hosts=allow_private_hosts,
+            template=args.template,
+            workers=args.workers,
+            time_scale=args.time_scale,
+            schedule_scale=args.schedule_scale,
+            mongo_engine=engine,
+            data_dir=args.data_dir,
+            quiet=quiet,
+            verbose_dispatch=not quiet,
+        )
     )
 
 

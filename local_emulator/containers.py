@@ -12,7 +12,7 @@ The containers reach the stack as a deployed function does: S3, SQS and EventBri
 HTTP at `AWS_ENDPOINT_URL` (the moto server), MongoDB at `MONGO_URI`. Worth it for the
 CPU-bound function: its images are compressed outside the emulator's process, so they
 neither wait for nor hold the GIL that moto, the embedded MongoDB and the dispatchers share
-(measured with `python -m benchmarks.pipeline`, see the README).
+(measured with `python -m benchmarks.pipeline`: docs/performance.md).
 """
 
 from __future__ import annotations

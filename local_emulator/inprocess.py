@@ -3,17 +3,17 @@
 The moto server and the functions share one process, so the functions need not speak
 HTTP to reach it: an object written here is in the very state the server serves (clients
 outside still see it over HTTP, presigned URLs included), and a message sent here is
-received by the dispatcher like any other. Measured on the pipeline benchmark
-(`python -m benchmarks.pipeline`), boto3-over-HTTP to the local server costs more CPU than
-the images themselves: every request is signed, serialised, routed by moto's dispatcher
-(which scans its list of services per request) and parsed again.
+received by the dispatcher like any other. On the pipeline benchmark boto3-over-HTTP to
+the local server cost more CPU than the images themselves (docs/performance.md): every
+request is signed, serialised, routed by moto's dispatcher (which scans its list of
+services per request) and parsed again.
 
 Only the calls on the hot path are served in-process: storing, heading and reading objects
 (files of up to 8 MiB: an uploaded or output CSV), and sending messages. Streams of larger
 objects, presigned URLs and pings still go through boto3 (the `fallback` adapters), so what
-a deployed function does is still exercised. The dispatcher's pollers receive, delete and
-delete messages here too (`InProcessQueues`): its ten idle long polls cost a condition
-wait instead of ten requests a second.
+a deployed function does is still exercised. The dispatcher's pollers receive and delete
+messages here too (`InProcessQueues`): its idle long polls cost a condition wait instead of
+a request a second each.
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ import binascii
 import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from local_emulator.dispatch import SQS_MAX_BATCH
 from local_emulator.provision import ACCOUNT_ID, REGION
 
 if TYPE_CHECKING:
+    from chalicelib.bootstrap import LocalAws
     from chalicelib.ports import ObjectInfo, ObjectStore, PresignedPost, TaskQueue
-    from chalicelib.services.deps import Dependencies
     from mypy_boto3_sqs.type_defs import MessageAttributeValueOutputTypeDef, MessageTypeDef
 
     from local_emulator.provision import QueueInfo
@@ -196,19 +195,9 @@ class InProcessQueues:
         return [str(e.get("Message", e)) for e in errors]
 
 
-def adapt(deps: Dependencies) -> Dependencies:
-    """The functions' dependencies with S3 and SQS served in-process."""
-    settings = deps.settings
+def local_aws() -> LocalAws:
+    """These adapters, as the functions' wiring takes them (`bootstrap.use_local_aws`): the
+    emulator's one way of changing what the functions are built with."""
+    from chalicelib.bootstrap import LocalAws
 
-    def queue(fallback: TaskQueue, url: str) -> TaskQueue:
-        return InProcessTaskQueue(fallback, url) if url else fallback
-
-    return replace(
-        deps,
-        uploads=InProcessObjectStore(deps.uploads),
-        outputs=InProcessObjectStore(deps.outputs),
-        rows_queue=queue(deps.rows_queue, settings.rows_queue_url),
-        finalize_queue=queue(deps.finalize_queue, settings.finalize_queue_url),
-        webhook_queue=queue(deps.webhook_queue, settings.webhook_queue_url),
-        ingest_queue=queue(deps.ingest_queue, settings.ingest_queue_url),
-    )
+    return LocalAws(object_store=InProcessObjectStore, task_queue=InProcessTaskQueue)

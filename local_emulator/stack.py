@@ -1,7 +1,7 @@
 """The whole local stack in one object: moto, the embedded MongoDB, the template's
 resources, the dispatchers and the Chalice API.
 
-    with Emulator("127.0.0.1", port=0, allow_private_hosts=True) as emu:
+    with Emulator(EmulatorOptions(port=0, allow_private_hosts=True)) as emu:
         requests.get(f"{emu.api_url}/api/health")
         emu.s3_client().put_object(Bucket=emu.uploads_bucket, Key="incoming/x.csv", Body=b"...")
 
@@ -13,15 +13,15 @@ process at a time.
 from __future__ import annotations
 
 import base64
-import importlib
 import logging
 import os
 import secrets
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING
 
 import boto3
@@ -52,34 +52,14 @@ def generate_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
 
 
-def _reset_bootstrap() -> None:
-    """Drop the functions' cached clients (they were built for another endpoint)."""
-    module = sys.modules.get("chalicelib.bootstrap")
-    if module is None:
-        try:
-            module = importlib.import_module("chalicelib.bootstrap")
-        except ImportError:
-            return
-    reset = getattr(module, "reset", None)
-    if callable(reset):
-        reset()
-
-
-def _adapt_bootstrap(in_process: bool) -> None:
-    """Serve the functions' S3 and SQS calls from moto's in-process backends (or stop)."""
-    module = sys.modules.get("chalicelib.bootstrap")
-    if module is None:
-        if not in_process:
-            return
-        try:
-            module = importlib.import_module("chalicelib.bootstrap")
-        except ImportError:
-            return
-    adapt_with = getattr(module, "adapt_with", None)
-    if callable(adapt_with):
-        from local_emulator import inprocess
-
-        adapt_with(inprocess.adapt if in_process else None)
+def _functions_wiring() -> ModuleType | None:
+    """The functions' wiring module (chalicelib.bootstrap), once the stack's code is on the
+    path; None for a stack whose code is not this app (a test's stand-in)."""
+    try:
+        from chalicelib import bootstrap
+    except ImportError:
+        return None
+    return bootstrap
 
 
 def _keep_stdout_for_the_cli(app: object) -> None:
@@ -91,65 +71,80 @@ def _keep_stdout_for_the_cli(app: object) -> None:
             handler.setStream(sys.stderr)
 
 
+def _env_flag(name: str, default: str) -> bool:
+    return os.environ.get(name, default).strip().lower() in TRUTHY
+
+
+@dataclass
+class EmulatorOptions:
+    """Everything an emulator can be told; the environment fills in what is left None."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    allow_private_hosts: bool = False
+    template: Path = DEFAULT_TEMPLATE
+    workers: int | None = None  # pollers of the rows queue (default: cores + 1)
+    # One factor for every duration of the stack (timescale.py); LOCAL_TIME_SCALE or 0.25.
+    time_scale: float | None = None
+    schedule_scale: float | None = None  # a test may run the schedules sooner still
+    mongo_engine: MongoEngine = "memory"
+    data_dir: Path | None = None
+    quiet: bool = False
+    verbose_dispatch: bool = True
+    start_api: bool = True
+    start_dispatchers: bool = True
+    parameter_overrides: Mapping[str, str] = field(default_factory=dict)
+    log: Callable[[str], None] | None = None
+    # The functions and the pollers reach S3 and SQS through moto's backends in this
+    # process, not HTTP (LOCAL_AWS_IN_PROCESS=0 turns it off, e.g. to measure the difference).
+    in_process_aws: bool | None = None
+    # LOCAL_WORKER_PROCESSES=1: the rows queue's function runs in processes of its own, one
+    # per concurrent invocation, as Lambda isolates it (docs/architecture.md says what each
+    # mode costs).
+    worker_processes: bool | None = None
+
+    def resolved(self) -> EmulatorOptions:
+        """These options with the environment's defaults filled in."""
+        return replace(
+            self,
+            time_scale=self.time_scale if self.time_scale is not None else time_scale_from_env(),
+            in_process_aws=(
+                self.in_process_aws
+                if self.in_process_aws is not None
+                else _env_flag("LOCAL_AWS_IN_PROCESS", "1")
+            ),
+            worker_processes=(
+                self.worker_processes
+                if self.worker_processes is not None
+                else _env_flag("LOCAL_WORKER_PROCESSES", "0")
+            ),
+        )
+
+
 class Emulator:
     """The local stack. `start()`/`stop()`, or use it as a context manager."""
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        *,
-        allow_private_hosts: bool = False,
-        template: Path | str | None = None,
-        workers: int | None = None,
-        time_scale: float | None = None,
-        schedule_scale: float | None = None,
-        mongo_engine: MongoEngine = "memory",
-        data_dir: Path | str | None = None,
-        quiet: bool = False,
-        verbose_dispatch: bool = True,
-        start_api: bool = True,
-        start_dispatchers: bool = True,
-        parameter_overrides: Mapping[str, str] | None = None,
-        log: Callable[[str], None] | None = None,
-        in_process_aws: bool | None = None,
-        worker_processes: bool | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.template = Path(template) if template is not None else DEFAULT_TEMPLATE
-        self.allow_private_hosts = allow_private_hosts
-        self.workers = workers
-        # One factor for every duration of the stack (timescale.py); LOCAL_TIME_SCALE or 0.25.
-        self.time_scale = time_scale if time_scale is not None else time_scale_from_env()
-        self._schedule_scale = schedule_scale  # a test may run the schedules sooner still
-        self.mongo_engine: MongoEngine = mongo_engine
-        self.data_dir = Path(data_dir) if data_dir is not None else None
-        self.quiet = quiet
-        self.verbose_dispatch = verbose_dispatch
-        self.start_api = start_api
-        self.start_dispatchers = start_dispatchers
-        self.parameter_overrides = dict(parameter_overrides or {})
-        # The functions and the dispatcher's pollers reach S3 and SQS through moto's backends
-        # in this process, not HTTP (LOCAL_AWS_IN_PROCESS=0 turns it off, e.g. to measure the
-        # difference).
-        self.in_process_aws = (
-            in_process_aws
-            if in_process_aws is not None
-            else os.environ.get("LOCAL_AWS_IN_PROCESS", "1").strip().lower() in TRUTHY
-        )
-        # LOCAL_WORKER_PROCESSES=1: the rows queue's function runs in processes of its own,
-        # one per concurrent invocation, as Lambda isolates it. Off by default: its decode and
-        # encode run without the GIL, and in this process its S3 calls skip moto's HTTP server
-        # (benchmarks.pipeline, 90-row job on 2 cores: 0.770 of the bare compressor in this
-        # process against 0.676 in processes of its own).
-        self.worker_processes = (
-            worker_processes
-            if worker_processes is not None
-            else os.environ.get("LOCAL_WORKER_PROCESSES", "0").strip().lower() in TRUTHY
-        )
+    def __init__(self, options: EmulatorOptions | None = None) -> None:
+        self.options = (options or EmulatorOptions()).resolved()
+        opts = self.options
+        self.host = opts.host
+        self.port = opts.port
+        self.template = Path(opts.template)
+        self.allow_private_hosts = opts.allow_private_hosts
+        self.workers = opts.workers
+        self.time_scale = float(opts.time_scale or 1.0)
+        self._schedule_scale = opts.schedule_scale
+        self.mongo_engine: MongoEngine = opts.mongo_engine
+        self.data_dir = Path(opts.data_dir) if opts.data_dir is not None else None
+        self.quiet = opts.quiet
+        self.verbose_dispatch = opts.verbose_dispatch
+        self.start_api = opts.start_api
+        self.start_dispatchers = opts.start_dispatchers
+        self.parameter_overrides = dict(opts.parameter_overrides)
+        self.in_process_aws = bool(opts.in_process_aws)
+        self.worker_processes = bool(opts.worker_processes)
         self._pools: list[ContainerPool] = []
-        self._log: Callable[[str], None] = log or (
+        self._log: Callable[[str], None] = opts.log or (
             lambda line: print(line, file=sys.stderr, flush=True)
         )
         self._lock = threading.Lock()
@@ -306,9 +301,27 @@ class Emulator:
         os.environ[name] = value
 
     def _start(self) -> None:
+        """Each step in the order a deployed stack has them: AWS (moto), MongoDB, the
+        template's resources, the functions' environment and wiring, the API, the event
+        sources."""
         user_env = dict(os.environ)
         local_host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
-        # Credentials and region before any boto3 client exists.
+        self._set_aws_environment(local_host)
+        self._start_moto(local_host)
+        self._start_mongo(user_env)
+        self._stack = self._provision()
+        self._set_function_environment(self._stack, user_env)
+        if self.start_api:
+            self._serve_api(self._stack, local_host)
+        self._wire_functions()
+        if self.start_dispatchers:
+            self._dispatcher = self._make_dispatcher(self._stack)
+            self._dispatcher.start()
+        if self._api is not None:
+            self._api.start()
+
+    def _set_aws_environment(self, local_host: str) -> None:
+        """Credentials and region before any boto3 client exists; loopback never proxied."""
         for name, value in {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
@@ -325,18 +338,20 @@ class Emulator:
         self._setenv("NO_PROXY", no_proxy)
         self._setenv("no_proxy", no_proxy)
 
+    def _start_moto(self, local_host: str) -> None:
         self._moto = MotoServer(local_host, 0)
         self._setenv("AWS_ENDPOINT_URL", self._moto.start())
 
+    def _start_mongo(self, user_env: Mapping[str, str]) -> None:
+        """The embedded MongoDB-compatible server, unless MONGO_URI names a real one."""
         if user_env.get("MONGO_URI"):
             self.mongo_uri = user_env["MONGO_URI"]
-        else:
-            self._mongo = EmbeddedMongo(
-                "127.0.0.1", engine=self.mongo_engine, data_dir=self.data_dir
-            )
-            self.mongo_uri = self._mongo.start()
-            self.embedded_mongo = True
+            return
+        self._mongo = EmbeddedMongo("127.0.0.1", engine=self.mongo_engine, data_dir=self.data_dir)
+        self.mongo_uri = self._mongo.start()
+        self.embedded_mongo = True
 
+    def _provision(self) -> ProvisionedStack:
         self._session = self.session()
         provisioner = Provisioner(
             self.template,
@@ -345,40 +360,55 @@ class Emulator:
             parameter_overrides=self.parameter_overrides,
             warn=lambda message: self._log(f"warning: {message}"),
         )
-        self._stack = provisioner.provision()
-        for function in self._stack.functions.values():
+        return provisioner.provision()
+
+    def _set_function_environment(
+        self, stack: ProvisionedStack, user_env: Mapping[str, str]
+    ) -> None:
+        """The functions' code on the path and their environment in os.environ (one process
+        runs them all)."""
+        for function in stack.functions.values():
             if str(function.code_dir) not in sys.path:
                 sys.path.insert(0, str(function.code_dir))
                 self._added_paths.append(str(function.code_dir))
-        self.environment = self._environment(self._stack, user_env)
+        self.environment = self._environment(stack, user_env)
         for name, value in self.environment.items():
             self._setenv(name, value)
 
-        if self.start_api:
-            api_function = self._api_function(self._stack)
-            app = load_handler(api_function.handler, api_function.code_dir)
-            _keep_stdout_for_the_cli(app)
-            self._api = ApiServer(
-                app,
-                self.host,
-                self.port,
-                function_name=api_function.name,
-                lambda_timeout=round(api_function.timeout),
-                memory_size=api_function.memory_size,
-                quiet=self.quiet,
-            )
-            port = self._api.address[1]
-            self._api_url = f"http://{local_host}:{port}"
-            self.environment["API_BASE_URL"] = self._api_url
-            self._setenv("API_BASE_URL", self.environment["API_BASE_URL"])
-        _reset_bootstrap()
-        _adapt_bootstrap(self.in_process_aws)
+    def _serve_api(self, stack: ProvisionedStack, local_host: str) -> None:
+        api_function = self._api_function(stack)
+        app = load_handler(api_function.handler, api_function.code_dir)
+        _keep_stdout_for_the_cli(app)
+        self._api = ApiServer(
+            app,
+            self.host,
+            self.port,
+            function_name=api_function.name,
+            lambda_timeout=round(api_function.timeout),
+            memory_size=api_function.memory_size,
+            quiet=self.quiet,
+        )
+        self._api_url = f"http://{local_host}:{self._api.address[1]}"
+        self.environment["API_BASE_URL"] = self._api_url
+        self._setenv("API_BASE_URL", self._api_url)
 
-        if self.start_dispatchers:
-            self._dispatcher = self._make_dispatcher(self._stack)
-            self._dispatcher.start()
-        if self._api is not None:
-            self._api.start()
+    def _wire_functions(self) -> None:
+        """The functions build their clients anew, for this stack: with S3 and SQS served by
+        moto's backends in this process when `in_process_aws` (bootstrap.use_local_aws)."""
+        wiring = _functions_wiring()
+        if wiring is None:
+            return
+        if self.in_process_aws:
+            from local_emulator.inprocess import local_aws
+
+            wiring.use_local_aws(local_aws())
+        else:
+            wiring.use_local_aws(None)
+
+    def _unwire_functions(self) -> None:
+        wiring = _functions_wiring()
+        if wiring is not None:
+            wiring.use_local_aws(None)
 
     def _stop(self) -> None:
         errors: list[Exception] = []
@@ -388,8 +418,7 @@ class Emulator:
         if self._api is not None:
             steps.append(self._api.stop)
         steps += [pool.close for pool in self._pools]
-        steps.append(lambda: _adapt_bootstrap(False))
-        steps.append(_reset_bootstrap)
+        steps.append(self._unwire_functions)
         if self._moto is not None:
             steps.append(self._moto.stop)
         if self._mongo is not None:
@@ -489,8 +518,7 @@ class Emulator:
             for source in function.sqs_sources:
                 if source.queue.url == worker_url:
                     # one batch in flight more than cores: while one waits on downloads, stores
-                    # or its last images, the cores stay busy (benchmarks.pipeline, 45-row job:
-                    # 4.75 s at 3 against 5.2 s at 2 on 2 cores; 4 measured no better than 3)
+                    # or its last images, the cores stay busy (measured: docs/performance.md)
                     pollers = self.workers or max(2, cores + 1)
                 elif source.queue.logical_id in dead_letter_queues:
                     pollers = 1
@@ -503,8 +531,8 @@ class Emulator:
 
     def _queues(self) -> Queues:
         """The pollers' SQS: moto's backend in this process, as the functions' calls are
-        (a pipeline benchmark job took ten pollers' idle long polls, one request a second
-        each, at 0.085 core-seconds a second over HTTP), or its HTTP API."""
+        (idle long polls cost a condition wait there, a request a second each over HTTP:
+        docs/performance.md), or its HTTP API."""
         if self.in_process_aws:
             from local_emulator.inprocess import InProcessQueues
 

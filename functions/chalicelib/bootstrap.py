@@ -7,9 +7,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from chalicelib.config import Settings
+from chalicelib.ports import ObjectStore, TaskQueue
 from chalicelib.services.deps import Dependencies, NoEvents
 
 
@@ -22,10 +24,25 @@ def new_request_id() -> str:
     return str(uuid.uuid4())
 
 
+@dataclass(frozen=True)
+class LocalAws:
+    """S3 and SQS adapters of a host that serves them in its own process (the local
+    emulator, from moto's backends): each wraps the boto3 adapter it stands in front of, and
+    may hand it the calls it does not serve itself."""
+
+    object_store: Callable[[ObjectStore], ObjectStore]
+    task_queue: Callable[[TaskQueue, str], TaskQueue]  # (the boto3 queue, its URL)
+
+    @classmethod
+    def none(cls) -> LocalAws:
+        """boto3's adapters as they are."""
+        return cls(object_store=lambda store: store, task_queue=lambda queue, url: queue)
+
+
 def tune_pillow(env: Mapping[str, str]) -> None:
     """Keep Pillow's freed image blocks for reuse (PILLOW_BLOCKS_MAX). Pillow reads the
     variable at import; applying it here also covers a process that imported Pillow first
-    (the emulator). Measured: identical output, +16% throughput on 12 MP images."""
+    (the emulator). Identical output (measured: docs/performance.md)."""
     raw = env.get("PILLOW_BLOCKS_MAX", "").strip()
     if raw.isdigit():
         from PIL import _imaging
@@ -33,8 +50,9 @@ def tune_pillow(env: Mapping[str, str]) -> None:
         _imaging.set_blocks_max(int(raw))
 
 
-def build(settings: Settings) -> Dependencies:
-    """Real adapters: boto3 for S3 and SQS, pymongo for the store, requests for HTTP."""
+def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies:
+    """Real adapters: boto3 for S3 and SQS, pymongo for the store, requests for HTTP; with
+    `local_aws`, its S3 and SQS adapters in front of boto3's."""
     tune_pillow(os.environ)
     import boto3
     from botocore.config import Config
@@ -55,15 +73,24 @@ def build(settings: Settings) -> Dependencies:
     s3 = session.client("s3", config=aws_config)
     sqs = session.client("sqs", config=aws_config)
     allow_private = settings.allow_private_hosts
+    local = local_aws or LocalAws.none()
+
+    def bucket(name: str) -> ObjectStore:
+        return local.object_store(S3ObjectStore(s3, name))
+
+    def queue(url: str, group_by: str | None = None) -> TaskQueue:
+        boto_queue = SqsTaskQueue(sqs, url, group_by=group_by)
+        return local.task_queue(boto_queue, url) if url else boto_queue
+
     return Dependencies(
         settings=settings,
         store=MongoJobStore.from_uri(settings.mongo_uri, settings.mongo_db),
-        uploads=S3ObjectStore(s3, settings.uploads_bucket),
-        outputs=S3ObjectStore(s3, settings.outputs_bucket),
+        uploads=bucket(settings.uploads_bucket),
+        outputs=bucket(settings.outputs_bucket),
         # a message group per job: SQS fair queues keep one job's rows from holding another's
-        rows_queue=SqsTaskQueue(sqs, settings.rows_queue_url, group_by="requestId"),
-        finalize_queue=SqsTaskQueue(sqs, settings.finalize_queue_url),
-        webhook_queue=SqsTaskQueue(sqs, settings.webhook_queue_url),
+        rows_queue=queue(settings.rows_queue_url, group_by="requestId"),
+        finalize_queue=queue(settings.finalize_queue_url),
+        webhook_queue=queue(settings.webhook_queue_url),
         fetcher=HttpImageFetcher(
             max_bytes=settings.max_image_bytes,
             connect_timeout=settings.connect_timeout,
@@ -78,7 +105,7 @@ def build(settings: Settings) -> Dependencies:
         clock=SystemClock(),
         new_id=new_request_id,
         image_pool=FairThreadPool(settings.image_workers, thread_name_prefix="image"),
-        ingest_queue=SqsTaskQueue(sqs, settings.ingest_queue_url),
+        ingest_queue=queue(settings.ingest_queue_url),
         events=(
             EventBridgePublisher(session.client("events", config=aws_config), bus)
             if (bus := settings.event_bus_name)
@@ -90,8 +117,7 @@ def build(settings: Settings) -> Dependencies:
 
 _lock = threading.Lock()
 _deps: Dependencies | None = None
-Adapt = Callable[[Dependencies], Dependencies]
-_adapt: Adapt | None = None
+_local_aws: LocalAws | None = None
 
 
 def dependencies() -> Dependencies:
@@ -100,17 +126,17 @@ def dependencies() -> Dependencies:
     if _deps is None:
         with _lock:
             if _deps is None:
-                built = build(Settings.from_env())
-                _deps = _adapt(built) if _adapt is not None else built
+                _deps = build(Settings.from_env(), _local_aws)
     return _deps
 
 
-def adapt_with(hook: Adapt | None) -> None:
-    """Let a host swap adapters of the dependencies built from here on (the local emulator
-    serves S3 and SQS in-process); None removes the hook. Drops the cached dependencies."""
-    global _adapt, _deps
+def use_local_aws(local_aws: LocalAws | None) -> None:
+    """The one way a host changes how the functions are wired: the local emulator, which
+    serves S3 and SQS from moto's backends in its own process, hands over its adapters
+    (None takes them back). Drops the dependencies built so far."""
+    global _local_aws, _deps
     with _lock:
-        _adapt = hook
+        _local_aws = local_aws
         _deps = None
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 from tests.support.servers import TYPES, serve
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +76,9 @@ def cors_image_host(root: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    with Emulator("127.0.0.1", port=0, allow_private_hosts=True, quiet=True) as emu:
+    with Emulator(
+        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True)
+    ) as emu:
         yield emu
 
 

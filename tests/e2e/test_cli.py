@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 from pipeline_cli.cli import (
     EXIT_COMPLETED_WITH_ERRORS,
     EXIT_ERROR,
@@ -30,7 +30,9 @@ HEADER = "S. No.,Product Name,Input Image Urls\n"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    with Emulator("127.0.0.1", port=0, allow_private_hosts=True, quiet=True) as emu:
+    with Emulator(
+        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True)
+    ) as emu:
         yield emu
 
 

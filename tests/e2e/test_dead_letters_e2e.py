@@ -13,7 +13,7 @@ import pytest
 
 from local_emulator import moto_patches
 from local_emulator.dispatch import FunctionStats
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -28,14 +28,16 @@ MALFORMED = "{this is not json"
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
     with Emulator(
-        "127.0.0.1",
-        port=0,
-        allow_private_hosts=True,
-        quiet=True,
-        verbose_dispatch=False,
-        log=lambda line: None,
-        time_scale=SCALE,
-        schedule_scale=1.0,  # the sweeper has nothing to do here: keep it out of the way
+        EmulatorOptions(
+            host="127.0.0.1",
+            port=0,
+            allow_private_hosts=True,
+            quiet=True,
+            verbose_dispatch=False,
+            log=lambda line: None,
+            time_scale=SCALE,
+            schedule_scale=1.0,
+        )
     ) as emu:
         from chalicelib import bootstrap
 

@@ -28,7 +28,7 @@ import requests
 from local_emulator.dispatch import FunctionStats, failed_message_ids
 from local_emulator.provision import Provisioner, rate_seconds
 from local_emulator.servers import MotoServer
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 from local_emulator.timescale import scaled_timeout, scaled_visibility
 from tests.e2e.emulator_support import (
     FAKE_MODULE,
@@ -59,17 +59,19 @@ def emu(fake_template: Path, request: pytest.FixtureRequest) -> Iterator[Emulato
     """Each test of the stack runs twice: with the pollers and functions on moto's backend in
     this process (the default), and with every SQS and S3 call over HTTP."""
     with Emulator(
-        "127.0.0.1",
-        0,
-        allow_private_hosts=True,
-        template=fake_template,
-        time_scale=0.1,  # RowsFunction's Timeout 1 s, its failed records back after 7 s
-        schedule_scale=1 / 60,
-        quiet=True,
-        verbose_dispatch=False,
-        log=lambda line: None,
-        worker_processes=False,  # the fake app records its calls in this process
-        in_process_aws=request.param == "in-process",
+        EmulatorOptions(
+            host="127.0.0.1",
+            port=0,
+            allow_private_hosts=True,
+            template=fake_template,
+            time_scale=0.1,
+            schedule_scale=1 / 60,
+            quiet=True,
+            verbose_dispatch=False,
+            log=lambda line: None,
+            worker_processes=False,
+            in_process_aws=request.param == "in-process",
+        )
     ) as emulator:
         yield emulator
 
@@ -120,7 +122,11 @@ def test_rates_and_visibility_scaling() -> None:
 def test_stop_leaves_no_thread_and_restores_the_environment(fake_template: Path) -> None:
     before_threads = set(threading.enumerate())
     before_env = dict(os.environ)
-    emulator = Emulator("127.0.0.1", 0, template=fake_template, quiet=True, log=lambda line: None)
+    emulator = Emulator(
+        EmulatorOptions(
+            host="127.0.0.1", port=0, template=fake_template, quiet=True, log=lambda line: None
+        )
+    )
     with emulator:
         api, storage = emulator.api_url, emulator.storage_url
         assert requests.get(f"{api}/api/health", timeout=10).status_code == 200

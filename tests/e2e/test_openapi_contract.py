@@ -15,7 +15,7 @@ import requests
 from chalicelib import openapi
 from openapi_spec_validator import validate
 
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,9 @@ MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "8"))
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
     # Private hosts stay refused: nothing the fuzzer invents may be fetched.
-    with Emulator("127.0.0.1", port=0, allow_private_hosts=False, quiet=True) as emu:
+    with Emulator(
+        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=False, quiet=True)
+    ) as emu:
         yield emu
 
 

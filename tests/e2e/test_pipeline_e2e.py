@@ -16,7 +16,7 @@ import requests
 from chalicelib.services.ingest import job_id_for_key
 from PIL import Image, ImageOps
 
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 from tests.e2e.emulator_support import SAMPLES
 from tests.support.servers import WebhookReceiver, webhook_receiver
 
@@ -31,7 +31,9 @@ def emulator() -> Iterator[Emulator]:
     saved = os.environ.get("WEBHOOK_RETRY_SCHEDULE")
     os.environ["WEBHOOK_RETRY_SCHEDULE"] = "1,1,1,1"
     try:
-        with Emulator("127.0.0.1", port=0, allow_private_hosts=True, quiet=True) as emu:
+        with Emulator(
+            EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True)
+        ) as emu:
             yield emu
     finally:
         if saved is None:

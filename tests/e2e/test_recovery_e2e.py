@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 from tests.e2e.emulator_support import SAMPLES, environment
 from tests.e2e.test_pipeline_e2e import TERMINAL, upload, wait_terminal
 from tests.support.servers import WebhookReceiver, image_host
@@ -29,7 +29,13 @@ def emulator() -> Iterator[Emulator]:
     with (
         environment(FAST),
         Emulator(
-            "127.0.0.1", port=0, allow_private_hosts=True, quiet=True, schedule_scale=1 / 100
+            EmulatorOptions(
+                host="127.0.0.1",
+                port=0,
+                allow_private_hosts=True,
+                quiet=True,
+                schedule_scale=1 / 100,
+            )
         ) as emu,
     ):
         yield emu

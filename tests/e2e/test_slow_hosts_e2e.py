@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 from tests.e2e.test_pipeline_e2e import HEADER, upload, wait_terminal
 from tests.support.servers import serve
 from tests.support.waiting import wait_until
@@ -78,7 +78,9 @@ def host() -> Iterator[tuple[Host, str]]:
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    with Emulator("127.0.0.1", port=0, allow_private_hosts=True, quiet=True) as emu:
+    with Emulator(
+        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True)
+    ) as emu:
         yield emu
 
 

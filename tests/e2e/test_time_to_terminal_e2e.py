@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 from tests.e2e.emulator_support import environment
 from tests.e2e.test_pipeline_e2e import upload, wait_terminal
 from tests.support.servers import WebhookReceiver
@@ -33,11 +33,13 @@ def emulator() -> Iterator[Emulator]:
     with (
         environment(NO_RECOVERY),
         Emulator(
-            "127.0.0.1",
-            port=0,
-            allow_private_hosts=True,
-            quiet=True,
-            schedule_scale=NO_SWEEPER_SCALE,
+            EmulatorOptions(
+                host="127.0.0.1",
+                port=0,
+                allow_private_hosts=True,
+                quiet=True,
+                schedule_scale=NO_SWEEPER_SCALE,
+            )
         ) as emu,
     ):
         yield emu

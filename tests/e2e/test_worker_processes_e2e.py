@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 from tests.e2e.test_pipeline_e2e import (
     SAMPLES,
     read_output_csv,
@@ -32,7 +32,9 @@ def images() -> Iterator[str]:
 
 def test_worker_in_processes_of_its_own_completes_the_sample_job(images: str) -> None:
     with Emulator(
-        "127.0.0.1", port=0, allow_private_hosts=True, quiet=True, worker_processes=True
+        EmulatorOptions(
+            host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True, worker_processes=True
+        )
     ) as emu:
         doc = wait_terminal(emu, upload(emu, sample_csv(images)))
         assert doc["status"] == "completed", json.dumps(doc, indent=1)

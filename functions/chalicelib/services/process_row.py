@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # Rows whose images end within this many seconds of each other are recorded in one update:
 # on the embedded MongoDB each write holds the GIL the images need, and recording every row
-# alone cost the pipeline benchmark a tenth of its speed.
+# alone cost the pipeline benchmark speed (docs/performance.md).
 RECORD_LINGER = 0.5
 
 
