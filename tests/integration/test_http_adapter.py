@@ -25,12 +25,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
-from chalicelib.adapters.http import (
-    GuardedResolver,
-    HttpImageFetcher,
-    HttpWebhookSender,
-    url_refusal,
-)
+from chalicelib.adapters.guarded_http import GuardedResolver, url_refusal
+from chalicelib.adapters.http import HttpImageFetcher, HttpWebhookSender
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.netguard import IPAddress, decide
 from chalicelib.errors import ImageFailure
