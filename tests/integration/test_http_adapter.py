@@ -26,7 +26,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 import requests
 from chalicelib.adapters.guarded_http import GuardedResolver, url_refusal
-from chalicelib.adapters.http import HttpImageFetcher, HttpWebhookSender
+from chalicelib.adapters.image_download import HttpImageFetcher
+from chalicelib.adapters.webhook_delivery import HttpWebhookSender
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.netguard import IPAddress, decide
 from chalicelib.errors import ImageFailure

@@ -10,7 +10,8 @@ A deadline per download is kept by a watchdog that shuts the download's sockets 
 it passes, so a server that trickles headers or body cannot hold a worker for longer.
 Failures of requests and urllib3 are mapped here to ImageFailure.
 
-This module and `http` are the only modules of the functions that import requests.
+This module, `image_download` and `webhook_delivery` are the only modules of the functions
+that import requests.
 """
 
 from __future__ import annotations

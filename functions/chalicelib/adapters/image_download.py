@@ -1,14 +1,15 @@
-"""Outbound HTTP: image downloads and webhook deliveries, behind the address guard of
-`guarded_http`. Redirects are followed by hand, each hop checked again.
+"""Image downloads over requests, behind the address guard of `guarded_http`.
 
-This module and `guarded_http` are the only modules of the functions that import requests.
+Redirects are followed by hand, each hop checked again (its syntax here, its addresses when
+the guarded connection is made). The body is capped at a size, and the whole download, every
+hop included, is held to a deadline by the guard's watchdog.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from urllib.parse import urljoin
 
 import requests
@@ -26,7 +27,6 @@ from chalicelib.adapters.guarded_http import (
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.netguard import check_url_syntax
 from chalicelib.errors import ImageFailure
-from chalicelib.ports import HttpResult
 
 MAX_REDIRECTS = 5
 _CHUNK = 64 * 1024
@@ -155,44 +155,3 @@ def _check_status(response: requests.Response) -> None:
     if status in _REDIRECT_STATUSES:
         reason += " without a Location header"
     raise ImageFailure(ImageErrorCode.HTTP_ERROR, f"HTTP {status}{reason}", retryable=retryable)
-
-
-class HttpWebhookSender:
-    """WebhookSender over requests: one guarded POST, no redirects, never raises."""
-
-    def __init__(
-        self,
-        *,
-        allow_private: bool,
-        timeout: float = 10.0,
-        session: requests.Session | None = None,
-        resolve: Resolve | None = None,
-        guard: GuardedResolver | None = None,
-    ) -> None:
-        self.timeout = timeout
-        self.guard = guard or GuardedResolver(allow_private=allow_private, resolve=resolve)
-        self._session = guarded_session(self.guard, session, pool_size=2)
-
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
-        problem = check_url_syntax(url)
-        if problem:
-            return HttpResult(None, error=f"invalid_url: {problem}")
-        with DeadlineWatchdog(self.timeout) as watchdog:
-            try:
-                response = self._session.post(
-                    url,
-                    data=body,
-                    headers=dict(headers),
-                    timeout=(self.timeout, self.timeout),
-                    allow_redirects=False,
-                    stream=True,
-                )
-                response.close()  # the body is of no interest; do not let it be large
-                return HttpResult(response.status_code)
-            except ImageFailure as failure:
-                return HttpResult(None, error=f"{failure.code}: {failure.message}")
-            except NETWORK_ERRORS as exc:
-                mapped = request_failure(exc, watchdog)
-                if mapped.code == ImageErrorCode.FETCH_FAILED:
-                    return HttpResult(None, error=mapped.message)
-                return HttpResult(None, error=f"{mapped.code}: {mapped.message}")
