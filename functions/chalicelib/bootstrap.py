@@ -59,10 +59,12 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
 
     from chalicelib.adapters.events import EventBridgePublisher
     from chalicelib.adapters.fair_pool import FairThreadPool
-    from chalicelib.adapters.http import HttpImageFetcher, HttpWebhookSender, url_refusal
+    from chalicelib.adapters.guarded_http import url_refusal
+    from chalicelib.adapters.image_download import HttpImageFetcher
     from chalicelib.adapters.mongo_store import MongoJobStore
     from chalicelib.adapters.s3 import S3ObjectStore
     from chalicelib.adapters.sqs import SqsTaskQueue
+    from chalicelib.adapters.webhook_delivery import HttpWebhookSender
 
     session = boto3.session.Session()
     aws_config = Config(

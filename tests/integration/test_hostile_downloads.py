@@ -25,7 +25,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from chalicelib.adapters.http import GuardedResolver, HttpImageFetcher
+from chalicelib.adapters.guarded_http import GuardedResolver
+from chalicelib.adapters.image_download import HttpImageFetcher
 from chalicelib.config import Settings
 from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus
 from chalicelib.domain.netguard import IPAddress, decide

@@ -25,12 +25,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
-from chalicelib.adapters.http import (
-    GuardedResolver,
-    HttpImageFetcher,
-    HttpWebhookSender,
-    url_refusal,
-)
+from chalicelib.adapters.guarded_http import GuardedResolver, url_refusal
+from chalicelib.adapters.image_download import HttpImageFetcher
+from chalicelib.adapters.webhook_delivery import HttpWebhookSender
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.netguard import IPAddress, decide
 from chalicelib.errors import ImageFailure

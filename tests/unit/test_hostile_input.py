@@ -31,7 +31,9 @@ import pytest
 import requests
 from chalice.test import Client
 from chalicelib import bootstrap
-from chalicelib.adapters.http import HttpImageFetcher, HttpWebhookSender, url_refusal
+from chalicelib.adapters.guarded_http import url_refusal
+from chalicelib.adapters.image_download import HttpImageFetcher
+from chalicelib.adapters.webhook_delivery import HttpWebhookSender
 from chalicelib.config import Settings
 from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus, WebhookState
 from chalicelib.errors import CsvInvalid, ImageFailure, InvalidRequest

@@ -1,14 +1,17 @@
-"""Outbound HTTP: image downloads and webhook deliveries, behind an address guard.
+"""Outbound HTTP's address guard, and what the image fetcher and the webhook sender share.
 
 The guard runs where the socket is opened. Each new connection resolves its host once,
 refuses when any answer is a forbidden address (unless private hosts are allowed), and
 connects to one of the vetted addresses itself, so a DNS answer that changes between a
 check and the connection (rebinding) gains nothing. Host header, SNI and certificate checks
-still use the hostname. Redirects are followed by hand, each hop checked again.
+still use the hostname.
 
 A deadline per download is kept by a watchdog that shuts the download's sockets down when
 it passes, so a server that trickles headers or body cannot hold a worker for longer.
-This is the only module of the functions that imports requests.
+Failures of requests and urllib3 are mapped here to ImageFailure.
+
+This module, `image_download` and `webhook_delivery` are the only modules of the functions
+that import requests.
 """
 
 from __future__ import annotations
@@ -19,11 +22,9 @@ import ipaddress
 import socket
 import sys
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, ClassVar
-from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -41,7 +42,6 @@ from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.netguard import (
     IPAddress,
     check_url,
-    check_url_syntax,
     decide,
     local_name_reason,
     parse_ip_literal,
@@ -49,7 +49,6 @@ from chalicelib.domain.netguard import (
     url_port,
 )
 from chalicelib.errors import ImageFailure
-from chalicelib.ports import HttpResult
 
 Resolve = Callable[[str, int], list[str]]
 """Host and port to the addresses it resolves to (strings), like getaddrinfo."""
@@ -57,11 +56,7 @@ Resolve = Callable[[str, int], list[str]]
 AddressPolicy = Callable[[IPAddress], str | None]
 """Why a connection to this address is refused, or None to allow it."""
 
-MAX_REDIRECTS = 5
 DEFAULT_POOL_SIZE = 8
-_CHUNK = 64 * 1024
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
 
 
 def system_resolve(host: str, port: int) -> list[str]:
@@ -149,7 +144,7 @@ def url_refusal(
 # --- the deadline watchdog -------------------------------------------------------------
 
 
-class _Watchdog:
+class DeadlineWatchdog:
     """Shuts down the sockets of one download when its deadline passes.
 
     It holds duplicates of the sockets' descriptors: shutting a duplicate down breaks the
@@ -166,7 +161,7 @@ class _Watchdog:
         self._timer = threading.Timer(max(0.0, seconds), self._fire)
         self._timer.daemon = True
 
-    def __enter__(self) -> _Watchdog:
+    def __enter__(self) -> DeadlineWatchdog:
         self._token = _WATCHDOG.set(self)
         self._timer.start()
         return self
@@ -206,7 +201,7 @@ def _shutdown(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-_WATCHDOG: ContextVar[_Watchdog | None] = ContextVar("http_download_watchdog", default=None)
+_WATCHDOG: ContextVar[DeadlineWatchdog | None] = ContextVar("http_download_watchdog", default=None)
 
 
 def _watch(sock: socket.socket | None) -> None:
@@ -365,16 +360,18 @@ def _describe(exc: BaseException) -> str:
     return str(reason)[:300] or type(reason).__name__
 
 
-def _deadline_failure(seconds: float) -> ImageFailure:
+def deadline_failure(seconds: float) -> ImageFailure:
     """Not retried: a host still trickling its answer after the whole deadline is slow, not
     failing, and is not worth two more deadlines. A read or connect timeout (the host
     silent) and a 5xx or 429 (the host failing) are worth another attempt."""
     return ImageFailure(ImageErrorCode.TIMEOUT, f"took longer than the {seconds:g} s deadline")
 
 
-def _failure(exc: BaseException, watchdog: _Watchdog) -> ImageFailure:
+def request_failure(exc: BaseException, watchdog: DeadlineWatchdog) -> ImageFailure:
+    """The ImageFailure that a failed request stands for (the deadline's when `watchdog`
+    cut it short)."""
     if watchdog.expired:
-        return _deadline_failure(watchdog.seconds)
+        return deadline_failure(watchdog.seconds)
     if _is_timeout(exc):
         return ImageFailure(ImageErrorCode.TIMEOUT, f"timed out: {_describe(exc)}", retryable=True)
     if isinstance(
@@ -395,171 +392,5 @@ def _failure(exc: BaseException, watchdog: _Watchdog) -> ImageFailure:
     )
 
 
-_NETWORK_ERRORS = (requests.RequestException, OSError, ValueError)
-
-
-# --- the adapters ---------------------------------------------------------------------------
-
-
-class HttpImageFetcher:
-    """ImageFetcher over requests: guarded, capped, with timeouts and a total deadline.
-
-    One session (and its connection pools) serves every download; safe to call from a
-    thread pool of about `pool_size` workers.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_bytes: int,
-        connect_timeout: float,
-        read_timeout: float,
-        deadline: float,
-        allow_private: bool,
-        session: requests.Session | None = None,
-        resolve: Resolve | None = None,
-        user_agent: str = "image-pipeline/0.1",
-        guard: GuardedResolver | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        pool_size: int = DEFAULT_POOL_SIZE,
-        max_redirects: int = MAX_REDIRECTS,
-    ) -> None:
-        self.max_bytes = max_bytes
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.deadline = deadline
-        self.max_redirects = max_redirects
-        self.guard = guard or GuardedResolver(allow_private=allow_private, resolve=resolve)
-        self._session = guarded_session(self.guard, session, pool_size=pool_size)
-        self._clock = clock
-        self._headers = {
-            "User-Agent": user_agent,
-            "Accept": _ACCEPT,
-            "Accept-Encoding": "identity",
-        }
-
-    def fetch(self, url: str) -> bytes:
-        deadline_at = self._clock() + self.deadline
-        with _Watchdog(self.deadline) as watchdog:
-            try:
-                data = self._follow(url, deadline_at)
-            except ImageFailure:
-                raise
-            except _NETWORK_ERRORS as exc:
-                raise _failure(exc, watchdog) from exc
-            if watchdog.expired:  # the watchdog cut the connection: what came may be cut short
-                raise _deadline_failure(watchdog.seconds)
-            return data
-
-    def _follow(self, url: str, deadline_at: float) -> bytes:
-        current = url
-        for hop in range(self.max_redirects + 1):
-            problem = check_url_syntax(current)
-            if problem:
-                where = "" if hop == 0 else f"redirect to {current[:200]!r}: "
-                raise ImageFailure(ImageErrorCode.INVALID_URL, where + problem)
-            remaining = self._remaining(deadline_at)
-            response = self._session.get(
-                current,
-                headers=self._headers,
-                stream=True,
-                allow_redirects=False,
-                timeout=(min(self.connect_timeout, remaining), min(self.read_timeout, remaining)),
-            )
-            with response:
-                if response.status_code in _REDIRECT_STATUSES and "location" in response.headers:
-                    current = _redirect_target(current, response.headers["location"])
-                    continue
-                _check_status(response)
-                return self._read_body(response, deadline_at)
-        raise ImageFailure(
-            ImageErrorCode.HTTP_ERROR, f"too many redirects (more than {self.max_redirects})"
-        )
-
-    def _remaining(self, deadline_at: float) -> float:
-        remaining = deadline_at - self._clock()
-        if remaining <= 0:
-            raise _deadline_failure(self.deadline)
-        return remaining
-
-    def _read_body(self, response: requests.Response, deadline_at: float) -> bytes:
-        declared = response.headers.get("content-length", "").strip()
-        size = int(declared) if declared.isascii() and declared.isdigit() else None
-        if size is not None and size > self.max_bytes:
-            raise ImageFailure(
-                ImageErrorCode.TOO_LARGE,
-                f"declared size {size} bytes exceeds the limit of {self.max_bytes}",
-            )
-        # A declared length is read in one call: the socket reads loop in C into one buffer
-        # (3.3 ms of CPU per download of the benchmark corpus, 1.7 MB on average, against
-        # 4.5 ms in 64 KiB chunks through urllib3 and a join). The watchdog still cuts a
-        # download that outlives its deadline; without a length, chunks keep the cap checked.
-        parts: list[bytes] = []
-        total = 0
-        for chunk in response.iter_content(chunk_size=size or _CHUNK):
-            total += len(chunk)
-            if total > self.max_bytes:
-                raise ImageFailure(
-                    ImageErrorCode.TOO_LARGE, f"body exceeds the limit of {self.max_bytes} bytes"
-                )
-            parts.append(chunk)
-            self._remaining(deadline_at)
-        return b"".join(parts)
-
-
-def _redirect_target(current: str, location: str) -> str:
-    with contextlib.suppress(UnicodeError):  # requests decodes headers as latin-1
-        location = location.encode("latin-1").decode("utf-8")
-    return urljoin(current, location.strip())
-
-
-def _check_status(response: requests.Response) -> None:
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    retryable = status >= 500 or status in (408, 429)
-    reason = f" {response.reason}" if response.reason else ""
-    if status in _REDIRECT_STATUSES:
-        reason += " without a Location header"
-    raise ImageFailure(ImageErrorCode.HTTP_ERROR, f"HTTP {status}{reason}", retryable=retryable)
-
-
-class HttpWebhookSender:
-    """WebhookSender over requests: one guarded POST, no redirects, never raises."""
-
-    def __init__(
-        self,
-        *,
-        allow_private: bool,
-        timeout: float = 10.0,
-        session: requests.Session | None = None,
-        resolve: Resolve | None = None,
-        guard: GuardedResolver | None = None,
-    ) -> None:
-        self.timeout = timeout
-        self.guard = guard or GuardedResolver(allow_private=allow_private, resolve=resolve)
-        self._session = guarded_session(self.guard, session, pool_size=2)
-
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
-        problem = check_url_syntax(url)
-        if problem:
-            return HttpResult(None, error=f"invalid_url: {problem}")
-        with _Watchdog(self.timeout) as watchdog:
-            try:
-                response = self._session.post(
-                    url,
-                    data=body,
-                    headers=dict(headers),
-                    timeout=(self.timeout, self.timeout),
-                    allow_redirects=False,
-                    stream=True,
-                )
-                response.close()  # the body is of no interest; do not let it be large
-                return HttpResult(response.status_code)
-            except ImageFailure as failure:
-                return HttpResult(None, error=f"{failure.code}: {failure.message}")
-            except _NETWORK_ERRORS as exc:
-                mapped = _failure(exc, watchdog)
-                if mapped.code == ImageErrorCode.FETCH_FAILED:
-                    return HttpResult(None, error=mapped.message)
-                return HttpResult(None, error=f"{mapped.code}: {mapped.message}")
+NETWORK_ERRORS = (requests.RequestException, OSError, ValueError)
+"""What a request through a guarded session raises, besides ImageFailure from the guard."""

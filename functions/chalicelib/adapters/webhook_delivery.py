@@ -1,0 +1,61 @@
+"""Webhook deliveries over requests: one POST behind the address guard of `guarded_http`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import requests
+
+from chalicelib.adapters.guarded_http import (
+    NETWORK_ERRORS,
+    DeadlineWatchdog,
+    GuardedResolver,
+    Resolve,
+    guarded_session,
+    request_failure,
+)
+from chalicelib.domain.models import ImageErrorCode
+from chalicelib.domain.netguard import check_url_syntax
+from chalicelib.errors import ImageFailure
+from chalicelib.ports import HttpResult
+
+
+class HttpWebhookSender:
+    """WebhookSender over requests: one guarded POST, no redirects, never raises."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+        resolve: Resolve | None = None,
+        guard: GuardedResolver | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.guard = guard or GuardedResolver(allow_private=allow_private, resolve=resolve)
+        self._session = guarded_session(self.guard, session, pool_size=2)
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+        problem = check_url_syntax(url)
+        if problem:
+            return HttpResult(None, error=f"invalid_url: {problem}")
+        with DeadlineWatchdog(self.timeout) as watchdog:
+            try:
+                response = self._session.post(
+                    url,
+                    data=body,
+                    headers=dict(headers),
+                    timeout=(self.timeout, self.timeout),
+                    allow_redirects=False,
+                    stream=True,
+                )
+                response.close()  # the body is of no interest; do not let it be large
+                return HttpResult(response.status_code)
+            except ImageFailure as failure:
+                return HttpResult(None, error=f"{failure.code}: {failure.message}")
+            except NETWORK_ERRORS as exc:
+                mapped = request_failure(exc, watchdog)
+                if mapped.code == ImageErrorCode.FETCH_FAILED:
+                    return HttpResult(None, error=mapped.message)
+                return HttpResult(None, error=f"{mapped.code}: {mapped.message}")
