@@ -6,10 +6,10 @@ Runs each benchmark alone, one after the other, each in a process of its own (th
 should be otherwise idle): the compressor against sharp and simplejpeg
 (`benchmarks.compressor`), the whole pipeline against the bare compressor
 (`benchmarks.pipeline`), and a job of 1,000, 10,000 and 100,000 rows (`benchmarks.scale`;
-the largest with `ROWS_PER_CHUNK=50`, see the README). Their output is shown as it comes;
-at the end every target is listed again with its verdict, the scale ones computed from the
-sizes measured. `--quick` runs the quick variants and stops the scale benchmark at 10,000
-rows. About 25 minutes on two cores (`--quick`: about 8).
+the largest with `ROWS_PER_CHUNK=50`, see docs/performance.md). Their output is shown as it
+comes; at the end every target is listed again with its verdict, the scale ones computed
+from the sizes measured. `--quick` runs the quick variants and stops the scale benchmark at 10,000
+rows. How long it takes, and the figures of past runs: docs/performance.md.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
     python -m benchmarks._image_host PORT FOLDER
 
 `http.server` copies every file through Python in 64 KB reads and writes, which on two
-shared cores charged the pipeline's side of the benchmark for its image host (0.71 core-s to
-serve 305 MB). A real image host (a CDN, nginx) hands the file to the kernel; this one does
-too (`socket.sendfile`), so what is measured is the pipeline's own download. It keeps
+shared cores charged the pipeline's side of the benchmark for its image host (measured: see
+docs/performance.md). A real image host (a CDN, nginx) hands the file to the kernel; this
+one does too (`socket.sendfile`), so what is measured is the pipeline's own download. It keeps
 connections alive (HTTP/1.1), as image hosts and CDNs do: `http.server`'s HTTP/1.0 closed
 each one, so every download paid for a new connection on both sides.
 """

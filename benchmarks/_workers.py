@@ -129,8 +129,8 @@ def own_peak_rss() -> int:
     """Peak resident set size in bytes of this process's own memory.
 
     `getrusage`'s `ru_maxrss` survives `exec`: a spawned child starts with its parent's peak
-    (a child of a 500 MB process reads 513 MB before doing anything). Linux's `VmHWM` belongs
-    to the process's address space, which `exec` replaces; `ru_maxrss` is the fallback.
+    (measured: see docs/performance.md). Linux's `VmHWM` belongs to the process's address
+    space, which `exec` replaces; `ru_maxrss` is the fallback.
     """
     try:
         with open("/proc/self/status", encoding="ascii") as status:

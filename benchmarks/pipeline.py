@@ -145,9 +145,9 @@ class Pipeline:
 
         The end is the job's own `updatedAt` when it turned terminal (the finalizer's write),
         so the status is polled only every POLL seconds: the embedded MongoDB shares the
-        emulator's process, and polling it 20 times a second took a fifth of its GIL time
-        (py-spy), slowing the pipeline it measured; once a second costs about a dozen reads
-        a job."""
+        emulator's process, and polling it many times a second took a large share of its GIL
+        time (py-spy), slowing the pipeline it measured; once a second is cheap (measured: see
+        docs/performance.md)."""
         self.runs += 1
         body = csv_for(plan, self.items, self.base, f"{os.getpid()}-{self.runs}")
         wall_started = time.time()

@@ -57,9 +57,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 # What one image may cost to decode and encode, in seconds per megapixel of the largest image
-# accepted, by output format: the worst input measured (a 48 MP PNG, 63 ms/MP on one core of
-# the development machine) with room for Lambda's slower arm64 vCPU. The worker keeps this
-# much of its invocation's time back for every image it starts.
+# accepted, by output format: the worst input measured, with room for Lambda's slower arm64
+# vCPU (measured: see docs/performance.md). The worker keeps this much of its invocation's
+# time back for every image it starts.
 SECONDS_PER_MEGAPIXEL = {"jpeg": 0.08}
 
 
@@ -72,8 +72,9 @@ def work_allowance(max_pixels: int, output_format: str = "jpeg") -> float:
 class CompressOptions:
     quality: int = 50
     max_pixels: int = 50_000_000
-    # Optimised Huffman tables: the same pixels in ~20% fewer bytes (sharp's default, so the
-    # output matches the service we replace byte for byte in size), for ~15% more time.
+    # Optimised Huffman tables: the same pixels in fewer bytes (sharp's default, so the output
+    # matches the service we replace byte for byte in size), for more time (measured: see
+    # docs/performance.md).
     optimize: bool = True
 
     def __post_init__(self) -> None:
@@ -164,9 +165,9 @@ def _decode_turbo(source: ImageFile.ImageFile, data: bytes) -> Image.Image | Non
     The same library Pillow links, with Pillow's settings (accurate DCT, fancy upsampling),
     so the pixels are identical; but it decodes the whole buffer in one call without the GIL
     and straight into 4-byte pixels, which Pillow then reads in place (`frombuffer`, no
-    copy). Measured on the benchmark corpus: decode 9.8 ms against Pillow's 12.6 ms (1 MP),
-    and the same output bytes. The metadata that orientation and colour depend on is carried
-    over, and the orientation applied as on Pillow's path.
+    copy): faster than Pillow's decode, with the same output bytes (measured: see
+    docs/performance.md). The metadata that orientation and colour depend on is carried over,
+    and the orientation applied as on Pillow's path.
     """
     if simplejpeg is None or source.format != "JPEG" or source.mode != "RGB":
         return None
@@ -198,8 +199,8 @@ def _check_rgbx_encoding() -> None:
     Pillow's JPEG plugin names the raw mode per image mode in `RAWMODE`; "RGBX" images are
     repacked by default. The switch is made once per process and kept only if a probe image
     encodes to exactly the bytes of the repacking path (a libjpeg without the extension would
-    read the pixels as CMYK). Measured on the benchmark corpus: the same output, and
-    `benchmarks.compressor` at equal settings went from 0.91 to 0.97 of simplejpeg.
+    read the pixels as CMYK). The same output, and a faster encode (measured: see
+    docs/performance.md).
     """
     with _rgbx_encoding_lock:
         if _rgbx_encoding_checked.is_set():
@@ -229,11 +230,12 @@ def _check_rgbx_encoding() -> None:
 def _encode_jpeg(image: Image.Image, options: CompressOptions) -> bytes:
     """Encode into an anonymous in-memory file rather than a BytesIO: Pillow releases the GIL
     while libjpeg writes to a real file descriptor, so the threads of a worker encode in
-    parallel (measured: two threads 0.75 s into BytesIO, 0.31 s into a descriptor).
+    parallel (measured: see docs/performance.md).
 
     Each thread keeps its file and writes over it from the start: creating, mapping and
-    closing one per image cost 0.45 ms of a 1 MP image's 6.6 ms encode. What is read back is
-    exactly what this save wrote (up to the file offset), never an older, longer output.
+    closing one per image costs a noticeable part of a small image's encode (measured: see
+    docs/performance.md). What is read back is exactly what this save wrote (up to the file
+    offset), never an older, longer output.
     """
     if not hasattr(os, "memfd_create"):
         buffer = io.BytesIO()
