@@ -145,7 +145,7 @@ def url_refusal(
 
 
 class DeadlineWatchdog:
-    """Shuts down the sockets of one download when its deadline passes.
+    """Shuts down the sockets of one request (a download, a webhook) when its deadline passes.
 
     It holds duplicates of the sockets' descriptors: shutting a duplicate down breaks the
     connection for every descriptor (TLS included) and wakes a thread blocked reading it,

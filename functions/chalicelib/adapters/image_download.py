@@ -123,10 +123,10 @@ class HttpImageFetcher:
                 ImageErrorCode.TOO_LARGE,
                 f"declared size {size} bytes exceeds the limit of {self.max_bytes}",
             )
-        # A declared length is read in one call: the socket reads loop in C into one buffer
-        # (3.3 ms of CPU per download of the benchmark corpus, 1.7 MB on average, against
-        # 4.5 ms in 64 KiB chunks through urllib3 and a join). The watchdog still cuts a
-        # download that outlives its deadline; without a length, chunks keep the cap checked.
+        # A declared length is read in one call: the socket reads loop in C into one buffer,
+        # cheaper than 64 KiB chunks through urllib3 and a join (docs/performance.md). The
+        # watchdog still cuts a download that outlives its deadline; without a length,
+        # chunks keep the cap checked.
         parts: list[bytes] = []
         total = 0
         for chunk in response.iter_content(chunk_size=size or _CHUNK):

@@ -35,10 +35,10 @@ def _quote(value: str, safe: str = "-_.~") -> str:
 class GetPresigner:
     """SigV4 query-string presigning of GET for one bucket: the URL botocore's
     `generate_presigned_url("get_object")` gives, without its per-call endpoint resolution,
-    request serialisation and event hooks (about ten times faster; a status page or an
-    output CSV signs one URL per image). The endpoint, addressing style, region and signing
-    name are read once from a URL botocore presigned itself; the credentials are read on
-    every call (a Lambda's are refreshed)."""
+    request serialisation and event hooks (faster by an order of magnitude, see
+    docs/performance.md; a status page or an output CSV signs one URL per image). The
+    endpoint, addressing style, region and signing name are read once from a URL botocore
+    presigned itself; the credentials are read on every call (a Lambda's are refreshed)."""
 
     def __init__(self, client: S3Client, bucket: str) -> None:
         probe = client.generate_presigned_url(
