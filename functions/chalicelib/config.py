@@ -84,7 +84,7 @@ class Settings:
     webhook_secret: str = ""
     webhook_timeout: float = 10.0
     webhook_retry_schedule: tuple[int, ...] = (5, 30, 120, 600, 900, 900)
-    rows_per_chunk: int = 50
+    rows_per_chunk: int = 10  # one chunk document per worker batch (docs/performance.md)
     image_workers: int = 4
     fetch_attempts: int = 3  # tries per image for transient failures (timeouts, 5xx, 429)
     fetch_backoff: float = 0.5  # base delay in seconds; doubled per try, full jitter

@@ -766,3 +766,23 @@ def test_outputs(template: dict[str, Any]) -> None:
     for queue, dlq in QUEUES.items():
         assert outputs[f"{queue}Url"]["Value"] == {"Ref": queue}
         assert outputs[f"{dlq}Url"]["Value"] == {"Ref": dlq}
+
+
+def test_the_templates_settings_are_the_codes_defaults(template: dict[str, Any]) -> None:
+    """Each default is written once, in chalicelib.config.Settings: a literal the template
+    keeps (a global environment value, a parameter's Default that feeds one) must be that
+    default, so setting it changes nothing."""
+    from chalicelib.config import Settings
+
+    defaults = Settings.from_env({})
+    parameters = template.get("Parameters", {})
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    checked = []
+    for name, value in variables.items():
+        if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
+            value = parameters[value["Ref"]].get("Default")
+        if not isinstance(value, str):
+            continue  # a resource or a secret: not a setting with a default
+        assert Settings.from_env({name: value}) == defaults, f"{name}={value!r}"
+        checked.append(name)
+    assert {"WEBHOOK_RETRY_SCHEDULE", "ROWS_PER_CHUNK", "OUTPUT_QUALITY"} <= set(checked)
