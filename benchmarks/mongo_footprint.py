@@ -21,6 +21,7 @@ import requests
 from PIL import Image
 from pymongo import MongoClient
 
+from benchmarks._api import submit_csv
 from local_emulator.stack import Emulator, EmulatorOptions
 from tests.support.servers import serve_bytes
 
@@ -64,14 +65,9 @@ def measure(rows: int, timeout: float) -> dict[str, Any]:
         ) as emu,
     ):
         started = time.monotonic()
-        answer = requests.post(
-            f"{emu.api_url}/api/uploadAndProcessDocument",
-            files={"file": ("bulk.csv", _csv(rows, images).encode(), "text/csv")},
-            timeout=120,
+        request_id, accepted = submit_csv(
+            emu.api_url, _csv(rows, images).encode(), "bulk.csv", timeout=120
         )
-        answer.raise_for_status()
-        accepted = time.monotonic() - started
-        request_id = answer.json()["requestId"]
         status = _wait(emu.api_url, request_id, timeout)
         elapsed = time.monotonic() - started
         client: MongoClient[dict[str, Any]] = MongoClient(emu.mongo_uri)

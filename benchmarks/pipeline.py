@@ -37,10 +37,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import requests
 from pymongo import MongoClient
 
 from benchmarks import corpus
+from benchmarks._api import submit_csv
 from benchmarks._workers import Setup, Variant
 from benchmarks.compressor import QUALITY, REPEATS, PoolEngine, batches, megapixels
 from local_emulator.stack import Emulator, EmulatorOptions
@@ -152,14 +152,7 @@ class Pipeline:
         body = csv_for(plan, self.items, self.base, f"{os.getpid()}-{self.runs}")
         wall_started = time.time()
         started = time.perf_counter()
-        answer = requests.post(
-            f"{self.emu.api_url}/api/uploadAndProcessDocument",
-            files={"file": ("bench.csv", body, "text/csv")},
-            timeout=120,
-        )
-        answer.raise_for_status()
-        accepted = time.perf_counter() - started
-        request_id = answer.json()["requestId"]
+        request_id, accepted = submit_csv(self.emu.api_url, body, "bench.csv", timeout=120)
         deadline = started + 1800
         self.phases = {}
         while time.perf_counter() < deadline:

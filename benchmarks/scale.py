@@ -61,6 +61,7 @@ from chalicelib.domain.models import ImageResult, RowStatus  # noqa: E402
 from chalicelib.services.process_row import RowTask, record_batch  # noqa: E402
 
 from benchmarks import corpus  # noqa: E402
+from benchmarks._api import submit_csv  # noqa: E402
 from benchmarks._workers import own_peak_rss  # noqa: E402
 from local_emulator.stack import Emulator, EmulatorOptions  # noqa: E402
 from tests.support.servers import serve_bytes  # noqa: E402
@@ -245,16 +246,8 @@ def measure(rows: int, sample_batches: int, cache: Path) -> dict[str, Any]:
         out: dict[str, Any] = {"rows": rows}
         try:
             body = _csv(rows, images)
-            started = time.perf_counter()
-            answer = requests.post(
-                f"{api}/api/uploadAndProcessDocument",
-                files={"file": ("scale.csv", body, "text/csv")},
-                timeout=600,
-            )
-            answer.raise_for_status()
+            request_id, out["accept_s"] = submit_csv(api, body, "scale.csv", timeout=600)
             out["csv_bytes"] = len(body)
-            out["accept_s"] = time.perf_counter() - started
-            request_id = answer.json()["requestId"]
 
             ingest = run_function("IngestFunction", "INGEST_QUEUE_URL", "ingest_csv")
             out["ingest"] = ingest
