@@ -48,10 +48,11 @@ from chalicelib.config import Settings
 from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import ImageErrorCode, Job, JobStatus, RowStatus, WebhookState
 from chalicelib.domain.timefmt import iso, parse_iso
+from chalicelib.entrypoints import queue_handlers
+from chalicelib.entrypoints.queue_handlers import BatchResponse, QueueRecord
 from chalicelib.errors import Conflict, ImageFailure, TransientError
-from chalicelib.services import event_handlers, ingest, process_row, recovery, upload
+from chalicelib.services import ingest, process_row, recovery, upload
 from chalicelib.services.deps import Dependencies
-from chalicelib.services.event_handlers import BatchResponse, QueueRecord
 from PIL import Image
 from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
@@ -404,18 +405,18 @@ class Harness:
             size = 10 if name.startswith("rows") else 1
             return Sqs(source, handler, size, runtime, TIMEOUT[name], **more)
 
-        dlq = sqs(FakeQueue(), event_handlers.rows_dead_letter, "rows-dlq")
+        dlq = sqs(FakeQueue(), queue_handlers.rows_dead_letter, "rows-dlq")
         queues = {
             "ingest": sqs(
                 world.ingest_queue,
-                event_handlers.ingest,
+                queue_handlers.ingest,
                 "ingest",
                 budgeted=True,
                 duplicate=duplicate,
             ),
             "rows": sqs(
                 world.rows_queue,
-                event_handlers.rows,
+                queue_handlers.rows,
                 "rows",
                 budgeted=True,
                 dead_letter=dlq,
@@ -424,10 +425,10 @@ class Harness:
             ),
             "rows-dlq": dlq,
             "finalize": sqs(
-                world.finalize_queue, event_handlers.finalize, "finalize", duplicate=duplicate
+                world.finalize_queue, queue_handlers.finalize, "finalize", duplicate=duplicate
             ),
             "webhook": sqs(
-                world.webhook_queue, event_handlers.webhooks, "webhook", duplicate=duplicate
+                world.webhook_queue, queue_handlers.webhooks, "webhook", duplicate=duplicate
             ),
         }
         return cls(world, job_store, queues, time, fetches)

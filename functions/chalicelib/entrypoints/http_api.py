@@ -1,4 +1,4 @@
-"""HTTP-shaped use cases: each takes parsed request parts and returns an HttpReply.
+"""The HTTP glue: each handler takes parsed request parts, calls a service, returns an HttpReply.
 app.py turns replies into Chalice responses; nothing here knows about Chalice."""
 
 from __future__ import annotations

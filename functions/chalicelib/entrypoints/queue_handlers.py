@@ -1,4 +1,5 @@
-"""Queue-shaped use cases: a batch of records in, Lambda's partial batch response out.
+"""The queue glue: a batch of records in, each handed to a service; Lambda's partial batch
+response out.
 
 Chalice has no partial batch response for SQS; these return `batchItemFailures` themselves
 and template.yaml turns on `ReportBatchItemFailures` on every queue's mapping (as Powertools'
