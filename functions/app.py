@@ -19,7 +19,7 @@ from chalicelib.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from chalicelib.services import recovery
+from chalicelib.services import sweeper
 
 app = Chalice(app_name="image-pipeline")
 app.api.binary_types.append("multipart/form-data")
@@ -210,7 +210,7 @@ def deliver_webhooks(event: SQSEvent) -> queue_handlers.BatchResponse:
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="sweep_jobs")
 def sweep_jobs(event: CloudWatchEvent) -> dict[str, list[str]]:
     with observability.invocation(function="sweep_jobs"):
-        return recovery.sweep(bootstrap.dependencies(), _budget(event)).to_dict()
+        return sweeper.sweep(bootstrap.dependencies(), _budget(event)).to_dict()
 
 
 def _invocation(event: SQSEvent) -> AbstractContextManager[dict[str, str]]:

@@ -51,7 +51,7 @@ from chalicelib.domain.timefmt import iso, parse_iso
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import BatchResponse, QueueRecord
 from chalicelib.errors import Conflict, ImageFailure, TransientError
-from chalicelib.services import ingest, process_row, recovery, upload
+from chalicelib.services import ingest, job_actions, process_row, sweeper, upload
 from chalicelib.services.deps import Dependencies
 from PIL import Image
 from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
@@ -494,7 +494,7 @@ class Harness:
     def sweep(self) -> None:
         # MongoDB unreachable fails the run: the next scheduled one tries again
         with contextlib.suppress(PyMongoError):
-            report = recovery.sweep(self.world.deps, self.time.budget(TIMEOUT["sweeper"]))
+            report = sweeper.sweep(self.world.deps, self.time.budget(TIMEOUT["sweeper"]))
             self.repairs.update(name for name, jobs in report.to_dict().items() if jobs)
 
     def fetched(self) -> str:
@@ -542,8 +542,8 @@ def outcome_table() -> Any:
         "\nfault | store | outcome | s to terminal | s to webhook delivered (simulated clock)"
         " | fetches of the most fetched image | fetches per image | sweeper"
     )
-    for fault, store, outcome, seconds, delivered, fetched, sweeper in OUTCOMES:
-        print(f"{fault} | {store} | {outcome} | {seconds} | {delivered} | {fetched} | {sweeper}")
+    for fault, store, outcome, seconds, delivered, fetched, by_sweeper in OUTCOMES:
+        print(f"{fault} | {store} | {outcome} | {seconds} | {delivered} | {fetched} | {by_sweeper}")
 
 
 def record(fault: str, harness: Harness, request_id: str, seconds: int, sweeper: bool) -> None:
@@ -797,7 +797,7 @@ def test_retry_requeues_only_the_failed_images_and_finalizes_again(
 
     h.world.fetcher.responses[gone] = image
     h.world.fetcher.calls.clear()
-    recovery.retry_failed(h.world.deps, request_id)
+    job_actions.retry_failed(h.world.deps, request_id)
     h.run(request_id, sweeper=False)
     job = h.world.store.get_job(request_id)
     assert job is not None and job.status == JobStatus.COMPLETED
@@ -830,14 +830,14 @@ def test_retry_waits_for_the_first_final_event(job_store: StoreUnderTest) -> Non
             sqs.deliver(h.world.deps, 0)
     assert terminal()
     with pytest.raises(Conflict, match="still being delivered"):
-        recovery.retry_failed(h.world.deps, request_id)
+        job_actions.retry_failed(h.world.deps, request_id)
 
 
 def test_redeliver_sends_the_same_event_again(job_store: StoreUnderTest) -> None:
     h = Harness.build(job_store)
     request_id = h.submit()
     h.run(request_id, sweeper=False)
-    job = recovery.redeliver_webhook(h.world.deps, request_id)
+    job = job_actions.redeliver_webhook(h.world.deps, request_id)
     assert job.webhook.state == WebhookState.PENDING
     h.run(request_id, sweeper=False)
     ids = [headers["webhook-id"] for _, _, headers in h.world.sender.posts]
