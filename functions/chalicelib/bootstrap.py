@@ -39,7 +39,7 @@ def build(settings: Settings) -> Dependencies:
     import boto3
     from botocore.config import Config
 
-    from chalicelib.adapters.events import EventBridgePublisher
+    from chalicelib.adapters.eventbridge import EventBridgePublisher
     from chalicelib.adapters.fair_pool import FairThreadPool
     from chalicelib.adapters.http import HttpImageFetcher, HttpWebhookSender, url_refusal
     from chalicelib.adapters.mongo_store import MongoJobStore

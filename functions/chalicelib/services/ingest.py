@@ -24,8 +24,8 @@ from chalicelib.domain.models import (
 )
 from chalicelib.domain.timefmt import iso
 from chalicelib.services.deps import Dependencies
-from chalicelib.services.events import publish_job_event
 from chalicelib.services.finalize import fail_job
+from chalicelib.services.job_events import publish_job_event
 from chalicelib.services.upload import csv_limits
 
 log = logging.getLogger(__name__)
