@@ -51,6 +51,7 @@ from chalicelib.domain.timefmt import iso, parse_iso
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import BatchResponse, QueueRecord
 from chalicelib.errors import Conflict, ImageFailure, TransientError
+from chalicelib.ports import BatchRecorder
 from chalicelib.services import ingest, job_actions, process_row, sweeper, upload
 from chalicelib.services.deps import Dependencies
 from PIL import Image
@@ -216,8 +217,8 @@ class Runtime:
         if found is None or found._target is not target:
             found = self._mortal[id(target)] = Mortal(target, self)
             # still what the code asks of it: a store that records batches goes on doing so
-            recorder = isinstance(target, process_row.BatchRecorder)
-            assert isinstance(found, process_row.BatchRecorder) == recorder
+            recorder = isinstance(target, BatchRecorder)
+            assert isinstance(found, BatchRecorder) == recorder
         return found
 
     def check(self, call: str) -> None:
