@@ -11,6 +11,7 @@ from typing import Any
 from chalice.app import Chalice, CloudWatchEvent, Rate, Response, SQSEvent
 from chalicelib import bootstrap, observability
 from chalicelib.domain.budget import Budget
+from chalicelib.entrypoints import http_api, queue_handlers
 from chalicelib.errors import (
     Conflict,
     InvalidRequest,
@@ -18,7 +19,7 @@ from chalicelib.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from chalicelib.services import api_handlers, event_handlers, recovery
+from chalicelib.services import sweeper
 
 app = Chalice(app_name="image-pipeline")
 app.api.binary_types.append("multipart/form-data")
@@ -77,7 +78,7 @@ def _answer(view: Callable[..., Response], *args: Any, **kwargs: Any) -> Respons
         return _error(500, "internal error; the request was not completed")
 
 
-def _respond(reply: api_handlers.HttpReply) -> Response:
+def _respond(reply: http_api.HttpReply) -> Response:
     return Response(body=reply.body, status_code=reply.status, headers=dict(reply.headers))
 
 
@@ -92,7 +93,7 @@ def _request() -> Any:
 def upload_and_process_document() -> Response:
     request = _request()
     return _respond(
-        api_handlers.upload_document(
+        http_api.upload_document(
             bootstrap.dependencies(),
             content_type=request.headers.get("content-type", ""),
             body=request.raw_body or b"",
@@ -106,7 +107,7 @@ def upload_and_process_document() -> Response:
 def validate_document() -> Response:
     request = _request()
     return _respond(
-        api_handlers.validate_document(
+        http_api.validate_document(
             bootstrap.dependencies(),
             content_type=request.headers.get("content-type", ""),
             body=request.raw_body or b"",
@@ -117,9 +118,7 @@ def validate_document() -> Response:
 @app.route("/api/uploads", methods=["POST"], content_types=ANY_CONTENT)
 @api_errors
 def create_upload() -> Response:
-    return _respond(
-        api_handlers.create_upload(bootstrap.dependencies(), _request().raw_body or b"")
-    )
+    return _respond(http_api.create_upload(bootstrap.dependencies(), _request().raw_body or b""))
 
 
 @app.route("/api/getProcessingStatus/{requestId}", methods=["GET"])
@@ -127,7 +126,7 @@ def create_upload() -> Response:
 def get_processing_status(requestId: str) -> Response:
     params = _request().query_params or {}
     return _respond(
-        api_handlers.processing_status(
+        http_api.processing_status(
             bootstrap.dependencies(), requestId, params.get("limit"), params.get("cursor")
         )
     )
@@ -136,31 +135,31 @@ def get_processing_status(requestId: str) -> Response:
 @app.route("/api/jobs/{requestId}/output.csv", methods=["GET"])
 @api_errors
 def get_output_csv(requestId: str) -> Response:
-    return _respond(api_handlers.output_csv(bootstrap.dependencies(), requestId))
+    return _respond(http_api.output_csv(bootstrap.dependencies(), requestId))
 
 
 @app.route("/api/jobs/{requestId}/retry", methods=["POST"], content_types=ANY_CONTENT)
 @api_errors
 def retry_job(requestId: str) -> Response:
-    return _respond(api_handlers.retry_job(bootstrap.dependencies(), requestId))
+    return _respond(http_api.retry_job(bootstrap.dependencies(), requestId))
 
 
 @app.route("/api/jobs/{requestId}/webhook/redeliver", methods=["POST"], content_types=ANY_CONTENT)
 @api_errors
 def redeliver_webhook(requestId: str) -> Response:
-    return _respond(api_handlers.redeliver_webhook(bootstrap.dependencies(), requestId))
+    return _respond(http_api.redeliver_webhook(bootstrap.dependencies(), requestId))
 
 
 @app.route("/api/health", methods=["GET"])
 @api_errors
 def health() -> Response:
-    return _respond(api_handlers.health(bootstrap.dependencies()))
+    return _respond(http_api.health(bootstrap.dependencies()))
 
 
 @app.route("/api/openapi.json", methods=["GET"])
 @api_errors
 def openapi_document() -> Response:
-    return _respond(api_handlers.openapi_document())
+    return _respond(http_api.openapi_document())
 
 
 @app.route("/api-docs", methods=["GET"])
@@ -168,50 +167,50 @@ def openapi_document() -> Response:
 def api_docs() -> Response:
     asset = (_request().query_params or {}).get("asset")
     if asset is not None:
-        return _respond(api_handlers.api_docs_asset(asset))
-    return _respond(api_handlers.api_docs_page())
+        return _respond(http_api.api_docs_asset(asset))
+    return _respond(http_api.api_docs_page())
 
 
 @app.route("/", methods=["GET"])
 @api_errors
 def index() -> Response:
-    return _respond(api_handlers.index_page())
+    return _respond(http_api.index_page())
 
 
 @app.on_sqs_message(queue="IngestQueue", batch_size=1, name="ingest_csv")
-def ingest_csv(event: SQSEvent) -> event_handlers.BatchResponse:
+def ingest_csv(event: SQSEvent) -> queue_handlers.BatchResponse:
     with _invocation(event):
-        return event_handlers.ingest(bootstrap.dependencies(), _records(event), _budget(event))
+        return queue_handlers.ingest(bootstrap.dependencies(), _records(event), _budget(event))
 
 
 @app.on_sqs_message(queue="RowsQueue", batch_size=10, name="process_rows")
-def process_rows(event: SQSEvent) -> event_handlers.BatchResponse:
+def process_rows(event: SQSEvent) -> queue_handlers.BatchResponse:
     with _invocation(event):
-        return event_handlers.rows(bootstrap.dependencies(), _records(event), _budget(event))
+        return queue_handlers.rows(bootstrap.dependencies(), _records(event), _budget(event))
 
 
 @app.on_sqs_message(queue="RowsDeadLetterQueue", batch_size=10, name="rows_dead_letter")
-def rows_dead_letter(event: SQSEvent) -> event_handlers.BatchResponse:
+def rows_dead_letter(event: SQSEvent) -> queue_handlers.BatchResponse:
     with _invocation(event):
-        return event_handlers.rows_dead_letter(bootstrap.dependencies(), _records(event))
+        return queue_handlers.rows_dead_letter(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="FinalizeQueue", batch_size=1, name="finalize_jobs")
-def finalize_jobs(event: SQSEvent) -> event_handlers.BatchResponse:
+def finalize_jobs(event: SQSEvent) -> queue_handlers.BatchResponse:
     with _invocation(event):
-        return event_handlers.finalize(bootstrap.dependencies(), _records(event))
+        return queue_handlers.finalize(bootstrap.dependencies(), _records(event))
 
 
 @app.on_sqs_message(queue="WebhookQueue", batch_size=1, name="deliver_webhooks")
-def deliver_webhooks(event: SQSEvent) -> event_handlers.BatchResponse:
+def deliver_webhooks(event: SQSEvent) -> queue_handlers.BatchResponse:
     with _invocation(event):
-        return event_handlers.webhooks(bootstrap.dependencies(), _records(event))
+        return queue_handlers.webhooks(bootstrap.dependencies(), _records(event))
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="sweep_jobs")
 def sweep_jobs(event: CloudWatchEvent) -> dict[str, list[str]]:
     with observability.invocation(function="sweep_jobs"):
-        return recovery.sweep(bootstrap.dependencies(), _budget(event)).to_dict()
+        return sweeper.sweep(bootstrap.dependencies(), _budget(event)).to_dict()
 
 
 def _invocation(event: SQSEvent) -> AbstractContextManager[dict[str, str]]:
@@ -227,9 +226,9 @@ def _budget(event: SQSEvent | CloudWatchEvent) -> Budget:
     return Budget.from_context(getattr(event, "context", None))
 
 
-def _records(event: SQSEvent) -> list[event_handlers.QueueRecord]:
+def _records(event: SQSEvent) -> list[queue_handlers.QueueRecord]:
     return [
-        event_handlers.QueueRecord(
+        queue_handlers.QueueRecord(
             message_id=str(record.to_dict().get("messageId", "")),
             body=record.body,
             receive_count=int(

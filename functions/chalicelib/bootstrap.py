@@ -57,7 +57,7 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
     import boto3
     from botocore.config import Config
 
-    from chalicelib.adapters.events import EventBridgePublisher
+    from chalicelib.adapters.eventbridge import EventBridgePublisher
     from chalicelib.adapters.fair_pool import FairThreadPool
     from chalicelib.adapters.guarded_http import url_refusal
     from chalicelib.adapters.image_download import HttpImageFetcher

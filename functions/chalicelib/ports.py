@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, runtime_checkable
 
 from chalicelib.domain.models import (
     ImageResult,
@@ -161,6 +161,22 @@ class JobStore(Protocol):
         """Terminal jobs whose webhook is pending and was due before `before`."""
 
     def ping(self) -> None: ...
+
+
+@runtime_checkable
+class BatchRecorder(Protocol):
+    """A JobStore that can also record several rows of one job in few operations
+    (MongoJobStore). The worker asks with `isinstance`; a store without it (the in-memory
+    fake) has each row recorded alone, with `record_row`."""
+
+    def record_rows(
+        self,
+        request_id: str,
+        rows: Sequence[tuple[int, Sequence[ImageResult]]],
+        now: datetime,
+    ) -> list[Progress | None]:
+        """`record_row` for each row, in order: per row, the job's progress after counting it,
+        or None when it had been recorded already."""
 
 
 class ImageFetcher(Protocol):

@@ -7,7 +7,7 @@ path that records a batch of one job's rows, on the one that records a single ro
 the last row comes again (its first delivery died before asking for finalization). And a
 finalize message for a job already finished must change nothing.
 
-Everything goes through the handlers' public behaviour: `event_handlers.rows` with the queue
+Everything goes through the handlers' public behaviour: `queue_handlers.rows` with the queue
 records Lambda would pass, the store's state and the fake queues' sent messages."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 from chalicelib.domain.models import ImageResult, JobStatus
-from chalicelib.services import event_handlers
-from chalicelib.services.event_handlers import QueueRecord
+from chalicelib.entrypoints import queue_handlers
+from chalicelib.entrypoints.queue_handlers import QueueRecord
 
 from tests.fakes import FakeWorld, SentMessage, make_world
 from tests.support.stores import StoreUnderTest
@@ -44,7 +44,7 @@ def start_job(job_store: StoreUnderTest) -> tuple[FakeWorld[Any], str, list[Sent
 def deliver(world: FakeWorld[Any], messages: list[SentMessage]) -> None:
     """One invocation of the worker with these messages, all of which must succeed."""
     records = [QueueRecord(f"m{n}", json.dumps(m.body)) for n, m in enumerate(messages)]
-    assert event_handlers.rows(world.deps, records) == {"batchItemFailures": []}
+    assert queue_handlers.rows(world.deps, records) == {"batchItemFailures": []}
 
 
 def finalize_requests(world: FakeWorld[Any]) -> list[dict[str, Any]]:
@@ -115,7 +115,7 @@ def test_a_finalize_message_for_a_finished_job_changes_nothing(job_store: StoreU
     webhooks = len(world.webhook_queue.history)
 
     record = QueueRecord("again", json.dumps({"requestId": request_id}))
-    assert event_handlers.finalize(world.deps, [record]) == {"batchItemFailures": []}
+    assert queue_handlers.finalize(world.deps, [record]) == {"batchItemFailures": []}
 
     assert world.outputs.written == written
     assert world.events.published == events
@@ -132,7 +132,7 @@ def test_finalizers_that_all_read_before_either_finishes_end_the_job_once(
     deliver(world, messages)
     world.deps.settings = replace(world.deps.settings, webhook_url="https://hook.test/all")
     record = QueueRecord("f", json.dumps({"requestId": request_id}))
-    answers = job_store.gate.race([partial(event_handlers.finalize, world.deps, [record])] * 2)
+    answers = job_store.gate.race([partial(queue_handlers.finalize, world.deps, [record])] * 2)
     assert answers == [{"batchItemFailures": []}] * 2
     job = world.store.get_job(request_id)
     assert job is not None and job.status == JobStatus.COMPLETED

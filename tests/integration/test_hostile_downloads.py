@@ -30,7 +30,8 @@ from chalicelib.adapters.image_download import HttpImageFetcher
 from chalicelib.config import Settings
 from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus
 from chalicelib.domain.netguard import IPAddress, decide
-from chalicelib.services import event_handlers, upload
+from chalicelib.entrypoints import queue_handlers
+from chalicelib.services import upload
 from PIL import Image
 
 from tests.fakes import FakeWorld, make_world
@@ -240,7 +241,7 @@ def world_with_real_fetcher() -> FakeWorld:
 def run(world: FakeWorld, good: str, hostile: str) -> dict[int, tuple[RowStatus, list[str]]]:
     text = HEADER + f"1,Good,{good}\n2,Hostile,{hostile}\n3,Good too,{good}?again\n"
     accepted = upload.submit_csv(world.deps, text.encode(), None, None)
-    event_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
+    queue_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
     drain(world)
     job = world.store.get_job(accepted.job.request_id)
     assert job is not None and job.status == JobStatus.COMPLETED_WITH_ERRORS

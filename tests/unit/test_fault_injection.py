@@ -48,10 +48,12 @@ from chalicelib.config import Settings
 from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import ImageErrorCode, Job, JobStatus, RowStatus, WebhookState
 from chalicelib.domain.timefmt import iso, parse_iso
+from chalicelib.entrypoints import queue_handlers
+from chalicelib.entrypoints.queue_handlers import BatchResponse, QueueRecord
 from chalicelib.errors import Conflict, ImageFailure, TransientError
-from chalicelib.services import event_handlers, ingest, process_row, recovery, upload
+from chalicelib.ports import BatchRecorder
+from chalicelib.services import ingest, job_actions, process_row, sweeper, upload
 from chalicelib.services.deps import Dependencies
-from chalicelib.services.event_handlers import BatchResponse, QueueRecord
 from PIL import Image
 from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
@@ -215,8 +217,8 @@ class Runtime:
         if found is None or found._target is not target:
             found = self._mortal[id(target)] = Mortal(target, self)
             # still what the code asks of it: a store that records batches goes on doing so
-            recorder = isinstance(target, process_row.BatchRecorder)
-            assert isinstance(found, process_row.BatchRecorder) == recorder
+            recorder = isinstance(target, BatchRecorder)
+            assert isinstance(found, BatchRecorder) == recorder
         return found
 
     def check(self, call: str) -> None:
@@ -404,18 +406,18 @@ class Harness:
             size = 10 if name.startswith("rows") else 1
             return Sqs(source, handler, size, runtime, TIMEOUT[name], **more)
 
-        dlq = sqs(FakeQueue(), event_handlers.rows_dead_letter, "rows-dlq")
+        dlq = sqs(FakeQueue(), queue_handlers.rows_dead_letter, "rows-dlq")
         queues = {
             "ingest": sqs(
                 world.ingest_queue,
-                event_handlers.ingest,
+                queue_handlers.ingest,
                 "ingest",
                 budgeted=True,
                 duplicate=duplicate,
             ),
             "rows": sqs(
                 world.rows_queue,
-                event_handlers.rows,
+                queue_handlers.rows,
                 "rows",
                 budgeted=True,
                 dead_letter=dlq,
@@ -424,10 +426,10 @@ class Harness:
             ),
             "rows-dlq": dlq,
             "finalize": sqs(
-                world.finalize_queue, event_handlers.finalize, "finalize", duplicate=duplicate
+                world.finalize_queue, queue_handlers.finalize, "finalize", duplicate=duplicate
             ),
             "webhook": sqs(
-                world.webhook_queue, event_handlers.webhooks, "webhook", duplicate=duplicate
+                world.webhook_queue, queue_handlers.webhooks, "webhook", duplicate=duplicate
             ),
         }
         return cls(world, job_store, queues, time, fetches)
@@ -493,7 +495,7 @@ class Harness:
     def sweep(self) -> None:
         # MongoDB unreachable fails the run: the next scheduled one tries again
         with contextlib.suppress(PyMongoError):
-            report = recovery.sweep(self.world.deps, self.time.budget(TIMEOUT["sweeper"]))
+            report = sweeper.sweep(self.world.deps, self.time.budget(TIMEOUT["sweeper"]))
             self.repairs.update(name for name, jobs in report.to_dict().items() if jobs)
 
     def fetched(self) -> str:
@@ -541,8 +543,8 @@ def outcome_table() -> Any:
         "\nfault | store | outcome | s to terminal | s to webhook delivered (simulated clock)"
         " | fetches of the most fetched image | fetches per image | sweeper"
     )
-    for fault, store, outcome, seconds, delivered, fetched, sweeper in OUTCOMES:
-        print(f"{fault} | {store} | {outcome} | {seconds} | {delivered} | {fetched} | {sweeper}")
+    for fault, store, outcome, seconds, delivered, fetched, by_sweeper in OUTCOMES:
+        print(f"{fault} | {store} | {outcome} | {seconds} | {delivered} | {fetched} | {by_sweeper}")
 
 
 def record(fault: str, harness: Harness, request_id: str, seconds: int, sweeper: bool) -> None:
@@ -796,7 +798,7 @@ def test_retry_requeues_only_the_failed_images_and_finalizes_again(
 
     h.world.fetcher.responses[gone] = image
     h.world.fetcher.calls.clear()
-    recovery.retry_failed(h.world.deps, request_id)
+    job_actions.retry_failed(h.world.deps, request_id)
     h.run(request_id, sweeper=False)
     job = h.world.store.get_job(request_id)
     assert job is not None and job.status == JobStatus.COMPLETED
@@ -829,14 +831,14 @@ def test_retry_waits_for_the_first_final_event(job_store: StoreUnderTest) -> Non
             sqs.deliver(h.world.deps, 0)
     assert terminal()
     with pytest.raises(Conflict, match="still being delivered"):
-        recovery.retry_failed(h.world.deps, request_id)
+        job_actions.retry_failed(h.world.deps, request_id)
 
 
 def test_redeliver_sends_the_same_event_again(job_store: StoreUnderTest) -> None:
     h = Harness.build(job_store)
     request_id = h.submit()
     h.run(request_id, sweeper=False)
-    job = recovery.redeliver_webhook(h.world.deps, request_id)
+    job = job_actions.redeliver_webhook(h.world.deps, request_id)
     assert job.webhook.state == WebhookState.PENDING
     h.run(request_id, sweeper=False)
     ids = [headers["webhook-id"] for _, _, headers in h.world.sender.posts]

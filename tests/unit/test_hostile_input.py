@@ -36,9 +36,10 @@ from chalicelib.adapters.image_download import HttpImageFetcher
 from chalicelib.adapters.webhook_delivery import HttpWebhookSender
 from chalicelib.config import Settings
 from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus, WebhookState
+from chalicelib.entrypoints import queue_handlers
+from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import CsvInvalid, ImageFailure, InvalidRequest
-from chalicelib.services import event_handlers, upload
-from chalicelib.services.event_handlers import QueueRecord
+from chalicelib.services import upload
 from PIL import Image
 
 from tests.fakes import FakeWorld, make_world
@@ -138,9 +139,9 @@ def drain(world: FakeWorld) -> None:
     for _ in range(100):
         moved = False
         for queue, handler in (
-            (world.rows_queue, event_handlers.rows),
-            (world.finalize_queue, event_handlers.finalize),
-            (world.webhook_queue, event_handlers.webhooks),
+            (world.rows_queue, queue_handlers.rows),
+            (world.finalize_queue, queue_handlers.finalize),
+            (world.webhook_queue, queue_handlers.webhooks),
         ):
             sent = queue.drain()
             for start in range(0, len(sent), 10):
@@ -175,7 +176,7 @@ class Outcome:
 
 def run_job(world: FakeWorld, text: str, webhook: str | None = None) -> Outcome:
     accepted = upload.submit_csv(world.deps, text.encode(), webhook, None)
-    event_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
+    queue_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
     drain(world)
     request_id = accepted.job.request_id
     job = world.store.get_job(request_id)
@@ -372,7 +373,7 @@ def test_url_webhook_rebinding_after_submit_is_refused_at_send(
         world.deps, (HEADER + f"1,A,{GOOD}\n").encode(), "http://hook.rebind.test/h", None
     )
     answers["hook.rebind.test"] = ["10.0.0.7"]
-    event_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
+    queue_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
     drain(world)
     job = world.store.get_job(accepted.job.request_id)
     assert job is not None and job.status == JobStatus.COMPLETED

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus, WebhookState
+from chalicelib.entrypoints import queue_handlers
+from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import Conflict, CsvInvalid, ImageFailure, InvalidRequest, NotFound
-from chalicelib.services import event_handlers, finalize, ingest, status, upload, webhooks
-from chalicelib.services.event_handlers import QueueRecord
+from chalicelib.services import finalize, ingest, status, upload, webhooks
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
@@ -52,9 +53,9 @@ def drain(world: FakeWorld[Any]) -> None:
     for _ in range(1000):
         moved = False
         for queue, handler in (
-            (world.rows_queue, event_handlers.rows),
-            (world.finalize_queue, event_handlers.finalize),
-            (world.webhook_queue, event_handlers.webhooks),
+            (world.rows_queue, queue_handlers.rows),
+            (world.finalize_queue, queue_handlers.finalize),
+            (world.webhook_queue, queue_handlers.webhooks),
         ):
             sent = queue.drain()
             for start in range(0, len(sent), 10):
@@ -70,7 +71,7 @@ def drain(world: FakeWorld[Any]) -> None:
 def submit(world: FakeWorld[Any], text: str, webhook: str | None = None) -> str:
     accepted = upload.submit_csv(world.deps, text.encode(), webhook, None)
     key = accepted.job.input_key
-    event_handlers.ingest(world.deps, [storage_record(key)])
+    queue_handlers.ingest(world.deps, [storage_record(key)])
     return accepted.job.request_id
 
 
@@ -180,7 +181,7 @@ def test_each_chunk_is_sent_as_soon_as_it_is_stored(monkeypatch: pytest.MonkeyPa
         first_send(bodies, delay_seconds)
 
     world.rows_queue.send_batch = send_batch  # type: ignore[method-assign]
-    event_handlers.ingest(world.deps, [storage_record(upload_job.input_key)])
+    queue_handlers.ingest(world.deps, [storage_record(upload_job.input_key)])
     assert steps == [
         ("stored", 0),
         ("sent", [0, 1]),
@@ -222,7 +223,7 @@ def test_duplicate_storage_event_starts_nothing_new() -> None:
     world = make_world()
     request_id = submit(world, HEADER + "1,A,https://a.test/x.jpg\n")
     assert len(world.rows_queue.sent) == 1
-    event_handlers.ingest(world.deps, [storage_record(f"incoming/{request_id}.csv")])
+    queue_handlers.ingest(world.deps, [storage_record(f"incoming/{request_id}.csv")])
     assert len(world.rows_queue.sent) == 1
 
 
@@ -232,8 +233,8 @@ def test_any_csv_dropped_in_bucket_becomes_a_job_with_a_stable_id() -> None:
         "incoming/team a/products.csv", (HEADER + "1,A,https://a.test/x.jpg\n").encode(), "text/csv"
     )
     record = storage_record("incoming/team+a/products.csv", etag="e1")  # S3 encodes the key
-    event_handlers.ingest(world.deps, [record])
-    event_handlers.ingest(world.deps, [record])
+    queue_handlers.ingest(world.deps, [record])
+    queue_handlers.ingest(world.deps, [record])
     assert len(world.store.jobs) == 1
     job = next(iter(world.store.jobs.values()))
     assert job.source == "bucket" and job.input_key == "incoming/team a/products.csv"
@@ -243,7 +244,7 @@ def test_any_csv_dropped_in_bucket_becomes_a_job_with_a_stable_id() -> None:
 def test_s3_test_event_and_keys_outside_incoming_are_ignored() -> None:
     world = make_world()
     test_event = QueueRecord("t", json.dumps({"Event": "s3:TestEvent", "Bucket": "uploads"}))
-    result = event_handlers.ingest(world.deps, [test_event, storage_record("other/x.csv")])
+    result = queue_handlers.ingest(world.deps, [test_event, storage_record("other/x.csv")])
     assert result == {"batchItemFailures": []}
     assert world.store.jobs == {}
 
@@ -251,7 +252,7 @@ def test_s3_test_event_and_keys_outside_incoming_are_ignored() -> None:
 def test_invalid_csv_dropped_in_bucket_fails_the_job_with_details_and_webhook() -> None:
     world = make_world()
     world.uploads.put_bytes("incoming/bad.csv", b"Name,Other\nx,y\n", "text/csv")
-    event_handlers.ingest(world.deps, [storage_record("incoming/bad.csv")])
+    queue_handlers.ingest(world.deps, [storage_record("incoming/bad.csv")])
     job = next(iter(world.store.jobs.values()))
     assert job.status == JobStatus.FAILED
     assert job.errors and all("row" in e and "message" in e for e in job.errors)
@@ -296,7 +297,7 @@ def test_redelivered_row_is_counted_once_and_finalization_is_requested_once() ->
     request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n")
     message = world.rows_queue.drain()[0].body
     records = [QueueRecord("a", json.dumps(message)), QueueRecord("b", json.dumps(message))]
-    assert event_handlers.rows(world.deps, records) == {"batchItemFailures": []}
+    assert queue_handlers.rows(world.deps, records) == {"batchItemFailures": []}
     job = world.store.get_job(request_id)
     assert job is not None and job.progress.processed_products == 1
     assert len(world.finalize_queue.sent) == 1
@@ -342,15 +343,15 @@ def test_storage_failure_reports_the_record_for_redelivery_then_succeeds() -> No
     first, second = (m.body for m in world.rows_queue.drain())
     record = QueueRecord("m-1", json.dumps(first))
     world.outputs.fail_puts = 1  # the first image's output cannot be stored
-    assert event_handlers.rows(world.deps, [record, QueueRecord("m-2", json.dumps(second))]) == {
+    assert queue_handlers.rows(world.deps, [record, QueueRecord("m-2", json.dumps(second))]) == {
         "batchItemFailures": [{"itemIdentifier": "m-1"}]
     }
     world.outputs.fail_puts = 1
     # every record of the batch failed: the handler raises, so that nothing is deleted even
     # where the mapping would not honour a partial response (as Powertools does)
-    with pytest.raises(event_handlers.BatchFailed):
-        event_handlers.rows(world.deps, [record])
-    assert event_handlers.rows(world.deps, [record]) == {"batchItemFailures": []}
+    with pytest.raises(queue_handlers.BatchFailed):
+        queue_handlers.rows(world.deps, [record])
+    assert queue_handlers.rows(world.deps, [record]) == {"batchItemFailures": []}
     job = world.store.get_job(request_id)
     assert job is not None and job.progress.processed_products == 2
 
@@ -361,7 +362,7 @@ def test_malformed_row_message_is_a_batch_item_failure_alone() -> None:
     submit(world, HEADER + "1,A,https://a.test/1.jpg\n")
     good = QueueRecord("good", json.dumps(world.rows_queue.drain()[0].body))
     bad = QueueRecord("bad", json.dumps({"requestId": "x"}))
-    assert event_handlers.rows(world.deps, [bad, good]) == {
+    assert queue_handlers.rows(world.deps, [bad, good]) == {
         "batchItemFailures": [{"itemIdentifier": "bad"}]
     }
 
@@ -431,13 +432,13 @@ def test_a_webhook_message_for_another_event_of_the_job_is_dropped() -> None:
     world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
     request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n", "https://hook.test/h")
     for queue, handler in (
-        (world.rows_queue, event_handlers.rows),
-        (world.finalize_queue, event_handlers.finalize),
+        (world.rows_queue, queue_handlers.rows),
+        (world.finalize_queue, queue_handlers.finalize),
     ):
         handler(world.deps, [QueueRecord("m", json.dumps(m.body)) for m in queue.drain()])
     (current,) = [m.body for m in world.webhook_queue.drain()]
     stale = {**current, "webhookId": "msg_" + "0" * 32, "attempt": 2}
-    event_handlers.webhooks(world.deps, [QueueRecord("stale", json.dumps(stale))])
+    queue_handlers.webhooks(world.deps, [QueueRecord("stale", json.dumps(stale))])
     job = world.store.get_job(request_id)
     assert job is not None
     assert (job.webhook.state, job.webhook.attempts, world.sender.posts) == (
@@ -445,7 +446,7 @@ def test_a_webhook_message_for_another_event_of_the_job_is_dropped() -> None:
         0,
         [],
     )
-    event_handlers.webhooks(world.deps, [QueueRecord("current", json.dumps(current))])
+    queue_handlers.webhooks(world.deps, [QueueRecord("current", json.dumps(current))])
     assert [h["webhook-id"] for _, _, h in world.sender.posts] == [current["webhookId"]]
 
 
@@ -500,7 +501,7 @@ def test_finalize_twice_writes_one_terminal_state_and_one_webhook() -> None:
     world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
     request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n", "https://hook.test/h")
     rows_msgs = world.rows_queue.drain()
-    event_handlers.rows(world.deps, [QueueRecord("r", json.dumps(rows_msgs[0].body))])
+    queue_handlers.rows(world.deps, [QueueRecord("r", json.dumps(rows_msgs[0].body))])
     finalize.finalize_job(world.deps, request_id)
     finalize.finalize_job(world.deps, request_id)
     assert len(world.webhook_queue.sent) == 1

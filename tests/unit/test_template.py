@@ -311,7 +311,7 @@ def batch_reporting_handlers(app_module: Any, sqs_handlers: dict[str, Any]) -> s
 
     from chalice.test import Client
     from chalicelib import bootstrap
-    from chalicelib.services.event_handlers import BatchFailed
+    from chalicelib.entrypoints.queue_handlers import BatchFailed
 
     from tests.fakes import make_world
 

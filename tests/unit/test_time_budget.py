@@ -14,9 +14,10 @@ from chalicelib.adapters.fair_pool import FairThreadPool
 from chalicelib.config import Settings
 from chalicelib.domain.budget import Budget, OutOfTime, margin_for
 from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus
+from chalicelib.entrypoints import queue_handlers
+from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import ImageFailure
-from chalicelib.services import event_handlers, ingest, process_row
-from chalicelib.services.event_handlers import QueueRecord
+from chalicelib.services import ingest, process_row
 from chalicelib.services.process_row import RowTask
 
 from tests.fakes import FakeWorld, make_world
@@ -174,12 +175,12 @@ def test_fetch_attempts_spent_before_a_continuation_count_against_the_retry_poli
 def test_a_recorded_row_costs_a_read_not_a_download() -> None:
     world = world_with({"https://a.test/1.jpg": jpeg()})
     request_id, (message,) = task_of(world, "1,A,https://a.test/1.jpg\n")
-    event_handlers.rows(world.deps, [QueueRecord("m-1", json.dumps(message))])
+    queue_handlers.rows(world.deps, [QueueRecord("m-1", json.dumps(message))])
     assert world.fetcher.calls == ["https://a.test/1.jpg"]
     assert len(world.finalize_queue.drain()) == 1
     process_row.reuse_cache(world.deps).clear()  # redelivered to another container
     again = QueueRecord("m-1", json.dumps(message), receive_count=2)
-    assert event_handlers.rows(world.deps, [again]) == {"batchItemFailures": []}
+    assert queue_handlers.rows(world.deps, [again]) == {"batchItemFailures": []}
     assert world.fetcher.calls == ["https://a.test/1.jpg"]  # not downloaded again
     job = world.store.get_job(request_id)
     assert job is not None and job.progress.processed_images == 1
@@ -235,7 +236,7 @@ def test_an_ingest_out_of_time_hands_over_and_the_next_run_sends_the_rest() -> N
 
     world.rows_queue.send_batch = timed_send  # type: ignore[method-assign]
     record = storage_record(accepted)
-    event_handlers.ingest(world.deps, [record], Budget(4.5, clock))
+    queue_handlers.ingest(world.deps, [record], Budget(4.5, clock))
     first = [m.body["position"] for m in world.rows_queue.drain()]
     assert first == list(range(50))  # five chunks of ten went out before the budget ran out
     (handover,) = [m.body for m in world.ingest_queue.drain()]
@@ -243,7 +244,7 @@ def test_an_ingest_out_of_time_hands_over_and_the_next_run_sends_the_rest() -> N
     job = world.store.get_job(request_id)
     assert job is not None and job.fanout_sent == 50 and not job.fanout_done
 
-    event_handlers.ingest(world.deps, [QueueRecord("h", json.dumps(handover))])
+    queue_handlers.ingest(world.deps, [QueueRecord("h", json.dumps(handover))])
     rest = [m.body["position"] for m in world.rows_queue.drain()]
     assert rest == list(range(50, 100))  # the rest, each once
     job = world.store.get_job(request_id)
@@ -321,12 +322,12 @@ def test_a_redelivered_last_row_asks_again_for_finalization_without_a_download()
 
     world.store.claim_finalization = dying_claim  # type: ignore[method-assign]
     record = QueueRecord("m-1", json.dumps(message))
-    with pytest.raises(event_handlers.BatchFailed):
-        event_handlers.rows(world.deps, [record])
+    with pytest.raises(queue_handlers.BatchFailed):
+        queue_handlers.rows(world.deps, [record])
     assert world.finalize_queue.drain() == []
     process_row.reuse_cache(world.deps).clear()  # redelivered to another container
     again = QueueRecord("m-1", json.dumps(message), receive_count=2)
-    assert event_handlers.rows(world.deps, [again]) == {"batchItemFailures": []}
+    assert queue_handlers.rows(world.deps, [again]) == {"batchItemFailures": []}
     assert [m.body for m in world.finalize_queue.drain()] == [{"requestId": request_id}]
     assert world.fetcher.calls == ["https://a.test/1.jpg"]
 

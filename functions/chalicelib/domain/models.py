@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+
+from chalicelib.domain.timefmt import iso
 
 
 class JobStatus(StrEnum):
@@ -176,6 +179,34 @@ class Job:
     rows_written: bool = True
     ingest_claimed_at: str = ""
     finalize_claimed_at: str = ""
+
+
+def new_job(
+    request_id: str,
+    now: datetime,
+    *,
+    source: str,
+    chunk_size: int,
+    key: str | None = None,
+    webhook_url: str = "",
+    idempotency_key: str = "",
+    body_digest: str = "",
+) -> Job:
+    """A job just accepted: pending, created `now`, its CSV at `key` (by default where an
+    upload puts it, `input_key(request_id)`)."""
+    created = iso(now)
+    return Job(
+        request_id=request_id,
+        status=JobStatus.PENDING,
+        created_at=created,
+        updated_at=created,
+        input_key=input_key(request_id) if key is None else key,
+        webhook_url=webhook_url,
+        source=source,
+        chunk_size=chunk_size,
+        idempotency_key=idempotency_key,
+        body_digest=body_digest,
+    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from chalicelib.domain.csv_output import write_output_csv
 from chalicelib.domain.models import CsvProblem, Job, JobStatus, RowStatus, output_csv_key
 from chalicelib.services.deps import Dependencies
-from chalicelib.services.events import publish_job_event
+from chalicelib.services.job_events import publish_job_event
 
 log = logging.getLogger(__name__)
 

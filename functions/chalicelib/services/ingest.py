@@ -21,11 +21,11 @@ from chalicelib.domain.models import (
     Progress,
     RowStatus,
     StoredRow,
+    new_job,
 )
-from chalicelib.domain.timefmt import iso
 from chalicelib.services.deps import Dependencies
-from chalicelib.services.events import publish_job_event
 from chalicelib.services.finalize import fail_job
+from chalicelib.services.job_events import publish_job_event
 from chalicelib.services.upload import csv_limits
 
 log = logging.getLogger(__name__)
@@ -91,15 +91,12 @@ def handle_object_created(
     request_id = job_id_for_key(event.key, event.etag)
     job = deps.store.get_job(request_id)
     if job is None:
-        now = iso(deps.clock.now())
-        job = Job(
-            request_id=request_id,
-            status=JobStatus.PENDING,
-            created_at=now,
-            updated_at=now,
-            input_key=event.key,
+        job = new_job(
+            request_id,
+            deps.clock.now(),
             source="bucket",
             chunk_size=deps.settings.rows_per_chunk,
+            key=event.key,
         )
         deps.store.create_job(job)
     resume_ingest(deps, request_id, budget)

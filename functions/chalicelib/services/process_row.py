@@ -13,8 +13,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from datetime import timedelta
+from typing import Any
 
 from chalicelib import observability
 from chalicelib.domain.budget import Budget, OutOfTime
@@ -27,6 +27,7 @@ from chalicelib.domain.models import (
 )
 from chalicelib.errors import ImageFailure, InvalidRequest
 from chalicelib.imaging import CompressOptions, compress_to_jpeg, work_allowance
+from chalicelib.ports import BatchRecorder
 from chalicelib.services.deps import Dependencies
 
 log = logging.getLogger(__name__)
@@ -425,18 +426,6 @@ def _resolved(result: ImageResult) -> Future[ImageOutcome]:
     future: Future[ImageOutcome] = Future()
     future.set_result(result)
     return future
-
-
-@runtime_checkable
-class BatchRecorder(Protocol):
-    """A store that records several rows of one job in few operations (MongoJobStore)."""
-
-    def record_rows(
-        self,
-        request_id: str,
-        rows: Sequence[tuple[int, Sequence[ImageResult]]],
-        now: datetime,
-    ) -> list[Progress | None]: ...
 
 
 def record_batch(

@@ -8,8 +8,7 @@ import re
 from dataclasses import dataclass
 
 from chalicelib.domain.csv_input import CsvLimits, validate_csv
-from chalicelib.domain.models import Job, JobStatus, input_key
-from chalicelib.domain.timefmt import iso
+from chalicelib.domain.models import Job, new_job
 from chalicelib.errors import Conflict, CsvInvalid, InvalidRequest, PayloadTooLarge
 from chalicelib.ports import PresignedPost
 from chalicelib.services.deps import Dependencies
@@ -76,17 +75,13 @@ def submit_csv(
         if existing is not None:
             return _replay(existing, digest)
 
-    now = iso(deps.clock.now())
     request_id = deps.new_id()
-    job = Job(
-        request_id=request_id,
-        status=JobStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-        input_key=input_key(request_id),
-        webhook_url=hook,
+    job = new_job(
+        request_id,
+        deps.clock.now(),
         source="api",
         chunk_size=deps.settings.rows_per_chunk,
+        webhook_url=hook,
         idempotency_key=key,
         body_digest=digest,
     )
@@ -115,17 +110,13 @@ class PresignedUpload:
 def create_presigned_upload(deps: Dependencies, webhook_url: str | None) -> PresignedUpload:
     """A pending job and a POST policy bound to its key; the object's arrival starts it."""
     hook = check_webhook_url(deps, webhook_url)
-    now = iso(deps.clock.now())
     request_id = deps.new_id()
-    job = Job(
-        request_id=request_id,
-        status=JobStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-        input_key=input_key(request_id),
-        webhook_url=hook,
+    job = new_job(
+        request_id,
+        deps.clock.now(),
         source="presigned",
         chunk_size=deps.settings.rows_per_chunk,
+        webhook_url=hook,
     )
     if not deps.store.create_job(job):
         raise Conflict(f"job {request_id} already exists")

@@ -14,7 +14,7 @@ from chalicelib import observability
 from chalicelib.domain.models import Job, WebhookAttempt, WebhookState
 from chalicelib.domain.timefmt import iso
 from chalicelib.services.deps import Dependencies
-from chalicelib.services.events import job_summary
+from chalicelib.services.job_events import job_summary
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,4 @@
-"""Getting jobs to their end whatever died on the way: the sweeper, and the two actions a
-user can take on a finished job (send its webhook again, retry its failed images)."""
+"""Getting jobs to their end whatever died on the way: the sweeper and its repairs."""
 
 from __future__ import annotations
 
@@ -8,9 +7,8 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from chalicelib.domain.budget import Budget
-from chalicelib.domain.models import CsvProblem, Job, JobStatus, WebhookState
+from chalicelib.domain.models import CsvProblem, Job, JobStatus
 from chalicelib.domain.timefmt import parse_iso
-from chalicelib.errors import Conflict, NotFound
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import fail_job, queue_webhook
 from chalicelib.services.ingest import fan_out, resume_ingest
@@ -109,49 +107,3 @@ def _resend_webhook(deps: Dependencies, job: Job, report: SweepReport) -> None:
     )
     queue_webhook(deps, job.request_id, job.webhook.webhook_id, 1)
     report.webhooks.append(job.request_id)
-
-
-def redeliver_webhook(deps: Dependencies, request_id: str) -> Job:
-    """Send a finished job's final event again, under the same `webhook-id` (as Svix's
-    resend does): receivers that already have it recognise it."""
-    job = _existing(deps, request_id)
-    if not job.status.terminal:
-        raise Conflict(f"job {request_id} is {job.status}; its webhook is sent when it ends")
-    if not job.webhook.url:
-        raise Conflict(f"job {request_id} has no webhook URL")
-    if job.webhook.state == WebhookState.PENDING:
-        raise Conflict(f"the webhook of job {request_id} is already being delivered")
-    if not deps.store.redeliver_webhook(request_id, job.webhook.webhook_id, deps.clock.now()):
-        raise Conflict(f"the webhook of job {request_id} is already being delivered")
-    queue_webhook(deps, request_id, job.webhook.webhook_id, 1)
-    return _existing(deps, request_id)
-
-
-def retry_failed(deps: Dependencies, request_id: str) -> Job:
-    """Re-queue just the failed images of a finished job; it finalizes again with a new
-    output CSV and a new final event (a new `webhook-id`)."""
-    job = _existing(deps, request_id)
-    if not job.status.terminal:
-        raise Conflict(f"job {request_id} is {job.status}; only a finished job can be retried")
-    if job.progress.failed_images == 0:
-        raise Conflict(f"job {request_id} has no failed images to retry")
-    if job.webhook.state == WebhookState.PENDING:
-        # its final event must reach the receiver before the job can end a second time
-        raise Conflict(f"the webhook of job {request_id} is still being delivered; retry later")
-    generation = job.generation + 1
-    if not deps.store.reopen_failed(request_id, generation, deps.clock.now()):
-        raise Conflict(f"job {request_id} is already being retried")
-    deps.ingest_queue.send_batch([{"retryJob": request_id, "generation": generation}])
-    return _existing(deps, request_id)
-
-
-def run_retry(deps: Dependencies, request_id: str, budget: Budget | None = None) -> None:
-    """The queued half of a retry: reset the failed rows and fan them out again."""
-    resume_ingest(deps, request_id, budget)
-
-
-def _existing(deps: Dependencies, request_id: str) -> Job:
-    job = deps.store.get_job(request_id)
-    if job is None:
-        raise NotFound(f"no job {request_id}")
-    return job

@@ -1,4 +1,4 @@
-"""HTTP-shaped use cases: each takes parsed request parts and returns an HttpReply.
+"""The HTTP glue: each handler takes parsed request parts, calls a service, returns an HttpReply.
 app.py turns replies into Chalice responses; nothing here knows about Chalice."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from chalicelib import openapi
 from chalicelib.errors import Conflict, InvalidRequest, NotFound, UnsupportedMediaType
 from chalicelib.multipart_form import Form, FormPart, parse_form
-from chalicelib.services import recovery, status, upload
+from chalicelib.services import job_actions, status, upload
 from chalicelib.services.deps import Dependencies
 
 JSON = {"Content-Type": "application/json"}
@@ -146,7 +146,7 @@ def output_csv(deps: Dependencies, request_id: str) -> HttpReply:
 
 def retry_job(deps: Dependencies, request_id: str) -> HttpReply:
     status.load_job(deps, request_id)  # 400 for a malformed id, 404 for an unknown one
-    job = recovery.retry_failed(deps, request_id)
+    job = job_actions.retry_failed(deps, request_id)
     return HttpReply(
         202,
         {
@@ -161,7 +161,7 @@ def retry_job(deps: Dependencies, request_id: str) -> HttpReply:
 
 def redeliver_webhook(deps: Dependencies, request_id: str) -> HttpReply:
     status.load_job(deps, request_id)
-    job = recovery.redeliver_webhook(deps, request_id)
+    job = job_actions.redeliver_webhook(deps, request_id)
     return HttpReply(
         202,
         {

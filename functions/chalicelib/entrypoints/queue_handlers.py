@@ -1,4 +1,5 @@
-"""Queue-shaped use cases: a batch of records in, Lambda's partial batch response out.
+"""The queue glue: a batch of records in, each handed to a service; Lambda's partial batch
+response out.
 
 Chalice has no partial batch response for SQS; these return `batchItemFailures` themselves
 and template.yaml turns on `ReportBatchItemFailures` on every queue's mapping (as Powertools'
@@ -21,7 +22,7 @@ from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import ImageErrorCode, ImageResult
 from chalicelib.services import finalize as finalize_service
 from chalicelib.services import ingest as ingest_service
-from chalicelib.services import process_row, recovery
+from chalicelib.services import job_actions, process_row
 from chalicelib.services import webhooks as webhook_service
 from chalicelib.services.deps import Dependencies
 
@@ -87,7 +88,7 @@ def ingest(
     def handle(record: QueueRecord) -> None:
         body = record.json()
         if isinstance(body, dict) and "retryJob" in body:
-            recovery.run_retry(deps, str(body["retryJob"]), budget)
+            job_actions.run_retry(deps, str(body["retryJob"]), budget)
             return
         if isinstance(body, dict) and ingest_service.HANDOVER in body:
             ingest_service.take_over_ingest(deps, str(body[ingest_service.HANDOVER]), budget)
