@@ -778,9 +778,10 @@ def test_the_templates_settings_are_the_codes_defaults(template: dict[str, Any])
     parameters = template.get("Parameters", {})
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     checked = []
-    for name, value in variables.items():
-        if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
-            value = parameters[value["Ref"]].get("Default")
+    for name, raw in variables.items():
+        value = raw
+        if isinstance(raw, dict) and set(raw) == {"Ref"} and raw["Ref"] in parameters:
+            value = parameters[raw["Ref"]].get("Default")
         if not isinstance(value, str):
             continue  # a resource or a secret: not a setting with a default
         assert Settings.from_env({name: value}) == defaults, f"{name}={value!r}"
