@@ -9,6 +9,7 @@ from chalicelib.config import Settings
 from chalicelib.ports import (
     Clock,
     EventPublisher,
+    IdFactory,
     ImageFetcher,
     JobStore,
     ObjectStore,
@@ -34,7 +35,7 @@ class Dependencies:
     webhook_sender: WebhookSender
     check_webhook_url: UrlChecker
     clock: Clock
-    new_id: Callable[[], str]
+    new_id: IdFactory
     image_pool: WorkPool
     ingest_queue: TaskQueue
     events: EventPublisher
