@@ -430,7 +430,7 @@ class PathStyleBuckets:
 
 def path_bucket(path: str) -> str | None:
     """`/<bucket>` or `/<bucket>/`: the bucket; anything else (`/`, an object's path): None."""
-    name = path[1:].rstrip("/") if path.startswith("/") else ""
+    name = path[1:].removesuffix("/") if path.startswith("/") else ""
     return name if name and "/" not in name else None
 
 
