@@ -4,8 +4,8 @@ A browser-style upload (`POST /<bucket>`, or `POST /` on a virtual host, with a
 `multipart/form-data` body) is read here before moto sees it, and checked as S3 checks it
 ("Browser-based uploads using POST (AWS Signature Version 4)", "Creating a POST policy"):
 
-- `key` and exactly one `file` are there; the fields before `file` are what S3 reads (at
-  most 20 KiB of them) and field names match case-insensitively;
+- `key` and a `file` are there; the fields before `file` are what S3 reads (at most 20 KiB
+  of them; those after it are ignored) and field names match case-insensitively;
 - the signature fields are all there and `x-amz-signature` is the hex HMAC-SHA256 of the
   base64 `policy`, keyed with the SigV4 signing key of the `x-amz-credential` scope (its
   access key's secret, its day, its region, `s3`); SigV2 (`AWSAccessKeyId`, `signature`:
