@@ -4,6 +4,9 @@ The standard library's and werkzeug's threaded servers use daemon threads for th
 connections: a keep-alive connection leaves a thread blocked in `readline()` after the
 server is shut down. These servers remember their open connections and end them on stop,
 then join every handler thread, so nothing outlives `stop_server`.
+
+moto's S3 stores any browser POST upload; the moto server here checks them against their
+POST policy first, as S3 does (`post_policy.py`).
 """
 
 from __future__ import annotations
@@ -15,15 +18,25 @@ import socket
 import socketserver
 import threading
 import urllib.request
+from collections.abc import Mapping
 from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import ThreadedWSGIServer
 
+from local_emulator.post_policy import PolicyChecker, PostPolicyMiddleware, path_bucket
+
 if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
     _ServerBase = socketserver.TCPServer
 else:
     _ServerBase = object
+
+# moto's fake credentials: what the emulator gives every client, and the only key whose
+# signatures its storage accepts.
+ACCESS_KEY_ID = "testing"
+SECRET_ACCESS_KEY = "testing"  # noqa: S105
 
 
 class ConnectionTrackingMixin(_ServerBase):
@@ -95,16 +108,76 @@ def server_url(server: socketserver.TCPServer) -> tuple[str, int]:
     return str(host), int(port)
 
 
+class MotoBuckets:
+    """moto's buckets, as the POST policy check asks about them (moto's own routing rules
+    for path-style and virtual-host requests, its bucket regions and CORS rules)."""
+
+    def bucket_of(self, environ: WSGIEnvironment) -> str | None:
+        from moto.s3.responses import S3Response
+        from moto.s3.utils import bucket_name_from_url
+        from werkzeug.wrappers import Request
+
+        path = str(environ.get("PATH_INFO", ""))
+        request = Request(environ)  # reads nothing of the body
+        if S3Response.subdomain_based_buckets(request):
+            name = bucket_name_from_url(request.url) if path in ("", "/") else None
+            return str(name) if name else None
+        return path_bucket(path)
+
+    @staticmethod
+    def _bucket(name: str) -> Any:
+        from moto.s3.models import s3_backends
+
+        located = s3_backends.bucket_accounts.get(name)
+        if located is None:
+            return None
+        partition, account = located
+        return s3_backends[account][partition].buckets.get(name)
+
+    def exists(self, bucket: str) -> bool:
+        return self._bucket(bucket) is not None
+
+    def region(self, bucket: str) -> str | None:
+        found = self._bucket(bucket)
+        return None if found is None else str(found.region_name)
+
+    def cors_headers(self, bucket: str, origin: str) -> list[tuple[str, str]]:
+        from moto.s3.utils import cors_matches_origin
+
+        found = self._bucket(bucket)
+        for rule in found.cors if found is not None else []:
+            methods = rule.allowed_methods or []
+            if "POST" in methods and cors_matches_origin(origin, rule.allowed_origins or []):
+                headers = [
+                    ("Access-Control-Allow-Origin", origin),
+                    ("Access-Control-Allow-Methods", ", ".join(methods)),
+                ]
+                if rule.exposed_headers:
+                    headers.append(
+                        ("Access-Control-Expose-Headers", ", ".join(rule.exposed_headers))
+                    )
+                return headers
+        return []
+
+
 class MotoServer:
     """moto's HTTP server (every AWS service moto emulates) on one loopback port.
 
     Same app and request handler as `moto.server.ThreadedMotoServer`, on a server that
-    closes its listening socket and its connections when stopped.
+    closes its listening socket and its connections when stopped, with S3's POST policy
+    enforced on browser uploads (`credentials`: access key id -> secret, by default the
+    emulator's fake pair).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        credentials: Mapping[str, str] | None = None,
+    ) -> None:
         self._host = host
         self._port = port
+        self._credentials = dict(credentials or {ACCESS_KEY_ID: SECRET_ACCESS_KEY})
         self._server: _MotoWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -128,7 +201,11 @@ class MotoServer:
         werkzeug_log = logging.getLogger("werkzeug")
         if werkzeug_log.level == logging.NOTSET:
             werkzeug_log.setLevel(logging.WARNING)
-        app = DomainDispatcherApplication(create_backend_app)
+        app = PostPolicyMiddleware(
+            DomainDispatcherApplication(create_backend_app),
+            PolicyChecker(self._credentials),
+            MotoBuckets(),
+        )
         self._server = _MotoWSGIServer(self._host, self._port, app, handler=MotoRequestHandler)
         self._thread = serve_in_thread(self._server, "moto-server")
         self.reset()

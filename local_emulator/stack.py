@@ -32,7 +32,7 @@ from local_emulator.containers import ContainerPool
 from local_emulator.dispatch import Dispatcher, Handler, Queues, SqsApiQueues, load_handler
 from local_emulator.mongo import EmbeddedMongo, MongoEngine
 from local_emulator.provision import REGION, FunctionInfo, ProvisionedStack, Provisioner
-from local_emulator.servers import MotoServer
+from local_emulator.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer
 from local_emulator.timescale import scaled_app_durations, time_scale_from_env
 
 if TYPE_CHECKING:
@@ -203,8 +203,8 @@ class Emulator:
 
     def session(self) -> boto3.session.Session:
         return boto3.session.Session(
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
             region_name=REGION,
         )
 
@@ -323,8 +323,8 @@ class Emulator:
     def _set_aws_environment(self, local_host: str) -> None:
         """Credentials and region before any boto3 client exists; loopback never proxied."""
         for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
         }.items():

@@ -153,6 +153,33 @@ def test_presigned_upload_starts_the_job_when_the_object_arrives(
     assert doc["progress"]["processedImages"] == sample_image_count()
 
 
+def test_storage_refuses_what_the_presigned_policy_does_not_allow(
+    emulator: Emulator, images: str
+) -> None:
+    """The emulator's storage holds the upload to its POST policy, as S3 does: another key or
+    a file over MAX_CSV_BYTES is refused, nothing is stored, the job stays pending."""
+    created = requests.post(f"{emulator.api_url}/api/uploads", json={}, timeout=10).json()
+    request_id, upload = created["requestId"], created["upload"]
+    other_key = "incoming/00000000-0000-4000-8000-000000000000.csv"
+    csv_body = sample_csv(images).encode()
+    refused = {
+        "another key": ({**upload["fields"], "key": other_key}, csv_body, 403, "AccessDenied"),
+        "over the cap": (upload["fields"], b"x" * (10 * 1024 * 1024 + 1), 400, "EntityTooLarge"),
+    }
+    for case, (fields, body, status, code) in refused.items():
+        posted = requests.post(
+            upload["url"], data=fields, files={"file": ("p.csv", body, "text/csv")}, timeout=60
+        )
+        assert posted.status_code == status, case
+        assert f"<Code>{code}</Code>" in posted.text, case
+    s3 = emulator.s3_client()
+    listed = s3.list_objects_v2(Bucket=emulator.uploads_bucket, Prefix="incoming/")
+    keys = {o["Key"] for o in listed.get("Contents", [])}
+    assert not keys & {other_key, upload["fields"]["key"]}
+    status = requests.get(f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10)
+    assert status.json()["status"] == "pending"
+
+
 def test_csv_dropped_in_the_bucket_becomes_a_job_once(emulator: Emulator, images: str) -> None:
     s3 = emulator.s3_client()
     key = "incoming/partner feeds/products.csv"
