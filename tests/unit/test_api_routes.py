@@ -164,3 +164,60 @@ def test_unhandled_errors_answer_500_without_a_stack_trace(
     )
     assert response.status_code == 500
     assert "secret" not in response.body.decode()
+
+
+def _contract_error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.body
+    answer = body_of(response)
+    assert set(answer) == {"error", "details"}
+    assert isinstance(answer["error"], str) and answer["error"]
+    assert isinstance(answer["details"], list)
+    return answer
+
+
+@pytest.mark.parametrize("length", [71, 256, 257, 300, 5000])
+def test_a_multipart_boundary_over_70_characters_is_400(client: Client, length: int) -> None:
+    boundary = "b" * length
+    body = f"--{boundary}\r\nContent-Disposition: form-data; name=file; filename=p.csv\r\n\r\n"
+    body += f"{HEADER}1,A,https://a.test/x.jpg\n\r\n--{boundary}--\r\n"
+    ctype = f"multipart/form-data; boundary={boundary}"
+    for path in ("/api/uploadAndProcessDocument", "/api/validate"):
+        answer = _contract_error(post(client, path, body.encode(), ctype), 400)
+        assert "boundary" in answer["error"]
+
+
+def test_a_multipart_boundary_of_70_characters_is_parsed(client: Client) -> None:
+    boundary = "b" * 70
+    body = f"--{boundary}\r\nContent-Disposition: form-data; name=file; filename=p.csv\r\n\r\n"
+    body += f"{HEADER}1,A,https://a.test/x.jpg\n\r\n--{boundary}--\r\n"
+    response = post(
+        client, "/api/validate", body.encode(), f"multipart/form-data; boundary={boundary}"
+    )
+    assert response.status_code == 200, response.body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"--x\r\nContent-Disposition: form-data; name=file\r\n" + b"X: y\r\n" * 50 + b"\r\n",
+        b"--x\r\n" + b"A" * 10_000 + b": v\r\n\r\ndata\r\n--x--\r\n",
+        b"garbage before --x\r\n\x00\x01",
+    ],
+    ids=["too-many-part-headers", "huge-part-header", "garbage"],
+)
+def test_a_malformed_multipart_body_is_400_in_the_contract_shape(
+    client: Client, body: bytes
+) -> None:
+    response = post(
+        client, "/api/uploadAndProcessDocument", body, "multipart/form-data; boundary=x"
+    )
+    assert response.status_code in (400, 415)
+    _contract_error(response, response.status_code)
+
+
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000, b"{" * 100_000, b'{"a":' * 100_000, b"[" * 100_000 + b"]" * 100_000]
+)
+def test_an_over_deep_json_body_is_400_not_500(client: Client, body: bytes) -> None:
+    answer = _contract_error(post(client, "/api/uploads", body, "application/json"), 400)
+    assert "JSON" in answer["error"]

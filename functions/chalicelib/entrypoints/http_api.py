@@ -110,6 +110,8 @@ def create_upload(deps: Dependencies, body: bytes) -> HttpReply:
     if body.strip():
         try:
             options = json.loads(body)
+        except RecursionError as exc:  # e.g. 100,000 '[': the parser's stack, not a 500
+            raise InvalidRequest("the body must be a JSON object; it is nested too deeply") from exc
         except ValueError as exc:
             raise InvalidRequest("the body must be a JSON object") from exc
     if not isinstance(options, dict):
