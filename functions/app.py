@@ -29,6 +29,20 @@ observability.configure_logging([app.log])
 ANY_CONTENT: list[str] = []  # we answer 415 ourselves, in the contract's error shape
 
 
+@app.middleware("http")
+def front_door(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """Every answer carries the security headers, and Chalice's own errors (a 405 for a
+    method a route lacks, a 415 for a content type it does not declare) the contract's shape."""
+    response = get_response(event)
+    for name, value in http_api.SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    body = response.body
+    if response.status_code >= 400 and isinstance(body, dict) and "error" not in body:
+        response.body = {"error": str(body.get("Message") or "request refused"), "details": []}
+        response.headers["Content-Type"] = "application/json"
+    return response
+
+
 def _error(status: int, message: str, details: list[Any] | None = None) -> Response:
     return Response(
         body={"error": message, "details": details or []},

@@ -1,79 +1,688 @@
-"""The Chalice app over HTTP, the way `chalice local` serves it, with three fixes.
+"""The Chalice app over HTTP, standing in for API Gateway: a front door that holds.
 
-- Threaded, and every connection is closed and joined on stop.
+`chalice local` (http.server underneath) answers abuse badly: a listen backlog of 5, no
+body cap, no timeouts, HTML error pages, closed sockets on bad framing, a version banner.
+This server parses HTTP/1.1 itself, as strictly as API Gateway does, and hands well-formed
+requests to Chalice's `LocalGateway` (routing, CORS preflights, authorizers, the app).
+
+- A listen backlog of `backlog` and a thread per connection, up to `max_connections` at once
+  (the next ones wait in the backlog, they are not refused).
+- Caps, each answered in the contract's JSON error shape before anything is read past it:
+  a request line over `request_line_bytes` is a 414 (API Gateway's URL limit is 8192), a
+  header section over `header_bytes` or `header_count` a 431 (API Gateway: 10240 bytes of
+  request line and headers), a body that would make a Lambda event over Lambda's 6 MB
+  request payload a 413, from its Content-Length before any of it is read (while reading,
+  for a chunked body). The upload routes' 413 says to use the presigned upload.
+- Timeouts: a connection with no request under way is closed after `idle_seconds` (nothing
+  to answer: no request was made; a 408 there could be read as the answer to a request the
+  client sends at the same moment). A request under way is bounded: its headers must arrive
+  within `header_seconds` of its first byte, its body may pause at most
+  `body_stall_seconds` and must arrive within `body_seconds`; past that the answer is a 408
+  and the connection is closed.
+- Every malformed request gets an answer, `{"error", "details"}` with a 4xx: bad framing
+  (Content-Length not a number, negative, two different ones, with Transfer-Encoding; a
+  bad chunk size; a body shorter than declared), unknown route (404), wrong method (405 with
+  Allow), an unknown Host when bound to loopback (421, against DNS rebinding).
+  Errors the app or the gateway answer in another shape are put in the contract's shape.
+- TCP_NODELAY on every connection and each answer written at once (no 40 ms Nagle stall on
+  keep-alive); no `Server` banner; the security headers on every answer (the app sets the
+  pages' own Content-Security-Policy).
 - Binary bodies: API Gateway matches `binary_types` against the media type, ignoring
   parameters (`multipart/form-data; boundary=...`) and header case, and accepts wildcards;
-  `chalice local` compares the raw header value exactly, so multipart bodies would reach
-  the app as text. Here they arrive base64-encoded, as on API Gateway.
-- Request bodies sent with `Transfer-Encoding: chunked` are read.
+  here they reach the app base64-encoded, as on API Gateway.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import email.utils
 import fnmatch
-from http.server import BaseHTTPRequestHandler
+import http
+import io
+import ipaddress
+import json
+import math
+import re
+import socket
+import socketserver
+import sys
+import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from chalice.config import Config
 from chalice.local import (
-    ChaliceRequestHandler,
     LambdaEventConverter,
     LocalChalice,
     LocalGateway,
+    LocalGatewayException,
     RouteMatcher,
 )
 
-from local_emulator.servers import TrackingHTTPServer, serve_in_thread, server_url, stop_server
+from local_emulator.servers import ConnectionTrackingMixin, serve_in_thread, server_url, stop_server
+
+LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's synchronous request payload limit
+EVENT_OVERHEAD_BYTES = 2048  # what the event adds around the body and headers
+UPLOAD_ROUTES = ("/api/uploadAndProcessDocument", "/api/validate")
+PRESIGNED_UPLOAD_ROUTE = "/api/uploads"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "content-length"}
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+HOST = re.compile(r"(?P<name>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(?::(?P<port>\d*))?")
+CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,64}")
+MAX_CHUNK_LINE = 4096
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FrontDoorLimits:
+    """The caps and timeouts of the front door (docs/security.md has the table)."""
+
+    lambda_payload_bytes: int = LAMBDA_PAYLOAD_BYTES
+    request_line_bytes: int = 8192
+    header_bytes: int = 10240
+    header_count: int = 100
+    idle_seconds: float = 10.0
+    header_seconds: float = 10.0
+    body_stall_seconds: float = 10.0
+    body_seconds: float = 60.0
+    write_seconds: float = 30.0
+    backlog: int = 1024
+    max_connections: int = 128
+
+
+class HttpError(Exception):
+    """A request refused: answered in the contract's shape, then (by default) closed."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: list[Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        close: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details or []
+        self.headers = headers or {}
+        self.close = close
+
+
+class _Gone(Exception):
+    """The client is gone (or does not read): nothing more can be said on this connection."""
 
 
 class BinaryAwareEventConverter(LambdaEventConverter):
     def _is_binary(self, headers: dict[str, Any]) -> bool:
         content_type = next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")
-        media_type = content_type.split(";", 1)[0].strip().lower()
-        if not media_type:
-            return False
-        return any(
-            fnmatch.fnmatchcase(media_type, pattern.lower()) for pattern in self._binary_types
-        )
+        return is_binary(content_type, self._binary_types)
 
 
-class EmulatorRequestHandler(ChaliceRequestHandler):
-    server: TrackingHTTPServer
+def is_binary(content_type: str, binary_types: list[str]) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if not media_type:
+        return False
+    return any(fnmatch.fnmatchcase(media_type, pattern.lower()) for pattern in binary_types)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reads bounded by a deadline (whatever the pace of the bytes) and,
+    optionally, by the longest pause between two reads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self.deadline = math.inf
+        self.stall: float | None = None
+
+    def bound(self, seconds: float, stall: float | None = None) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.stall = stall
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        self._sock.settimeout(remaining if self.stall is None else min(remaining, self.stall))
+        try:
+            return self._sock.recv_into(buffer)
+        except (ConnectionResetError, BrokenPipeError):
+            return 0
+
+
+@dataclass
+class _Request:
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]]
+    header_bytes: int
+
+    def get(self, name: str) -> str | None:
+        values = [v for k, v in self.headers if k.lower() == name]
+        return ", ".join(values) if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name]
+
+    @property
+    def line(self) -> str:
+        return f"{self.method} {self.target[:200]} {self.version}"
+
+
+class FrontDoorServer(ConnectionTrackingMixin, socketserver.ThreadingTCPServer):
+    """Threads per connection, at most `max_connections` at once; a real listen backlog."""
+
+    allow_reuse_address = True
+    daemon_threads = False
+    block_on_close = True
+    quiet = False
 
     def __init__(
-        self, request: Any, client_address: Any, server: Any, app_object: Any, config: Any
+        self, address: tuple[str, int], app: Any, gateway: Any, limits: FrontDoorLimits
     ) -> None:
-        gateway = LocalGateway(app_object, config)
-        gateway.event_converter = BinaryAwareEventConverter(
-            RouteMatcher(list(app_object.routes)), list(app_object.api.binary_types)
-        )
-        self.local_gateway = gateway
-        BaseHTTPRequestHandler.__init__(self, request, client_address, server)
+        self.app = app
+        self.gateway = gateway
+        self.routes = RouteMatcher(list(app.routes))
+        self.limits = limits
+        self.request_queue_size = limits.backlog
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.stopping = False
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        super().__init__(address, FrontDoorHandler)
+        self.allowed_hosts = _allowed_hosts(address[0], str(self.server_address[0]))
 
-    def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
-        headers = dict(self.headers)
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            body = self._read_chunked()
-            headers = {k: v for k, v in headers.items() if k.lower() != "transfer-encoding"}
-            headers["Content-Length"] = str(len(body))
-            return headers, body or None
-        length = int(self.headers.get("content-length", "0") or 0)
-        return headers, (self.rfile.read(length) if length > 0 else None)
+    def process_request(self, request: Any, client_address: Any) -> None:
+        while not self._slots.acquire(timeout=0.2):
+            if self.stopping:
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
 
-    def _read_chunked(self) -> bytes:
-        parts: list[bytes] = []
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _allowed_hosts(host: str, bound: str) -> frozenset[str] | None:
+    """The Host names answered when bound to loopback (any port); None: any Host."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(bound).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return None
+    names = {"localhost", "127.0.0.1", "[::1]", host.lower()}
+    names.add(f"[{bound}]" if ":" in bound else bound)
+    return frozenset(names)
+
+
+class FrontDoorHandler(socketserver.BaseRequestHandler):
+    server: FrontDoorServer
+
+    # -- the connection -----------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.limits = self.server.limits
+        self.sock: socket.socket = self.request
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = _DeadlineReader(self.sock)
+        self.rfile = io.BufferedReader(self.reader, 65536)
+
+    def handle(self) -> None:
+        with contextlib.suppress(OSError, _Gone):
+            while self._one_request():
+                pass
+
+    def _one_request(self) -> bool:
+        """Serve one request; False when the connection is to be closed."""
+        self.reader.bound(self.limits.idle_seconds)
+        try:
+            if not self.rfile.peek(1):
+                return False  # the client closed the connection
+        except TimeoutError:
+            return False  # idle: no request under way, nothing to answer
+        self.reader.bound(self.limits.header_seconds)
+        request: _Request | None = None
+        try:
+            request = self._read_head()
+            return self._serve(request)
+        except HttpError as error:
+            self._answer_error(error, request)
+            return not error.close
+        except TimeoutError:
+            phase = "headers" if request is None else "body"
+            self._answer_error(
+                HttpError(408, f"the request's {phase} did not arrive in time", self._timeouts()),
+                request,
+            )
+            return False
+
+    def _timeouts(self) -> list[dict[str, float]]:
+        limits = self.limits
+        return [
+            {
+                "headerSeconds": limits.header_seconds,
+                "bodyStallSeconds": limits.body_stall_seconds,
+                "bodySeconds": limits.body_seconds,
+            }
+        ]
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _read_head(self) -> _Request:
+        limits = self.limits
+        line = b""
+        for _ in range(4):  # RFC 9112 2.2: ignore empty lines before the request line
+            line = self.rfile.readline(limits.request_line_bytes + 1)
+            if line not in (b"\r\n", b"\n"):
+                break
+        if len(line) > limits.request_line_bytes:
+            raise HttpError(
+                414,
+                f"the request line is longer than {limits.request_line_bytes} bytes",
+                [{"maxBytes": limits.request_line_bytes}],
+            )
+        if not line.endswith(b"\n"):
+            raise HttpError(400, "the request ended before its request line did")
+        method, target, version = _request_line(line)
+        headers: list[tuple[str, str]] = []
+        used = 0
         while True:
-            size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(parts)
-            parts.append(self.rfile.read(size))
-            self.rfile.readline()
+            raw = self.rfile.readline(limits.header_bytes - used + 1)
+            used += len(raw)
+            if used > limits.header_bytes:
+                raise HttpError(
+                    431,
+                    f"the request's headers are larger than {limits.header_bytes} bytes",
+                    [{"maxBytes": limits.header_bytes}],
+                )
+            if not raw.endswith(b"\n"):
+                raise HttpError(400, "the request ended before its headers did")
+            if raw in (b"\r\n", b"\n"):
+                break
+            if len(headers) >= limits.header_count:
+                raise HttpError(
+                    431,
+                    f"the request has more than {limits.header_count} headers",
+                    [{"maxHeaders": limits.header_count}],
+                )
+            headers.append(_header(raw))
+        return _Request(method, target, version, headers, used + len(line))
 
-    def log_message(self, format: str, *args: Any) -> None:
-        if not self.server.quiet:
-            super().log_message(format, *args)
+    def _serve(self, request: _Request) -> bool:
+        close = request.version == "HTTP/1.0" or any(
+            token.strip().lower() == "close"
+            for value in request.all("connection")
+            for token in value.split(",")
+        )
+        has_body = False
+        try:
+            self._check_host(request)
+            length, chunked = self._framing(request)
+            has_body = chunked or length > 0
+            path = self._route(request)
+            self._check_size(request, path, length)
+            expect = request.get("expect")
+            if expect is not None:
+                if expect.strip().lower() != "100-continue":
+                    raise HttpError(417, "the only Expect this server meets is 100-continue")
+                if has_body and request.version == "HTTP/1.1":
+                    self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = self._read_chunked(request, path) if chunked else self._read_exactly(length)
+            self._invoke(request, body, close=close)
+        except HttpError as error:
+            # A body not read (or not all of it) leaves the connection unusable.
+            error.close = error.close or close or (has_body and error.status in (404, 405))
+            raise
+        return not close
+
+    def _check_host(self, request: _Request) -> None:
+        hosts = request.all("host")
+        if len(hosts) > 1:
+            raise HttpError(400, "the request has more than one Host header")
+        if not hosts:
+            if request.version == "HTTP/1.1":
+                raise HttpError(400, "an HTTP/1.1 request needs a Host header")
+            return
+        match = HOST.fullmatch(hosts[0].strip())
+        if match is None:
+            raise HttpError(400, "the Host header is malformed", [{"host": hosts[0][:200]}])
+        allowed = self.server.allowed_hosts
+        if allowed is not None and match.group("name").lower() not in allowed:
+            raise HttpError(
+                421,
+                "this server does not answer for that Host (it is bound to loopback; "
+                "use localhost or its address)",
+                [{"host": hosts[0][:200], "allowed": sorted(allowed)}],
+            )
+
+    def _framing(self, request: _Request) -> tuple[int, bool]:
+        """(Content-Length, chunked) as RFC 9112 6 allows, anything else a 400."""
+        encodings = request.all("transfer-encoding")
+        lengths = request.all("content-length")
+        if encodings:
+            if lengths:
+                raise HttpError(400, "the request has both Content-Length and Transfer-Encoding")
+            if request.version != "HTTP/1.1":
+                raise HttpError(400, "Transfer-Encoding needs HTTP/1.1")
+            codings = [c.strip().lower() for v in encodings for c in v.split(",")]
+            if codings != ["chunked"]:
+                raise HttpError(
+                    400,
+                    "the only Transfer-Encoding accepted is chunked",
+                    [{"transferEncoding": ", ".join(encodings)[:200]}],
+                )
+            return 0, True
+        if not lengths:
+            return 0, False
+        values = {v.strip() for value in lengths for v in value.split(",")}
+        if len(values) > 1:
+            raise HttpError(400, "the request has conflicting Content-Length values")
+        (value,) = values
+        if not value.isascii() or not value.isdigit():
+            raise HttpError(
+                400, "Content-Length is not a non-negative integer", [{"contentLength": value[:40]}]
+            )
+        return int(value), False
+
+    def _route(self, request: _Request) -> str:
+        """The request's path, once a route answers it with this method."""
+        path = request.target.split("?", 1)[0]
+        try:
+            route = self.server.routes.match_route(request.target).route
+        except ValueError:
+            raise HttpError(
+                404,
+                f"no route matches {path[:200]}",
+                [{"method": request.method, "path": path[:200]}],
+                close=False,
+            ) from None
+        methods = self.server.app.routes[route]
+        if request.method not in methods and request.method != "OPTIONS":
+            allow = ", ".join(sorted(methods))
+            raise HttpError(
+                405,
+                f"{path[:200]} does not answer {request.method[:20]}",
+                [{"method": request.method[:20], "allowed": sorted(methods)}],
+                headers={"Allow": allow},
+                close=False,
+            )
+        return path
+
+    def _event_bytes(self, request: _Request, path: str, body_bytes: int) -> int:
+        binary = is_binary(request.get("content-type") or "", self.server.app.api.binary_types)
+        encoded = 4 * math.ceil(body_bytes / 3) if binary else body_bytes
+        return encoded + request.header_bytes + len(path) + EVENT_OVERHEAD_BYTES
+
+    def _check_size(self, request: _Request, path: str, body_bytes: int) -> None:
+        limit = self.limits.lambda_payload_bytes
+        if self._event_bytes(request, path, body_bytes) <= limit:
+            return
+        detail: dict[str, Any] = {"maxPayloadBytes": limit, "bodyBytes": body_bytes}
+        message = (
+            f"the request is larger than Lambda's {limit // (1024 * 1024)} MB request payload "
+            "limit (binary bodies count base64-encoded)"
+        )
+        if path.rstrip("/") in UPLOAD_ROUTES:
+            message += (
+                f"; for a CSV this large use the presigned upload: POST {PRESIGNED_UPLOAD_ROUTE}"
+            )
+            detail["presignedUpload"] = PRESIGNED_UPLOAD_ROUTE
+        raise HttpError(413, message, [detail])
+
+    def _bound_body(self) -> None:
+        self.reader.bound(self.limits.body_seconds, self.limits.body_stall_seconds)
+
+    def _read_exactly(self, length: int) -> bytes:
+        if length == 0:
+            return b""
+        self._bound_body()
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise HttpError(
+                400,
+                "the body ended before its Content-Length",
+                [{"contentLength": length, "received": len(body)}],
+            )
+        return body
+
+    def _read_chunked(self, request: _Request, path: str) -> bytes:
+        self._bound_body()
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(MAX_CHUNK_LINE + 1)
+            if not line.endswith(b"\n"):
+                if len(line) > MAX_CHUNK_LINE:
+                    raise HttpError(400, "a chunk-size line is too long")
+                raise HttpError(400, "the chunked body ended before its last chunk")
+            size_text = line.rstrip(b"\r\n").split(b";", 1)[0].strip(b" \t")
+            if not CHUNK_SIZE.fullmatch(size_text):
+                raise HttpError(
+                    400,
+                    "a chunk size is not a hexadecimal number",
+                    [{"chunkSize": size_text[:40].decode("latin-1")}],
+                )
+            size = int(size_text, 16)
+            if size == 0:
+                self._read_trailers()
+                return b"".join(parts)
+            total += size
+            self._check_size(request, path, total)
+            data = self.rfile.read(size)
+            if len(data) < size:
+                raise HttpError(400, "the chunked body ended inside a chunk")
+            parts.append(data)
+            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise HttpError(400, "a chunk's data is not followed by CRLF")
+
+    def _read_trailers(self) -> None:
+        used = 0
+        for _ in range(self.limits.header_count + 1):
+            line = self.rfile.readline(self.limits.header_bytes - used + 1)
+            used += len(line)
+            if used > self.limits.header_bytes:
+                raise HttpError(431, "the chunked body's trailers are too large")
+            if not line.endswith(b"\n"):
+                raise HttpError(400, "the chunked body ended inside its trailers")
+            if line in (b"\r\n", b"\n"):
+                return
+        raise HttpError(431, "the chunked body has too many trailers")
+
+    # -- the app ------------------------------------------------------------------------
+
+    def _invoke(self, request: _Request, body: bytes, *, close: bool) -> None:
+        headers: dict[str, str] = {}
+        for name, value in request.headers:
+            if name.lower() in ("transfer-encoding", "connection", "expect"):
+                continue
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        if body or request.get("transfer-encoding"):
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+            headers["Content-Length"] = str(len(body))
+        try:
+            response = self.server.gateway.handle_request(
+                method=request.method, path=request.target, headers=headers, body=body or None
+            )
+        except LocalGatewayException as exc:
+            status, out, payload = exc.CODE, dict(exc.headers), exc.body or b""
+        except Exception as exc:  # the function failed: API Gateway answers 502
+            self.log(f"the function failed: {exc!r}")
+            raise HttpError(
+                502, "the function failed; the request was not completed", close=False
+            ) from exc
+        else:
+            status = int(response["statusCode"])
+            out = {k: str(v) for k, v in (response.get("headers") or {}).items()}
+            multi = response.get("multiValueHeaders") or {}
+            raw = response.get("body")
+            if response.get("isBase64Encoded") and raw is not None:
+                payload = base64.b64decode(raw)
+            else:
+                payload = raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
+            for name, values in multi.items():
+                out[name] = ", ".join(str(v) for v in values)
+        if status >= 400:
+            payload, out = _contract_shape(status, payload, out)
+        self._respond(status, out, payload, request, close=close)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _answer_error(self, error: HttpError, request: _Request | None) -> None:
+        body = json.dumps(
+            {"error": error.message, "details": error.details}, separators=(",", ":")
+        ).encode()
+        headers = {"Content-Type": "application/json", **error.headers}
+        with contextlib.suppress(OSError, _Gone):
+            self._respond(error.status, headers, body, request, close=error.close)
+            if error.close:
+                self._linger()
+
+    def _respond(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        request: _Request | None,
+        *,
+        close: bool,
+    ) -> None:
+        out: dict[str, str] = {}
+        for name, value in headers.items():
+            if name.lower() in HOP_BY_HOP or not TOKEN.fullmatch(name):
+                continue
+            out[name] = re.sub(r"[\r\n\x00]", " ", str(value))
+        lowered = {k.lower() for k in out}
+        for name, value in SECURITY_HEADERS.items():
+            if name.lower() not in lowered:
+                out[name] = value
+        if "content-type" not in lowered:
+            out["Content-Type"] = "application/json"
+        out["Date"] = email.utils.formatdate(usegmt=True)
+        out["Content-Length"] = str(len(body))
+        if close:
+            out["Connection"] = "close"
+        reason = _reason(status)
+        head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in out.items())
+        send_body = not (request is not None and request.method == "HEAD")
+        self._write(head.encode("latin-1", "replace") + b"\r\n" + (body if send_body else b""))
+        self._log_request(request, status, len(body))
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.sock.settimeout(self.limits.write_seconds)
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise _Gone from exc
+
+    def _linger(self) -> None:
+        """Close gently: stop sending, then drop what the client is still sending for a
+        moment, so that our answer is not lost to a reset (a close with unread data)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            dropped = 0
+            buffer = bytearray(65536)
+            while dropped < LINGER_BYTES:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.sock.settimeout(remaining)
+                received = self.sock.recv_into(buffer)
+                if not received:
+                    return
+                dropped += received
+
+    def _log_request(self, request: _Request | None, status: int, size: int) -> None:
+        line = request.line if request is not None else "-"
+        self.log(f'"{line}" {status} {size}')
+
+    def log(self, message: str) -> None:
+        if self.server.quiet:
+            return
+        when = time.strftime("%d/%b/%Y %H:%M:%S")
+        sys.stderr.write(f"{self.client_address[0]} - - [{when}] {message}\n")
+
+
+def _request_line(line: bytes) -> tuple[str, str, str]:
+    text = line.rstrip(b"\r\n").decode("latin-1")
+    parts = text.split(" ")
+    if len(parts) != 3:
+        raise HttpError(400, "the request line is not METHOD TARGET HTTP-VERSION")
+    method, target, version = parts
+    if not TOKEN.fullmatch(method):
+        raise HttpError(400, "the request method is not a token")
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise HttpError(400, "only HTTP/1.1 and HTTP/1.0 are served", [{"version": version[:20]}])
+    if any(not 0x21 <= ord(c) <= 0x7E for c in target):
+        raise HttpError(400, "the request target has characters a URL cannot hold")
+    if not target.startswith("/") or target.startswith("//"):
+        raise HttpError(
+            400, "the request target must be a path (origin-form)", [{"target": target[:200]}]
+        )
+    return method, target, version
+
+
+def _header(raw: bytes) -> tuple[str, str]:
+    if raw[:1] in (b" ", b"\t"):
+        raise HttpError(400, "a header is folded over lines (obsolete line folding)")
+    text = raw.rstrip(b"\r\n").decode("latin-1")
+    name, colon, value = text.partition(":")
+    if not colon or not TOKEN.fullmatch(name):
+        raise HttpError(400, "a header line is not NAME: VALUE", [{"header": name[:100]}])
+    value = value.strip(" \t")
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
+        raise HttpError(400, f"the {name[:100]} header holds control characters")
+    return name, value
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _contract_shape(
+    status: int, payload: bytes, headers: dict[str, str]
+) -> tuple[bytes, dict[str, str]]:
+    """An error answered in another shape (the gateway's `{"message"}`, Chalice's
+    `{"Code", "Message"}`, text) in the contract's `{"error", "details"}`."""
+    try:
+        parsed = json.loads(payload) if payload else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        return payload, headers
+    message = None
+    if isinstance(parsed, dict):
+        message = parsed.get("message") or parsed.get("Message")
+    body = {"error": str(message or _reason(status)), "details": []}
+    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    headers["Content-Type"] = "application/json"
+    return json.dumps(body, separators=(",", ":")).encode(), headers
 
 
 class ApiServer:
@@ -89,6 +698,7 @@ class ApiServer:
         lambda_timeout: int = 900,
         memory_size: int = 128,
         quiet: bool = False,
+        limits: FrontDoorLimits | None = None,
     ) -> None:
         self._app = app
         self._original_class = app.__class__
@@ -106,19 +716,19 @@ class ApiServer:
                 "lambda_memory_size": memory_size,
             },
         )
-        self._server = TrackingHTTPServer(
-            (host, port),
-            lambda request, client_address, server: EmulatorRequestHandler(
-                request, client_address, server, app, config
-            ),
+        gateway = LocalGateway(app, config)
+        gateway.event_converter = BinaryAwareEventConverter(
+            RouteMatcher(list(app.routes)), list(app.api.binary_types)
         )
+        self.limits = limits or FrontDoorLimits()
+        self._server = FrontDoorServer((host, port), app, gateway, self.limits)
         self._server.quiet = quiet
         self._thread: Any = None
 
     @property
     def url(self) -> str:
         host, port = server_url(self._server)
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     @property
     def address(self) -> tuple[str, int]:
@@ -128,6 +738,7 @@ class ApiServer:
         self._thread = serve_in_thread(self._server, "chalice-api")
 
     def stop(self) -> None:
+        self._server.stopping = True
         stop_server(self._server, self._thread)
         self._thread = None
         self._app.__class__ = self._original_class

@@ -8,6 +8,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from chalicelib.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
+# RFC 2046 section 5.1.1: a boundary is 1 to 70 characters. Longer ones are refused with a 400
+# (python-multipart would raise on its own past 256, which used to surface as a 500).
+MAX_BOUNDARY_CHARS = 70
+
 
 @dataclass
 class FormPart:
@@ -45,6 +49,11 @@ def parse_form(content_type: str, body: bytes, *, max_file_bytes: int) -> Form:
     boundary = params.get(b"boundary")
     if not boundary:
         raise InvalidRequest("multipart/form-data body has no boundary")
+    if len(boundary) > MAX_BOUNDARY_CHARS:
+        raise InvalidRequest(
+            f"the multipart boundary is longer than {MAX_BOUNDARY_CHARS} characters (RFC 2046)",
+            [{"field": "Content-Type", "boundaryLength": len(boundary)}],
+        )
 
     parts: list[FormPart] = []
     header_field = bytearray()
@@ -89,19 +98,19 @@ def parse_form(content_type: str, body: bytes, *, max_file_bytes: int) -> Form:
     def on_part_end() -> None:
         current[0] = None
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
-    try:
+    try:  # the constructor too: it refuses some boundaries on its own
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_headers_finished": on_headers_finished,
+                "on_part_data": on_part_data,
+                "on_part_end": on_part_end,
+            },
+        )
         parser.write(body)
         parser.finalize()
     except PayloadTooLarge:

@@ -387,7 +387,7 @@ DOCS_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <script src="api-docs?asset=swagger-ui-bundle.js"></script>
 <script>
 window.ui = SwaggerUIBundle({url: "api/openapi.json", dom_id: "#swagger-ui",
-  deepLinking: true, layout: "BaseLayout"});
+  deepLinking: true, layout: "BaseLayout", validatorUrl: null});
 </script></body></html>"""
 
 

@@ -47,6 +47,11 @@ def _chromium() -> str:
     return found
 
 
+CSP_WATCH = """window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(
+  `${e.violatedDirective} ${e.blockedURI} ${e.sample || ""}`));"""
+
+
 def bare(url: str | None) -> str:
     return (url or "").split("?", 1)[0]
 
@@ -101,6 +106,8 @@ def page(tmp_path: Path) -> Iterator[Any]:
             args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 900},
         )
+        # Every Content-Security-Policy violation the page meets, for the tests to count.
+        context.add_init_script(CSP_WATCH)
         try:
             yield context.new_page()
         finally:
@@ -192,3 +199,30 @@ def test_the_page_uploads_through_storage_and_shows_the_job_as_the_api_does(
             total_saved += before - after
     assert page.text_content("#saved-total").startswith(f"{total_saved:,} of ")
     assert SCREENSHOT.stat().st_size > 10_000
+    assert page.evaluate("window.__csp") == []  # the page works under its policy
+
+
+def test_the_page_refuses_a_job_id_that_is_not_one(emulator: Emulator, page: Any) -> None:
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto(f"{emulator.api_url}/?job=../../api/health")
+    page.wait_for_function("document.getElementById('message').textContent !== ''")
+    assert page.text_content("#message").startswith("not a job id")
+    assert not any("/api/" in url.split("?", 1)[0] for url in fetched), fetched
+
+
+def test_the_docs_page_renders_under_its_policy(emulator: Emulator, page: Any) -> None:
+    response = page.goto(f"{emulator.api_url}/api-docs")
+    assert "unsafe-inline" not in response.headers["content-security-policy"]
+    page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    page.click(".opblock-summary >> nth=0")
+    page.click("text=Try it out >> nth=0")
+    assert page.query_selector_all(".swagger-ui .opblock")
+    # Inline scripts stay refused: the policy is in force, not merely present.
+    page.evaluate(
+        "document.body.append(Object.assign(document.createElement('script'), "
+        "{textContent: 'window.injected = 1'}))"
+    )
+    page.wait_for_function("window.__csp.length > 0")
+    assert page.evaluate("window.injected") is None
+    assert all(v.startswith("script-src") for v in page.evaluate("window.__csp"))

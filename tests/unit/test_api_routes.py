@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -164,3 +167,128 @@ def test_unhandled_errors_answer_500_without_a_stack_trace(
     )
     assert response.status_code == 500
     assert "secret" not in response.body.decode()
+
+
+def _contract_error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.body
+    answer = body_of(response)
+    assert set(answer) == {"error", "details"}
+    assert isinstance(answer["error"], str) and answer["error"]
+    assert isinstance(answer["details"], list)
+    return answer
+
+
+@pytest.mark.parametrize("length", [71, 256, 257, 300, 5000])
+def test_a_multipart_boundary_over_70_characters_is_400(client: Client, length: int) -> None:
+    boundary = "b" * length
+    body = f"--{boundary}\r\nContent-Disposition: form-data; name=file; filename=p.csv\r\n\r\n"
+    body += f"{HEADER}1,A,https://a.test/x.jpg\n\r\n--{boundary}--\r\n"
+    ctype = f"multipart/form-data; boundary={boundary}"
+    for path in ("/api/uploadAndProcessDocument", "/api/validate"):
+        answer = _contract_error(post(client, path, body.encode(), ctype), 400)
+        assert "boundary" in answer["error"]
+
+
+def test_a_multipart_boundary_of_70_characters_is_parsed(client: Client) -> None:
+    boundary = "b" * 70
+    body = f"--{boundary}\r\nContent-Disposition: form-data; name=file; filename=p.csv\r\n\r\n"
+    body += f"{HEADER}1,A,https://a.test/x.jpg\n\r\n--{boundary}--\r\n"
+    response = post(
+        client, "/api/validate", body.encode(), f"multipart/form-data; boundary={boundary}"
+    )
+    assert response.status_code == 200, response.body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"--x\r\nContent-Disposition: form-data; name=file\r\n" + b"X: y\r\n" * 50 + b"\r\n",
+        b"--x\r\n" + b"A" * 10_000 + b": v\r\n\r\ndata\r\n--x--\r\n",
+        b"garbage before --x\r\n\x00\x01",
+    ],
+    ids=["too-many-part-headers", "huge-part-header", "garbage"],
+)
+def test_a_malformed_multipart_body_is_400_in_the_contract_shape(
+    client: Client, body: bytes
+) -> None:
+    response = post(
+        client, "/api/uploadAndProcessDocument", body, "multipart/form-data; boundary=x"
+    )
+    assert response.status_code in (400, 415)
+    _contract_error(response, response.status_code)
+
+
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000, b"{" * 100_000, b'{"a":' * 100_000, b"[" * 100_000 + b"]" * 100_000]
+)
+def test_an_over_deep_json_body_is_400_not_500(client: Client, body: bytes) -> None:
+    answer = _contract_error(post(client, "/api/uploads", body, "application/json"), 400)
+    assert "JSON" in answer["error"]
+
+
+SECURITY = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _inline_hashes(page: str, tag: str) -> set[str]:
+    blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.DOTALL)
+    return {
+        "'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() + "'"
+        for b in blocks
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/"),
+        ("GET", "/api-docs"),
+        ("GET", "/api/health"),
+        ("GET", "/api/openapi.json"),
+        ("GET", "/api/getProcessingStatus/nope"),
+        ("PUT", "/api/health"),
+        ("POST", "/api/uploads"),
+    ],
+)
+def test_every_answer_carries_the_security_headers(client: Client, method: str, path: str) -> None:
+    response = client.http.request(method, path, body=b"{}")
+    for name, value in SECURITY.items():
+        assert response.headers.get(name) == value
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+
+
+@pytest.mark.parametrize("path", ["/", "/api-docs"])
+def test_each_page_allows_exactly_its_own_inline_blocks_by_hash(client: Client, path: str) -> None:
+    response = client.http.get(path)
+    page = response.body.decode()
+    policy = {}
+    for directive in response.headers["Content-Security-Policy"].split(";"):
+        name, _, sources = directive.strip().partition(" ")
+        policy[name] = sources
+    assert policy["default-src"] == "'none'"
+    script_sources = set(policy["script-src"].split())
+    style_sources = set(policy["style-src"].split())
+    assert _inline_hashes(page, "script") <= script_sources
+    assert _inline_hashes(page, "style") <= style_sources
+    allowed = {"'self'", "'none'"}
+    assert script_sources - _inline_hashes(page, "script") <= allowed
+    assert style_sources - _inline_hashes(page, "style") <= allowed
+
+
+def test_the_watch_page_checks_a_job_id_before_fetching_with_it(client: Client) -> None:
+    page = client.http.get("/").body.decode()
+    assert "JOB_ID.test(id)" in page
+    assert "id = jobId(id);" in page
+
+
+def test_chalices_own_errors_take_the_contract_shape(client: Client) -> None:
+    wrong_method = client.http.request("PUT", "/api/health")
+    assert _contract_error(wrong_method, 405)["error"]
+    assert wrong_method.headers["Allow"] == "GET"
+    not_declared = client.http.request("GET", "/api/health", headers={"Content-Type": "text/x"})
+    _contract_error(not_declared, 415)

@@ -3,7 +3,10 @@ app.py turns replies into Chalice responses; nothing here knows about Chalice.""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +18,16 @@ from chalicelib.services import job_actions, status, upload
 from chalicelib.services.deps import Dependencies
 
 JSON = {"Content-Type": "application/json"}
+# On every answer (app.py's middleware adds them; the emulator's own answers carry them too).
+# A JSON answer loads nothing, so its policy is `default-src 'none'`; the two HTML pages
+# carry their own (page_csp).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+_INLINE = {tag: re.compile(rf"<{tag}>(.*?)</{tag}>", re.DOTALL) for tag in ("script", "style")}
 NOT_CSV_TYPES = (
     "image/",
     "audio/",
@@ -110,6 +123,8 @@ def create_upload(deps: Dependencies, body: bytes) -> HttpReply:
     if body.strip():
         try:
             options = json.loads(body)
+        except RecursionError as exc:  # e.g. 100,000 '[': the parser's stack, not a 500
+            raise InvalidRequest("the body must be a JSON object; it is nested too deeply") from exc
         except ValueError as exc:
             raise InvalidRequest("the body must be a JSON object") from exc
     if not isinstance(options, dict):
@@ -193,8 +208,53 @@ def openapi_document() -> HttpReply:
     return HttpReply(200, openapi.document())
 
 
+def _hashes(page: str, tag: str) -> str:
+    """The CSP source list allowing exactly the page's inline <tag> blocks, by their hash."""
+    digests = (
+        hashlib.sha256(block.encode("utf-8")).digest() for block in _INLINE[tag].findall(page)
+    )
+    return " ".join(f"'sha256-{base64.b64encode(d).decode()}'" for d in digests)
+
+
+def page_csp(page: str, *, swagger_ui: bool = False) -> str:
+    """A Content-Security-Policy for one of our HTML pages, without 'unsafe-inline': the
+    page's own inline <script> and <style> blocks are allowed by their hash, nothing else.
+
+    The watch page (`/`) shows and measures images from anywhere (inputs are arbitrary http(s)
+    URLs) and posts the CSV straight to storage, hence img-src and connect-src http: https:.
+    Swagger UI (`/api-docs`) loads its bundle and stylesheet from this API ('self'); the
+    styles it sets while rendering go through the CSSOM, which CSP does not govern, so it
+    needs no 'unsafe-inline' either (tests/e2e/test_browser_page.py counts the violations)."""
+    scripts = _hashes(page, "script")
+    styles = _hashes(page, "style")
+    if swagger_ui:
+        script_src = f"'self' {scripts}".strip()
+        style_src = f"'self' {styles}".strip()
+        media = "img-src 'self' data:; font-src 'self' data:; connect-src 'self'"
+    else:
+        script_src = scripts or "'none'"
+        style_src = styles or "'none'"
+        media = "img-src http: https: data: blob:; connect-src 'self' http: https:"
+    return (
+        f"default-src 'none'; script-src {script_src}; style-src {style_src}; {media}; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+
+
+def _page(body: str, *, swagger_ui: bool = False) -> HttpReply:
+    return HttpReply(
+        200,
+        body,
+        {
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Security-Policy": page_csp(body, swagger_ui=swagger_ui),
+        },
+    )
+
+
 def api_docs_page() -> HttpReply:
-    return HttpReply(200, openapi.docs_page(), {"Content-Type": "text/html; charset=utf-8"})
+    page = openapi.docs_page()
+    return _page(page, swagger_ui=page == openapi.DOCS_PAGE)
 
 
 def api_docs_asset(name: str) -> HttpReply:
@@ -206,4 +266,4 @@ def api_docs_asset(name: str) -> HttpReply:
 
 
 def index_page() -> HttpReply:
-    return HttpReply(200, openapi.index_page(), {"Content-Type": "text/html; charset=utf-8"})
+    return _page(openapi.index_page())
