@@ -7,6 +7,7 @@ loader, and the Chalice app imported in-process.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -787,3 +788,39 @@ def test_the_templates_settings_are_the_codes_defaults(template: dict[str, Any])
         assert Settings.from_env({name: value}) == defaults, f"{name}={value!r}"
         checked.append(name)
     assert {"WEBHOOK_RETRY_SCHEDULE", "ROWS_PER_CHUNK", "OUTPUT_QUALITY"} <= set(checked)
+
+
+GATEWAY_ANSWERS = {
+    "MISSING_AUTHENTICATION_TOKEN": 404,  # API Gateway's answer to an unknown route or method
+    "UNAUTHORIZED": 401,
+    "ACCESS_DENIED": 403,
+    "REQUEST_TOO_LARGE": 413,
+    "THROTTLED": 429,
+    "INTEGRATION_TIMEOUT": 504,
+    "DEFAULT_4XX": None,
+    "DEFAULT_5XX": None,
+}
+
+
+def test_api_gateways_own_answers_are_in_the_contracts_error_shape(
+    template: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    """What API Gateway answers by itself (before or instead of the function) is JSON
+    `{"error", "details"}` with CORS, as the contract wants for every route and request."""
+    responses = template["Resources"]["Api"]["Properties"]["GatewayResponses"]
+    assert set(responses) == set(GATEWAY_ANSWERS)
+    for kind, status in GATEWAY_ANSWERS.items():
+        response = responses[kind]
+        assert response.get("StatusCode") == status, kind
+        assert response["ResponseParameters"]["Headers"]["Access-Control-Allow-Origin"] == "'*'"
+        body = response["ResponseTemplates"]["application/json"]
+        # $context.error.messageString is API Gateway's message, already a quoted JSON string
+        rendered = json.loads(body.replace("$context.error.messageString", '"message"'))
+        assert set(rendered) == {"error", "details"} and rendered["details"] == [], kind
+        assert isinstance(rendered["error"], str) and rendered["error"], kind
+    (rest_api,) = [
+        r for r in transformed["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"
+    ]
+    deployed = rest_api["Properties"]["Body"]["x-amazon-apigateway-gateway-responses"]
+    assert set(deployed) == set(GATEWAY_ANSWERS)
+    assert deployed["REQUEST_TOO_LARGE"]["statusCode"] == "413"
