@@ -1,4 +1,5 @@
-"""Fixtures the end-to-end modules share; each module starts its own `emulator`."""
+"""Fixtures the end-to-end modules share. `emulator` is a stack with the default options and
+private hosts allowed, one per module; a module that needs other options defines its own."""
 
 from __future__ import annotations
 
@@ -6,9 +7,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from local_emulator.stack import Emulator
+from local_emulator.stack import Emulator, EmulatorOptions
 from tests.e2e.emulator_support import SAMPLES
 from tests.support.servers import WebhookReceiver, image_host, webhook_receiver
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(
+        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True)
+    ) as emu:
+        yield emu
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
 from tests.support.servers import TYPES, serve
 
 pytestmark = pytest.mark.e2e
@@ -77,14 +77,6 @@ def cors_image_host(root: Path) -> Iterator[str]:
 
     with serve(Handler) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(
-        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True)
-    ) as emu:
-        yield emu
 
 
 @pytest.fixture(scope="module")

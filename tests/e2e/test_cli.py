@@ -6,13 +6,12 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
 from pipeline_cli.cli import (
     EXIT_COMPLETED_WITH_ERRORS,
     EXIT_ERROR,
@@ -26,14 +25,6 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "local_emulator" / "samples"
 HEADER = "S. No.,Product Name,Input Image Urls\n"
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(
-        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True)
-    ) as emu:
-        yield emu
 
 
 def run(emulator: Emulator, *argv: str) -> tuple[int, str, str]:

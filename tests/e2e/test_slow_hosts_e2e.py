@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
 from tests.e2e.test_pipeline_e2e import HEADER, upload, wait_terminal
 from tests.support.servers import serve
 from tests.support.waiting import wait_until
@@ -74,14 +74,6 @@ def host() -> Iterator[tuple[Host, str]]:
     state = Host()
     with serve(state.handler()) as url:
         yield state, url
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(
-        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True)
-    ) as emu:
-        yield emu
 
 
 def _status(emulator: Emulator, request_id: str) -> dict[str, Any]:
