@@ -116,6 +116,9 @@ class InMemoryJobStore:
         self._lock = threading.RLock()
         self.before_write: Callable[[], None] = _nothing
 
+    def close(self) -> None:
+        return None
+
     def create_job(self, job: Job) -> bool:
         with self._lock:
             if job.request_id in self.jobs:

@@ -119,34 +119,44 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
 
 _lock = threading.Lock()
 _deps: Dependencies | None = None
+_built = False  # whether _deps came from build() (and so its connections are ours to close)
 _local_aws: LocalAws | None = None
 
 
 def dependencies() -> Dependencies:
     """The container's dependencies, built on first use (never at import time)."""
-    global _deps
+    global _deps, _built
     if _deps is None:
         with _lock:
             if _deps is None:
-                _deps = build(Settings.from_env(), _local_aws)
+                _deps, _built = build(Settings.from_env(), _local_aws), True
     return _deps
 
 
 def use_local_aws(local_aws: LocalAws | None) -> None:
     """The one way a host changes how the functions are wired: the local emulator, which
     serves S3 and SQS from moto's backends in its own process, hands over its adapters
-    (None takes them back). Drops the dependencies built so far."""
-    global _local_aws, _deps
+    (None takes them back). Drops (and closes) the dependencies built so far."""
+    global _local_aws
     with _lock:
         _local_aws = local_aws
-        _deps = None
+        _replace(None)
 
 
 def override(deps: Dependencies | None) -> None:
     """Use these dependencies instead (tests), or drop the cached ones (None)."""
-    global _deps
     with _lock:
-        _deps = deps
+        _replace(deps)
+
+
+def _replace(deps: Dependencies | None) -> None:
+    """Install `deps`; the store of dependencies built here is closed, so that its client's
+    monitor threads do not go on knocking at a server that is gone (an emulator stopped)."""
+    global _deps, _built
+    old, owned = _deps, _built
+    _deps, _built = deps, False
+    if old is not None and owned and old is not deps:
+        old.store.close()
 
 
 def reset() -> None:

@@ -162,6 +162,9 @@ class JobStore(Protocol):
 
     def ping(self) -> None: ...
 
+    def close(self) -> None:
+        """Let go of connections (the wiring replaces these dependencies)."""
+
 
 @runtime_checkable
 class BatchRecorder(Protocol):
