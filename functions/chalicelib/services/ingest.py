@@ -26,6 +26,7 @@ from chalicelib.domain.models import (
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import fail_job
 from chalicelib.services.job_events import publish_job_event
+from chalicelib.services.process_row import Kept, RowTask
 from chalicelib.services.upload import csv_limits
 
 log = logging.getLogger(__name__)
@@ -263,24 +264,19 @@ def fan_out(deps: Dependencies, job: Job, budget: Budget | None = None) -> None:
 
 
 def row_message(job: Job, row: StoredRow) -> dict[str, object]:
-    message: dict[str, object] = {
-        "requestId": job.request_id,
-        "position": row.position,
-        "serialNumber": row.serial,
-        "inputImageUrls": list(row.urls),
-        "generation": job.generation,
-    }
+    keep: tuple[Kept, ...] = ()
     if any(row.output_keys):  # a retry: the images that succeeded are kept, not redone
-        message["keep"] = [
-            {"key": key, "bytesIn": bi, "bytesOut": bo}
+        keep = tuple(
+            Kept(key, bi, bo)
             for key, bi, bo in zip(
                 row.output_keys,
                 row.bytes_in or [0] * len(row.urls),
                 row.bytes_out or [0] * len(row.urls),
                 strict=False,
             )
-        ]
-    return message
+        )
+    task = RowTask(job.request_id, row.position, row.serial, row.urls, keep, (), job.generation)
+    return task.to_message()
 
 
 def _write_rows(

@@ -12,7 +12,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -141,23 +141,29 @@ class RowTask:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidRequest(f"malformed row message: {exc}") from exc
 
-    def continuation(
-        self, done: Mapping[int, ImageResult], attempts: Mapping[int, int]
-    ) -> dict[str, object]:
-        """The message that resumes this row: what is done so far kept, image by image."""
-        keep = [
-            Kept.of(done[i]) if i in done else (self.kept(i) or Kept(""))
-            for i in range(len(self.urls))
-        ]
-        return {
+    def to_message(self) -> dict[str, object]:
+        """The row message's body (what `from_message` reads): the one place its shape is
+        written, for the fan-out, a retry and a continuation alike."""
+        message: dict[str, object] = {
             "requestId": self.request_id,
             "position": self.position,
             "serialNumber": self.serial,
             "inputImageUrls": list(self.urls),
             "generation": self.generation,
-            "keep": [k.to_message() for k in keep],
-            "attempts": [attempts.get(i, self.attempts_spent(i)) for i in range(len(self.urls))],
         }
+        if self.keep or any(self.attempts):
+            message["keep"] = [k.to_message() for k in self.keep]
+            message["attempts"] = [self.attempts_spent(i) for i in range(len(self.urls))]
+        return message
+
+    def continuation(
+        self, done: Mapping[int, ImageResult], attempts: Mapping[int, int]
+    ) -> dict[str, object]:
+        """The message that resumes this row: what is done so far kept, image by image."""
+        n = range(len(self.urls))
+        keep = tuple(Kept.of(done[i]) if i in done else (self.kept(i) or Kept("")) for i in n)
+        spent = tuple(attempts.get(i, self.attempts_spent(i)) for i in n)
+        return replace(self, keep=keep, attempts=spent).to_message()
 
 
 ImageOutcome = ImageResult | Deferred
