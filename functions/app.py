@@ -8,15 +8,17 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from chalice.app import Chalice, CloudWatchEvent, Rate, Response, SQSEvent
+from chalice.app import AuthRequest, Chalice, CloudWatchEvent, Rate, Response, SQSEvent
 from chalicelib import bootstrap, observability
 from chalicelib.domain.budget import Budget
-from chalicelib.entrypoints import http_api, queue_handlers
+from chalicelib.entrypoints import authorizer, http_api, queue_handlers
 from chalicelib.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
     UnsupportedMediaType,
 )
 from chalicelib.services import sweeper
@@ -43,12 +45,36 @@ def front_door(event: Any, get_response: Callable[[Any], Response]) -> Response:
     return response
 
 
-def _error(status: int, message: str, details: list[Any] | None = None) -> Response:
+def _error(
+    status: int,
+    message: str,
+    details: list[Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     return Response(
         body={"error": message, "details": details or []},
         status_code=status,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
+
+
+# Every route but these needs `Authorization: Bearer <api key>` (the template declares the
+# same: tests/unit/test_api_auth.py checks that they agree).
+@app.authorizer(ttl_seconds=authorizer.CACHE_SECONDS)
+def api_key_authorizer(auth_request: AuthRequest) -> dict[str, Any]:
+    """API Gateway's TOKEN authorizer (AuthorizerFunction in template.yaml)."""
+    return authorizer.authorize(
+        bootstrap.dependencies(), auth_request.token, auth_request.method_arn
+    )
+
+
+def _tenant() -> str:
+    """The caller's tenant, as the authorizer found it; no tenant, no answer (401)."""
+    context = getattr(_request(), "context", None) or {}
+    tenant = (context.get("authorizer") or {}).get("tenant")
+    if not tenant:
+        raise Unauthorized("a valid API key is required: Authorization: Bearer <api key>")
+    return str(tenant)
 
 
 def api_errors(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -83,6 +109,10 @@ def _answer(view: Callable[..., Response], *args: Any, **kwargs: Any) -> Respons
         return _error(415, exc.message, exc.details)
     except InvalidRequest as exc:
         return _error(400, exc.message, exc.details)
+    except Unauthorized as exc:
+        return _error(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
+    except TooManyRequests as exc:
+        return _error(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
     except NotFound as exc:
         return _error(404, str(exc))
     except Conflict as exc:
@@ -102,13 +132,19 @@ def _request() -> Any:
     return request
 
 
-@app.route("/api/uploadAndProcessDocument", methods=["POST"], content_types=ANY_CONTENT)
+@app.route(
+    "/api/uploadAndProcessDocument",
+    methods=["POST"],
+    content_types=ANY_CONTENT,
+    authorizer=api_key_authorizer,
+)
 @api_errors
 def upload_and_process_document() -> Response:
     request = _request()
     return _respond(
         http_api.upload_document(
             bootstrap.dependencies(),
+            tenant=_tenant(),
             content_type=request.headers.get("content-type", ""),
             body=request.raw_body or b"",
             idempotency_key=request.headers.get("idempotency-key"),
@@ -116,10 +152,13 @@ def upload_and_process_document() -> Response:
     )
 
 
-@app.route("/api/validate", methods=["POST"], content_types=ANY_CONTENT)
+@app.route(
+    "/api/validate", methods=["POST"], content_types=ANY_CONTENT, authorizer=api_key_authorizer
+)
 @api_errors
 def validate_document() -> Response:
     request = _request()
+    _tenant()
     return _respond(
         http_api.validate_document(
             bootstrap.dependencies(),
@@ -129,39 +168,65 @@ def validate_document() -> Response:
     )
 
 
-@app.route("/api/uploads", methods=["POST"], content_types=ANY_CONTENT)
+@app.route(
+    "/api/uploads", methods=["POST"], content_types=ANY_CONTENT, authorizer=api_key_authorizer
+)
 @api_errors
 def create_upload() -> Response:
-    return _respond(http_api.create_upload(bootstrap.dependencies(), _request().raw_body or b""))
+    body = _request().raw_body or b""
+    return _respond(http_api.create_upload(bootstrap.dependencies(), body, tenant=_tenant()))
 
 
-@app.route("/api/getProcessingStatus/{requestId}", methods=["GET"])
+@app.route("/api/getProcessingStatus/{requestId}", methods=["GET"], authorizer=api_key_authorizer)
 @api_errors
 def get_processing_status(requestId: str) -> Response:
     params = _request().query_params or {}
     return _respond(
         http_api.processing_status(
-            bootstrap.dependencies(), requestId, params.get("limit"), params.get("cursor")
+            bootstrap.dependencies(),
+            requestId,
+            params.get("limit"),
+            params.get("cursor"),
+            tenant=_tenant(),
         )
     )
 
 
-@app.route("/api/jobs/{requestId}/output.csv", methods=["GET"])
+@app.route("/api/jobs", methods=["GET"], authorizer=api_key_authorizer)
+@api_errors
+def list_jobs() -> Response:
+    params = _request().query_params or {}
+    return _respond(http_api.list_jobs(bootstrap.dependencies(), params, tenant=_tenant()))
+
+
+@app.route("/api/jobs/{requestId}/output.csv", methods=["GET"], authorizer=api_key_authorizer)
 @api_errors
 def get_output_csv(requestId: str) -> Response:
-    return _respond(http_api.output_csv(bootstrap.dependencies(), requestId))
+    return _respond(http_api.output_csv(bootstrap.dependencies(), requestId, tenant=_tenant()))
 
 
-@app.route("/api/jobs/{requestId}/retry", methods=["POST"], content_types=ANY_CONTENT)
+@app.route(
+    "/api/jobs/{requestId}/retry",
+    methods=["POST"],
+    content_types=ANY_CONTENT,
+    authorizer=api_key_authorizer,
+)
 @api_errors
 def retry_job(requestId: str) -> Response:
-    return _respond(http_api.retry_job(bootstrap.dependencies(), requestId))
+    return _respond(http_api.retry_job(bootstrap.dependencies(), requestId, tenant=_tenant()))
 
 
-@app.route("/api/jobs/{requestId}/webhook/redeliver", methods=["POST"], content_types=ANY_CONTENT)
+@app.route(
+    "/api/jobs/{requestId}/webhook/redeliver",
+    methods=["POST"],
+    content_types=ANY_CONTENT,
+    authorizer=api_key_authorizer,
+)
 @api_errors
 def redeliver_webhook(requestId: str) -> Response:
-    return _respond(http_api.redeliver_webhook(bootstrap.dependencies(), requestId))
+    return _respond(
+        http_api.redeliver_webhook(bootstrap.dependencies(), requestId, tenant=_tenant())
+    )
 
 
 @app.route("/api/health", methods=["GET"])

@@ -25,6 +25,7 @@ from chalicelib.domain.models import (
     WebhookInfo,
     WebhookState,
 )
+from chalicelib.domain.tenancy import ApiKeyRecord, Tenant
 from chalicelib.domain.timefmt import iso
 from chalicelib.errors import ImageFailure, NotFound
 from chalicelib.ports import HttpResult, JobStore, ObjectInfo, PresignedPost
@@ -110,9 +111,11 @@ class InMemoryJobStore:
     the two, outside the lock, it calls `before_write`, where a test holds the callers of a
     race until all have read (tests/support/stores.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, default_tenant: str = "default") -> None:
         self.jobs: dict[str, Job] = {}
         self.rows: dict[str, dict[int, StoredRow]] = {}
+        self.actions: dict[tuple[str, str], datetime] = {}
+        self.default_tenant = default_tenant
         self._lock = threading.RLock()
         self.before_write: Callable[[], None] = _nothing
 
@@ -123,23 +126,60 @@ class InMemoryJobStore:
         with self._lock:
             if job.request_id in self.jobs:
                 return False
-            if job.idempotency_key and self.find_by_idempotency_key(job.idempotency_key):
+            owner = job.tenant or self.default_tenant
+            if job.idempotency_key and self.find_by_idempotency_key(owner, job.idempotency_key):
                 return False
             self.jobs[job.request_id] = copy.deepcopy(job)
             return True
 
+    def _owned(self, job: Job) -> Job:
+        found = copy.deepcopy(job)
+        found.tenant = found.tenant or self.default_tenant
+        return found
+
     def get_job(self, request_id: str) -> Job | None:
         with self._lock:
             job = self.jobs.get(request_id)
-            return copy.deepcopy(job) if job else None
+            return self._owned(job) if job else None
 
-    def find_by_idempotency_key(self, key: str) -> Job | None:
+    def find_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
         if not key:
             return None
         with self._lock:
             for job in self.jobs.values():
-                if job.idempotency_key == key:
-                    return copy.deepcopy(job)
+                mine = (job.tenant or self.default_tenant) == tenant
+                if mine and job.idempotency_key == key:
+                    return self._owned(job)
+            return None
+
+    def list_jobs(
+        self,
+        tenant: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        after: tuple[str, str] | None = None,
+    ) -> list[Job]:
+        with self._lock:
+            mine = [
+                self._owned(job)
+                for job in self.jobs.values()
+                if (job.tenant or self.default_tenant) == tenant
+                and (status is None or job.status == status)
+            ]
+        mine.sort(key=lambda job: (job.created_at, job.request_id), reverse=True)
+        if after is not None:
+            mine = [job for job in mine if (job.created_at, job.request_id) < after]
+        return mine[:limit]
+
+    def claim_action(
+        self, request_id: str, action: str, now: datetime, interval: timedelta
+    ) -> datetime | None:
+        with self._lock:
+            last = self.actions.get((request_id, action))
+            if last is not None and now < last + interval:
+                return last + interval
+            self.actions[(request_id, action)] = now
             return None
 
     def claim_ingest(self, request_id: str, now: datetime, lease: timedelta) -> bool:
@@ -426,6 +466,80 @@ class FakeWebhookSender:
 
 
 @dataclass
+class InMemoryTenantStore:
+    """Behaves like MongoTenantStore (tests/contract runs the same tests against both)."""
+
+    def __init__(self) -> None:
+        self.tenants: dict[str, Tenant] = {}
+        self.keys: dict[str, ApiKeyRecord] = {}
+        self.key_reads = 0
+        self._lock = threading.Lock()
+
+    def put_tenant(self, tenant: Tenant) -> None:
+        with self._lock:
+            self.tenants[tenant.name] = tenant
+
+    def get_tenant(self, name: str) -> Tenant | None:
+        with self._lock:
+            return self.tenants.get(name)
+
+    def list_tenants(self) -> list[Tenant]:
+        with self._lock:
+            return sorted(self.tenants.values(), key=lambda t: t.name)
+
+    def add_api_key(self, record: ApiKeyRecord) -> None:
+        with self._lock:
+            found = self.keys.get(record.key_id)
+            if found is not None and found.active:
+                raise ValueError(f"key id {record.key_id} is taken")
+            self.keys[record.key_id] = record
+
+    def find_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        with self._lock:
+            self.key_reads += 1
+            return self.keys.get(key_id)
+
+    def list_api_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]:
+        with self._lock:
+            found = [k for k in self.keys.values() if tenant is None or k.tenant == tenant]
+        return sorted(found, key=lambda k: (k.tenant, k.created_at, k.key_id))
+
+    def revoke_api_key(self, key_id: str, now: datetime) -> bool:
+        with self._lock:
+            found = self.keys.get(key_id)
+            if found is None or not found.active:
+                return False
+            self.keys[key_id] = replace(found, revoked_at=iso(now))
+            return True
+
+
+class FakeSecrets:
+    """Secrets Manager as a dict: a SecretSource and a SecretWriter."""
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        self.values: dict[str, str] = dict(values or {})
+        self.reads: list[str] = []
+
+    def get(self, secret_id: str) -> str | None:
+        self.reads.append(secret_id)
+        return self.values.get(secret_id)
+
+    def read(self, secret_id: str) -> str | None:
+        return self.values.get(secret_id)
+
+    def put(self, secret_id: str, value: str) -> None:
+        self.values[secret_id] = value
+
+
+class FakeUsageKeys:
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def create(self, tenant: str) -> str:
+        self.created.append(tenant)
+        return f"usage-{tenant}-{len(self.created)}"
+
+
 class FakeEvents:
     published: list[tuple[str, dict[str, object]]] = field(default_factory=list)
 
@@ -483,6 +597,8 @@ class FakeWorld[S: JobStore = InMemoryJobStore]:
     ingest_queue: FakeQueue
     events: FakeEvents
     sleeps: list[float]
+    tenants: InMemoryTenantStore
+    secrets: FakeSecrets
 
 
 @overload
@@ -508,6 +624,7 @@ def make_world(
     events = FakeEvents()
     sleeps: list[float] = []
     fetcher, sender, clock = FakeFetcher(), FakeWebhookSender(), FixedClock()
+    tenants, secrets = InMemoryTenantStore(), FakeSecrets()
     base = settings or Settings(webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     deps = Dependencies(
         settings=base,
@@ -526,6 +643,8 @@ def make_world(
         ingest_queue=ingest_q,
         events=events,
         sleep=sleeps.append,
+        tenants=tenants,
+        secrets=secrets,
     )
     for name, value in overrides.items():
         setattr(deps, name, value)
@@ -543,4 +662,6 @@ def make_world(
         ingest_q,
         events,
         sleeps,
+        tenants,
+        secrets,
     )

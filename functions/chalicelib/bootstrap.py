@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from chalicelib.config import Settings
-from chalicelib.ports import ObjectStore, TaskQueue
+from chalicelib.ports import ObjectStore, SecretSource, TaskQueue
 from chalicelib.services.deps import Dependencies, NoEvents
 
 
@@ -62,7 +62,9 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
     from chalicelib.adapters.guarded_http import url_refusal
     from chalicelib.adapters.image_download import HttpImageFetcher
     from chalicelib.adapters.mongo_store import MongoJobStore
+    from chalicelib.adapters.mongo_tenants import MongoTenantStore
     from chalicelib.adapters.s3 import S3ObjectStore
+    from chalicelib.adapters.secrets_manager import SecretsManagerSource
     from chalicelib.adapters.sqs import SqsTaskQueue
     from chalicelib.adapters.webhook_delivery import HttpWebhookSender
 
@@ -84,9 +86,18 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
         boto_queue = SqsTaskQueue(sqs, url, group_by=group_by)
         return local.task_queue(boto_queue, url) if url else boto_queue
 
+    secrets = SecretsManagerSource(
+        lambda: session.client("secretsmanager", config=aws_config),
+        ttl=settings.secrets_cache_seconds,
+    )
+    store = MongoJobStore.from_uri(
+        mongo_uri(settings, secrets), settings.mongo_db, settings.default_tenant
+    )
     return Dependencies(
         settings=settings,
-        store=MongoJobStore.from_uri(settings.mongo_uri, settings.mongo_db),
+        store=store,
+        tenants=MongoTenantStore(store.db),
+        secrets=secrets,
         uploads=bucket(settings.uploads_bucket),
         outputs=bucket(settings.outputs_bucket),
         # a message group per job: SQS fair queues keep one job's rows from holding another's
@@ -115,6 +126,17 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
         ),
         sleep=time.sleep,
     )
+
+
+def mongo_uri(settings: Settings, secrets: SecretSource) -> str:
+    """The database's URI: from Secrets Manager when MONGO_URI_SECRET_ID names a secret
+    (deployed: the URI and its password are in no function's configuration), else MONGO_URI."""
+    if not settings.mongo_uri_secret_id:
+        return settings.mongo_uri
+    uri = secrets.get(settings.mongo_uri_secret_id)
+    if not uri:
+        raise RuntimeError(f"the secret {settings.mongo_uri_secret_id} has no MongoDB URI")
+    return uri.strip()
 
 
 _lock = threading.Lock()

@@ -63,6 +63,9 @@ class Settings:
     finalize_queue_url: str = ""
     webhook_queue_url: str = ""
     mongo_uri: str = "mongodb://127.0.0.1:27017"
+    # On AWS the URI is not in the configuration: it is read from this Secrets Manager
+    # secret on first use (and wins over MONGO_URI when both are set).
+    mongo_uri_secret_id: str = ""
     mongo_db: str = "image_pipeline"
     max_csv_bytes: int = 10 * MIB
     max_rows: int = 100_000
@@ -97,6 +100,16 @@ class Settings:
     sweep_limit: int = 200  # jobs repaired per sweep
     event_bus_name: str = ""
     api_base_url: str = ""
+    # The tenant of keys like incoming/2024/feed.csv and of jobs stored before tenants.
+    default_tenant: str = "default"
+    # Each tenant's signing secrets live in Secrets Manager at <prefix><tenant>/webhook.
+    tenant_secrets_prefix: str = ""
+    # The default tenant's signing secret when it has none under the prefix (the stack's
+    # WebhookSecretName, from before tenants).
+    default_webhook_secret_id: str = ""
+    secrets_cache_seconds: int = 300  # how long a container keeps a secret it read
+    # A job's retry, and its webhook's redelivery, at most once per this many seconds.
+    job_action_interval: int = 60
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -141,4 +154,10 @@ class Settings:
             sweep_limit=max(1, _int(e, "SWEEP_LIMIT", cls.sweep_limit)),
             event_bus_name=e.get("EVENT_BUS_NAME", ""),
             api_base_url=e.get("API_BASE_URL", "").rstrip("/"),
+            mongo_uri_secret_id=e.get("MONGO_URI_SECRET_ID", ""),
+            default_tenant=e.get("DEFAULT_TENANT", "").strip() or cls.default_tenant,
+            tenant_secrets_prefix=e.get("TENANT_SECRETS_PREFIX", ""),
+            default_webhook_secret_id=e.get("DEFAULT_WEBHOOK_SECRET_ID", ""),
+            secrets_cache_seconds=_int(e, "SECRETS_CACHE_SECONDS", cls.secrets_cache_seconds),
+            job_action_interval=_int(e, "JOB_ACTION_INTERVAL", cls.job_action_interval),
         )

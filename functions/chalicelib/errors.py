@@ -45,6 +45,18 @@ class Conflict(PipelineError):
     """HTTP 409."""
 
 
+class Unauthorized(PipelineError):
+    """HTTP 401: no valid API key."""
+
+
+class TooManyRequests(PipelineError):
+    """HTTP 429, with when to try again."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
 class ImageFailure(PipelineError):
     """One image could not be turned into an output; carries the contract's error code."""
 

@@ -17,6 +17,7 @@ from chalicelib.domain.models import (
     WebhookAttempt,
     WebhookState,
 )
+from chalicelib.domain.tenancy import ApiKeyRecord, Tenant
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,29 @@ class JobStore(Protocol):
     def create_job(self, job: Job) -> bool:
         """Insert the job record; False (and no change) when the id already exists."""
 
-    def get_job(self, request_id: str) -> Job | None: ...
+    def get_job(self, request_id: str) -> Job | None:
+        """The job, whoever owns it (a job stored before tenants existed has
+        `tenant` = the default tenant); the services check the owner."""
 
-    def find_by_idempotency_key(self, key: str) -> Job | None: ...
+    def find_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+        """The tenant's job submitted under `key` (keys are scoped to their tenant)."""
+
+    def list_jobs(
+        self,
+        tenant: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        after: tuple[str, str] | None = None,
+    ) -> list[Job]:
+        """The tenant's jobs, newest first (by createdAt, then id), optionally of one
+        status; `after` = the (createdAt, requestId) of the last job of the previous page."""
+
+    def claim_action(
+        self, request_id: str, action: str, now: datetime, interval: timedelta
+    ) -> datetime | None:
+        """Rate-limit a user's action on a job (retry, redeliver): None when it may go now
+        (and now is remembered), else when it may next."""
 
     def claim_ingest(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         """Take the job's ingest (validation, rows, fan-out) unless someone holds a claim
@@ -164,6 +185,52 @@ class JobStore(Protocol):
 
     def close(self) -> None:
         """Let go of connections (the wiring replaces these dependencies)."""
+
+
+class TenantStore(Protocol):
+    """Tenants and the hashes of their API keys."""
+
+    def put_tenant(self, tenant: Tenant) -> None:
+        """Create or replace the tenant's record."""
+
+    def get_tenant(self, name: str) -> Tenant | None: ...
+
+    def list_tenants(self) -> list[Tenant]: ...
+
+    def add_api_key(self, record: ApiKeyRecord) -> None:
+        """Store a key's record; raises ValueError when its id is taken."""
+
+    def find_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """The record under this id (the index), revoked or not."""
+
+    def list_api_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]: ...
+
+    def revoke_api_key(self, key_id: str, now: datetime) -> bool:
+        """Mark the key revoked; False when there is no such key or it was revoked already."""
+
+
+class SecretSource(Protocol):
+    """Secrets read at runtime (Secrets Manager), cached for a while per container."""
+
+    def get(self, secret_id: str) -> str | None:
+        """The secret's current value, or None when there is no such secret."""
+
+
+class SecretWriter(Protocol):
+    """Where the operator's commands keep secrets (Secrets Manager)."""
+
+    def put(self, secret_id: str, value: str) -> None:
+        """Create the secret, or store `value` as its new current version."""
+
+    def read(self, secret_id: str) -> str | None:
+        """The current value, uncached; None when absent."""
+
+
+class UsageKeys(Protocol):
+    """API Gateway's usage plan: a tenant's requests are throttled under its key."""
+
+    def create(self, tenant: str) -> str:
+        """A new API key value for the tenant, attached to the stack's usage plan."""
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, MongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -33,7 +33,7 @@ from chalicelib.domain.models import (
     WebhookInfo,
     WebhookState,
 )
-from chalicelib.domain.timefmt import iso
+from chalicelib.domain.timefmt import iso, parse_iso
 
 Document = dict[str, Any]
 
@@ -144,13 +144,17 @@ def _job_doc(job: Job) -> Document:
         "fanout": {"sent": job.fanout_sent, "done": job.fanout_done},
         "rowsWritten": job.rows_written,
     }
-    if job.idempotency_key:  # absent, not "", so the sparse unique index skips it
+    if job.idempotency_key:  # absent, not "", so the partial unique index skips it
         doc["idempotencyKey"] = job.idempotency_key
+    if job.tenant:
+        doc["tenant"] = job.tenant
     return doc
 
 
-def _job_from(doc: Mapping[str, Any]) -> Job:
+def _job_from(doc: Mapping[str, Any], default_tenant: str) -> Job:
     return Job(
+        # a job stored before tenants existed has none: it is the default tenant's
+        tenant=str(doc.get("tenant") or default_tenant),
         request_id=str(doc["_id"]),
         status=JobStatus(doc["status"]),
         created_at=str(doc.get("createdAt", "")),
@@ -248,8 +252,15 @@ def _slot_changes(slot: str, results: Sequence[ImageResult]) -> Document:
 class MongoJobStore:
     """JobStore over pymongo. Thread-safe: share one per process (the client pools)."""
 
-    def __init__(self, db: Database[Document], *, owns_client: bool = False) -> None:
+    def __init__(
+        self,
+        db: Database[Document],
+        *,
+        owns_client: bool = False,
+        default_tenant: str = "default",
+    ) -> None:
         self._db = db
+        self._default_tenant = default_tenant
         self._jobs: Collection[Document] = db[JOBS]
         self._rows: Collection[Document] = db[ROWS]
         self._owns_client = owns_client
@@ -258,7 +269,7 @@ class MongoJobStore:
         self._chunk_sizes: dict[str, int] = {}
 
     @classmethod
-    def from_uri(cls, uri: str, db_name: str) -> MongoJobStore:
+    def from_uri(cls, uri: str, db_name: str, default_tenant: str = "default") -> MongoJobStore:
         """A store with its own client. Nothing connects until the first operation."""
         client: MongoClient[Document] = MongoClient(
             uri,
@@ -270,7 +281,7 @@ class MongoJobStore:
             retryWrites=True,
             retryReads=True,
         )
-        return cls(client[db_name], owns_client=True)
+        return cls(client[db_name], owns_client=True, default_tenant=default_tenant)
 
     @property
     def db(self) -> Database[Document]:
@@ -298,13 +309,31 @@ class MongoJobStore:
                 [("webhook.state", ASCENDING), ("webhook.nextAttemptAt", ASCENDING)],
                 name="webhook_due",
             )
+            # Idempotency-Keys are scoped to their tenant (jobs from before tenants have none
+            # stored and count as the default tenant's: find_by_idempotency_key looks there too)
+            self._drop_index_if_present("idempotencyKey_unique")  # the key alone, before
             self._jobs.create_index(
-                [("idempotencyKey", ASCENDING)],
-                name="idempotencyKey_unique",
+                [("tenant", ASCENDING), ("idempotencyKey", ASCENDING)],
+                name="tenant_idempotencyKey_unique",
                 unique=True,
-                sparse=True,
+                partialFilterExpression={"idempotencyKey": {"$exists": True}},
+            )
+            self._jobs.create_index(
+                [("tenant", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)],
+                name="tenant_createdAt",
             )
             self._indexes_ready = True
+
+    def _drop_index_if_present(self, name: str) -> None:
+        if name in self._jobs.index_information():
+            self._jobs.drop_index(name)
+
+    def _owner(self, tenant: str) -> Document:
+        """The filter for a tenant's jobs: the default tenant's include those stored without
+        a tenant (before tenants existed)."""
+        if tenant == self._default_tenant:
+            return {"$or": [{"tenant": tenant}, {"tenant": {"$exists": False}}]}
+        return {"tenant": tenant}
 
     # jobs
 
@@ -319,14 +348,66 @@ class MongoJobStore:
 
     def get_job(self, request_id: str) -> Job | None:
         doc = self._jobs.find_one({"_id": request_id})
-        return None if doc is None else _job_from(doc)
+        return None if doc is None else _job_from(doc, self._default_tenant)
 
-    def find_by_idempotency_key(self, key: str) -> Job | None:
+    def find_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
         if not key:
             return None
         self.ensure_indexes()
-        doc = self._jobs.find_one({"idempotencyKey": key})
-        return None if doc is None else _job_from(doc)
+        doc = self._jobs.find_one({"idempotencyKey": key, **self._owner(tenant)})
+        return None if doc is None else _job_from(doc, self._default_tenant)
+
+    def list_jobs(
+        self,
+        tenant: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        after: tuple[str, str] | None = None,
+    ) -> list[Job]:
+        self.ensure_indexes()
+        query: Document = dict(self._owner(tenant))
+        if status is not None:
+            query["status"] = str(status)
+        if after is not None:
+            created, request_id = after
+            query = {
+                "$and": [
+                    query,
+                    {
+                        "$or": [
+                            {"createdAt": {"$lt": created}},
+                            {"createdAt": created, "_id": {"$lt": request_id}},
+                        ]
+                    },
+                ]
+            }
+        cursor = (
+            self._jobs.find(query, projection={"rows": 0})
+            .sort([("createdAt", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+        return [_job_from(doc, self._default_tenant) for doc in cursor]
+
+    def claim_action(
+        self, request_id: str, action: str, now: datetime, interval: timedelta
+    ) -> datetime | None:
+        field = f"actions.{action}"
+        claimed = self._jobs.find_one_and_update(
+            {
+                "_id": request_id,
+                "$or": [{field: {"$exists": False}}, {field: {"$lte": iso(now - interval)}}],
+            },
+            {"$set": {field: iso(now)}},
+            projection={"_id": 1},
+        )
+        if claimed is not None:
+            return None
+        doc = self._jobs.find_one({"_id": request_id}, projection={field: 1})
+        last = str(((doc or {}).get("actions") or {}).get(action, ""))
+        if not last:
+            return now + interval  # the job is gone; nothing to allow
+        return parse_iso(last) + interval
 
     def claim_ingest(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         result = self._jobs.update_one(
@@ -549,7 +630,7 @@ class MongoJobStore:
             }
         ).limit(limit)
         with cursor:
-            return [_job_from(doc) for doc in cursor]
+            return [_job_from(doc, self._default_tenant) for doc in cursor]
 
     def find_webhooks_due(self, before: datetime, limit: int) -> list[Job]:
         self.ensure_indexes()
@@ -561,7 +642,7 @@ class MongoJobStore:
             }
         ).limit(limit)
         with cursor:
-            return [_job_from(doc) for doc in cursor]
+            return [_job_from(doc, self._default_tenant) for doc in cursor]
 
     def ping(self) -> None:
         self._db.command("ping")

@@ -164,6 +164,7 @@ class Job:
     input_key: str
     webhook_url: str = ""
     source: str = "api"
+    tenant: str = ""  # its owner; the store reads a job stored before tenants as the default's
     progress: Progress = field(default_factory=Progress)
     errors: list[dict[str, object]] = field(default_factory=list)
     output_csv_key: str = ""
@@ -187,6 +188,7 @@ def new_job(
     *,
     source: str,
     chunk_size: int,
+    tenant: str,
     key: str | None = None,
     webhook_url: str = "",
     idempotency_key: str = "",
@@ -203,6 +205,7 @@ def new_job(
         input_key=input_key(request_id) if key is None else key,
         webhook_url=webhook_url,
         source=source,
+        tenant=tenant,
         chunk_size=chunk_size,
         idempotency_key=idempotency_key,
         body_digest=body_digest,

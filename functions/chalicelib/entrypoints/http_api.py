@@ -88,11 +88,18 @@ def _csv_part(form: Form) -> FormPart:
 
 
 def upload_document(
-    deps: Dependencies, *, content_type: str, body: bytes, idempotency_key: str | None
+    deps: Dependencies,
+    *,
+    tenant: str,
+    content_type: str,
+    body: bytes,
+    idempotency_key: str | None,
 ) -> HttpReply:
     form = parse_form(content_type, body, max_file_bytes=deps.settings.max_csv_bytes)
     part = _csv_part(form)
-    accepted = upload.submit_csv(deps, bytes(part.data), form.text("webhookUrl"), idempotency_key)
+    accepted = upload.submit_csv(
+        deps, bytes(part.data), form.text("webhookUrl"), idempotency_key, tenant
+    )
     job = accepted.job
     message = (
         "CSV accepted; processing started"
@@ -118,7 +125,7 @@ def validate_document(deps: Dependencies, *, content_type: str, body: bytes) -> 
     return HttpReply(200, {"valid": True, "totalProducts": rows, "totalImages": images})
 
 
-def create_upload(deps: Dependencies, body: bytes) -> HttpReply:
+def create_upload(deps: Dependencies, body: bytes, *, tenant: str) -> HttpReply:
     options: Any = {}
     if body.strip():
         try:
@@ -132,7 +139,7 @@ def create_upload(deps: Dependencies, body: bytes) -> HttpReply:
     hook = options.get("webhookUrl")
     if hook is not None and not isinstance(hook, str):
         raise InvalidRequest("webhookUrl must be a string", [{"field": "webhookUrl"}])
-    presigned = upload.create_presigned_upload(deps, hook)
+    presigned = upload.create_presigned_upload(deps, hook, tenant)
     job = presigned.job
     return HttpReply(
         201,
@@ -146,21 +153,30 @@ def create_upload(deps: Dependencies, body: bytes) -> HttpReply:
 
 
 def processing_status(
-    deps: Dependencies, request_id: str, limit: str | None, cursor: str | None
+    deps: Dependencies, request_id: str, limit: str | None, cursor: str | None, *, tenant: str
 ) -> HttpReply:
-    return HttpReply(200, status.job_status(deps, request_id, limit, cursor))
+    return HttpReply(200, status.job_status(deps, request_id, tenant, limit, cursor))
 
 
-def output_csv(deps: Dependencies, request_id: str) -> HttpReply:
-    job = status.load_job(deps, request_id)
+def list_jobs(deps: Dependencies, params: Mapping[str, str], *, tenant: str) -> HttpReply:
+    return HttpReply(
+        200,
+        status.list_jobs(
+            deps, tenant, params.get("status"), params.get("limit"), params.get("cursor")
+        ),
+    )
+
+
+def output_csv(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
+    job = status.load_job(deps, request_id, tenant)
     if not job.status.terminal or not job.output_csv_key:
         raise Conflict(f"job {request_id} is {job.status}; the output CSV exists once it ends")
     location = deps.output_url(job.output_csv_key)
     return HttpReply(302, {"location": location}, {**JSON, "Location": location})
 
 
-def retry_job(deps: Dependencies, request_id: str) -> HttpReply:
-    status.load_job(deps, request_id)  # 400 for a malformed id, 404 for an unknown one
+def retry_job(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
+    status.load_job(deps, request_id, tenant)  # 400 malformed, 404 unknown or not theirs
     job = job_actions.retry_failed(deps, request_id)
     return HttpReply(
         202,
@@ -174,8 +190,8 @@ def retry_job(deps: Dependencies, request_id: str) -> HttpReply:
     )
 
 
-def redeliver_webhook(deps: Dependencies, request_id: str) -> HttpReply:
-    status.load_job(deps, request_id)
+def redeliver_webhook(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
+    status.load_job(deps, request_id, tenant)
     job = job_actions.redeliver_webhook(deps, request_id)
     return HttpReply(
         202,

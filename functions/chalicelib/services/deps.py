@@ -13,7 +13,9 @@ from chalicelib.ports import (
     ImageFetcher,
     JobStore,
     ObjectStore,
+    SecretSource,
     TaskQueue,
+    TenantStore,
     WebhookSender,
     WorkPool,
 )
@@ -40,6 +42,8 @@ class Dependencies:
     ingest_queue: TaskQueue
     events: EventPublisher
     sleep: Callable[[float], None]
+    tenants: TenantStore
+    secrets: SecretSource
 
     def output_url(self, key: str) -> str:
         """A URL that answers a plain GET: PUBLIC_BASE_URL when set, else presigned."""

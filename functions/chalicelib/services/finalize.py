@@ -11,6 +11,7 @@ from chalicelib.domain.csv_output import write_output_csv
 from chalicelib.domain.models import CsvProblem, Job, JobStatus, RowStatus, output_csv_key
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.job_events import publish_job_event
+from chalicelib.services.tenants import default_webhook_url
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _finish(
     csv_key: str,
     errors: Sequence[dict[str, object]],
 ) -> None:
-    hook = job.webhook_url or deps.settings.webhook_url
+    hook = job.webhook_url or default_webhook_url(deps, job.tenant)
     hook_id = webhook_id(job.request_id, status, job.generation) if hook else ""
     done = deps.store.finish_job(
         job.request_id,

@@ -23,6 +23,7 @@ from chalicelib.domain.models import (
     StoredRow,
     new_job,
 )
+from chalicelib.domain.tenancy import is_tenant_name
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import fail_job
 from chalicelib.services.job_events import publish_job_event
@@ -82,6 +83,15 @@ def job_id_for_key(key: str, etag: str) -> str:
     return str(uuid.uuid5(_KEY_NAMESPACE, f"{key}\x00{etag}"))
 
 
+def tenant_for_key(deps: Dependencies, key: str) -> str:
+    """`incoming/<tenant>/...` belongs to that tenant when it names one; any other key (an
+    `incoming/<uuid>.csv` nobody asked for, `incoming/2024/feed.csv`) to the default tenant."""
+    head, sep, _rest = key.removeprefix(INCOMING_PREFIX).partition("/")
+    if sep and is_tenant_name(head) and deps.tenants.get_tenant(head) is not None:
+        return head
+    return deps.settings.default_tenant
+
+
 def handle_object_created(
     deps: Dependencies, event: ObjectCreated, budget: Budget | None = None
 ) -> str | None:
@@ -96,6 +106,7 @@ def handle_object_created(
             request_id,
             deps.clock.now(),
             source="bucket",
+            tenant=tenant_for_key(deps, event.key),
             chunk_size=deps.settings.rows_per_chunk,
             key=event.key,
         )

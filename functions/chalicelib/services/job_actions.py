@@ -3,9 +3,11 @@ webhook again."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import Job, WebhookState
-from chalicelib.errors import Conflict, NotFound
+from chalicelib.errors import Conflict, NotFound, TooManyRequests
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import queue_webhook
 from chalicelib.services.ingest import resume_ingest
@@ -21,6 +23,7 @@ def redeliver_webhook(deps: Dependencies, request_id: str) -> Job:
         raise Conflict(f"job {request_id} has no webhook URL")
     if job.webhook.state == WebhookState.PENDING:
         raise Conflict(f"the webhook of job {request_id} is already being delivered")
+    _rate_limit(deps, request_id, "redeliver")
     if not deps.store.redeliver_webhook(request_id, job.webhook.webhook_id, deps.clock.now()):
         raise Conflict(f"the webhook of job {request_id} is already being delivered")
     queue_webhook(deps, request_id, job.webhook.webhook_id, 1)
@@ -38,11 +41,26 @@ def retry_failed(deps: Dependencies, request_id: str) -> Job:
     if job.webhook.state == WebhookState.PENDING:
         # its final event must reach the receiver before the job can end a second time
         raise Conflict(f"the webhook of job {request_id} is still being delivered; retry later")
+    _rate_limit(deps, request_id, "retry")
     generation = job.generation + 1
     if not deps.store.reopen_failed(request_id, generation, deps.clock.now()):
         raise Conflict(f"job {request_id} is already being retried")
     deps.ingest_queue.send_batch([{"retryJob": request_id, "generation": generation}])
     return _existing(deps, request_id)
+
+
+def _rate_limit(deps: Dependencies, request_id: str, action: str) -> None:
+    """At most one `action` per job per JOB_ACTION_INTERVAL (429 with Retry-After)."""
+    interval = deps.settings.job_action_interval
+    if interval <= 0:
+        return
+    now = deps.clock.now()
+    due = deps.store.claim_action(request_id, action, now, timedelta(seconds=interval))
+    if due is not None:
+        wait = int((due - now).total_seconds() + 0.999)
+        raise TooManyRequests(
+            f"{action} of job {request_id} was asked for less than {interval} s ago", wait
+        )
 
 
 def run_retry(deps: Dependencies, request_id: str, budget: Budget | None = None) -> None:

@@ -14,6 +14,7 @@ def job_summary(deps: Dependencies, job: Job) -> dict[str, object]:
         "progress": job.progress.to_dict(),
         "outputCsvUrl": deps.output_url(job.output_csv_key) or None,
         "errors": job.errors,
+        "source": {"bucket": deps.settings.uploads_bucket, "key": job.input_key},
     }
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from chalicelib.domain.models import Job, StoredRow
+import base64
+import binascii
+import json
+
+from chalicelib.domain.models import Job, JobStatus, StoredRow
 from chalicelib.errors import InvalidRequest, NotFound
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.upload import is_request_id
@@ -11,13 +15,19 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 
-def load_job(deps: Dependencies, request_id: str) -> Job:
+JOBS_DEFAULT_LIMIT = 50
+JOBS_MAX_LIMIT = 200
+
+
+def load_job(deps: Dependencies, request_id: str, tenant: str) -> Job:
+    """The tenant's job: 400 for a malformed id, 404 for an unknown one and for another
+    tenant's (the same answer, so an id tells nobody that it exists)."""
     if not is_request_id(request_id):
         raise InvalidRequest(
             "requestId must be a UUID", [{"field": "requestId", "value": request_id[:100]}]
         )
     job = deps.store.get_job(request_id)
-    if job is None:
+    if job is None or job.tenant != tenant:
         raise NotFound(f"no job with requestId {request_id}")
     return job
 
@@ -52,9 +62,13 @@ def product_view(deps: Dependencies, row: StoredRow) -> dict[str, object]:
 
 
 def job_status(
-    deps: Dependencies, request_id: str, limit: str | None = None, cursor: str | None = None
+    deps: Dependencies,
+    request_id: str,
+    tenant: str,
+    limit: str | None = None,
+    cursor: str | None = None,
 ) -> dict[str, object]:
-    job = load_job(deps, request_id)
+    job = load_job(deps, request_id, tenant)
     start, size = parse_paging(limit, cursor)
     total = job.progress.total_products
     rows = deps.store.list_rows(request_id, start, size) if start < total else []
@@ -84,4 +98,66 @@ def webhook_view(job: Job) -> dict[str, object]:
         "id": hook.webhook_id or None,
         "nextAttemptAt": hook.next_attempt_at or None,
         "history": [a.to_dict() for a in hook.history],
+    }
+
+
+def job_summary_view(job: Job) -> dict[str, object]:
+    return {
+        "requestId": job.request_id,
+        "status": str(job.status),
+        "createdAt": job.created_at,
+        "updatedAt": job.updated_at,
+        "progress": job.progress.to_dict(),
+    }
+
+
+def _jobs_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at, job.request_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str | None) -> tuple[str, str] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, request_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidRequest("cursor is not valid; use nextCursor from a previous page") from exc
+    if not isinstance(created, str) or not isinstance(request_id, str):
+        raise InvalidRequest("cursor is not valid; use nextCursor from a previous page")
+    return created, request_id
+
+
+def list_jobs(
+    deps: Dependencies,
+    tenant: str,
+    status: str | None = None,
+    limit: str | None = None,
+    cursor: str | None = None,
+) -> dict[str, object]:
+    """The tenant's jobs, newest first, a page at a time."""
+    try:
+        size = JOBS_DEFAULT_LIMIT if limit in (None, "") else int(limit)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= JOBS_MAX_LIMIT:
+        raise InvalidRequest(
+            f"limit must be an integer between 1 and {JOBS_MAX_LIMIT}", [{"field": "limit"}]
+        )
+    wanted: JobStatus | None = None
+    if status:
+        try:
+            wanted = JobStatus(status)
+        except ValueError as exc:
+            names = ", ".join(s.value for s in JobStatus)
+            raise InvalidRequest(
+                f"status must be one of {names}", [{"field": "status", "value": status[:40]}]
+            ) from exc
+    page = deps.store.list_jobs(tenant, status=wanted, limit=size + 1, after=_after(cursor))
+    more = len(page) > size
+    page = page[:size]
+    return {
+        "jobs": [job_summary_view(job) for job in page],
+        "nextCursor": _jobs_cursor(page[-1]) if more and page else None,
     }

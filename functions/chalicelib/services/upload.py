@@ -61,9 +61,15 @@ class Accepted:
 
 
 def submit_csv(
-    deps: Dependencies, data: bytes, webhook_url: str | None, idempotency_key: str | None
+    deps: Dependencies,
+    data: bytes,
+    webhook_url: str | None,
+    idempotency_key: str | None,
+    tenant: str,
 ) -> Accepted:
-    """Validate, record the job, store the CSV under incoming/ (its arrival starts the work)."""
+    """Validate, record the tenant's job, store the CSV under incoming/ (its arrival starts
+    the work). An Idempotency-Key is the tenant's own: another tenant's same key is another
+    job."""
     hook = check_webhook_url(deps, webhook_url)
     validate_upload(deps, data)
     digest = hashlib.sha256(data + b"\x00" + hook.encode()).hexdigest()
@@ -71,7 +77,7 @@ def submit_csv(
     if len(key) > MAX_IDEMPOTENCY_KEY:
         raise InvalidRequest(f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
     if key:
-        existing = deps.store.find_by_idempotency_key(key)
+        existing = deps.store.find_by_idempotency_key(tenant, key)
         if existing is not None:
             return _replay(existing, digest)
 
@@ -80,13 +86,14 @@ def submit_csv(
         request_id,
         deps.clock.now(),
         source="api",
+        tenant=tenant,
         chunk_size=deps.settings.rows_per_chunk,
         webhook_url=hook,
         idempotency_key=key,
         body_digest=digest,
     )
     if not deps.store.create_job(job):
-        raced = deps.store.find_by_idempotency_key(key) if key else None
+        raced = deps.store.find_by_idempotency_key(tenant, key) if key else None
         if raced is None:
             raise Conflict(f"job {request_id} already exists")
         return _replay(raced, digest)
@@ -107,14 +114,18 @@ class PresignedUpload:
     expires_in: int
 
 
-def create_presigned_upload(deps: Dependencies, webhook_url: str | None) -> PresignedUpload:
-    """A pending job and a POST policy bound to its key; the object's arrival starts it."""
+def create_presigned_upload(
+    deps: Dependencies, webhook_url: str | None, tenant: str
+) -> PresignedUpload:
+    """A pending job of the tenant and a POST policy bound to its key; the object's arrival
+    starts it."""
     hook = check_webhook_url(deps, webhook_url)
     request_id = deps.new_id()
     job = new_job(
         request_id,
         deps.clock.now(),
         source="presigned",
+        tenant=tenant,
         chunk_size=deps.settings.rows_per_chunk,
         webhook_url=hook,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from standardwebhooks.webhooks import Webhook
@@ -15,6 +15,7 @@ from chalicelib.domain.models import Job, WebhookAttempt, WebhookState
 from chalicelib.domain.timefmt import iso
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.job_events import job_summary
+from chalicelib.services.tenants import signing_secrets
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,17 @@ def event_payload(deps: Dependencies, job: Job) -> dict[str, object]:
     }
 
 
-def signed_headers(secret: str, msg_id: str, moment: datetime, body: str) -> dict[str, str]:
+def signed_headers(
+    secrets: Sequence[str], msg_id: str, moment: datetime, body: str
+) -> dict[str, str]:
+    """Standard Webhooks headers; one `v1,<signature>` per secret, space-separated, so that a
+    receiver verifies with whichever of a rotating pair it has."""
     return {
         "content-type": "application/json",
         "user-agent": "image-pipeline-webhooks/1",
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(moment.timestamp())),
-        "webhook-signature": Webhook(secret).sign(msg_id, moment, body),
+        "webhook-signature": " ".join(Webhook(s).sign(msg_id, moment, body) for s in secrets),
     }
 
 
@@ -51,13 +56,17 @@ def deliver_webhook(deps: Dependencies, message: Mapping[str, object]) -> None:
         return
     now = deps.clock.now()
     number = job.webhook.attempts + 1
-    secret = deps.settings.webhook_secret
-    if not secret:
-        log.error("WEBHOOK_SECRET is not set: the webhook of job %s cannot be signed", request_id)
-        attempt = WebhookAttempt(number, iso(now), None, "WEBHOOK_SECRET is not set")
+    secrets = signing_secrets(deps, job.tenant)
+    if not secrets:
+        log.error(
+            "tenant %s has no signing secret: the webhook of job %s cannot be signed",
+            job.tenant,
+            request_id,
+        )
+        attempt = WebhookAttempt(number, iso(now), None, "the tenant has no signing secret")
         deps.store.record_webhook_attempt(request_id, attempt, WebhookState.FAILED, None)
         return
-    attempt, refused = _attempt(deps, job, number, now)
+    attempt, refused = _attempt(deps, job, number, now, secrets)
     schedule = deps.settings.webhook_retry_schedule
     ok = attempt.status_code is not None and 200 <= attempt.status_code < 300
     if ok:
@@ -77,7 +86,7 @@ def deliver_webhook(deps: Dependencies, message: Mapping[str, object]) -> None:
 
 
 def _attempt(
-    deps: Dependencies, job: Job, number: int, now: datetime
+    deps: Dependencies, job: Job, number: int, now: datetime, secrets: Sequence[str]
 ) -> tuple[WebhookAttempt, bool]:
     """POST once (the URL checked again first). Returns the attempt and whether it was refused."""
     problem = deps.check_webhook_url(job.webhook.url)
@@ -85,7 +94,7 @@ def _attempt(
         log.warning("webhook of job %s refused: %s", job.request_id, problem)
         return WebhookAttempt(number, iso(now), None, f"refused: {problem}"), True
     body = json.dumps(event_payload(deps, job), separators=(",", ":"))
-    headers = signed_headers(deps.settings.webhook_secret, job.webhook.webhook_id, now, body)
+    headers = signed_headers(secrets, job.webhook.webhook_id, now, body)
     started = time.monotonic()
     result = deps.webhook_sender.post(job.webhook.url, body.encode(), headers)
     elapsed = int((time.monotonic() - started) * 1000)
