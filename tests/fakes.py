@@ -175,11 +175,20 @@ class InMemoryJobStore:
     def claim_action(
         self, request_id: str, action: str, now: datetime, interval: timedelta
     ) -> datetime | None:
+        slot = (request_id, action)
         with self._lock:
-            last = self.actions.get((request_id, action))
-            if last is not None and now < last + interval:
+            if request_id not in self.jobs:
+                return now + interval
+            seen = self.actions.get(slot)
+            if seen is not None and now < seen + interval:
+                return seen + interval
+        self.before_write()
+        with self._lock:
+            last = self.actions.get(slot)
+            if last != seen:  # someone took it since the read
+                assert last is not None
                 return last + interval
-            self.actions[(request_id, action)] = now
+            self.actions[slot] = now
             return None
 
     def claim_ingest(self, request_id: str, now: datetime, lease: timedelta) -> bool:
@@ -465,7 +474,6 @@ class FakeWebhookSender:
         return HttpResult(code, "" if code else "timed out")
 
 
-@dataclass
 class InMemoryTenantStore:
     """Behaves like MongoTenantStore (tests/contract runs the same tests against both)."""
 
@@ -540,6 +548,7 @@ class FakeUsageKeys:
         return f"usage-{tenant}-{len(self.created)}"
 
 
+@dataclass
 class FakeEvents:
     published: list[tuple[str, dict[str, object]]] = field(default_factory=list)
 

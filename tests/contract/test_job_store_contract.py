@@ -75,6 +75,7 @@ def test_get_job_round_trips_every_field(job_store: StoreUnderTest) -> None:
         chunk_size=7,
         idempotency_key="key-1",
         body_digest="sha256:abc",
+        tenant="acme",
     )
     assert store.create_job(job)
     assert store.get_job(job.request_id) == job
@@ -342,16 +343,96 @@ def test_finish_job_once(job_store: StoreUnderTest) -> None:
     assert stored.webhook.state == WebhookState.NONE
 
 
-def test_idempotency_key_lookup(job_store: StoreUnderTest) -> None:
+def test_idempotency_keys_are_scoped_to_their_tenant(job_store: StoreUnderTest) -> None:
     store = job_store.store
     first = new_job(idempotency_key="client-key-1")
     assert store.create_job(first)
     assert store.create_job(new_job()) and store.create_job(new_job())  # no key: no clash
     assert store.create_job(new_job(idempotency_key="client-key-1")) is False
-    found = store.find_by_idempotency_key("client-key-1")
+    found = store.find_by_idempotency_key("default", "client-key-1")
     assert found is not None and found.request_id == first.request_id
-    assert store.find_by_idempotency_key("other") is None
-    assert store.find_by_idempotency_key("") is None
+    assert store.find_by_idempotency_key("default", "other") is None
+    assert store.find_by_idempotency_key("default", "") is None
+    # the same key is another tenant's own
+    assert store.find_by_idempotency_key("beta", "client-key-1") is None
+    theirs = new_job(idempotency_key="client-key-1", tenant="beta")
+    assert store.create_job(theirs)
+    found = store.find_by_idempotency_key("beta", "client-key-1")
+    assert found is not None and found.request_id == theirs.request_id
+
+
+def test_a_job_stored_before_tenants_is_the_default_tenants(job_store: StoreUnderTest) -> None:
+    """Stored without a tenant (as every job was before tenants existed): read, listed and
+    found by its Idempotency-Key as the default tenant's, and nobody else's."""
+    store = job_store.store
+    legacy = new_job(idempotency_key="old-key", tenant="")
+    assert store.create_job(legacy)
+    stored = store.get_job(legacy.request_id)
+    assert stored is not None and stored.tenant == "default"
+    assert [j.request_id for j in store.list_jobs("default")] == [legacy.request_id]
+    assert store.list_jobs("beta") == []
+    found = store.find_by_idempotency_key("default", "old-key")
+    assert found is not None and found.request_id == legacy.request_id
+    assert store.find_by_idempotency_key("beta", "old-key") is None
+
+
+def test_list_jobs_newest_first_paged_and_filtered(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    mine = []
+    for n in range(5):
+        job = new_job(created_at=iso(NOW + timedelta(seconds=n)), tenant="acme")
+        assert store.create_job(job)
+        mine.append(job.request_id)
+    twins = [new_job(created_at=iso(NOW), tenant="acme") for _ in range(2)]  # same moment
+    for job in twins:
+        assert store.create_job(job)
+    assert store.create_job(new_job(tenant="beta"))
+    assert store.finish_job(mine[1], JobStatus.COMPLETED, NOW)
+    everything = store.list_jobs("acme", limit=100)
+    expected = mine[:0:-1] + sorted([mine[0], *(t.request_id for t in twins)], reverse=True)
+    assert [j.request_id for j in everything] == expected
+    assert all(j.tenant == "acme" for j in everything)
+    pages, after = [], None
+    while True:
+        page = store.list_jobs("acme", limit=3, after=after)
+        if not page:
+            break
+        pages.append([j.request_id for j in page])
+        after = (page[-1].created_at, page[-1].request_id)
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [request_id for page in pages for request_id in page] == expected
+    done = store.list_jobs("acme", status=JobStatus.COMPLETED)
+    assert [j.request_id for j in done] == [mine[1]]
+    assert store.list_jobs("nobody") == []
+
+
+def test_job_actions_are_rate_limited(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job()
+    assert store.create_job(job)
+    every = timedelta(seconds=60)
+    assert store.claim_action(job.request_id, "retry", NOW, every) is None
+    assert store.claim_action(job.request_id, "retry", NOW + ms(10), every) == NOW + every
+    assert store.claim_action(job.request_id, "redeliver", NOW, every) is None  # its own
+    later = NOW + every
+    assert store.claim_action(job.request_id, "retry", later, every) is None
+    assert store.claim_action(job.request_id, "retry", later + ms(1), every) == later + every
+    unknown = str(uuid.uuid4())
+    assert store.claim_action(unknown, "retry", NOW, every) is not None
+
+
+def test_racing_job_actions_let_one_through(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    job = new_job()
+    assert store.create_job(job)
+    every = timedelta(seconds=60)
+    results = job_store.gate.race(
+        [
+            partial(store.claim_action, job.request_id, "redeliver", NOW + ms(n), every)
+            for n in range(RACERS)
+        ]
+    )
+    assert results.count(None) == 1
 
 
 def test_webhook_attempts_are_recorded(job_store: StoreUnderTest) -> None:

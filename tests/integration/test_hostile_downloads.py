@@ -240,7 +240,7 @@ def world_with_real_fetcher() -> FakeWorld:
 
 def run(world: FakeWorld, good: str, hostile: str) -> dict[int, tuple[RowStatus, list[str]]]:
     text = HEADER + f"1,Good,{good}\n2,Hostile,{hostile}\n3,Good too,{good}?again\n"
-    accepted = upload.submit_csv(world.deps, text.encode(), None, None)
+    accepted = upload.submit_csv(world.deps, text.encode(), None, None, "default")
     queue_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
     drain(world)
     job = world.store.get_job(accepted.job.request_id)

@@ -15,11 +15,12 @@ LEASE = timedelta(minutes=5)
 
 
 def new_job(chunk_size: int = 4, **fields: Any) -> Job:
+    fields.setdefault("tenant", "default")
+    fields.setdefault("created_at", iso(NOW))
+    fields.setdefault("updated_at", fields["created_at"])
     return Job(
         request_id=str(uuid.uuid4()),
         status=JobStatus.PENDING,
-        created_at=iso(NOW),
-        updated_at=iso(NOW),
         input_key="incoming/x.csv",
         chunk_size=chunk_size,
         **fields,

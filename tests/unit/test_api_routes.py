@@ -17,6 +17,7 @@ from chalicelib import bootstrap
 from chalicelib.config import Settings
 
 from tests.fakes import FakeWorld, make_world
+from tests.support.tenants import add_tenant, with_api_key
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 
@@ -31,8 +32,9 @@ def world() -> Iterator[FakeWorld]:
 
 @pytest.fixture
 def client(world: FakeWorld) -> Iterator[Client]:
+    key = add_tenant(world)
     with Client(app_module.app) as c:
-        yield c
+        yield with_api_key(c, key)
 
 
 def multipart(files: dict[str, Any], data: dict[str, str] | None = None) -> tuple[bytes, str]:

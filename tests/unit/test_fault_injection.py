@@ -438,7 +438,9 @@ class Harness:
         return int((self.world.clock.now() - parse_iso(self._created)).total_seconds())
 
     def submit(self, webhook: str = "https://hook.test/h") -> str:
-        accepted = upload.submit_csv(self.world.deps, products_csv().encode(), webhook, None)
+        accepted = upload.submit_csv(
+            self.world.deps, products_csv().encode(), webhook, None, "default"
+        )
         self._created = accepted.job.created_at
         self.notify(accepted.job.input_key)
         return accepted.job.request_id
@@ -594,7 +596,9 @@ def test_crash_after_the_job_record_before_the_csv_is_stored(job_store: StoreUnd
     h = Harness.build(job_store)
     crash_once(h.world.uploads, "put_bytes")
     with pytest.raises(Crash):
-        upload.submit_csv(h.world.deps, products_csv().encode(), "https://hook.test/h", None)
+        upload.submit_csv(
+            h.world.deps, products_csv().encode(), "https://hook.test/h", None, "default"
+        )
     (created,) = h.world.store.find_stalled(h.world.clock.now() + timedelta(days=1), 10)
     request_id, h._created = created.request_id, created.created_at
     seconds = h.run(request_id)

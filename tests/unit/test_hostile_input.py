@@ -43,6 +43,7 @@ from chalicelib.services import upload
 from PIL import Image
 
 from tests.fakes import FakeWorld, make_world
+from tests.support.tenants import add_tenant, with_api_key
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 GOOD = "https://good.test/ok.jpg"
@@ -175,7 +176,7 @@ class Outcome:
 
 
 def run_job(world: FakeWorld, text: str, webhook: str | None = None) -> Outcome:
-    accepted = upload.submit_csv(world.deps, text.encode(), webhook, None)
+    accepted = upload.submit_csv(world.deps, text.encode(), webhook, None, "default")
     queue_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
     drain(world)
     request_id = accepted.job.request_id
@@ -326,7 +327,7 @@ def test_url_invalid_is_refused_in_the_csv_and_by_the_fetcher(
     world = new_world()
     text = HEADER + f"1,Good,{GOOD}\n2,Hostile,{url}\n3,Also good,{GOOD}\n"
     with pytest.raises(CsvInvalid) as info:
-        upload.submit_csv(world.deps, text.encode(), None, None)
+        upload.submit_csv(world.deps, text.encode(), None, None, "default")
     assert [(p.row, p.column) for p in info.value.problems] == [(3, "Input Image Urls")]
     assert world.store.jobs == {} and world.uploads.objects == {}
     with pytest.raises(ImageFailure) as failure:
@@ -350,7 +351,7 @@ def test_url_invalid_is_refused_in_the_csv_and_by_the_fetcher(
 def test_url_webhook_refused_at_submit_with_a_400(url: str) -> None:
     world = new_world()
     with pytest.raises(InvalidRequest) as info:
-        upload.submit_csv(world.deps, (HEADER + f"1,A,{GOOD}\n").encode(), url, None)
+        upload.submit_csv(world.deps, (HEADER + f"1,A,{GOOD}\n").encode(), url, None, "default")
     assert info.value.details and info.value.details[0]["field"] == "webhookUrl"
     assert world.store.jobs == {}
 
@@ -370,7 +371,11 @@ def test_url_webhook_rebinding_after_submit_is_refused_at_send(
     )
     world.deps.webhook_sender = HttpWebhookSender(allow_private=False, timeout=1, resolve=resolve)
     accepted = upload.submit_csv(
-        world.deps, (HEADER + f"1,A,{GOOD}\n").encode(), "http://hook.rebind.test/h", None
+        world.deps,
+        (HEADER + f"1,A,{GOOD}\n").encode(),
+        "http://hook.rebind.test/h",
+        None,
+        "default",
     )
     answers["hook.rebind.test"] = ["10.0.0.7"]
     queue_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
@@ -594,7 +599,7 @@ def test_csv_hostile_file_is_refused_with_every_problem_located(
 ) -> None:
     world = new_world(max_rows=10, max_images_per_row=5)
     with pytest.raises(CsvInvalid) as info:
-        upload.submit_csv(world.deps, data, None, None)
+        upload.submit_csv(world.deps, data, None, None, "default")
     problems = info.value.problems
     assert [(p.row, p.column) for p in problems] == where
     assert all(p.message for p in problems)
@@ -604,7 +609,7 @@ def test_csv_hostile_file_is_refused_with_every_problem_located(
 def test_csv_every_problem_of_a_file_is_reported_at_once() -> None:
     text = HEADER + f"0,A,{U}\n2,,{U}\n3,C,\n4,D,ftp://x\nfoo,E,{U}\n6,F,{U}\n6,G,{U}\n"
     with pytest.raises(CsvInvalid) as info:
-        upload.submit_csv(new_world().deps, text.encode(), None, None)
+        upload.submit_csv(new_world().deps, text.encode(), None, None, "default")
     assert [(p.row, p.column) for p in info.value.problems] == [
         (2, SERIAL),
         (3, NAME),
@@ -618,7 +623,7 @@ def test_csv_every_problem_of_a_file_is_reported_at_once() -> None:
 def test_csv_not_utf8_says_so_and_names_the_line() -> None:
     data = (HEADER + f"1,A,{U}\n2,B,{U}\n").encode() + b"3,Caf\xe9,https://img.test/c.jpg\n"
     with pytest.raises(CsvInvalid) as info:
-        upload.submit_csv(new_world().deps, data, None, None)
+        upload.submit_csv(new_world().deps, data, None, None, "default")
     (problem,) = info.value.problems
     assert problem.row == 4 and "UTF-8" in problem.message and "line 4" in problem.message
 
@@ -726,9 +731,10 @@ def test_csv_output_formula_cells_are_neutralised_in_the_file() -> None:
 def api() -> Iterator[tuple[Client, FakeWorld]]:
     world = new_world()
     bootstrap.override(world.deps)
+    key = add_tenant(world)
     try:
         with Client(app_module.app) as client:
-            yield client, world
+            yield with_api_key(client, key), world
     finally:
         bootstrap.reset()
 

@@ -69,7 +69,7 @@ def drain(world: FakeWorld[Any]) -> None:
 
 
 def submit(world: FakeWorld[Any], text: str, webhook: str | None = None) -> str:
-    accepted = upload.submit_csv(world.deps, text.encode(), webhook, None)
+    accepted = upload.submit_csv(world.deps, text.encode(), webhook, None, "default")
     key = accepted.job.input_key
     queue_handlers.ingest(world.deps, [storage_record(key)])
     return accepted.job.request_id
@@ -82,6 +82,7 @@ def test_submit_stores_csv_under_incoming_and_records_pending_job() -> None:
         (HEADER + "1,Shirt,https://img.test/a.jpg\n").encode(),
         "https://hook.test/x",
         None,
+        "default",
     )
     job = world.store.get_job(accepted.job.request_id)
     assert job is not None and job.status == JobStatus.PENDING
@@ -93,7 +94,7 @@ def test_submit_reports_every_problem_and_stores_nothing() -> None:
     world = make_world()
     text = HEADER + "1,,https://a.test/x.jpg\nx,Shoe,https://a.test/y.jpg\n3,Hat,ftp://a.test/z\n"
     with pytest.raises(CsvInvalid) as info:
-        upload.submit_csv(world.deps, text.encode(), None, None)
+        upload.submit_csv(world.deps, text.encode(), None, None, "default")
     rows = sorted(p.row for p in info.value.problems)
     assert rows == [2, 3, 4]
     assert world.uploads.objects == {} and world.store.jobs == {}
@@ -103,19 +104,21 @@ def test_refused_webhook_url_is_a_400() -> None:
     world = make_world()
     with pytest.raises(InvalidRequest, match="webhookUrl"):
         upload.submit_csv(
-            world.deps, (HEADER + "1,A,https://a.test/x.jpg\n").encode(), "ftp://x", None
+            world.deps, (HEADER + "1,A,https://a.test/x.jpg\n").encode(), "ftp://x", None, "default"
         )
 
 
 def test_idempotency_key_same_body_same_job_other_body_conflict() -> None:
     world = make_world()
     body = (HEADER + "1,A,https://a.test/x.jpg\n").encode()
-    first = upload.submit_csv(world.deps, body, None, "key-1")
-    again = upload.submit_csv(world.deps, body, None, "key-1")
+    first = upload.submit_csv(world.deps, body, None, "key-1", "default")
+    again = upload.submit_csv(world.deps, body, None, "key-1", "default")
     assert again.job.request_id == first.job.request_id and not again.created
     assert len(world.uploads.objects) == 1
     with pytest.raises(Conflict):
-        upload.submit_csv(world.deps, body + b"2,B,https://a.test/y.jpg\n", None, "key-1")
+        upload.submit_csv(
+            world.deps, body + b"2,B,https://a.test/y.jpg\n", None, "key-1", "default"
+        )
 
 
 def test_ingest_writes_rows_in_serial_order_and_fans_out_one_message_per_row() -> None:
@@ -170,7 +173,7 @@ def test_each_chunk_is_sent_as_soon_as_it_is_stored(monkeypatch: pytest.MonkeyPa
     world.deps.settings = replace(world.deps.settings, rows_per_chunk=2)
     steps = _log_ingest_steps(world)
     text = HEADER + "".join(f"{s},P{s},https://a.test/{s}.jpg\n" for s in range(1, 6))
-    upload_job = upload.submit_csv(world.deps, text.encode(), None, None).job
+    upload_job = upload.submit_csv(world.deps, text.encode(), None, None, "default").job
     accepted: list[tuple[JobStatus, int, bool]] = []
     first_send = world.rows_queue.send_batch
 
@@ -319,7 +322,7 @@ def test_image_failures_are_recorded_with_codes_and_the_rest_goes_on() -> None:
     job = world.store.get_job(request_id)
     assert job is not None and job.status == JobStatus.COMPLETED_WITH_ERRORS
     assert job.progress.failed_images == 3 and job.progress.processed_images == 4
-    doc = status.job_status(world.deps, request_id)
+    doc = status.job_status(world.deps, request_id, "default")
     products: list[dict[str, Any]] = doc["products"]  # type: ignore[assignment]
     assert products[0]["outputImageUrls"][1] == "" and products[0]["outputImageUrls"][0]
     assert [e["code"] for e in products[0]["errors"]] == ["not_an_image"]
@@ -458,7 +461,7 @@ def test_following_next_cursor_reads_every_product_once_and_no_empty_page(total:
     serials: list[int] = []
     cursor: str | None = None
     for _ in range(total + 1):
-        page = status.job_status(world.deps, request_id, limit="10", cursor=cursor)
+        page = status.job_status(world.deps, request_id, "default", limit="10", cursor=cursor)
         products: list[dict[str, Any]] = page["products"]  # type: ignore[assignment]
         assert products, f"an empty page at cursor {cursor}"
         serials += [p["serialNumber"] for p in products]
@@ -472,10 +475,10 @@ def test_status_pages_products_in_serial_order() -> None:
     world = make_world()
     text = HEADER + "".join(f"{n},P{n},https://a.test/{n}.jpg\n" for n in range(25, 0, -1))
     request_id = submit(world, text)
-    first = status.job_status(world.deps, request_id, limit="10")
+    first = status.job_status(world.deps, request_id, "default", limit="10")
     assert [p["serialNumber"] for p in first["products"]] == list(range(1, 11))  # type: ignore[attr-defined,index]
     assert first["nextCursor"] == "10" and first["outputCsvUrl"] is None
-    last = status.job_status(world.deps, request_id, limit="10", cursor="20")
+    last = status.job_status(world.deps, request_id, "default", limit="10", cursor="20")
     assert len(last["products"]) == 5 and last["nextCursor"] is None  # type: ignore[arg-type]
     assert first["progress"]["percent"] == 0.0  # type: ignore[index]
 
@@ -485,15 +488,15 @@ def test_status_refuses_bad_limits(limit: str) -> None:
     world = make_world()
     request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n")
     with pytest.raises(InvalidRequest):
-        status.job_status(world.deps, request_id, limit=limit)
+        status.job_status(world.deps, request_id, "default", limit=limit)
 
 
 def test_status_unknown_is_404_and_malformed_is_400() -> None:
     world = make_world()
     with pytest.raises(NotFound):
-        status.job_status(world.deps, "00000000-0000-4000-8000-999999999999")
+        status.job_status(world.deps, "00000000-0000-4000-8000-999999999999", "default")
     with pytest.raises(InvalidRequest):
-        status.job_status(world.deps, "not-a-uuid")
+        status.job_status(world.deps, "not-a-uuid", "default")
 
 
 def test_finalize_twice_writes_one_terminal_state_and_one_webhook() -> None:
@@ -522,6 +525,11 @@ def test_event_payload_matches_the_contract() -> None:
         "progress",
         "outputCsvUrl",
         "errors",
+        "source",
+    }
+    assert payload["data"]["source"] == {  # type: ignore[index]
+        "bucket": world.deps.settings.uploads_bucket,
+        "key": f"incoming/{request_id}.csv",
     }
 
 

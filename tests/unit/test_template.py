@@ -30,6 +30,7 @@ HANDLERS = {
     "WebhookFunction": "app.deliver_webhooks",
     "RowsDeadLetterFunction": "app.rows_dead_letter",
     "SweepFunction": "app.sweep_jobs",
+    "AuthorizerFunction": "app.api_key_authorizer",
 }
 QUEUES = {
     "IngestQueue": "IngestDeadLetterQueue",
@@ -38,6 +39,14 @@ QUEUES = {
     "WebhookQueue": "WebhookDeadLetterQueue",
 }
 SECRET_PARAMETERS = ("MongoUriSecretName", "WebhookSecretName")
+MONGO_SECRET_ARN = (
+    "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+    "${MongoUriSecretName}-??????"
+)
+TENANT_SECRETS_ARN = (
+    "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+    "${AWS::StackName}/tenants/*"
+)
 FOURTEEN_DAYS = 14 * 24 * 3600
 MAX_VISIBILITY = 43200
 
@@ -267,8 +276,11 @@ def test_transform_queues_redrive_to_their_dlq(transformed: dict[str, Any]) -> N
 def test_transform_roles_only_get_expected_managed_policies(transformed: dict[str, Any]) -> None:
     roles = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
     assert len(roles) == len(HANDLERS)
+    ours = {"ReadMongoUriSecret"}  # the template's own, checked by test_function_permissions
     for role in roles:
-        assert set(role["Properties"].get("ManagedPolicyArns", [])) <= SAM_MANAGED_POLICIES
+        arns = role["Properties"].get("ManagedPolicyArns", [])
+        assert {a for a in arns if isinstance(a, str)} <= SAM_MANAGED_POLICIES
+        assert {a["Ref"] for a in arns if isinstance(a, dict)} == ours
 
 
 # ------------------------------------------------------------------ (3)/(4) the code
@@ -407,14 +419,114 @@ def test_api_routes_match_the_chalice_app(template: dict[str, Any], app_module: 
     assert chalice_routes - declared == set(), "routes of the app missing from template.yaml"
 
 
+PUBLIC_ROUTES = {
+    ("/api/health", "GET"),
+    ("/api/openapi.json", "GET"),
+    ("/api-docs", "GET"),
+    ("/", "GET"),
+}
+
+
+def _template_public_routes(template: dict[str, Any]) -> set[tuple[str, str]]:
+    """Routes whose event opts out of the Api's default authorizer and API key."""
+    public = set()
+    for event in (_functions(template)["ApiFunction"]["Properties"]["Events"]).values():
+        auth = event["Properties"].get("Auth")
+        if auth is None:
+            continue
+        assert auth == {"Authorizer": "NONE", "ApiKeyRequired": False}, event
+        public.add((event["Properties"]["Path"], event["Properties"]["Method"].upper()))
+    return public
+
+
+def test_routes_are_protected_or_public_alike_in_the_app_and_the_template(
+    template: dict[str, Any], app_module: Any
+) -> None:
+    """A route is public in template.yaml exactly when its Chalice route has no authorizer,
+    and those are the contract's public routes; every other route needs a key."""
+    auth = template["Resources"]["Api"]["Properties"]["Auth"]
+    assert auth["DefaultAuthorizer"] == "ApiKeyAuthorizer"
+    assert auth["ApiKeyRequired"] is True
+    assert auth["AddDefaultAuthorizerToCorsPreflight"] is False  # preflights stay open
+    assert auth["AddApiKeyRequiredToCorsPreflight"] is False
+    authorizer = auth["Authorizers"]["ApiKeyAuthorizer"]
+    assert _getatt_target(authorizer["FunctionArn"]) == "AuthorizerFunction"
+    assert authorizer["Identity"]["Header"] == "Authorization"
+    assert authorizer["Identity"]["ReauthorizeEvery"] <= 300  # revoked within 5 minutes
+    assert template["Resources"]["Api"]["Properties"]["ApiKeySourceType"] == "AUTHORIZER"
+    app_public = {
+        (path, method.upper())
+        for path, methods in app_module.app.routes.items()
+        for method, entry in methods.items()
+        if entry.authorizer is None
+    }
+    app_protected = {
+        (path, method.upper())
+        for path, methods in app_module.app.routes.items()
+        for method, entry in methods.items()
+        if entry.authorizer is not None
+    }
+    assert {
+        entry.authorizer.name
+        for methods in app_module.app.routes.values()
+        for entry in methods.values()
+        if entry.authorizer is not None
+    } == {"api_key_authorizer"}
+    assert app_public == _template_public_routes(template) == PUBLIC_ROUTES
+    assert app_protected == _template_routes(template) - PUBLIC_ROUTES
+
+
+def test_the_authorizer_validates_as_the_app_parses(template: dict[str, Any]) -> None:
+    """API Gateway's ValidationExpression and the app's parser accept the same headers."""
+    from chalicelib.domain.tenancy import BEARER, new_api_key
+
+    expression = template["Resources"]["Api"]["Properties"]["Auth"]["Authorizers"][
+        "ApiKeyAuthorizer"
+    ]["Identity"]["ValidationExpression"]
+    gateway = re.compile(expression)
+    for header in (
+        f"Bearer {new_api_key()}",
+        "Bearer my-own-local-key",
+        "Bearer a",
+        "Bearer " + "a" * 200,
+        "Bearer " + "a" * 201,
+        "Bearer",
+        "bearer x",
+        "Bearer x y",
+        "Basic eA==",
+        "Bearer ü",
+    ):
+        assert bool(gateway.match(header)) == bool(BEARER.match(header)), header
+
+
+def test_a_tenants_requests_are_throttled_by_the_usage_plan(template: dict[str, Any]) -> None:
+    plan = template["Resources"]["TenantUsagePlan"]
+    assert plan["Type"] == "AWS::ApiGateway::UsagePlan"
+    props = plan["Properties"]
+    assert props["ApiStages"] == [{"ApiId": {"Ref": "Api"}, "Stage": {"Ref": "Api.Stage"}}]
+    assert props["Throttle"] == {
+        "RateLimit": {"Ref": "TenantRateLimit"},
+        "BurstLimit": {"Ref": "TenantBurstLimit"},
+    }
+    params = template["Parameters"]
+    assert (params["TenantRateLimit"]["Default"], params["TenantBurstLimit"]["Default"]) == (
+        20,
+        40,
+    )
+    responses = template["Resources"]["Api"]["Properties"]["GatewayResponses"]
+    assert responses["THROTTLED"]["ResponseParameters"]["Headers"]["Retry-After"] == "'1'"
+
+
 # ------------------------------------------------------------------ (5) secrets
 
 
-def test_secret_parameters_have_no_default(template: dict[str, Any]) -> None:
+def test_secret_parameters(template: dict[str, Any]) -> None:
     params = template["Parameters"]
     for name in SECRET_PARAMETERS:
         assert params[name]["Type"] == "String"
-        assert "Default" not in params[name], f"{name} must not have a default"
+    assert "Default" not in params["MongoUriSecretName"], "the database has no default"
+    # from before tenants: the default tenant's secret, when it has none of its own
+    assert params["WebhookSecretName"]["Default"] == ""
     assert params["StageName"]["Default"] == "v1"
     assert params["PublicBaseUrl"]["Default"] == ""
     assert params["WebhookRetrySchedule"]["Default"] == "5,30,120,600,900,900"
@@ -422,28 +534,31 @@ def test_secret_parameters_have_no_default(template: dict[str, Any]) -> None:
     assert params["AllowPrivateHosts"]["AllowedValues"] == ["0", "1"]
 
 
-def test_secrets_are_only_used_through_dynamic_references(template: dict[str, Any]) -> None:
-    body = {k: v for k, v in template.items() if k != "Parameters"}
-    for key, value in _walk(body):
-        if key == "Ref":
-            assert value not in SECRET_PARAMETERS, f"!Ref {value} would expose the secret name"
-    uses: dict[str, int] = dict.fromkeys(SECRET_PARAMETERS, 0)
-    for key, value in _walk(body):
-        if key != "Fn::Sub":
-            continue
-        text = value[0] if isinstance(value, list) else value
-        for name in SECRET_PARAMETERS:
-            if f"${{{name}}}" in text:
-                assert text == f"{{{{resolve:secretsmanager:${{{name}}}:SecretString}}}}"
-                uses[name] += 1
-    assert uses == dict.fromkeys(SECRET_PARAMETERS, 1)
+def test_secrets_are_read_at_runtime_never_put_in_the_configuration(
+    template: dict[str, Any],
+) -> None:
+    """No dynamic reference resolves a secret into a function's configuration (anyone with
+    lambda:GetFunctionConfiguration would read it): the functions get the secrets' names and
+    read them from Secrets Manager, each only the ones it needs."""
+    for text in _strings(template):
+        assert "resolve:secretsmanager" not in text, text
     env = template["Globals"]["Function"]["Environment"]["Variables"]
-    assert env["MONGO_URI"] == {
-        "Fn::Sub": "{{resolve:secretsmanager:${MongoUriSecretName}:SecretString}}"
+    assert "MONGO_URI" not in env and "WEBHOOK_SECRET" not in env
+    assert env["MONGO_URI_SECRET_ID"] == {"Ref": "MongoUriSecretName"}
+    assert env["TENANT_SECRETS_PREFIX"] == {"Fn::Sub": "${AWS::StackName}/tenants/"}
+    assert env["DEFAULT_WEBHOOK_SECRET_ID"] == {"Ref": "WebhookSecretName"}
+    readers: dict[str, set[str]] = {}
+    for owner, statement in _statements(template):
+        if "secretsmanager:GetSecretValue" in _as_list(statement["Action"]):
+            assert _as_list(statement["Action"]) == ["secretsmanager:GetSecretValue"]
+            for resource in _resources_of(statement):
+                readers.setdefault(str(resource["Fn::Sub"]), set()).add(owner)
+    assert readers.pop(MONGO_SECRET_ARN) == set(HANDLERS)  # every function uses the store
+    assert readers.pop(TENANT_SECRETS_ARN) == {"WebhookFunction"}  # only it signs
+    assert readers.pop(MONGO_SECRET_ARN.replace("MongoUriSecretName", "WebhookSecretName")) == {
+        "WebhookFunction"
     }
-    assert env["WEBHOOK_SECRET"] == {
-        "Fn::Sub": "{{resolve:secretsmanager:${WebhookSecretName}:SecretString}}"
-    }
+    assert readers == {}
 
 
 def test_no_plaintext_secrets_anywhere(template: dict[str, Any]) -> None:
@@ -578,8 +693,16 @@ def test_event_sources(template: dict[str, Any]) -> None:
 
 
 def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each function's statements: its own, and those of the template's managed policies it
+    names (`!Ref ReadMongoUriSecret`); no AWS managed policy, no policy template."""
+    resources = template["Resources"]
     for logical_id, function in _functions(template).items():
-        for policy in _as_list(function["Properties"].get("Policies", [])):
+        for named in _as_list(function["Properties"].get("Policies", [])):
+            policy = named
+            if isinstance(named, dict) and set(named) == {"Ref"}:
+                managed = resources[named["Ref"]]
+                assert managed["Type"] == "AWS::IAM::ManagedPolicy", named
+                policy = managed["Properties"]["PolicyDocument"]
             assert isinstance(policy, dict) and "Statement" in policy, (
                 f"{logical_id}: use explicit statements, not {policy!r}"
             )
@@ -590,6 +713,17 @@ def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]
             yield logical_id, statement
 
 
+def _resources_of(statement: dict[str, Any]) -> list[Any]:
+    """A statement's resources, both branches of an `!If` (less `AWS::NoValue`)."""
+    out: list[Any] = []
+    for resource in _as_list(statement["Resource"]):
+        if isinstance(resource, dict) and "Fn::If" in resource:
+            out += [r for r in resource["Fn::If"][1:] if r != {"Ref": "AWS::NoValue"}]
+        else:
+            out.append(resource)
+    return out
+
+
 def test_no_wildcard_actions_or_resources(template: dict[str, Any]) -> None:
     count = 0
     for logical_id, statement in _statements(template):
@@ -598,7 +732,7 @@ def test_no_wildcard_actions_or_resources(template: dict[str, Any]) -> None:
         assert "NotAction" not in statement and "NotResource" not in statement
         for action in _as_list(statement["Action"]):
             assert "*" not in action, f"{logical_id}: wildcard action {action!r}"
-        for resource in _as_list(statement["Resource"]):
+        for resource in _resources_of(statement):
             assert resource != "*", f"{logical_id}: Resource '*'"
     assert count > 0
 
@@ -612,7 +746,7 @@ def test_function_permissions(template: dict[str, Any]) -> None:
             if owner != logical_id:
                 continue
             for action in _as_list(statement["Action"]):
-                for resource in _as_list(statement["Resource"]):
+                for resource in _resources_of(statement):
                     if isinstance(resource, dict) and "Fn::Sub" in resource:
                         target = str(resource["Fn::Sub"])
                     else:
@@ -635,13 +769,19 @@ def test_function_permissions(template: dict[str, Any]) -> None:
         ("s3:PutObject", outputs),
         ("sqs:SendMessage", "FinalizeQueue"),
         ("sqs:SendMessage", "RowsQueue"),  # the continuation of an unfinished row
+        ("secretsmanager:GetSecretValue", MONGO_SECRET_ARN),
     }
     assert ("s3:PutObject", outputs) in grants("FinalizeFunction")
     assert ("sqs:SendMessage", "WebhookQueue") in grants("FinalizeFunction")
+    read_secret = "secretsmanager:GetSecretValue"
     assert grants("WebhookFunction") == {
         ("s3:GetObject", outputs),
         ("sqs:SendMessage", "WebhookQueue"),
+        (read_secret, MONGO_SECRET_ARN),
+        (read_secret, TENANT_SECRETS_ARN),
+        (read_secret, MONGO_SECRET_ARN.replace("MongoUriSecretName", "WebhookSecretName")),
     }
+    assert grants("AuthorizerFunction") == {(read_secret, MONGO_SECRET_ARN)}
     bus = "JobEventsBus"
     for publisher in ("IngestFunction", "FinalizeFunction", "SweepFunction"):
         assert ("events:PutEvents", bus) in grants(publisher)
