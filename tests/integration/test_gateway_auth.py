@@ -98,17 +98,14 @@ class StandInAuthorizer:
             self.release.wait(10)
             return None
         arn = event["methodArn"]
-        effect = "Deny" if self.mode == "deny" else "Allow"
         # "narrow": only the route called; else every route of the stage, as the app does
         resource = arn if self.mode == "narrow" else arn.split("/", 1)[0] + "/v1/*/*"
+        statements = [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": [resource]}]
+        if self.mode == "deny":  # an explicit Deny of the route wins over the Allow
+            statements.append({"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": arn})
         answer: dict[str, Any] = {
             "principalId": "tenant-a",
-            "policyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {"Action": "execute-api:Invoke", "Effect": effect, "Resource": [resource]}
-                ],
-            },
+            "policyDocument": {"Version": "2012-10-17", "Statement": statements},
             "context": {"tenant": "tenant-a", "keyId": "abcdefabcdef", "admin": False},
         }
         if self.usage_key is not None:
