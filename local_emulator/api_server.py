@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from chalice.config import Config
 from chalice.local import (
@@ -87,6 +87,7 @@ class FrontDoorLimits:
     """The caps and timeouts of the front door (docs/security.md has the table)."""
 
     lambda_payload_bytes: int = LAMBDA_PAYLOAD_BYTES
+    lambda_response_bytes: int = LAMBDA_PAYLOAD_BYTES  # Lambda's synchronous response limit
     request_line_bytes: int = 8192
     header_bytes: int = 10240
     header_count: int = 100
@@ -97,6 +98,15 @@ class FrontDoorLimits:
     write_seconds: float = 30.0
     backlog: int = 1024
     max_connections: int = 128
+
+
+class GatewayAuthorizer(Protocol):
+    """What LocalGateway calls before the app (gateway_auth.TemplateGateway); a refusal
+    raises a LocalGatewayException, answered as it is."""
+
+    def authorize(
+        self, raw_path: str, lambda_event: dict[str, Any], lambda_context: Any
+    ) -> tuple[dict[str, Any], Any]: ...
 
 
 class HttpError(Exception):
@@ -351,6 +361,7 @@ class FrontDoorHandler(socketserver.BaseRequestHandler):
                 if has_body and request.version == "HTTP/1.1":
                     self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = self._read_chunked(request, path) if chunked else self._read_exactly(length)
+            self._check_size(request, path, len(body), body)  # escapes counted
             self._invoke(request, body, close=close)
         except HttpError as error:
             # A body not read (or not all of it) leaves the connection unusable.
@@ -431,14 +442,27 @@ class FrontDoorHandler(socketserver.BaseRequestHandler):
             )
         return path
 
-    def _event_bytes(self, request: _Request, path: str, body_bytes: int) -> int:
+    def _event_bytes(
+        self, request: _Request, path: str, body_bytes: int, body: bytes | None = None
+    ) -> int:
+        """The Lambda event's size: the headers twice (`headers` and `multiValueHeaders`),
+        the body base64-encoded when binary, else as a JSON string (escapes included, once
+        the body is there to count them)."""
         binary = is_binary(request.get("content-type") or "", self.server.app.api.binary_types)
-        encoded = 4 * math.ceil(body_bytes / 3) if binary else body_bytes
-        return encoded + request.header_bytes + len(path) + EVENT_OVERHEAD_BYTES
+        rest = 2 * request.header_bytes + len(path) + EVENT_OVERHEAD_BYTES
+        if binary:
+            return 4 * math.ceil(body_bytes / 3) + rest
+        # An escape is at most 6 bytes (\u00XX): only a body that could exceed is measured.
+        if body is not None and 6 * body_bytes + rest > self.limits.lambda_payload_bytes:
+            text = body.decode("utf-8", "replace")
+            return len(json.dumps(text, ensure_ascii=False).encode()) - 2 + rest
+        return body_bytes + rest
 
-    def _check_size(self, request: _Request, path: str, body_bytes: int) -> None:
+    def _check_size(
+        self, request: _Request, path: str, body_bytes: int, body: bytes | None = None
+    ) -> None:
         limit = self.limits.lambda_payload_bytes
-        if self._event_bytes(request, path, body_bytes) <= limit:
+        if self._event_bytes(request, path, body_bytes, body) <= limit:
             return
         detail: dict[str, Any] = {"maxPayloadBytes": limit, "bodyBytes": body_bytes}
         message = (
@@ -534,6 +558,7 @@ class FrontDoorHandler(socketserver.BaseRequestHandler):
                 502, "the function failed; the request was not completed", close=False
             ) from exc
         else:
+            self._check_response_size(response)
             status = int(response["statusCode"])
             out = {k: str(v) for k, v in (response.get("headers") or {}).items()}
             multi = response.get("multiValueHeaders") or {}
@@ -547,6 +572,22 @@ class FrontDoorHandler(socketserver.BaseRequestHandler):
         if status >= 400:
             payload, out = _contract_shape(status, payload, out)
         self._respond(status, out, payload, request, close=close)
+
+    def _check_response_size(self, response: Any) -> None:
+        """Lambda refuses a response over its payload limit ("Response payload size
+        exceeded") and API Gateway answers 502."""
+        limit = self.limits.lambda_response_bytes
+        size = len(json.dumps(response, separators=(",", ":"), default=str).encode())
+        if size <= limit:
+            return
+        self.log(f"the function's response is {size} bytes, over Lambda's {limit}")
+        raise HttpError(
+            502,
+            f"the function's response is larger than Lambda's {limit // (1024 * 1024)} MB "
+            "response payload limit",
+            [{"maxPayloadBytes": limit, "responseBytes": size}],
+            close=False,
+        )
 
     # -- writing ------------------------------------------------------------------------
 
@@ -699,6 +740,7 @@ class ApiServer:
         memory_size: int = 128,
         quiet: bool = False,
         limits: FrontDoorLimits | None = None,
+        authorizer: GatewayAuthorizer | None = None,
     ) -> None:
         self._app = app
         self._original_class = app.__class__
@@ -720,6 +762,10 @@ class ApiServer:
         gateway.event_converter = BinaryAwareEventConverter(
             RouteMatcher(list(app.routes)), list(app.api.binary_types)
         )
+        if authorizer is not None:
+            # API Gateway's auth from the template (gateway_auth.py) instead of Chalice's
+            # LocalGatewayAuthorizer, which runs the routes' Chalice authorizers its own way.
+            gateway._authorizer = authorizer  # type: ignore[assignment]  # only authorize() is called
         self.limits = limits or FrontDoorLimits()
         self._server = FrontDoorServer((host, port), app, gateway, self.limits)
         self._server.quiet = quiet

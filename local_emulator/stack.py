@@ -30,6 +30,7 @@ from botocore.config import Config
 from local_emulator.api_server import ApiServer
 from local_emulator.containers import ContainerPool
 from local_emulator.dispatch import Dispatcher, Handler, Queues, SqsApiQueues, load_handler
+from local_emulator.gateway_auth import TemplateGateway, gateway_for_stack
 from local_emulator.mongo import EmbeddedMongo, MongoEngine
 from local_emulator.provision import REGION, FunctionInfo, ProvisionedStack, Provisioner
 from local_emulator.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer
@@ -387,10 +388,20 @@ class Emulator:
             lambda_timeout=round(api_function.timeout),
             memory_size=api_function.memory_size,
             quiet=self.quiet,
+            authorizer=self._gateway_auth(stack),
         )
         self._api_url = f"http://{local_host}:{self._api.address[1]}"
         self.environment["API_BASE_URL"] = self._api_url
         self._setenv("API_BASE_URL", self._api_url)
+
+    def _gateway_auth(self, stack: ProvisionedStack) -> TemplateGateway | None:
+        """API Gateway's authorizers, API keys and throttle, from the template."""
+        return gateway_for_stack(
+            stack,
+            parameter_overrides=self.parameter_overrides,
+            time_scale=self.time_scale,
+            log=self._log,
+        )
 
     def _wire_functions(self) -> None:
         """The functions build their clients anew, for this stack: with S3 and SQS served by
