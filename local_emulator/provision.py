@@ -94,6 +94,14 @@ class FunctionInfo:
     template_timeout: int = 0  # the template's Timeout (0: the same as `timeout`)
 
 
+@dataclass(frozen=True)
+class UsagePlanInfo:
+    logical_id: str
+    name: str
+    id: str
+    throttle: str  # e.g. "20/s, burst 40" ("" when the plan has no throttle)
+
+
 @dataclass
 class ProvisionedStack:
     stack_name: str
@@ -103,6 +111,7 @@ class ProvisionedStack:
     functions: dict[str, FunctionInfo] = field(default_factory=dict)
     other_resources: dict[str, str] = field(default_factory=dict)
     alarms: dict[str, AlarmInfo] = field(default_factory=dict)
+    usage_plans: dict[str, UsagePlanInfo] = field(default_factory=dict)
     # logical id -> type of each resource the emulator knowingly does not create
     not_emulated: dict[str, str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
@@ -120,9 +129,15 @@ class ProvisionedStack:
         for alarm in self.alarms.values():
             actions = f"notifies {', '.join(alarm.actions)}" if alarm.actions else "no actions"
             lines.append(f"alarm {alarm.name} ({alarm.condition}; {actions}; not evaluated)")
-        lines += [
-            f"not emulated: {logical_id} ({kind})" for logical_id, kind in self.not_emulated.items()
-        ]
+        for plan in self.usage_plans.values():
+            throttle = f"throttle {plan.throttle}; " if plan.throttle else ""
+            lines.append(
+                f"usage plan {plan.name} (id {plan.id}; {throttle}tenants' keys join it; "
+                "moto neither meters nor throttles)"
+            )
+        for logical_id, kind in self.not_emulated.items():
+            why = _NOT_EMULATED_BECAUSE.get(kind)
+            lines.append(f"not emulated: {logical_id} ({kind})" + (f": {why}" if why else ""))
         return lines
 
 
@@ -207,6 +222,12 @@ def _notification_configuration(cfn: Mapping[str, Any], bucket: str, warn: Warn)
 # Served otherwise: the API server stands in for API Gateway.
 _EMULATED_ELSEWHERE = {"AWS::Serverless::Api", "AWS::Serverless::HttpApi"}
 
+# Types left out on purpose, and what that means locally.
+_NOT_EMULATED_BECAUSE = {
+    "AWS::IAM::ManagedPolicy": "moto enforces no IAM, so locally every function may read "
+    "every secret (on AWS each reads only what its policies allow)",
+}
+
 # AWS::CloudWatch::Alarm properties that PutMetricAlarm takes under the same name.
 _ALARM_PARAMETERS = (
     "AlarmDescription",
@@ -266,6 +287,16 @@ _QUEUE_ATTRIBUTES = (
     "DeduplicationScope",
     "FifoThroughputLimit",
 )
+
+
+def _usage_plan_throttle(throttle: Mapping[str, Any]) -> dict[str, Any]:
+    """An AWS::ApiGateway::UsagePlan's Throttle as CreateUsagePlan takes it."""
+    out: dict[str, Any] = {}
+    if "RateLimit" in throttle:
+        out["rateLimit"] = float(throttle["RateLimit"])
+    if "BurstLimit" in throttle:
+        out["burstLimit"] = int(throttle["BurstLimit"])
+    return out
 
 
 def _as_attribute(value: Any) -> str:
@@ -466,6 +497,12 @@ class Provisioner:
                 self.stack.other_resources[logical_id] = arn
             elif kind == "AWS::CloudWatch::Alarm":
                 self._alarm(logical_id, props, default_name)
+            elif kind == "AWS::ApiGateway::UsagePlan":
+                self._usage_plan(logical_id, props, default_name)
+            elif kind == "AWS::IAM::ManagedPolicy":
+                name = str(self.resolver.resolve(props.get("ManagedPolicyName", default_name)))
+                self.resolver.register(logical_id, f"arn:aws:iam::{ACCOUNT_ID}:policy/{name}")
+                self.stack.not_emulated[logical_id] = kind
             else:
                 # IAM roles, log groups, queue policies...: nothing to run locally; said so.
                 self.resolver.register(logical_id, default_name, {"Arn": arn})
@@ -495,6 +532,38 @@ class Provisioner:
             arn=arn,
             condition=_alarm_condition(params),
             actions=tuple(str(a) for a in params.get("AlarmActions", [])),
+        )
+
+    def _usage_plan(self, logical_id: str, raw_props: Mapping[str, Any], default_name: str) -> None:
+        """Created in moto (throttle and quota as the template has them) for the tenants' usage
+        keys to join. Its ApiStages are left out: the API is not in moto (the API server
+        stands in for it)."""
+        try:
+            props = self.resolver.resolve({k: v for k, v in raw_props.items() if k != "ApiStages"})
+        except TemplateError as exc:
+            self._warn(f"usage plan {logical_id}: {exc}; not created")
+            self.resolver.register(logical_id, default_name)
+            self.stack.not_emulated[logical_id] = "AWS::ApiGateway::UsagePlan"
+            return
+        name = str(props.get("UsagePlanName") or default_name)
+        params: dict[str, Any] = {"name": name, "description": str(props.get("Description", ""))}
+        throttle = _usage_plan_throttle(props.get("Throttle") or {})
+        if throttle:
+            params["throttle"] = throttle
+        quota = props.get("Quota") or {}
+        if quota:
+            params["quota"] = {"limit": int(quota["Limit"]), "period": str(quota["Period"])}
+            params["quota"] |= {"offset": int(quota["Offset"])} if "Offset" in quota else {}
+        apigateway: Any = self._session.client("apigateway")
+        plan_id = str(apigateway.create_usage_plan(**params)["id"])
+        self.resolver.register(logical_id, plan_id)
+        described = []
+        if "rateLimit" in throttle:
+            described.append(f"{throttle['rateLimit']:g}/s")
+        if "burstLimit" in throttle:
+            described.append(f"burst {throttle['burstLimit']}")
+        self.stack.usage_plans[logical_id] = UsagePlanInfo(
+            logical_id, name, plan_id, ", ".join(described)
         )
 
     # -- functions ------------------------------------------------------------------

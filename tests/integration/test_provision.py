@@ -68,6 +68,11 @@ def test_what_is_not_created_is_said(session: boto3.session.Session, tmp_path: P
     stack = _provision(session)
     lines = stack.describe_extras()
     assert "not emulated: IngestQueuePolicy (AWS::SQS::QueuePolicy)" in lines
+    assert (
+        "not emulated: ReadMongoUriSecret (AWS::IAM::ManagedPolicy): moto enforces no IAM, so "
+        "locally every function may read every secret (on AWS each reads only what its "
+        "policies allow)"
+    ) in lines
     assert sum(line.startswith("alarm ") for line in lines) == len(stack.alarms)
     # Every resource of the template is created, served otherwise (the API) or named.
     accounted = (
@@ -76,6 +81,7 @@ def test_what_is_not_created_is_said(session: boto3.session.Session, tmp_path: P
         | set(stack.functions)
         | set(stack.alarms)
         | set(stack.other_resources)
+        | set(stack.usage_plans)
         | set(stack.not_emulated)
         | {"Api"}
     )
@@ -105,3 +111,19 @@ def test_what_is_not_created_is_said(session: boto3.session.Session, tmp_path: P
         "FunctionErrors": "AWS::CloudWatch::Alarm",  # refers to what is not there
     }
     assert other.alarms == {}
+
+
+def test_the_usage_plan_is_in_moto_with_the_template_throttle(
+    session: boto3.session.Session,
+) -> None:
+    stack = _provision(session, parameter_overrides={"TenantRateLimit": "7"})
+    (plan,) = stack.usage_plans.values()
+    (created,) = session.client("apigateway").get_usage_plans()["items"]
+    assert created["id"] == plan.id
+    assert created["name"] == f"{stack.stack_name}-tenants"
+    assert created["throttle"] == {"rateLimit": 7.0, "burstLimit": 40}
+    assert created.get("apiStages", []) == []  # the API is not in moto
+    assert (
+        f"usage plan {plan.name} (id {plan.id}; throttle 7/s, burst 40; tenants' keys join it; "
+        "moto neither meters nor throttles)"
+    ) in stack.describe_extras()
