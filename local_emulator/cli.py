@@ -13,6 +13,7 @@ from types import FrameType
 
 from local_emulator.mongo import MongoEngine
 from local_emulator.stack import DEFAULT_TEMPLATE, Emulator, EmulatorOptions
+from local_emulator.tenants import DEFAULT_TENANTS, parse_tenant, parse_tenants
 from local_emulator.timescale import DEFAULT_TIME_SCALE, TIME_SCALE_ENV
 
 
@@ -21,6 +22,14 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
+
+
+def _tenant(text: str) -> str:
+    try:
+        parse_tenant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> None:
@@ -48,6 +57,15 @@ def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> No
         help="multiply every duration of the stack alike: the functions' Timeouts (not the "
         "API's), visibility timeouts, schedules, download deadlines and timeouts, leases "
         f"(default: {TIME_SCALE_ENV} or {DEFAULT_TIME_SCALE})",
+    )
+    parser.add_argument(
+        "--tenant",
+        dest="tenants",
+        action="append",
+        type=_tenant,
+        metavar="NAME[=KEY]",
+        help="a tenant and, optionally, its API key (default: new at each start); repeatable, "
+        f"the first is the default tenant (default: {' '.join(DEFAULT_TENANTS)})",
     )
     parser.add_argument(
         "--schedule-scale",
@@ -100,6 +118,7 @@ def make_emulator(args: argparse.Namespace, *, allow_private_hosts: bool, quiet:
             data_dir=args.data_dir,
             quiet=quiet,
             verbose_dispatch=not quiet,
+            tenants=args.tenants or DEFAULT_TENANTS,
         )
     )
 
@@ -132,8 +151,9 @@ def serve(args: argparse.Namespace) -> int:
     try:
         for line in emulator.describe():
             print(line, file=sys.stderr)
-        if emulator.webhook_secret_generated:
-            print(f"webhook-secret {emulator.webhook_secret}")
+        for tenant in emulator.tenants:
+            print(f"api-key {tenant.name} {tenant.api_key}")
+            print(f"webhook-secret {tenant.name} {tenant.webhook_secret}")
         print(f"storage {emulator.storage_url} bucket={emulator.uploads_bucket}", flush=True)
         print(f"ready {emulator.api_url}", flush=True)
         while not stop.wait(0.5):
@@ -147,7 +167,12 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        parse_tenants(args.tenants or DEFAULT_TENANTS)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.command == "serve":
         return serve(args)
     from local_emulator.demo import run_demo

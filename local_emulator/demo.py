@@ -29,6 +29,20 @@ TERMINAL = {"completed", "completed_with_errors", "failed"}
 WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type")
 
 
+class ApiKeyAuth(requests.auth.AuthBase):
+    """The tenant's API key on requests to the API, and on nothing else (a presigned S3 URL
+    answers a request with a second credential with an error)."""
+
+    def __init__(self, api: str, api_key: str) -> None:
+        self._api = api.rstrip("/") + "/"
+        self._key = api_key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if (request.url or "").startswith(self._api):
+            request.headers["Authorization"] = f"Bearer {self._key}"
+        return request
+
+
 class DemoError(Exception):
     """The demo cannot go on; the message says why."""
 
@@ -246,6 +260,7 @@ def run_demo(args: argparse.Namespace) -> int:
         code = _run(
             args,
             api=api,
+            api_key=emulator.api_key,
             csv_path=csv_path,
             images_base=images_base,
             hook_base=hook_base,
@@ -269,6 +284,7 @@ def _run(
     args: argparse.Namespace,
     *,
     api: str,
+    api_key: str,
     csv_path: Path,
     images_base: str,
     hook_base: str,
@@ -277,6 +293,7 @@ def _run(
 ) -> int:
     csv_text = csv_path.read_text(encoding="utf-8").replace(PLACEHOLDER, images_base)
     with requests.Session() as session:
+        session.auth = ApiKeyAuth(api, api_key)
         request_id = _submit(session, api, csv_text, f"{hook_base}/hooks/demo")
         status = _wait_for_job(session, api, request_id, args.timeout, stop)
         try:

@@ -7,18 +7,18 @@ resources, the dispatchers and the Chalice API.
 
 The functions read their settings from the environment, so the emulator sets the stack's
 environment in `os.environ` while it runs (and restores it on stop): one emulator per
-process at a time.
+process at a time. Their secrets are not in it: as deployed, the functions read the MongoDB
+URI and the tenants' signing secrets from (moto's) Secrets Manager, and the emulator hides
+`MONGO_URI` and `WEBHOOK_SECRET` from them while it runs.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
-import secrets
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -34,6 +34,14 @@ from local_emulator.gateway_auth import TemplateGateway, gateway_for_stack
 from local_emulator.mongo import EmbeddedMongo, MongoEngine
 from local_emulator.provision import REGION, FunctionInfo, ProvisionedStack, Provisioner
 from local_emulator.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer
+from local_emulator.tenants import (
+    DEFAULT_TENANTS,
+    LocalTenant,
+    TenantSpec,
+    create_tenants,
+    make_admin,
+    parse_tenants,
+)
 from local_emulator.timescale import scaled_app_durations, time_scale_from_env
 
 if TYPE_CHECKING:
@@ -47,10 +55,15 @@ UPLOADS_BUCKET_ENV = "UPLOADS_BUCKET"
 DISPATCH_CONNECTIONS = 64
 WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
 TRUTHY = {"1", "true", "yes", "on"}
-
-
-def generate_webhook_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode("ascii")
+# The functions read the MongoDB URI from this secret (the template's MongoUriSecretName)...
+MONGO_URI_SECRET_ENV = "MONGO_URI_SECRET_ID"  # noqa: S105 (a variable's name)
+# ...and each tenant's signing secrets from <this prefix><tenant>/webhook.
+TENANT_SECRETS_PREFIX_ENV = "TENANT_SECRETS_PREFIX"
+# Secrets the functions never find in their environment when the template reads them from
+# Secrets Manager (the emulator hides the user's, which it shares os.environ with).
+SECRET_VARIABLES = ("MONGO_URI", "WEBHOOK_SECRET")
+# Parameters the local stack gets unless the user gives them (a deploy must).
+LOCAL_PARAMETERS = {"MongoUriSecretName": "image-pipeline/mongo-uri"}
 
 
 def _functions_wiring() -> ModuleType | None:
@@ -95,6 +108,9 @@ class EmulatorOptions:
     start_api: bool = True
     start_dispatchers: bool = True
     parameter_overrides: Mapping[str, str] = field(default_factory=dict)
+    # "NAME" or "NAME=KEY" (serve --tenant): the first is the default tenant; a key given is
+    # used as is, others are new at each start.
+    tenants: Sequence[str] = DEFAULT_TENANTS
     log: Callable[[str], None] | None = None
     # The functions and the pollers reach S3 and SQS through moto's backends in this
     # process, not HTTP (LOCAL_AWS_IN_PROCESS=0 turns it off, e.g. to measure the difference).
@@ -141,7 +157,8 @@ class Emulator:
         self.verbose_dispatch = opts.verbose_dispatch
         self.start_api = opts.start_api
         self.start_dispatchers = opts.start_dispatchers
-        self.parameter_overrides = dict(opts.parameter_overrides)
+        self.parameter_overrides = {**LOCAL_PARAMETERS, **opts.parameter_overrides}
+        self.tenant_specs: list[TenantSpec] = parse_tenants(opts.tenants)
         self.in_process_aws = bool(opts.in_process_aws)
         self.worker_processes = bool(opts.worker_processes)
         self._pools: list[ContainerPool] = []
@@ -159,8 +176,9 @@ class Emulator:
         self._added_paths: list[str] = []
         self._api_url = ""
         self.environment: dict[str, str] = {}
-        self.webhook_secret = ""
-        self.webhook_secret_generated = False
+        self.tenants: list[LocalTenant] = []
+        self.mongo_uri_secret = ""  # where the functions read the MongoDB URI ("": MONGO_URI)
+        self.tenant_secrets_prefix = ""
         self.mongo_uri = ""
         self.embedded_mongo = False
 
@@ -168,6 +186,16 @@ class Emulator:
     @property
     def api_url(self) -> str:
         return self._api_url
+
+    @property
+    def api_key(self) -> str:
+        """The first (default) tenant's API key."""
+        return self.tenants[0].api_key if self.tenants else ""
+
+    @property
+    def webhook_secret(self) -> str:
+        """The first (default) tenant's signing secret."""
+        return self.tenants[0].webhook_secret if self.tenants else ""
 
     @property
     def storage_url(self) -> str:
@@ -251,6 +279,18 @@ class Emulator:
         lines.append(
             f"mongo {self.mongo_uri} ({'embedded ' + self.mongo_engine if self.embedded_mongo else 'MONGO_URI'})"  # noqa: E501
         )
+        if self.mongo_uri_secret:
+            lines.append(
+                f"secret {self.mongo_uri_secret} holds the MongoDB URI: the functions read it "
+                "from Secrets Manager (MONGO_URI is hidden from them)"
+            )
+        lines += [
+            f"tenant {t.name}: API key hashed in MongoDB, signing secret in Secrets Manager "
+            f"at {self.tenant_secrets_prefix}{t.name}/webhook"
+            for t in self.tenants
+        ]
+        if self._stack is not None and not self._stack.usage_plans:
+            lines.append("tenants have no usage key: the template has no usage plan")
         return lines
 
     def invocation_report(self) -> list[str]:
@@ -300,6 +340,11 @@ class Emulator:
         if name not in self._saved_env:
             self._saved_env[name] = os.environ.get(name)
         os.environ[name] = value
+
+    def _unsetenv(self, name: str) -> None:
+        if name not in self._saved_env:
+            self._saved_env[name] = os.environ.get(name)
+        os.environ.pop(name, None)
 
     def _start(self) -> None:
         """Each step in the order a deployed stack has them: AWS (moto), MongoDB, the
@@ -373,8 +418,61 @@ class Emulator:
                 sys.path.insert(0, str(function.code_dir))
                 self._added_paths.append(str(function.code_dir))
         self.environment = self._environment(stack, user_env)
+        self._provision_secrets(stack, self.environment, user_env)
         for name, value in self.environment.items():
             self._setenv(name, value)
+        for name in SECRET_VARIABLES:
+            if name not in self.environment:
+                self._unsetenv(name)
+
+    def _provision_secrets(
+        self, stack: ProvisionedStack, env: dict[str, str], user_env: Mapping[str, str]
+    ) -> None:
+        """As an operator does before and after a deploy: the MongoDB URI in its secret (when
+        the template reads it from one), then the tenants, with `create_tenant` (their keys'
+        hashes in MongoDB, their signing secrets in Secrets Manager, their usage keys in the
+        usage plan). A template that takes the URI or the default tenant's signing secret from
+        the configuration (a dynamic reference) gets them there instead."""
+        from pymongo import MongoClient
+
+        from local_emulator.tenants import ensure_app_code
+
+        ensure_app_code()
+        from chalicelib.adapters.secrets_manager import SecretsManagerWriter
+        from chalicelib.config import Settings
+
+        if self._session is None:
+            raise RuntimeError("the emulator is not running")
+        secrets_client = self._session.client("secretsmanager")
+        self.mongo_uri_secret = env.get(MONGO_URI_SECRET_ENV, "")
+        if self.mongo_uri_secret:
+            SecretsManagerWriter(secrets_client).put(self.mongo_uri_secret, self.mongo_uri)
+        else:
+            env["MONGO_URI"] = self.mongo_uri
+        self.tenant_secrets_prefix = (
+            env.get(TENANT_SECRETS_PREFIX_ENV) or f"{stack.stack_name}/tenants/"
+        )
+        env["DEFAULT_TENANT"] = self.tenant_specs[0].name
+        plan = next(iter(stack.usage_plans.values()), None)
+        mongo: MongoClient[dict[str, object]] = MongoClient(
+            self.mongo_uri, serverSelectionTimeoutMS=10_000
+        )
+        try:
+            admin = make_admin(
+                mongo[Settings.from_env({**user_env, **env}).mongo_db],
+                secrets_client,
+                secrets_prefix=self.tenant_secrets_prefix,
+                apigateway_client=self._session.client("apigateway") if plan else None,
+                usage_plan_id=plan.id if plan else "",
+                log=self._log,
+            )
+            self.tenants = create_tenants(
+                admin, self.tenant_specs, user_env.get("WEBHOOK_SECRET", "")
+            )
+        finally:
+            mongo.close()
+        if "WEBHOOK_SECRET" in stack.environment:  # a template from before tenants
+            env["WEBHOOK_SECRET"] = self.webhook_secret
 
     def _serve_api(self, stack: ProvisionedStack, local_host: str) -> None:
         api_function = self._api_function(stack)
@@ -464,21 +562,17 @@ class Emulator:
         env: dict[str, str] = {}
         for name, value in stack.environment.items():
             source = stack.environment_sources.get(name, "setting")
+            if name in SECRET_VARIABLES:
+                continue  # the emulator's own (_provision_secrets)
             if source == "setting" and name in user_env:
                 env[name] = user_env[name]
             elif source == "dynamic":
                 if name in user_env:
                     env[name] = user_env[name]
-                elif name not in {"MONGO_URI", "WEBHOOK_SECRET"}:
+                else:
                     self._log(f"warning: {name} is a dynamic reference; set it in the environment")
             else:
                 env[name] = value
-        env["MONGO_URI"] = self.mongo_uri
-        self.webhook_secret = user_env.get("WEBHOOK_SECRET", "")
-        if not self.webhook_secret:
-            self.webhook_secret = generate_webhook_secret()
-            self.webhook_secret_generated = True
-        env["WEBHOOK_SECRET"] = self.webhook_secret
         if self.allow_private_hosts or user_env.get("ALLOW_PRIVATE_HOSTS", "").lower() in TRUTHY:
             self.allow_private_hosts = True
             env["ALLOW_PRIVATE_HOSTS"] = "1"

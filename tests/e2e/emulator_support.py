@@ -268,10 +268,18 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+class OutputLines(dict[str, str]):
+    """A process's stdout lines by first word (the last of each), and `all` of them in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.all: list[str] = []
+
+
 @contextmanager
 def serve_process(
     *args: str, env: dict[str, str] | None = None, timeout: float = 90.0
-) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+) -> Iterator[tuple[subprocess.Popen[str], OutputLines]]:
     """`python -m local_emulator serve ...` until its `ready` line; yields the process and
     its stdout lines so far by first word (`storage`, `ready`...). On exit, SIGTERM."""
     process = subprocess.Popen(
@@ -291,7 +299,7 @@ def serve_process(
             out.put(line)
 
     threading.Thread(target=pump, daemon=True).start()
-    lines: dict[str, str] = {}
+    lines = OutputLines()
     try:
         deadline = time.monotonic() + timeout
         while "ready" not in lines:
@@ -305,6 +313,7 @@ def serve_process(
                 raise AssertionError(f"serve did not get ready: {lines}\n{err}") from None
             word, _, rest = line.partition(" ")
             lines[word] = rest
+            lines.all.append(line)
         yield process, lines
     finally:
         if process.poll() is None:

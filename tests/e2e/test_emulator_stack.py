@@ -461,7 +461,23 @@ def test_serve_stops_on_sigint(fake_template: Path) -> None:
     reason="template.yaml or functions/app.py not written yet",
 )
 def test_serve_runs_the_real_stack() -> None:
-    with serve_process("--port", "0", "--allow-private-hosts", "--quiet") as (process, lines):
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    with serve_process(
+        *("--port", "0", "--allow-private-hosts", "--quiet"),
+        *("--tenant", "acme=acme-given-key_0123456789", "--tenant", "beta"),
+        env={"WEBHOOK_SECRET": secret},
+    ) as (process, lines):
+        # before `ready`: each tenant's API key and signing secret
+        tenants = [line.split(" ") for line in lines.all if line.startswith(("api-key", "webhook"))]
+        assert [t[:2] for t in tenants] == [
+            ["api-key", "acme"],
+            ["webhook-secret", "acme"],
+            ["api-key", "beta"],
+            ["webhook-secret", "beta"],
+        ]
+        assert tenants[0][2] == "acme-given-key_0123456789"
+        assert tenants[1][2] == secret  # WEBHOOK_SECRET is the first tenant's
+        assert tenants[2][2].startswith("ipk_") and tenants[3][2].startswith("whsec_")
         assert lines["storage"].startswith("http://127.0.0.1:")
         response = requests.get(f"{lines['ready']}/api/health", timeout=10)
         assert response.status_code == 200
