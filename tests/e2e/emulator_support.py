@@ -268,12 +268,30 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+PER_TENANT_LINES = ("api-key", "webhook-secret")
+
+
+def api_key(lines: dict[str, str], tenant: str | None = None) -> str:
+    """The API key `serve` printed for `tenant` (default: the first tenant)."""
+    if tenant is None:
+        tenant = lines["api-key"].partition(" ")[0]
+    return lines[f"api-key {tenant}"]
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The header of a call to the API with this key."""
+    return {"Authorization": f"Bearer {key}"}
+
+
 @contextmanager
 def serve_process(
     *args: str, env: dict[str, str] | None = None, timeout: float = 90.0
 ) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
     """`python -m local_emulator serve ...` until its `ready` line; yields the process and
-    its stdout lines so far by first word (`storage`, `ready`...). On exit, SIGTERM."""
+    its stdout lines so far by first word (`storage`, `ready`...; the first line of a word
+    that repeats). A tenant's lines are also kept by word and tenant:
+    `lines["api-key local"]` is tenant `local`'s key, `lines["webhook-secret local"]` its
+    signing secret (see `api_key`). On exit, SIGTERM."""
     process = subprocess.Popen(
         [sys.executable, "-m", "local_emulator", "serve", *args],
         cwd=REPO_ROOT,
@@ -304,7 +322,10 @@ def serve_process(
                 _, err = process.communicate()
                 raise AssertionError(f"serve did not get ready: {lines}\n{err}") from None
             word, _, rest = line.partition(" ")
-            lines[word] = rest
+            if word in PER_TENANT_LINES:
+                tenant, _, value = rest.partition(" ")
+                lines[f"{word} {tenant}"] = value
+            lines.setdefault(word, rest)
         yield process, lines
     finally:
         if process.poll() is None:
