@@ -1,4 +1,5 @@
-"""The benchmarks' one way of starting a job: the CSV through the HTTP API, as a user would."""
+"""The benchmarks' one way of talking to the API, as a user would: the CSV through the HTTP
+API, the status read back, both with the emulator's API key."""
 
 from __future__ import annotations
 
@@ -7,14 +8,34 @@ import time
 import requests
 
 
-def submit_csv(api_url: str, body: bytes, filename: str, timeout: float) -> tuple[str, float]:
+def auth(api_key: str) -> dict[str, str]:
+    """The header every call to the API carries."""
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def submit_csv(
+    api_url: str, api_key: str, body: bytes, filename: str, timeout: float
+) -> tuple[str, float]:
     """POST the CSV to `/api/uploadAndProcessDocument`; the job's id and the seconds the API
     took to accept it."""
     started = time.perf_counter()
     answer = requests.post(
         f"{api_url}/api/uploadAndProcessDocument",
         files={"file": (filename, body, "text/csv")},
+        headers=auth(api_key),
         timeout=timeout,
     )
     answer.raise_for_status()
     return str(answer.json()["requestId"]), time.perf_counter() - started
+
+
+def get_status(
+    api_url: str, api_key: str, request_id: str, timeout: float, **params: str | int
+) -> requests.Response:
+    """GET `/api/getProcessingStatus/{request_id}` with these query parameters."""
+    return requests.get(
+        f"{api_url}/api/getProcessingStatus/{request_id}",
+        params=params,
+        headers=auth(api_key),
+        timeout=timeout,
+    )

@@ -17,11 +17,10 @@ import sys
 import time
 from typing import Any
 
-import requests
 from PIL import Image
 from pymongo import MongoClient
 
-from benchmarks._api import submit_csv
+from benchmarks._api import get_status, submit_csv
 from local_emulator.stack import Emulator, EmulatorOptions
 from tests.support.servers import serve_bytes
 
@@ -40,12 +39,10 @@ def _csv(rows: int, base: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _wait(api: str, request_id: str, timeout: float) -> dict[str, Any]:
+def _wait(api: str, api_key: str, request_id: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        doc: dict[str, Any] = requests.get(
-            f"{api}/api/getProcessingStatus/{request_id}?limit=1", timeout=30
-        ).json()
+        doc: dict[str, Any] = get_status(api, api_key, request_id, 30, limit=1).json()
         if doc["status"] in TERMINAL:
             return doc
         time.sleep(0.5)
@@ -66,9 +63,9 @@ def measure(rows: int, timeout: float) -> dict[str, Any]:
     ):
         started = time.monotonic()
         request_id, accepted = submit_csv(
-            emu.api_url, _csv(rows, images).encode(), "bulk.csv", timeout=120
+            emu.api_url, emu.api_key, _csv(rows, images).encode(), "bulk.csv", timeout=120
         )
-        status = _wait(emu.api_url, request_id, timeout)
+        status = _wait(emu.api_url, emu.api_key, request_id, timeout)
         elapsed = time.monotonic() - started
         client: MongoClient[dict[str, Any]] = MongoClient(emu.mongo_uri)
         try:

@@ -152,7 +152,9 @@ class Pipeline:
         body = csv_for(plan, self.items, self.base, f"{os.getpid()}-{self.runs}")
         wall_started = time.time()
         started = time.perf_counter()
-        request_id, accepted = submit_csv(self.emu.api_url, body, "bench.csv", timeout=120)
+        request_id, accepted = submit_csv(
+            self.emu.api_url, self.emu.api_key, body, "bench.csv", timeout=120
+        )
         deadline = started + 1800
         self.phases = {}
         while time.perf_counter() < deadline:

@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import requests
 from pymongo import MongoClient, monitoring
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,7 +60,7 @@ from chalicelib.domain.models import ImageResult, RowStatus  # noqa: E402
 from chalicelib.services.process_row import RowTask, record_batch  # noqa: E402
 
 from benchmarks import corpus  # noqa: E402
-from benchmarks._api import submit_csv  # noqa: E402
+from benchmarks._api import get_status, submit_csv  # noqa: E402
 from benchmarks._workers import own_peak_rss  # noqa: E402
 from local_emulator.stack import Emulator, EmulatorOptions  # noqa: E402
 from tests.support.servers import serve_bytes  # noqa: E402
@@ -199,18 +198,15 @@ def _csv(rows: int, base: str) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _status_latency(api: str, request_id: str, rows: int) -> tuple[float, float]:
+def _status_latency(api: str, api_key: str, request_id: str, rows: int) -> tuple[float, float]:
     """Median seconds of the first page and of the last page of the status."""
     out = []
     for cursor in ("", str(max(0, rows - 100))):
         times = []
         for _ in range(STATUS_CALLS):
             started = time.perf_counter()
-            answer = requests.get(
-                f"{api}/api/getProcessingStatus/{request_id}",
-                params={"cursor": cursor} if cursor else {},
-                timeout=60,
-            )
+            params = {"cursor": cursor} if cursor else {}
+            answer = get_status(api, api_key, request_id, 60, **params)
             answer.raise_for_status()
             times.append(time.perf_counter() - started)
         out.append(statistics.median(times))
@@ -246,13 +242,15 @@ def measure(rows: int, sample_batches: int, cache: Path) -> dict[str, Any]:
         out: dict[str, Any] = {"rows": rows}
         try:
             body = _csv(rows, images)
-            request_id, out["accept_s"] = submit_csv(api, body, "scale.csv", timeout=600)
+            request_id, out["accept_s"] = submit_csv(
+                api, emu.api_key, body, "scale.csv", timeout=600
+            )
             out["csv_bytes"] = len(body)
 
             ingest = run_function("IngestFunction", "INGEST_QUEUE_URL", "ingest_csv")
             out["ingest"] = ingest
             out["fanout_s"] = ingest["seconds"]
-            out["status_start"] = _status_latency(api, request_id, rows)
+            out["status_start"] = _status_latency(api, emu.api_key, request_id, rows)
 
             batches = min(sample_batches, max(1, rows // BATCH))
             worker = run_function("WorkerFunction", "ROWS_QUEUE_URL", "process_rows", batches)
@@ -296,7 +294,7 @@ def measure(rows: int, sample_batches: int, cache: Path) -> dict[str, Any]:
                     flush()
                     halfway_done = True
                     pause = time.perf_counter()
-                    out["status_middle"] = _status_latency(api, request_id, rows)
+                    out["status_middle"] = _status_latency(api, emu.api_key, request_id, rows)
                     started += time.perf_counter() - pause
             flush()
             out["fast_path"] = {
@@ -309,7 +307,7 @@ def measure(rows: int, sample_batches: int, cache: Path) -> dict[str, Any]:
 
             final = run_function("FinalizeFunction", "FINALIZE_QUEUE_URL", "finalize_jobs")
             out["finalize"] = final
-            out["status_end"] = _status_latency(api, request_id, rows)
+            out["status_end"] = _status_latency(api, emu.api_key, request_id, rows)
             doc = client[db_name]["jobs"].find_one({"_id": request_id})
             out["final_status"] = (doc or {}).get("status")
             out["documents"] = 1 + client[db_name]["rows"].count_documents({"jobId": request_id})

@@ -1,8 +1,12 @@
-"""`python -m pipeline_cli` / `image-pipeline`: submit, status, download, validate.
+"""`python -m pipeline_cli` / `image-pipeline`: submit, status, jobs, download, validate.
+
+Every call to the API carries `Authorization: Bearer <key>`, the key from --api-key or else
+IMAGE_PIPELINE_API_KEY; the key is never printed.
 
 Exit status: 0 success (a `completed` job with --wait); 3 `completed_with_errors`;
-4 `failed`; 5 --wait gave up (--timeout); 1 an error from the API or the network
-(printed as the API words it); 2 a usage error.
+4 `failed`; 5 --wait gave up (--timeout); 6 the API key is missing or refused (401);
+1 any other error from the API or the network (printed as the API words it, a 429 with
+the wait it asks for); 2 a usage error.
 """
 
 from __future__ import annotations
@@ -12,15 +16,16 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from pipeline_cli.client import ApiClient, ApiError, Submitted
+from pipeline_cli.client import ApiClient, ApiError, KeyRefused, Submitted
 from pipeline_cli.progress import ProgressMeter
-from pipeline_cli.render import error_lines, status_lines
+from pipeline_cli.render import error_lines, jobs_lines, key_refused_line, status_lines
 
 API_ENV = "IMAGE_PIPELINE_API"
+KEY_ENV = "IMAGE_PIPELINE_API_KEY"
 DEFAULT_API = "http://127.0.0.1:8000"
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -28,6 +33,7 @@ EXIT_USAGE = 2
 EXIT_COMPLETED_WITH_ERRORS = 3
 EXIT_FAILED = 4
 EXIT_TIMEOUT = 5
+EXIT_AUTH = 6
 EXIT_BY_STATUS = {
     "completed": EXIT_OK,
     "completed_with_errors": EXIT_COMPLETED_WITH_ERRORS,
@@ -40,12 +46,18 @@ def parser() -> argparse.ArgumentParser:
         prog="image-pipeline",
         description="Client of the image pipeline API (the local emulator or a deployed URL).",
         epilog="exit status: 0 ok/completed, 1 API or network error, 2 usage, "
-        "3 completed_with_errors, 4 failed, 5 --wait timed out",
+        "3 completed_with_errors, 4 failed, 5 --wait timed out, 6 API key missing or refused",
     )
     top.add_argument(
         "--api",
         default=os.environ.get(API_ENV, DEFAULT_API),
         help=f"API base URL (env {API_ENV}; default {DEFAULT_API})",
+    )
+    top.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"API key, sent as 'Authorization: Bearer KEY' (env {KEY_ENV}, which keeps it "
+        "out of the process list and the shell history; this option wins)",
     )
     commands = top.add_subparsers(dest="command", required=True)
 
@@ -73,7 +85,19 @@ def parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a CSV without starting a job")
     validate.add_argument("csv", type=Path)
     validate.add_argument("--webhook-url")
+
+    jobs = commands.add_parser("jobs", help="your jobs, newest first, a page at a time")
+    jobs.add_argument("--status", help="only jobs with this status (pending, processing, ...)")
+    jobs.add_argument("--limit", type=int, help="jobs per page, 1-200 (default 50)")
+    jobs.add_argument("--cursor", help="the next page: the cursor the previous page printed")
+    jobs.add_argument("--json", action="store_true", help="the API's JSON")
     return top
+
+
+def api_key(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """--api-key, else IMAGE_PIPELINE_API_KEY; None when neither gives one."""
+    key = args.api_key if args.api_key is not None else environ.get(KEY_ENV, "")
+    return key.strip() or None
 
 
 class Console:
@@ -124,14 +148,33 @@ def wait_for(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any] | None:
-    """Polls until the job is terminal; the final full status, or None on timeout."""
+    """Polls until the job is terminal; the final full status, or None on timeout. A 429
+    waits as long as its Retry-After asks (else one interval) and polls again."""
     meter = ProgressMeter(started=clock())
+
+    def polled(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        while True:
+            try:
+                return call()
+            except ApiError as error:
+                if error.status != 429:
+                    raise
+                pause = interval if error.retry_after is None else error.retry_after
+                if timeout and clock() + pause - meter.started > timeout:
+                    return None
+                console.progress(f"rate limited by the API: polling again in {pause:g}s")
+                sleep(pause)
+
     while True:
-        document = api.status(request_id, limit=1)
+        document = polled(lambda: api.status(request_id, limit=1))
+        if document is None:
+            console.end_progress()
+            return None
         console.progress(meter.update(clock(), document))
         if document.get("status") in EXIT_BY_STATUS:
+            final = polled(lambda: api.full_status(request_id))
             console.end_progress()
-            return api.full_status(request_id)
+            return final
         if timeout and clock() - meter.started >= timeout:
             console.end_progress()
             return None
@@ -190,22 +233,40 @@ def cmd_validate(api: ApiClient, args: argparse.Namespace, console: Console) -> 
     return EXIT_OK
 
 
+def cmd_jobs(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    listing = api.jobs(args.status, args.limit, args.cursor)
+    if args.json:
+        console.print(json.dumps(listing, indent=2))
+    else:
+        for line in jobs_lines(listing):
+            console.print(line)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace, Console], int]] = {
     "submit": cmd_submit,
     "status": cmd_status,
+    "jobs": cmd_jobs,
     "download": cmd_download,
     "validate": cmd_validate,
 }
 
 
 def main(
-    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+    argv: Sequence[str] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
     args = parser().parse_args(argv)
     console = Console(out or sys.stdout, err or sys.stderr)
-    api = ApiClient(args.api)
+    api = ApiClient(args.api, api_key=api_key(args, os.environ if environ is None else environ))
     try:
         return COMMANDS[args.command](api, args, console)
+    except KeyRefused as error:
+        console.error(key_refused_line(error, KEY_ENV))
+        return EXIT_AUTH
     except ApiError as error:
         for line in error_lines(error):
             console.error(line)

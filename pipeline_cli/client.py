@@ -1,10 +1,15 @@
-"""The HTTP API, as the CLI uses it. Errors keep the API's own words and details."""
+"""The HTTP API, as the CLI uses it. Errors keep the API's own words and details.
+
+The API key goes, as `Authorization: Bearer <key>`, to the API's own routes only: never to
+storage (a presigned POST carries its own policy), never into a message."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +21,40 @@ STATUS_PAGE = 1000
 
 @dataclass
 class ApiError(Exception):
-    """An answer that is not a success: the API's `error` and `details`, or the transport's."""
+    """An answer that is not a success: the API's `error` and `details`, or the transport's.
+    `retry_after`: the seconds a 429's `Retry-After` asks to wait, when it says."""
 
     message: str
     status: int | None = None
     details: list[Any] = field(default_factory=list)
+    retry_after: float | None = None
 
     def __str__(self) -> str:
         return self.message
+
+
+@dataclass
+class KeyRefused(ApiError):
+    """The API answered 401: no API key was sent (`key_sent` False), or it was not valid."""
+
+    key_sent: bool = False
+
+
+def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP date; None when absent or
+    unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now())
 
 
 @dataclass(frozen=True)
@@ -38,29 +69,57 @@ def _error_from(response: requests.Response, what: str) -> ApiError:
         body = response.json()
     except ValueError:
         body = None
+    retry_after = (
+        retry_after_seconds(response.headers.get("Retry-After"))
+        if response.status_code == 429
+        else None
+    )
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         details = body.get("details")
-        return ApiError(body["error"], response.status_code, list(details or []))
+        return ApiError(body["error"], response.status_code, list(details or []), retry_after)
     text = response.text.strip()
     s3_message = re.search(r"<Message>(.*?)</Message>", text, re.S)
     if s3_message:
         text = s3_message.group(1)
     return ApiError(
-        f"{what}: HTTP {response.status_code} {text[:300]}".rstrip(), response.status_code
+        f"{what}: HTTP {response.status_code} {text[:300]}".rstrip(),
+        response.status_code,
+        retry_after=retry_after,
     )
 
 
 class ApiClient:
-    def __init__(self, base_url: str, session: requests.Session | None = None) -> None:
+    """`api_key`, when given, authenticates every call to the API (`base_url`'s routes)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        session: requests.Session | None = None,
+        *,
+        api_key: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def __repr__(self) -> str:  # never the key
+        return f"ApiClient({self.base_url!r}, key={'set' if self._auth else 'none'})"
 
     def _call(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        """A call to the API (`path` under the base URL, with the key) or, for an absolute
+        URL, to storage (without it). requests drops the header itself if an answer
+        redirects to another host, port or scheme (a presigned link)."""
+        to_api = not path.startswith(("http://", "https://"))
+        url = self.base_url + path if to_api else path
+        if to_api and self._auth:
+            kwargs["headers"] = {**kwargs.get("headers", {}), **self._auth}
         try:
             response = self.session.request(method, url, timeout=TIMEOUT, **kwargs)
         except requests.RequestException as exc:
             raise ApiError(f"{what}: cannot reach {url}: {exc}") from exc
+        if to_api and response.status_code == 401:
+            error = _error_from(response, what)
+            raise KeyRefused(error.message, 401, error.details, key_sent=bool(self._auth))
         if response.status_code >= 400:
             raise _error_from(response, what)
         return response
@@ -141,6 +200,19 @@ class ApiClient:
             products.extend(page.get("products") or [])
             cursor = page.get("nextCursor")
         return {**document, "products": products, "nextCursor": None}
+
+    def jobs(
+        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of the caller's jobs, newest first: `{"jobs": [...], "nextCursor"}`."""
+        params: dict[str, str] = {}
+        if status:
+            params["status"] = status
+        if limit is not None:
+            params["limit"] = str(limit)
+        if cursor:
+            params["cursor"] = cursor
+        return self._json(self._call("GET", "/api/jobs", "jobs", params=params), "jobs")
 
     def output_csv(self, request_id: str) -> bytes:
         return self._call("GET", f"/api/jobs/{request_id}/output.csv", "download").content

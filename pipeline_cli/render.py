@@ -1,4 +1,5 @@
-"""What the CLI prints: API errors with their line and column, and the status as a table."""
+"""What the CLI prints: API errors with their line and column, the status and the list of
+jobs as tables."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline_cli.client import ApiError
+from pipeline_cli.client import ApiError, KeyRefused
 
 
 def detail_line(detail: Any) -> str:
@@ -33,7 +34,19 @@ def error_lines(error: ApiError) -> list[str]:
     head = f"error: {error.message}"
     if error.status is not None:
         head += f" (HTTP {error.status})"
+    if error.retry_after is not None:
+        head += f"; retry after {error.retry_after:g}s"
     return [head] + [f"  {detail_line(d)}" for d in error.details]
+
+
+def key_refused_line(error: KeyRefused, key_env: str) -> str:
+    """A 401 in one line that says what to do; never the key itself."""
+    if error.key_sent:
+        return (
+            f"error: the API refused the API key (HTTP 401): pass a valid one with "
+            f"--api-key or set {key_env}"
+        )
+    return f"error: this API needs an API key (HTTP 401): pass --api-key or set {key_env}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -42,6 +55,31 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [fmt.format(*header).rstrip(), fmt.format(*("-" * w for w in widths))] + [
         fmt.format(*row).rstrip() for row in rows
     ]
+
+
+def jobs_lines(listing: Mapping[str, Any]) -> list[str]:
+    """`GET /api/jobs` as a table, newest first, with the cursor of the next page."""
+    jobs: Sequence[Mapping[str, Any]] = listing.get("jobs") or []
+    if not jobs:
+        lines = ["no jobs"]
+    else:
+        rows = []
+        for job in jobs:
+            progress: Mapping[str, Any] = job.get("progress") or {}
+            rows.append(
+                [
+                    str(job.get("requestId", "")),
+                    str(job.get("status", "")),
+                    f"{progress.get('processedImages', 0)}/{progress.get('totalImages', 0)}",
+                    str(progress.get("failedImages", 0)),
+                    f"{progress.get('percent', 0)}%",
+                    str(job.get("createdAt", "")),
+                ]
+            )
+        lines = _table(["Job", "Status", "Images", "Failed", "Done", "Created"], rows)
+    if listing.get("nextCursor"):
+        lines.append(f"(more jobs: --cursor {listing['nextCursor']})")
+    return lines
 
 
 def _short(text: str, width: int = 40) -> str:

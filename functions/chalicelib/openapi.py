@@ -17,6 +17,11 @@ DOCS_ASSETS = {
 }
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+# An operation anyone may call: it overrides the document's global `security`. Every other
+# operation needs `Authorization: Bearer <api key>` (app.py: the routes with an authorizer;
+# tests/unit/test_openapi_document.py checks that the two agree).
+PUBLIC: list[dict[str, list[str]]] = []
+NOT_YOURS = "Unknown job, or another tenant's (the same answer, so an id reveals nothing)"
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -67,16 +72,47 @@ PROGRESS = {
 STATUSES = ["pending", "processing", "completed", "completed_with_errors", "failed"]
 
 
+def _unauthorized() -> dict[str, Any]:
+    answer = _err("No API key, or not a valid one (a revoked key stops working within minutes)")
+    answer["headers"] = {
+        "WWW-Authenticate": {
+            "description": "`Bearer`, where the API says it",
+            "schema": {"type": "string"},
+        }
+    }
+    return answer
+
+
+def _too_many_requests() -> dict[str, Any]:
+    answer = _err(
+        "Throttled: the tenant's request rate, or this job's retries and redeliveries; "
+        "try again after `Retry-After`"
+    )
+    answer["headers"] = {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    }
+    return answer
+
+
 def _html(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
 def document() -> dict[str, Any]:
-    """The document, with the contract's error answer on every operation."""
+    """The document, with the contract's error answer on every operation, and the answers of
+    the front door (no valid key, throttled) on every protected one."""
     spec = _document()
     for methods in spec["paths"].values():
         for operation in methods.values():
-            operation["responses"].setdefault(
+            responses = operation["responses"]
+            if operation.get("security") != PUBLIC:
+                responses.setdefault("401", _unauthorized())
+                responses.setdefault("429", _too_many_requests())
+            responses.setdefault(
                 "500", _err("Internal error (a bug; the body never holds a stack trace)")
             )
     return spec
@@ -89,8 +125,13 @@ def _document() -> dict[str, Any]:
             "title": "Image pipeline API",
             "version": "1.0.0",
             "description": "Bulk image compression: a CSV of products and image URLs in; "
-            "compressed images, an output CSV and a signed webhook out.",
+            "compressed images, an output CSV and a signed webhook out.\n\n"
+            "Every operation but the health check, this document, the docs and the watch page "
+            "needs an API key: `Authorization: Bearer <api key>`. A key belongs to one tenant "
+            "and sees that tenant's jobs only; each tenant's requests are throttled (`429` "
+            "with `Retry-After`).",
         },
+        "security": [{"bearerAuth": []}],
         "paths": {
             "/api/uploadAndProcessDocument": {
                 "post": {
@@ -173,7 +214,42 @@ def _document() -> dict[str, Any]:
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Status"}, "The job"),
                         "400": _err("Malformed id, limit or cursor"),
-                        "404": _err("Unknown job"),
+                        "404": _err(NOT_YOURS),
+                    },
+                }
+            },
+            "/api/jobs": {
+                "get": {
+                    "summary": "Your jobs, newest first (paged)",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": STATUSES},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 200,
+                                "default": 50,
+                            },
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "required": False,
+                            "description": "`nextCursor` of the previous page",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/JobList"}, "A page of jobs"),
+                        "400": _err("Malformed status, limit or cursor"),
                     },
                 }
             },
@@ -184,7 +260,7 @@ def _document() -> dict[str, Any]:
                     "responses": {
                         "302": {"description": "Redirect to the CSV"},
                         "400": _err("Malformed id"),
-                        "404": _err("Unknown job"),
+                        "404": _err(NOT_YOURS),
                         "409": _err("The job has not ended"),
                     },
                 }
@@ -198,7 +274,7 @@ def _document() -> dict[str, Any]:
                     "responses": {
                         "202": _json({"type": "object"}, "Queued; the job is processing"),
                         "400": _err("Malformed id"),
-                        "404": _err("Unknown job"),
+                        "404": _err(NOT_YOURS),
                         "409": _err("Not finished, nothing failed, or already retrying"),
                     },
                 }
@@ -210,13 +286,14 @@ def _document() -> dict[str, Any]:
                     "responses": {
                         "202": _json({"type": "object"}, "Queued for delivery"),
                         "400": _err("Malformed id"),
-                        "404": _err("Unknown job"),
+                        "404": _err(NOT_YOURS),
                         "409": _err("Not finished, no webhook URL, or already delivering"),
                     },
                 }
             },
             "/api/health": {
                 "get": {
+                    "security": PUBLIC,
                     "summary": "Storage, queue and database answer",
                     "responses": {
                         "200": _json(
@@ -229,12 +306,14 @@ def _document() -> dict[str, Any]:
             },
             "/api/openapi.json": {
                 "get": {
+                    "security": PUBLIC,
                     "summary": "This document",
                     "responses": {"200": {"description": "OpenAPI 3 document"}},
                 }
             },
             "/api-docs": {
                 "get": {
+                    "security": PUBLIC,
                     "summary": "Human-readable docs (Swagger UI, works offline); with "
                     "?asset=, one file of that page (served by the API, not a CDN)",
                     "parameters": [
@@ -260,12 +339,21 @@ def _document() -> dict[str, Any]:
             },
             "/": {
                 "get": {
+                    "security": PUBLIC,
                     "summary": "A page to upload a CSV straight to storage and watch the job",
                     "responses": {"200": _html("The watch page")},
                 }
             },
         },
         "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "API key",
+                    "description": "An API key of your tenant: `Authorization: Bearer <key>`.",
+                }
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -345,6 +433,32 @@ def _document() -> dict[str, Any]:
                         },
                     },
                 },
+                "JobSummary": {
+                    "type": "object",
+                    "required": ["requestId", "status", "createdAt", "updatedAt", "progress"],
+                    "properties": {
+                        "requestId": {"type": "string", "format": "uuid"},
+                        "status": {"type": "string", "enum": STATUSES},
+                        "createdAt": {"type": "string", "format": "date-time"},
+                        "updatedAt": {"type": "string", "format": "date-time"},
+                        "progress": PROGRESS,
+                    },
+                },
+                "JobList": {
+                    "type": "object",
+                    "required": ["jobs", "nextCursor"],
+                    "properties": {
+                        "jobs": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/JobSummary"},
+                        },
+                        "nextCursor": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "Pass as `cursor` for the next page; null at the end",
+                        },
+                    },
+                },
                 "Product": {
                     "type": "object",
                     "properties": {
@@ -368,7 +482,7 @@ def _document() -> dict[str, Any]:
                         },
                     },
                 },
-            }
+            },
         },
     }
 

@@ -269,11 +269,27 @@ def child_pids(pid: int) -> list[int]:
 
 
 class OutputLines(dict[str, str]):
-    """A process's stdout lines by first word (the last of each), and `all` of them in order."""
+    """A process's stdout lines by first word (the first of each; a tenant's lines also by
+    word and tenant), and `all` of them in order."""
 
     def __init__(self) -> None:
         super().__init__()
         self.all: list[str] = []
+
+
+PER_TENANT_LINES = ("api-key", "webhook-secret")
+
+
+def api_key(lines: dict[str, str], tenant: str | None = None) -> str:
+    """The API key `serve` printed for `tenant` (default: the first tenant)."""
+    if tenant is None:
+        tenant = lines["api-key"].partition(" ")[0]
+    return lines[f"api-key {tenant}"]
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The header of a call to the API with this key."""
+    return {"Authorization": f"Bearer {key}"}
 
 
 @contextmanager
@@ -281,7 +297,10 @@ def serve_process(
     *args: str, env: dict[str, str] | None = None, timeout: float = 90.0
 ) -> Iterator[tuple[subprocess.Popen[str], OutputLines]]:
     """`python -m local_emulator serve ...` until its `ready` line; yields the process and
-    its stdout lines so far by first word (`storage`, `ready`...). On exit, SIGTERM."""
+    its stdout lines so far by first word (`storage`, `ready`...; the first line of a word
+    that repeats). A tenant's lines are also kept by word and tenant:
+    `lines["api-key local"]` is tenant `local`'s key, `lines["webhook-secret local"]` its
+    signing secret (see `api_key`). On exit, SIGTERM."""
     process = subprocess.Popen(
         [sys.executable, "-m", "local_emulator", "serve", *args],
         cwd=REPO_ROOT,
@@ -312,7 +331,10 @@ def serve_process(
                 _, err = process.communicate()
                 raise AssertionError(f"serve did not get ready: {lines}\n{err}") from None
             word, _, rest = line.partition(" ")
-            lines[word] = rest
+            if word in PER_TENANT_LINES:
+                tenant, _, value = rest.partition(" ")
+                lines[f"{word} {tenant}"] = value
+            lines.setdefault(word, rest)
             lines.all.append(line)
         yield process, lines
     finally:

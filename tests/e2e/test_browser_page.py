@@ -1,7 +1,8 @@
 """The watch page in a real headless Chromium (Debian's `chromium`, driven by Playwright):
-a CSV picked in the page goes straight to storage through the presigned POST, the job is
-watched to the end, and what the page shows is checked against the API. A screenshot is
-kept under test-artifacts/."""
+the API key typed into the page goes, as the Authorization header, to the API's routes and
+nowhere else; a CSV picked in the page goes straight to storage through the presigned POST,
+the job is watched to the end, and what the page shows is checked against the API. A
+missing or refused key says so. A screenshot is kept under test-artifacts/."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 import requests
 
 from local_emulator.stack import Emulator
+from tests.e2e.emulator_support import bearer
 from tests.support.servers import TYPES, serve
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +56,19 @@ document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(
 
 def bare(url: str | None) -> str:
     return (url or "").split("?", 1)[0]
+
+
+def use_key(page: Any, key: str) -> None:
+    """Types the key into the page's key field, as a person would."""
+    page.fill("#api-key", key)
+    page.click("#save-key")
+
+
+def stored_keys(page: Any) -> dict[str, Any]:
+    return {
+        "session": page.evaluate("Object.values(sessionStorage)"),
+        "local": page.evaluate("localStorage.length"),
+    }
 
 
 @contextmanager
@@ -118,24 +133,45 @@ def test_the_page_uploads_through_storage_and_shows_the_job_as_the_api_does(
     text += f'6,Missing Picture,"{images}/mug.jpg,{images}/nowhere.jpg"\n'
     csv_path = tmp_path / "products.csv"
     csv_path.write_text(text)
-    api_calls: list[str] = []
-    page.on("request", lambda request: api_calls.append(f"{request.method} {request.url}"))
+    seen: list[Any] = []
+
+    def keep(request: Any) -> None:  # Playwright wants a function, not a bound builtin
+        seen.append(request)
+
+    page.on("request", keep)
 
     page.goto(f"{emulator.api_url}/")
+    assert page.get_attribute("#api-key", "type") == "password"
+    assert page.text_content("label[for=api-key]") == "API key"
+    use_key(page, emulator.api_key)
+    assert page.input_value("#api-key") == ""  # the field does not keep it
+    assert "Using key" in (page.text_content("#key-state") or "")
     page.set_input_files("#csv", str(csv_path))
     page.click("#start")
     page.wait_for_selector("body[data-settled='true']", timeout=120_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
+    api_calls = [f"{r.method} {r.url}" for r in seen]
     # It went through the presigned POST, straight to storage, not the multipart API.
     assert any(c.startswith(f"POST {emulator.api_url}/api/uploads") for c in api_calls)
     assert any(c.startswith(f"POST {emulator.storage_url}/") for c in api_calls)
     assert not any("uploadAndProcessDocument" in c for c in api_calls)
+    # The key went with every call to the API and to nothing else (storage, image hosts).
+    authorization = {f"{r.method} {r.url}": r.all_headers().get("authorization") for r in seen}
+    to_api = [c for c in authorization if c.split(" ", 1)[1].startswith(f"{emulator.api_url}/api/")]
+    assert len(to_api) >= 3
+    assert {authorization[c] for c in to_api} == {f"Bearer {emulator.api_key}"}
+    assert [c for c, value in authorization.items() if value and c not in to_api] == []
+    # Kept in this tab's session storage only: not in local storage, the address or the page.
+    assert stored_keys(page) == {"session": [emulator.api_key], "local": 0}
+    assert emulator.api_key not in page.url and emulator.api_key not in page.content()
 
     request_id = page.text_content("#request-id")
     status = requests.get(
-        f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10
+        f"{emulator.api_url}/api/getProcessingStatus/{request_id}",
+        headers=bearer(emulator.api_key),
+        timeout=10,
     ).json()
     assert status["status"] == "completed_with_errors"
     assert page.text_content("#job-status") == status["status"]
@@ -197,10 +233,68 @@ def test_the_page_uploads_through_storage_and_shows_the_job_as_the_api_does(
 def test_the_page_refuses_a_job_id_that_is_not_one(emulator: Emulator, page: Any) -> None:
     fetched: list[str] = []
     page.on("request", lambda request: fetched.append(request.url))
+    page.goto(f"{emulator.api_url}/")
+    use_key(page, emulator.api_key)
     page.goto(f"{emulator.api_url}/?job=../../api/health")
-    page.wait_for_function("document.getElementById('message').textContent !== ''")
+    page.wait_for_function("() => document.getElementById('message').textContent !== ''")
     assert page.text_content("#message").startswith("not a job id")
     assert not any("/api/" in url.split("?", 1)[0] for url in fetched), fetched
+
+
+def test_without_a_key_the_page_asks_for_one_and_calls_nothing(
+    emulator: Emulator, page: Any, tmp_path: Path
+) -> None:
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text("S. No.,Product Name,Input Image Urls\n1,Mug,http://example.com/a.jpg\n")
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto(f"{emulator.api_url}/")
+    assert page.text_content("#key-state").startswith("No API key yet")
+    assert page.is_disabled("#forget-key")
+    page.set_input_files("#csv", str(csv_path))
+    page.click("#start")
+    page.wait_for_function("() => document.getElementById('message').className === 'errors'")
+    assert page.text_content("#message") == "This API needs an API key: enter yours above."
+    assert page.evaluate("document.activeElement.id") == "api-key"
+    assert not any("/api/" in url for url in fetched), fetched
+
+    use_key(page, "not a key")  # refused by the page itself: never sent
+    assert page.text_content("#key-state").startswith("That is not an API key")
+    assert page.get_attribute("#api-key", "aria-invalid") == "true"
+    assert stored_keys(page) == {"session": [], "local": 0}
+
+
+def test_a_refused_key_says_so_and_can_be_changed_or_forgotten(
+    emulator: Emulator, page: Any
+) -> None:
+    """A job in the address bar waits for a key; a wrong key gets the API's 401 shown; the
+    right one resumes the watch (of an unknown job here: its 404); forgetting empties the
+    tab's storage."""
+    unknown = "00000000-0000-4000-8000-000000000000"
+    message = "() => document.getElementById('message').textContent"
+    page.goto(f"{emulator.api_url}/?job={unknown}")
+    page.wait_for_function(f"{message}.startsWith('This API needs an API key')")
+
+    wrong = "ipk_000000000000_" + "x" * 43
+    use_key(page, wrong)
+    page.wait_for_function(f"{message}.startsWith('The API refused the API key')")
+    assert page.text_content("#key-state") == (
+        "The API refused key ipk_000000000000_…: enter a valid one, or forget it."
+    )
+    assert page.get_attribute("#api-key", "aria-invalid") == "true"
+    assert wrong not in page.content()
+
+    use_key(page, emulator.api_key)
+    page.wait_for_function(f"{message}.startsWith('no job with requestId {unknown}')")
+    assert stored_keys(page) == {"session": [emulator.api_key], "local": 0}
+    page.reload()  # the tab keeps the key across a reload
+    page.wait_for_function(f"{message}.startsWith('no job with requestId')")
+
+    page.click("#forget-key")
+    assert stored_keys(page) == {"session": [], "local": 0}
+    assert page.text_content("#message") == "The API key is forgotten in this tab."
+    assert page.text_content("#key-state").startswith("No API key yet")
+    assert page.is_disabled("#forget-key")
 
 
 def test_the_docs_page_renders_under_its_policy(emulator: Emulator, page: Any) -> None:

@@ -33,6 +33,8 @@ from local_emulator.timescale import scaled_timeout, scaled_visibility
 from tests.e2e.emulator_support import (
     FAKE_MODULE,
     REPO_ROOT,
+    api_key,
+    bearer,
     bodies,
     calls,
     child_pids,
@@ -481,6 +483,12 @@ def test_serve_runs_the_real_stack() -> None:
         assert lines["storage"].startswith("http://127.0.0.1:")
         response = requests.get(f"{lines['ready']}/api/health", timeout=10)
         assert response.status_code == 200
+        # A protected route wants the key serve printed, and takes it.
+        jobs = f"{lines['ready']}/api/jobs"
+        assert requests.get(jobs, timeout=10).status_code == 401
+        answer = requests.get(jobs, headers=bearer(api_key(lines)), timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"jobs": [], "nextCursor": None}
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
         assert process.returncode == 0

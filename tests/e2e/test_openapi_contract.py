@@ -1,5 +1,6 @@
-"""The live API against its own OpenAPI document: valid, served, and fuzzed by schemathesis
-(no answer may be a 5xx), plus the offline docs page."""
+"""The live API against its own OpenAPI document: valid, served, asking for a key exactly
+where the document says, and fuzzed by schemathesis with the emulator's key (no answer may
+be a 5xx), plus the offline docs page."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from pathlib import Path
 import pytest
 import requests
 from chalicelib import openapi
+from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from local_emulator.stack import Emulator, EmulatorOptions
+from tests.e2e.emulator_support import bearer
 
 pytestmark = pytest.mark.e2e
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "8"))
+UNKNOWN_JOB = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +44,47 @@ def test_the_served_document_is_valid_and_is_the_apps(emulator: Emulator) -> Non
     assert served == openapi.document()
 
 
+def test_the_api_asks_for_a_key_exactly_where_the_document_says(emulator: Emulator) -> None:
+    """Without a key every protected operation is a 401 in the contract's shape, before the
+    request is looked at; a public one never is. With the emulator's key none is a 401."""
+    spec = openapi.document()
+    key = bearer(emulator.api_key)
+    checked = 0
+    for path, methods in spec["paths"].items():
+        url = emulator.api_url + path.replace("{requestId}", UNKNOWN_JOB)
+        for method, operation in methods.items():
+            anonymous = requests.request(method.upper(), url, timeout=10)
+            wrong = requests.request(
+                method.upper(), url, headers={"Authorization": "Bearer ipk_x_wrong"}, timeout=10
+            )
+            if operation.get("security") == []:
+                assert anonymous.status_code != 401 and wrong.status_code != 401, path
+            else:
+                for answer in (anonymous, wrong):
+                    assert answer.status_code == 401, (method, path, answer.text)
+                    assert set(answer.json()) == {"error", "details"}, answer.text
+                documented = requests.request(method.upper(), url, headers=key, timeout=10)
+                assert documented.status_code != 401, (method, path, documented.text)
+                assert str(documented.status_code) in operation["responses"], (method, path)
+            checked += 1
+    assert checked == sum(len(methods) for methods in spec["paths"].values())
+
+
+def test_the_listing_of_jobs_matches_its_schema(emulator: Emulator) -> None:
+    key = bearer(emulator.api_key)
+    created = requests.post(f"{emulator.api_url}/api/uploads", json={}, headers=key, timeout=10)
+    assert created.status_code == 201, created.text
+    answer = requests.get(f"{emulator.api_url}/api/jobs?limit=1", headers=key, timeout=10)
+    assert answer.status_code == 200, answer.text
+    listing = answer.json()
+    spec = openapi.document()
+    OAS30Validator(
+        {"$ref": "#/components/schemas/JobList", "components": spec["components"]}
+    ).validate(listing)
+    assert len(listing["jobs"]) == 1
+    assert listing["jobs"][0]["requestId"] == created.json()["requestId"]  # newest first
+
+
 def test_the_docs_page_and_its_assets_come_from_the_api(emulator: Emulator) -> None:
     page = requests.get(f"{emulator.api_url}/api-docs", timeout=10)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
@@ -56,7 +101,8 @@ def test_the_docs_page_and_its_assets_come_from_the_api(emulator: Emulator) -> N
 
 
 def test_schemathesis_finds_no_server_error(emulator: Emulator, tmp_path: Path) -> None:
-    """Every operation of the document, fuzzed from its schemas; bounded to stay fast.
+    """Every operation of the document, fuzzed from its schemas with the emulator's key (so
+    the requests get past the authorizer); bounded to stay fast.
 
     TRACE is left out of the coverage phase's unexpected methods: the emulator's HTTP server
     answers it 501 before the app sees it, and API Gateway never hands it to the function."""
@@ -75,6 +121,8 @@ def test_schemathesis_finds_no_server_error(emulator: Emulator, tmp_path: Path) 
             f"{emulator.api_url}/api/openapi.json",
             "--url",
             emulator.api_url,
+            "--header",
+            f"Authorization: Bearer {emulator.api_key}",
             "--checks",
             "not_a_server_error",
             "--max-examples",
