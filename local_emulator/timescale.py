@@ -35,6 +35,8 @@ WHOLE_SECONDS = {
     "STALL_AFTER": "stall_after",
     "INGEST_LEASE": "ingest_lease",
     "FINALIZE_LEASE": "finalize_lease",
+    "JOB_ACTION_INTERVAL": "job_action_interval",
+    "SECRETS_CACHE_SECONDS": "secrets_cache_seconds",
 }
 SCHEDULES = {"WEBHOOK_RETRY_SCHEDULE": "webhook_retry_schedule"}
 

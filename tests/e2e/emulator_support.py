@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import requests
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "local_emulator" / "samples"
 FAKE_MODULE = "emulator_fake_app"
@@ -360,3 +362,17 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+_SESSIONS: dict[int, requests.Session] = {}
+
+
+def keyed(emulator: Any) -> requests.Session:
+    """A session that calls `emulator`'s API with its first tenant's key (one per emulator).
+    Only for the API: a presigned storage URL is called with plain `requests`."""
+    session = _SESSIONS.get(id(emulator))
+    if session is None or session.headers.get("Authorization") != f"Bearer {emulator.api_key}":
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {emulator.api_key}"
+        _SESSIONS[id(emulator)] = session
+    return session

@@ -17,7 +17,7 @@ from chalicelib.services.ingest import job_id_for_key
 from PIL import Image, ImageOps
 
 from local_emulator.stack import Emulator, EmulatorOptions
-from tests.e2e.emulator_support import SAMPLES
+from tests.e2e.emulator_support import SAMPLES, keyed
 from tests.support.servers import WebhookReceiver, webhook_receiver
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,7 @@ def sample_image_count() -> int:
 
 def upload(emulator: Emulator, text: str, webhook: str | None = None) -> str:
     data = {"webhookUrl": webhook} if webhook else {}
-    response = requests.post(
+    response = keyed(emulator).post(
         f"{emulator.api_url}/api/uploadAndProcessDocument",
         files={"file": ("products.csv", text.encode(), "text/csv")},
         data=data,
@@ -67,9 +67,11 @@ def upload(emulator: Emulator, text: str, webhook: str | None = None) -> str:
 def wait_terminal(emulator: Emulator, request_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        doc: dict[str, Any] = requests.get(
-            f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10
-        ).json()
+        doc: dict[str, Any] = (
+            keyed(emulator)
+            .get(f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10)
+            .json()
+        )
         if doc.get("status") in TERMINAL:
             return doc
         time.sleep(0.3)
@@ -82,13 +84,15 @@ def oriented_size(path: Path) -> tuple[int, int]:
 
 
 def read_output_csv(emulator: Emulator, request_id: str) -> list[list[str]]:
-    response = requests.get(f"{emulator.api_url}/api/jobs/{request_id}/output.csv", timeout=30)
+    response = keyed(emulator).get(
+        f"{emulator.api_url}/api/jobs/{request_id}/output.csv", timeout=30
+    )
     assert response.status_code == 200
     return list(csv.reader(io.StringIO(response.content.decode("utf-8"))))
 
 
 def test_health(emulator: Emulator) -> None:
-    response = requests.get(f"{emulator.api_url}/api/health", timeout=10)
+    response = keyed(emulator).get(f"{emulator.api_url}/api/health", timeout=10)
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
@@ -132,14 +136,16 @@ def test_multipart_upload_runs_to_a_completed_job_with_outputs_csv_and_webhook(
 def test_presigned_upload_starts_the_job_when_the_object_arrives(
     emulator: Emulator, images: str
 ) -> None:
-    created = requests.post(
+    created = keyed(emulator).post(
         f"{emulator.api_url}/api/uploads", json={"fileName": "products.csv"}, timeout=10
     )
     assert created.status_code == 201
     answer = created.json()
     request_id = answer["requestId"]
     assert answer["upload"]["fields"]["key"] == f"incoming/{request_id}.csv"
-    pending = requests.get(f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10)
+    pending = keyed(emulator).get(
+        f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10
+    )
     assert pending.json()["status"] == "pending"
     posted = requests.post(
         answer["upload"]["url"],
@@ -158,7 +164,7 @@ def test_storage_refuses_what_the_presigned_policy_does_not_allow(
 ) -> None:
     """The emulator's storage holds the upload to its POST policy, as S3 does: another key or
     a file over MAX_CSV_BYTES is refused, nothing is stored, the job stays pending."""
-    created = requests.post(f"{emulator.api_url}/api/uploads", json={}, timeout=10).json()
+    created = keyed(emulator).post(f"{emulator.api_url}/api/uploads", json={}, timeout=10).json()
     request_id, upload = created["requestId"], created["upload"]
     other_key = "incoming/00000000-0000-4000-8000-000000000000.csv"
     csv_body = sample_csv(images).encode()
@@ -176,7 +182,9 @@ def test_storage_refuses_what_the_presigned_policy_does_not_allow(
     listed = s3.list_objects_v2(Bucket=emulator.uploads_bucket, Prefix="incoming/")
     keys = {o["Key"] for o in listed.get("Contents", [])}
     assert not keys & {other_key, upload["fields"]["key"]}
-    status = requests.get(f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10)
+    status = keyed(emulator).get(
+        f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10
+    )
     assert status.json()["status"] == "pending"
 
 
@@ -188,7 +196,9 @@ def test_csv_dropped_in_the_bucket_becomes_a_job_once(emulator: Emulator, images
     request_id = job_id_for_key(key, put["ETag"].strip('"'))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        found = requests.get(f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10)
+        found = keyed(emulator).get(
+            f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10
+        )
         if found.status_code == 200:
             break
         time.sleep(0.3)
@@ -255,9 +265,11 @@ def test_webhook_is_retried_until_the_receiver_accepts_it(emulator: Emulator, im
 def test_invalid_csv_through_presigned_upload_fails_the_job_with_details(
     emulator: Emulator, receiver: WebhookReceiver
 ) -> None:
-    created = requests.post(
-        f"{emulator.api_url}/api/uploads", json={"webhookUrl": receiver.url}, timeout=10
-    ).json()
+    created = (
+        keyed(emulator)
+        .post(f"{emulator.api_url}/api/uploads", json={"webhookUrl": receiver.url}, timeout=10)
+        .json()
+    )
     requests.post(
         created["upload"]["url"],
         data=created["upload"]["fields"],
@@ -272,20 +284,20 @@ def test_invalid_csv_through_presigned_upload_fails_the_job_with_details(
 
 
 def test_api_refuses_bad_requests_in_the_contract_shape(emulator: Emulator) -> None:
-    bad = requests.post(
+    bad = keyed(emulator).post(
         f"{emulator.api_url}/api/uploadAndProcessDocument",
         files={"file": ("p.csv", b"S. No.,Product Name,Input Image Urls\n", "text/csv")},
         timeout=10,
     )
     assert bad.status_code == 400 and set(bad.json()) == {"error", "details"}
-    not_multipart = requests.post(
+    not_multipart = keyed(emulator).post(
         f"{emulator.api_url}/api/uploadAndProcessDocument",
         data=b"x",
         timeout=10,
         headers={"Content-Type": "text/plain"},
     )
     assert not_multipart.status_code == 415
-    unknown = requests.get(
+    unknown = keyed(emulator).get(
         f"{emulator.api_url}/api/getProcessingStatus/00000000-0000-4000-8000-000000000000",
         timeout=10,
     )

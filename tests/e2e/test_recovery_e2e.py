@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from local_emulator.stack import Emulator, EmulatorOptions
-from tests.e2e.emulator_support import SAMPLES, environment
+from tests.e2e.emulator_support import SAMPLES, environment, keyed
 from tests.e2e.test_pipeline_e2e import TERMINAL, upload, wait_terminal
 from tests.support.servers import WebhookReceiver, image_host
 
@@ -35,6 +34,8 @@ def emulator() -> Iterator[Emulator]:
                 allow_private_hosts=True,
                 quiet=True,
                 schedule_scale=1 / 100,
+                # fifty jobs at once, and their status polls, from one tenant
+                parameter_overrides={"TenantBurstLimit": "400", "TenantRateLimit": "400"},
             )
         ) as emu,
     ):
@@ -68,9 +69,11 @@ def wait_until(predicate: Any, timeout: float = 120) -> None:
 
 
 def status(emulator: Emulator, request_id: str) -> dict[str, Any]:
-    answer: dict[str, Any] = requests.get(
-        f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10
-    ).json()
+    answer: dict[str, Any] = (
+        keyed(emulator)
+        .get(f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10)
+        .json()
+    )
     return answer
 
 
@@ -150,7 +153,7 @@ def test_retry_failed_images_and_redeliver_the_webhook(
 
     wait_until(lambda: status(emulator, request_id)["webhook"]["state"] == "delivered")
     shutil.copy(image_dir / "mug.jpg", image_dir / "later.jpg")
-    retried = requests.post(f"{api}/api/jobs/{request_id}/retry", timeout=10)
+    retried = keyed(emulator).post(f"{api}/api/jobs/{request_id}/retry", timeout=10)
     assert retried.status_code == 202, retried.text
     assert retried.json()["generation"] == 1
     second = wait_terminal(emulator, request_id)
@@ -162,14 +165,14 @@ def test_retry_failed_images_and_redeliver_the_webhook(
     ids = [d.headers["webhook-id"] for d in receiver.deliveries]
     assert ids[0] != ids[1]
 
-    again = requests.post(f"{api}/api/jobs/{request_id}/webhook/redeliver", timeout=10)
+    again = keyed(emulator).post(f"{api}/api/jobs/{request_id}/webhook/redeliver", timeout=10)
     assert again.status_code == 202, again.text
     wait_until(lambda: len(receiver.deliveries) >= 3)
     assert receiver.deliveries[2].headers["webhook-id"] == ids[1]
     assert all(d.verified for d in receiver.deliveries)
     wait_until(lambda: status(emulator, request_id)["webhook"]["state"] == "delivered")
 
-    nothing = requests.post(f"{api}/api/jobs/{request_id}/retry", timeout=10)
+    nothing = keyed(emulator).post(f"{api}/api/jobs/{request_id}/retry", timeout=10)
     assert nothing.status_code == 409
     assert "no failed images" in nothing.json()["error"]
 

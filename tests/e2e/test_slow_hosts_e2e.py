@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from local_emulator.stack import Emulator
+from tests.e2e.emulator_support import keyed
 from tests.e2e.test_pipeline_e2e import HEADER, upload, wait_terminal
 from tests.support.servers import serve
 from tests.support.waiting import wait_until
@@ -77,9 +77,11 @@ def host() -> Iterator[tuple[Host, str]]:
 
 
 def _status(emulator: Emulator, request_id: str) -> dict[str, Any]:
-    doc: dict[str, Any] = requests.get(
-        f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10
-    ).json()
+    doc: dict[str, Any] = (
+        keyed(emulator)
+        .get(f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10)
+        .json()
+    )
     return doc
 
 
