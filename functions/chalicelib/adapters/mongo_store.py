@@ -33,6 +33,7 @@ from chalicelib.domain.models import (
     WebhookInfo,
     WebhookState,
 )
+from chalicelib.domain.output_options import OutputOptions
 from chalicelib.domain.timefmt import iso, parse_iso
 
 Document = dict[str, Any]
@@ -148,6 +149,8 @@ def _job_doc(job: Job) -> Document:
         doc["idempotencyKey"] = job.idempotency_key
     if job.tenant:
         doc["tenant"] = job.tenant
+    if not job.options.is_default:
+        doc["options"] = job.options.to_dict()
     return doc
 
 
@@ -155,6 +158,7 @@ def _job_from(doc: Mapping[str, Any], default_tenant: str) -> Job:
     return Job(
         # a job stored before tenants existed has none: it is the default tenant's
         tenant=str(doc.get("tenant") or default_tenant),
+        options=OutputOptions.from_dict(doc.get("options")),
         request_id=str(doc["_id"]),
         status=JobStatus(doc["status"]),
         created_at=str(doc.get("createdAt", "")),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from chalicelib.domain.output_options import OutputOptions
 from chalicelib.domain.timefmt import iso
 
 
@@ -15,6 +16,7 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
@@ -22,7 +24,7 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset(
-    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED}
+    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED, JobStatus.CANCELLED}
 )
 
 
@@ -30,6 +32,7 @@ class RowStatus(StrEnum):
     PENDING = "pending"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class ImageErrorCode(StrEnum):
@@ -165,6 +168,7 @@ class Job:
     webhook_url: str = ""
     source: str = "api"
     tenant: str = ""  # its owner; the store reads a job stored before tenants as the default's
+    options: OutputOptions = field(default_factory=OutputOptions)
     progress: Progress = field(default_factory=Progress)
     errors: list[dict[str, object]] = field(default_factory=list)
     output_csv_key: str = ""
@@ -190,6 +194,7 @@ def new_job(
     chunk_size: int,
     tenant: str,
     key: str | None = None,
+    options: OutputOptions | None = None,
     webhook_url: str = "",
     idempotency_key: str = "",
     body_digest: str = "",
@@ -206,6 +211,7 @@ def new_job(
         webhook_url=webhook_url,
         source=source,
         tenant=tenant,
+        options=options or OutputOptions(),
         chunk_size=chunk_size,
         idempotency_key=idempotency_key,
         body_digest=body_digest,
@@ -227,9 +233,9 @@ class StoredRow:
     bytes_out: tuple[int, ...] = ()
 
 
-def output_key(request_id: str, serial: int, index: int) -> str:
+def output_key(request_id: str, serial: int, index: int, extension: str = "jpg") -> str:
     """Deterministic key of one output image: a redelivery rewrites, never duplicates."""
-    return f"outputs/{request_id}/{serial}/{index}.jpg"
+    return f"outputs/{request_id}/{serial}/{index}.{extension}"
 
 
 def input_key(request_id: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib import openapi
+from chalicelib.domain.output_options import FIELDS as OPTION_FIELDS
 from chalicelib.errors import Conflict, InvalidRequest, NotFound, UnsupportedMediaType
 from chalicelib.multipart_form import Form, FormPart, parse_form
 from chalicelib.services import job_actions, status, upload
@@ -97,8 +98,9 @@ def upload_document(
 ) -> HttpReply:
     form = parse_form(content_type, body, max_file_bytes=deps.settings.max_csv_bytes)
     part = _csv_part(form)
+    options = upload.output_options({name: form.text(name) for name in OPTION_FIELDS})
     accepted = upload.submit_csv(
-        deps, bytes(part.data), form.text("webhookUrl"), idempotency_key, tenant
+        deps, bytes(part.data), form.text("webhookUrl"), idempotency_key, tenant, options=options
     )
     job = accepted.job
     message = (
@@ -139,7 +141,7 @@ def create_upload(deps: Dependencies, body: bytes, *, tenant: str) -> HttpReply:
     hook = options.get("webhookUrl")
     if hook is not None and not isinstance(hook, str):
         raise InvalidRequest("webhookUrl must be a string", [{"field": "webhookUrl"}])
-    presigned = upload.create_presigned_upload(deps, hook, tenant)
+    presigned = upload.create_presigned_upload(deps, hook, tenant, upload.output_options(options))
     job = presigned.job
     return HttpReply(
         201,

@@ -286,7 +286,16 @@ def row_message(job: Job, row: StoredRow) -> dict[str, object]:
                 strict=False,
             )
         )
-    task = RowTask(job.request_id, row.position, row.serial, row.urls, keep, (), job.generation)
+    task = RowTask(
+        job.request_id,
+        row.position,
+        row.serial,
+        row.urls,
+        keep,
+        (),
+        job.generation,
+        options=job.options,
+    )
     return task.to_message()
 
 

@@ -12,7 +12,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from chalicelib.domain.models import (
     RowStatus,
     output_key,
 )
+from chalicelib.domain.output_options import OutputOptions
 from chalicelib.errors import ImageFailure, InvalidRequest
 from chalicelib.imaging import CompressOptions, compress_to_jpeg, work_allowance
 from chalicelib.ports import BatchRecorder
@@ -114,6 +115,7 @@ class RowTask:
     attempts: tuple[int, ...] = ()  # fetch attempts already spent, per image
     generation: int = 0
     redelivered: bool = False  # received before (SQS's ApproximateReceiveCount > 1)
+    options: OutputOptions = field(default_factory=OutputOptions)  # the job's, in every message
 
     def kept(self, index: int) -> Kept | None:
         if index < len(self.keep) and self.keep[index].done:
@@ -137,6 +139,7 @@ class RowTask:
                 keep=tuple(Kept.from_message(k) for k in body.get("keep", [])),
                 attempts=tuple(int(n) for n in body.get("attempts", [])),
                 generation=int(body.get("generation", 0)),
+                options=OutputOptions.from_dict(body.get("options")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidRequest(f"malformed row message: {exc}") from exc
@@ -151,6 +154,8 @@ class RowTask:
             "inputImageUrls": list(self.urls),
             "generation": self.generation,
         }
+        if not self.options.is_default:
+            message["options"] = self.options.to_dict()
         if self.keep or any(self.attempts):
             message["keep"] = [k.to_message() for k in self.keep]
             message["attempts"] = [self.attempts_spent(i) for i in range(len(self.urls))]

@@ -85,6 +85,7 @@ def job_status(
         "errors": job.errors,
         "webhook": webhook_view(job),
         "generation": job.generation,
+        "options": job.options.to_dict(),
     }
     return document
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chalicelib.domain.csv_input import CsvLimits, validate_csv
 from chalicelib.domain.models import Job, new_job
+from chalicelib.domain.output_options import InvalidOptions, OutputOptions, parse_options
 from chalicelib.errors import Conflict, CsvInvalid, InvalidRequest, PayloadTooLarge
 from chalicelib.ports import PresignedPost
 from chalicelib.services.deps import Dependencies
@@ -60,19 +63,33 @@ class Accepted:
     created: bool
 
 
+def output_options(raw: Mapping[str, object]) -> OutputOptions:
+    """A job's output options from the request's fields; a 400 naming each bad one."""
+    try:
+        return parse_options(raw)
+    except InvalidOptions as exc:
+        raise InvalidRequest(str(exc), exc.problems) from exc
+
+
 def submit_csv(
     deps: Dependencies,
     data: bytes,
     webhook_url: str | None,
     idempotency_key: str | None,
     tenant: str,
+    *,
+    options: OutputOptions | None = None,
 ) -> Accepted:
     """Validate, record the tenant's job, store the CSV under incoming/ (its arrival starts
     the work). An Idempotency-Key is the tenant's own: another tenant's same key is another
     job."""
     hook = check_webhook_url(deps, webhook_url)
     validate_upload(deps, data)
-    digest = hashlib.sha256(data + b"\x00" + hook.encode()).hexdigest()
+    chosen = options or OutputOptions()
+    identity = data + b"\x00" + hook.encode()
+    if not chosen.is_default:  # same body, other options: another request
+        identity += b"\x00" + json.dumps(chosen.to_dict(), sort_keys=True).encode()
+    digest = hashlib.sha256(identity).hexdigest()
     key = (idempotency_key or "").strip()
     if len(key) > MAX_IDEMPOTENCY_KEY:
         raise InvalidRequest(f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters")
@@ -87,6 +104,7 @@ def submit_csv(
         deps.clock.now(),
         source="api",
         tenant=tenant,
+        options=chosen,
         chunk_size=deps.settings.rows_per_chunk,
         webhook_url=hook,
         idempotency_key=key,
@@ -115,7 +133,10 @@ class PresignedUpload:
 
 
 def create_presigned_upload(
-    deps: Dependencies, webhook_url: str | None, tenant: str
+    deps: Dependencies,
+    webhook_url: str | None,
+    tenant: str,
+    options: OutputOptions | None = None,
 ) -> PresignedUpload:
     """A pending job of the tenant and a POST policy bound to its key; the object's arrival
     starts it."""
@@ -126,6 +147,7 @@ def create_presigned_upload(
         deps.clock.now(),
         source="presigned",
         tenant=tenant,
+        options=options,
         chunk_size=deps.settings.rows_per_chunk,
         webhook_url=hook,
     )

@@ -1,0 +1,119 @@
+"""A job's output options: parsed from the request with every bad field named, stored with
+the job, shown in its status and carried by its row messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from chalicelib.config import Settings
+from chalicelib.domain.output_options import (
+    InvalidOptions,
+    OutputFormat,
+    OutputOptions,
+    parse_options,
+)
+from chalicelib.errors import InvalidRequest
+from chalicelib.services import status, upload
+from chalicelib.services.process_row import RowTask
+
+from tests.fakes import make_world
+from tests.support.jobs import new_job
+from tests.support.stores import StoreUnderTest
+
+HEADER = "S. No.,Product Name,Input Image Urls\n"
+
+
+def test_no_options_are_the_seeds_jpeg_at_output_quality_same_size() -> None:
+    options = parse_options({})
+    assert options == OutputOptions() and options.is_default
+    assert options.quality_or(50) == 50 and options.quality_or(70) == 70
+    assert (options.max_width, options.max_height) == (None, None)
+
+
+def test_options_as_multipart_fields_or_json_keys() -> None:
+    assert parse_options(
+        {"format": "webp", "quality": "40", "maxWidth": "300", "other": "ignored"}
+    ) == OutputOptions(OutputFormat.WEBP, 40, 300, None)
+    assert parse_options({"format": "AVIF", "maxHeight": 200, "quality": 90}) == OutputOptions(
+        OutputFormat.AVIF, 90, None, 200
+    )
+    assert parse_options({"format": "jpg"}).format == OutputFormat.JPEG
+
+
+@pytest.mark.parametrize(
+    ("raw", "fields"),
+    [
+        ({"format": "gif"}, ["format"]),
+        ({"quality": "0"}, ["quality"]),
+        ({"quality": "101"}, ["quality"]),
+        ({"quality": "high"}, ["quality"]),
+        ({"quality": True}, ["quality"]),
+        ({"maxWidth": "0"}, ["maxWidth"]),
+        ({"maxWidth": "-5"}, ["maxWidth"]),
+        ({"maxHeight": "1.5"}, ["maxHeight"]),
+        ({"maxHeight": 100_000}, ["maxHeight"]),
+        (
+            {"format": "png", "quality": "x", "maxWidth": "y", "maxHeight": "z"},
+            ["format", "quality", "maxWidth", "maxHeight"],
+        ),
+    ],
+)
+def test_bad_options_name_every_bad_field(raw: dict[str, object], fields: list[str]) -> None:
+    with pytest.raises(InvalidOptions) as refused:
+        parse_options(raw)
+    assert [p["field"] for p in refused.value.problems] == fields
+    with pytest.raises(InvalidRequest) as answered:
+        upload.output_options(raw)
+    assert [d["field"] for d in answered.value.details] == fields
+
+
+def test_each_format_has_its_extension_content_type_and_default_quality() -> None:
+    assert [(f.extension, f.content_type) for f in OutputFormat] == [
+        ("jpg", "image/jpeg"),
+        ("webp", "image/webp"),
+        ("avif", "image/avif"),
+    ]
+    for fmt in (OutputFormat.WEBP, OutputFormat.AVIF):
+        assert 1 <= OutputOptions(fmt).quality_or(50) <= 100
+
+
+def test_options_go_with_the_job_into_its_status_and_its_row_messages() -> None:
+    world = make_world(Settings())
+    chosen = OutputOptions(OutputFormat.WEBP, None, 300, None)
+    accepted = upload.submit_csv(
+        world.deps,
+        (HEADER + "1,A,https://a.test/1.jpg\n").encode(),
+        None,
+        None,
+        "default",
+        options=chosen,
+    )
+    doc = status.job_status(world.deps, accepted.job.request_id, "default")
+    assert doc["options"] == {"format": "webp", "quality": None, "maxWidth": 300, "maxHeight": None}
+    task = RowTask("r", 0, 1, ("https://a.test/1.jpg",), options=chosen)
+    assert RowTask.from_message(json.loads(json.dumps(task.to_message()))).options == chosen
+    plain = RowTask("r", 0, 1, ("https://a.test/1.jpg",))
+    assert "options" not in plain.to_message()  # the seed's messages, unchanged
+
+
+def test_the_same_body_with_other_options_is_another_request_for_its_idempotency_key() -> None:
+    world = make_world(Settings())
+    body = (HEADER + "1,A,https://a.test/1.jpg\n").encode()
+    upload.submit_csv(world.deps, body, None, "k", "default")
+    with pytest.raises(Exception, match="different request body"):
+        upload.submit_csv(
+            world.deps, body, None, "k", "default", options=OutputOptions(OutputFormat.AVIF)
+        )
+
+
+def test_the_store_keeps_a_jobs_options(job_store: StoreUnderTest) -> None:
+    chosen = OutputOptions(OutputFormat.AVIF, 40, None, 800)
+    job = new_job(options=chosen)
+    assert job_store.store.create_job(job)
+    stored = job_store.store.get_job(job.request_id)
+    assert stored is not None and stored.options == chosen
+    plain = new_job()
+    assert job_store.store.create_job(plain)
+    again = job_store.store.get_job(plain.request_id)
+    assert again is not None and again.options == OutputOptions()
