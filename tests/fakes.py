@@ -25,6 +25,7 @@ from chalicelib.domain.models import (
     WebhookInfo,
     WebhookState,
 )
+from chalicelib.domain.reuse import ReusableOutput, new_reuse_key
 from chalicelib.domain.tenancy import ApiKeyRecord, Tenant
 from chalicelib.domain.timefmt import iso
 from chalicelib.errors import ImageFailure, NotFound
@@ -519,6 +520,30 @@ class InMemoryTenantStore:
                 return False
             self.keys[key_id] = replace(found, revoked_at=iso(now))
             return True
+
+
+class InMemoryReuseIndex:
+    """Behaves like MongoReuseIndex (a shared contract suite runs both)."""
+
+    def __init__(self, tenants: InMemoryTenantStore) -> None:
+        self.entries: dict[tuple[str, str], ReusableOutput] = {}
+        self.keys: dict[str, str] = {}
+        self._tenants = tenants
+        self._lock = threading.Lock()
+
+    def find(self, tenant: str, address: str) -> ReusableOutput | None:
+        with self._lock:
+            return self.entries.get((tenant, address))
+
+    def remember(self, tenant: str, address: str, output: ReusableOutput) -> None:
+        with self._lock:
+            self.entries[(tenant, address)] = output
+
+    def reuse_key(self, tenant: str) -> str | None:
+        if self._tenants.get_tenant(tenant) is None:
+            return None
+        with self._lock:
+            return self.keys.setdefault(tenant, new_reuse_key())
 
 
 class FakeSecrets:

@@ -17,6 +17,7 @@ from chalicelib.domain.models import (
     WebhookAttempt,
     WebhookState,
 )
+from chalicelib.domain.reuse import ReusableOutput
 from chalicelib.domain.tenancy import ApiKeyRecord, Tenant
 
 
@@ -207,6 +208,18 @@ class TenantStore(Protocol):
 
     def revoke_api_key(self, key_id: str, now: datetime) -> bool:
         """Mark the key revoked; False when there is no such key or it was revoked already."""
+
+
+class ReuseIndex(Protocol):
+    """Where each of a tenant's outputs was last produced, by content address."""
+
+    def find(self, tenant: str, address: str) -> ReusableOutput | None: ...
+
+    def remember(self, tenant: str, address: str, output: ReusableOutput) -> None:
+        """Point the address at this (newer) copy."""
+
+    def reuse_key(self, tenant: str) -> str | None:
+        """The tenant's reuse key, made on first use; None for a tenant with no record."""
 
 
 class SecretSource(Protocol):

@@ -55,13 +55,15 @@ class MongoTenantStore:
             self._indexed = True
 
     def put_tenant(self, tenant: Tenant) -> None:
-        self._tenants.replace_one(
+        # $set, not a replacement: fields other parts keep here (the reuse key) stay
+        self._tenants.update_one(
             {"_id": tenant.name},
             {
-                "_id": tenant.name,
-                "createdAt": tenant.created_at,
-                "webhookUrl": tenant.webhook_url,
-                "usageKey": tenant.usage_key,
+                "$set": {
+                    "createdAt": tenant.created_at,
+                    "webhookUrl": tenant.webhook_url,
+                    "usageKey": tenant.usage_key,
+                }
             },
             upsert=True,
         )

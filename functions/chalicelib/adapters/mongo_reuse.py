@@ -1,0 +1,48 @@
+"""MongoDB behind the ReuseIndex port: `reuse` (`_id` = "<tenant>:<address>") points at the
+newest copy of an output; each tenant's reuse key lives in its `tenants` record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from chalicelib.domain.reuse import ReusableOutput, new_reuse_key
+
+Document = dict[str, Any]
+
+REUSE = "reuse"
+TENANTS = "tenants"
+
+
+class MongoReuseIndex:
+    def __init__(self, db: Database[Document]) -> None:
+        self._reuse: Collection[Document] = db[REUSE]
+        self._tenants: Collection[Document] = db[TENANTS]
+
+    def find(self, tenant: str, address: str) -> ReusableOutput | None:
+        doc = self._reuse.find_one({"_id": f"{tenant}:{address}"})
+        if doc is None:
+            return None
+        return ReusableOutput(str(doc["key"]), int(doc.get("bytesOut", 0)))
+
+    def remember(self, tenant: str, address: str, output: ReusableOutput) -> None:
+        self._reuse.replace_one(
+            {"_id": f"{tenant}:{address}"},
+            {"_id": f"{tenant}:{address}", "key": output.key, "bytesOut": output.bytes_out},
+            upsert=True,
+        )
+
+    def reuse_key(self, tenant: str) -> str | None:
+        doc = self._tenants.find_one({"_id": tenant}, projection={"reuseKey": 1})
+        if doc is None:
+            return None
+        if doc.get("reuseKey"):
+            return str(doc["reuseKey"])
+        # the first to set it wins; everyone reads the winner's
+        self._tenants.update_one(
+            {"_id": tenant, "reuseKey": {"$exists": False}}, {"$set": {"reuseKey": new_reuse_key()}}
+        )
+        again = self._tenants.find_one({"_id": tenant}, projection={"reuseKey": 1})
+        return str(again["reuseKey"]) if again and again.get("reuseKey") else None

@@ -1,0 +1,37 @@
+"""Work not done twice: an image already produced for a tenant from the same source bytes,
+options and encoder is copied, not compressed again.
+
+Its address is a keyed hash (HMAC-SHA256 under the tenant's own reuse key) of the encoder's
+version, the options and the bytes: the same image submitted by another tenant has another
+address, so nobody can probe what another tenant processed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+
+from chalicelib.domain.output_options import OutputOptions
+
+
+def new_reuse_key() -> str:
+    return secrets.token_hex(32)
+
+
+def content_address(tenant_key: str, encoder: str, options: OutputOptions, data: bytes) -> str:
+    """The image's address among the tenant's outputs."""
+    mac = hmac.new(bytes.fromhex(tenant_key), digestmod=hashlib.sha256)
+    mac.update(encoder.encode("utf-8") + b"\x00")
+    mac.update(json.dumps(options.to_dict(), sort_keys=True).encode("utf-8") + b"\x00")
+    mac.update(data)
+    return mac.hexdigest()
+
+
+@dataclass(frozen=True)
+class ReusableOutput:
+    """Where the newest copy of an output is, and what it weighs."""
+
+    key: str
+    bytes_out: int
