@@ -95,6 +95,9 @@ class InProcessObjectStore:
             return None
         return ObjectInfo(key=key, size=int(stored.size), etag=str(stored.etag).strip('"'))
 
+    def copy(self, source_key: str, key: str) -> bool:
+        return self._fallback.copy(source_key, key)
+
     def presigned_get(self, key: str, expires_in: int) -> str:
         return self._fallback.presigned_get(key, expires_in)
 

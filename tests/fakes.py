@@ -38,6 +38,7 @@ class FakeObjectStore:
         self._bucket = bucket
         self.objects: dict[str, tuple[bytes, str]] = {}
         self.written: list[str] = []  # every key stored, in order (a rewrite shows twice)
+        self.copied: list[tuple[str, str]] = []
         self.fail_puts = 0
 
     @property
@@ -58,6 +59,14 @@ class FakeObjectStore:
         if key not in self.objects:
             raise NotFound(key)
         return io.BytesIO(self.objects[key][0])
+
+    def copy(self, source_key: str, key: str) -> bool:
+        if source_key not in self.objects:
+            return False
+        self.objects[key] = self.objects[source_key]
+        self.written.append(key)
+        self.copied.append((source_key, key))
+        return True
 
     def head(self, key: str) -> ObjectInfo | None:
         if key not in self.objects:
@@ -679,6 +688,7 @@ def make_world(
         sleep=sleeps.append,
         tenants=tenants,
         secrets=secrets,
+        reuse=InMemoryReuseIndex(tenants),
     )
     for name, value in overrides.items():
         setattr(deps, name, value)

@@ -52,6 +52,10 @@ class ObjectStore(Protocol):
     def head(self, key: str) -> ObjectInfo | None:
         """Size and ETag of the object, or None when it does not exist."""
 
+    def copy(self, source_key: str, key: str) -> bool:
+        """Copy an object of this bucket (its content type and headers with it) to `key`, in
+        the store (no download); False when the source does not exist."""
+
     def presigned_get(self, key: str, expires_in: int) -> str:
         """A URL that answers a plain GET with the object."""
 

@@ -129,6 +129,20 @@ class S3ObjectStore:
             raise
         return cast(IO[bytes], response["Body"])
 
+    def copy(self, source_key: str, key: str) -> bool:
+        try:
+            self._client.copy_object(
+                Bucket=self._bucket,
+                Key=key,
+                CopySource={"Bucket": self._bucket, "Key": source_key},
+                MetadataDirective="COPY",
+            )
+        except ClientError as exc:
+            if _is_missing(exc):
+                return False
+            raise
+        return True
+
     def head(self, key: str) -> ObjectInfo | None:
         try:
             response = self._client.head_object(Bucket=self._bucket, Key=key)

@@ -13,6 +13,7 @@ from chalicelib.ports import (
     ImageFetcher,
     JobStore,
     ObjectStore,
+    ReuseIndex,
     SecretSource,
     TaskQueue,
     TenantStore,
@@ -44,6 +45,7 @@ class Dependencies:
     sleep: Callable[[float], None]
     tenants: TenantStore
     secrets: SecretSource
+    reuse: ReuseIndex
 
     def output_url(self, key: str) -> str:
         """A URL that answers a plain GET: PUBLIC_BASE_URL when set, else presigned."""
