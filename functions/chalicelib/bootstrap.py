@@ -61,8 +61,8 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
     from chalicelib.adapters.fair_pool import FairThreadPool
     from chalicelib.adapters.guarded_http import url_refusal
     from chalicelib.adapters.image_download import HttpImageFetcher
-    from chalicelib.adapters.mongo_store import MongoJobStore
     from chalicelib.adapters.mongo_reuse import MongoReuseIndex
+    from chalicelib.adapters.mongo_store import MongoJobStore
     from chalicelib.adapters.mongo_tenants import MongoTenantStore
     from chalicelib.adapters.s3 import S3ObjectStore
     from chalicelib.adapters.secrets_manager import SecretsManagerSource

@@ -237,6 +237,11 @@ def record_images(results: Iterable[ImageOutcome]) -> None:
             count("ImagesFailed", ErrorCode=str(result.error_code))
 
 
+def record_reused_image() -> None:
+    """An output copied from the tenant's earlier one: no decode, no encode."""
+    count("ImagesReused")
+
+
 def record_webhook_attempt(outcome: str) -> None:
     count("WebhookAttempts", Outcome=outcome)
 

@@ -295,6 +295,7 @@ def row_message(job: Job, row: StoredRow) -> dict[str, object]:
         (),
         job.generation,
         options=job.options,
+        tenant=job.tenant,
     )
     return task.to_message()
 

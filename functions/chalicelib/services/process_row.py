@@ -116,6 +116,7 @@ class RowTask:
     generation: int = 0
     redelivered: bool = False  # received before (SQS's ApproximateReceiveCount > 1)
     options: OutputOptions = field(default_factory=OutputOptions)  # the job's, in every message
+    tenant: str = ""  # the job's owner ("": a message from before tenants; no reuse)
 
     def kept(self, index: int) -> Kept | None:
         if index < len(self.keep) and self.keep[index].done:
@@ -140,6 +141,7 @@ class RowTask:
                 attempts=tuple(int(n) for n in body.get("attempts", [])),
                 generation=int(body.get("generation", 0)),
                 options=OutputOptions.from_dict(body.get("options")),
+                tenant=str(body.get("tenant", "")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidRequest(f"malformed row message: {exc}") from exc
@@ -156,6 +158,8 @@ class RowTask:
         }
         if not self.options.is_default:
             message["options"] = self.options.to_dict()
+        if self.tenant:
+            message["tenant"] = self.tenant
         if self.keep or any(self.attempts):
             message["keep"] = [k.to_message() for k in self.keep]
             message["attempts"] = [self.attempts_spent(i) for i in range(len(self.urls))]

@@ -1,0 +1,57 @@
+"""Work not done twice (domain/reuse.py has the rule): before compressing an image, look its
+content address up among the tenant's outputs; when the same image was made before, copy that
+output in the store (no decode, no encode) to this job's key, which also makes a fresh copy for
+the retention to count from. The newest copy is remembered each time."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from chalicelib import observability
+from chalicelib.domain.output_options import OutputOptions
+from chalicelib.domain.reuse import ReusableOutput, content_address
+from chalicelib.services.deps import Dependencies
+
+log = logging.getLogger(__name__)
+# Bumped when our own encoding changes in a way the library versions do not show.
+PIPELINE_ENCODING = 1
+
+
+@functools.cache
+def encoder_version() -> str:
+    """What makes two outputs of the same bytes and options differ: our encoding and the
+    codecs' versions."""
+    from PIL import Image, features
+
+    codecs = ",".join(f"{name}={features.version(name) or '-'}" for name in ("jpg", "webp", "avif"))
+    return f"pipeline={PIPELINE_ENCODING};pillow={Image.__version__};{codecs}"
+
+
+def address(deps: Dependencies, tenant: str, options: OutputOptions, data: bytes) -> str | None:
+    """The image's content address among the tenant's outputs; None when it has no reuse key
+    (no tenant record, or a message from before tenants)."""
+    if not tenant:
+        return None
+    key = deps.reuse.reuse_key(tenant)
+    if key is None:
+        return None
+    return content_address(key, encoder_version(), options, data)
+
+
+def reuse(deps: Dependencies, tenant: str, where: str | None, key: str) -> int | None:
+    """Copy the tenant's earlier output of this content to `key`: its size, or None when there
+    is none to copy (never made, or expired or deleted since)."""
+    if where is None:
+        return None
+    found = deps.reuse.find(tenant, where)
+    if found is None or not deps.outputs.copy(found.key, key):
+        return None
+    deps.reuse.remember(tenant, where, ReusableOutput(key, found.bytes_out))
+    observability.record_reused_image()
+    return found.bytes_out
+
+
+def remember(deps: Dependencies, tenant: str, where: str | None, key: str, size: int) -> None:
+    if where is not None:
+        deps.reuse.remember(tenant, where, ReusableOutput(key, size))
