@@ -22,10 +22,11 @@ PIPELINE_ENCODING = 1
 def encoder_version() -> str:
     """What makes two outputs of the same bytes and options differ: our encoding and the
     codecs' versions."""
-    from PIL import Image, features
+    import PIL  # noqa: PLC0415 (the worker's only: the API never imports Pillow for this)
+    from PIL import features  # noqa: PLC0415
 
     codecs = ",".join(f"{name}={features.version(name) or '-'}" for name in ("jpg", "webp", "avif"))
-    return f"pipeline={PIPELINE_ENCODING};pillow={Image.__version__};{codecs}"
+    return f"pipeline={PIPELINE_ENCODING};pillow={PIL.__version__};{codecs}"
 
 
 def address(deps: Dependencies, tenant: str, options: OutputOptions, data: bytes) -> str | None:
