@@ -22,6 +22,7 @@ from chalicelib.errors import (
     UnsupportedMediaType,
 )
 from chalicelib.services import sweeper
+from chalicelib.services.deps import REQUEST_API_BASE
 
 app = Chalice(app_name="image-pipeline")
 app.api.binary_types.append("multipart/form-data")
@@ -34,8 +35,16 @@ ANY_CONTENT: list[str] = []  # we answer 415 ourselves, in the contract's error 
 @app.middleware("http")
 def front_door(event: Any, get_response: Callable[[Any], Response]) -> Response:
     """Every answer carries the security headers, and Chalice's own errors (a 405 for a
-    method a route lacks, a 415 for a content type it does not declare) the contract's shape."""
-    response = get_response(event)
+    method a route lacks, a 415 for a content type it does not declare) the contract's shape.
+    Links to the API in answers start with the URL this request came in at, unless
+    API_BASE_URL says otherwise (deps.REQUEST_API_BASE)."""
+    original = event.to_original_event() if hasattr(event, "to_original_event") else {}
+    base = http_api.api_base_of(getattr(event, "context", None) or {}, original.get("path", ""))
+    token = REQUEST_API_BASE.set(base)
+    try:
+        response = get_response(event)
+    finally:
+        REQUEST_API_BASE.reset(token)
     for name, value in http_api.SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     body = response.body

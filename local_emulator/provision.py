@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from local_emulator.cdn import distribution_config, origin_bucket
 from local_emulator.intrinsics import NO_VALUE, Resolver, TemplateError, references
 from local_emulator.timescale import scaled_timeout, scaled_visibility
 
@@ -95,6 +96,19 @@ class FunctionInfo:
 
 
 @dataclass(frozen=True)
+class CdnInfo:
+    """A CloudFront distribution of the template, created in moto, and the stack's buckets
+    it serves (its S3 origins)."""
+
+    logical_id: str
+    id: str
+    arn: str
+    domain_name: str
+    buckets: tuple[str, ...]
+    in_moto: bool = True
+
+
+@dataclass(frozen=True)
 class UsagePlanInfo:
     logical_id: str
     name: str
@@ -112,6 +126,12 @@ class ProvisionedStack:
     other_resources: dict[str, str] = field(default_factory=dict)
     alarms: dict[str, AlarmInfo] = field(default_factory=dict)
     usage_plans: dict[str, UsagePlanInfo] = field(default_factory=dict)
+    cdns: dict[str, CdnInfo] = field(default_factory=dict)
+    # bucket name -> its policy (resolved): kept here, not in moto (see bucket_policy.py)
+    bucket_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # bucket name -> its lifecycle rules, as PutBucketLifecycleConfiguration took them
+    lifecycles: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    storage_url: str = ""  # the storage endpoint (set by the emulator once it runs)
     # logical id -> type of each resource the emulator knowingly does not create
     not_emulated: dict[str, str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
@@ -135,10 +155,55 @@ class ProvisionedStack:
                 f"usage plan {plan.name} (id {plan.id}; {throttle}tenants' keys join it; "
                 "moto neither meters nor throttles)"
             )
+        for bucket, rules in self.lifecycles.items():
+            described = "; ".join(_describe_rule(rule) for rule in rules)
+            lines.append(
+                f"lifecycle {bucket}: {described} (moto keeps the rules but applies none: "
+                "nothing expires locally)"
+            )
+        for bucket in self.bucket_policies:
+            lines.append(
+                f"bucket policy {bucket}: kept by the emulator, not given to moto (which "
+                "ignores conditions); the storage endpoint applies it to what a CDN reads"
+            )
+        for cdn in self.cdns.values():
+            lines.append(self.describe_cdn(cdn))
         for logical_id, kind in self.not_emulated.items():
             why = _NOT_EMULATED_BECAUSE.get(kind)
             lines.append(f"not emulated: {logical_id} ({kind})" + (f": {why}" if why else ""))
         return lines
+
+    def public_base_url(self, cdn: CdnInfo) -> str:
+        """Where the stand-in of `cdn` serves its (first) bucket."""
+        if not self.storage_url or not cdn.buckets:
+            return ""
+        return f"{self.storage_url}/{cdn.buckets[0]}"
+
+    def describe_cdn(self, cdn: CdnInfo) -> str:
+        where = self.public_base_url(cdn) or "<storage endpoint>/<bucket>"
+        created = (
+            f"distribution {cdn.id} ({cdn.domain_name}) created in moto"
+            if cdn.in_moto
+            else f"distribution not created in moto (local id {cdn.id})"
+        )
+        return (
+            f"cdn {cdn.logical_id}: {created}; its domain does not resolve locally, so its "
+            f"stand-in serves {', '.join(cdn.buckets) or 'no bucket'} at {where}: GETs "
+            "without credentials of what the bucket's policy lets the distribution read, "
+            "nothing else (plain HTTP, no edge cache)"
+        )
+
+
+def _describe_rule(rule: Mapping[str, Any]) -> str:
+    prefix = (rule.get("Filter") or {}).get("Prefix", "")
+    if "Expiration" in rule:
+        action = f"expire {prefix or 'everything'} after {rule['Expiration'].get('Days')} days"
+    elif "AbortIncompleteMultipartUpload" in rule:
+        days = rule["AbortIncompleteMultipartUpload"].get("DaysAfterInitiation")
+        action = f"abort incomplete uploads after {days} day{'' if days == 1 else 's'}"
+    else:
+        action = "other actions"
+    return f"{rule.get('ID', '?')} {action}" + ("" if rule.get("Status") == "Enabled" else " (off)")
 
 
 def load_template(path: Path) -> dict[str, Any]:
@@ -177,6 +242,27 @@ def _cors_rules(cors: Mapping[str, Any]) -> list[dict[str, Any]]:
     rules = []
     for rule in cors.get("CorsRules", []):
         rules.append({renames.get(k, k): v for k, v in rule.items()})
+    return rules
+
+
+def _lifecycle_rules(cfn: Mapping[str, Any], bucket: str, warn: Warn) -> list[dict[str, Any]]:
+    """An AWS::S3::Bucket's LifecycleConfiguration as PutBucketLifecycleConfiguration takes it
+    (the actions the template uses; any other is left out, with a warning)."""
+    rules = []
+    for rule in cfn.get("Rules", []):
+        out: dict[str, Any] = {"Status": str(rule.get("Status", "Enabled"))}
+        if "Id" in rule:
+            out["ID"] = str(rule["Id"])
+        out["Filter"] = {"Prefix": str(rule.get("Prefix", ""))}
+        if "ExpirationInDays" in rule:
+            out["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+        if "AbortIncompleteMultipartUpload" in rule:
+            days = int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+            out["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": days}
+        known = {"Id", "Status", "Prefix", "ExpirationInDays", "AbortIncompleteMultipartUpload"}
+        if set(rule) - known:
+            warn(f"bucket {bucket}: lifecycle {sorted(set(rule) - known)} not emulated")
+        rules.append(out)
     return rules
 
 
@@ -226,6 +312,13 @@ _EMULATED_ELSEWHERE = {"AWS::Serverless::Api", "AWS::Serverless::HttpApi"}
 _NOT_EMULATED_BECAUSE = {
     "AWS::IAM::ManagedPolicy": "moto enforces no IAM, so locally every function may read "
     "every secret (on AWS each reads only what its policies allow)",
+    "AWS::CloudFront::CachePolicy": "moto has no cache policies and the CDN's stand-in no "
+    "cache: each GET reads the bucket and passes on the object's own Cache-Control",
+}
+_CDN_TYPES = {
+    "AWS::CloudFront::Distribution",
+    "AWS::CloudFront::OriginAccessControl",
+    "AWS::CloudFront::CachePolicy",
 }
 
 # AWS::CloudWatch::Alarm properties that PutMetricAlarm takes under the same name.
@@ -357,6 +450,7 @@ class Provisioner:
         self._queues()
         buckets = self._buckets()
         self._register_functions()  # before the others: an alarm may name a function
+        self._cdn()  # before the others: a bucket policy names its distribution
         self._others()
         for logical_id, name, props in buckets:
             self._bucket_notifications(logical_id, name, props)
@@ -459,6 +553,15 @@ class Provisioner:
                 self._s3.put_bucket_versioning(
                     Bucket=name, VersioningConfiguration={"Status": status}
                 )
+            if "LifecycleConfiguration" in raw_props:
+                cfn = self.resolver.resolve(raw_props["LifecycleConfiguration"])
+                rules = _lifecycle_rules(cfn, name, self._warn)
+                if rules:  # kept by moto, which never applies them
+                    self._s3.put_bucket_lifecycle_configuration(
+                        Bucket=name,
+                        LifecycleConfiguration={"Rules": rules},  # type: ignore[typeddict-item]
+                    )
+                    self.stack.lifecycles[name] = rules
         return created
 
     def _bucket_notifications(self, logical_id: str, name: str, props: Mapping[str, Any]) -> None:
@@ -473,9 +576,63 @@ class Provisioner:
                 NotificationConfiguration=config,  # type: ignore[arg-type]
             )
 
+    # -- CDN ------------------------------------------------------------------------
+    def _cdn(self) -> None:
+        """Origin access controls and distributions are created in moto (cache policies
+        are not: moto has none); the storage endpoint stands in for each distribution's
+        domain (cdn.py)."""
+        cloudfront: Any = self._session.client("cloudfront")
+        for logical_id, resource in self._resources("AWS::CloudFront::OriginAccessControl"):
+            config = self.resolver.resolve(resource.get("Properties", {}))
+            created = cloudfront.create_origin_access_control(
+                OriginAccessControlConfig=config["OriginAccessControlConfig"]
+            )["OriginAccessControl"]
+            self.resolver.register(logical_id, created["Id"], {"Id": created["Id"]})
+            self.stack.other_resources[logical_id] = str(created["Id"])
+        for logical_id, _resource in self._resources("AWS::CloudFront::CachePolicy"):
+            local_id = f"local-{logical_id}"
+            self.resolver.register(logical_id, local_id, {"Id": local_id})
+            self.stack.not_emulated[logical_id] = "AWS::CloudFront::CachePolicy"
+        for logical_id, resource in self._resources("AWS::CloudFront::Distribution"):
+            self._distribution(cloudfront, logical_id, resource.get("Properties", {}))
+
+    def _distribution(self, cloudfront: Any, logical_id: str, raw: Mapping[str, Any]) -> None:
+        cfn = self.resolver.resolve(raw)["DistributionConfig"]
+        domains = [str(o.get("DomainName", "")) for o in cfn.get("Origins", [])]
+        names = [b.name for b in self.stack.buckets.values()]
+        buckets = tuple(b for d in domains if (b := origin_bucket(d, names)) is not None)
+        reference = f"{self.resolver.stack_name}-{logical_id}"
+        try:
+            created = cloudfront.create_distribution(
+                DistributionConfig=distribution_config(cfn, reference)
+            )["Distribution"]
+            dist_id, domain, in_moto = str(created["Id"]), str(created["DomainName"]), True
+        except Exception as exc:  # moto or botocore refused the config: still stood in for
+            self._warn(f"distribution {logical_id}: {exc}; not created in moto")
+            dist_id, in_moto = f"LOCAL{logical_id.upper()}"[:14], False
+            domain = f"{dist_id.lower()}.cloudfront.net"
+        arn = f"arn:aws:cloudfront::{ACCOUNT_ID}:distribution/{dist_id}"
+        self.resolver.register(logical_id, dist_id, {"DomainName": domain, "Id": dist_id})
+        self.stack.cdns[logical_id] = CdnInfo(logical_id, dist_id, arn, domain, buckets, in_moto)
+        self.stack.other_resources[logical_id] = dist_id
+
+    def _bucket_policy(self, logical_id: str, raw: Mapping[str, Any]) -> None:
+        """Kept for the storage endpoint to apply, not given to moto: moto evaluates bucket
+        policies on object requests with conditions ignored (a Deny of plain HTTP would
+        refuse every request)."""
+        props = self.resolver.resolve(raw)
+        bucket = str(props["Bucket"])
+        document = props["PolicyDocument"]
+        self.stack.bucket_policies[bucket] = (
+            json.loads(document) if isinstance(document, str) else dict(document)
+        )
+        self.resolver.register(logical_id, bucket)
+        self.stack.other_resources[logical_id] = bucket
+
     # -- everything else -------------------------------------------------------
     def _others(self) -> None:
         handled = {"AWS::SQS::Queue", "AWS::S3::Bucket", "AWS::Serverless::Function"}
+        handled |= _CDN_TYPES
         for logical_id, resource in (self._template.get("Resources") or {}).items():
             kind = str(resource.get("Type", ""))
             if kind in handled or not self.resolver.resource_enabled(resource):
@@ -499,6 +656,8 @@ class Provisioner:
                 self._alarm(logical_id, props, default_name)
             elif kind == "AWS::ApiGateway::UsagePlan":
                 self._usage_plan(logical_id, props, default_name)
+            elif kind == "AWS::S3::BucketPolicy":
+                self._bucket_policy(logical_id, props)
             elif kind == "AWS::IAM::ManagedPolicy":
                 name = str(self.resolver.resolve(props.get("ManagedPolicyName", default_name)))
                 self.resolver.register(logical_id, f"arn:aws:iam::{ACCOUNT_ID}:policy/{name}")

@@ -6,7 +6,9 @@ server is shut down. These servers remember their open connections and end them 
 then join every handler thread, so nothing outlives `stop_server`.
 
 moto's S3 stores any browser POST upload; the moto server here checks them against their
-POST policy first, as S3 does (`post_policy.py`).
+POST policy first, as S3 does (`post_policy.py`). moto also serves requests without
+credentials (lists, writes); here they are refused as on a private bucket, but the reads a
+bucket's CDN may make, which its stand-in answers (`cdn.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import ThreadedWSGIServer
 
+from local_emulator.cdn import SigV4Signer, StorageAccess
 from local_emulator.post_policy import PolicyChecker, PostPolicyMiddleware, path_bucket
+from local_emulator.provision import REGION
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -124,6 +128,20 @@ class MotoBuckets:
             return str(name) if name else None
         return path_bucket(path)
 
+    def object_of(self, environ: WSGIEnvironment) -> tuple[str, str] | None:
+        """(bucket, key) of an object request, path-style or on the bucket's virtual host."""
+        from moto.s3.responses import S3Response
+        from moto.s3.utils import bucket_name_from_url
+        from werkzeug.wrappers import Request
+
+        path = str(environ.get("PATH_INFO", ""))
+        if S3Response.subdomain_based_buckets(Request(environ)):
+            bucket = bucket_name_from_url(Request(environ).url)
+            key = path[1:]
+        else:
+            bucket, _, key = path[1:].partition("/")
+        return (str(bucket), key) if bucket and key else None
+
     @staticmethod
     def _bucket(name: str) -> Any:
         from moto.s3.models import s3_backends
@@ -180,6 +198,14 @@ class MotoServer:
         self._credentials = dict(credentials or {ACCESS_KEY_ID: SECRET_ACCESS_KEY})
         self._server: _MotoWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._access: StorageAccess | None = None
+
+    @property
+    def access(self) -> StorageAccess:
+        """What requests without credentials may do (a CDN's stand-in registers here)."""
+        if self._access is None:
+            raise RuntimeError("moto server is not running")
+        return self._access
 
     @property
     def url(self) -> str:
@@ -201,18 +227,26 @@ class MotoServer:
         werkzeug_log = logging.getLogger("werkzeug")
         if werkzeug_log.level == logging.NOTSET:
             werkzeug_log.setLevel(logging.WARNING)
+        buckets = MotoBuckets()
         app = PostPolicyMiddleware(
             DomainDispatcherApplication(create_backend_app),
             PolicyChecker(self._credentials),
-            MotoBuckets(),
+            buckets,
         )
-        self._server = _MotoWSGIServer(self._host, self._port, app, handler=MotoRequestHandler)
+        access_key, secret_key = next(iter(self._credentials.items()))
+        self._access = StorageAccess(app, buckets, SigV4Signer(access_key, secret_key, REGION))
+        self._server = _MotoWSGIServer(
+            self._host, self._port, self._access, handler=MotoRequestHandler
+        )
         self._thread = serve_in_thread(self._server, "moto-server")
         self.reset()
         return self.url
 
     def reset(self) -> None:
-        """Forget every resource (moto keeps its state per process, not per server)."""
+        """Forget every resource (moto keeps its state per process, not per server), and
+        what the CDN's stand-in served."""
+        if self._access is not None:
+            self._access.forget()
         url = f"{self.url}/moto-api/reset"  # always http://host:port
         request = urllib.request.Request(url, method="POST", data=b"")  # noqa: S310
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310

@@ -28,11 +28,18 @@ import boto3
 from botocore.config import Config
 
 from local_emulator.api_server import ApiServer
+from local_emulator.cdn import Fronted
 from local_emulator.containers import ContainerPool
 from local_emulator.dispatch import Dispatcher, Handler, Queues, SqsApiQueues, load_handler
 from local_emulator.gateway_auth import TemplateGateway, gateway_for_stack
 from local_emulator.mongo import EmbeddedMongo, MongoEngine
-from local_emulator.provision import REGION, FunctionInfo, ProvisionedStack, Provisioner
+from local_emulator.provision import (
+    ACCOUNT_ID,
+    REGION,
+    FunctionInfo,
+    ProvisionedStack,
+    Provisioner,
+)
 from local_emulator.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer
 from local_emulator.tenants import (
     DEFAULT_TENANTS,
@@ -356,6 +363,7 @@ class Emulator:
         self._start_moto(local_host)
         self._start_mongo(user_env)
         self._stack = self._provision()
+        self._stand_in_for_cdns(self._stack)
         self._set_function_environment(self._stack, user_env)
         if self.start_api:
             self._serve_api(self._stack, local_host)
@@ -407,6 +415,18 @@ class Emulator:
             warn=lambda message: self._log(f"warning: {message}"),
         )
         return provisioner.provision()
+
+    def _stand_in_for_cdns(self, stack: ProvisionedStack) -> None:
+        """The storage endpoint serves each distribution's buckets as the distribution would
+        (local_emulator/cdn.py): their objects' reads its bucket policy allows."""
+        if self._moto is None:
+            raise RuntimeError("the emulator is not running")
+        stack.storage_url = self._moto.url
+        for cdn in stack.cdns.values():
+            for bucket in cdn.buckets:
+                self._moto.access.front(
+                    Fronted(bucket, cdn.arn, ACCOUNT_ID, stack.bucket_policies.get(bucket))
+                )
 
     def _set_function_environment(
         self, stack: ProvisionedStack, user_env: Mapping[str, str]
@@ -578,6 +598,11 @@ class Emulator:
             env["ALLOW_PRIVATE_HOSTS"] = "1"
         for name, value in scaled_app_durations(stack.environment, self.time_scale).items():
             env[name] = user_env.get(name, value)
+        for cdn in stack.cdns.values():  # links to the CDN: to its stand-in, locally
+            if env.get("PUBLIC_BASE_URL") == f"https://{cdn.domain_name}":
+                env["PUBLIC_BASE_URL"] = stack.public_base_url(cdn)
+        if not self.start_api:  # the template's API URL is not served here
+            env.pop("API_BASE_URL", None)
         return env
 
     @staticmethod

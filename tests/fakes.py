@@ -32,6 +32,8 @@ from chalicelib.errors import ImageFailure, NotFound
 from chalicelib.ports import HttpResult, JobStore, ObjectInfo, PresignedPost
 from chalicelib.services.deps import Dependencies
 
+PUBLIC_BASE_URL = "https://cdn.test"  # the fakes' CDN in front of the outputs bucket
+
 
 class FakeObjectStore:
     def __init__(self, bucket: str) -> None:
@@ -669,6 +671,8 @@ def make_world(
     fetcher, sender, clock = FakeFetcher(), FakeWebhookSender(), FixedClock()
     tenants, secrets = InMemoryTenantStore(), FakeSecrets()
     base = settings or Settings(webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    if not base.public_base_url:  # as on every stack: outputs are read through its CDN
+        base = replace(base, public_base_url=PUBLIC_BASE_URL)
     deps = Dependencies(
         settings=base,
         store=store,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from chalicelib.config import Settings
+from chalicelib.domain.retention import job_retention
 from chalicelib.ports import ObjectStore, SecretSource, TaskQueue
 from chalicelib.services.deps import Dependencies, NoEvents
 
@@ -92,7 +93,10 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
         ttl=settings.secrets_cache_seconds,
     )
     store = MongoJobStore.from_uri(
-        mongo_uri(settings, secrets), settings.mongo_db, settings.default_tenant
+        mongo_uri(settings, secrets),
+        settings.mongo_db,
+        settings.default_tenant,
+        retention=job_retention(settings),
     )
     return Dependencies(
         settings=settings,

@@ -74,8 +74,17 @@ class Settings:
     max_image_pixels: int = 50_000_000
     output_quality: int = 50
     output_optimize: bool = True
-    output_url_ttl: int = 7 * 24 * 3600
+    # Output images are <PUBLIC_BASE_URL>/<key> and never expire (on AWS the template's CDN
+    # in front of the outputs bucket; locally the emulator's storage endpoint).
     public_base_url: str = ""
+    # The output CSV's route answers a 302 to a presigned link that lives this long (<= 900).
+    output_csv_link_ttl: int = 300
+    # Days an output (image or CSV) is kept before the bucket's lifecycle rule deletes it
+    # (0: kept for ever); its Cache-Control never outlives it (domain/retention.py).
+    output_retention_days: int = 365
+    # Days a job's documents (the job, its rows, its Idempotency-Key) are kept after it
+    # last ended, by a TTL index (0: kept for ever).
+    job_retention_days: int = 0
     upload_url_ttl: int = 900
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
@@ -131,8 +140,12 @@ class Settings:
             max_image_pixels=_int(e, "MAX_IMAGE_PIXELS", cls.max_image_pixels),
             output_quality=max(1, min(95, _int(e, "OUTPUT_QUALITY", cls.output_quality))),
             output_optimize=_bool(e, "OUTPUT_OPTIMIZE", default=cls.output_optimize),
-            output_url_ttl=min(_int(e, "OUTPUT_URL_TTL", cls.output_url_ttl), 7 * 24 * 3600),
-            public_base_url=e.get("PUBLIC_BASE_URL", "").rstrip("/"),
+            public_base_url=e.get("PUBLIC_BASE_URL", "").strip().rstrip("/"),
+            output_csv_link_ttl=max(
+                1, min(_int(e, "OUTPUT_CSV_LINK_TTL", cls.output_csv_link_ttl), 900)
+            ),
+            output_retention_days=_int(e, "OUTPUT_RETENTION_DAYS", cls.output_retention_days),
+            job_retention_days=_int(e, "JOB_RETENTION_DAYS", cls.job_retention_days),
             upload_url_ttl=max(1, min(_int(e, "UPLOAD_URL_TTL", cls.upload_url_ttl), 900)),
             connect_timeout=_float(e, "CONNECT_TIMEOUT", cls.connect_timeout),
             read_timeout=_float(e, "READ_TIMEOUT", cls.read_timeout),

@@ -5,12 +5,16 @@ tests/contract/test_job_store_contract.py. The server: the embedded one unless M
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from chalicelib.adapters.mongo_store import MongoJobStore, chunk_id
-from chalicelib.domain.models import ImageErrorCode, ImageResult, Progress, RowStatus
+from chalicelib.adapters.mongo_store import EXPIRE_AT, TTL_INDEX, MongoJobStore, chunk_id
+from chalicelib.domain.models import ImageErrorCode, ImageResult, JobStatus, Progress, RowStatus
+from chalicelib.domain.timefmt import iso
 from chalicelib.ports import chunks
+from pymongo import MongoClient
 from pymongo.database import Database
 
 from tests.support.jobs import NOW, load, make_rows, new_job, ok_results
@@ -150,3 +154,79 @@ def test_a_job_stored_before_rows_written_existed_reads_as_written(
     mongo_db["jobs"].update_one({"_id": job.request_id}, {"$unset": {"rowsWritten": ""}})
     older = store.get_job(job.request_id)
     assert older is not None and older.rows_written
+
+
+# -- retention (JOB_RETENTION_DAYS) ---------------------------------------------------------
+def _naive_utc(moment: datetime) -> datetime:
+    """As pymongo reads a BSON date back (naive, UTC)."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def test_ttl_indexes_expire_jobs_and_rows_at_their_expire_at(
+    store: MongoJobStore, mongo_db: Database[Any]
+) -> None:
+    store.ensure_indexes()
+    for collection in ("jobs", "rows"):
+        index = mongo_db[collection].index_information()[TTL_INDEX]
+        assert index["key"] == [(EXPIRE_AT, 1)]
+        assert index["expireAfterSeconds"] == 0
+
+
+def test_without_a_retention_nothing_carries_an_expiry(
+    store: MongoJobStore, mongo_db: Database[Any]
+) -> None:
+    job = new_job(chunk_size=2)
+    load(store, job, make_rows(3))
+    assert store.finish_job(job.request_id, JobStatus.COMPLETED, NOW)
+    assert mongo_db["jobs"].count_documents({EXPIRE_AT: {"$exists": True}}) == 0
+    assert mongo_db["rows"].count_documents({EXPIRE_AT: {"$exists": True}}) == 0
+
+
+def test_with_a_retention_a_job_and_its_rows_expire_that_long_after_it_ends(
+    mongo_db: Database[Any],
+) -> None:
+    store = MongoJobStore(mongo_db, retention=timedelta(days=30))
+    job = new_job(chunk_size=2, idempotency_key="k-1")
+    load(store, job, make_rows(5))
+    created = mongo_db["jobs"].find_one({"_id": job.request_id})
+    assert created is not None
+    assert isinstance(created[EXPIRE_AT], datetime)  # a BSON date: what a TTL index reads
+    assert created[EXPIRE_AT] == _naive_utc(NOW + timedelta(days=30))
+    chunks_ = list(mongo_db["rows"].find({"jobId": job.request_id}))
+    assert len(chunks_) == 3 and all(isinstance(c[EXPIRE_AT], datetime) for c in chunks_)
+
+    ended = NOW + timedelta(hours=2)
+    assert store.finish_job(job.request_id, JobStatus.COMPLETED, ended)
+    expected = _naive_utc(ended + timedelta(days=30))
+    finished = mongo_db["jobs"].find_one({"_id": job.request_id})
+    assert finished is not None and finished[EXPIRE_AT] == expected
+    assert {c[EXPIRE_AT] for c in mongo_db["rows"].find({"jobId": job.request_id})} == {expected}
+    # the Idempotency-Key lives on the job's document: it goes with it
+    assert finished["idempotencyKey"] == "k-1"
+    # a second end (refused: already terminal) moves nothing
+    assert not store.finish_job(job.request_id, JobStatus.FAILED, ended + timedelta(days=1))
+    again = mongo_db["jobs"].find_one({"_id": job.request_id})
+    assert again is not None and again[EXPIRE_AT] == expected
+
+
+def test_mongoeco_deletes_what_has_expired(
+    embedded_mongo_client: MongoClient[Any],
+    new_database: Callable[[MongoClient[Any]], Database[Any]],
+) -> None:
+    """mongoeco (the emulator's database) applies TTL indexes when a collection is next
+    read or written, rather than every 60 s as MongoDB's TTL monitor does."""
+    db = new_database(embedded_mongo_client)
+    store = MongoJobStore(db, retention=timedelta(seconds=1))
+    now = datetime.now(UTC)
+    kept = new_job(chunk_size=2, created_at=iso(now))
+    load(MongoJobStore(db), kept, make_rows(3))  # written without a retention
+    old = new_job(chunk_size=2, created_at=iso(now), idempotency_key="old")
+    load(store, old, make_rows(3))
+    assert store.finish_job(old.request_id, JobStatus.COMPLETED, now)
+    assert store.get_job(old.request_id) is not None
+    time.sleep(1.5)
+    assert store.get_job(old.request_id) is None
+    assert store.list_rows(old.request_id, 0, 10) == []
+    assert store.find_by_idempotency_key("default", "old") is None
+    assert store.get_job(kept.request_id) is not None
+    assert len(store.list_rows(kept.request_id, 0, 10)) == 3

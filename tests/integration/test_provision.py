@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from infra.cfn_yaml import load_template
@@ -127,3 +128,80 @@ def test_the_usage_plan_is_in_moto_with_the_template_throttle(
         f"usage plan {plan.name} (id {plan.id}; throttle 7/s, burst 40; tenants' keys join it; "
         "moto neither meters nor throttles)"
     ) in stack.describe_extras()
+
+
+def test_the_cdn_is_in_moto_and_its_stand_in_is_said(session: boto3.session.Session) -> None:
+    stack = _provision(session)
+    (cdn,) = stack.cdns.values()
+    outputs = stack.buckets["OutputsBucket"].name
+    assert cdn.logical_id == "OutputsDistribution" and cdn.buckets == (outputs,)
+    cloudfront = session.client("cloudfront")
+    (listed,) = cloudfront.list_distributions()["DistributionList"]["Items"]
+    assert (listed["Id"], listed["ARN"], listed["DomainName"]) == (
+        cdn.id,
+        cdn.arn,
+        cdn.domain_name,
+    )
+    assert listed["Origins"]["Items"][0]["DomainName"] == f"{outputs}.s3.{REGION}.amazonaws.com"
+    assert listed["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "https-only"
+    (oac,) = cloudfront.list_origin_access_controls()["OriginAccessControlList"]["Items"]
+    assert stack.other_resources["OutputsOriginAccessControl"] == oac["Id"]
+    assert oac["SigningBehavior"] == "always" and oac["OriginAccessControlOriginType"] == "s3"
+    # the functions link to the distribution (the emulator points that at its stand-in)
+    assert stack.environment["PUBLIC_BASE_URL"] == f"https://{cdn.domain_name}"
+    # the bucket policy names the distribution, and is kept out of moto (see bucket_policy.py)
+    policy = stack.bucket_policies[outputs]
+    allow = next(s for s in policy["Statement"] if s["Effect"] == "Allow")
+    assert allow["Condition"]["StringEquals"]["AWS:SourceArn"] == cdn.arn
+    assert allow["Resource"] == f"arn:aws:s3:::{outputs}/outputs/*"
+    with pytest.raises(ClientError):
+        session.client("s3").get_bucket_policy(Bucket=outputs)
+    lines = stack.describe_extras()
+    stack.storage_url = "http://127.0.0.1:4566"
+    said = [line for line in stack.describe_extras() if line.startswith("cdn ")]
+    assert said == [
+        f"cdn OutputsDistribution: distribution {cdn.id} ({cdn.domain_name}) created in moto; "
+        f"its domain does not resolve locally, so its stand-in serves {outputs} at "
+        f"http://127.0.0.1:4566/{outputs}: GETs without credentials of what the bucket's "
+        "policy lets the distribution read, nothing else (plain HTTP, no edge cache)"
+    ]
+    assert stack.public_base_url(cdn) == f"http://127.0.0.1:4566/{outputs}"
+    assert any(line.startswith(f"bucket policy {outputs}: kept by the emulator") for line in lines)
+    assert (
+        "not emulated: OutputsCachePolicy (AWS::CloudFront::CachePolicy): moto has no cache "
+        "policies and the CDN's stand-in no cache: each GET reads the bucket and passes on the "
+        "object's own Cache-Control"
+    ) in lines
+
+
+def test_lifecycle_rules_are_in_moto_and_said_not_to_apply(
+    session: boto3.session.Session,
+) -> None:
+    stack = _provision(
+        session, parameter_overrides={"UploadRetentionDays": "7", "OutputRetentionDays": "90"}
+    )
+    s3 = session.client("s3")
+    uploads, outputs = stack.buckets["UploadsBucket"].name, stack.buckets["OutputsBucket"].name
+    rules = {
+        bucket: {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+        for bucket in (uploads, outputs)
+    }
+    assert rules[uploads]["ExpireIncomingCsv"]["Expiration"] == {"Days": 7}
+    assert rules[uploads]["ExpireIncomingCsv"]["Filter"] == {"Prefix": "incoming/"}
+    assert rules[outputs]["ExpireOutputs"]["Expiration"] == {"Days": 90}
+    assert rules[outputs]["ExpireOutputs"]["Filter"] == {"Prefix": "outputs/"}
+    lines = stack.describe_extras()
+    assert (
+        f"lifecycle {outputs}: ExpireOutputs expire outputs/ after 90 days; "
+        "AbortIncompleteUploads abort incomplete uploads after 1 day (moto keeps the rules but "
+        "applies none: nothing expires locally)"
+    ) in lines
+    assert stack.environment["OUTPUT_RETENTION_DAYS"] == "90"
+
+
+def test_outputs_kept_for_ever_have_no_expiration_rule(session: boto3.session.Session) -> None:
+    stack = _provision(session, parameter_overrides={"OutputRetentionDays": "0"})
+    outputs = stack.buckets["OutputsBucket"].name
+    rules = session.client("s3").get_bucket_lifecycle_configuration(Bucket=outputs)["Rules"]
+    assert [r["ID"] for r in rules] == ["AbortIncompleteUploads"]
+    assert stack.environment["OUTPUT_RETENTION_DAYS"] == "0"

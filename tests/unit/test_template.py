@@ -571,9 +571,21 @@ def test_no_plaintext_secrets_anywhere(template: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ environment
 
 
+API_URL = "https://${Api}.execute-api.${AWS::Region}.amazonaws.com/${StageName}"
+
+
 def test_all_functions_share_the_global_environment(template: dict[str, Any]) -> None:
+    # but API_BASE_URL: the functions that link to the API from outside a request (webhooks,
+    # events) are told its URL; ApiFunction cannot be (the API refers to it: a cycle) and
+    # answers with the URL it was called at (app.py, deps.REQUEST_API_BASE).
     for logical_id, function in _functions(template).items():
-        assert "Environment" not in function["Properties"], logical_id
+        own = function["Properties"].get("Environment", {}).get("Variables", {})
+        if logical_id in {"ApiFunction", "AuthorizerFunction"}:
+            assert own == {}, logical_id
+        else:
+            assert own in ({}, {"API_BASE_URL": {"Fn::Sub": API_URL}}), logical_id
+    linking = {k for k, f in _functions(template).items() if f["Properties"].get("Environment")}
+    assert {"FinalizeFunction", "WebhookFunction", "SweepFunction", "IngestFunction"} <= linking
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["UPLOADS_BUCKET"] == {"Ref": "UploadsBucket"}
     assert env["OUTPUTS_BUCKET"] == {"Ref": "OutputsBucket"}
@@ -756,8 +768,11 @@ def test_function_permissions(template: dict[str, Any]) -> None:
 
     uploads_in = "${UploadsBucket.Arn}/incoming/*"
     outputs = "${OutputsBucket.Arn}/outputs/*"
+    output_csvs = "${OutputsBucket.Arn}/outputs/*.csv"
     assert ("s3:PutObject", uploads_in) in grants("ApiFunction")
-    assert ("s3:GetObject", outputs) in grants("ApiFunction")
+    # it presigns the output CSV's short-lived link; images are read through the CDN
+    assert ("s3:GetObject", output_csvs) in grants("ApiFunction")
+    assert ("s3:GetObject", outputs) not in grants("ApiFunction")
     assert ("sqs:SendMessage", "WebhookQueue") in grants("ApiFunction")  # redeliver
     assert ("sqs:SendMessage", "IngestQueue") in grants("ApiFunction")  # retry failed images
     assert ("sqs:SendMessage", "RowsQueue") not in grants("ApiFunction")
@@ -774,8 +789,7 @@ def test_function_permissions(template: dict[str, Any]) -> None:
     assert ("s3:PutObject", outputs) in grants("FinalizeFunction")
     assert ("sqs:SendMessage", "WebhookQueue") in grants("FinalizeFunction")
     read_secret = "secretsmanager:GetSecretValue"
-    assert grants("WebhookFunction") == {
-        ("s3:GetObject", outputs),
+    assert grants("WebhookFunction") == {  # its outputCsvUrl is the API's route: no presigning
         ("sqs:SendMessage", "WebhookQueue"),
         (read_secret, MONGO_SECRET_ARN),
         (read_secret, TENANT_SECRETS_ARN),
@@ -885,7 +899,9 @@ def test_buckets_are_private_and_encrypted(template: dict[str, Any]) -> None:
         assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
     uploads = template["Resources"]["UploadsBucket"]["Properties"]
     expiring = [r for r in uploads["LifecycleConfiguration"]["Rules"] if r.get("ExpirationInDays")]
-    assert [(r["Prefix"], r["ExpirationInDays"]) for r in expiring] == [("incoming/", 30)]
+    assert [(r["Prefix"], r["ExpirationInDays"]) for r in expiring] == [
+        ("incoming/", {"Ref": "UploadRetentionDays"})
+    ]
     cors = uploads["CorsConfiguration"]["CorsRules"]
     assert any("POST" in r["AllowedMethods"] and r["AllowedOrigins"] == ["*"] for r in cors)
 
@@ -964,3 +980,192 @@ def test_api_gateways_own_answers_are_in_the_contracts_error_shape(
     deployed = rest_api["Properties"]["Body"]["x-amazon-apigateway-gateway-responses"]
     assert set(deployed) == set(GATEWAY_ANSWERS)
     assert deployed["REQUEST_TOO_LARGE"]["statusCode"] == "413"
+
+
+# ------------------------------------------------------------------ CDN, links that last
+
+
+def _bucket_policy(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    (policy,) = _resources(template, "AWS::S3::BucketPolicy").values()
+    assert policy["Properties"]["Bucket"] == {"Ref": "OutputsBucket"}
+    return {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+
+
+def test_a_cdn_with_origin_access_control_serves_the_outputs_bucket(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    (distribution,) = _resources(template, "AWS::CloudFront::Distribution").values()
+    config = distribution["Properties"]["DistributionConfig"]
+    assert config["Enabled"] is True
+    (origin,) = config["Origins"]
+    assert origin["DomainName"] == {"Fn::GetAtt": ["OutputsBucket", "RegionalDomainName"]}
+    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["OutputsOriginAccessControl", "Id"]}
+    assert origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}  # OAC, not a legacy OAI
+    oac = resources["OutputsOriginAccessControl"]
+    assert oac["Type"] == "AWS::CloudFront::OriginAccessControl"
+    assert oac["Properties"]["OriginAccessControlConfig"] | {"Name": None, "Description": None} == {
+        "Name": None,
+        "Description": None,
+        "OriginAccessControlOriginType": "s3",
+        "SigningBehavior": "always",
+        "SigningProtocol": "sigv4",
+    }
+    behaviour = config["DefaultCacheBehavior"]
+    assert behaviour["TargetOriginId"] == origin["Id"]
+    assert behaviour["ViewerProtocolPolicy"] == "https-only"
+    assert behaviour["AllowedMethods"] == ["GET", "HEAD"]
+    assert behaviour["Compress"] is False  # images: compressed already
+    assert "CacheBehaviors" not in config  # one behaviour: everything goes through the policy
+    assert "DefaultRootObject" not in config and "Aliases" not in config
+
+
+def test_the_cdn_honours_the_objects_cache_control(template: dict[str, Any]) -> None:
+    (distribution,) = _resources(template, "AWS::CloudFront::Distribution").values()
+    behaviour = distribution["Properties"]["DistributionConfig"]["DefaultCacheBehavior"]
+    assert behaviour["CachePolicyId"] == {"Ref": "OutputsCachePolicy"}
+    assert not {"ForwardedValues", "MinTTL", "DefaultTTL", "MaxTTL"} & set(behaviour)
+    config = template["Resources"]["OutputsCachePolicy"]["Properties"]["CachePolicyConfig"]
+    # an origin's max-age counts between MinTTL and MaxTTL: 0 to a year covers all ours
+    assert config["MinTTL"] == 0
+    assert config["MaxTTL"] == 365 * 86400 >= config["DefaultTTL"]
+    key = config["ParametersInCacheKeyAndForwardedToOrigin"]
+    assert key["QueryStringsConfig"] == {"QueryStringBehavior": "none"}
+    assert key["CookiesConfig"] == {"CookieBehavior": "none"}
+    assert key["HeadersConfig"] == {"HeaderBehavior": "none"}
+    assert key["EnableAcceptEncodingGzip"] is False and key["EnableAcceptEncodingBrotli"] is False
+
+
+def test_only_the_distribution_reads_the_outputs_bucket_and_only_images(
+    template: dict[str, Any],
+) -> None:
+    statements = _bucket_policy(template)
+    assert set(statements) == {"CdnReadsOutputs", "OutputCsvsAreNotPublic", "HttpsOnly"}
+    allow = statements["CdnReadsOutputs"]
+    assert allow["Effect"] == "Allow"
+    assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert allow["Action"] == "s3:GetObject"
+    assert allow["Resource"] == {"Fn::Sub": "${OutputsBucket.Arn}/outputs/*"}
+    assert allow["Condition"] == {
+        "StringEquals": {
+            "AWS:SourceArn": {
+                "Fn::Sub": "arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/"
+                "${OutputsDistribution}"
+            }
+        }
+    }
+    csvs = statements["OutputCsvsAreNotPublic"]
+    assert (csvs["Effect"], csvs["Principal"], csvs["Action"]) == (
+        "Deny",
+        {"Service": "cloudfront.amazonaws.com"},
+        "s3:GetObject",
+    )
+    assert csvs["Resource"] == {"Fn::Sub": "${OutputsBucket.Arn}/outputs/*.csv"}
+    from chalicelib.domain.models import output_csv_key, output_key
+    from chalicelib.domain.output_options import OutputFormat
+
+    assert output_csv_key("x").startswith("outputs/") and output_csv_key("x").endswith(".csv")
+    for fmt in OutputFormat:  # every image the CDN serves is under the allowed prefix
+        key = output_key("x", 1, 0, fmt.extension)
+        assert key.startswith("outputs/") and not key.endswith(".csv")
+    https = statements["HttpsOnly"]
+    assert https["Effect"] == "Deny" and https["Principal"] == "*"
+    assert https["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # no statement grants anyone but the distribution anything
+    for statement in statements.values():
+        if statement["Effect"] == "Allow":
+            assert statement["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+            assert "AWS:SourceArn" in statement["Condition"]["StringEquals"]
+
+
+def test_the_outputs_bucket_still_blocks_public_access(template: dict[str, Any]) -> None:
+    props = template["Resources"]["OutputsBucket"]["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert "WebsiteConfiguration" not in props  # no website endpoint: only the CDN serves it
+
+
+def test_public_base_url_is_the_distribution_unless_overridden(template: dict[str, Any]) -> None:
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    from_cdn = {"Fn::Sub": "https://${OutputsDistribution.DomainName}"}
+    assert env["PUBLIC_BASE_URL"] == {
+        "Fn::If": ["HasPublicBaseUrl", {"Ref": "PublicBaseUrl"}, from_cdn]
+    }
+    assert template["Conditions"]["HasPublicBaseUrl"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PublicBaseUrl"}, ""]}]
+    }
+    parameter = template["Parameters"]["PublicBaseUrl"]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    for good in ("", "https://images.example.com", "https://cdn.example.com:8443/shop"):
+        assert pattern.match(good), good
+    for bad in ("http://images.example.com", "images.example.com", "https://x.test/?a=1"):
+        assert not pattern.match(bad), bad
+    outputs = template["Outputs"]
+    assert outputs["OutputsDistributionDomain"]["Value"] == {
+        "Fn::GetAtt": ["OutputsDistribution", "DomainName"]
+    }
+    assert outputs["OutputsDistributionId"]["Value"] == {"Ref": "OutputsDistribution"}
+    assert outputs["PublicBaseUrl"]["Value"] == env["PUBLIC_BASE_URL"]
+
+
+def test_transform_keeps_the_cdn(transformed: dict[str, Any]) -> None:
+    types = [r["Type"] for r in transformed["Resources"].values()]
+    for kind in (
+        "AWS::CloudFront::Distribution",
+        "AWS::CloudFront::OriginAccessControl",
+        "AWS::CloudFront::CachePolicy",
+        "AWS::S3::BucketPolicy",
+    ):
+        assert types.count(kind) == 1, kind
+    resources = transformed["Resources"].values()
+    for function in [r for r in resources if r["Type"] == "AWS::Lambda::Function"]:
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert "OutputsDistribution.DomainName" in json.dumps(variables["PUBLIC_BASE_URL"])
+
+
+# ------------------------------------------------------------------ retention
+
+
+def test_lifecycle_rules_follow_the_retention_parameters(template: dict[str, Any]) -> None:
+    params = template["Parameters"]
+    bounds = {
+        name: (params[name]["Default"], params[name]["MinValue"])
+        for name in ("UploadRetentionDays", "OutputRetentionDays", "JobRetentionDays")
+    }
+    assert bounds["UploadRetentionDays"] == ("30", 1)
+    assert bounds["OutputRetentionDays"] == ("365", 0)  # 0: for ever
+    assert bounds["JobRetentionDays"] == ("0", 0)
+    rules = template["Resources"]["OutputsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    expire = {
+        "Id": "ExpireOutputs",
+        "Status": "Enabled",
+        "Prefix": "outputs/",
+        "ExpirationInDays": {"Ref": "OutputRetentionDays"},
+    }
+    # 0 keeps outputs for ever: no expiration rule at all
+    assert rules[0] == {"Fn::If": ["OutputsExpire", expire, {"Ref": "AWS::NoValue"}]}
+    assert template["Conditions"]["OutputsExpire"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "OutputRetentionDays"}, "0"]}]
+    }
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["OUTPUT_RETENTION_DAYS"] == {"Ref": "OutputRetentionDays"}
+    assert env["JOB_RETENTION_DAYS"] == {"Ref": "JobRetentionDays"}
+    from chalicelib.config import Settings
+
+    defaults = Settings()
+    assert defaults.output_retention_days == int(params["OutputRetentionDays"]["Default"])
+    assert defaults.job_retention_days == int(params["JobRetentionDays"]["Default"])
+
+
+def test_transform_keeps_the_lifecycle_rules(transformed: dict[str, Any]) -> None:
+    resources = transformed["Resources"]
+    uploads = resources["UploadsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert {"Ref": "UploadRetentionDays"} in [r.get("ExpirationInDays") for r in uploads]
+    outputs = resources["OutputsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert "OutputsExpire" in json.dumps(outputs)

@@ -1,11 +1,18 @@
 """MongoDB behind the JobStore port: one document per job, one per chunk of rows.
 
-`jobs`: `_id` = requestId; status, timestamps, progress counters, errors, webhook state and
-the ingest/finalize claims. `rows`: `_id` = `"{requestId}:{chunk:06d}"`, the chunk's rows in
-position order as compact sub-documents `{p, s, n, u, st, o, e}`. A job of N rows writes
-1 + ceil(N / chunkSize) documents; recording a row is one positional update of its chunk and
-one `$inc` of the job's counters; recording a worker's batch of rows (`record_rows`) is one
-update per chunk touched and one `$inc` for the batch.
+`jobs`: `_id` = requestId; status, timestamps, progress counters, errors, webhook state,
+the ingest/finalize claims and the Idempotency-Key. `rows`: `_id` =
+`"{requestId}:{chunk:06d}"`, the chunk's rows in position order as compact sub-documents
+`{p, s, n, u, st, o, e}`. A job of N rows writes 1 + ceil(N / chunkSize) documents;
+recording a row is one positional update of its chunk and one `$inc` of the job's counters;
+recording a worker's batch of rows (`record_rows`) is one update per chunk touched and one
+`$inc` for the batch.
+
+Retention (JOB_RETENTION_DAYS): with a `retention`, the job and its chunks carry `expireAt`, a
+BSON date (a TTL index needs a date, not the ISO strings of the other timestamps): creation
+plus the retention, then, when the job ends, its end plus the retention. A TTL index on each
+collection deletes them once it passes (MongoDB looks every 60 s). Without one nothing
+expires; documents written with one keep their `expireAt`.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
@@ -45,6 +52,12 @@ MAX_WEBHOOK_HISTORY = 20
 APP_NAME = "image-pipeline"
 _CHUNK_SIZE_CACHE_LIMIT = 4096
 _ROWS_BATCH = 8  # chunk documents per cursor batch when streaming rows
+EXPIRE_AT = "expireAt"
+TTL_INDEX = "expireAt_ttl"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def chunk_id(request_id: str, chunk: int) -> str:
@@ -262,9 +275,11 @@ class MongoJobStore:
         *,
         owns_client: bool = False,
         default_tenant: str = "default",
+        retention: timedelta | None = None,
     ) -> None:
         self._db = db
         self._default_tenant = default_tenant
+        self._retention = retention
         self._jobs: Collection[Document] = db[JOBS]
         self._rows: Collection[Document] = db[ROWS]
         self._owns_client = owns_client
@@ -273,7 +288,13 @@ class MongoJobStore:
         self._chunk_sizes: dict[str, int] = {}
 
     @classmethod
-    def from_uri(cls, uri: str, db_name: str, default_tenant: str = "default") -> MongoJobStore:
+    def from_uri(
+        cls,
+        uri: str,
+        db_name: str,
+        default_tenant: str = "default",
+        retention: timedelta | None = None,
+    ) -> MongoJobStore:
         """A store with its own client. Nothing connects until the first operation."""
         client: MongoClient[Document] = MongoClient(
             uri,
@@ -285,7 +306,9 @@ class MongoJobStore:
             retryWrites=True,
             retryReads=True,
         )
-        return cls(client[db_name], owns_client=True, default_tenant=default_tenant)
+        return cls(
+            client[db_name], owns_client=True, default_tenant=default_tenant, retention=retention
+        )
 
     @property
     def db(self) -> Database[Document]:
@@ -326,7 +349,16 @@ class MongoJobStore:
                 [("tenant", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)],
                 name="tenant_createdAt",
             )
+            # JOB_RETENTION_DAYS: a document goes once its expireAt passes (none: it stays)
+            for collection in (self._jobs, self._rows):
+                collection.create_index(EXPIRE_AT, name=TTL_INDEX, expireAfterSeconds=0)
             self._indexes_ready = True
+
+    def _expire_at(self, start: datetime) -> datetime | None:
+        """When documents kept from `start` expire (a UTC datetime: stored as a BSON date)."""
+        if self._retention is None:
+            return None
+        return start.astimezone(UTC) + self._retention
 
     def _drop_index_if_present(self, name: str) -> None:
         if name in self._jobs.index_information():
@@ -343,8 +375,12 @@ class MongoJobStore:
 
     def create_job(self, job: Job) -> bool:
         self.ensure_indexes()
+        doc = _job_doc(job)
+        expire_at = self._expire_at(parse_iso(job.created_at) if job.created_at else _utcnow())
+        if expire_at is not None:
+            doc[EXPIRE_AT] = expire_at
         try:
-            self._jobs.insert_one(_job_doc(job))
+            self._jobs.insert_one(doc)
         except DuplicateKeyError:
             return False
         self._remember_chunk_size(job.request_id, job.chunk_size)
@@ -493,19 +529,25 @@ class MongoJobStore:
             url=webhook_url,
             next_attempt_at=iso(now) if webhook_url else "",
         )
+        changes: Document = {
+            "status": str(status),
+            "updatedAt": iso(now),
+            "outputCsvKey": output_csv_key,
+            "errors": [dict(e) for e in errors[:MAX_STORED_ERRORS]],
+            "webhook": _webhook_doc(hook),
+        }
+        expire_at = self._expire_at(now)
+        if expire_at is not None:
+            changes[EXPIRE_AT] = expire_at
         result = self._jobs.update_one(
             {"_id": request_id, "status": {"$nin": [str(s) for s in TERMINAL_STATUSES]}},
-            {
-                "$set": {
-                    "status": str(status),
-                    "updatedAt": iso(now),
-                    "outputCsvKey": output_csv_key,
-                    "errors": [dict(e) for e in errors[:MAX_STORED_ERRORS]],
-                    "webhook": _webhook_doc(hook),
-                }
-            },
+            {"$set": changes},
         )
-        return result.modified_count == 1
+        if result.modified_count != 1:
+            return False
+        if expire_at is not None:  # the rows go with their job, not before it
+            self._rows.update_many({"jobId": request_id}, {"$set": {EXPIRE_AT: expire_at}})
+        return True
 
     def schedule_webhook(self, request_id: str, due: datetime) -> None:
         self._jobs.update_one({"_id": request_id}, {"$set": {"webhook.nextAttemptAt": iso(due)}})
@@ -657,16 +699,18 @@ class MongoJobStore:
         """Writes the chunk if it is absent: a re-run never resets rows already recorded."""
         self.ensure_indexes()
         ordered = sorted(rows, key=lambda r: r.position)
+        document: Document = {
+            "jobId": request_id,
+            "chunk": chunk,
+            "rows": [_row_doc(r) for r in ordered],
+        }
+        expire_at = self._expire_at(_utcnow())
+        if expire_at is not None:
+            document[EXPIRE_AT] = expire_at
         try:
             self._rows.update_one(
                 {"_id": chunk_id(request_id, chunk)},
-                {
-                    "$setOnInsert": {
-                        "jobId": request_id,
-                        "chunk": chunk,
-                        "rows": [_row_doc(r) for r in ordered],
-                    }
-                },
+                {"$setOnInsert": document},
                 upsert=True,
             )
         except DuplicateKeyError:  # a concurrent upsert of the same chunk won

@@ -19,6 +19,7 @@ from chalicelib.services import job_actions, status, upload
 from chalicelib.services.deps import Dependencies
 
 JSON = {"Content-Type": "application/json"}
+MAX_CSV_LINK_SECONDS = 900  # the output CSV's presigned link lives at most 15 minutes
 # On every answer (app.py's middleware adds them; the emulator's own answers carry them too).
 # A JSON answer loads nothing, so its policy is `default-src 'none'`; the two HTML pages
 # carry their own (page_csp).
@@ -68,7 +69,7 @@ class HttpReply:
 
 
 def _status_url(deps: Dependencies, request_id: str) -> str:
-    return f"{deps.settings.api_base_url}/api/getProcessingStatus/{request_id}"
+    return f"{deps.api_base_url()}/api/getProcessingStatus/{request_id}"
 
 
 def _csv_part(form: Form) -> FormPart:
@@ -173,8 +174,24 @@ def output_csv(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply
     job = status.load_job(deps, request_id, tenant)
     if not job.status.terminal or not job.output_csv_key:
         raise Conflict(f"job {request_id} is {job.status}; the output CSV exists once it ends")
-    location = deps.output_url(job.output_csv_key)
-    return HttpReply(302, {"location": location}, {**JSON, "Location": location})
+    # A link of its own for each request, short-lived (the CSV is the tenant's, not public),
+    # and not to be kept by any cache.
+    ttl = max(1, min(deps.settings.output_csv_link_ttl, MAX_CSV_LINK_SECONDS))
+    location = deps.outputs.presigned_get(job.output_csv_key, ttl)
+    headers = {**JSON, "Location": location, "Cache-Control": "no-store"}
+    return HttpReply(302, {"location": location, "expiresIn": ttl}, headers)
+
+
+def api_base_of(context: Mapping[str, Any], path: str) -> str:
+    """The API's base URL as this request reached it, from API Gateway's request context:
+    `https://<domainName><what precedes the route in the path>` (the stage on the
+    execute-api domain, the base path on a custom domain). "" when the context does not say
+    (a local server: API_BASE_URL says it there)."""
+    domain = str(context.get("domainName") or "")
+    full = str(context.get("path") or "")
+    if not domain or not path or not full.endswith(path):
+        return ""
+    return f"https://{domain}{full[: len(full) - len(path)]}".rstrip("/")
 
 
 def retry_job(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from chalicelib.config import Settings
@@ -23,6 +24,15 @@ from chalicelib.ports import (
 
 UrlChecker = Callable[[str], str | None]
 """Returns why a URL is refused (syntax or address), or None when it may be used."""
+
+REQUEST_API_BASE: ContextVar[str] = ContextVar("request_api_base", default="")
+"""The API's base URL as the request being answered reached it (app.py sets it per request):
+on AWS the API function cannot be told its own API's URL (the API refers to the function, so
+the function cannot refer to the API), so it answers with the one it was called at."""
+
+
+class MissingPublicBaseUrl(RuntimeError):
+    """PUBLIC_BASE_URL is not set: there is no URL under which outputs can be read."""
 
 
 @dataclass
@@ -48,12 +58,28 @@ class Dependencies:
     reuse: ReuseIndex
 
     def output_url(self, key: str) -> str:
-        """A URL that answers a plain GET: PUBLIC_BASE_URL when set, else presigned."""
+        """An output image's link: `<PUBLIC_BASE_URL>/<key>`, which answers a plain GET and
+        does not expire (never presigned: a presigned link dies within 7 days, and on AWS
+        with the function's session credentials). "" for no output."""
         if not key:
             return ""
-        if self.settings.public_base_url:
-            return f"{self.settings.public_base_url}/{key}"
-        return self.outputs.presigned_get(key, self.settings.output_url_ttl)
+        if not self.settings.public_base_url:
+            raise MissingPublicBaseUrl(
+                "PUBLIC_BASE_URL is not set: output links are <PUBLIC_BASE_URL>/<key> "
+                "(the template sets it to its CDN; the emulator to its storage endpoint)"
+            )
+        return f"{self.settings.public_base_url}/{key}"
+
+    def api_base_url(self) -> str:
+        """API_BASE_URL, else the one the current request came in at ("" outside a request:
+        links are then relative to the API's root)."""
+        return self.settings.api_base_url or REQUEST_API_BASE.get()
+
+    def output_csv_url(self, request_id: str) -> str:
+        """Where a job's output CSV is read: the authenticated route (a link that lasts; each
+        use answers with a presigned link of at most 15 minutes), never a public link, since
+        the CSV lists the tenant's products and sources."""
+        return f"{self.api_base_url()}/api/jobs/{request_id}/output.csv"
 
 
 class NoEvents:

@@ -12,7 +12,7 @@ def job_summary(deps: Dependencies, job: Job) -> dict[str, object]:
         "requestId": job.request_id,
         "status": str(job.status),
         "progress": job.progress.to_dict(),
-        "outputCsvUrl": deps.output_url(job.output_csv_key) or None,
+        "outputCsvUrl": deps.output_csv_url(job.request_id) if job.output_csv_key else None,
         "errors": job.errors,
         "source": {"bucket": deps.settings.uploads_bucket, "key": job.input_key},
     }

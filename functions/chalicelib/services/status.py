@@ -81,7 +81,11 @@ def job_status(
         "progress": job.progress.to_dict(),
         "products": [product_view(deps, row) for row in rows],
         "nextCursor": next_cursor,
-        "outputCsvUrl": deps.output_url(job.output_csv_key) if job.status.terminal else None,
+        "outputCsvUrl": (
+            deps.output_csv_url(job.request_id)
+            if job.status.terminal and job.output_csv_key
+            else None
+        ),
         "errors": job.errors,
         "webhook": webhook_view(job),
         "generation": job.generation,
