@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from chalicelib.config import Settings
 from chalicelib.ports import (
+    CdnInvalidator,
     Clock,
     EventPublisher,
     IdFactory,
@@ -46,6 +47,7 @@ class Dependencies:
     tenants: TenantStore
     secrets: SecretSource
     reuse: ReuseIndex
+    cdn: CdnInvalidator
 
     def output_url(self, key: str) -> str:
         """A URL that answers a plain GET: PUBLIC_BASE_URL when set, else presigned."""
@@ -60,4 +62,12 @@ class NoEvents:
     """The publisher when no EVENT_BUS_NAME is configured."""
 
     def publish(self, detail_type: str, detail: Mapping[str, object]) -> None:
+        return None
+
+
+class NoCdn:
+    """The CDN when no CDN_DISTRIBUTION_ID is configured (locally: outputs are served by the
+    storage itself, with nothing cached in front of it)."""
+
+    def invalidate(self, paths: Sequence[str]) -> None:
         return None
