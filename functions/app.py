@@ -19,6 +19,7 @@ from chalicelib.errors import (
     PayloadTooLarge,
     TooManyRequests,
     Unauthorized,
+    Unavailable,
     UnsupportedMediaType,
 )
 from chalicelib.services import sweeper
@@ -126,6 +127,8 @@ def _answer(view: Callable[..., Response], *args: Any, **kwargs: Any) -> Respons
         return _error(404, str(exc))
     except Conflict as exc:
         return _error(409, str(exc))
+    except Unavailable as exc:
+        return _error(503, str(exc), headers={"Retry-After": str(exc.retry_after)})
     except Exception:
         app.log.exception("unhandled error")
         return _error(500, "internal error; the request was not completed")
@@ -223,6 +226,23 @@ def get_output_csv(requestId: str) -> Response:
 @api_errors
 def retry_job(requestId: str) -> Response:
     return _respond(http_api.retry_job(bootstrap.dependencies(), requestId, tenant=_tenant()))
+
+
+@app.route(
+    "/api/jobs/{requestId}/cancel",
+    methods=["POST"],
+    content_types=ANY_CONTENT,
+    authorizer=api_key_authorizer,
+)
+@api_errors
+def cancel_job(requestId: str) -> Response:
+    return _respond(http_api.cancel_job(bootstrap.dependencies(), requestId, tenant=_tenant()))
+
+
+@app.route("/api/jobs/{requestId}", methods=["DELETE"], authorizer=api_key_authorizer)
+@api_errors
+def delete_job(requestId: str) -> Response:
+    return _respond(http_api.delete_job(bootstrap.dependencies(), requestId, tenant=_tenant()))
 
 
 @app.route(

@@ -10,10 +10,10 @@ services per request) and parsed again.
 
 Only the calls on the hot path are served in-process: storing, heading and reading objects
 (files of up to 8 MiB: an uploaded or output CSV), and sending messages. Streams of larger
-objects, presigned URLs and pings still go through boto3 (the `fallback` adapters), so what
-a deployed function does is still exercised. The dispatcher's pollers receive and delete
-messages here too (`InProcessQueues`): its idle long polls cost a condition wait instead of
-a request a second each.
+objects, copies, deletions, presigned URLs and pings still go through boto3 (the `fallback`
+adapters), so what a deployed function does is still exercised. The dispatcher's pollers
+receive and delete messages here too (`InProcessQueues`): its idle long polls cost a
+condition wait instead of a request a second each.
 """
 
 from __future__ import annotations
@@ -97,6 +97,12 @@ class InProcessObjectStore:
 
     def copy(self, source_key: str, key: str) -> bool:
         return self._fallback.copy(source_key, key)
+
+    def delete(self, key: str) -> None:
+        self._fallback.delete(key)
+
+    def delete_prefix(self, prefix: str, limit: int | None = None) -> int:
+        return self._fallback.delete_prefix(prefix, limit)
 
     def presigned_get(self, key: str, expires_in: int) -> str:
         return self._fallback.presigned_get(key, expires_in)

@@ -1,12 +1,14 @@
-"""`python -m pipeline_cli` / `image-pipeline`: submit, status, jobs, download, validate.
+"""`python -m pipeline_cli` / `image-pipeline`: submit, status, jobs, cancel, delete,
+download, validate.
 
 Every call to the API carries `Authorization: Bearer <key>`, the key from --api-key or else
 IMAGE_PIPELINE_API_KEY; the key is never printed.
 
 Exit status: 0 success (a `completed` job with --wait); 3 `completed_with_errors`;
 4 `failed`; 5 --wait gave up (--timeout); 6 the API key is missing or refused (401);
-1 any other error from the API or the network (printed as the API words it, a 429 with
-the wait it asks for); 2 a usage error.
+7 `cancelled` (a job waited for that ended cancelled); 1 any other error from the API or
+the network (printed as the API words it, a 409 for a job that has ended, a 429 with the
+wait it asks for); 2 a usage error.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from pipeline_cli.client import ApiClient, ApiError, KeyRefused, Submitted
+from pipeline_cli.client import ApiClient, ApiError, KeyRefused, OutputOptions, Submitted
 from pipeline_cli.progress import ProgressMeter
 from pipeline_cli.render import error_lines, jobs_lines, key_refused_line, status_lines
 
@@ -34,11 +36,14 @@ EXIT_COMPLETED_WITH_ERRORS = 3
 EXIT_FAILED = 4
 EXIT_TIMEOUT = 5
 EXIT_AUTH = 6
-EXIT_BY_STATUS = {
+EXIT_CANCELLED = 7
+EXIT_BY_STATUS = {  # the terminal statuses, and the exit status of a job waited for
     "completed": EXIT_OK,
     "completed_with_errors": EXIT_COMPLETED_WITH_ERRORS,
     "failed": EXIT_FAILED,
+    "cancelled": EXIT_CANCELLED,
 }
+FORMATS = ("jpeg", "webp", "avif")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
         prog="image-pipeline",
         description="Client of the image pipeline API (the local emulator or a deployed URL).",
         epilog="exit status: 0 ok/completed, 1 API or network error, 2 usage, "
-        "3 completed_with_errors, 4 failed, 5 --wait timed out, 6 API key missing or refused",
+        "3 completed_with_errors, 4 failed, 5 --wait timed out, 6 API key missing or refused, "
+        "7 cancelled",
     )
     top.add_argument(
         "--api",
@@ -70,9 +76,19 @@ def parser() -> argparse.ArgumentParser:
         help="upload straight to storage through the presigned POST of /api/uploads",
     )
     submit.add_argument("--idempotency-key", help="same key, same job (multipart only)")
-    submit.add_argument("--wait", action="store_true", help="show progress until the job ends")
-    submit.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
-    submit.add_argument("--timeout", type=float, default=0, help="give up waiting after N s")
+    submit.add_argument(
+        "--format", choices=FORMATS, help="output format (default jpeg, as the input was)"
+    )
+    submit.add_argument(
+        "--quality", type=int, metavar="1-100", help="encoder quality (default: the format's)"
+    )
+    submit.add_argument(
+        "--max-width", type=int, metavar="PX", help="outputs fit this width (never enlarged)"
+    )
+    submit.add_argument(
+        "--max-height", type=int, metavar="PX", help="outputs fit this height (never enlarged)"
+    )
+    _wait_options(submit)
 
     status = commands.add_parser("status", help="a job's status")
     status.add_argument("request_id")
@@ -86,12 +102,29 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("csv", type=Path)
     validate.add_argument("--webhook-url")
 
+    cancel = commands.add_parser("cancel", help="cancel a job that has not ended")
+    cancel.add_argument("request_id")
+    _wait_options(cancel, "wait until the job has ended and show it")
+
+    delete = commands.add_parser(
+        "delete", help="delete an ended job: its outputs, CSVs and records"
+    )
+    delete.add_argument("request_id")
+
     jobs = commands.add_parser("jobs", help="your jobs, newest first, a page at a time")
     jobs.add_argument("--status", help="only jobs with this status (pending, processing, ...)")
     jobs.add_argument("--limit", type=int, help="jobs per page, 1-200 (default 50)")
     jobs.add_argument("--cursor", help="the next page: the cursor the previous page printed")
     jobs.add_argument("--json", action="store_true", help="the API's JSON")
     return top
+
+
+def _wait_options(
+    command: argparse.ArgumentParser, help_text: str = "show progress until the job ends"
+) -> None:
+    command.add_argument("--wait", action="store_true", help=help_text)
+    command.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
+    command.add_argument("--timeout", type=float, default=0, help="give up waiting after N s")
 
 
 def api_key(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
@@ -133,9 +166,10 @@ class Console:
 
 
 def _submit(api: ApiClient, args: argparse.Namespace, console: Console) -> Submitted:
+    options = OutputOptions(args.format, args.quality, args.max_width, args.max_height)
     if args.presigned:
-        return api.submit_presigned(args.csv, args.webhook_url)
-    return api.submit_multipart(args.csv, args.webhook_url, args.idempotency_key)
+        return api.submit_presigned(args.csv, args.webhook_url, options)
+    return api.submit_multipart(args.csv, args.webhook_url, args.idempotency_key, options)
 
 
 def wait_for(
@@ -190,14 +224,38 @@ def cmd_submit(api: ApiClient, args: argparse.Namespace, console: Console) -> in
     console.print(f"status    {submitted.status_url}")
     if not args.wait:
         return EXIT_OK
-    document = wait_for(api, submitted.request_id, console, args.interval, args.timeout)
+    return _wait_and_show(api, submitted.request_id, args, console)
+
+
+def _wait_and_show(
+    api: ApiClient, request_id: str, args: argparse.Namespace, console: Console
+) -> int:
+    """--wait: progress until the job ends, then its status; the exit status says how it
+    ended."""
+    document = wait_for(api, request_id, console, args.interval, args.timeout)
     if document is None:
-        console.error(f"error: job {submitted.request_id} did not end within {args.timeout:g}s")
+        console.error(f"error: job {request_id} did not end within {args.timeout:g}s")
         return EXIT_TIMEOUT
     console.print()
     for line in status_lines(document):
         console.print(line)
     return EXIT_BY_STATUS.get(str(document.get("status")), EXIT_ERROR)
+
+
+def cmd_cancel(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    """409 (an ended job) is an API error like any other: exit 1, in the API's words."""
+    answer = api.cancel(args.request_id)
+    console.print(f"cancelling {answer.get('requestId', args.request_id)}: no new image starts")
+    if not args.wait:
+        return EXIT_OK
+    return _wait_and_show(api, args.request_id, args, console)
+
+
+def cmd_delete(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
+    api.delete(args.request_id, on_progress=console.progress)
+    console.end_progress()
+    console.print(f"deleted {args.request_id}: its outputs, CSVs and records")
+    return EXIT_OK
 
 
 def cmd_status(api: ApiClient, args: argparse.Namespace, console: Console) -> int:
@@ -247,6 +305,8 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace, Console], int]] = {
     "submit": cmd_submit,
     "status": cmd_status,
     "jobs": cmd_jobs,
+    "cancel": cmd_cancel,
+    "delete": cmd_delete,
     "download": cmd_download,
     "validate": cmd_validate,
 }

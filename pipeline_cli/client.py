@@ -58,6 +58,36 @@ def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time)
 
 
 @dataclass(frozen=True)
+class OutputOptions:
+    """A job's output options, as the CLI's flags give them (None: the API's default)."""
+
+    format: str | None = None
+    quality: int | None = None
+    max_width: int | None = None
+    max_height: int | None = None
+
+    def fields(self) -> dict[str, str]:
+        """The upload's fields (`format`, `quality`, `maxWidth`, `maxHeight`), those given."""
+        given = {
+            "format": self.format,
+            "quality": self.quality,
+            "maxWidth": self.max_width,
+            "maxHeight": self.max_height,
+        }
+        return {name: str(value) for name, value in given.items() if value is not None}
+
+    def json(self) -> dict[str, object]:
+        """The same as JSON keys of `POST /api/uploads` (numbers as numbers)."""
+        given: dict[str, object | None] = {
+            "format": self.format,
+            "quality": self.quality,
+            "maxWidth": self.max_width,
+            "maxHeight": self.max_height,
+        }
+        return {name: value for name, value in given.items() if value is not None}
+
+
+@dataclass(frozen=True)
 class Submitted:
     request_id: str
     status_url: str
@@ -134,13 +164,20 @@ class ApiClient:
         return body
 
     @staticmethod
-    def _form(csv_path: Path, webhook_url: str | None) -> dict[str, Any]:
+    def _form(
+        csv_path: Path, webhook_url: str | None, options: OutputOptions | None = None
+    ) -> dict[str, Any]:
         data = {"webhookUrl": webhook_url} if webhook_url else {}
+        data |= (options or OutputOptions()).fields()
         files = {"file": (csv_path.name, csv_path.read_bytes(), "text/csv")}
         return {"files": files, "data": data}
 
     def submit_multipart(
-        self, csv_path: Path, webhook_url: str | None = None, idempotency_key: str | None = None
+        self,
+        csv_path: Path,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
+        options: OutputOptions | None = None,
     ) -> Submitted:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         what = "upload"
@@ -149,19 +186,25 @@ class ApiClient:
             "/api/uploadAndProcessDocument",
             what,
             headers=headers,
-            **self._form(csv_path, webhook_url),
+            **self._form(csv_path, webhook_url, options),
         )
         body = self._json(response, what)
         return Submitted(
             str(body["requestId"]), str(body.get("statusUrl", "")), str(body.get("message", ""))
         )
 
-    def submit_presigned(self, csv_path: Path, webhook_url: str | None = None) -> Submitted:
-        options: dict[str, str] = {"fileName": csv_path.name}
+    def submit_presigned(
+        self,
+        csv_path: Path,
+        webhook_url: str | None = None,
+        options: OutputOptions | None = None,
+    ) -> Submitted:
+        request: dict[str, object] = {"fileName": csv_path.name}
         if webhook_url:
-            options["webhookUrl"] = webhook_url
+            request["webhookUrl"] = webhook_url
+        request |= (options or OutputOptions()).json()
         body = self._json(
-            self._call("POST", "/api/uploads", "presigned upload", json=options), "presigned upload"
+            self._call("POST", "/api/uploads", "presigned upload", json=request), "presigned upload"
         )
         upload: Mapping[str, Any] = body["upload"]
         fields = {str(k): str(v) for k, v in dict(upload["fields"]).items()}
@@ -213,6 +256,25 @@ class ApiClient:
         if cursor:
             params["cursor"] = cursor
         return self._json(self._call("GET", "/api/jobs", "jobs", params=params), "jobs")
+
+    def cancel(self, request_id: str) -> dict[str, Any]:
+        """Ask the API to cancel the job (202); an ended job is a 409 ApiError."""
+        return self._json(self._call("POST", f"/api/jobs/{request_id}/cancel", "cancel"), "cancel")
+
+    def delete(self, request_id: str, on_progress: Callable[[str], None] | None = None) -> None:
+        """Delete an ended job, asking again while the API answers 202 (a job with more
+        outputs than one call removes: each such answer says how many it removed)."""
+        removed = 0
+        while True:
+            response = self._call("DELETE", f"/api/jobs/{request_id}", "delete")
+            if response.status_code != 202:
+                return
+            step = int(self._json(response, "delete").get("deletedObjects") or 0)
+            if step <= 0:
+                raise ApiError("delete: the API answered 202 without deleting anything", 202)
+            removed += step
+            if on_progress is not None:
+                on_progress(f"deleting {request_id}: {removed:,} output objects so far")
 
     def output_csv(self, request_id: str) -> bytes:
         return self._call("GET", f"/api/jobs/{request_id}/output.csv", "download").content

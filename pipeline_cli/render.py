@@ -86,6 +86,22 @@ def _short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def options_text(options: Any) -> str:
+    """A job's output options in a few words ("" for the defaults: JPEG, same size)."""
+    if not isinstance(options, Mapping):
+        return ""
+    words = []
+    fmt = options.get("format")
+    if fmt and (fmt != "jpeg" or options.get("quality") is not None):
+        words.append(str(fmt))
+    if options.get("quality") is not None:
+        words.append(f"quality {options['quality']}")
+    width, height = options.get("maxWidth"), options.get("maxHeight")
+    if width is not None or height is not None:
+        words.append(f"fit {width or '-'}x{height or '-'}")
+    return ", ".join(words)
+
+
 def status_lines(document: Mapping[str, Any]) -> list[str]:
     progress: Mapping[str, Any] = document.get("progress") or {}
     webhook: Mapping[str, Any] = document.get("webhook") or {}
@@ -98,6 +114,9 @@ def status_lines(document: Mapping[str, Any]) -> list[str]:
         f"images     {progress.get('processedImages', 0)}/{progress.get('totalImages', 0)}"
         f" ({progress.get('failedImages', 0)} failed, {progress.get('percent', 0)}%)",
     ]
+    options = options_text(document.get("options"))
+    if options:
+        lines.append(f"options    {options}")
     if document.get("outputCsvUrl"):
         lines.append(f"output     {document['outputCsvUrl']}")
     if webhook and webhook.get("state") not in (None, "none"):

@@ -75,6 +75,15 @@ class FakeObjectStore:
             return None
         return ObjectInfo(key, len(self.objects[key][0]), f"etag-{hash(self.objects[key][0])}")
 
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    def delete_prefix(self, prefix: str, limit: int | None = None) -> int:
+        doomed = sorted(key for key in self.objects if key.startswith(prefix))
+        for key in doomed[:limit]:
+            del self.objects[key]
+        return len(doomed[:limit])
+
     def presigned_get(self, key: str, expires_in: int) -> str:
         return f"https://{self._bucket}.s3.test/{key}?X-Amz-Expires={expires_in}"
 
@@ -313,7 +322,7 @@ class InMemoryJobStore:
                 bytes_out=0,
             )
             for row in self.rows.get(request_id, {}).values():
-                if row.status != RowStatus.PENDING:
+                if row.status in (RowStatus.COMPLETED, RowStatus.FAILED):
                     progress = _add_row(progress, row, 1)
             job.progress = progress
             job.updated_at = iso(now)
@@ -387,7 +396,7 @@ class InMemoryJobStore:
             job = self.jobs.get(request_id)
             if job is None or not job.status.terminal or job.progress.failed_images <= 0:
                 return False
-            if job.generation >= generation:
+            if job.generation >= generation or job.status == JobStatus.CANCELLED:
                 return False
             job.status = JobStatus.PROCESSING
             job.generation = generation
@@ -396,7 +405,7 @@ class InMemoryJobStore:
             job.errors = []
             job.webhook.state = WebhookState.NONE
             job.webhook.next_attempt_at = ""
-            job.finalize_claimed_at = job.ingest_claimed_at = ""
+            job.finalize_claimed_at = job.ingest_claimed_at = job.cancel_requested_at = ""
             return True
 
     def reset_failed_rows(self, request_id: str, now: datetime) -> Iterator[StoredRow]:
@@ -412,6 +421,42 @@ class InMemoryJobStore:
                 job.progress = _add_row(job.progress, current, -1)
                 job.updated_at = iso(now)
             yield replace(current, status=RowStatus.PENDING)
+
+    def request_cancel(self, request_id: str, now: datetime) -> bool:
+        with self._lock:
+            job = self.jobs.get(request_id)
+            if job is None or job.status.terminal:
+                return False
+            job.cancel_requested_at = job.updated_at = iso(now)
+            return True
+
+    def cancel_rows(
+        self, request_id: str, now: datetime, positions: Sequence[int] | None = None
+    ) -> None:
+        with self._lock:
+            rows = self.rows.get(request_id, {})
+            wanted = rows.keys() if positions is None else set(positions) & rows.keys()
+            for position in wanted:
+                if rows[position].status == RowStatus.PENDING:
+                    rows[position] = replace(rows[position], status=RowStatus.CANCELLED)
+
+    def cancelled_jobs(self, request_ids: Sequence[str]) -> set[str]:
+        with self._lock:
+            return {
+                request_id
+                for request_id in request_ids
+                if (job := self.jobs.get(request_id)) is not None
+                and (
+                    job.status == JobStatus.CANCELLED
+                    or (bool(job.cancel_requested_at) and not job.status.terminal)
+                )
+            }
+
+    def delete_job(self, request_id: str) -> bool:
+        with self._lock:
+            self.rows.pop(request_id, None)
+            self.actions = {k: v for k, v in self.actions.items() if k[0] != request_id}
+            return self.jobs.pop(request_id, None) is not None
 
     def find_stalled(self, before: datetime, limit: int) -> list[Job]:
         with self._lock:
@@ -585,6 +630,20 @@ class FakeUsageKeys:
 
 
 @dataclass
+class FakeCdn:
+    """The CDN: remembers each invalidation asked for; `refuse` makes the next ones fail."""
+
+    invalidated: list[list[str]] = field(default_factory=list)
+    refuse: int = 0
+
+    def invalidate(self, paths: Sequence[str]) -> None:
+        if self.refuse:
+            self.refuse -= 1
+            raise ConnectionError("the CDN refused the invalidation")
+        self.invalidated.append(list(paths))
+
+
+@dataclass
 class FakeEvents:
     published: list[tuple[str, dict[str, object]]] = field(default_factory=list)
 
@@ -644,6 +703,7 @@ class FakeWorld[S: JobStore = InMemoryJobStore]:
     sleeps: list[float]
     tenants: InMemoryTenantStore
     secrets: FakeSecrets
+    cdn: FakeCdn
 
 
 @overload
@@ -693,6 +753,7 @@ def make_world(
         tenants=tenants,
         secrets=secrets,
         reuse=InMemoryReuseIndex(tenants),
+        cdn=(cdn := FakeCdn()),
     )
     for name, value in overrides.items():
         setattr(deps, name, value)
@@ -712,4 +773,5 @@ def make_world(
         sleeps,
         tenants,
         secrets,
+        cdn,
     )

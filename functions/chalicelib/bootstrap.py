@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from chalicelib.config import Settings
 from chalicelib.domain.retention import job_retention
 from chalicelib.ports import ObjectStore, SecretSource, TaskQueue
-from chalicelib.services.deps import Dependencies, NoEvents
+from chalicelib.services.deps import Dependencies, NoCdn, NoEvents
 
 
 class SystemClock:
@@ -58,6 +58,7 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
     import boto3
     from botocore.config import Config
 
+    from chalicelib.adapters.cloudfront import CloudFrontInvalidator
     from chalicelib.adapters.eventbridge import EventBridgePublisher
     from chalicelib.adapters.fair_pool import FairThreadPool
     from chalicelib.adapters.guarded_http import url_refusal
@@ -131,6 +132,16 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
             else NoEvents()
         ),
         sleep=time.sleep,
+        cdn=(
+            CloudFrontInvalidator(
+                session.client(
+                    "cloudfront", config=Config(retries={"mode": "standard", "max_attempts": 5})
+                ),
+                distribution,
+            )
+            if (distribution := settings.cdn_distribution_id)
+            else NoCdn()
+        ),
     )
 
 

@@ -108,6 +108,9 @@ class Settings:
     stall_after: int = 900
     sweep_limit: int = 200  # jobs repaired per sweep
     event_bus_name: str = ""
+    # The CloudFront distribution in front of the outputs: a deleted job's outputs are
+    # invalidated there. Empty: no CDN to tell (locally).
+    cdn_distribution_id: str = ""
     api_base_url: str = ""
     # The tenant of keys like incoming/2024/feed.csv and of jobs stored before tenants.
     default_tenant: str = "default"
@@ -166,6 +169,7 @@ class Settings:
             stall_after=max(1, _int(e, "STALL_AFTER", cls.stall_after)),
             sweep_limit=max(1, _int(e, "SWEEP_LIMIT", cls.sweep_limit)),
             event_bus_name=e.get("EVENT_BUS_NAME", ""),
+            cdn_distribution_id=e.get("CDN_DISTRIBUTION_ID", "").strip(),
             api_base_url=e.get("API_BASE_URL", "").rstrip("/"),
             mongo_uri_secret_id=e.get("MONGO_URI_SECRET_ID", ""),
             default_tenant=e.get("DEFAULT_TENANT", "").strip() or cls.default_tenant,

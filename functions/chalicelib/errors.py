@@ -57,6 +57,15 @@ class TooManyRequests(PipelineError):
         self.retry_after = max(1, retry_after)
 
 
+class Unavailable(PipelineError):
+    """HTTP 503: a dependency refused for now; asking again after `retry_after` seconds may
+    succeed."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
 class ImageFailure(PipelineError):
     """One image could not be turned into an output; carries the contract's error code."""
 

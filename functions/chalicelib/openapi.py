@@ -9,6 +9,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from chalicelib.domain.models import JobStatus, RowStatus
+from chalicelib.domain.output_options import DEFAULT_QUALITY, MAX_DIMENSION, OutputFormat
+
 WEB = Path(__file__).resolve().parent / "web"
 # The Swagger UI files the docs page loads, with their media types.
 DOCS_ASSETS = {
@@ -32,6 +35,45 @@ def _err(description: str) -> dict[str, Any]:
     return _json(ERROR, description)
 
 
+# The output options of both upload routes (multipart fields, or the JSON keys of /api/uploads)
+OPTIONS_FIELDS: dict[str, Any] = {
+    "format": {
+        "type": "string",
+        "enum": [f.value for f in OutputFormat],
+        "default": "jpeg",
+        "description": "Output format (`jpg` is read as `jpeg`)",
+    },
+    "quality": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "description": "Encoder quality; default "
+        + ", ".join(
+            [f"{OutputFormat.JPEG.value} 50 (OUTPUT_QUALITY)"]
+            + [f"{fmt.value} {quality}" for fmt, quality in DEFAULT_QUALITY.items()]
+        ),
+    },
+    "maxWidth": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_DIMENSION,
+        "description": "The output fits this width, its aspect kept; never enlarged",
+    },
+    "maxHeight": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_DIMENSION,
+        "description": "The output fits this height, its aspect kept; never enlarged",
+    },
+}
+OPTIONS = {
+    "type": "object",
+    "description": "The job's output options (null: the format's default, or no bound)",
+    "properties": {
+        name: {**schema, "nullable": True} if name != "format" else schema
+        for name, schema in OPTIONS_FIELDS.items()
+    },
+}
 REQUEST_ID = {
     "name": "requestId",
     "in": "path",
@@ -48,6 +90,7 @@ MULTIPART = {
                 "properties": {
                     "file": {"type": "string", "format": "binary"},
                     "webhookUrl": {"type": "string", "format": "uri"},
+                    **OPTIONS_FIELDS,
                 },
             }
         }
@@ -69,7 +112,8 @@ PROGRESS = {
     }
     | {"percent": {"type": "number", "minimum": 0, "maximum": 100}},
 }
-STATUSES = ["pending", "processing", "completed", "completed_with_errors", "failed"]
+STATUSES = [str(s) for s in JobStatus]
+PRODUCT_STATUSES = [str(s) for s in RowStatus]
 
 
 def _unauthorized() -> dict[str, Any]:
@@ -88,6 +132,17 @@ def _too_many_requests() -> dict[str, Any]:
         "Throttled: the tenant's request rate, or this job's retries and redeliveries; "
         "try again after `Retry-After`"
     )
+    answer["headers"] = {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    }
+    return answer
+
+
+def _with_retry_after(answer: dict[str, Any]) -> dict[str, Any]:
     answer["headers"] = {
         "Retry-After": {
             "description": "Seconds to wait before trying again",
@@ -147,7 +202,9 @@ def _document() -> dict[str, Any]:
                     "requestBody": MULTIPART,
                     "responses": {
                         "202": _json({"$ref": "#/components/schemas/Accepted"}, "Accepted"),
-                        "400": _err("Invalid CSV or webhook URL; every problem is listed"),
+                        "400": _err(
+                            "Invalid CSV, webhook URL or output option; every problem is listed"
+                        ),
                         "409": _err("Idempotency-Key reused with another body"),
                         "413": _err("CSV over MAX_CSV_BYTES"),
                         "415": _err("Not multipart, or the file is not a CSV"),
@@ -188,6 +245,7 @@ def _document() -> dict[str, Any]:
                                     "properties": {
                                         "fileName": {"type": "string"},
                                         "webhookUrl": {"type": "string", "format": "uri"},
+                                        **OPTIONS_FIELDS,
                                     },
                                 }
                             }
@@ -195,7 +253,9 @@ def _document() -> dict[str, Any]:
                     },
                     "responses": {
                         "201": _json({"$ref": "#/components/schemas/PresignedUpload"}, "Created"),
-                        "400": _err("Invalid body or webhook URL"),
+                        "400": _err(
+                            "Invalid body, webhook URL or output option (`details` name each field)"
+                        ),
                     },
                 }
             },
@@ -275,7 +335,69 @@ def _document() -> dict[str, Any]:
                         "202": _json({"type": "object"}, "Queued; the job is processing"),
                         "400": _err("Malformed id"),
                         "404": _err(NOT_YOURS),
-                        "409": _err("Not finished, nothing failed, or already retrying"),
+                        "409": _err("Not finished, cancelled, nothing failed, or already retrying"),
+                    },
+                }
+            },
+            "/api/jobs/{requestId}": {
+                "delete": {
+                    "summary": "Delete an ended job: its outputs, CSVs and records",
+                    "description": "Removes every output of the job (the output CSV too), its "
+                    "uploaded CSV, its rows and its record, and asks the CDN in front of the "
+                    "outputs to forget them. Afterwards the job is unknown (`404`). A job with "
+                    "more outputs than one call removes (10,000) answers `202`: send `DELETE` "
+                    "again to go on.",
+                    "parameters": [REQUEST_ID],
+                    "responses": {
+                        "204": {"description": "Deleted"},
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "requestId": {"type": "string", "format": "uuid"},
+                                    "message": {"type": "string"},
+                                    "deletedObjects": {"type": "integer", "minimum": 0},
+                                },
+                            },
+                            "Part of the outputs deleted; send DELETE again",
+                        ),
+                        "400": _err("Malformed id"),
+                        "404": _err(NOT_YOURS),
+                        "409": _err("The job has not ended (cancel it first)"),
+                        "503": _with_retry_after(
+                            _err(
+                                "The CDN did not accept the invalidation; the outputs are "
+                                "deleted from storage: delete again after `Retry-After`"
+                            )
+                        ),
+                    },
+                }
+            },
+            "/api/jobs/{requestId}/cancel": {
+                "post": {
+                    "summary": "Cancel a job that has not ended",
+                    "description": "No new image of the job starts; it soon ends `cancelled`: "
+                    "the products not done are `cancelled`, the counters stay as they were, an "
+                    "output CSV of what was done is written and the webhook `job.cancelled` is "
+                    "sent once. Should the job end first (its last image done), it keeps that "
+                    "end: whichever claims the end first wins.",
+                    "parameters": [REQUEST_ID],
+                    "responses": {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "requestId": {"type": "string", "format": "uuid"},
+                                    "status": {"type": "string", "enum": STATUSES},
+                                    "message": {"type": "string"},
+                                    "statusUrl": {"type": "string"},
+                                },
+                            },
+                            "Being cancelled",
+                        ),
+                        "400": _err("Malformed id"),
+                        "404": _err(NOT_YOURS),
+                        "409": _err("The job has ended (cancelled, completed or failed)"),
                     },
                 }
             },
@@ -431,6 +553,7 @@ def _document() -> dict[str, Any]:
                             "type": "integer",
                             "description": "How many times the failed images were retried",
                         },
+                        "options": OPTIONS,
                     },
                 },
                 "JobSummary": {
@@ -466,7 +589,7 @@ def _document() -> dict[str, Any]:
                         "productName": {"type": "string"},
                         "inputImageUrls": {"type": "array", "items": {"type": "string"}},
                         "outputImageUrls": {"type": "array", "items": {"type": "string"}},
-                        "status": {"type": "string", "enum": ["pending", "completed", "failed"]},
+                        "status": {"type": "string", "enum": PRODUCT_STATUSES},
                         "inputBytes": {"type": "array", "items": {"type": "integer"}},
                         "outputBytes": {"type": "array", "items": {"type": "integer"}},
                         "errors": {

@@ -56,6 +56,13 @@ class ObjectStore(Protocol):
         """Copy an object of this bucket (its content type and headers with it) to `key`, in
         the store (no download); False when the source does not exist."""
 
+    def delete(self, key: str) -> None:
+        """Remove the object at `key`; nothing happens when there is none."""
+
+    def delete_prefix(self, prefix: str, limit: int | None = None) -> int:
+        """Remove every object whose key starts with `prefix` (at most `limit` of them when
+        given); how many were removed."""
+
     def presigned_get(self, key: str, expires_in: int) -> str:
         """A URL that answers a plain GET with the object."""
 
@@ -174,11 +181,29 @@ class JobStore(Protocol):
         """Make a terminal job's webhook pending again (by hand); False when not terminal."""
 
     def reopen_failed(self, request_id: str, generation: int, now: datetime) -> bool:
-        """Move a terminal job with failed images back to `processing` as `generation`;
-        False when it is not terminal, has no failed image, or was reopened already."""
+        """Move a terminal job with failed images back to `processing` as `generation` (its
+        cancel request, if any, forgotten); False when it is not terminal, was cancelled, has
+        no failed image, or was reopened already."""
 
     def reset_failed_rows(self, request_id: str, now: datetime) -> Iterator[StoredRow]:
         """Set each failed row back to pending (its counters taken off the job), yielding it."""
+
+    def request_cancel(self, request_id: str, now: datetime) -> bool:
+        """Mark the job to be cancelled (`cancel_requested_at`); False, and no change, when it
+        is gone or already terminal. Asking again moves nothing but the time."""
+
+    def cancel_rows(
+        self, request_id: str, now: datetime, positions: Sequence[int] | None = None
+    ) -> None:
+        """Every row still pending (of `positions`, when given) becomes `cancelled`; the
+        job's counters do not move, and a row recorded meanwhile stays as recorded."""
+
+    def cancelled_jobs(self, request_ids: Sequence[str]) -> set[str]:
+        """Those of these jobs that are cancelled, or not terminal with a cancel asked for:
+        their rows must not start. One read for them all."""
+
+    def delete_job(self, request_id: str) -> bool:
+        """Remove the job's rows, then its record; False when there was no record."""
 
     def find_stalled(self, before: datetime, limit: int) -> list[Job]:
         """Jobs not terminal whose last change is older than `before`."""
@@ -224,6 +249,14 @@ class ReuseIndex(Protocol):
 
     def reuse_key(self, tenant: str) -> str | None:
         """The tenant's reuse key, made on first use; None for a tenant with no record."""
+
+
+class CdnInvalidator(Protocol):
+    """The CDN in front of the outputs (CloudFront), told to forget what was deleted."""
+
+    def invalidate(self, paths: Sequence[str]) -> None:
+        """Ask the CDN to drop these paths (`/outputs/<id>/*`) from its caches; raises when
+        it refuses (the caller reports it, so that the deletion can be asked for again)."""
 
 
 class SecretSource(Protocol):

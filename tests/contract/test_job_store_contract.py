@@ -76,6 +76,7 @@ def test_get_job_round_trips_every_field(job_store: StoreUnderTest) -> None:
         idempotency_key="key-1",
         body_digest="sha256:abc",
         tenant="acme",
+        cancel_requested_at="2026-11-28T12:04:00.000Z",
     )
     assert store.create_job(job)
     assert store.get_job(job.request_id) == job

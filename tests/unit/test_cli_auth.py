@@ -30,6 +30,7 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]
+    body: bytes = b""
 
 
 @dataclass
@@ -61,12 +62,15 @@ class Scripted:
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
+                body = self.rfile.read(length)
                 path = self.path.split("?", 1)[0]
                 with script.lock:
                     script.seen.append(
                         Seen(
-                            self.command, self.path, {k.lower(): v for k, v in self.headers.items()}
+                            self.command,
+                            self.path,
+                            {k.lower(): v for k, v in self.headers.items()},
+                            body,
                         )
                     )
                     queue = script.answers.get((self.command, path)) or [
@@ -81,7 +85,7 @@ class Scripted:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = _answer
+            do_GET = do_POST = do_DELETE = _answer
 
         return Handler
 

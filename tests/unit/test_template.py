@@ -43,6 +43,10 @@ MONGO_SECRET_ARN = (
     "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
     "${MongoUriSecretName}-??????"
 )
+# CreateInvalidation on the distribution in front of the outputs, and no other.
+DISTRIBUTIONS_ARN = (
+    "arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/${OutputsDistribution}"
+)
 TENANT_SECRETS_ARN = (
     "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
     "${AWS::StackName}/tenants/*"
@@ -776,6 +780,16 @@ def test_function_permissions(template: dict[str, Any]) -> None:
     assert ("sqs:SendMessage", "WebhookQueue") in grants("ApiFunction")  # redeliver
     assert ("sqs:SendMessage", "IngestQueue") in grants("ApiFunction")  # retry failed images
     assert ("sqs:SendMessage", "RowsQueue") not in grants("ApiFunction")
+    # cancel (the finalizer carries it out) and delete (outputs, the uploaded CSV, the CDN)
+    assert ("sqs:SendMessage", "FinalizeQueue") in grants("ApiFunction")
+    assert ("s3:DeleteObject", outputs) in grants("ApiFunction")
+    assert ("s3:DeleteObject", uploads_in) in grants("ApiFunction")
+    assert ("s3:GetObject", uploads_in) in grants("ApiFunction")  # still this job's CSV?
+    assert ("s3:ListBucket", "OutputsBucket") in grants("ApiFunction")
+    assert ("cloudfront:CreateInvalidation", DISTRIBUTIONS_ARN) in grants("ApiFunction")
+    for logical_id in set(HANDLERS) - {"ApiFunction"}:  # nothing else deletes or invalidates
+        actions = {action for action, _ in grants(logical_id)}
+        assert not actions & {"s3:DeleteObject", "cloudfront:CreateInvalidation"}, logical_id
     assert ("s3:GetObject", uploads_in) in grants("IngestFunction")
     assert ("sqs:SendMessage", "RowsQueue") in grants("IngestFunction")
     assert ("sqs:SendMessage", "WebhookQueue") in grants("IngestFunction")
@@ -804,6 +818,19 @@ def test_function_permissions(template: dict[str, Any]) -> None:
     # unfinished ingest over to a fresh invocation) send to the ingest queue.
     for logical_id in set(HANDLERS) - {"ApiFunction", "IngestFunction"}:
         assert ("sqs:SendMessage", "IngestQueue") not in grants(logical_id)
+
+
+def test_the_api_lists_the_outputs_bucket_under_outputs_only(template: dict[str, Any]) -> None:
+    """Deleting a job lists `outputs/<id>/`: the listing is granted for that prefix alone."""
+    listings = [
+        statement
+        for owner, statement in _statements(template)
+        if "s3:ListBucket" in _as_list(statement["Action"])
+        and _getatt_target(statement["Resource"]) == "OutputsBucket"
+    ]
+    assert listings
+    for statement in listings:
+        assert statement["Condition"] == {"StringLike": {"s3:prefix": "outputs/*"}}
 
 
 def test_ingest_queue_policy_names_the_uploads_bucket(template: dict[str, Any]) -> None:

@@ -175,6 +175,8 @@ def job_routes(request_id: str) -> list[tuple[str, str]]:
         ("GET", f"/api/jobs/{request_id}/output.csv"),
         ("POST", f"/api/jobs/{request_id}/retry"),
         ("POST", f"/api/jobs/{request_id}/webhook/redeliver"),
+        ("POST", f"/api/jobs/{request_id}/cancel"),
+        ("DELETE", f"/api/jobs/{request_id}"),
     ]
 
 

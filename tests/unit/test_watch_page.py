@@ -68,3 +68,21 @@ def test_the_key_is_kept_in_session_storage_only_and_sent_as_a_header() -> None:
     assert 'headers.set("Authorization", `Bearer ${apiKey}`)' in code
     # It is set in one place, the API's own calls: not on storage's presigned POST.
     assert code.count('"Authorization"') == 1
+
+
+def test_the_upload_form_has_the_output_options_and_a_running_job_a_cancel_button() -> None:
+    elements = parsed().elements
+    by_id = {attrs["id"]: (tag, attrs) for tag, attrs in elements if "id" in attrs}
+    assert by_id["format"][0] == "select" and by_id["format"][1]["name"] == "format"
+    options = [attrs["value"] for tag, attrs in elements if tag == "option"]
+    assert options == ["jpeg", "webp", "avif"]
+    quality = by_id["quality"][1]
+    assert (quality["type"], quality["min"], quality["max"]) == ("number", "1", "100")
+    for field, name in (("max-width", "maxWidth"), ("max-height", "maxHeight")):
+        attrs = by_id[field][1]
+        assert (attrs["type"], attrs["name"], attrs["min"]) == ("number", name, "1")
+    tag, cancel = by_id["cancel-job"]
+    assert tag == "button" and cancel["type"] == "button" and "hidden" in cancel
+    code = script()
+    assert "api/jobs/${id}/cancel" in code
+    assert '"failed", "cancelled"]' in code  # a cancelled job is terminal: the watch ends

@@ -56,6 +56,9 @@ EXPIRE_AT = "expireAt"
 TTL_INDEX = "expireAt_ttl"
 
 
+_RECORDED = frozenset({RowStatus.COMPLETED, RowStatus.FAILED})
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -164,6 +167,8 @@ def _job_doc(job: Job) -> Document:
         doc["tenant"] = job.tenant
     if not job.options.is_default:
         doc["options"] = job.options.to_dict()
+    if job.cancel_requested_at:
+        doc["cancelRequestedAt"] = job.cancel_requested_at
     return doc
 
 
@@ -193,6 +198,7 @@ def _job_from(doc: Mapping[str, Any], default_tenant: str) -> Job:
         rows_written=bool(doc.get("rowsWritten", True)),
         ingest_claimed_at=str(doc.get("ingestClaimedAt", "")),
         finalize_claimed_at=str(doc.get("finalizeClaimedAt", "")),
+        cancel_requested_at=str(doc.get("cancelRequestedAt", "")),
     )
 
 
@@ -599,7 +605,7 @@ class MongoJobStore:
         result = self._jobs.update_one(
             {
                 "_id": request_id,
-                "status": {"$in": [str(s) for s in TERMINAL_STATUSES]},
+                "status": {"$in": [str(s) for s in TERMINAL_STATUSES - {JobStatus.CANCELLED}]},
                 "progress.failedImages": {"$gt": 0},
                 "generation": {"$lt": generation},
             },
@@ -613,7 +619,7 @@ class MongoJobStore:
                     "webhook.state": str(WebhookState.NONE),
                     "webhook.nextAttemptAt": "",
                 },
-                "$unset": {"finalizeClaimedAt": "", "ingestClaimedAt": ""},
+                "$unset": {"finalizeClaimedAt": "", "ingestClaimedAt": "", "cancelRequestedAt": ""},
             },
         )
         return result.modified_count == 1
@@ -643,7 +649,7 @@ class MongoJobStore:
     def recount(self, request_id: str, now: datetime) -> Progress | None:
         products = images = failed = bytes_in = bytes_out = 0
         for row in self.iter_rows(request_id):
-            if row.status == RowStatus.PENDING:
+            if row.status not in _RECORDED:  # pending, or cancelled: never processed
                 continue
             products += 1
             images += len(row.urls)
@@ -666,6 +672,60 @@ class MongoJobStore:
             return_document=ReturnDocument.AFTER,
         )
         return None if doc is None else _progress_from(doc.get("progress"))
+
+    def request_cancel(self, request_id: str, now: datetime) -> bool:
+        result = self._jobs.update_one(
+            {"_id": request_id, "status": {"$nin": [str(s) for s in TERMINAL_STATUSES]}},
+            {"$set": {"cancelRequestedAt": iso(now), "updatedAt": iso(now)}},
+        )
+        return result.matched_count == 1
+
+    def cancel_rows(
+        self, request_id: str, now: datetime, positions: Sequence[int] | None = None
+    ) -> None:
+        """One update of every chunk with a pending row (of the chunks of `positions`): each
+        slot still pending becomes cancelled, by an array filter, so that a row recorded
+        meanwhile is left as it is."""
+        pending = str(RowStatus.PENDING)
+        query: Document = {"jobId": request_id, "rows.st": pending}
+        slot: Document = {"r.st": pending}
+        if positions is not None:
+            wanted = sorted(set(positions))
+            if not wanted:
+                return
+            slot["r.p"] = {"$in": wanted}
+            size = self._chunk_size(request_id)
+            if size is not None:
+                query["chunk"] = {"$in": sorted({p // size for p in wanted})}
+        self._rows.update_many(
+            query,
+            {"$set": {"rows.$[r].st": str(RowStatus.CANCELLED)}},
+            array_filters=[slot],
+        )
+
+    def cancelled_jobs(self, request_ids: Sequence[str]) -> set[str]:
+        """One find by `_id` (the primary index), two fields each; the rule in Python."""
+        if not request_ids:
+            return set()
+        cursor = self._jobs.find(
+            {"_id": {"$in": sorted(set(request_ids))}},
+            projection={"status": 1, "cancelRequestedAt": 1},
+        )
+        with cursor:
+            return {
+                str(doc["_id"])
+                for doc in cursor
+                if doc.get("status") == JobStatus.CANCELLED
+                or (doc.get("cancelRequestedAt") and doc.get("status") not in TERMINAL_STATUSES)
+            }
+
+    def delete_job(self, request_id: str) -> bool:
+        """The rows go first: a deletion that dies half way leaves the record, and asking
+        again finishes it."""
+        self._rows.delete_many({"jobId": request_id})
+        deleted = self._jobs.delete_one({"_id": request_id}).deleted_count == 1
+        self._chunk_sizes.pop(request_id, None)
+        return deleted
 
     def find_stalled(self, before: datetime, limit: int) -> list[Job]:
         self.ensure_indexes()

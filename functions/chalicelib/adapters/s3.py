@@ -25,6 +25,7 @@ def _is_missing(exc: ClientError) -> bool:
 
 
 _PROBE_KEY = "presign-probe"
+DELETE_BATCH = 1000  # keys per DeleteObjects request (S3's limit), and per listing page
 _ALGORITHM = "AWS4-HMAC-SHA256"
 
 
@@ -142,6 +143,35 @@ class S3ObjectStore:
                 return False
             raise
         return True
+
+    def delete(self, key: str) -> None:
+        self._client.delete_object(Bucket=self._bucket, Key=key)
+
+    def delete_prefix(self, prefix: str, limit: int | None = None) -> int:
+        """A page of keys listed, then deleted in one DeleteObjects request, page after page
+        (each page starts after the keys just deleted). A key S3 could not delete raises."""
+        deleted = 0
+        while limit is None or deleted < limit:
+            size = DELETE_BATCH if limit is None else min(DELETE_BATCH, limit - deleted)
+            listing = self._client.list_objects_v2(Bucket=self._bucket, Prefix=prefix, MaxKeys=size)
+            keys = [item["Key"] for item in listing.get("Contents", [])]
+            if not keys:
+                break
+            answer = self._client.delete_objects(
+                Bucket=self._bucket,
+                Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+            )
+            errors = answer.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise RuntimeError(
+                    f"s3://{self._bucket}: {len(errors)} object(s) not deleted, e.g. "
+                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
+            deleted += len(keys)
+            if not listing.get("IsTruncated"):
+                break
+        return deleted
 
     def head(self, key: str) -> ObjectInfo | None:
         try:

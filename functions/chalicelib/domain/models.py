@@ -184,6 +184,8 @@ class Job:
     rows_written: bool = True
     ingest_claimed_at: str = ""
     finalize_claimed_at: str = ""
+    # when someone asked to cancel the job ("" never): no new image of it starts from then on
+    cancel_requested_at: str = ""
 
 
 def new_job(

@@ -15,7 +15,7 @@ from chalicelib import openapi
 from chalicelib.domain.output_options import FIELDS as OPTION_FIELDS
 from chalicelib.errors import Conflict, InvalidRequest, NotFound, UnsupportedMediaType
 from chalicelib.multipart_form import Form, FormPart, parse_form
-from chalicelib.services import job_actions, status, upload
+from chalicelib.services import cancel, deletion, job_actions, status, upload
 from chalicelib.services.deps import Dependencies
 
 JSON = {"Content-Type": "application/json"}
@@ -205,6 +205,35 @@ def retry_job(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
             "generation": job.generation,
             "message": "the failed images are queued again",
             "statusUrl": _status_url(deps, job.request_id),
+        },
+    )
+
+
+def cancel_job(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
+    job = cancel.request_cancel(deps, status.load_job(deps, request_id, tenant))
+    return HttpReply(
+        202,
+        {
+            "requestId": job.request_id,
+            "status": str(job.status),
+            "message": "the job is being cancelled: no new image starts; it ends `cancelled`",
+            "statusUrl": _status_url(deps, job.request_id),
+        },
+    )
+
+
+def delete_job(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
+    """204 once the job is gone; 202 when it has more outputs than one call removes (ask
+    again)."""
+    removed = deletion.delete_job(deps, status.load_job(deps, request_id, tenant))
+    if removed.done:
+        return HttpReply(204, "", {})
+    return HttpReply(
+        202,
+        {
+            "requestId": request_id,
+            "message": "part of the outputs are deleted; send DELETE again to go on",
+            "deletedObjects": removed.objects,
         },
     )
 

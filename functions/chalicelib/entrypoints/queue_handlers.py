@@ -20,6 +20,7 @@ from typing import Any, TypedDict
 from chalicelib import observability
 from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import ImageErrorCode, ImageResult
+from chalicelib.services import cancel as cancel_service
 from chalicelib.services import finalize as finalize_service
 from chalicelib.services import ingest as ingest_service
 from chalicelib.services import job_actions, process_row
@@ -132,6 +133,12 @@ def rows_dead_letter(deps: Dependencies, records: Sequence[QueueRecord]) -> Batc
 
     def handle(record: QueueRecord) -> None:
         task = process_row.RowTask.from_message(record.json())
+        if process_row.stopped_jobs(deps, [task]):  # a cancelled job's row: cancelled, not failed
+            outcomes: list[BaseException | None] = [None]
+            process_row.cancel_tasks(deps, [task], [0], outcomes)
+            if outcomes[0] is not None:
+                raise outcomes[0]
+            return
         message = "processing failed repeatedly; the row was moved to the dead-letter queue"
         results = [
             ImageResult(url, error_code=ImageErrorCode.FETCH_FAILED, error_message=message)
@@ -144,7 +151,11 @@ def rows_dead_letter(deps: Dependencies, records: Sequence[QueueRecord]) -> Batc
 
 def finalize(deps: Dependencies, records: Sequence[QueueRecord]) -> BatchResponse:
     def handle(record: QueueRecord) -> None:
-        finalize_service.finalize_job(deps, str(record.json()["requestId"]))
+        body = record.json()
+        if body.get(cancel_service.CANCEL):
+            cancel_service.complete_cancel(deps, str(body["requestId"]))
+            return
+        finalize_service.finalize_job(deps, str(body["requestId"]))
 
     return _each(records, handle, "finalize")
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from chalicelib.config import Settings
 from chalicelib.ports import (
+    CdnInvalidator,
     Clock,
     EventPublisher,
     IdFactory,
@@ -56,6 +57,7 @@ class Dependencies:
     tenants: TenantStore
     secrets: SecretSource
     reuse: ReuseIndex
+    cdn: CdnInvalidator
 
     def output_url(self, key: str) -> str:
         """An output image's link: `<PUBLIC_BASE_URL>/<key>`, which answers a plain GET and
@@ -86,4 +88,12 @@ class NoEvents:
     """The publisher when no EVENT_BUS_NAME is configured."""
 
     def publish(self, detail_type: str, detail: Mapping[str, object]) -> None:
+        return None
+
+
+class NoCdn:
+    """The CDN when no CDN_DISTRIBUTION_ID is configured (locally: outputs are served by the
+    storage itself, with nothing cached in front of it)."""
+
+    def invalidate(self, paths: Sequence[str]) -> None:
         return None

@@ -41,24 +41,26 @@ def finalize_job(deps: Dependencies, request_id: str) -> None:
     if job.status.terminal:
         log.info("finalize: job %s is already %s", request_id, job.status)
         return
-    key = _write_output_csv(deps, job)
-    _finish(deps, job, terminal_status(job), key, [])
+    key = store_output_csv(deps, job)
+    end_job(deps, job, terminal_status(job), key, [])
 
 
 def fail_job(deps: Dependencies, job: Job, problems: Sequence[CsvProblem]) -> None:
     """End a job whose CSV was refused: the problems go to the status and the webhook."""
-    key = _write_output_csv(deps, job, rows=False)
+    key = store_output_csv(deps, job, rows=False)
     errors = [p.to_dict() for p in problems[:MAX_JOB_ERRORS]]
-    _finish(deps, job, JobStatus.FAILED, key, errors)
+    end_job(deps, job, JobStatus.FAILED, key, errors)
 
 
-def _finish(
+def end_job(
     deps: Dependencies,
     job: Job,
     status: JobStatus,
     csv_key: str,
     errors: Sequence[dict[str, object]],
-) -> None:
+) -> bool:
+    """Claim the terminal `status` (a compare-and-set: whoever claims first wins); the winner
+    alone publishes the event and queues the webhook. True for the winner."""
     hook = job.webhook_url or default_webhook_url(deps, job.tenant)
     hook_id = webhook_id(job.request_id, status, job.generation) if hook else ""
     done = deps.store.finish_job(
@@ -71,12 +73,13 @@ def _finish(
         webhook_id=hook_id,
     )
     if not done:
-        return
+        return False
     finished = deps.store.get_job(job.request_id)
     if finished is not None:
         publish_job_event(deps, finished, f"job.{finished.status}")
     if hook:  # should this die, the sweeper finds the webhook overdue and queues it
         queue_webhook(deps, job.request_id, hook_id, 1)
+    return True
 
 
 def queue_webhook(deps: Dependencies, request_id: str, hook_id: str, attempt: int) -> None:
@@ -85,7 +88,8 @@ def queue_webhook(deps: Dependencies, request_id: str, hook_id: str, attempt: in
     )
 
 
-def _write_output_csv(deps: Dependencies, job: Job, *, rows: bool = True) -> str:
+def store_output_csv(deps: Dependencies, job: Job, *, rows: bool = True) -> str:
+    """Write the job's output CSV (its rows as recorded; a row not done has no outputs)."""
     key = output_csv_key(job.request_id)
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
         write_output_csv(_output_rows(deps, job) if rows else iter(()), spool)
@@ -96,7 +100,8 @@ def _write_output_csv(deps: Dependencies, job: Job, *, rows: bool = True) -> str
 
 def _output_rows(deps: Dependencies, job: Job) -> Iterator[tuple[int, str, list[str], list[str]]]:
     for row in deps.store.iter_rows(job.request_id):
-        if row.status == RowStatus.PENDING or len(row.output_keys) != len(row.urls):
+        done = row.status in (RowStatus.COMPLETED, RowStatus.FAILED)  # not pending, cancelled
+        if not done or len(row.output_keys) != len(row.urls):
             outputs = [""] * len(row.urls)
         else:
             outputs = [deps.output_url(key) for key in row.output_keys]

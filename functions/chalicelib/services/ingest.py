@@ -24,6 +24,7 @@ from chalicelib.domain.models import (
     new_job,
 )
 from chalicelib.domain.tenancy import is_tenant_name
+from chalicelib.services.cancel import settle_after_ingest
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import fail_job
 from chalicelib.services.job_events import publish_job_event
@@ -146,6 +147,8 @@ def _run_claimed(deps: Dependencies, request_id: str, budget: Budget) -> None:
     except OutOfTime:
         log.info("job %s: the ingest ran out of time; handed over to a new invocation", request_id)
         deps.ingest_queue.send_batch([{HANDOVER: request_id}])
+        return
+    settle_after_ingest(deps, request_id)
 
 
 def ingest_job(deps: Dependencies, job: Job, budget: Budget | None = None) -> None:

@@ -1,12 +1,13 @@
 """The two actions a user can take on a finished job: retry its failed images, send its
-webhook again."""
+webhook again. (Cancelling a running job: services/cancel.py; deleting an ended one:
+services/deletion.py.)"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from chalicelib.domain.budget import Budget
-from chalicelib.domain.models import Job, WebhookState
+from chalicelib.domain.models import Job, JobStatus, WebhookState
 from chalicelib.errors import Conflict, NotFound, TooManyRequests
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import queue_webhook
@@ -36,6 +37,8 @@ def retry_failed(deps: Dependencies, request_id: str) -> Job:
     job = _existing(deps, request_id)
     if not job.status.terminal:
         raise Conflict(f"job {request_id} is {job.status}; only a finished job can be retried")
+    if job.status == JobStatus.CANCELLED:
+        raise Conflict(f"job {request_id} was cancelled; a cancelled job cannot be retried")
     if job.progress.failed_images == 0:
         raise Conflict(f"job {request_id} has no failed images to retry")
     if job.webhook.state == WebhookState.PENDING:

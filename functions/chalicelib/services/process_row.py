@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
-import math
 import random
 import threading
+import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -175,7 +175,14 @@ class RowTask:
         return replace(self, keep=keep, attempts=spent).to_message()
 
 
-ImageOutcome = ImageResult | Deferred
+@dataclass(frozen=True)
+class Stopped:
+    """An image that never started: its job was seen cancelled while it waited for a thread."""
+
+
+ImageOutcome = ImageResult | Deferred | Stopped
+# While a batch's images run, which of its jobs are cancelled is read again this often.
+CANCEL_CHECK_SECONDS = 1.0
 
 
 def process_rows(
@@ -190,12 +197,20 @@ def process_rows(
     should be redelivered."""
     budget = budget or Budget.unlimited()
     outcomes: list[BaseException | None] = [None] * len(tasks)
-    recorded = _recorded_rows(deps, tasks)
+    watch = CancelWatch(deps, tasks)
+    stopped = set(watch.stopped)
+    if stopped:
+        members = [n for n, task in enumerate(tasks) if task.request_id in stopped]
+        cancel_tasks(deps, tasks, members, outcomes)
+        tasks_left = [task for task in tasks if task.request_id not in stopped]
+    else:
+        tasks_left = list(tasks)
+    recorded = _recorded_rows(deps, tasks_left)
     live: dict[int, dict[int, Future[ImageOutcome]]] = {}
     in_batch: dict[tuple[str, str], Future[ImageOutcome]] = {}
     reuse = reuse_cache(deps)
     for n, task in enumerate(tasks):
-        if (task.request_id, task.position) in recorded:
+        if task.request_id in stopped or (task.request_id, task.position) in recorded:
             continue
         futures: dict[int, Future[ImageOutcome]] = {}
         first_index: dict[str, int] = {}
@@ -224,15 +239,104 @@ def process_rows(
                     index,
                     budget,
                 )
-                in_batch[job_url] = deps.image_pool.run(task.request_id, work)
+                in_batch[job_url] = deps.image_pool.run(
+                    task.request_id, watch.guarded(task.request_id, work)
+                )
             futures[index] = in_batch[job_url]
         live[n] = futures
-    for request_id in sorted({t.request_id for t in tasks} - {tasks[n].request_id for n in live}):
+    for request_id in sorted(
+        {t.request_id for t in tasks_left} - {tasks[n].request_id for n in live}
+    ):
         # every row of this job in the batch was recorded before: a redelivery, whose first
         # delivery may have died between its last record and asking for finalization
         _finalize_if_done(deps, request_id, [])
-    _settle(deps, tasks, live, outcomes, budget)
+    _settle(deps, tasks, live, outcomes, budget, watch=watch)
     return outcomes
+
+
+def stopped_jobs(deps: Dependencies, tasks: Sequence[RowTask]) -> set[str]:
+    """The jobs of these rows that are cancelled, or asked to be: one read for them all. A
+    failed read stops nothing (the cancel still ends the job; its rows would only be done
+    for nothing)."""
+    request_ids = sorted({task.request_id for task in tasks})
+    if not request_ids:
+        return set()
+    try:
+        return deps.store.cancelled_jobs(request_ids)
+    except Exception:
+        log.exception("could not read which of jobs %s are cancelled", ",".join(request_ids))
+        return set()
+
+
+class CancelWatch:
+    """Which of a batch's jobs are cancelled (or asked to be): read once before any image of
+    the batch starts, then again every CANCEL_CHECK_SECONDS while some are still running,
+    one read for the batch each time, never one per image. An image still waiting for a
+    pool thread when its job is seen cancelled does not start (`Stopped`); one already
+    running ends as it would."""
+
+    def __init__(self, deps: Dependencies, tasks: Sequence[RowTask]) -> None:
+        self._deps = deps
+        self._events = {task.request_id: threading.Event() for task in tasks}
+        self.stopped: set[str] = set()
+        self._checked = time.monotonic()
+        self._mark(stopped_jobs(deps, tasks))
+
+    def _mark(self, found: set[str]) -> None:
+        for request_id in found:
+            self.stopped.add(request_id)
+            if request_id in self._events:
+                self._events[request_id].set()
+
+    def wait_seconds(self) -> float:
+        """How long until the next read is due."""
+        return max(0.0, self._checked + CANCEL_CHECK_SECONDS - time.monotonic())
+
+    def check(self, tasks: Sequence[RowTask]) -> None:
+        """Read again, when due, which of these rows' jobs are cancelled."""
+        if self.wait_seconds() > 0:
+            return
+        self._checked = time.monotonic()
+        going = [task for task in tasks if task.request_id not in self.stopped]
+        if going:
+            self._mark(stopped_jobs(self._deps, going))
+
+    def guarded(
+        self, request_id: str, work: Callable[[], ImageOutcome]
+    ) -> Callable[[], ImageOutcome]:
+        """`work`, unless the job is seen cancelled by the time a thread takes it."""
+        stop = self._events[request_id]
+
+        def start() -> ImageOutcome:
+            return Stopped() if stop.is_set() else work()
+
+        return start
+
+
+def cancel_tasks(
+    deps: Dependencies,
+    tasks: Sequence[RowTask],
+    members: Sequence[int],
+    outcomes: list[BaseException | None],
+) -> None:
+    """Record these rows (indexes in `tasks`) of cancelled jobs `cancelled` (a row recorded
+    meanwhile keeps what it has); a row that could not be recorded so comes back."""
+    by_job: dict[str, list[int]] = {}
+    for n in members:
+        by_job.setdefault(tasks[n].request_id, []).append(n)
+    for request_id, rows in by_job.items():
+        try:
+            deps.store.cancel_rows(request_id, deps.clock.now(), [tasks[n].position for n in rows])
+        except Exception as exc:
+            log.exception("job %s is cancelled, but its rows could not be recorded so", request_id)
+            for n in rows:
+                outcomes[n] = exc
+            continue
+        log.info(
+            "job %s is cancelled: %d row(s) recorded cancelled, their images not started",
+            request_id,
+            len(rows),
+        )
 
 
 def _settle(
@@ -241,9 +345,12 @@ def _settle(
     live: dict[int, dict[int, Future[ImageOutcome]]],
     outcomes: list[BaseException | None],
     budget: Budget,
+    *,
+    watch: CancelWatch,
 ) -> None:
     """Wait for the rows' images; record each row as its images finish (rows finishing
-    together in one call), until every row is dealt with or the budget is spent."""
+    together in one call), until every row is dealt with or the budget is spent. While
+    waiting, look again now and then whether a job of the batch was cancelled."""
     while live:
         ready = _ready(live)
         left = budget.remaining()
@@ -252,9 +359,10 @@ def _settle(
                 break
             wait(
                 _running(live),
-                timeout=None if math.isinf(left) else left,
+                timeout=min(left, watch.wait_seconds()),
                 return_when=FIRST_COMPLETED,
             )
+            watch.check([tasks[n] for n in live])
             continue
         if len(ready) < len(live) and left > 0:
             # rows finishing close together go in one update (one write, not one per row)
@@ -262,6 +370,7 @@ def _settle(
             ready = _ready(live)
         done: list[tuple[int, RowTask, list[ImageResult]]] = []
         continued: list[tuple[int, dict[str, object]]] = []
+        halted: list[int] = []  # rows of a job cancelled meanwhile, an image not started
         for n in ready:
             futures = live.pop(n)
             task = tasks[n]
@@ -271,7 +380,9 @@ def _settle(
                 _log_retry(task)
                 outcomes[n] = exc
                 continue
-            if isinstance(row, list):
+            if isinstance(row, Stopped):
+                halted.append(n)
+            elif isinstance(row, list):
                 done.append((n, task, row))
             elif row is None:
                 log.info(
@@ -282,6 +393,7 @@ def _settle(
                 outcomes[n] = OutOfTime("no image of the row could start in time")
             else:
                 continued.append((n, row))
+        cancel_tasks(deps, tasks, halted, outcomes)
         _continue_rows(deps, tasks, continued, outcomes)
         for n, error in record_batch(deps, done):
             outcomes[n] = error
@@ -306,9 +418,10 @@ def _running(live: Mapping[int, Mapping[int, Future[ImageOutcome]]]) -> set[Futu
 
 def _row_outcome(
     task: RowTask, by_index: Mapping[int, ImageOutcome]
-) -> list[ImageResult] | dict[str, object] | None:
-    """The row's results when every image is done; else its continuation message when it
-    moved on (an image done or a fetch attempt spent), or None when nothing could start."""
+) -> list[ImageResult] | dict[str, object] | Stopped | None:
+    """The row's results when every image is done; Stopped when an image did not start for
+    its job was cancelled; else its continuation message when it moved on (an image done or
+    a fetch attempt spent), or None when nothing could start."""
     results: dict[int, ImageResult] = {}
     attempts: dict[int, int] = {}
     for index, url in enumerate(task.urls):
@@ -317,6 +430,8 @@ def _row_outcome(
             results[index] = kept.result(url)
             continue
         outcome = by_index[index]
+        if isinstance(outcome, Stopped):
+            return outcome
         if isinstance(outcome, Deferred):
             attempts[index] = outcome.attempts
         else:

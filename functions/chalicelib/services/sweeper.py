@@ -9,6 +9,7 @@ from datetime import timedelta
 from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import CsvProblem, Job, JobStatus
 from chalicelib.domain.timefmt import parse_iso
+from chalicelib.services.cancel import complete_cancel
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import fail_job, queue_webhook
 from chalicelib.services.ingest import fan_out, resume_ingest
@@ -27,6 +28,7 @@ class SweepReport:
     resent_rows: list[str] = field(default_factory=list)
     expired_uploads: list[str] = field(default_factory=list)
     webhooks: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, list[str]]:
         return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
@@ -62,6 +64,10 @@ def sweep(deps: Dependencies, budget: Budget | None = None) -> SweepReport:
 
 
 def _repair(deps: Dependencies, job: Job, report: SweepReport, budget: Budget) -> None:
+    if job.cancel_requested_at:  # its cancel was asked for and never carried out: not revived
+        if complete_cancel(deps, job.request_id):
+            report.cancelled.append(job.request_id)
+        return
     if job.status == JobStatus.PENDING:
         _repair_pending(deps, job, report, budget)
         return
