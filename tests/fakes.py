@@ -111,6 +111,7 @@ class FakeQueue:
 
     def send_batch(self, bodies: Sequence[Mapping[str, Any]], delay_seconds: int = 0) -> None:
         assert len(bodies) <= 10, "SQS batches hold at most ten messages"
+        assert 0 <= delay_seconds <= 900, "SQS delays a message by 0 to 900 seconds"
         with self._lock:
             batch = [SentMessage(copy.deepcopy(dict(b)), delay_seconds) for b in bodies]
             self.sent.extend(batch)
@@ -520,15 +521,21 @@ class FakeFetcher:
 
 @dataclass
 class FakeWebhookSender:
-    answers: list[int | None] = field(default_factory=list)
+    """Answers each POST with the next of `answers`: a status code, None (a timeout) or a
+    whole HttpResult (a Retry-After with it); 200 once they run out."""
+
+    answers: list[int | HttpResult | None] = field(default_factory=list)
     posts: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
     answered: list[int | None] = field(default_factory=list)
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
         self.posts.append((url, body, dict(headers)))
-        code = self.answers.pop(0) if self.answers else 200
-        self.answered.append(code)
-        return HttpResult(code, "" if code else "timed out")
+        answer = self.answers.pop(0) if self.answers else 200
+        result = answer if isinstance(answer, HttpResult) else HttpResult(answer)
+        if result.status_code is None and not result.error:
+            result = HttpResult(None, "timed out")
+        self.answered.append(result.status_code)
+        return result
 
 
 class InMemoryTenantStore:

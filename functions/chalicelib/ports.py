@@ -308,6 +308,7 @@ class ImageFetcher(Protocol):
 class HttpResult:
     status_code: int | None
     error: str = ""
+    retry_after: str = ""  # the answer's Retry-After header as sent (seconds or an HTTP-date)
 
 
 class EventPublisher(Protocol):

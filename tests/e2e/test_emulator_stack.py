@@ -252,7 +252,8 @@ def test_environment_comes_from_the_template(emu: Emulator) -> None:
     assert env["MONGO_URI"].startswith("mongodb://127.0.0.1:")
     assert env["WEBHOOK_SECRET"].startswith("whsec_")
     assert env["WEBHOOK_SECRET"] == emu.webhook_secret
-    assert env["WEBHOOK_RETRY_SCHEDULE"] == "1,3,12"  # the template's 5,30,120 x 0.1
+    # the emulator's own 5,30,120,600,900,900 (LOCAL_PARAMETERS), not the template's, x 0.1
+    assert env["WEBHOOK_RETRY_SCHEDULE"] == "1,3,12,60,90,90"
     assert env["ALLOW_PRIVATE_HOSTS"] == "1"
     assert env["API_BASE_URL"] == emu.api_url
     for name in ("UPLOADS_BUCKET", "MONGO_URI", "WEBHOOK_SECRET", "API_BASE_URL"):

@@ -206,7 +206,8 @@ def make_handler(host: Host) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(b"s" * 10)
                 STOP.wait(3)
             elif path == "/hook":
-                self._send(int(query.get("code", "200")), b'{"ok": true}')
+                extra = {"Retry-After": query["retry"]} if "retry" in query else {}
+                self._send(int(query.get("code", "200")), b'{"ok": true}', **extra)
             else:
                 self._send(404, b"not found")
 
@@ -723,6 +724,21 @@ def test_webhook_200_delivers_body_and_headers(host: Host) -> None:
 
 def test_webhook_500_is_returned_as_is(host: Host) -> None:
     assert sender().post(host.url + "/hook?code=500", b"{}", {}) == HttpResult(500)
+
+
+@pytest.mark.parametrize("value", ["120", "Wed, 21 Oct 2026 07:28:00 GMT"])
+def test_webhook_retry_after_is_returned_as_sent(host: Host, value: str) -> None:
+    url = host.url + "/hook?code=503&retry=" + quote(value)
+    assert sender().post(url, b"{}", {}) == HttpResult(503, retry_after=value)
+
+
+def test_webhook_retry_after_longer_than_any_date_is_cut(host: Host) -> None:
+    url = host.url + "/hook?code=429&retry=" + "9" * 500
+    assert sender().post(url, b"{}", {}).retry_after == "9" * 64
+
+
+def test_webhook_410_is_returned_as_is(host: Host) -> None:
+    assert sender().post(host.url + "/hook?code=410", b"{}", {}) == HttpResult(410)
 
 
 def test_webhook_302_is_returned_not_followed(host: Host) -> None:

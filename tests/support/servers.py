@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,14 +87,18 @@ class Delivery:
     body: bytes
     verified: bool
     status_sent: int
+    at: float = 0.0  # time.monotonic() on arrival
 
 
 @dataclass
 class WebhookReceiver:
-    """Verifies each delivery's signature; answers `fail_first` deliveries with 500."""
+    """Verifies each delivery's signature; answers `fail_first` deliveries with `fail_with`
+    (500 unless told) and `fail_headers` (a Retry-After, say)."""
 
     secret: str
     fail_first: int = 0
+    fail_with: int = 500
+    fail_headers: Mapping[str, str] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
     arrived: threading.Condition = field(default_factory=threading.Condition)
     url: str = ""
@@ -108,8 +113,14 @@ class WebhookReceiver:
 
 
 @contextmanager
-def webhook_receiver(secret: str, fail_first: int = 0) -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver(secret=secret, fail_first=fail_first)
+def webhook_receiver(
+    secret: str,
+    fail_first: int = 0,
+    *,
+    fail_with: int = 500,
+    fail_headers: Mapping[str, str] | None = None,
+) -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(secret, fail_first, fail_with, dict(fail_headers or {}))
     verifier = Webhook(secret)
 
     class Handler(BaseHTTPRequestHandler):
@@ -117,6 +128,7 @@ def webhook_receiver(secret: str, fail_first: int = 0) -> Iterator[WebhookReceiv
             return
 
         def do_POST(self) -> None:
+            arrived = time.monotonic()
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             headers = {k.lower(): v for k, v in self.headers.items()}
             try:
@@ -126,10 +138,12 @@ def webhook_receiver(secret: str, fail_first: int = 0) -> Iterator[WebhookReceiv
                 verified = False
             with receiver.arrived:
                 failing = len(receiver.deliveries) < receiver.fail_first
-                code = 500 if failing or not verified else 204
-                receiver.deliveries.append(Delivery(headers, body, verified, code))
+                code = receiver.fail_with if failing else 204 if verified else 500
+                receiver.deliveries.append(Delivery(headers, body, verified, code, arrived))
                 receiver.arrived.notify_all()
             self.send_response(code)
+            for name, value in receiver.fail_headers.items() if failing else ():
+                self.send_header(name, value)
             self.send_header("Content-Length", "0")
             self.end_headers()
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus, WebhookState
+from chalicelib.domain.timefmt import parse_iso
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import Conflict, CsvInvalid, ImageFailure, InvalidRequest, NotFound
@@ -48,7 +50,8 @@ def storage_record(key: str, etag: str = "abc", n: int = 0) -> QueueRecord:
 
 
 def drain(world: FakeWorld[Any]) -> None:
-    """Deliver every queued message to its handler until all queues are empty (Lambda-like)."""
+    """Deliver every queued message to its handler until all queues are empty (Lambda-like);
+    a delayed message once the fake clock has moved past its DelaySeconds."""
     deps = world.deps
     for _ in range(1000):
         moved = False
@@ -60,6 +63,7 @@ def drain(world: FakeWorld[Any]) -> None:
             sent = queue.drain()
             for start in range(0, len(sent), 10):
                 batch = sent[start : start + 10]
+                world.clock.advance(max(m.delay_seconds for m in batch))
                 records = [QueueRecord(f"m{i}", json.dumps(m.body)) for i, m in enumerate(batch)]
                 handler(deps, records)
                 moved = True
@@ -390,13 +394,14 @@ def test_webhook_retries_on_failure_with_the_same_id_and_records_attempts() -> N
     world.sender.answers = [500, None, 302, 204]
     request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n", "https://hook.test/h")
     drain(world)
-    delays = [m.delay_seconds for m in world.webhook_queue.history]
     job = world.store.get_job(request_id)
     assert job is not None
     assert job.webhook.state == WebhookState.DELIVERED and job.webhook.attempts == 4
     assert job.webhook.last_status_code == 204
     assert len({h["webhook-id"] for _, _, h in world.sender.posts}) == 1
-    assert delays[1:] == list(world.deps.settings.webhook_retry_schedule[:3])
+    times = [parse_iso(a.at) for a in job.webhook.history]
+    waits = [int((later - sooner).total_seconds()) for sooner, later in itertools.pairwise(times)]
+    assert waits == list(world.deps.settings.webhook_retry_schedule[:3])
 
 
 def test_webhook_gives_up_after_the_schedule() -> None:

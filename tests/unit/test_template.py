@@ -533,9 +533,32 @@ def test_secret_parameters(template: dict[str, Any]) -> None:
     assert params["WebhookSecretName"]["Default"] == ""
     assert params["StageName"]["Default"] == "v1"
     assert params["PublicBaseUrl"]["Default"] == ""
-    assert params["WebhookRetrySchedule"]["Default"] == "5,30,120,600,900,900"
+    schedule = params["WebhookRetrySchedule"]
+    assert schedule["Default"] == "5,300,1800,7200,18000,36000,36000,36000,36000,36000,36000"
+    allowed = re.compile(schedule["AllowedPattern"])
+    assert allowed.fullmatch(schedule["Default"]) and allowed.fullmatch("0")
+    assert allowed.fullmatch(",".join(["86400"] * 19))
+    for refused in ("", "5,", "5,,30", "-5", "5;30", "86401", ",".join(["1"] * 20)):
+        assert not allowed.fullmatch(refused), refused
     assert params["AllowPrivateHosts"]["Default"] == "0"
     assert params["AllowPrivateHosts"]["AllowedValues"] == ["0", "1"]
+
+
+def test_the_webhook_schedules_pattern_accepts_what_the_functions_accept(
+    template: dict[str, Any],
+) -> None:
+    """A schedule the stack takes is one the functions start with, and the reverse."""
+    from chalicelib.config import Settings
+
+    allowed = re.compile(template["Parameters"]["WebhookRetrySchedule"]["AllowedPattern"])
+    for delay in [*range(0, 1000), *range(1000, 100_000, 7), 80_000, 86_399, 86_400, 86_401]:
+        raw = f"5,{delay}"
+        try:
+            Settings.from_env({"WEBHOOK_RETRY_SCHEDULE": raw})
+            started = True
+        except ValueError:
+            started = False
+        assert bool(allowed.fullmatch(raw)) == started, raw
 
 
 def test_secrets_are_read_at_runtime_never_put_in_the_configuration(

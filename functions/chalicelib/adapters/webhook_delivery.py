@@ -19,6 +19,8 @@ from chalicelib.domain.netguard import check_url_syntax
 from chalicelib.errors import ImageFailure
 from chalicelib.ports import HttpResult
 
+RETRY_AFTER_CHARS = 64  # an HTTP-date is 29; anything longer is not one
+
 
 class HttpWebhookSender:
     """WebhookSender over requests: one guarded POST, no redirects, never raises."""
@@ -51,7 +53,8 @@ class HttpWebhookSender:
                     stream=True,
                 )
                 response.close()  # the body is of no interest; do not let it be large
-                return HttpResult(response.status_code)
+                retry_after = response.headers.get("Retry-After", "")[:RETRY_AFTER_CHARS]
+                return HttpResult(response.status_code, retry_after=retry_after)
             except ImageFailure as failure:
                 return HttpResult(None, error=f"{failure.code}: {failure.message}")
             except NETWORK_ERRORS as exc:

@@ -11,9 +11,10 @@ from chalicelib.domain.models import CsvProblem, Job, JobStatus
 from chalicelib.domain.timefmt import parse_iso
 from chalicelib.services.cancel import complete_cancel
 from chalicelib.services.deps import Dependencies
-from chalicelib.services.finalize import fail_job, queue_webhook
+from chalicelib.services.finalize import fail_job
 from chalicelib.services.ingest import fan_out, resume_ingest
 from chalicelib.services.process_row import request_finalization
+from chalicelib.services.webhooks import queue_attempt
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,12 @@ def _repair_pending(deps: Dependencies, job: Job, report: SweepReport, budget: B
 
 
 def _resend_webhook(deps: Dependencies, job: Job, report: SweepReport) -> None:
-    """An attempt that was due long ago never ran (its message was lost or its run died)."""
-    deps.store.schedule_webhook(
-        job.request_id, deps.clock.now() + timedelta(seconds=deps.settings.stall_after)
-    )
-    queue_webhook(deps, job.request_id, job.webhook.webhook_id, 1)
+    """An attempt that was due long ago never ran (its message was lost or its run died).
+    Only an attempt due STALL_AFTER ago is: `nextAttemptAt` is when the attempt is due, the
+    end of its hops and of the receiver's Retry-After included, so a long delay is never cut
+    short. The message is for after the attempts recorded: should the lost one turn up after
+    all, whichever comes second is dropped."""
+    now = deps.clock.now()
+    deps.store.schedule_webhook(job.request_id, now + timedelta(seconds=deps.settings.stall_after))
+    queue_attempt(deps, job, 1, now, recorded=job.webhook.attempts)
     report.webhooks.append(job.request_id)

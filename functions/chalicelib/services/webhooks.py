@@ -12,7 +12,14 @@ from standardwebhooks.webhooks import Webhook
 
 from chalicelib import observability
 from chalicelib.domain.models import Job, WebhookAttempt, WebhookState
-from chalicelib.domain.timefmt import iso
+from chalicelib.domain.timefmt import iso, parse_iso
+from chalicelib.domain.webhook_schedule import (
+    GONE,
+    SQS_MAX_DELAY,
+    hop_delay,
+    next_delay,
+    parse_retry_after,
+)
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.job_events import job_summary
 from chalicelib.services.tenants import signing_secrets
@@ -43,8 +50,11 @@ def signed_headers(
 
 
 def deliver_webhook(deps: Dependencies, message: Mapping[str, object]) -> None:
-    """One attempt. On failure the next attempt is queued with the schedule's delay; every
-    attempt is recorded. A message for another event of the job (stale) is dropped."""
+    """One attempt, or one hop towards it. On failure the next attempt is queued after the
+    schedule's delay (or the receiver's longer `Retry-After`, within the schedule's longest
+    delay); `410 Gone` ends the retries; every attempt is recorded. A message for another
+    event of the job (stale), or for an attempt already made (a duplicate), is dropped; one
+    that arrives before its `notBefore` is sent on for what is left, nothing attempted."""
     request_id = str(message.get("requestId", ""))
     step = int(str(message.get("attempt", 1)))
     job = deps.store.get_job(request_id)
@@ -54,7 +64,20 @@ def deliver_webhook(deps: Dependencies, message: Mapping[str, object]) -> None:
     if wanted and wanted != job.webhook.webhook_id:
         log.info("webhook message for %s of job %s is stale", wanted, request_id)
         return
+    recorded = message.get("recorded")
+    if recorded is not None and int(str(recorded)) != job.webhook.attempts:
+        log.info(
+            "webhook message of job %s follows attempt %s, but %d are recorded: a duplicate",
+            request_id,
+            recorded,
+            job.webhook.attempts,
+        )
+        return
     now = deps.clock.now()
+    not_before = message.get("notBefore")
+    if isinstance(not_before, str) and not_before and now < parse_iso(not_before):
+        _hop(deps, message, parse_iso(not_before) - now)
+        return
     number = job.webhook.attempts + 1
     secrets = signing_secrets(deps, job.tenant)
     if not secrets:
@@ -66,33 +89,56 @@ def deliver_webhook(deps: Dependencies, message: Mapping[str, object]) -> None:
         attempt = WebhookAttempt(number, iso(now), None, "the tenant has no signing secret")
         deps.store.record_webhook_attempt(request_id, attempt, WebhookState.FAILED, None)
         return
-    attempt, refused = _attempt(deps, job, number, now, secrets)
-    schedule = deps.settings.webhook_retry_schedule
-    ok = attempt.status_code is not None and 200 <= attempt.status_code < 300
-    if ok:
-        state, due = WebhookState.DELIVERED, None
-    elif step <= len(schedule) and not refused:
-        state = WebhookState.PENDING
-        due = now + timedelta(seconds=schedule[step - 1])
+    attempt, refused, wait = _attempt(deps, job, number, now, secrets)
+    code = attempt.status_code
+    delay: int | None = None
+    if code is not None and 200 <= code < 300:
+        state = WebhookState.DELIVERED
+    elif refused or code == GONE:
+        state = WebhookState.FAILED
     else:
-        state, due = WebhookState.FAILED, None
+        delay = next_delay(deps.settings.webhook_retry_schedule, step, wait)
+        state = WebhookState.FAILED if delay is None else WebhookState.PENDING
+    due = None if delay is None else now + timedelta(seconds=delay)
     deps.store.record_webhook_attempt(request_id, attempt, state, due)
     observability.record_webhook_attempt(str(state))
     if due is not None:
-        deps.webhook_queue.send_batch(
-            [{"requestId": request_id, "webhookId": job.webhook.webhook_id, "attempt": step + 1}],
-            delay_seconds=schedule[step - 1],
-        )
+        queue_attempt(deps, job, step + 1, due, recorded=number)
+
+
+def queue_attempt(deps: Dependencies, job: Job, step: int, due: datetime, *, recorded: int) -> None:
+    """Queue attempt `step` of the job's current event, due at `due`, for after `recorded`
+    attempts. Further off than SQS can delay a message, it goes in hops (`notBefore`)."""
+    body: dict[str, object] = {
+        "requestId": job.request_id,
+        "webhookId": job.webhook.webhook_id,
+        "attempt": step,
+        "recorded": recorded,
+    }
+    remaining = (due - deps.clock.now()).total_seconds()
+    if remaining > SQS_MAX_DELAY:
+        body["notBefore"] = iso(due)
+    delay = 0 if remaining <= 0 else hop_delay(remaining)
+    deps.webhook_queue.send_batch([body], delay_seconds=delay)
+
+
+def _hop(deps: Dependencies, message: Mapping[str, object], remaining: timedelta) -> None:
+    """Not due yet: the same message again, delayed by what is left (or SQS's longest)."""
+    delay = hop_delay(remaining.total_seconds())
+    log.debug("webhook message of job %s: %d s to wait", message.get("requestId"), delay)
+    deps.webhook_queue.send_batch([dict(message)], delay_seconds=delay)
 
 
 def _attempt(
     deps: Dependencies, job: Job, number: int, now: datetime, secrets: Sequence[str]
-) -> tuple[WebhookAttempt, bool]:
-    """POST once (the URL checked again first). Returns the attempt and whether it was refused."""
+) -> tuple[WebhookAttempt, bool, float | None]:
+    """POST once (the URL checked again first). Returns the attempt, whether it was refused
+    and, when the answer had a readable Retry-After, the seconds from `now` it asks to wait
+    (counted from the answer, as RFC 9110 says)."""
     problem = deps.check_webhook_url(job.webhook.url)
     if problem:
         log.warning("webhook of job %s refused: %s", job.request_id, problem)
-        return WebhookAttempt(number, iso(now), None, f"refused: {problem}"), True
+        return WebhookAttempt(number, iso(now), None, f"refused: {problem}"), True, None
     body = json.dumps(event_payload(deps, job), separators=(",", ":"))
     headers = signed_headers(secrets, job.webhook.webhook_id, now, body)
     started = time.monotonic()
@@ -100,9 +146,18 @@ def _attempt(
     elapsed = int((time.monotonic() - started) * 1000)
     code = result.status_code
     error = result.error
-    if code is not None and not 200 <= code < 300:
+    if code == GONE:
+        error = error or f"HTTP {code}: the receiver is gone, no more attempts"
+        log.warning("webhook of job %s, attempt %d: %s", job.request_id, number, error)
+    elif code is not None and not 200 <= code < 300:
         error = error or f"HTTP {code}"
+        if result.retry_after:
+            error += f" (Retry-After: {result.retry_after})"
         log.warning("webhook of job %s, attempt %d: %s", job.request_id, number, error)
     elif code is None:
         log.warning("webhook of job %s, attempt %d: %s", job.request_id, number, error)
-    return WebhookAttempt(number, iso(now), code, error[:300], elapsed), False
+    answered = deps.clock.now()
+    wait = parse_retry_after(result.retry_after, answered)
+    if wait is not None:
+        wait += max(0.0, (answered - now).total_seconds())
+    return WebhookAttempt(number, iso(now), code, error[:300], elapsed), False, wait

@@ -1,0 +1,126 @@
+"""A page everyone can use: axe-core (the `axe-playwright-python` package ships it) run in a
+real headless Chromium on the watch page (`/`) and the docs page (`/api-docs`), in each of
+the states a person brings them to. Every violation axe reports, whatever its impact, fails
+the test, which lists them. Pages stay under their Content-Security-Policy meanwhile."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chalicelib import openapi
+
+from local_emulator.stack import Emulator
+from tests.e2e.emulator_support import keyed
+from tests.e2e.test_browser_page import (
+    CHROMIUM_ARGS,
+    CSP_WATCH,
+    SAMPLES,
+    _chromium,
+    cors_image_host,
+    use_key,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def violations(page: Any) -> list[str]:
+    """axe-core's violations of the page as it is now, one line each with its elements."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} -- "
+        + "; ".join(" ".join(node["target"]) for node in v["nodes"][:5])
+        for v in found
+    ]
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path) -> Iterator[Any]:
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        context.add_init_script(CSP_WATCH)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="module")
+def cors_images() -> Iterator[str]:
+    with cors_image_host(SAMPLES / "images") as url:
+        yield url
+
+
+def test_the_docs_page_has_no_axe_violation_in_any_state(
+    emulator: Emulator, browser_page: Any
+) -> None:
+    page = browser_page
+    page.goto(f"{emulator.api_url}/api-docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    assert page.evaluate("window.versions?.swaggerUI?.version") == openapi.SWAGGER_UI_VERSION
+    assert violations(page) == [], "as it opens"
+
+    for summary in page.query_selector_all(".opblock-summary-control"):
+        summary.click()
+    page.wait_for_selector(".opblock.is-open .try-out__btn")
+    for button in page.query_selector_all("button.try-out__btn"):
+        button.click()
+    health = "#operations-default-get_api_health"
+    page.click(f"{health} .execute")
+    page.wait_for_selector(f"{health} .live-responses-table")
+    for toggle in page.query_selector_all(".models .model-box-control"):
+        toggle.click()
+    time.sleep(0.5)  # the repairs run on the next animation frame
+    assert violations(page) == [], "every operation open, in Try it out, one executed"
+
+    page.click(".btn.authorize")
+    page.wait_for_selector(".modal-ux")
+    time.sleep(0.5)
+    assert violations(page) == [], "the Authorize dialog open"
+    assert page.evaluate("window.__csp") == []
+
+
+def test_the_watch_page_has_no_axe_violation_as_it_opens(
+    emulator: Emulator, browser_page: Any
+) -> None:
+    page = browser_page
+    page.goto(f"{emulator.api_url}/")
+    page.wait_for_selector("#api-key")
+    assert violations(page) == []
+    assert page.evaluate("window.__csp") == []
+
+
+def test_the_watch_page_has_no_axe_violation_showing_a_finished_job(
+    emulator: Emulator, browser_page: Any, cors_images: str
+) -> None:
+    text = (SAMPLES / "products.csv").read_text().replace("{IMAGES_BASE}", cors_images)
+    text += f'6,Missing Picture,"{cors_images}/mug.jpg,{cors_images}/nowhere.jpg"\n'
+    created = keyed(emulator).post(
+        f"{emulator.api_url}/api/uploadAndProcessDocument",
+        files={"file": ("products.csv", text.encode(), "text/csv")},
+        timeout=30,
+    )
+    assert created.status_code == 202, created.text
+    request_id = created.json()["requestId"]
+    page = browser_page
+    page.goto(f"{emulator.api_url}/")
+    use_key(page, emulator.api_key)
+    page.goto(f"{emulator.api_url}/?job={request_id}")
+    page.wait_for_selector("body[data-settled='true']", timeout=120_000)
+    page.wait_for_selector("[data-testid=image-error]")
+    assert violations(page) == []
+    assert page.evaluate("window.__csp") == []
