@@ -76,6 +76,11 @@ class CompressOptions:
     # matches the service we replace byte for byte in size), for more time (measured: see
     # docs/performance.md).
     optimize: bool = True
+    # The job's output options (domain/output_options.py): the format to encode, and the box
+    # the output must fit in (aspect kept, never enlarged). Defaults: the seed's JPEG.
+    format: str = "jpeg"
+    max_width: int | None = None
+    max_height: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.quality <= 100:
@@ -93,7 +98,9 @@ class Compressed:
 
 
 def compress_to_jpeg(data: bytes, options: CompressOptions) -> Compressed:
-    """Decode `data` (any supported raster format) and re-encode it as a JPEG.
+    """Decode `data` (any supported raster format) and re-encode it: a JPEG of the same size
+    by default; in `options.format` (JPEG, WebP, AVIF), fit inside `max_width` x `max_height`
+    when the job's options say so.
 
     Raises `ImageFailure` with `not_an_image`, `too_many_pixels` or `decode_failed`.
     """
@@ -149,7 +156,11 @@ def _compress(data: bytes, options: CompressOptions) -> Compressed:
         rgb = _to_srgb(pixels)
         try:
             rgb.info.clear()  # JPEG save copies a comment (and more) from `info`: strip it
-            data = _encode_jpeg(rgb, options)
+            if options.max_width or options.max_height:
+                # fit inside the box, aspect kept, never enlarged (thumbnail's rule)
+                box = (options.max_width or rgb.width, options.max_height or rgb.height)
+                rgb.thumbnail(box, Image.Resampling.LANCZOS)
+            data = _encode(rgb, options)
             return Compressed(data, rgb.width, rgb.height, source_format)
         finally:
             if rgb is not pixels:
@@ -225,6 +236,24 @@ def _check_rgbx_encoding() -> None:
             JpegImagePlugin.RAWMODE["RGBX"] = previous
         log.debug("JPEG encoder reads RGBX in place: %s", same)
         _rgbx_encoding_checked.set()
+
+
+# AVIF's encoder speed (0 slowest .. 10 fastest); WebP's method (0 fastest .. 6 slowest).
+AVIF_SPEED = 8
+WEBP_METHOD = 4
+
+
+def _encode(image: Image.Image, options: CompressOptions) -> bytes:
+    if options.format == "jpeg":
+        return _encode_jpeg(image, options)
+    buffer = io.BytesIO()
+    if options.format == "webp":
+        image.save(buffer, "WEBP", quality=options.quality, method=WEBP_METHOD)
+    elif options.format == "avif":
+        image.save(buffer, "AVIF", quality=options.quality, speed=AVIF_SPEED)
+    else:
+        raise ValueError(f"unknown output format {options.format!r}")
+    return buffer.getvalue()
 
 
 def _encode_jpeg(image: Image.Image, options: CompressOptions) -> bytes:

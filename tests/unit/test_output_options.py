@@ -3,7 +3,9 @@ the job, shown in its status and carried by its row messages."""
 
 from __future__ import annotations
 
+import io
 import json
+from typing import Any
 
 import pytest
 from chalicelib.config import Settings
@@ -13,13 +15,16 @@ from chalicelib.domain.output_options import (
     OutputOptions,
     parse_options,
 )
+from chalicelib.entrypoints import queue_handlers
 from chalicelib.errors import InvalidRequest
 from chalicelib.services import status, upload
 from chalicelib.services.process_row import RowTask
+from PIL import Image
 
 from tests.fakes import make_world
 from tests.support.jobs import new_job
 from tests.support.stores import StoreUnderTest
+from tests.unit.test_pipeline_services import drain, jpeg, storage_record
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 
@@ -117,3 +122,53 @@ def test_the_store_keeps_a_jobs_options(job_store: StoreUnderTest) -> None:
     assert job_store.store.create_job(plain)
     again = job_store.store.get_job(plain.request_id)
     assert again is not None and again.options == OutputOptions()
+
+
+def _run_job(options: OutputOptions, width: int, height: int) -> tuple[Any, list[str]]:
+    world = make_world(Settings())
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg(width, height)}
+    accepted = upload.submit_csv(
+        world.deps,
+        (HEADER + "1,A,https://a.test/1.jpg\n").encode(),
+        None,
+        None,
+        "default",
+        options=options,
+    )
+    queue_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
+    drain(world)
+    doc = status.job_status(world.deps, accepted.job.request_id, "default")
+    products: Any = doc["products"]
+    return world, products[0]["outputImageUrls"]
+
+
+@pytest.mark.parametrize(
+    ("options", "size", "kind", "expected"),
+    [
+        (OutputOptions(OutputFormat.WEBP, None, 300, None), (1600, 1200), "WEBP", (300, 225)),
+        (OutputOptions(OutputFormat.AVIF, 40, None, None), (160, 120), "AVIF", (160, 120)),
+        (OutputOptions(OutputFormat.JPEG, None, None, 90), (400, 1200), "JPEG", (30, 90)),
+        (OutputOptions(OutputFormat.WEBP, None, 2000, 2000), (160, 120), "WEBP", (160, 120)),
+    ],
+    ids=["webp-fit-300", "avif-q40", "jpeg-fit-height", "never-enlarged"],
+)
+def test_a_jobs_outputs_are_in_its_format_and_fit_its_box(
+    options: OutputOptions, size: tuple[int, int], kind: str, expected: tuple[int, int]
+) -> None:
+    world, urls = _run_job(options, *size)
+    (url,) = urls
+    assert url.endswith(f".{options.format.extension}")
+    key = url.split("/", 3)[3]
+    data, content_type = world.outputs.objects[key]
+    assert content_type == options.format.content_type
+    with Image.open(io.BytesIO(data)) as made:
+        assert made.format == kind
+        assert made.size == expected
+
+
+def test_quality_changes_the_bytes() -> None:
+    world_low, (low,) = _run_job(OutputOptions(OutputFormat.WEBP, 10, None, None), 320, 240)
+    world_high, (high,) = _run_job(OutputOptions(OutputFormat.WEBP, 95, None, None), 320, 240)
+    small = world_low.outputs.objects[low.split("/", 3)[3]][0]
+    large = world_high.outputs.objects[high.split("/", 3)[3]][0]
+    assert len(small) < len(large)

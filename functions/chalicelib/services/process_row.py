@@ -681,12 +681,16 @@ def _one_image(
     data = b""
     try:
         data = fetch_with_retries(deps, url, budget, task.attempts_spent(index))
+        wanted = task.options
         compressed = compress_to_jpeg(
             data,
             CompressOptions(
-                quality=settings.output_quality,
+                quality=wanted.quality_or(settings.output_quality),
                 max_pixels=settings.max_image_pixels,
                 optimize=settings.output_optimize,
+                format=wanted.format.value,
+                max_width=wanted.max_width,
+                max_height=wanted.max_height,
             ),
         )
     except NoTimeLeft as short:
@@ -699,8 +703,8 @@ def _one_image(
         code = ImageErrorCode.DECODE_FAILED if data else ImageErrorCode.FETCH_FAILED
         log.exception("unexpected error on %s", url)
         return ImageResult(url, error_code=code, error_message=str(exc)[:300], bytes_in=len(data))
-    key = output_key(task.request_id, task.serial, index)
-    deps.outputs.put_bytes(key, compressed.data, "image/jpeg")
+    key = output_key(task.request_id, task.serial, index, task.options.format.extension)
+    deps.outputs.put_bytes(key, compressed.data, task.options.format.content_type)
     result = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=len(compressed.data))
     reuse_cache(deps).put((task.request_id, url), result)
     return result
