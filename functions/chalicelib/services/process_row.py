@@ -29,6 +29,7 @@ from chalicelib.domain.output_options import OutputOptions
 from chalicelib.errors import ImageFailure, InvalidRequest
 from chalicelib.imaging import CompressOptions, compress_to_jpeg, work_allowance
 from chalicelib.ports import BatchRecorder
+from chalicelib.services import reuse
 from chalicelib.services.deps import Dependencies
 
 log = logging.getLogger(__name__)
@@ -679,8 +680,16 @@ def _one_image(
     that cannot start in time is Deferred; a storage failure raises, so the row is retried."""
     settings = deps.settings
     data = b""
+    key = output_key(task.request_id, task.serial, index, task.options.format.extension)
+    where: str | None = None
     try:
         data = fetch_with_retries(deps, url, budget, task.attempts_spent(index))
+        where = reuse.address(deps, task.tenant, task.options, data)
+        copied = reuse.reuse(deps, task.tenant, where, key)
+        if copied is not None:  # made before for this tenant: copied, not compressed again
+            found = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=copied)
+            reuse_cache(deps).put((task.request_id, url), found)
+            return found
         wanted = task.options
         compressed = compress_to_jpeg(
             data,
@@ -703,8 +712,8 @@ def _one_image(
         code = ImageErrorCode.DECODE_FAILED if data else ImageErrorCode.FETCH_FAILED
         log.exception("unexpected error on %s", url)
         return ImageResult(url, error_code=code, error_message=str(exc)[:300], bytes_in=len(data))
-    key = output_key(task.request_id, task.serial, index, task.options.format.extension)
     deps.outputs.put_bytes(key, compressed.data, task.options.format.content_type)
+    reuse.remember(deps, task.tenant, where, key, len(compressed.data))
     result = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=len(compressed.data))
     reuse_cache(deps).put((task.request_id, url), result)
     return result

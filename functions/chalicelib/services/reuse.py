@@ -34,10 +34,22 @@ def address(deps: Dependencies, tenant: str, options: OutputOptions, data: bytes
     (no tenant record, or a message from before tenants)."""
     if not tenant:
         return None
-    key = deps.reuse.reuse_key(tenant)
+    key = _tenant_key(deps, tenant)
     if key is None:
         return None
     return content_address(key, encoder_version(), options, data)
+
+
+_KEYS: dict[tuple[int, str], str] = {}  # per container: a tenant's key never changes
+
+
+def _tenant_key(deps: Dependencies, tenant: str) -> str | None:
+    cached = _KEYS.get((id(deps.reuse), tenant))
+    if cached is None:
+        cached = deps.reuse.reuse_key(tenant)
+        if cached is not None:
+            _KEYS[(id(deps.reuse), tenant)] = cached
+    return cached
 
 
 def reuse(deps: Dependencies, tenant: str, where: str | None, key: str) -> int | None:

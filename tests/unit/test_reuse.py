@@ -1,0 +1,84 @@
+"""Work not done twice: a tenant's image made before from the same bytes and options is
+copied in the store, not decoded and encoded again; another tenant's, or other options,
+are made anew."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.config import Settings
+from chalicelib.domain.output_options import OutputFormat, OutputOptions
+from chalicelib.entrypoints import queue_handlers
+from chalicelib.services import status, upload
+
+from tests.fakes import FakeWorld, make_world
+from tests.support.tenants import add_tenant
+from tests.unit.test_pipeline_services import HEADER, drain, jpeg, storage_record
+
+CSV = HEADER + "1,A,https://a.test/1.jpg\n2,B,https://b.test/2.jpg\n"
+
+
+def world_with(*tenants: str) -> FakeWorld:
+    world = make_world(Settings(tenant_secrets_prefix="stack/tenants/"))
+    for tenant in tenants:
+        add_tenant(world, tenant)
+    world.fetcher.responses = {
+        "https://a.test/1.jpg": jpeg(320, 240),
+        "https://b.test/2.jpg": jpeg(200, 300),
+    }
+    return world
+
+
+def run(world: FakeWorld, tenant: str, options: OutputOptions | None = None) -> list[Any]:
+    accepted = upload.submit_csv(
+        world.deps, CSV.encode(), None, None, tenant, options=options or OutputOptions()
+    )
+    queue_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
+    drain(world)
+    doc = status.job_status(world.deps, accepted.job.request_id, tenant)
+    assert doc["status"] == "completed"
+    products: list[Any] = doc["products"]  # type: ignore[assignment]
+    return products
+
+
+def key_of(url: str) -> str:
+    return url.split("/", 3)[3]
+
+
+def test_a_resubmitted_job_copies_its_outputs_instead_of_compressing_again() -> None:
+    world = world_with("shop")
+    first = run(world, "shop")
+    assert world.outputs.copied == []
+    second = run(world, "shop")
+    assert len(world.outputs.copied) == 2  # both images: copied in the store
+    for before, after in zip(first, second, strict=True):
+        old, new = key_of(before["outputImageUrls"][0]), key_of(after["outputImageUrls"][0])
+        assert old != new and (old, new) in world.outputs.copied
+        assert world.outputs.objects[new] == world.outputs.objects[old]
+        assert after["outputBytes"] == before["outputBytes"]
+
+
+def test_other_options_or_another_tenant_make_the_image_anew() -> None:
+    world = world_with("shop", "other")
+    run(world, "shop")
+    run(world, "shop", OutputOptions(OutputFormat.WEBP, None, 100, None))
+    run(world, "other")
+    assert world.outputs.copied == []
+
+
+def test_an_earlier_output_gone_since_is_made_again() -> None:
+    world = world_with("shop")
+    first = run(world, "shop")
+    for product in first:
+        del world.outputs.objects[key_of(product["outputImageUrls"][0])]
+    second = run(world, "shop")
+    assert world.outputs.copied == []
+    for product in second:
+        assert key_of(product["outputImageUrls"][0]) in world.outputs.objects
+
+
+def test_a_job_of_a_tenant_without_a_record_is_never_reused() -> None:
+    world = world_with()  # the default tenant has no record, hence no reuse key
+    run(world, "default")
+    run(world, "default")
+    assert world.outputs.copied == []
