@@ -121,6 +121,14 @@ PROGRESS = {
 }
 STATUSES = [str(s) for s in JobStatus]
 PRODUCT_STATUSES = [str(s) for s in RowStatus]
+# What a listing shows of a job (GET /api/jobs), and how its status begins.
+JOB_SUMMARY = {
+    "requestId": {"type": "string", "format": "uuid"},
+    "status": {"type": "string", "enum": STATUSES},
+    "createdAt": {"type": "string", "format": "date-time"},
+    "updatedAt": {"type": "string", "format": "date-time"},
+    "progress": PROGRESS,
+}
 
 
 def _unauthorized() -> dict[str, Any]:
@@ -521,11 +529,7 @@ def _document() -> dict[str, Any]:
                 "Status": {
                     "type": "object",
                     "properties": {
-                        "requestId": {"type": "string", "format": "uuid"},
-                        "status": {"type": "string", "enum": STATUSES},
-                        "createdAt": {"type": "string", "format": "date-time"},
-                        "updatedAt": {"type": "string", "format": "date-time"},
-                        "progress": PROGRESS,
+                        **JOB_SUMMARY,
                         "products": {
                             "type": "array",
                             "items": {"$ref": "#/components/schemas/Product"},
@@ -566,13 +570,7 @@ def _document() -> dict[str, Any]:
                 "JobSummary": {
                     "type": "object",
                     "required": ["requestId", "status", "createdAt", "updatedAt", "progress"],
-                    "properties": {
-                        "requestId": {"type": "string", "format": "uuid"},
-                        "status": {"type": "string", "enum": STATUSES},
-                        "createdAt": {"type": "string", "format": "date-time"},
-                        "updatedAt": {"type": "string", "format": "date-time"},
-                        "progress": PROGRESS,
-                    },
+                    "properties": JOB_SUMMARY,
                 },
                 "JobList": {
                     "type": "object",

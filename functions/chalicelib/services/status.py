@@ -74,11 +74,7 @@ def job_status(
     rows = deps.store.list_rows(request_id, start, size) if start < total else []
     next_cursor = str(start + size) if start + size < total else None
     document: dict[str, object] = {
-        "requestId": job.request_id,
-        "status": str(job.status),
-        "createdAt": job.created_at,
-        "updatedAt": job.updated_at,
-        "progress": job.progress.to_dict(),
+        **job_summary_view(job),  # what a listing shows of it, first
         "products": [product_view(deps, row) for row in rows],
         "nextCursor": next_cursor,
         "outputCsvUrl": (
