@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
 MAKEFILE = FUNCTIONS / "Makefile"
 NO_DEPS = "requirements-nodeps.txt"  # installed with --no-deps into every bundle
-CODE = ("app.py", "chalicelib")  # what of functions/ a bundle may carry
 # Left uncompiled, as functions/Makefile's COMPILE does (nothing imports tests folders).
 NOT_COMPILED = r"/tests?/"
 
+_CODE = re.compile(r"^CODE := (?P<code>.*)$", re.M)
 _RULE = re.compile(
     r"^build-(?P<function>[A-Za-z0-9]+):[^\n]*\n\t\$\(call bundle,(?P<args>[^)]*)\)", re.M
 )
@@ -45,12 +45,13 @@ _RULE = re.compile(
 
 @dataclass(frozen=True)
 class BundleSpec:
-    """One function's bundle: requirement files (relative to functions/) and the code paths
-    (relative to functions/) it leaves out."""
+    """One function's bundle: requirement files, the code it may carry and the code paths it
+    leaves out (paths relative to functions/)."""
 
     function: str
     requirements: tuple[str, ...]
     excluded: tuple[str, ...] = ()
+    code: tuple[str, ...] = ("app.py", "chalicelib")
 
     def carries(self, relative: str) -> bool:
         """Whether the code file or folder `relative` (to functions/) goes in this bundle."""
@@ -60,13 +61,22 @@ class BundleSpec:
 
 def read_makefile(path: Path = MAKEFILE) -> dict[str, BundleSpec]:
     """Each `build-<LogicalId>` rule of functions/Makefile as a BundleSpec."""
+    text = path.read_text(encoding="utf-8")
+    code = _CODE.search(text)
+    if code is None:
+        raise ValueError(f"{path}: no `CODE := ...` line")
     specs: dict[str, BundleSpec] = {}
-    for match in _RULE.finditer(path.read_text(encoding="utf-8")):
+    for match in _RULE.finditer(text):
         requirements, _, excluded = match.group("args").partition(",")
         function = match.group("function")
         if function in specs:
             raise ValueError(f"{path}: build-{function} is there twice")
-        specs[function] = BundleSpec(function, tuple(requirements.split()), tuple(excluded.split()))
+        specs[function] = BundleSpec(
+            function,
+            tuple(requirements.split()),
+            tuple(excluded.split()),
+            tuple(code.group("code").split()),
+        )
     if not specs:
         raise ValueError(f"{path}: no build-<LogicalId> rule calling bundle")
     return specs
@@ -178,8 +188,10 @@ def assemble(
     for distribution in distributions:
         for source, relative in _installed_files(distribution):
             _copy(source, dest / relative)
-    for top in CODE:
+    for top in spec.code:
         root = functions / top
+        if not root.exists():
+            continue  # as the Makefile's $(wildcard $(CODE))
         paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for path in paths:
             relative = path.relative_to(functions)

@@ -212,7 +212,12 @@ def _flag(value: Any, default: bool) -> bool:
 
 
 def _function_id(authorizer: str, arn: Any) -> str:
-    """`!GetAtt X.Arn` (or `!Sub ${X.Arn}`) -> X: the function the emulator runs."""
+    """`!GetAtt X.Arn`, `!Sub ${X.Arn}` or `!Ref X.Alias` (the alias AutoPublishAlias makes)
+    -> X: the function the emulator runs."""
+    if isinstance(arn, Mapping) and set(arn) == {"Ref"}:
+        match = re.fullmatch(r"([A-Za-z0-9]+)\.Alias", str(arn["Ref"]))
+        if match:
+            return match.group(1)
     if isinstance(arn, Mapping) and "Fn::GetAtt" in arn:
         target = arn["Fn::GetAtt"]
         parts = target.split(".", 1) if isinstance(target, str) else list(target)
@@ -224,8 +229,8 @@ def _function_id(authorizer: str, arn: Any) -> str:
         if match:
             return match.group(1)
     raise TemplateError(
-        f"authorizer {authorizer}: FunctionArn must be !GetAtt <function>.Arn of a function "
-        "of the template to run locally"
+        f"authorizer {authorizer}: FunctionArn must be !GetAtt <function>.Arn or "
+        "!Ref <function>.Alias of a function of the template to run locally"
     )
 
 

@@ -93,6 +93,10 @@ class FunctionInfo:
     schedules: tuple[ScheduleSource, ...] = ()
     serves_api: bool = False
     template_timeout: int = 0  # the template's Timeout (0: the same as `timeout`)
+    # Deployment settings the emulator knows and does not emulate (describe_extras says so):
+    alias: str | None = None  # AutoPublishAlias: on AWS every invocation goes to this alias
+    snap_start: bool = False  # SnapStart ApplyOn PublishedVersions
+    build_method: str | None = None  # Metadata BuildMethod (functions/Makefile's bundles)
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,45 @@ class ProvisionedStack:
         for logical_id, kind in self.not_emulated.items():
             why = _NOT_EMULATED_BECAUSE.get(kind)
             lines.append(f"not emulated: {logical_id} ({kind})" + (f": {why}" if why else ""))
+        lines += self.describe_deployment()
+        return lines
+
+    def describe_deployment(self) -> list[str]:
+        """A line per deployment setting of the functions that runs nothing locally: the
+        versions and aliases SAM publishes, SnapStart, and how the bundles are built."""
+        lines = []
+        aliases: dict[str, list[str]] = {}
+        for function in self.functions.values():
+            if function.alias:
+                aliases.setdefault(function.alias, []).append(function.logical_id)
+        for alias, names in aliases.items():
+            lines.append(
+                f"not emulated: versions and alias {alias} of {_listed(names)} "
+                "(AutoPublishAlias; on AWS each deploy publishes a version and every event "
+                "source, API route and authorizer invokes the alias): locally every invocation "
+                "runs the code in functions/ as it is now"
+            )
+        snap = [f.logical_id for f in self.functions.values() if f.snap_start]
+        if snap:
+            lines.append(
+                f"not emulated: SnapStart of {_listed(snap)} (on AWS each published version "
+                "is initialised once, snapshotted, and new environments resume from the "
+                "snapshot): locally each handler module is imported once in this process, "
+                "never snapshotted or restored, and its runtime hooks (snapshot_restore_py, "
+                "Lambda's alone) are not called"
+            )
+        built: dict[str, list[str]] = {}
+        for function in self.functions.values():
+            if function.build_method:
+                built.setdefault(function.build_method, []).append(function.logical_id)
+        for method, names in built.items():
+            lines.append(
+                f"not emulated: the bundles of {_listed(names)} (BuildMethod {method}: "
+                "functions/Makefile gives each function only what it uses): locally every "
+                "function imports from functions/ with this environment's packages, all of "
+                "them (`make deploy-check` builds the bundles; benchmarks.cold_start imports "
+                "each function from its own)"
+            )
         return lines
 
     def public_base_url(self, cdn: CdnInfo) -> str:
@@ -192,6 +235,10 @@ class ProvisionedStack:
             "without credentials of what the bucket's policy lets the distribution read, "
             "nothing else (plain HTTP, no edge cache)"
         )
+
+
+def _listed(names: list[str]) -> str:
+    return f"all {len(names)} functions" if len(names) > 1 else names[0]
 
 
 def _describe_rule(rule: Mapping[str, Any]) -> str:
@@ -314,6 +361,12 @@ _NOT_EMULATED_BECAUSE = {
     "every secret (on AWS each reads only what its policies allow)",
     "AWS::CloudFront::CachePolicy": "moto has no cache policies and the CDN's stand-in no "
     "cache: each GET reads the bucket and passes on the object's own Cache-Control",
+    "AWS::Serverless::LayerVersion": "locally every function imports from this environment, "
+    "which has every layer's packages",
+    "AWS::Lambda::LayerVersion": "locally every function imports from this environment, "
+    "which has every layer's packages",
+    "AWS::Lambda::Version": "locally every invocation runs the code in functions/ as it is now",
+    "AWS::Lambda::Alias": "locally every invocation runs the code in functions/ as it is now",
 }
 _CDN_TYPES = {
     "AWS::CloudFront::Distribution",
@@ -743,6 +796,11 @@ class Provisioner:
             )
             arn = f"arn:aws:lambda:{self.resolver.region}:{ACCOUNT_ID}:function:{name}"
             self.resolver.register(logical_id, name, {"Arn": arn})
+            alias = self.resolver.resolve(props.get("AutoPublishAlias"))
+            if alias and alias is not NO_VALUE:
+                # SAM's references to what AutoPublishAlias makes (the authorizer names one)
+                self.resolver.register(f"{logical_id}.Alias", f"{arn}:{alias}")
+                self.resolver.register(f"{logical_id}.Version", f"{arn}:1")
 
     def _functions(self) -> None:
         for logical_id, resource in self._resources("AWS::Serverless::Function"):
@@ -770,6 +828,9 @@ class Provisioner:
                 else:
                     self._warn(f"{logical_id}: event {event_name} of type {kind} is not emulated")
             timeout = int(self.resolver.resolve(props.get("Timeout", LAMBDA_DEFAULT_TIMEOUT)))
+            alias = self.resolver.resolve(props.get("AutoPublishAlias"))
+            snap_start = self.resolver.resolve(props.get("SnapStart")) or {}
+            build_method = (resource.get("Metadata") or {}).get("BuildMethod")
             self.stack.functions[logical_id] = FunctionInfo(
                 logical_id=logical_id,
                 name=name,
@@ -785,6 +846,10 @@ class Provisioner:
                 sqs_sources=tuple(sqs_sources),
                 schedules=tuple(schedules),
                 serves_api=serves_api,
+                alias=str(alias) if alias and alias is not NO_VALUE else None,
+                snap_start=isinstance(snap_start, Mapping)
+                and snap_start.get("ApplyOn") == "PublishedVersions",
+                build_method=str(build_method) if build_method else None,
             )
 
     def _sqs_source(

@@ -211,6 +211,23 @@ def test_the_template_is_read_as_deployed() -> None:
     assert (overridden.api.throttle.rate, overridden.api.throttle.burst) == (2.0, 3)
 
 
+def test_the_authorizer_is_found_through_its_alias_or_its_arn() -> None:
+    """The template names the alias AutoPublishAlias makes (`!Ref AuthorizerFunction.Alias`);
+    the emulator runs the function behind it, as it does for `!GetAtt X.Arn`."""
+    from local_emulator.gateway_auth import _function_id
+    from local_emulator.intrinsics import TemplateError
+
+    for arn in (
+        {"Ref": "AuthorizerFunction.Alias"},
+        {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]},
+        {"Fn::Sub": "${AuthorizerFunction.Arn}"},
+    ):
+        assert _function_id("ApiKeyAuthorizer", arn) == "AuthorizerFunction"
+    for arn in ({"Ref": "AuthorizerFunction"}, {"Ref": "AuthorizerFunction.Version"}, "arn:x"):
+        with pytest.raises(TemplateError, match="!Ref <function>.Alias"):
+            _function_id("ApiKeyAuthorizer", arn)
+
+
 # -- routes --------------------------------------------------------------------------------
 
 

@@ -205,3 +205,49 @@ def test_outputs_kept_for_ever_have_no_expiration_rule(session: boto3.session.Se
     rules = session.client("s3").get_bucket_lifecycle_configuration(Bucket=outputs)["Rules"]
     assert [r["ID"] for r in rules] == ["AbortIncompleteUploads"]
     assert stack.environment["OUTPUT_RETENTION_DAYS"] == "0"
+
+
+def test_versions_snapstart_and_bundles_are_said_not_emulated(
+    session: boto3.session.Session, tmp_path: Path
+) -> None:
+    """Every function publishes versions under the alias `live` with SnapStart, built by
+    functions/Makefile: none of it runs locally, and the emulator says so, once each."""
+    stack = _provision(session)
+    functions = stack.functions.values()
+    assert {(f.alias, f.snap_start, f.build_method) for f in functions} == {
+        ("live", True, "makefile")
+    }
+    count = len(stack.functions)
+    lines = [line for line in stack.describe_extras() if f"all {count} functions" in line]
+    assert [line.split(" (")[0] for line in lines] == [
+        f"not emulated: versions and alias live of all {count} functions",
+        f"not emulated: SnapStart of all {count} functions",
+        f"not emulated: the bundles of all {count} functions",
+    ]
+    assert "runtime hooks (snapshot_restore_py, Lambda's alone) are not called" in lines[1]
+    # SAM's reference to the alias resolves to the alias's ARN
+    authorizer = stack.functions["AuthorizerFunction"]
+    provisioner = Provisioner(TEMPLATE, session, warn=lambda _: None, stack_name="again")
+    provisioner.provision()
+    alias = provisioner.resolver.resolve({"Ref": "AuthorizerFunction.Alias"})
+    assert alias == authorizer.arn.replace(stack.stack_name, "again") + ":live"
+
+    plain = tmp_path / "template.yaml"
+    plain.write_text(
+        "Resources:\n"
+        "  Plain:\n"
+        "    Type: AWS::Serverless::Function\n"
+        "    Properties: {Handler: app.app, CodeUri: functions/, Runtime: python3.13}\n"
+        "  Shared:\n"
+        "    Type: AWS::Serverless::LayerVersion\n"
+        "    Properties: {ContentUri: layer/}\n",
+        encoding="utf-8",
+    )
+    other = _provision(session, plain, stack_name="plain")
+    (function,) = other.functions.values()
+    assert (function.alias, function.snap_start, function.build_method) == (None, False, None)
+    assert not [line for line in other.describe_extras() if "Plain" in line]
+    assert (
+        "not emulated: Shared (AWS::Serverless::LayerVersion): locally every function imports "
+        "from this environment, which has every layer's packages"
+    ) in other.describe_extras()

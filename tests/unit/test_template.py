@@ -244,7 +244,7 @@ def test_transform_rows_mapping_reports_batch_item_failures(transformed: dict[st
     by_queue = {_getatt_target(m["EventSourceArn"]): m for m in mappings}
     assert set(by_queue) == {*QUEUES, "RowsDeadLetterQueue"}
     rows = by_queue["RowsQueue"]
-    assert rows["FunctionName"] == {"Ref": "WorkerFunction"}
+    assert rows["FunctionName"] == {"Ref": "WorkerFunctionAliaslive"}  # the alias
     assert rows["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert rows["BatchSize"] == 10
     assert rows["ScalingConfig"]["MaximumConcurrency"] >= 2
@@ -454,7 +454,8 @@ def test_routes_are_protected_or_public_alike_in_the_app_and_the_template(
     assert auth["AddDefaultAuthorizerToCorsPreflight"] is False  # preflights stay open
     assert auth["AddApiKeyRequiredToCorsPreflight"] is False
     authorizer = auth["Authorizers"]["ApiKeyAuthorizer"]
-    assert _getatt_target(authorizer["FunctionArn"]) == "AuthorizerFunction"
+    # the alias AutoPublishAlias makes, as every other invocation (test_every_invocation_...)
+    assert authorizer["FunctionArn"] == {"Ref": "AuthorizerFunction.Alias"}
     assert authorizer["Identity"]["Header"] == "Authorization"
     assert authorizer["Identity"]["ReauthorizeEvery"] <= 300  # revoked within 5 minutes
     assert template["Resources"]["Api"]["Properties"]["ApiKeySourceType"] == "AUTHORIZER"
@@ -671,6 +672,8 @@ def _visibility_shortfalls(resources: dict[str, Any]) -> list[str]:
         if queue["Type"] != "AWS::SQS::Queue":
             continue
         function_id = _getatt_target(props["FunctionName"])
+        if resources[function_id]["Type"] == "AWS::Lambda::Alias":  # AutoPublishAlias's
+            function_id = _getatt_target(resources[function_id]["Properties"]["FunctionName"])
         function = resources[function_id]["Properties"]
         timeout = int(function.get("Timeout", LAMBDA_DEFAULT_TIMEOUT))
         window = int(props.get("MaximumBatchingWindowInSeconds", 0))
@@ -1219,3 +1222,74 @@ def test_transform_keeps_the_lifecycle_rules(transformed: dict[str, Any]) -> Non
     assert {"Ref": "UploadRetentionDays"} in [r.get("ExpirationInDays") for r in uploads]
     outputs = resources["OutputsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     assert "OutputsExpire" in json.dumps(outputs)
+
+
+# ------------------------------------------------------------------ versions, SnapStart, bundles
+
+ALIAS = "live"
+
+
+def test_every_function_publishes_versions_with_snapstart(template: dict[str, Any]) -> None:
+    """SnapStart works on published versions only: every function publishes one per deploy
+    (AutoPublishAlias) and snapshots it; nothing SnapStart refuses is set."""
+    for logical_id, function in _functions(template).items():
+        assert _prop(template, function, "AutoPublishAlias") == ALIAS, logical_id
+        assert _prop(template, function, "SnapStart") == {"ApplyOn": "PublishedVersions"}
+        props = function["Properties"]
+        # SnapStart takes neither provisioned concurrency, EFS, nor over 512 MB of /tmp
+        for setting in ("ProvisionedConcurrencyConfig", "FileSystemConfigs"):
+            assert _prop(template, function, setting) is None, (logical_id, setting)
+        storage = _prop(template, function, "EphemeralStorage") or {"Size": 512}
+        assert int(storage["Size"]) <= 512, logical_id
+        assert "DeploymentPreference" not in props  # the alias moves at once
+
+
+def test_every_invocation_goes_to_the_alias(transformed: dict[str, Any]) -> None:
+    """Event source mappings, schedules, the API's integrations and permissions and the
+    authorizer all name the alias: $LATEST is never snapshotted, so calling it would pay the
+    full cold start."""
+    resources = transformed["Resources"]
+    functions = {k for k, v in resources.items() if v["Type"] == "AWS::Lambda::Function"}
+    aliases = {
+        k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::Lambda::Alias"
+    }
+    assert {a["Name"] for a in aliases.values()} == {ALIAS}
+    assert {a["FunctionName"]["Ref"] for a in aliases.values()} == functions
+    alias_ids = set(aliases)
+    for kind in ("AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission"):
+        for logical_id, resource in resources.items():
+            if resource["Type"] == kind:
+                assert resource["Properties"]["FunctionName"]["Ref"] in alias_ids, logical_id
+    for rule in [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]:
+        for target in rule["Properties"]["Targets"]:
+            assert target["Arn"]["Ref"] in alias_ids
+    (api,) = [r for r in resources.values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    body = api["Properties"]["Body"]
+    integrations = [
+        operation["x-amazon-apigateway-integration"]["uri"]
+        for path in body["paths"].values()
+        for operation in path.values()
+        if isinstance(operation, dict)
+        and operation.get("x-amazon-apigateway-integration", {}).get("type") == "aws_proxy"
+    ]  # (the CORS preflights are API Gateway's mock integrations: no function)
+    authorizers = [
+        scheme["x-amazon-apigateway-authorizer"]["authorizerUri"]
+        for scheme in body["components"]["securitySchemes"].values()
+        if "x-amazon-apigateway-authorizer" in scheme
+    ]
+    assert integrations and authorizers
+    for uri in integrations + authorizers:
+        named = set(re.findall(r"\$\{([A-Za-z0-9]+)\}", json.dumps(uri))) | {
+            v["Ref"] for _, v in _walk(uri) if isinstance(v, dict) and "Ref" in v
+        }
+        assert named & alias_ids and not named & functions, uri
+
+
+def test_every_function_is_built_by_the_functions_makefile(template: dict[str, Any]) -> None:
+    from infra.bundles import read_makefile
+
+    rules = read_makefile()
+    for logical_id, function in _functions(template).items():
+        assert function["Metadata"] == {"BuildMethod": "makefile"}, logical_id
+        assert _prop(template, function, "CodeUri") == "functions/"
+    assert set(rules) == set(_functions(template))
