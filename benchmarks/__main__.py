@@ -5,7 +5,8 @@
 Runs each benchmark alone, one after the other, each in a process of its own (the machine
 should be otherwise idle): the compressor against sharp and simplejpeg
 (`benchmarks.compressor`), the whole pipeline against the bare compressor
-(`benchmarks.pipeline`), and a job of 1,000, 10,000 and 100,000 rows (`benchmarks.scale`;
+(`benchmarks.pipeline`), each Lambda function's unzipped size and cold-start imports
+(`benchmarks.cold_start`), and a job of 1,000, 10,000 and 100,000 rows (`benchmarks.scale`;
 the largest with `ROWS_PER_CHUNK=50`, see docs/performance.md). Their output is shown as it
 comes; at the end every target is listed again with its verdict, the scale ones computed
 from the sizes measured. `--quick` runs the quick variants and stops the scale benchmark at 10,000
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     summary = verdicts(run("benchmarks.compressor", quick))
     summary += verdicts(run("benchmarks.pipeline", quick))
+    summary += verdicts(run("benchmarks.cold_start", quick))
     results = scale("1000,10000")
     if not args.quick:
         results += scale("100000", {"ROWS_PER_CHUNK": "50"})

@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.build_dir / "template.yaml").is_file():
         print(f"no build in {args.build_dir}: run `sam build` first", file=sys.stderr)
         return 1
-    verdicts = judge(function_sizes(args.build_dir))
+    verdicts = judge(function_sizes(args.build_dir), BUDGETS_MIB)
     print(f"unzipped size per function ({args.build_dir}; Lambda's limit {LAMBDA_LIMIT_MIB:g} MiB)")
     for verdict in verdicts:
         print(f"  {verdict.line()}")

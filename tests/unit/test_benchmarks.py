@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -199,3 +200,85 @@ def test_a_pool_process_ends_when_the_benchmark_is_killed(tmp_path: Path) -> Non
         time.sleep(0.05)
     os.kill(child, signal.SIGKILL)
     raise AssertionError("the child outlived its killed parent")
+
+
+# ------------------------------------------------------------------ cold starts
+
+
+def _fake_bundle(root: Path, handler_body: str = "") -> Path:
+    """A bundle with what the cold-start child needs: a handler module, a wiring module with
+    dependencies(), and a stand-in boto3."""
+    (root / "chalicelib").mkdir(parents=True)
+    (root / "boto3").mkdir()
+    (root / "chalicelib" / "__init__.py").write_text("")
+    (root / "chalicelib" / "bootstrap.py").write_text(
+        "import json\ndef dependencies():\n    return json.dumps({})\n"
+    )
+    (root / "boto3" / "__init__.py").write_text(
+        "class _Session:\n    def client(self, name):\n        return name\n"
+        "class session:\n    Session = _Session\n"
+    )
+    (root / "fake_app.py").write_text(f"{handler_body}\ndef handler(event, context):\n    pass\n")
+    return root
+
+
+def test_a_cold_start_sees_only_its_bundle(tmp_path: Path) -> None:
+    from benchmarks.cold_start import time_imports
+
+    bundle = _fake_bundle(tmp_path / "ok", "import decimal")
+    timing = time_imports([bundle], "fake_app.handler", ("fractions",), runs=2)
+    assert timing.runs == 2 and timing.handler_import > 0 and timing.first_invocation > 0
+    assert timing.total == timing.handler_import + timing.first_invocation
+    assert {"fake_app", "decimal", "fractions", "chalicelib", "boto3"} <= set(timing.modules)
+    # yaml is installed here, not in the bundle: the handler cannot import it
+    lacking = _fake_bundle(tmp_path / "lacking", "import yaml")
+    with pytest.raises(RuntimeError, match="No module named 'yaml'"):
+        time_imports([lacking], "fake_app.handler", runs=1)
+
+
+def _row(function: str, arm64: float | None, heavy: tuple[str, ...] = (), error: str = "") -> Any:
+    from benchmarks.cold_start import Row, Timing
+
+    timing = None if error else Timing(0.2, 0.3, 3, ("boto3", *heavy))
+    return Row(function, arm64, 40.0, timing, error)
+
+
+def test_the_cold_start_targets_are_ratios_with_verdicts() -> None:
+    from benchmarks.cold_start import describe, verdicts
+
+    lines = verdicts(
+        [
+            _row("ApiFunction", 42.0),
+            _row("WorkerFunction", 131.0, ("PIL", "numpy")),
+            _row("IngestFunction", None, ("PIL",)),
+            _row("SweepFunction", 40.0, error="ModuleNotFoundError: No module named 'PIL'"),
+        ]
+    )
+    assert "ApiFunction unzipped 42.0 MiB (arm64) / target 80 MiB = 0.53 <= 1  PASS" in lines
+    assert "ApiFunction loads no PIL/numpy/simplejpeg: none loaded  PASS" in lines
+    assert "WorkerFunction unzipped 131.0 MiB (arm64) / target 130 MiB = 1.01 <= 1  MISS" in lines
+    assert not [line for line in lines if line.startswith("WorkerFunction loads")]
+    assert "IngestFunction loads no PIL/numpy/simplejpeg: PIL  MISS" in lines
+    assert any(
+        line.startswith("IngestFunction unzipped 40.0 MiB (x86_64 here, no arm64 build)")
+        for line in lines
+    )
+    assert "SweepFunction bundle imports its handler  FAIL (ModuleNotFoundError" in lines[-1]
+    assert suite.verdicts(lines) == lines  # the suite keeps every one
+    assert "import   200 ms + first invocation   300 ms =   500 ms (median of 3)" in describe(
+        _row("ApiFunction", 42.0)
+    )
+    assert "no arm64 build" in describe(_row("ApiFunction", None))
+
+
+def test_the_suite_runs_the_cold_start_benchmark(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[tuple[str, list[str]]] = []
+
+    def run(module: str, args: list[str], env: Any = None) -> list[str]:
+        ran.append((module, list(args)))
+        return [f"{module} target  PASS"]
+
+    monkeypatch.setattr(suite, "run", run)
+    monkeypatch.setattr(suite, "scale", lambda rows, env=None: [])
+    assert suite.main(["--quick"]) == 0
+    assert ("benchmarks.cold_start", ["--quick"]) in ran
