@@ -172,7 +172,7 @@ def compile_bytecode(dest: Path) -> bool:
             dest,
             quiet=1,
             rx=re.compile(NOT_COMPILED),
-            workers=0,
+            workers=1,  # in this process: a couple of seconds a bundle
             invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
         )
     )
