@@ -29,7 +29,8 @@ LAMBDA_LIMIT_MIB = 250.0  # code and layers, unzipped (Lambda quotas)
 
 # MiB each function may take unzipped (issue 17's targets, with boto3 bundled: the API at most
 # 80, the worker at most 130). The others carry what the API does less the docs page: they
-# get the API's budget, so that one of them growing past it is noticed as the API would be.
+# get the API's budget, so that one of them growing past it is noticed as the API would be
+# (imaging creeping into one of them is caught sooner: tests/unit/test_bundles.py).
 BUDGETS_MIB: Mapping[str, float] = {
     "ApiFunction": 80.0,
     "AuthorizerFunction": 80.0,
