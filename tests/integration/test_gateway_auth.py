@@ -224,7 +224,7 @@ def test_the_authorizer_is_found_through_its_alias_or_its_arn() -> None:
     ):
         assert _function_id("ApiKeyAuthorizer", arn) == "AuthorizerFunction"
     for arn in ({"Ref": "AuthorizerFunction"}, {"Ref": "AuthorizerFunction.Version"}, "arn:x"):
-        with pytest.raises(TemplateError, match="!Ref <function>.Alias"):
+        with pytest.raises(TemplateError, match=r"!Ref <function>\.Alias"):
             _function_id("ApiKeyAuthorizer", arn)
 
 
