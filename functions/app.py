@@ -1,4 +1,9 @@
-"""Chalice entrypoints only: each handler hands off to a service in chalicelib."""
+"""Chalice entrypoints only: each handler hands off to a service in chalicelib.
+
+Every function's handler module (the worker's imports this one: handlers/worker.py). Its
+imports are the functions' init: the wiring's libraries (boto3, botocore, pymongo, requests)
+but not imaging's (Pillow, simplejpeg, numpy: the worker's alone), no client, no secret, no
+connection."""
 
 from __future__ import annotations
 

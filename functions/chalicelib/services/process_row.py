@@ -27,7 +27,7 @@ from chalicelib.domain.models import (
 )
 from chalicelib.domain.output_options import OutputOptions
 from chalicelib.errors import ImageFailure, InvalidRequest
-from chalicelib.imaging import CompressOptions, compress_to_jpeg, work_allowance
+from chalicelib.lazy_imaging import CompressOptions, compress_to_jpeg, work_allowance
 from chalicelib.ports import BatchRecorder
 from chalicelib.services import reuse
 from chalicelib.services.deps import Dependencies
