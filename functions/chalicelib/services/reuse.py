@@ -43,6 +43,11 @@ def address(deps: Dependencies, tenant: str, options: OutputOptions, data: bytes
 _KEYS: dict[tuple[int, str], str] = {}  # per container: a tenant's key never changes
 
 
+def forget_reuse_keys() -> None:
+    """Read each tenant's key again on next use (a SnapStart restore: chalicelib/snapstart.py)."""
+    _KEYS.clear()
+
+
 def _tenant_key(deps: Dependencies, tenant: str) -> str | None:
     cached = _KEYS.get((id(deps.reuse), tenant))
     if cached is None:
