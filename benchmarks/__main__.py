@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     summary = verdicts(run("benchmarks.compressor", quick))
     summary += verdicts(run("benchmarks.pipeline", quick))
+    summary += verdicts(run("benchmarks.reuse", quick))
     results = scale("1000,10000")
     if not args.quick:
         results += scale("100000", {"ROWS_PER_CHUNK": "50"})
