@@ -75,6 +75,10 @@ class Settings:
     output_quality: int = 50
     output_optimize: bool = True
     output_url_ttl: int = 7 * 24 * 3600
+    # How long a browser or CDN may keep an output (its `Cache-Control` max-age, `immutable`:
+    # an output key is never rewritten with other pixels). Never longer than the outputs'
+    # retention.
+    output_cache_seconds: int = 30 * 24 * 3600
     public_base_url: str = ""
     upload_url_ttl: int = 900
     connect_timeout: float = 5.0

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from chalicelib import observability
+from chalicelib.config import Settings
 from chalicelib.domain.budget import Budget, OutOfTime
 from chalicelib.domain.models import (
     ImageErrorCode,
@@ -27,7 +28,7 @@ from chalicelib.domain.models import (
 )
 from chalicelib.domain.output_options import OutputOptions
 from chalicelib.errors import ImageFailure, InvalidRequest
-from chalicelib.imaging import CompressOptions, compress_to_jpeg, work_allowance
+from chalicelib.imaging import CompressOptions, compress, work_allowance
 from chalicelib.ports import BatchRecorder
 from chalicelib.services.deps import Dependencies
 
@@ -516,7 +517,11 @@ def request_finalization(deps: Dependencies, request_id: str) -> bool:
 
 
 def fetch_with_retries(
-    deps: Dependencies, url: str, budget: Budget | None = None, spent: int = 0
+    deps: Dependencies,
+    url: str,
+    budget: Budget | None = None,
+    spent: int = 0,
+    output_format: str = "jpeg",
 ) -> bytes:
     """Download, retrying transient failures (connect and read timeouts, 5xx, 429, dropped
     connections) with exponential backoff and full jitter; permanent ones (404, blocked, not
@@ -524,10 +529,11 @@ def fetch_with_retries(
 
     No attempt starts unless its whole deadline and the image's decode and encode fit in
     `budget`: then `NoTimeLeft` says how many attempts were spent (`spent` counts those of
-    earlier invocations), and the image resumes in a later one."""
+    earlier invocations), and the image resumes in a later one. The decode and encode are
+    those of the largest image accepted into `output_format` (the job's)."""
     budget = budget or Budget.unlimited()
     settings = deps.settings
-    needed = settings.download_deadline + work_allowance(settings.max_image_pixels)
+    needed = settings.download_deadline + work_allowance(settings.max_image_pixels, output_format)
     attempt = spent
     while True:
         if not budget.fits(needed):
@@ -559,17 +565,11 @@ def _one_image(
     """Fetch and compress one image. Expected failures become a result with a code; an image
     that cannot start in time is Deferred; a storage failure raises, so the row is retried."""
     settings = deps.settings
+    options = compress_options(settings, task.options)
     data = b""
     try:
-        data = fetch_with_retries(deps, url, budget, task.attempts_spent(index))
-        compressed = compress_to_jpeg(
-            data,
-            CompressOptions(
-                quality=settings.output_quality,
-                max_pixels=settings.max_image_pixels,
-                optimize=settings.output_optimize,
-            ),
-        )
+        data = fetch_with_retries(deps, url, budget, task.attempts_spent(index), options.format)
+        compressed = compress(data, options)
     except NoTimeLeft as short:
         return Deferred(short.attempts)
     except ImageFailure as failure:
@@ -580,8 +580,27 @@ def _one_image(
         code = ImageErrorCode.DECODE_FAILED if data else ImageErrorCode.FETCH_FAILED
         log.exception("unexpected error on %s", url)
         return ImageResult(url, error_code=code, error_message=str(exc)[:300], bytes_in=len(data))
-    key = output_key(task.request_id, task.serial, index)
-    deps.outputs.put_bytes(key, compressed.data, "image/jpeg")
+    key = output_key(task.request_id, task.serial, index, compressed.extension)
+    deps.outputs.put_bytes(key, compressed.data, compressed.content_type, cache_control(settings))
     result = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=len(compressed.data))
     reuse_cache(deps).put((task.request_id, url), result)
     return result
+
+
+def compress_options(settings: Settings, options: OutputOptions) -> CompressOptions:
+    """What the compressor is asked for: the job's options over the settings (JPEG's quality
+    is OUTPUT_QUALITY unless the job names one)."""
+    return CompressOptions(
+        quality=options.quality_or(settings.output_quality),
+        max_pixels=settings.max_image_pixels,
+        optimize=settings.output_optimize,
+        format=options.format,
+        max_width=options.max_width,
+        max_height=options.max_height,
+    )
+
+
+def cache_control(settings: Settings) -> str:
+    """The outputs' `Cache-Control`: public, long and immutable (an output key always holds
+    the same pixels: a redelivery rewrites the same image), within their retention."""
+    return f"public, max-age={max(0, settings.output_cache_seconds)}, immutable"
