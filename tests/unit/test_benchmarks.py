@@ -350,7 +350,7 @@ def test_the_formats_benchmark_runs_on_a_tiny_corpus_without_sharp(tmp_path: Pat
     assert found.problems == []
     text = "\n".join(found.lines)
     assert "1. encoding at full size: 4 images" in text
-    assert "2. a 60 x 60 box on the largest photos: 1 images" in text
+    assert "2. a 60 x 60 box on the largest photos: 2 images" in text
     assert "ours, box (pixels)" in text and "ours, AVIF default" in text
     assert [line.split(":")[0] for line in found.targets] == [
         "60 px box, 12 MP",
