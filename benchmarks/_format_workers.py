@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,12 @@ def run(job: Job, data: bytes, keep: bool = True) -> tuple[bytes, int, int]:
     return found.data, found.width, found.height
 
 
-def task(job: Job, index: int) -> tuple[int, int, int, int, int]:
-    """Run `job` on corpus file `index`: (output bytes, width, height, pid, peak RSS)."""
+def task(job: Job, index: int) -> tuple[int, int, int, int, int, float]:
+    """Run `job` on corpus file `index`: (output bytes, width, height, pid, peak RSS, CPU
+    seconds the process spent on it, all its threads)."""
+    started = time.process_time()
     out, width, height = run(job, _DATA[index], keep=False)
-    return len(out), width, height, os.getpid(), own_peak_rss()
+    return len(out), width, height, os.getpid(), own_peak_rss(), time.process_time() - started
 
 
 def output(job: Job, index: int) -> tuple[bytes, int, int]:

@@ -53,8 +53,11 @@ async function run(indices, quality, inflight, keep, op) {
     }
   }
   const t0 = process.hrtime.bigint();
+  const cpu0 = process.cpuUsage();
   await Promise.all(Array.from({ length: Math.min(inflight, indices.length) }, lane));
-  return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, results };
+  const cpu = process.cpuUsage(cpu0);  // every thread of the process: libuv's and libvips'
+  return { seconds: Number(process.hrtime.bigint() - t0) / 1e9,
+           cpu: (cpu.user + cpu.system) / 1e6, results };
 }
 const rl = readline.createInterface({ input: process.stdin });
 rl.on('line', async (line) => {
@@ -138,6 +141,7 @@ class SharpRun:
     sizes: list[int]
     dims: list[tuple[int, int]]
     outputs: list[bytes]
+    cpu: float = 0.0  # CPU seconds of the node process (all its threads) over the same span
 
 
 class Sharp:
@@ -190,6 +194,7 @@ class Sharp:
             sizes=[int(r[0]) for r in results],
             dims=[(int(r[1]), int(r[2])) for r in results],
             outputs=[base64.b64decode(r[3]) for r in results] if keep else [],
+            cpu=float(answer.get("cpu", 0.0)),
         )
 
     def peak_rss(self) -> int:
