@@ -103,9 +103,9 @@ class CountingStore(S3ObjectStore):
         self.puts = 0
         self.copies = 0
 
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+    def put_bytes(self, key: str, data: bytes, content_type: str, cache_control: str = "") -> None:
         self.puts += 1
-        super().put_bytes(key, data, content_type)
+        super().put_bytes(key, data, content_type, cache_control)
 
     def copy(self, source_key: str, key: str) -> bool:
         copied = super().copy(source_key, key)
