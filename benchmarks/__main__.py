@@ -5,7 +5,8 @@
 Runs each benchmark alone, one after the other, each in a process of its own (the machine
 should be otherwise idle): the compressor against sharp and simplejpeg
 (`benchmarks.compressor`), WebP, AVIF and a 1200 px box against sharp and Pillow's plain
-resize (`benchmarks.formats`), the whole pipeline against the bare compressor
+resize (`benchmarks.formats`), a re-submitted job's reused outputs against the first
+run (`benchmarks.reuse`), the whole pipeline against the bare compressor
 (`benchmarks.pipeline`), and a job of 1,000, 10,000 and 100,000 rows (`benchmarks.scale`;
 the largest with `ROWS_PER_CHUNK=50`, see docs/performance.md). Their output is shown as it
 comes; at the end every target is listed again with its verdict, the scale ones computed
