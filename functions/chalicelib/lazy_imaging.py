@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 IMAGING = "chalicelib.imaging"
 
 if TYPE_CHECKING:  # the type checker sees imaging's own signatures
-    from chalicelib.imaging import CompressOptions, compress_to_jpeg, work_allowance
+    from chalicelib.imaging import CompressOptions, compress, work_allowance
 else:
 
     def _on_call(name: str) -> Any:
@@ -28,7 +28,7 @@ else:
         return call
 
     CompressOptions = _on_call("CompressOptions")
-    compress_to_jpeg = _on_call("compress_to_jpeg")
+    compress = _on_call("compress")
     work_allowance = _on_call("work_allowance")
 
-__all__ = ["CompressOptions", "compress_to_jpeg", "work_allowance"]
+__all__ = ["CompressOptions", "compress", "work_allowance"]

@@ -15,7 +15,7 @@ from chalicelib.services.deps import Dependencies
 
 log = logging.getLogger(__name__)
 # Bumped when our own encoding changes in a way the library versions do not show.
-PIPELINE_ENCODING = 1
+PIPELINE_ENCODING = 2
 
 
 @functools.cache
