@@ -4,7 +4,9 @@
 
 Runs each benchmark alone, one after the other, each in a process of its own (the machine
 should be otherwise idle): the compressor against sharp and simplejpeg
-(`benchmarks.compressor`), the whole pipeline against the bare compressor
+(`benchmarks.compressor`), WebP, AVIF and a 1200 px box against sharp and Pillow's plain
+resize (`benchmarks.formats`), a re-submitted job's reused outputs against the first
+run (`benchmarks.reuse`), the whole pipeline against the bare compressor
 (`benchmarks.pipeline`), each Lambda function's unzipped size and cold-start imports
 (`benchmarks.cold_start`), and a job of 1,000, 10,000 and 100,000 rows (`benchmarks.scale`;
 the largest with `ROWS_PER_CHUNK=50`, see docs/performance.md). Their output is shown as it
@@ -31,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 FLAT_RSS = 1.25  # peak RSS at the largest size, at most this times the smallest
 STATUS_PAGE = 2.0  # median status page latency at the largest size, at most this times
-VERDICT = re.compile(r"\b(PASS|FAIL|MISS)\b|RATIO pipeline/bare")  # compressor, scale; pipeline
+VERDICT = re.compile(r"\b(PASS|FAIL|MISS)\b|^\s*RATIO ")  # compressor, formats, scale; pipeline
 FUNCTIONS = ("ingest", "worker", "finalize")
 
 
@@ -110,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     quick = ["--quick"] if args.quick else []
     started = time.monotonic()
     summary = verdicts(run("benchmarks.compressor", quick))
+    summary += verdicts(run("benchmarks.formats", quick))
     summary += verdicts(run("benchmarks.pipeline", quick))
+    summary += verdicts(run("benchmarks.reuse", quick))
     summary += verdicts(run("benchmarks.cold_start", quick))
     results = scale("1000,10000")
     if not args.quick:

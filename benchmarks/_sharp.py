@@ -1,10 +1,11 @@
 """sharp on Node.js for the benchmarks: installed from npm into the cache, driven over a pipe.
 
 One long-lived `node` process loads the corpus once, then answers one JSON line per command:
-`run` compresses a list of corpus files with `sharp(input).jpeg({quality})`, several images
-in flight (libuv's pool runs them on both cores; libvips may also split one image across its
-own threads). sharp's operation cache is turned off: a bulk job never sees the same input
-twice, and the benchmark feeds the same buffers every round.
+`run` compresses a list of corpus files with `sharp(input).jpeg({quality})`, or with the
+pipeline an `op` describes (`Op`: flatten, resize to fit a box, raw pixels or any format with
+its options), several images in flight (libuv's pool runs them on both cores; libvips may
+also split one image across its own threads). sharp's operation cache is turned off: a bulk
+job never sees the same input twice, and the benchmark feeds the same buffers every round.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +29,35 @@ const sharp = require('sharp');
 sharp.cache(false);
 let buffers = [];
 function reply(o) { process.stdout.write(JSON.stringify(o) + '\n'); }
-async function one(buf, quality, keep) {
-  const { data, info } = await sharp(buf).jpeg({ quality }).toBuffer({ resolveWithObject: true });
+function build(buf, op) {
+  let p = sharp(buf);
+  if (op.flatten) p = p.flatten({ background: '#ffffff' });
+  if (op.box) {
+    p = p.resize({ width: op.box[0], height: op.box[1], fit: 'inside', withoutEnlargement: true });
+  }
+  return op.format === 'raw' ? p.raw() : p.toFormat(op.format, op.options || {});
+}
+async function one(buf, quality, keep, op) {
+  const pipeline = op ? build(buf, op) : sharp(buf).jpeg({ quality });
+  const { data, info } = await pipeline.toBuffer({ resolveWithObject: true });
   return [data.length, info.width, info.height, keep ? data.toString('base64') : null];
 }
-async function run(indices, quality, inflight, keep) {
+async function run(indices, quality, inflight, keep, op) {
   const results = new Array(indices.length);
   let next = 0;
   async function lane() {
     for (;;) {
       const i = next++;
       if (i >= indices.length) return;
-      results[i] = await one(buffers[indices[i]], quality, keep);
+      results[i] = await one(buffers[indices[i]], quality, keep, op);
     }
   }
   const t0 = process.hrtime.bigint();
+  const cpu0 = process.cpuUsage();
   await Promise.all(Array.from({ length: Math.min(inflight, indices.length) }, lane));
-  return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, results };
+  const cpu = process.cpuUsage(cpu0);  // every thread of the process: libuv's and libvips'
+  return { seconds: Number(process.hrtime.bigint() - t0) / 1e9,
+           cpu: (cpu.user + cpu.system) / 1e6, results };
 }
 const rl = readline.createInterface({ input: process.stdin });
 rl.on('line', async (line) => {
@@ -55,12 +68,17 @@ rl.on('line', async (line) => {
       reply({ versions: sharp.versions, concurrency: sharp.concurrency(),
               uvThreads: Number(process.env.UV_THREADPOOL_SIZE || 4), node: process.version });
     } else if (msg.cmd === 'run') {
-      reply(await run(msg.indices, msg.quality, msg.inflight, !!msg.keep));
+      reply(await run(msg.indices, msg.quality, msg.inflight, !!msg.keep, msg.op || null));
     } else if (msg.cmd === 'rss') {
       // VmHWM: this process's own peak; resourceUsage().maxRSS starts at the parent's
-      const hwm = /VmHWM:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'ascii'));
+      const status = fs.readFileSync('/proc/self/status', 'ascii');
+      const hwm = /VmHWM:\s+(\d+)/.exec(status);
+      const now = /VmRSS:\s+(\d+)/.exec(status);
       const maxRSS = hwm ? Number(hwm[1]) * 1024 : process.resourceUsage().maxRSS * 1024;
-      reply({ pid: process.pid, maxRSS });
+      if (msg.reset) {
+        try { fs.writeFileSync('/proc/self/clear_refs', '5'); } catch (e) { /* kept */ }
+      }
+      reply({ pid: process.pid, maxRSS, rss: now ? Number(now[1]) * 1024 : 0 });
     } else {
       process.exit(0);
     }
@@ -105,12 +123,25 @@ def install(cache: Path, version: str = SHARP_VERSION, log: bool = True) -> Path
     raise SharpUnavailable("npm could not install sharp")
 
 
+@dataclass(frozen=True)
+class Op:
+    """What `run` does to each image instead of `.jpeg({quality})`: `format` "raw" (the
+    pixels) or a sharp output format with its `options`; `box` (width, height) to fit inside,
+    never enlarged; `flatten` transparency on white first."""
+
+    format: str
+    options: dict[str, Any] = field(default_factory=dict)
+    box: tuple[int, int] | None = None
+    flatten: bool = False
+
+
 @dataclass
 class SharpRun:
     seconds: float  # measured inside node, from the first image started to the last done
     sizes: list[int]
     dims: list[tuple[int, int]]
     outputs: list[bytes]
+    cpu: float = 0.0  # CPU seconds of the node process (all its threads) over the same span
 
 
 class Sharp:
@@ -144,7 +175,9 @@ class Sharp:
             raise SharpUnavailable(answer["error"])
         return answer
 
-    def run(self, indices: list[int], quality: int, keep: bool = False) -> SharpRun:
+    def run(
+        self, indices: list[int], quality: int = 0, keep: bool = False, op: Op | None = None
+    ) -> SharpRun:
         answer = self._ask(
             {
                 "cmd": "run",
@@ -152,6 +185,7 @@ class Sharp:
                 "quality": quality,
                 "inflight": self.inflight,
                 "keep": keep,
+                "op": asdict(op) if op is not None else None,
             }
         )
         results = answer["results"]
@@ -160,10 +194,17 @@ class Sharp:
             sizes=[int(r[0]) for r in results],
             dims=[(int(r[1]), int(r[2])) for r in results],
             outputs=[base64.b64decode(r[3]) for r in results] if keep else [],
+            cpu=float(answer.get("cpu", 0.0)),
         )
 
     def peak_rss(self) -> int:
         return int(self._ask({"cmd": "rss"})["maxRSS"])
+
+    def resident(self, reset: bool = False) -> tuple[int, int]:
+        """(resident set size now, its peak so far) in bytes; `reset` then starts the peak
+        again from the resident size (Linux's clear_refs)."""
+        answer = self._ask({"cmd": "rss", "reset": reset})
+        return int(answer["rss"]), int(answer["maxRSS"])
 
     def close(self) -> None:
         proc = self._proc

@@ -61,9 +61,12 @@ class InProcessObjectStore:
     def bucket(self) -> str:
         return self._fallback.bucket
 
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+    def put_bytes(self, key: str, data: bytes, content_type: str, cache_control: str = "") -> None:
         stored = self._backend.put_object(self.bucket, key, data)
-        stored.set_metadata({"Content-Type": content_type})
+        headers = {"Content-Type": content_type}
+        if cache_control:
+            headers["Cache-Control"] = cache_control
+        stored.set_metadata(headers)
 
     def put_file(self, key: str, fileobj: IO[bytes], content_type: str) -> None:
         """A file up to IN_MEMORY_BYTES bytes (an output CSV of a few thousand rows) is stored

@@ -39,6 +39,7 @@ class FakeObjectStore:
     def __init__(self, bucket: str) -> None:
         self._bucket = bucket
         self.objects: dict[str, tuple[bytes, str]] = {}
+        self.cache_control: dict[str, str] = {}  # key -> its Cache-Control, when one was given
         self.written: list[str] = []  # every key stored, in order (a rewrite shows twice)
         self.copied: list[tuple[str, str]] = []
         self.fail_puts = 0
@@ -47,11 +48,15 @@ class FakeObjectStore:
     def bucket(self) -> str:
         return self._bucket
 
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+    def put_bytes(self, key: str, data: bytes, content_type: str, cache_control: str = "") -> None:
         if self.fail_puts:
             self.fail_puts -= 1
             raise ConnectionError("storage is down")
         self.objects[key] = (bytes(data), content_type)
+        if cache_control:
+            self.cache_control[key] = cache_control
+        else:
+            self.cache_control.pop(key, None)
         self.written.append(key)
 
     def put_file(self, key: str, fileobj: IO[bytes], content_type: str) -> None:

@@ -1,8 +1,14 @@
-"""The one place that wires adapters to services. Built lazily, once per container."""
+"""The one place that wires adapters to services. Built lazily, once per container.
+
+Imported at init, with every library the wiring uses (boto3, botocore, pymongo, requests):
+a function's first invocation then imports nothing, and a SnapStart snapshot holds them all.
+Nothing is built here at import: no client, no secret read, no connection (those come with
+`dependencies()`, on first use, after a restore; chalicelib/snapstart.py)."""
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import uuid
@@ -10,6 +16,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import boto3
+from botocore.config import Config
+
+from chalicelib.adapters.cloudfront import CloudFrontInvalidator
+from chalicelib.adapters.eventbridge import EventBridgePublisher
+from chalicelib.adapters.fair_pool import FairThreadPool
+from chalicelib.adapters.guarded_http import url_refusal
+from chalicelib.adapters.image_download import HttpImageFetcher
+from chalicelib.adapters.mongo_reuse import MongoReuseIndex
+from chalicelib.adapters.mongo_store import MongoJobStore
+from chalicelib.adapters.mongo_tenants import MongoTenantStore
+from chalicelib.adapters.s3 import S3ObjectStore
+from chalicelib.adapters.secrets_manager import SecretsManagerSource
+from chalicelib.adapters.sqs import SqsTaskQueue
+from chalicelib.adapters.webhook_delivery import HttpWebhookSender
 from chalicelib.config import Settings
 from chalicelib.domain.retention import job_retention
 from chalicelib.ports import ObjectStore, SecretSource, TaskQueue
@@ -43,9 +64,10 @@ class LocalAws:
 def tune_pillow(env: Mapping[str, str]) -> None:
     """Keep Pillow's freed image blocks for reuse (PILLOW_BLOCKS_MAX). Pillow reads the
     variable at import; applying it here also covers a process that imported Pillow first
-    (the emulator). Identical output (measured: docs/performance.md)."""
+    (the emulator). Identical output (measured: docs/performance.md). A process without
+    Pillow loaded (the API, the light functions) is left without it."""
     raw = env.get("PILLOW_BLOCKS_MAX", "").strip()
-    if raw.isdigit():
+    if raw.isdigit() and "PIL" in sys.modules:
         from PIL import _imaging
 
         _imaging.set_blocks_max(int(raw))
@@ -55,22 +77,6 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
     """Real adapters: boto3 for S3 and SQS, pymongo for the store, requests for HTTP; with
     `local_aws`, its S3 and SQS adapters in front of boto3's."""
     tune_pillow(os.environ)
-    import boto3
-    from botocore.config import Config
-
-    from chalicelib.adapters.cloudfront import CloudFrontInvalidator
-    from chalicelib.adapters.eventbridge import EventBridgePublisher
-    from chalicelib.adapters.fair_pool import FairThreadPool
-    from chalicelib.adapters.guarded_http import url_refusal
-    from chalicelib.adapters.image_download import HttpImageFetcher
-    from chalicelib.adapters.mongo_reuse import MongoReuseIndex
-    from chalicelib.adapters.mongo_store import MongoJobStore
-    from chalicelib.adapters.mongo_tenants import MongoTenantStore
-    from chalicelib.adapters.s3 import S3ObjectStore
-    from chalicelib.adapters.secrets_manager import SecretsManagerSource
-    from chalicelib.adapters.sqs import SqsTaskQueue
-    from chalicelib.adapters.webhook_delivery import HttpWebhookSender
-
     session = boto3.session.Session()
     aws_config = Config(
         retries={"mode": "standard", "max_attempts": 5},

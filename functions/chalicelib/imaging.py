@@ -1,23 +1,28 @@
-"""Every Pillow call of the pipeline: untrusted bytes in, a plain sRGB JPEG out.
+"""Every Pillow call of the pipeline: untrusted bytes in, a plain sRGB JPEG, WebP or AVIF out.
 
 The steps, in order: identify the format (from an allow-list), refuse too many pixels from
-the header alone, decode the first frame, apply the EXIF orientation, bring any colour
-profile to sRGB, flatten transparency on white, and encode a baseline JPEG with no metadata.
-Every expected failure is an `ImageFailure` carrying one of the contract's codes.
+the header alone, decode the first frame (a JPEG that must fit a smaller box is decoded
+smaller: shrink on load), apply the EXIF orientation, fit the job's box (a box reduce, then
+LANCZOS to the exact size), bring any colour profile to sRGB, flatten transparency on white,
+and encode in the job's format with no metadata. Every expected failure is an
+`ImageFailure` carrying one of the contract's codes.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import threading
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from chalicelib.domain.models import ImageErrorCode
+from chalicelib.domain.output_options import OutputFormat
 from chalicelib.errors import ImageFailure
 
 try:  # LittleCMS is optional in Pillow builds; without it profiles are ignored.
@@ -57,15 +62,34 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 # What one image may cost to decode and encode, in seconds per megapixel of the largest image
-# accepted, by output format: the worst input measured, with room for Lambda's slower arm64
-# vCPU (measured: see docs/performance.md). The worker keeps this much of its invocation's
-# time back for every image it starts.
-SECONDS_PER_MEGAPIXEL = {"jpeg": 0.08}
+# accepted, by output format: the worst input of the benchmark corpus at full size (the
+# format's slowest quality), with the same room for Lambda's slower arm64 vCPU as JPEG's
+# (measured: see docs/performance.md). The worker keeps this much of its invocation's time
+# back for every image it starts.
+SECONDS_PER_MEGAPIXEL = {"jpeg": 0.08, "webp": 0.32, "avif": 0.28}
+
+# The encoders' settings besides quality (measured: docs/performance.md, "Output formats").
+WEBP_METHOD = 4  # libwebp's effort, 0-6 (its default and sharp's); 6 made more bytes
+AVIF_SPEED = 9  # libaom's speed, 0 (slowest) - 10 (10 encodes as 9 does); 6-8 are too slow
+# One encoder thread per image: the worker's pool runs images side by side, and Pillow
+# releases the GIL while libaom encodes.
+AVIF_THREADS = 1
+WEBP_MAX_SIDE = 16_383  # WebP cannot hold more pixels on a side: larger outputs fit this box
+
+# Shrink on load (as sharp and libvips do): a JPEG is decoded at the smallest of these scales,
+# in eighths of its size (DCT scaling), that still covers the box: 1/8, 2/8, 3/8 and 4/8
+# decode in less time than 4/8 or about as much, while 5/8 to 7/8 cost as much as a full
+# decode or more. Then `reduce()` by an integer factor while the image stays at least
+# REDUCING_GAP times the box, and LANCZOS to the exact size (measured: docs/performance.md,
+# "Output formats").
+DCT_SCALES = (1, 2, 3, 4)
+REDUCING_GAP = 2.0
 
 
 def work_allowance(max_pixels: int, output_format: str = "jpeg") -> float:
-    """Seconds to keep back for decoding and encoding an image of at most `max_pixels`."""
-    return SECONDS_PER_MEGAPIXEL[output_format] * max_pixels / 1_000_000
+    """Seconds to keep back for decoding and encoding an image of at most `max_pixels`
+    into `output_format` (a full-size output: the worst case for any box)."""
+    return SECONDS_PER_MEGAPIXEL[str(output_format)] * max_pixels / 1_000_000
 
 
 @dataclass(frozen=True)
@@ -74,11 +98,10 @@ class CompressOptions:
     max_pixels: int = 50_000_000
     # Optimised Huffman tables: the same pixels in fewer bytes (sharp's default, so the output
     # matches the service we replace byte for byte in size), for more time (measured: see
-    # docs/performance.md).
+    # docs/performance.md). JPEG only.
     optimize: bool = True
-    # The job's output options (domain/output_options.py): the format to encode, and the box
-    # the output must fit in (aspect kept, never enlarged). Defaults: the seed's JPEG.
-    format: str = "jpeg"
+    format: OutputFormat = OutputFormat.JPEG
+    # The box the output fits in (aspect kept, never enlarged); None: no bound that way.
     max_width: int | None = None
     max_height: int | None = None
 
@@ -87,6 +110,19 @@ class CompressOptions:
             raise ValueError(f"quality must be between 1 and 100, got {self.quality}")
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
+        for name in ("max_width", "max_height"):
+            bound = getattr(self, name)
+            if bound is not None and bound < 1:
+                raise ValueError(f"{name} must be positive, got {bound}")
+        object.__setattr__(self, "format", OutputFormat(self.format))
+
+    def box(self) -> tuple[int | None, int | None]:
+        """The bounds that apply: the job's, within the format's own limit."""
+        width, height = self.max_width, self.max_height
+        if self.format is OutputFormat.WEBP:
+            width = min(width or WEBP_MAX_SIDE, WEBP_MAX_SIDE)
+            height = min(height or WEBP_MAX_SIDE, WEBP_MAX_SIDE)
+        return width, height
 
 
 @dataclass(frozen=True)
@@ -95,15 +131,64 @@ class Compressed:
     width: int
     height: int
     source_format: str
+    content_type: str = "image/jpeg"
+    extension: str = "jpg"
+
+
+def fit_inside(
+    width: int, height: int, max_width: int | None, max_height: int | None
+) -> tuple[int, int]:
+    """The size of `width` x `height` fitted inside the box, its aspect kept (the side that
+    binds gets the bound exactly, the other is rounded), never enlarged."""
+    scale_w = max_width / width if max_width is not None else math.inf
+    scale_h = max_height / height if max_height is not None else math.inf
+    if min(scale_w, scale_h) >= 1:
+        return width, height
+    if scale_w <= scale_h:
+        assert max_width is not None
+        return max_width, max(1, (2 * height * max_width + width) // (2 * width))
+    assert max_height is not None
+    return max(1, (2 * width * max_height + height) // (2 * height)), max_height
+
+
+# What turns the fitted sRGB pixels into the output's bytes (the format's encoder).
+Encoder = Callable[[Image.Image, CompressOptions], bytes]
 
 
 def compress_to_jpeg(data: bytes, options: CompressOptions) -> Compressed:
-    """Decode `data` (any supported raster format) and re-encode it: a JPEG of the same size
-    by default; in `options.format` (JPEG, WebP, AVIF), fit inside `max_width` x `max_height`
-    when the job's options say so.
+    """`compress` into a JPEG, whatever format `options` names."""
+    if options.format is not OutputFormat.JPEG:
+        options = replace(options, format=OutputFormat.JPEG)
+    return compress(data, options)
+
+
+def compress(data: bytes, options: CompressOptions) -> Compressed:
+    """Decode `data` (any supported raster format) and re-encode it as `options` say: their
+    format and quality, fitted inside their box.
 
     Raises `ImageFailure` with `not_an_image`, `too_many_pixels` or `decode_failed`.
     """
+    return _guarded(data, options, _encode)
+
+
+def fitted_pixels(data: bytes, options: CompressOptions, keep: bool = True) -> Compressed:
+    """The sRGB pixels `compress` would encode, as raw RGB bytes (none unless `keep`), for
+    the benchmarks and the tests that compare resizing paths."""
+
+    def raw(image: Image.Image, _: CompressOptions) -> bytes:
+        if not keep:
+            return b""
+        if image.mode == "RGB":
+            return image.tobytes()
+        with image.convert("RGB") as rgb:
+            return rgb.tobytes()
+
+    found = _guarded(data, options, raw)
+    return replace(found, content_type="application/octet-stream", extension="rgb")
+
+
+def _guarded(data: bytes, options: CompressOptions, encode: Encoder) -> Compressed:
+    """Run the pipeline with every expected failure an `ImageFailure`."""
     if not data:
         raise ImageFailure(ImageErrorCode.NOT_AN_IMAGE, "the response body is empty")
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -114,7 +199,7 @@ def compress_to_jpeg(data: bytes, options: CompressOptions) -> Compressed:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if above_pillow else "error", Image.DecompressionBombWarning)
         try:
-            return _compress(data, options)
+            return _compress(data, options, encode)
         except ImageFailure:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -125,7 +210,7 @@ def compress_to_jpeg(data: bytes, options: CompressOptions) -> Compressed:
             ) from exc
 
 
-def _compress(data: bytes, options: CompressOptions) -> Compressed:
+def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compressed:
     try:
         source = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError as exc:
@@ -147,21 +232,27 @@ def _compress(data: bytes, options: CompressOptions) -> Compressed:
                 f"{width}x{height} is {width * height} pixels, "
                 f"more than the limit of {options.max_pixels}",
             )
-        pixels = _decode_turbo(source, data)
+        size, eighths = _plan_fit(source, options)
+        pixels = _decode_turbo(source, data, eighths)
         if pixels is None:
             source.seek(0)  # the first frame of an animation (n_frames would scan the file)
+            if eighths < 8 and source.format in _DCT_FORMATS:
+                # Pillow's decoder scales too, by 1/2, 1/4 or 1/8 only: the largest that
+                # still gives at least this size
+                source.draft(None, _scaled(source.size, eighths))
             source.load()
             _apply_orientation(source)
             pixels = source
-        rgb = _to_srgb(pixels)
+        rgb = _to_srgb(pixels, size)
         try:
+            if rgb is not pixels:
+                pixels.close()  # the decoded pixels are not needed while encoding
             rgb.info.clear()  # JPEG save copies a comment (and more) from `info`: strip it
-            if options.max_width or options.max_height:
-                # fit inside the box, aspect kept, never enlarged (thumbnail's rule)
-                box = (options.max_width or rgb.width, options.max_height or rgb.height)
-                rgb.thumbnail(box, Image.Resampling.LANCZOS)
-            data = _encode(rgb, options)
-            return Compressed(data, rgb.width, rgb.height, source_format)
+            fmt = options.format
+            data = encode(rgb, options)
+            return Compressed(
+                data, rgb.width, rgb.height, source_format, fmt.content_type, fmt.extension
+            )
         finally:
             if rgb is not pixels:
                 rgb.close()
@@ -169,9 +260,55 @@ def _compress(data: bytes, options: CompressOptions) -> Compressed:
                 pixels.close()
 
 
-def _decode_turbo(source: ImageFile.ImageFile, data: bytes) -> Image.Image | None:
+# EXIF orientations that turn the image a quarter (its width becomes its height)
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+# Formats whose decoder scales the DCT (a camera's MPO is JPEGs, its first decoded here)
+_DCT_FORMATS = frozenset({"JPEG", "MPO"})
+
+
+def _plan_fit(
+    source: ImageFile.ImageFile, options: CompressOptions
+) -> tuple[tuple[int, int] | None, int]:
+    """The output size (None: the image's own) and the scale, in eighths, to decode a JPEG
+    at (8: its full size): the box applies to the oriented image, the decoder to the stored
+    one."""
+    box = options.box()
+    if box == (None, None):
+        return None, 8
+    turned = _orientation(source) in _QUARTER_TURNS
+    width, height = source.size
+    oriented = (height, width) if turned else (width, height)
+    size = fit_inside(*oriented, *box)
+    if size == oriented:
+        return None, 8
+    stored = (size[1], size[0]) if turned else size
+    if source.format in _DCT_FORMATS:
+        for eighths in DCT_SCALES:
+            scaled = _scaled(source.size, eighths)
+            if scaled[0] >= stored[0] and scaled[1] >= stored[1]:
+                return size, eighths
+    return size, 8
+
+
+def _scaled(size: tuple[int, int], eighths: int) -> tuple[int, int]:
+    """A JPEG's size decoded at `eighths`/8 (libjpeg rounds each side up)."""
+    return -(-size[0] * eighths // 8), -(-size[1] * eighths // 8)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 when absent or unreadable, as `_apply_orientation` reads it)."""
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError):
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def _decode_turbo(source: ImageFile.ImageFile, data: bytes, eighths: int = 8) -> Image.Image | None:
     """A colour JPEG decoded by libjpeg-turbo's one-call API (simplejpeg), or None for
-    anything else or anything it will not decode cleanly (Pillow then decides).
+    anything else or anything it will not decode cleanly (Pillow then decides). With
+    `eighths` < 8 the decoder scales the DCT, giving an image of `eighths`/8 of the size
+    (each side rounded up) in less time: the one JPEG decode path, whatever the box.
 
     The same library Pillow links, with Pillow's settings (accurate DCT, fancy upsampling),
     so the pixels are identical; but it decodes the whole buffer in one call without the GIL
@@ -184,12 +321,20 @@ def _decode_turbo(source: ImageFile.ImageFile, data: bytes) -> Image.Image | Non
         return None
     if not _rgbx_encoding_checked.is_set():
         _check_rgbx_encoding()
+    expected = _scaled(source.size, eighths)
+    scaled: dict[str, int | bool] = {}
+    if eighths < 8:
+        # Scaled: the chroma's simple upsampling (a fraction of the decode's time; the
+        # resample to the box smooths it, measured) instead of a larger chroma DCT.
+        scaled = {"min_width": expected[0], "min_height": expected[1], "fastupsample": True}
     try:
-        array = simplejpeg.decode_jpeg(data, "RGBX", fastdct=False, fastupsample=False)
+        array = simplejpeg.decode_jpeg(
+            data, "RGBX", **{"fastdct": False, "fastupsample": False, **scaled}
+        )
     except ValueError:  # strict: even a recoverable warning; Pillow's decoder judges those
         return None
     height, width = int(array.shape[0]), int(array.shape[1])
-    if (width, height) != source.size:
+    if (width, height) != expected:
         return None
     image = Image.frombuffer("RGBX", (width, height), array, "raw", "RGBX", 0, 1)
     for key in ("exif", "xmp", "icc_profile"):
@@ -238,21 +383,16 @@ def _check_rgbx_encoding() -> None:
         _rgbx_encoding_checked.set()
 
 
-# AVIF's encoder speed (0 slowest .. 10 fastest); WebP's method (0 fastest .. 6 slowest).
-AVIF_SPEED = 8
-WEBP_METHOD = 4
-
-
 def _encode(image: Image.Image, options: CompressOptions) -> bytes:
-    if options.format == "jpeg":
+    if options.format is OutputFormat.JPEG:
         return _encode_jpeg(image, options)
     buffer = io.BytesIO()
-    if options.format == "webp":
+    if options.format is OutputFormat.WEBP:
         image.save(buffer, "WEBP", quality=options.quality, method=WEBP_METHOD)
-    elif options.format == "avif":
-        image.save(buffer, "AVIF", quality=options.quality, speed=AVIF_SPEED)
     else:
-        raise ValueError(f"unknown output format {options.format!r}")
+        image.save(
+            buffer, "AVIF", quality=options.quality, speed=AVIF_SPEED, max_threads=AVIF_THREADS
+        )
     return buffer.getvalue()
 
 
@@ -289,9 +429,17 @@ def _apply_orientation(image: Image.Image) -> None:
         log.debug("ignoring unreadable EXIF orientation: %s", exc)
 
 
-def _to_srgb(image: Image.Image) -> Image.Image:
-    """An RGB image (a new object, or `image` itself) with transparency flattened on white."""
+def _to_srgb(image: Image.Image, size: tuple[int, int] | None = None) -> Image.Image:
+    """An RGB image (a new object, or `image` itself) with transparency flattened on white,
+    resized to `size` when given (fewer pixels to convert: the box first)."""
     work = _normalise_mode(image)
+    if size is not None and work.size != size:
+        if work.mode == "RGBX":  # Pillow resamples 3 bands in less time than 4 (measured)
+            work = _replace(work, work.convert("RGB"), image)
+        # LANCZOS to the exact size, after a box `reduce()` while the image is at least
+        # REDUCING_GAP times the size (Pillow premultiplies alpha while resampling)
+        resized = work.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+        work = _replace(work, resized, image)
     icc = image.info.get("icc_profile")
     if isinstance(icc, bytes) and icc:
         work = _from_profile(work, icc)
@@ -302,6 +450,13 @@ def _to_srgb(image: Image.Image) -> Image.Image:
     if work.mode not in {"RGB", "RGBX"}:  # the JPEG encoder reads RGBX as RGB
         return work.convert("RGB")
     return work
+
+
+def _replace(old: Image.Image, new: Image.Image, keep: Image.Image) -> Image.Image:
+    """`new`, after freeing `old` unless it is `keep` (the caller's image)."""
+    if old is not keep:
+        old.close()
+    return new
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:

@@ -40,8 +40,9 @@ class ObjectStore(Protocol):
     @property
     def bucket(self) -> str: ...
 
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        """Store `data` at `key`, replacing whatever was there."""
+    def put_bytes(self, key: str, data: bytes, content_type: str, cache_control: str = "") -> None:
+        """Store `data` at `key`, replacing whatever was there; `cache_control` (when given)
+        is the `Cache-Control` header the object is served with."""
 
     def put_file(self, key: str, fileobj: IO[bytes], content_type: str) -> None:
         """Store a file-like object at `key` (streamed, for large files)."""

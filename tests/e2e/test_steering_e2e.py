@@ -197,3 +197,53 @@ def test_a_slow_job_cancelled_ends_cancelled_once_and_its_deletion_removes_it(
     assert api.delete(f"{emulator.api_url}/api/jobs/{request_id}", timeout=10).status_code == 404
     listing = api.get(f"{emulator.api_url}/api/jobs", timeout=10).json()
     assert request_id not in [job["requestId"] for job in listing["jobs"]]
+
+
+def test_the_jobs_list_is_newest_first_paged_and_filtered_by_status(
+    emulator: Emulator, host: tuple[SlowHost, str]
+) -> None:
+    """Three jobs of the tenant, one page of one job at a time through `nextCursor`: each of
+    them once, newest first; `status=` keeps only that status; bad parameters are 400s
+    naming the field."""
+    _, base = host
+    api = keyed(emulator)
+    mine = []
+    for n in range(3):
+        mine.append(upload(emulator, HEADER + f"1,Listed {n},{base}/fast/list-{n}.jpg\n"))
+        time.sleep(0.01)  # distinct creation times (milliseconds in the listing)
+    for request_id in mine:
+        assert wait_until(
+            lambda r=request_id: status_of(emulator, r)["status"] == "completed", timeout=60
+        )
+
+    seen: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(100):
+        params = {"limit": "1", **({"cursor": cursor} if cursor else {})}
+        answer = api.get(f"{emulator.api_url}/api/jobs", params=params, timeout=10)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        assert len(page["jobs"]) <= 1
+        seen += page["jobs"]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    ids = [job["requestId"] for job in seen]
+    assert len(ids) == len(set(ids))  # no job twice across pages
+    assert [i for i in ids if i in mine] == mine[::-1]  # all three, newest first
+    created = [job["createdAt"] for job in seen]
+    assert created == sorted(created, reverse=True)
+    for job in seen:
+        assert set(job) >= {"requestId", "status", "createdAt", "updatedAt", "progress"}
+
+    completed = api.get(f"{emulator.api_url}/api/jobs?status=completed&limit=100", timeout=10)
+    assert completed.status_code == 200
+    assert {j["status"] for j in completed.json()["jobs"]} == {"completed"}
+    assert set(mine) <= {j["requestId"] for j in completed.json()["jobs"]}
+    failed = api.get(f"{emulator.api_url}/api/jobs?status=failed", timeout=10).json()
+    assert not set(mine) & {j["requestId"] for j in failed["jobs"]}
+
+    for query, field in (("status=done", "status"), ("limit=0", "limit"), ("limit=x", "limit")):
+        bad = api.get(f"{emulator.api_url}/api/jobs?{query}", timeout=10)
+        assert bad.status_code == 400, (query, bad.text)
+        assert bad.json()["error"] and field in {d.get("field") for d in bad.json()["details"]}

@@ -127,6 +127,20 @@ def test_a_small_file_is_stored_in_process_from_where_it_stands(aws: None) -> No
     assert fallback.files == []
 
 
+@pytest.mark.parametrize("kind", ["in-process", "api"])
+def test_an_output_is_served_with_its_type_and_cache_control(aws: None, kind: str) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="outputs")
+    api = S3ObjectStore(s3, "outputs")
+    store = InProcessObjectStore(api) if kind == "in-process" else api
+    store.put_bytes("outputs/j/1/0.webp", b"RIFF", "image/webp", "public, max-age=60, immutable")
+    store.put_bytes("outputs/j/output.csv", b"S. No.\n", "text/csv")
+    image = s3.get_object(Bucket="outputs", Key="outputs/j/1/0.webp")
+    assert image["ContentType"] == "image/webp"
+    assert image["CacheControl"] == "public, max-age=60, immutable"
+    assert "CacheControl" not in s3.get_object(Bucket="outputs", Key="outputs/j/output.csv")
+
+
 def test_a_large_file_streams_through_the_fallback(
     aws: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +19,7 @@ import pytest
 from PIL import Image
 
 from benchmarks import __main__ as suite
-from benchmarks import corpus, pipeline
+from benchmarks import corpus, format_defaults, formats, pipeline, ssim
 from benchmarks.compressor import batches, paired_ratio, summed, throughput
 
 SMALL = (
@@ -282,3 +284,172 @@ def test_the_suite_runs_the_cold_start_benchmark(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(suite, "scale", lambda rows, env=None: [])
     assert suite.main(["--quick"]) == 0
     assert ("benchmarks.cold_start", ["--quick"]) in ran
+
+
+def test_the_suite_keeps_the_ratio_lines_of_the_formats_benchmark() -> None:
+    lines = [
+        "targets",
+        "  webp: ours vs sharp's default effort, equal bytes      1.200 >= 1.00  PASS",
+        "  RATIO webp bytes at the SSIM of sharp's defaults, ours/sharp = 0.950 (no target)",
+        "  a RATIO in the middle of a line is not one",
+    ]
+    assert suite.verdicts(lines) == [lines[1].strip(), lines[2].strip()]
+
+
+# -- output formats: SSIM, the searches, the defaults' rule, tiny runs -------------------------
+
+
+def test_ssim_is_one_for_the_same_image_and_falls_with_noise() -> None:
+    image = corpus.photo_like(64, 40, 5)
+    assert ssim.ssim(image, image) == pytest.approx(1.0)
+    plane = ssim.luma(image)
+    rng = np.random.default_rng(1)
+    slightly = ssim.ssim_planes(plane, plane + rng.normal(0, 2, plane.shape))
+    badly = ssim.ssim_planes(plane, plane + rng.normal(0, 20, plane.shape))
+    assert 1.0 > slightly > badly > 0.0
+    with pytest.raises(ValueError):
+        ssim.ssim(image, image.resize((32, 20)))
+
+
+def test_ssim_in_bands_is_the_ssim_of_the_whole_window_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against the formula computed at once in float64 with a 2-D window (the map's mean)."""
+    rng = np.random.default_rng(2)
+    x = ssim.luma(corpus.photo_like(40, 70, 6))
+    y = x + rng.normal(0, 8, x.shape)
+    weights = ssim._window()
+    window = np.outer(weights, weights)
+    views = np.lib.stride_tricks.sliding_window_view
+
+    def blur(p: np.ndarray) -> np.ndarray:
+        return np.einsum("ijkl,kl->ij", views(p, window.shape), window)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    index = ((2 * mx * my + ssim.C1) * (2 * cov + ssim.C2)) / (
+        (mx * mx + my * my + ssim.C1) * (vx + vy + ssim.C2)
+    )
+    monkeypatch.setattr(ssim, "_BAND", 16)  # several bands, the last one short
+    assert ssim.ssim_planes(x, y) == pytest.approx(float(index.mean()), abs=1e-6)
+
+
+def test_calibrate_finds_the_quality_of_the_closest_bytes() -> None:
+    def bytes_at(quality: int) -> int:
+        return 100 * quality + (quality * quality) // 3
+
+    assert formats.calibrate(bytes_at, bytes_at(37)) == 37
+    assert formats.calibrate(bytes_at, bytes_at(37) + 40) == 37
+    assert formats.calibrate(bytes_at, bytes_at(38) - 10) == 38
+    assert formats.calibrate(bytes_at, 0) == 1
+    assert formats.calibrate(bytes_at, 10**9) == 100
+
+
+def test_equal_ssim_interpolates_quality_and_bytes_between_the_two_around_it() -> None:
+    def measure(quality: int) -> tuple[int, float]:
+        return 1000 * quality, 0.5 + quality / 200  # SSIM 0.5 at q0 to 1.0 at q100
+
+    found = formats.at_equal_ssim(measure, 0.8025)
+    assert found is not None
+    assert found.quality == pytest.approx(60.5)
+    assert found.size == pytest.approx(60_500)
+    assert formats.at_equal_ssim(measure, 1.5) is None
+
+
+def _rows(*table: tuple[str, int, int, int, float, float]) -> list[Any]:
+    """Rows of (format, quality, effort, bytes, SSIM, CPU ms/MP); the worst image 1.2x."""
+    return [
+        format_defaults.Row(format_defaults.Setting(f, q, e), size, score, ms, ms * 1.2, "img")
+        for f, q, e, size, score, ms in table
+    ]
+
+
+def test_the_defaults_rule_takes_the_fastest_effort_near_the_fewest_bytes() -> None:
+    rows = _rows(
+        ("jpeg", 50, 0, 1000, 0.90, 50),
+        # effort 6: fewest bytes, slow; effort 8: 2% more, 4x faster; effort 10: 10% more
+        ("avif", 40, 6, 500, 0.88, 800),
+        ("avif", 50, 6, 700, 0.92, 900),
+        ("avif", 40, 8, 510, 0.88, 200),
+        ("avif", 50, 8, 714, 0.92, 220),
+        ("avif", 40, 10, 550, 0.88, 100),
+        ("avif", 50, 10, 770, 0.92, 110),
+    )
+    choice = format_defaults.choose(rows, "avif", (6, 8, 10))
+    assert choice is not None
+    assert (choice.effort, choice.quality) == (8, 45)  # SSIM 0.90 half way from q40 to q50
+    assert choice.seconds_per_megapixel == pytest.approx(0.34)  # 220 * 1.2 ms, JPEG's margin
+
+
+def test_the_defaults_rule_leaves_out_an_effort_too_slow_for_the_worker() -> None:
+    rows = _rows(
+        ("jpeg", 50, 0, 1000, 0.90, 50),
+        ("avif", 40, 6, 500, 0.88, 3000),
+        ("avif", 50, 6, 700, 0.92, 3000),
+        ("avif", 40, 8, 600, 0.88, 200),
+        ("avif", 50, 8, 800, 0.92, 220),
+    )
+    choice = format_defaults.choose(rows, "avif", (6, 8))
+    assert choice is not None and choice.effort == 8
+
+
+def test_the_format_defaults_sweep_runs_on_a_tiny_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tiny images cost far more per megapixel than photos (per-call overhead), more still on
+    # a busy machine: the time gate is tested on its own above, not by this run's clock.
+    monkeypatch.setattr(format_defaults, "MAX_ALLOWANCE", float("inf"))
+    items = corpus.build(tmp_path, SMALL)
+    wanted = [
+        format_defaults.Setting("jpeg", 50),
+        format_defaults.Setting("webp", 40, 4),
+        format_defaults.Setting("webp", 90, 4),
+        format_defaults.Setting("avif", 30, 8),
+        format_defaults.Setting("avif", 70, 8),
+    ]
+    measures = format_defaults.run(items, wanted, workers=0)
+    assert len(measures) == len(items) * len(wanted)
+    assert all(m.size > 0 and 0 < m.ssim <= 1 and m.seconds >= 0 for m in measures)
+    rows = format_defaults.summarise(measures)
+    assert len(format_defaults.table(rows)) == len(wanted) + 1
+    assert any(
+        line.startswith("webp at JPEG q50's SSIM") for line in format_defaults.verdicts(rows)
+    )
+    path = tmp_path / "measures.json"
+    path.write_text(json.dumps([dataclasses.asdict(m) for m in measures]))
+    assert format_defaults.load(path) == measures
+
+
+def test_the_formats_benchmark_runs_on_a_tiny_corpus_without_sharp(tmp_path: Path) -> None:
+    specs = (*SMALL, corpus.Spec("t-large", 200, 150, 10, "JPEG"))
+    items = corpus.build(tmp_path, specs)
+    said: list[str] = []
+    found = formats.run(
+        items,
+        processes=0,
+        count=formats.MIN_ROUNDS,
+        repeats=1,
+        sharp_folder=None,
+        inflight=1,
+        box=60,
+        parts=formats.PARTS,
+        say=said.append,
+        encode_groups=("0MP", "PNG"),
+    )
+    assert found.problems == []
+    text = "\n".join(found.lines)
+    assert "1. encoding at full size: 4 images" in text
+    assert "2. a 60 x 60 box on the largest photos: 2 images" in text
+    assert "ours, box (pixels)" in text and "ours, AVIF default" in text
+    assert [line.split(":")[0] for line in found.targets] == [
+        "60 px box, 12 MP",
+        "60 px box",
+    ]
+    assert all(line.endswith(("PASS", "FAIL")) for line in found.targets)
+
+
+def test_the_dct_scales_are_listed_for_the_largest_photos(tmp_path: Path) -> None:
+    items = corpus.build(tmp_path, (*SMALL, corpus.Spec("t-large", 200, 150, 10, "JPEG")))
+    lines = formats.dct_factors(items, repeats=1)
+    assert len(lines) == 1 + 8
+    assert [line.split()[2] for line in lines[1:]] == [
+        f"{-(-200 * m // 8)}x{-(-150 * m // 8)}" for m in range(8, 0, -1)
+    ]

@@ -736,10 +736,10 @@ def test_a_row_that_always_crashes_goes_to_the_dead_letter_queue(
     h = Harness.build(job_store)
     original = h.world.outputs.put_bytes
 
-    def put_bytes(key: str, data: bytes, content_type: str) -> None:
+    def put_bytes(key: str, data: bytes, content_type: str, cache_control: str = "") -> None:
         if "/7/" in key:
             raise ConnectionError("storing this row's images fails on every receive")
-        original(key, data, content_type)
+        original(key, data, content_type, cache_control)
 
     h.world.outputs.put_bytes = put_bytes  # type: ignore[method-assign]
     request_id = h.submit()
@@ -1066,12 +1066,12 @@ def test_s3_answering_503_slow_down_to_some_puts(job_store: StoreUnderTest) -> N
     refusals = Counter({"/3/0.jpg": 2, "/8/1.jpg": 2, "/output.csv": 2})
     put = h.world.outputs.put_bytes
 
-    def put_bytes(key: str, data: bytes, content_type: str) -> None:
+    def put_bytes(key: str, data: bytes, content_type: str, cache_control: str = "") -> None:
         for ending, left in refusals.items():
             if key.endswith(ending) and left:
                 refusals[ending] -= 1
                 raise slow_down()
-        put(key, data, content_type)
+        put(key, data, content_type, cache_control)
 
     h.world.outputs.put_bytes = put_bytes  # type: ignore[method-assign]
     request_id = h.submit()

@@ -207,7 +207,7 @@ def test_settings_of_links_and_retention() -> None:
 def test_cache_control_never_outlives_the_retention(days: int, max_age: int) -> None:
     settings = Settings(output_retention_days=days)
     assert output_max_age(settings) == max_age
-    assert output_cache_control(settings) == f"public, max-age={max_age}"
+    assert output_cache_control(settings) == f"public, max-age={max_age}, immutable"
     if days:
         assert output_max_age(settings) <= days * 86400
 

@@ -8,14 +8,19 @@ import itertools
 import json
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from chalicelib import imaging
+from chalicelib.config import Settings
+from chalicelib.domain.budget import Budget, OutOfTime
 from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus, WebhookState
+from chalicelib.domain.output_options import OutputFormat, OutputOptions
 from chalicelib.domain.timefmt import parse_iso
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import Conflict, CsvInvalid, ImageFailure, InvalidRequest, NotFound
-from chalicelib.services import finalize, ingest, status, upload, webhooks
+from chalicelib.services import finalize, ingest, process_row, status, upload, webhooks
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
@@ -555,3 +560,128 @@ def test_ingest_parses_percent_encoded_keys() -> None:
         )
     )
     assert events[0].key == "incoming/a/b c.csv"
+
+
+# -- output options ----------------------------------------------------------------------------
+
+
+def picture(width: int, height: int) -> bytes:
+    """A smooth colour picture (quick to make at any size) as a quality 90 JPEG."""
+    bands = [
+        Image.linear_gradient("L").resize((width, height)),
+        Image.radial_gradient("L").resize((width, height)),
+        Image.linear_gradient("L").transpose(Image.Transpose.ROTATE_90).resize((width, height)),
+    ]
+    out = io.BytesIO()
+    Image.merge("RGB", bands).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def submit_with(world: FakeWorld[Any], text: str, options: OutputOptions) -> str:
+    accepted = upload.submit_csv(world.deps, text.encode(), None, None, "default", options=options)
+    queue_handlers.ingest(world.deps, [storage_record(accepted.job.input_key)])
+    return accepted.job.request_id
+
+
+def url_path(url: str) -> str:
+    return urlsplit(url).path
+
+
+def test_a_webp_job_with_a_box_stores_webp_outputs_that_fit() -> None:
+    world = make_world()
+    world.fetcher.responses = {
+        "https://a.test/big.jpg": picture(1600, 1200),
+        "https://a.test/small.jpg": picture(200, 100),
+    }
+    text = HEADER + (
+        '1,Shirt,"https://a.test/big.jpg, https://a.test/small.jpg"\n2,Socks,https://a.test/big.jpg\n'
+    )
+    request_id = submit_with(world, text, OutputOptions(OutputFormat.WEBP, max_width=300))
+    drain(world)
+    job = world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.COMPLETED
+    images = sorted(k for k in world.outputs.objects if k != job.output_csv_key)
+    assert images == [f"outputs/{request_id}/1/0.webp", f"outputs/{request_id}/1/1.webp"]
+    sizes = []
+    for key in images:
+        data, content_type = world.outputs.objects[key]
+        assert content_type == "image/webp"
+        assert world.outputs.cache_control[key] == "public, max-age=31536000, immutable"
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.format == "WEBP"
+            sizes.append(image.size)
+    assert sizes == [(300, 225), (200, 100)]  # fitted, aspect kept; the small one not enlarged
+    doc = status.job_status(world.deps, request_id, "default")
+    assert doc["options"] == {"format": "webp", "quality": None, "maxWidth": 300, "maxHeight": None}
+    products: list[dict[str, Any]] = doc["products"]  # type: ignore[assignment]
+    urls = [url for p in products for url in p["outputImageUrls"]]
+    assert len(urls) == 3 and all(url_path(u).endswith(".webp") for u in urls)
+    table = list(csv.reader(io.StringIO(world.outputs.objects[job.output_csv_key][0].decode())))
+    cells = [u.strip() for row in table[1:] for u in row[3].split(",")]
+    assert len(cells) == 3 and all(url_path(u).endswith(".webp") for u in cells)
+
+
+def test_an_avif_job_with_a_quality_stores_avif_outputs() -> None:
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": picture(400, 300)}
+    request_id = submit_with(
+        world, HEADER + "1,A,https://a.test/1.jpg\n", OutputOptions(OutputFormat.AVIF, quality=40)
+    )
+    drain(world)
+    key = f"outputs/{request_id}/1/0.avif"
+    data, content_type = world.outputs.objects[key]
+    assert content_type == "image/avif"
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "AVIF" and image.size == (400, 300)
+
+
+def test_outputs_of_the_default_options_are_jpegs_with_a_long_cache_control() -> None:
+    world = make_world(Settings(output_retention_days=10))
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    request_id = submit(world, HEADER + "1,A,https://a.test/1.jpg\n")
+    drain(world)
+    key = f"outputs/{request_id}/1/0.jpg"
+    assert world.outputs.objects[key][1] == "image/jpeg"
+    assert world.outputs.cache_control[key] == "public, max-age=864000, immutable"
+    job = world.store.get_job(request_id)
+    assert job is not None and job.output_csv_key not in world.outputs.cache_control
+
+
+def test_the_same_url_in_jobs_of_other_formats_is_made_in_each_format() -> None:
+    """An output is reused only for the same options: another format is made again."""
+    world = make_world()
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    text = HEADER + "1,A,https://a.test/1.jpg\n"
+    as_jpeg = submit(world, text)
+    as_webp = submit_with(world, text, OutputOptions(OutputFormat.WEBP))
+    drain(world)
+    assert world.fetcher.calls == ["https://a.test/1.jpg"] * 2
+    assert world.outputs.objects[f"outputs/{as_jpeg}/1/0.jpg"][1] == "image/jpeg"
+    assert world.outputs.objects[f"outputs/{as_webp}/1/0.webp"][1] == "image/webp"
+
+
+def test_the_time_kept_back_per_image_is_the_jobs_formats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = make_world(
+        Settings(
+            webhook_secret="whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            download_deadline=1.0,
+            max_image_pixels=1_000_000,
+        )
+    )
+    monkeypatch.setitem(imaging.SECONDS_PER_MEGAPIXEL, "avif", 50.0)
+    world.fetcher.responses = {"https://a.test/1.jpg": jpeg()}
+    text = HEADER + "1,A,https://a.test/1.jpg\n"
+    tasks = {}
+    for fmt in (OutputFormat.JPEG, OutputFormat.AVIF):
+        submit_with(world, text, OutputOptions(fmt))
+        (message,) = world.rows_queue.drain()
+        tasks[fmt] = process_row.RowTask.from_message(message.body)
+    # 18 s to spend: a download attempt (1 s) and a JPEG's 0.08 s fit, an AVIF's 50 s do not
+    outcomes = process_row.process_rows(
+        world.deps, [tasks[OutputFormat.JPEG], tasks[OutputFormat.AVIF]], Budget.seconds(20)
+    )
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], OutOfTime)
+    assert world.fetcher.calls == ["https://a.test/1.jpg"]

@@ -4,6 +4,7 @@ are made anew."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from chalicelib.config import Settings
@@ -64,6 +65,18 @@ def test_other_options_or_another_tenant_make_the_image_anew() -> None:
     run(world, "shop", OutputOptions(OutputFormat.WEBP, None, 100, None))
     run(world, "other")
     assert world.outputs.copied == []
+
+
+def test_a_changed_default_quality_makes_the_image_anew_and_a_named_equal_one_reuses() -> None:
+    """The address holds the quality used, not the job's "default": after OUTPUT_QUALITY
+    changes, a default job makes new outputs; a job naming the quality used before reuses."""
+    world = world_with("shop")
+    run(world, "shop")  # OUTPUT_QUALITY 50
+    world.deps.settings = replace(world.deps.settings, output_quality=80)
+    run(world, "shop")
+    assert world.outputs.copied == []
+    run(world, "shop", OutputOptions(OutputFormat.JPEG, 50, None, None))
+    assert len(world.outputs.copied) == 2
 
 
 def test_an_earlier_output_gone_since_is_made_again() -> None:

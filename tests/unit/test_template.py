@@ -7,6 +7,7 @@ loader, and the Chalice app imported in-process.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import re
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ CONFIG_PATH = ROOT / "functions" / "chalicelib" / "config.py"
 HANDLERS = {
     "ApiFunction": "app.app",
     "IngestFunction": "app.ingest_csv",
-    "WorkerFunction": "app.process_rows",
+    "WorkerFunction": "handlers.worker.process_rows",  # app's, with imaging imported at init
     "FinalizeFunction": "app.finalize_jobs",
     "WebhookFunction": "app.deliver_webhooks",
     "RowsDeadLetterFunction": "app.rows_dead_letter",
@@ -297,11 +298,23 @@ def app_module() -> Any:
     return app
 
 
+def app_handler(handler: str) -> str:
+    """The handler of app a template Handler resolves to, as Lambda's runtime imports it
+    (`handlers.worker.process_rows` is `app.process_rows`, with more imported at init)."""
+    import app
+
+    module, _, attribute = handler.rpartition(".")
+    function = getattr(importlib.import_module(module), attribute, None)
+    assert callable(function), f"{handler} is not callable"
+    names = [name for name, value in vars(app).items() if value is function]
+    assert names, f"{handler} is none of app's handlers"
+    return f"app.{names[0]}"
+
+
 def test_every_handler_is_a_callable_of_app(app_module: Any) -> None:
     for logical_id, handler in HANDLERS.items():
-        module, _, attribute = handler.partition(".")
-        assert module == "app", logical_id
-        assert hasattr(app_module, attribute), f"{logical_id}: app.{attribute} is missing"
+        attribute = app_handler(handler).partition(".")[2]
+        assert attribute == handler.rpartition(".")[2], logical_id
         assert callable(getattr(app_module, attribute)), f"app.{attribute} is not callable"
 
 
@@ -360,7 +373,7 @@ def _unreported_mappings(template: dict[str, Any], reporting: set[str]) -> list[
     that lacks ReportBatchItemFailures (Lambda would then delete the whole batch)."""
     missing = []
     for logical_id, function in _functions(template).items():
-        if function["Properties"]["Handler"] not in reporting:
+        if app_handler(function["Properties"]["Handler"]) not in reporting:
             continue
         events = function["Properties"].get("Events") or {}
         for name, event in events.items():
@@ -377,7 +390,7 @@ def test_every_queue_handler_is_fed_by_a_queue(
 ) -> None:
     """A queue handler is wired in the template (else the checks below would skip it)."""
     fed = {
-        function["Properties"]["Handler"]
+        app_handler(function["Properties"]["Handler"])
         for function in _functions(template).values()
         if _sqs_events(function)
     }

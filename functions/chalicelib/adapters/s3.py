@@ -108,8 +108,19 @@ class S3ObjectStore:
     def bucket(self) -> str:
         return self._bucket
 
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        self._client.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType=content_type)
+    def put_bytes(self, key: str, data: bytes, content_type: str, cache_control: str = "") -> None:
+        if cache_control:
+            self._client.put_object(
+                Bucket=self._bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                CacheControl=cache_control,
+            )
+        else:
+            self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=data, ContentType=content_type
+            )
 
     def put_file(self, key: str, fileobj: IO[bytes], content_type: str) -> None:
         # One part in flight: the finalizer's memory stays one 8 MB part, whatever the size.

@@ -37,9 +37,10 @@ class OutputFormat(StrEnum):
         return f"image/{self.value}"
 
 
-# Default quality per format when a job names none (JPEG: OUTPUT_QUALITY). Chosen from
-# measurements of bytes and SSIM against time on the corpus: docs/performance.md.
-DEFAULT_QUALITY = {OutputFormat.WEBP: 50, OutputFormat.AVIF: 45}
+# Default quality per format when a job names none (JPEG: OUTPUT_QUALITY): the quality at
+# which the format matches JPEG q50's SSIM on the benchmark corpus, for fewer bytes
+# (`python -m benchmarks.format_defaults`; docs/performance.md, "Output formats").
+DEFAULT_QUALITY = {OutputFormat.WEBP: 53, OutputFormat.AVIF: 49}
 
 FIELDS = ("format", "quality", "maxWidth", "maxHeight")
 

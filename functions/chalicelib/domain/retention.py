@@ -27,8 +27,9 @@ def output_max_age(settings: Settings) -> int:
 
 def output_cache_control(settings: Settings) -> str:
     """The `Cache-Control` of every output image: public (anyone with the link may read it,
-    through the CDN), kept no longer than the bucket keeps the object."""
-    return f"public, max-age={output_max_age(settings)}"
+    through the CDN), kept no longer than the bucket keeps the object, and immutable (an
+    output key always holds the same pixels: a redelivery rewrites the same image)."""
+    return f"public, max-age={output_max_age(settings)}, immutable"
 
 
 def job_retention(settings: Settings) -> timedelta | None:

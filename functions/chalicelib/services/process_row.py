@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from chalicelib import observability
+from chalicelib.config import Settings
 from chalicelib.domain.budget import Budget, OutOfTime
 from chalicelib.domain.models import (
     ImageErrorCode,
@@ -26,8 +27,9 @@ from chalicelib.domain.models import (
     output_key,
 )
 from chalicelib.domain.output_options import OutputOptions
+from chalicelib.domain.retention import output_cache_control
 from chalicelib.errors import ImageFailure, InvalidRequest
-from chalicelib.imaging import CompressOptions, compress_to_jpeg, work_allowance
+from chalicelib.lazy_imaging import CompressOptions, compress, work_allowance
 from chalicelib.ports import BatchRecorder
 from chalicelib.services import reuse
 from chalicelib.services.deps import Dependencies
@@ -636,7 +638,11 @@ def request_finalization(deps: Dependencies, request_id: str) -> bool:
 
 
 def fetch_with_retries(
-    deps: Dependencies, url: str, budget: Budget | None = None, spent: int = 0
+    deps: Dependencies,
+    url: str,
+    budget: Budget | None = None,
+    spent: int = 0,
+    output_format: str = "jpeg",
 ) -> bytes:
     """Download, retrying transient failures (connect and read timeouts, 5xx, 429, dropped
     connections) with exponential backoff and full jitter; permanent ones (404, blocked, not
@@ -644,10 +650,11 @@ def fetch_with_retries(
 
     No attempt starts unless its whole deadline and the image's decode and encode fit in
     `budget`: then `NoTimeLeft` says how many attempts were spent (`spent` counts those of
-    earlier invocations), and the image resumes in a later one."""
+    earlier invocations), and the image resumes in a later one. The decode and encode are
+    those of the largest image accepted into `output_format` (the job's)."""
     budget = budget or Budget.unlimited()
     settings = deps.settings
-    needed = settings.download_deadline + work_allowance(settings.max_image_pixels)
+    needed = settings.download_deadline + work_allowance(settings.max_image_pixels, output_format)
     attempt = spent
     while True:
         if not budget.fits(needed):
@@ -679,29 +686,21 @@ def _one_image(
     """Fetch and compress one image. Expected failures become a result with a code; an image
     that cannot start in time is Deferred; a storage failure raises, so the row is retried."""
     settings = deps.settings
+    options = compress_options(settings, task.options)
     data = b""
     key = output_key(task.request_id, task.serial, index, task.options.format.extension)
     where: str | None = None
     try:
-        data = fetch_with_retries(deps, url, budget, task.attempts_spent(index))
-        where = reuse.address(deps, task.tenant, task.options, data)
+        data = fetch_with_retries(deps, url, budget, task.attempts_spent(index), options.format)
+        # addressed by the quality used, so that a changed OUTPUT_QUALITY makes new outputs
+        resolved = replace(task.options, quality=options.quality)
+        where = reuse.address(deps, task.tenant, resolved, data)
         copied = reuse.reuse(deps, task.tenant, where, key)
         if copied is not None:  # made before for this tenant: copied, not compressed again
             found = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=copied)
             reuse_cache(deps).put((task.request_id, url), found)
             return found
-        wanted = task.options
-        compressed = compress_to_jpeg(
-            data,
-            CompressOptions(
-                quality=wanted.quality_or(settings.output_quality),
-                max_pixels=settings.max_image_pixels,
-                optimize=settings.output_optimize,
-                format=wanted.format.value,
-                max_width=wanted.max_width,
-                max_height=wanted.max_height,
-            ),
-        )
+        compressed = compress(data, options)
     except NoTimeLeft as short:
         return Deferred(short.attempts)
     except ImageFailure as failure:
@@ -712,8 +711,22 @@ def _one_image(
         code = ImageErrorCode.DECODE_FAILED if data else ImageErrorCode.FETCH_FAILED
         log.exception("unexpected error on %s", url)
         return ImageResult(url, error_code=code, error_message=str(exc)[:300], bytes_in=len(data))
-    deps.outputs.put_bytes(key, compressed.data, task.options.format.content_type)
+    cache_control = output_cache_control(settings)
+    deps.outputs.put_bytes(key, compressed.data, compressed.content_type, cache_control)
     reuse.remember(deps, task.tenant, where, key, len(compressed.data))
     result = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=len(compressed.data))
     reuse_cache(deps).put((task.request_id, url), result)
     return result
+
+
+def compress_options(settings: Settings, options: OutputOptions) -> CompressOptions:
+    """What the compressor is asked for: the job's options over the settings (JPEG's quality
+    is OUTPUT_QUALITY unless the job names one)."""
+    return CompressOptions(
+        quality=options.quality_or(settings.output_quality),
+        max_pixels=settings.max_image_pixels,
+        optimize=settings.output_optimize,
+        format=options.format,
+        max_width=options.max_width,
+        max_height=options.max_height,
+    )

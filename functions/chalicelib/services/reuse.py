@@ -15,7 +15,7 @@ from chalicelib.services.deps import Dependencies
 
 log = logging.getLogger(__name__)
 # Bumped when our own encoding changes in a way the library versions do not show.
-PIPELINE_ENCODING = 1
+PIPELINE_ENCODING = 2
 
 
 @functools.cache
@@ -41,6 +41,11 @@ def address(deps: Dependencies, tenant: str, options: OutputOptions, data: bytes
 
 
 _KEYS: dict[tuple[int, str], str] = {}  # per container: a tenant's key never changes
+
+
+def forget_reuse_keys() -> None:
+    """Read each tenant's key again on next use (a SnapStart restore: chalicelib/snapstart.py)."""
+    _KEYS.clear()
 
 
 def _tenant_key(deps: Dependencies, tenant: str) -> str | None:
