@@ -182,13 +182,14 @@ class ProvisionedStack:
         """A line per deployment setting of the functions that runs nothing locally: the
         versions and aliases SAM publishes, SnapStart, and how the bundles are built."""
         lines = []
+        total = len(self.functions)
         aliases: dict[str, list[str]] = {}
         for function in self.functions.values():
             if function.alias:
                 aliases.setdefault(function.alias, []).append(function.logical_id)
         for alias, names in aliases.items():
             lines.append(
-                f"not emulated: versions and alias {alias} of {_listed(names)} "
+                f"not emulated: versions and alias {alias} of {_listed(names, total)} "
                 "(AutoPublishAlias; on AWS each deploy publishes a version and every event "
                 "source, API route and authorizer invokes the alias): locally every invocation "
                 "runs the code in functions/ as it is now"
@@ -196,7 +197,7 @@ class ProvisionedStack:
         snap = [f.logical_id for f in self.functions.values() if f.snap_start]
         if snap:
             lines.append(
-                f"not emulated: SnapStart of {_listed(snap)} (on AWS each published version "
+                f"not emulated: SnapStart of {_listed(snap, total)} (on AWS each published version "
                 "is initialised once, snapshotted, and new environments resume from the "
                 "snapshot): locally each handler module is imported once in this process, "
                 "never snapshotted or restored, and its runtime hooks (snapshot_restore_py, "
@@ -208,7 +209,7 @@ class ProvisionedStack:
                 built.setdefault(function.build_method, []).append(function.logical_id)
         for method, names in built.items():
             lines.append(
-                f"not emulated: the bundles of {_listed(names)} (BuildMethod {method}: "
+                f"not emulated: the bundles of {_listed(names, total)} (BuildMethod {method}: "
                 "functions/Makefile gives each function only what it uses): locally every "
                 "function imports from functions/ with this environment's packages, all of "
                 "them (`make deploy-check` builds the bundles; benchmarks.cold_start imports "
@@ -237,8 +238,9 @@ class ProvisionedStack:
         )
 
 
-def _listed(names: list[str]) -> str:
-    return f"all {len(names)} functions" if len(names) > 1 else names[0]
+def _listed(names: list[str], total: int) -> str:
+    """`all 8 functions`, or the functions by name when not all of them."""
+    return f"all {total} functions" if len(names) == total > 1 else ", ".join(names)
 
 
 def _describe_rule(rule: Mapping[str, Any]) -> str:

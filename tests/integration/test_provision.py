@@ -238,15 +238,24 @@ def test_versions_snapstart_and_bundles_are_said_not_emulated(
         "  Plain:\n"
         "    Type: AWS::Serverless::Function\n"
         "    Properties: {Handler: app.app, CodeUri: functions/, Runtime: python3.13}\n"
+        "  Snapped:\n"
+        "    Type: AWS::Serverless::Function\n"
+        "    Properties: {Handler: app.app, CodeUri: functions/, Runtime: python3.13,\n"
+        "      AutoPublishAlias: v, SnapStart: {ApplyOn: PublishedVersions}}\n"
         "  Shared:\n"
         "    Type: AWS::Serverless::LayerVersion\n"
         "    Properties: {ContentUri: layer/}\n",
         encoding="utf-8",
     )
     other = _provision(session, plain, stack_name="plain")
-    (function,) = other.functions.values()
+    function = other.functions["Plain"]
     assert (function.alias, function.snap_start, function.build_method) == (None, False, None)
     assert not [line for line in other.describe_extras() if "Plain" in line]
+    said = [line.split(" (")[0] for line in other.describe_extras() if "Snapped" in line]
+    assert said == [
+        "not emulated: versions and alias v of Snapped",
+        "not emulated: SnapStart of Snapped",
+    ]
     assert (
         "not emulated: Shared (AWS::Serverless::LayerVersion): locally every function imports "
         "from this environment, which has every layer's packages"
