@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -365,6 +366,28 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 
 _SESSIONS: dict[int, requests.Session] = {}
+
+
+# Query parameters that would make a link expire (a presigned URL's).
+EXPIRY = frozenset({"x-amz-expires", "expires", "x-amz-signature", "signature", "x-amz-date"})
+
+
+def never_expires(url: str) -> bool:
+    names = {name.lower() for name in parse_qs(urlsplit(url).query, keep_blank_values=True)}
+    return not names & EXPIRY
+
+
+@contextmanager
+def stack_of_tenants(*tenants: str) -> Iterator[Any]:
+    """The real stack on loopback, quiet, private hosts allowed, with these tenants (the
+    first is the one `keyed` calls as)."""
+    from local_emulator.stack import Emulator, EmulatorOptions
+
+    options = EmulatorOptions(
+        host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True, tenants=tenants
+    )
+    with Emulator(options) as emulator:
+        yield emulator
 
 
 def keyed(emulator: Any) -> requests.Session:

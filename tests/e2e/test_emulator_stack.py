@@ -188,7 +188,8 @@ def test_real_template_provisions() -> None:
         sources = [s for f in stack.functions.values() for s in f.sqs_sources]
         assert {s.queue.arn for s in sources} >= set(notified)
         for function in stack.functions.values():
-            assert (function.code_dir / (function.handler.rsplit(".", 1)[0] + ".py")).exists()
+            module = function.handler.rsplit(".", 1)[0]  # handlers.worker: handlers/worker.py
+            assert (function.code_dir / (module.replace(".", "/") + ".py")).exists()
             # AWS's rule holds locally too, both scaled alike (here by 0.05)
             for source in function.sqs_sources:
                 assert (

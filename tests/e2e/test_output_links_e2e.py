@@ -19,28 +19,20 @@ import pytest
 import requests
 from PIL import Image
 
-from local_emulator.stack import Emulator, EmulatorOptions
-from tests.e2e.emulator_support import SAMPLES, keyed
+from local_emulator.stack import Emulator
+from tests.e2e.emulator_support import SAMPLES, keyed, never_expires, stack_of_tenants
 from tests.support.servers import image_host, webhook_receiver
 
 pytestmark = pytest.mark.e2e
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 TERMINAL = {"completed", "completed_with_errors", "failed"}
-EXPIRY = {"x-amz-expires", "expires", "x-amz-signature", "signature", "x-amz-date"}
 IMAGE_TYPES = {"image/jpeg", "image/webp", "image/avif"}
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    options = EmulatorOptions(
-        host="127.0.0.1",
-        port=0,
-        allow_private_hosts=True,
-        quiet=True,
-        tenants=("local", "other"),
-    )
-    with Emulator(options) as emu:
+    with stack_of_tenants("local", "other") as emu:
         yield emu
 
 
@@ -48,11 +40,6 @@ def emulator() -> Iterator[Emulator]:
 def images() -> Iterator[str]:
     with image_host(SAMPLES / "images") as url:
         yield url
-
-
-def never_expires(url: str) -> bool:
-    names = {name.lower() for name in parse_qs(urlsplit(url).query, keep_blank_values=True)}
-    return not names & EXPIRY
 
 
 def plain_get_is_an_image(url: str) -> None:

@@ -18,21 +18,20 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from PIL import Image, ImageOps
 
-from local_emulator.stack import Emulator, EmulatorOptions
-from tests.e2e.emulator_support import SAMPLES, keyed
+from local_emulator.stack import Emulator
+from tests.e2e.emulator_support import SAMPLES, keyed, never_expires, stack_of_tenants
 from tests.support.servers import image_host
 
 pytestmark = pytest.mark.e2e
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 TERMINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
-EXPIRY = {"x-amz-expires", "expires", "x-amz-signature", "signature", "x-amz-date"}
 PILLOW_FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
 EXTENSION = {"jpeg": ".jpg", "webp": ".webp", "avif": ".avif"}
 LONG_CACHE = 30 * 86_400  # "long": a month at least (a year, or the outputs' retention)
@@ -40,14 +39,7 @@ LONG_CACHE = 30 * 86_400  # "long": a month at least (a year, or the outputs' re
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    options = EmulatorOptions(
-        host="127.0.0.1",
-        port=0,
-        allow_private_hosts=True,
-        quiet=True,
-        tenants=("local", "other"),
-    )
-    with Emulator(options) as emu:
+    with stack_of_tenants("local", "other") as emu:
         yield emu
 
 
@@ -141,11 +133,6 @@ def csv_links(emulator: Emulator, doc: Mapping[str, Any], tenant: int = 0) -> li
     rows = list(csv.reader(io.StringIO(answer.content.decode("utf-8"))))
     assert rows[0] == ["S. No.", "Product Name", "Input Image Urls", "Output Image Urls"]
     return [url for row in rows[1:] for url in row[3].split(",")]
-
-
-def never_expires(url: str) -> bool:
-    names = {name.lower() for name in parse_qs(urlsplit(url).query, keep_blank_values=True)}
-    return not names & EXPIRY
 
 
 @dataclass(frozen=True)
