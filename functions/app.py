@@ -35,6 +35,7 @@ app.api.binary_types.append("multipart/form-data")
 app.log.setLevel(logging.INFO)
 observability.configure_logging([app.log])
 snapstart.register()
+bootstrap.prime_aws_models()
 
 ANY_CONTENT: list[str] = []  # we answer 415 ourselves, in the contract's error shape
 

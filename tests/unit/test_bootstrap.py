@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+import socket
 from collections.abc import Iterator
+from typing import Any
 
+import botocore.session
 import pytest
+from botocore.loaders import JSONFileLoader, Loader, create_loader
 from chalicelib import bootstrap
 from chalicelib.bootstrap import tune_pillow
 from PIL import Image
@@ -64,3 +70,60 @@ def test_dependencies_built_here_are_closed_when_the_wiring_changes(
         assert handed_store.closed == 0
     finally:
         bootstrap.reset()
+
+
+@pytest.fixture
+def fresh_models(monkeypatch: pytest.MonkeyPatch) -> Loader:
+    """An empty shared loader, as in a new container (another test may have primed the real
+    one already)."""
+    loader = create_loader()
+    monkeypatch.setattr(bootstrap, "AWS_MODELS", loader)
+    return loader
+
+
+def model_files_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    read: list[str] = []
+    original = JSONFileLoader.load_file
+
+    def counting(self: JSONFileLoader, file_path: str) -> Any:
+        read.append(file_path)
+        return original(self, file_path)
+
+    monkeypatch.setattr(JSONFileLoader, "load_file", counting)
+    return read
+
+
+def test_after_priming_the_wirings_clients_read_no_model_file(
+    fresh_models: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read = model_files_read(monkeypatch)
+    bootstrap.prime_aws_models()
+    assert read  # the models were read at init...
+    read.clear()
+    session = bootstrap.aws_session()
+    for name in bootstrap.AWS_SERVICES:
+        session.client(name, region_name="eu-west-1")  # type: ignore[call-overload]
+    assert read == []  # ...and not on the first invocation, in the function's own region
+
+
+def test_every_client_the_wiring_makes_is_primed() -> None:
+    made = set(re.findall(r'client\(\s*"([a-z0-9-]+)"', inspect.getsource(bootstrap.build)))
+    assert made and made == set(bootstrap.AWS_SERVICES)
+
+
+def test_priming_resolves_no_credentials_and_opens_no_connection(
+    fresh_models: Loader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("priming must not resolve credentials or connect")
+
+    monkeypatch.setattr(botocore.session.Session, "get_credentials", refused)
+    monkeypatch.setattr(socket.socket, "connect", refused)
+    bootstrap.prime_aws_models()
+
+
+def test_sessions_share_the_models_without_growing_their_search_path(fresh_models: Loader) -> None:
+    for _ in range(5):
+        bootstrap.aws_session()
+    assert len(fresh_models.search_paths) == len(set(fresh_models.search_paths))
+    assert bootstrap.aws_session()._session.get_component("data_loader") is fresh_models
