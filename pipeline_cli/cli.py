@@ -77,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--idempotency-key", help="same key, same job (multipart only)")
     submit.add_argument(
-        "--format", choices=FORMATS, help="output format (default jpeg, as the input was)"
+        "--format", choices=FORMATS, help="output format (default jpeg, whatever the input)"
     )
     submit.add_argument(
         "--quality", type=int, metavar="1-100", help="encoder quality (default: the format's)"
