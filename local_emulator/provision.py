@@ -199,9 +199,9 @@ class ProvisionedStack:
             lines.append(
                 f"not emulated: SnapStart of {_listed(snap, total)} (on AWS each published version "
                 "is initialised once, snapshotted, and new environments resume from the "
-                "snapshot): locally each handler module is imported once in this process, "
-                "never snapshotted or restored, and its runtime hooks (snapshot_restore_py, "
-                "Lambda's alone) are not called"
+                "snapshot): nothing is snapshotted; a container process "
+                "(LOCAL_WORKER_PROCESSES) runs its runtime hooks after init as on a restore "
+                "(local_emulator/snapstart.py), while in this process they are not called"
             )
         built: dict[str, list[str]] = {}
         for function in self.functions.values():

@@ -224,7 +224,7 @@ def test_versions_snapstart_and_bundles_are_said_not_emulated(
         f"not emulated: SnapStart of all {count} functions",
         f"not emulated: the bundles of all {count} functions",
     ]
-    assert "runtime hooks (snapshot_restore_py, Lambda's alone) are not called" in lines[1]
+    assert "runs its runtime hooks after init as on a restore" in lines[1]
     # SAM's reference to the alias resolves to the alias's ARN
     authorizer = stack.functions["AuthorizerFunction"]
     provisioner = Provisioner(TEMPLATE, session, warn=lambda _: None, stack_name="again")

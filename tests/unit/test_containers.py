@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from local_emulator import snapstart
 from local_emulator.containers import ContainerPool, InvocationError
 from local_emulator.dispatch import LambdaContext
 from local_emulator.provision import FunctionInfo
@@ -141,3 +143,105 @@ def test_closing_stops_every_container(pool: ContainerPool, function: FunctionIn
         os.kill(pid, 0)
     with pytest.raises(RuntimeError, match="stopping"):
         _invoke(pool, function, {"n": 2})
+
+
+SNAPSTART_HANDLERS = """
+import os, time
+try:
+    import snapshot_restore_py as hooks
+except ImportError:
+    hooks = None
+
+CALLS = []
+STATE = {"client": "built at init"}
+
+
+def first_dropped():
+    CALLS.append("before:first")
+
+
+def second_dropped():
+    CALLS.append("before:second")
+    STATE["client"] = None
+
+
+def reseeded(tag, *, slow=0.0):
+    time.sleep(slow)
+    CALLS.append("after:" + tag)
+
+
+if hooks is not None:
+    hooks.register_before_snapshot(first_dropped)
+    hooks.register_before_snapshot(second_dropped)
+    hooks.register_after_restore(reseeded, "one")
+    hooks.register_after_restore(reseeded, "two", slow=float(os.environ.get("RESTORE_SLOW", "0")))
+
+
+def handler(event, context):
+    return {"calls": CALLS, "client": STATE["client"], "hooks": hooks is not None}
+"""
+
+
+def snapstart_function(tmp_path: Path, snap_start: bool) -> FunctionInfo:
+    (tmp_path / "snapstart_test_app.py").write_text(textwrap.dedent(SNAPSTART_HANDLERS))
+    return FunctionInfo(
+        logical_id="SnapFunction",
+        name="stack-SnapFunction",
+        handler="snapstart_test_app.handler",
+        code_dir=tmp_path,
+        timeout=30,
+        memory_size=1024,
+        arn="arn:aws:lambda:us-east-1:123456789012:function:stack-SnapFunction",
+        snap_start=snap_start,
+    )
+
+
+def test_a_snapstart_container_runs_its_hooks_after_init_as_lambda_orders_them(
+    tmp_path: Path,
+) -> None:
+    function = snapstart_function(tmp_path, snap_start=True)
+    pool = ContainerPool(function, dict(os.environ))
+    try:
+        result = _invoke(pool, function, {})
+    finally:
+        pool.close()
+    assert result["hooks"]
+    # before the snapshot in the reverse order of registration, after the restore in order
+    assert result["calls"] == ["before:second", "before:first", "after:one", "after:two"]
+    assert result["client"] is None  # what the before-snapshot hook dropped stays dropped
+
+
+def test_without_snapstart_a_container_has_no_hooks_module(tmp_path: Path) -> None:
+    function = snapstart_function(tmp_path, snap_start=False)
+    pool = ContainerPool(function, dict(os.environ))
+    try:
+        result = _invoke(pool, function, {})
+    finally:
+        pool.close()
+    assert result == {"calls": [], "client": "built at init", "hooks": False}
+
+
+def test_restore_hooks_over_lambdas_limit_raise_its_timeout() -> None:
+    hooks = snapstart.RuntimeHooks(restore_limit=0.05)
+    hooks.register_after_restore(time.sleep, 0.1)
+    with pytest.raises(snapstart.SnapStartTimeout):
+        hooks.restore()
+
+
+def test_the_stand_in_module_takes_hooks_as_decorators_too() -> None:
+    hooks = snapstart.RuntimeHooks()
+    module: Any = hooks.module()
+    calls: list[str] = []
+
+    @module.register_before_snapshot
+    def before() -> None:
+        calls.append("before")
+
+    @module.register_after_restore
+    def after() -> None:
+        calls.append("after")
+
+    assert before.__name__ == "before"  # returned unchanged
+    hooks.snapshot()
+    assert hooks.restore() < 1.0
+    assert calls == ["before", "after"]
