@@ -20,8 +20,8 @@ import requests
 from PIL import Image
 
 from local_emulator.stack import Emulator
-from tests.e2e.emulator_support import SAMPLES, keyed, never_expires, stack_of_tenants
-from tests.support.servers import image_host, webhook_receiver
+from tests.e2e.emulator_support import keyed, never_expires, stack_of_tenants
+from tests.support.servers import webhook_receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -34,12 +34,6 @@ IMAGE_TYPES = {"image/jpeg", "image/webp", "image/avif"}
 def emulator() -> Iterator[Emulator]:
     with stack_of_tenants("local", "other") as emu:
         yield emu
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[str]:
-    with image_host(SAMPLES / "images") as url:
-        yield url
 
 
 def plain_get_is_an_image(url: str) -> None:

@@ -26,7 +26,6 @@ from PIL import Image, ImageOps
 
 from local_emulator.stack import Emulator
 from tests.e2e.emulator_support import SAMPLES, keyed, never_expires, stack_of_tenants
-from tests.support.servers import image_host
 
 pytestmark = pytest.mark.e2e
 
@@ -41,12 +40,6 @@ LONG_CACHE = 30 * 86_400  # "long": a month at least (a year, or the outputs' re
 def emulator() -> Iterator[Emulator]:
     with stack_of_tenants("local", "other") as emu:
         yield emu
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[str]:
-    with image_host(SAMPLES / "images") as url:
-        yield url
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -5,29 +5,20 @@ at MONGO_URI, as a deployed function does. Its own module: one emulator per proc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import requests
 
 from local_emulator.stack import Emulator, EmulatorOptions
 from tests.e2e.test_pipeline_e2e import (
-    SAMPLES,
     read_output_csv,
     sample_csv,
     sample_image_count,
     upload,
     wait_terminal,
 )
-from tests.support.servers import image_host
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[str]:
-    with image_host(SAMPLES / "images") as url:
-        yield url
 
 
 def test_worker_in_processes_of_its_own_completes_the_sample_job(images: str) -> None:

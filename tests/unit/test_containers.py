@@ -44,18 +44,26 @@ def handler(event, context):
 """
 
 
-@pytest.fixture
-def function(tmp_path: Path) -> FunctionInfo:
-    (tmp_path / "container_test_app.py").write_text(textwrap.dedent(HANDLERS))
+def function_of(
+    folder: Path, module: str, source: str, logical_id: str, snap_start: bool = False
+) -> FunctionInfo:
+    """A function whose handler is `module.handler`, written from `source` into `folder`."""
+    (folder / f"{module}.py").write_text(textwrap.dedent(source))
     return FunctionInfo(
-        logical_id="TestFunction",
-        name="stack-TestFunction",
-        handler="container_test_app.handler",
-        code_dir=tmp_path,
+        logical_id=logical_id,
+        name=f"stack-{logical_id}",
+        handler=f"{module}.handler",
+        code_dir=folder,
         timeout=30,
         memory_size=1769,
-        arn="arn:aws:lambda:us-east-1:123456789012:function:stack-TestFunction",
+        arn=f"arn:aws:lambda:us-east-1:123456789012:function:stack-{logical_id}",
+        snap_start=snap_start,
     )
+
+
+@pytest.fixture
+def function(tmp_path: Path) -> FunctionInfo:
+    return function_of(tmp_path, "container_test_app", HANDLERS, "TestFunction")
 
 
 @pytest.fixture
@@ -183,16 +191,8 @@ def handler(event, context):
 
 
 def snapstart_function(tmp_path: Path, snap_start: bool) -> FunctionInfo:
-    (tmp_path / "snapstart_test_app.py").write_text(textwrap.dedent(SNAPSTART_HANDLERS))
-    return FunctionInfo(
-        logical_id="SnapFunction",
-        name="stack-SnapFunction",
-        handler="snapstart_test_app.handler",
-        code_dir=tmp_path,
-        timeout=30,
-        memory_size=1024,
-        arn="arn:aws:lambda:us-east-1:123456789012:function:stack-SnapFunction",
-        snap_start=snap_start,
+    return function_of(
+        tmp_path, "snapstart_test_app", SNAPSTART_HANDLERS, "SnapFunction", snap_start
     )
 
 
