@@ -79,6 +79,18 @@ def test_a_changed_default_quality_makes_the_image_anew_and_a_named_equal_one_re
     assert len(world.outputs.copied) == 2
 
 
+def test_a_changed_huffman_setting_makes_the_image_anew() -> None:
+    """OUTPUT_OPTIMIZE changes a JPEG's bytes: outputs made under the other setting are not
+    handed out."""
+    world = world_with("shop")
+    run(world, "shop")
+    world.deps.settings = replace(world.deps.settings, output_optimize=False)
+    run(world, "shop")
+    assert world.outputs.copied == []
+    run(world, "shop")
+    assert len(world.outputs.copied) == 2
+
+
 def test_an_earlier_output_gone_since_is_made_again() -> None:
     world = world_with("shop")
     first = run(world, "shop")

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from chalicelib import bootstrap, snapstart
 from chalicelib.adapters.secrets_manager import SecretsManagerSource
-from chalicelib.domain.output_options import OutputOptions
 from chalicelib.domain.tenancy import Tenant
+from chalicelib.imaging import CompressOptions
 from chalicelib.services import reuse
 
 from tests.fakes import FakeWorld, InMemoryJobStore, make_world
@@ -185,13 +185,13 @@ def test_a_restore_forgets_the_tenants_reuse_keys(
         return read_key(tenant)
 
     deps.reuse.reuse_key = counted  # type: ignore[method-assign]
-    reuse.address(deps, "acme", OutputOptions(), b"image")
-    reuse.address(deps, "acme", OutputOptions(), b"image")
+    reuse.address(deps, "acme", CompressOptions(), b"image")
+    reuse.address(deps, "acme", CompressOptions(), b"image")
     assert asked == ["acme"]  # read once per container
 
     runtime.restore()
 
-    reuse.address(deps, "acme", OutputOptions(), b"image")
+    reuse.address(deps, "acme", CompressOptions(), b"image")
     assert asked == ["acme", "acme"]
 
 

@@ -11,20 +11,22 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from chalicelib.domain.output_options import OutputOptions
 
 
 def new_reuse_key() -> str:
     return secrets.token_hex(32)
 
 
-def content_address(tenant_key: str, encoder: str, options: OutputOptions, data: bytes) -> str:
-    """The image's address among the tenant's outputs."""
+def content_address(
+    tenant_key: str, encoder: str, encoding: Mapping[str, object], data: bytes
+) -> str:
+    """The image's address among the tenant's outputs: `encoding` is everything the encoder
+    is asked (format, quality, box, ...), as used, not as the job named it."""
     mac = hmac.new(bytes.fromhex(tenant_key), digestmod=hashlib.sha256)
     mac.update(encoder.encode("utf-8") + b"\x00")
-    mac.update(json.dumps(options.to_dict(), sort_keys=True).encode("utf-8") + b"\x00")
+    mac.update(json.dumps(dict(encoding), sort_keys=True).encode("utf-8") + b"\x00")
     mac.update(data)
     return mac.hexdigest()
 

@@ -692,9 +692,7 @@ def _one_image(
     where: str | None = None
     try:
         data = fetch_with_retries(deps, url, budget, task.attempts_spent(index), options.format)
-        # addressed by the quality used, so that a changed OUTPUT_QUALITY makes new outputs
-        resolved = replace(task.options, quality=options.quality)
-        where = reuse.address(deps, task.tenant, resolved, data)
+        where = reuse.address(deps, task.tenant, options, data)
         copied = reuse.reuse(deps, task.tenant, where, key)
         if copied is not None:  # made before for this tenant: copied, not compressed again
             found = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=copied)

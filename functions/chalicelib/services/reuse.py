@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import TYPE_CHECKING
 
 from chalicelib import observability
-from chalicelib.domain.output_options import OutputOptions
 from chalicelib.domain.reuse import ReusableOutput, content_address
 from chalicelib.services.deps import Dependencies
+
+if TYPE_CHECKING:  # the light functions never load imaging
+    from chalicelib.imaging import CompressOptions
 
 log = logging.getLogger(__name__)
 # Bumped when our own encoding changes in a way the library versions do not show.
@@ -29,7 +32,21 @@ def encoder_version() -> str:
     return f"pipeline={PIPELINE_ENCODING};pillow={PIL.__version__};{codecs}"
 
 
-def address(deps: Dependencies, tenant: str, options: OutputOptions, data: bytes) -> str | None:
+def encoding(options: CompressOptions) -> dict[str, object]:
+    """What decides an output besides its source and the encoder: everything the compressor
+    is asked but its pixel cap (which only decides whether an image is refused). The quality
+    is the one used (OUTPUT_QUALITY or the format's default when the job names none), so a
+    changed setting makes new outputs rather than copying old ones."""
+    return {
+        "format": str(options.format),
+        "quality": options.quality,
+        "maxWidth": options.max_width,
+        "maxHeight": options.max_height,
+        "optimize": options.optimize,
+    }
+
+
+def address(deps: Dependencies, tenant: str, options: CompressOptions, data: bytes) -> str | None:
     """The image's content address among the tenant's outputs; None when it has no reuse key
     (no tenant record, or a message from before tenants)."""
     if not tenant:
@@ -37,7 +54,7 @@ def address(deps: Dependencies, tenant: str, options: OutputOptions, data: bytes
     key = _tenant_key(deps, tenant)
     if key is None:
         return None
-    return content_address(key, encoder_version(), options, data)
+    return content_address(key, encoder_version(), encoding(options), data)
 
 
 _KEYS: dict[tuple[int, str], str] = {}  # per container: a tenant's key never changes
