@@ -10,9 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -21,12 +19,12 @@ from PIL import Image
 
 from local_emulator.stack import Emulator
 from tests.e2e.emulator_support import keyed, never_expires, stack_of_tenants
+from tests.e2e.test_pipeline_e2e import wait_terminal
 from tests.support.servers import webhook_receiver
 
 pytestmark = pytest.mark.e2e
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
-TERMINAL = {"completed", "completed_with_errors", "failed"}
 IMAGE_TYPES = {"image/jpeg", "image/webp", "image/avif"}
 
 
@@ -42,20 +40,6 @@ def plain_get_is_an_image(url: str) -> None:
     assert answer.status_code == 200, (url, answer.status_code, answer.text[:200])
     assert answer.headers["Content-Type"] in IMAGE_TYPES
     Image.open(io.BytesIO(answer.content)).verify()
-
-
-def wait_terminal(emulator: Emulator, request_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        doc: dict[str, Any] = (
-            keyed(emulator)
-            .get(f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10)
-            .json()
-        )
-        if doc.get("status") in TERMINAL:
-            return doc
-        time.sleep(0.3)
-    raise AssertionError(f"job {request_id} did not end within {timeout}s")
 
 
 def test_a_jobs_links_last_and_answer_a_plain_get(emulator: Emulator, images: str) -> None:
