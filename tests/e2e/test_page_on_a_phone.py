@@ -91,6 +91,8 @@ def test_the_page_on_a_phone_stacks_before_and_after_and_keeps_labels_with_field
     assert created.status_code == 202, created.text
     request_id = created.json()["requestId"]
     page = phone
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
     page.goto(f"{emulator.api_url}/")
     assert_labels_beside_their_fields(page)
     use_key(page, emulator.api_key)
@@ -121,11 +123,13 @@ def test_the_page_on_a_phone_stacks_before_and_after_and_keeps_labels_with_field
 
     failed = page.query_selector("[data-serial='6'] [data-testid=image][data-index='1']")
     assert failed.query_selector_all("img") == []  # no broken picture for what failed
+    assert failed.query_selector("[data-testid=before-size]") is None  # nor a guess at its size
     error = failed.query_selector("[data-testid=image-error]")
     assert error.is_visible()
     assert error.text_content().startswith("http_error: ")
     assert box(error)["width"] >= half
     assert page.evaluate("[...document.images].filter(i => i.naturalWidth === 0).length") == 0
+    assert not [url for url in fetched if "nowhere.jpg" in url]  # the page fetched nothing there
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
