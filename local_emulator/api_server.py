@@ -726,6 +726,18 @@ def _contract_shape(
     return json.dumps(body, separators=(",", ":")).encode(), headers
 
 
+class PortUnavailable(OSError):
+    """The API's address could not be bound (taken, not ours, or a privileged port)."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.host, self.port = host, port
+
+    def __str__(self) -> str:
+        where = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return f"cannot listen on {where}: {(self.strerror or 'error').lower()}"
+
+
 class ApiServer:
     """Serves a Chalice app object on host:port in a thread (port 0 picks a free one)."""
 
@@ -767,7 +779,11 @@ class ApiServer:
             # LocalGatewayAuthorizer, which runs the routes' Chalice authorizers its own way.
             gateway._authorizer = authorizer  # type: ignore[assignment]  # only authorize() is called
         self.limits = limits or FrontDoorLimits()
-        self._server = FrontDoorServer((host, port), app, gateway, self.limits)
+        try:
+            self._server = FrontDoorServer((host, port), app, gateway, self.limits)
+        except OSError as exc:
+            app.__class__ = self._original_class
+            raise PortUnavailable(host, port, exc) from exc
         self._server.quiet = quiet
         self._thread: Any = None
 

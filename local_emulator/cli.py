@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
@@ -11,6 +12,7 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+from local_emulator.api_server import PortUnavailable
 from local_emulator.mongo import MongoEngine
 from local_emulator.stack import DEFAULT_TEMPLATE, Emulator, EmulatorOptions
 from local_emulator.tenants import DEFAULT_TENANTS, parse_tenant, parse_tenants
@@ -123,6 +125,20 @@ def make_emulator(args: argparse.Namespace, *, allow_private_hosts: bool, quiet:
     )
 
 
+def port_unavailable_line(exc: PortUnavailable) -> str:
+    """What could not be bound and how to choose otherwise, in one line (no traceback)."""
+    if exc.errno == errno.EADDRNOTAVAIL:
+        advice = "this machine has no such address: choose another with --host"
+    elif exc.errno == errno.EADDRINUSE:
+        advice = (
+            f"another program holds port {exc.port}: choose another with --port N "
+            "(--port 0: any free port)"
+        )
+    else:
+        advice = "choose another port with --port N (--port 0: any free port)"
+    return f"error: the API {exc}; {advice}"
+
+
 def install_stop_signals() -> threading.Event:
     stop = threading.Event()
 
@@ -143,6 +159,9 @@ def serve(args: argparse.Namespace) -> int:
     emulator = make_emulator(args, allow_private_hosts=args.allow_private_hosts, quiet=args.quiet)
     try:
         emulator.start()
+    except PortUnavailable as exc:
+        print(port_unavailable_line(exc), file=sys.stderr, flush=True)
+        return 1
     except Exception as exc:
         if not isinstance(exc, OSError):  # e.g. the port is taken: the message says it all
             traceback.print_exc()

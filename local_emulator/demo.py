@@ -22,7 +22,8 @@ from typing import Any
 
 import requests
 
-from local_emulator.cli import install_stop_signals, make_emulator
+from local_emulator.api_server import PortUnavailable
+from local_emulator.cli import install_stop_signals, make_emulator, port_unavailable_line
 from local_emulator.servers import TrackingHTTPServer, serve_in_thread, server_url, stop_server
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -262,6 +263,9 @@ def run_demo(args: argparse.Namespace) -> int:
         return code
     except DemoError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except PortUnavailable as exc:
+        print(port_unavailable_line(exc), file=sys.stderr, flush=True)
         return 1
     finally:
         for server in servers:

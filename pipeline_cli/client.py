@@ -261,6 +261,18 @@ class ApiClient:
         """Ask the API to cancel the job (202); an ended job is a 409 ApiError."""
         return self._json(self._call("POST", f"/api/jobs/{request_id}/cancel", "cancel"), "cancel")
 
+    def retry(self, request_id: str) -> dict[str, Any]:
+        """Run a finished job's failed images again (202); a running or cancelled job is a
+        409, a retry too soon after the last a 429."""
+        return self._json(self._call("POST", f"/api/jobs/{request_id}/retry", "retry"), "retry")
+
+    def redeliver(self, request_id: str) -> dict[str, Any]:
+        """Send a finished job's last webhook again, under its id (202; 409 before the job
+        has one, 429 too soon after the last)."""
+        what = "redeliver"
+        path = f"/api/jobs/{request_id}/webhook/redeliver"
+        return self._json(self._call("POST", path, what), what)
+
     def delete(self, request_id: str, on_progress: Callable[[str], None] | None = None) -> None:
         """Delete an ended job, asking again while the API answers 202 (a job with more
         outputs than one call removes: each such answer says how many it removed)."""

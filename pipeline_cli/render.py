@@ -4,6 +4,7 @@ jobs as tables."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,9 +45,21 @@ def key_refused_line(error: KeyRefused, key_env: str) -> str:
     if error.key_sent:
         return (
             f"error: the API refused the API key (HTTP 401): pass a valid one with "
-            f"--api-key or set {key_env}"
+            f"--api-key, set {key_env} or run 'image-pipeline configure'"
         )
-    return f"error: this API needs an API key (HTTP 401): pass --api-key or set {key_env}"
+    return (
+        f"error: this API needs an API key (HTTP 401): pass --api-key, set {key_env} "
+        "or run 'image-pipeline configure'"
+    )
+
+
+def key_label(key: str) -> str:
+    """A key as it may be shown: its public prefix (`ipk_<id>_…`), never its secret part;
+    a key of another form shows its first 4 characters at most."""
+    match = re.match(r"^(ipk_[a-z0-9]{12}_)", key)
+    if match:
+        return match.group(1) + "…"
+    return key[: min(4, len(key) // 4)] + "…"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

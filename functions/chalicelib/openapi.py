@@ -624,8 +624,10 @@ def _swagger_dir() -> Path | None:
 # banner), its tags' <h3> follow its <h1> (an <h2> between), and with deep linking each
 # operation's path is a link inside the operation's button (nested controls: the path is
 # text; the address still deep-links, as `deepLinking` does). A small script names what it
-# leaves nameless once rendered (fields, response tables, the Authorize dialog and its close
-# button, schema toggles) and lets scrolling code blocks take the keyboard's focus. Our
+# leaves nameless once rendered (fields, response tables, the Authorize dialog, its close
+# button and its headings' levels, schema toggles), starts a button's name with the words it
+# shows (the dialog's "Authorize" is named "Apply credentials": axe-core 4.14's
+# label-content-name-mismatch) and lets scrolling code blocks take the keyboard's focus. Our
 # stylesheet, web/api-docs.css, darkens its colours that fall below WCAG AA contrast.
 DOCS_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -670,8 +672,17 @@ function nameWhatIsNameless(root) {
   for (const heading of root.querySelectorAll(".modal-ux h4:not([aria-level])")) {
     heading.ariaLevel = "3";
   }
+  for (const heading of root.querySelectorAll(".modal-ux h6:not([aria-level])")) {
+    heading.ariaLevel = "4";  // "Authorized", under its scheme's h4
+  }
   for (const close of root.querySelectorAll("button.close-modal:not([aria-label])")) {
     close.setAttribute("aria-label", "Close");
+  }
+  for (const button of root.querySelectorAll("button[aria-label]")) {
+    const text = button.textContent.trim(), label = button.getAttribute("aria-label");
+    if (text && !label.toLowerCase().startsWith(text.toLowerCase())) {
+      button.setAttribute("aria-label", `${text}: ${label.toLowerCase()}`);
+    }
   }
   for (const toggle of root.querySelectorAll("button.model-box-control:not([aria-label])")) {
     if (toggle.textContent.trim()) continue;
@@ -684,7 +695,8 @@ new MutationObserver(() => {
   if (naming) return;
   naming = true;
   requestAnimationFrame(() => { naming = false; nameWhatIsNameless(document); });
-}).observe(document.getElementById("swagger-ui"), {childList: true, subtree: true});
+}).observe(document.getElementById("swagger-ui"),
+  {childList: true, subtree: true, characterData: true, attributeFilter: ["aria-label"]});
 window.ui = SwaggerUIBundle({url: "api/openapi.json", dom_id: "#swagger-ui",
   deepLinking: true, layout: "BaseLayout", validatorUrl: null, plugins: [accessibleMarkup]});
 </script></body></html>"""

@@ -208,7 +208,8 @@ def test_without_a_key_or_with_a_wrong_one_every_command_says_how_to_give_one(
         code, out, err = run_as(emulator, command, {})
         assert (code, out) == (EXIT_AUTH, ""), command
         assert err.splitlines() == [
-            f"error: this API needs an API key (HTTP 401): pass --api-key or set {KEY_ENV}"
+            f"error: this API needs an API key (HTTP 401): pass --api-key, set {KEY_ENV} "
+            "or run 'image-pipeline configure'"
         ], command
         for argv, environ in (
             (["--api-key", wrong, *command], {KEY_ENV: emulator.api_key}),  # the option wins
@@ -218,7 +219,7 @@ def test_without_a_key_or_with_a_wrong_one_every_command_says_how_to_give_one(
             assert (code, out) == (EXIT_AUTH, ""), command
             assert err.splitlines() == [
                 "error: the API refused the API key (HTTP 401): pass a valid one with "
-                f"--api-key or set {KEY_ENV}"
+                f"--api-key, set {KEY_ENV} or run 'image-pipeline configure'"
             ], command
             assert wrong not in err and emulator.api_key not in err
 

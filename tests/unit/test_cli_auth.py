@@ -152,7 +152,8 @@ def test_a_401_without_a_key_says_how_to_give_one_in_one_line_with_its_own_exit_
     assert code == EXIT_AUTH != EXIT_ERROR
     assert out == ""
     assert err.splitlines() == [
-        f"error: this API needs an API key (HTTP 401): pass --api-key or set {KEY_ENV}"
+        f"error: this API needs an API key (HTTP 401): pass --api-key, set {KEY_ENV} "
+        "or run 'image-pipeline configure'"
     ]
 
 
@@ -163,7 +164,7 @@ def test_a_refused_key_is_reported_without_ever_printing_it(api: Scripted) -> No
         assert code == EXIT_AUTH
         assert err.splitlines() == [
             "error: the API refused the API key (HTTP 401): pass a valid one with "
-            f"--api-key or set {KEY_ENV}"
+            f"--api-key, set {KEY_ENV} or run 'image-pipeline configure'"
         ]
         assert KEY not in out + err and "s3cr3t" not in out + err
     assert repr(ApiClient(api.url, api_key=KEY)).count("s3cr3t") == 0
