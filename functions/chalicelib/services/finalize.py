@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 
 from chalicelib.domain.csv_output import write_output_csv
 from chalicelib.domain.models import CsvProblem, Job, JobStatus, RowStatus, output_csv_key
+from chalicelib.errors import JobGone
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.job_events import publish_job_event
 from chalicelib.services.tenants import default_webhook_url
@@ -36,8 +37,7 @@ def webhook_id(request_id: str, status: JobStatus, generation: int = 0) -> str:
 def finalize_job(deps: Dependencies, request_id: str) -> None:
     job = deps.store.get_job(request_id)
     if job is None:
-        log.warning("finalize: job %s does not exist", request_id)
-        return
+        raise JobGone(request_id)
     if job.status.terminal:
         log.info("finalize: job %s is already %s", request_id, job.status)
         return
