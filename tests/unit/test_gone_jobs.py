@@ -159,3 +159,26 @@ def test_an_image_in_flight_when_its_job_is_deleted_leaves_no_output(
     assert [k for k in world.outputs.objects if k.startswith(f"outputs/{request_id}/")] == []
     assert gone_count(metrics) == 1
     drain(world)
+
+
+def test_an_output_csv_written_again_as_its_job_is_deleted_is_removed(
+    metrics: MetricsBuffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel message delivered twice: the second writes the output CSV again while the
+    job is being deleted (the deletion runs between the CSV's rows being read and its put)."""
+    world = make_world()
+    request_id, _ = running_job(world)
+    cancel.request_cancel(world.deps, job_of(world, request_id))
+    cancel.complete_cancel(world.deps, request_id)
+    put = world.outputs.put_file
+    ended = job_of(world, request_id)
+
+    def delete_then_put(key: str, body: Any, content_type: str) -> None:
+        assert deletion.delete_job(world.deps, ended).done
+        put(key, body, content_type)
+
+    monkeypatch.setattr(world.outputs, "put_file", delete_then_put)
+    again = [QueueRecord("again", json.dumps({"requestId": request_id, "cancel": True}))]
+    assert queue_handlers.finalize(world.deps, again) == {"batchItemFailures": []}
+    assert [k for k in world.outputs.objects if k.startswith(f"outputs/{request_id}/")] == []
+    assert gone_count(metrics) == 1
