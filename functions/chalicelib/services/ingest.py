@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
+from chalicelib import observability
 from chalicelib.domain.budget import Budget, OutOfTime
 from chalicelib.domain.csv_input import ValidationReport, iter_rows, validate_csv
 from chalicelib.domain.models import (
@@ -84,30 +85,49 @@ def job_id_for_key(key: str, etag: str) -> str:
     return str(uuid.uuid5(_KEY_NAMESPACE, f"{key}\x00{etag}"))
 
 
-def tenant_for_key(deps: Dependencies, key: str) -> str:
-    """`incoming/<tenant>/...` belongs to that tenant when it names one; any other key (an
-    `incoming/<uuid>.csv` nobody asked for, `incoming/2024/feed.csv`) to the default tenant."""
+def tenant_for_key(deps: Dependencies, key: str) -> str | None:
+    """The owner of a drop nobody asked for (Storage events in the contract):
+    `incoming/<tenant>/...` is that tenant's when it names one; with a single tenant (or
+    none yet: the default tenant) every drop is its own. With several, a drop whose tenant
+    is not explicit (directly under `incoming/`, `incoming/BETA/`, `incoming/2024/`) is the
+    default tenant's under UNOWNED_DROPS=default, and nobody's (None: held) under `hold`."""
     head, sep, _rest = key.removeprefix(INCOMING_PREFIX).partition("/")
     if sep and is_tenant_name(head) and deps.tenants.get_tenant(head) is not None:
         return head
-    return deps.settings.default_tenant
+    tenants = deps.tenants.list_tenants()
+    if len(tenants) == 1:
+        return tenants[0].name
+    if not tenants or deps.settings.unowned_drops == "default":
+        return deps.settings.default_tenant
+    return None
 
 
 def handle_object_created(
     deps: Dependencies, event: ObjectCreated, budget: Budget | None = None
 ) -> str | None:
-    """Ingest one stored CSV. Returns the job id, or None when the object is not a job.
-    A repeated event finds the job claimed, or its fan-out done, and starts nothing new."""
+    """Ingest one stored CSV. Returns the job id, or None when the object is not a job (or
+    is held: its tenant is not explicit). A repeated event finds the job claimed, or its
+    fan-out done, and starts nothing new."""
     if not event.key.startswith(INCOMING_PREFIX) or event.key.endswith("/"):
         return None
     request_id = job_id_for_key(event.key, event.etag)
     job = deps.store.get_job(request_id)
     if job is None:
+        tenant = tenant_for_key(deps, event.key)
+        if tenant is None:
+            observability.record_drop_held()
+            log.info(
+                "drop %s held: it names no tenant and there are several (UNOWNED_DROPS=hold); "
+                "no job is made, the object stays until the upload retention deletes it",
+                event.key,
+                extra={"heldKey": event.key},
+            )
+            return None
         job = new_job(
             request_id,
             deps.clock.now(),
             source="bucket",
-            tenant=tenant_for_key(deps, event.key),
+            tenant=tenant,
             chunk_size=deps.settings.rows_per_chunk,
             key=event.key,
         )
