@@ -19,9 +19,9 @@ from chalicelib.config import Settings
 from chalicelib.domain.tenancy import Tenant, key_id, new_api_key
 from chalicelib.entrypoints import authorizer, queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
-from chalicelib.errors import Unauthorized
+from chalicelib.errors import NotFound, Unauthorized
 from chalicelib.observability import MetricsBuffer
-from chalicelib.services import ingest, tenant_admin, tenants, upload, webhooks
+from chalicelib.services import ingest, status, tenant_admin, tenants, upload, webhooks
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.fakes import FakeWorld, make_world
@@ -492,3 +492,25 @@ def test_secrets_are_read_through_the_source_not_the_configuration() -> None:
     world.secrets.reads.clear()
     tenants.signing_secrets(world.deps, "default")
     assert world.secrets.reads == [f"{SECRETS_PREFIX}default/webhook"]
+
+
+def test_another_tenants_job_is_looked_up_by_one_query_on_id_and_tenant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = world_with_tenants(default_tenant="alpha")
+    add_tenant(world, "alpha")
+    add_tenant(world, "beta")
+    text = HEADER + "1,A,https://a.test/1.jpg\n"
+    request_id = upload.submit_csv(world.deps, text.encode(), None, None, "alpha").job.request_id
+    calls: list[tuple[Any, ...]] = []
+    get = world.store.get_job
+
+    def counted(*args: Any) -> Any:
+        calls.append(args)
+        return get(*args)
+
+    monkeypatch.setattr(world.store, "get_job", counted)
+    with pytest.raises(NotFound):
+        status.load_job(world.deps, request_id, "beta")
+    assert calls == [(request_id, "beta")]  # not loaded, then compared
+    assert status.load_job(world.deps, request_id, "alpha").request_id == request_id
