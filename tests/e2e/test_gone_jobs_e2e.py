@@ -1,8 +1,9 @@
 """A job deleted while its rows are queued, through the emulator: a 200-row job whose images
-are slow is cancelled and deleted while one poller works on its first batch and the rest
-of its rows wait in the queue. Its queued rows are let go (acknowledged and counted, never
-failures), the images in flight leave no output behind, a small job submitted after it
-completes, and every queue, dead-letter queues included, is empty, all within a minute."""
+are held back is cancelled and deleted while one poller works on its first batch (images in
+flight until the deletion is done) and the rest of its rows wait in the queue. Its queued
+rows are let go (acknowledged and counted, never failures), the images in flight leave no
+output behind, a small job submitted after it completes, and every queue, dead-letter
+queues included, is empty, all within a minute."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 PHOTO = (Path(__file__).resolve().parents[2] / "local_emulator/samples/images/mug.jpg").read_bytes()
 ROWS = 200
-SLOW_SECONDS = 0.5  # each image of the big job: its first batch takes seconds
+HOLD_SECONDS = 6.0  # at most; a byte every 0.25 s keeps the fetch under its read timeout
 
 
 @pytest.fixture(scope="module")
@@ -39,26 +40,47 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
+class Host:
+    """`/slow/...` sends its headers, then a byte at a time until released; `/fast/...` at
+    once."""
+
+    def __init__(self) -> None:
+        self.first = threading.Event()  # the big job's first image was asked for
+        self.released = threading.Event()
+
+
 @pytest.fixture(scope="module")
-def host() -> Iterator[tuple[str, threading.Event]]:
-    first = threading.Event()  # the big job's first image was asked for
+def host() -> Iterator[tuple[str, Host]]:
+    state = Host()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, format: str, *args: object) -> None:
             return None
 
         def do_GET(self) -> None:
-            if self.path.startswith("/slow/"):
-                first.set()
-                time.sleep(SLOW_SECONDS)
             self.send_response(200)
             self.send_header("Content-Type", "image/jpeg")
             self.send_header("Content-Length", str(len(PHOTO)))
             self.end_headers()
-            self.wfile.write(PHOTO)
+            sent = 0
+            try:
+                if self.path.startswith("/slow/"):
+                    state.first.set()
+                    deadline = time.monotonic() + HOLD_SECONDS
+                    while not state.released.wait(0.25) and time.monotonic() < deadline:
+                        self.wfile.write(PHOTO[sent : sent + 1])
+                        self.wfile.flush()
+                        sent += 1
+                self.wfile.write(PHOTO[sent:])
+                self.wfile.flush()
+            except OSError:
+                return
 
     with serve(Handler) as url:
-        yield url, first
+        yield url, state
+        state.released.set()
 
 
 def queue_depths(emulator: Emulator) -> dict[str, int]:
@@ -77,14 +99,14 @@ def queue_depths(emulator: Emulator) -> dict[str, int]:
 
 
 def test_a_job_deleted_with_rows_queued_delays_no_job_and_leaves_every_queue_empty(
-    emulator: Emulator, host: tuple[str, threading.Event], capfd: pytest.CaptureFixture[str]
+    emulator: Emulator, host: tuple[str, Host], capfd: pytest.CaptureFixture[str]
 ) -> None:
-    base, first = host
+    base, state = host
     api = keyed(emulator)
     big = upload(
         emulator, HEADER + "".join(f"{n},P{n},{base}/slow/{n}.jpg\n" for n in range(1, ROWS + 1))
     )
-    assert first.wait(30), "the big job's first image was never asked for"
+    assert state.first.wait(30), "the big job's first image was never asked for"
     assert api.post(f"{emulator.api_url}/api/jobs/{big}/cancel", timeout=10).status_code == 202
     status_url = f"{emulator.api_url}/api/getProcessingStatus/{big}"
     assert wait_until(
@@ -93,6 +115,7 @@ def test_a_job_deleted_with_rows_queued_delays_no_job_and_leaves_every_queue_emp
     start = time.monotonic()
     deleted = api.delete(f"{emulator.api_url}/api/jobs/{big}", timeout=30)
     assert deleted.status_code == 204, deleted.text
+    state.released.set()  # the images in flight end now, after the deletion: stored, then?
 
     small = upload(emulator, HEADER + "".join(f"{n},S{n},{base}/fast/{n}.jpg\n" for n in (1, 2, 3)))
     assert wait_terminal(emulator, small, timeout=60)["status"] == "completed"
