@@ -17,7 +17,7 @@ from chalicelib import observability
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.observability import MetricsBuffer
-from chalicelib.services import cancel, deletion
+from chalicelib.services import cancel, deletion, ingest
 
 from tests.fakes import FakeWorld, make_world
 from tests.support.waiting import wait_until
@@ -106,7 +106,9 @@ def test_a_message_of_every_queue_about_a_gone_job_is_acknowledged_and_counted(
     assert queue_handlers.finalize(world.deps, one({"requestId": gone, "cancel": True})) == ok
     assert queue_handlers.webhooks(world.deps, one({"requestId": gone, "attempt": 2})) == ok
     assert queue_handlers.rows_dead_letter(world.deps, one(messages[0].body)) == ok
-    assert gone_count(metrics) == 4
+    assert queue_handlers.ingest(world.deps, one({"retryJob": gone, "generation": 1})) == ok
+    assert queue_handlers.ingest(world.deps, one({ingest.HANDOVER: gone})) == ok
+    assert gone_count(metrics) == 6
 
 
 def test_an_ingest_whose_job_is_deleted_while_it_runs_stops_and_leaves_no_rows(

@@ -25,6 +25,7 @@ from chalicelib.domain.models import (
     new_job,
 )
 from chalicelib.domain.tenancy import is_tenant_name
+from chalicelib.errors import JobGone
 from chalicelib.services.cancel import settle_after_ingest
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import fail_job
@@ -140,6 +141,7 @@ def resume_ingest(deps: Dependencies, request_id: str, budget: Budget | None = N
     """Run (or take over) the job's ingest when nobody holds a live claim on it."""
     lease = timedelta(seconds=deps.settings.ingest_lease)
     if not deps.store.claim_ingest(request_id, deps.clock.now(), lease):
+        _unless_gone(deps, request_id)
         log.info("job %s: ingest claimed, done or terminal; nothing to start", request_id)
         return False
     _run_claimed(deps, request_id, budget or Budget.unlimited())
@@ -149,10 +151,18 @@ def resume_ingest(deps: Dependencies, request_id: str, budget: Budget | None = N
 def take_over_ingest(deps: Dependencies, request_id: str, budget: Budget | None = None) -> bool:
     """Continue the ingest that a run out of time handed over (its claim is taken at once)."""
     if not deps.store.claim_ingest(request_id, deps.clock.now(), HANDOVER_LEASE):
+        _unless_gone(deps, request_id)
         log.info("job %s: handover found the ingest done or terminal", request_id)
         return False
     _run_claimed(deps, request_id, budget or Budget.unlimited())
     return True
+
+
+def _unless_gone(deps: Dependencies, request_id: str) -> None:
+    """After a claim refused: JobGone when that is because the job no longer exists (a
+    retry or a handover queued before its deletion), so that the message is counted so."""
+    if deps.store.get_job(request_id) is None:
+        raise JobGone(request_id)
 
 
 def _run_claimed(deps: Dependencies, request_id: str, budget: Budget) -> None:
