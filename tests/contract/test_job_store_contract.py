@@ -414,6 +414,9 @@ def test_a_job_stored_before_tenants_is_the_default_tenants(job_store: StoreUnde
     found = store.find_by_idempotency_key("default", "old-key")
     assert found is not None and found.request_id == legacy.request_id
     assert store.find_by_idempotency_key("beta", "old-key") is None
+    owned = store.get_job(legacy.request_id, "default")
+    assert owned is not None and owned.request_id == legacy.request_id
+    assert store.get_job(legacy.request_id, "beta") is None
 
 
 def test_list_jobs_newest_first_paged_and_filtered(job_store: StoreUnderTest) -> None:
