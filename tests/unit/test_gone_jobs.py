@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 from chalicelib import observability
+from chalicelib.adapters.fair_pool import FairThreadPool
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.observability import MetricsBuffer
-from chalicelib.services import cancel, deletion, ingest
+from chalicelib.services import cancel, deletion, ingest, process_row
 
 from tests.fakes import FakeWorld, make_world
 from tests.support.waiting import wait_until
@@ -189,5 +190,53 @@ def test_an_output_csv_written_again_as_its_job_is_deleted_is_removed(
     monkeypatch.setattr(world.outputs, "put_file", delete_then_put)
     again = [QueueRecord("again", json.dumps({"requestId": request_id, "cancel": True}))]
     assert queue_handlers.finalize(world.deps, again) == {"batchItemFailures": []}
+    assert [k for k in world.outputs.objects if k.startswith(f"outputs/{request_id}/")] == []
+    assert gone_count(metrics) == 1
+
+
+def test_a_row_halted_by_the_cancel_leaves_no_output_once_its_job_is_deleted(
+    metrics: MetricsBuffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row of two images, one thread: the first image is in flight at the cancel, the
+    second, still waiting for the thread, never starts (the row is halted). The job is
+    deleted between the deletion's listing of outputs and the first image's store: its
+    output is removed all the same."""
+    monkeypatch.setattr(process_row, "CANCEL_CHECK_SECONDS", 0.05)
+    fetcher = HeldFetcher()
+    world = make_world(fetcher=fetcher, image_pool=FairThreadPool(1, thread_name_prefix="g"))
+    request_id = submit(world, HEADER + '1,Two,"https://a.test/slow.jpg,https://a.test/b.jpg"\n')
+    records = [QueueRecord("m0", json.dumps(m.body)) for m in world.rows_queue.drain()]
+    reads: list[Any] = []
+    look = world.store.jobs_stopped_or_gone
+
+    def counted(request_ids: Any) -> tuple[set[str], set[str]]:
+        found = look(request_ids)
+        reads.append(found)
+        return found
+
+    monkeypatch.setattr(world.store, "jobs_stopped_or_gone", counted)
+    answers: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: answers.append(queue_handlers.rows(world.deps, records))
+    )
+    worker.start()
+    assert wait_until(lambda: fetcher.calls == ["https://a.test/slow.jpg"], timeout=5)
+    cancel.request_cancel(world.deps, job_of(world, request_id))
+    cancel.complete_cancel(world.deps, request_id)
+    assert wait_until(lambda: any(request_id in cancelled for cancelled, _ in reads), timeout=5)
+    listing = world.outputs.delete_prefix
+
+    def list_then_let_the_worker_finish(prefix: str, limit: int | None = None) -> int:
+        removed = listing(prefix, limit)
+        fetcher.released.set()
+        worker.join(10)
+        return removed
+
+    monkeypatch.setattr(world.outputs, "delete_prefix", list_then_let_the_worker_finish)
+    assert deletion.delete_job(world.deps, job_of(world, request_id)).done
+
+    assert not worker.is_alive()
+    assert answers == [{"batchItemFailures": []}]
+    assert fetcher.calls == ["https://a.test/slow.jpg"]  # the second image never started
     assert [k for k in world.outputs.objects if k.startswith(f"outputs/{request_id}/")] == []
     assert gone_count(metrics) == 1

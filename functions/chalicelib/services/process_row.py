@@ -435,6 +435,9 @@ def _settle(
         gone = [n for n in halted if tasks[n].request_id in watch.gone]
         let_go(deps, tasks, gone, outcomes, {n: _stored(stops[n]) for n in gone})
         cancel_tasks(deps, tasks, [n for n in halted if n not in gone], outcomes)
+        _unless_deleted(
+            deps, tasks, {n: _stored(stops[n]) for n in halted if n not in gone}, outcomes
+        )
         _continue_rows(deps, tasks, continued, outcomes)
         for n, error in record_batch(deps, done):
             outcomes[n] = error
@@ -446,6 +449,28 @@ def _settle(
             task.request_id,
         )
         outcomes[n] = OutOfTime("the invocation's time ran out before the row's images ended")
+
+
+def _unless_deleted(
+    deps: Dependencies,
+    tasks: Sequence[RowTask],
+    stored: Mapping[int, Sequence[str]],
+    outcomes: list[BaseException | None],
+) -> None:
+    """Rows of a cancelled job halted after some of their images were stored: when the row
+    is gone by now (the job's deletion removes its rows before it lists its outputs), what
+    they stored may have come after that listing, and is removed. One read per such row."""
+    for n, keys in stored.items():
+        task = tasks[n]
+        try:
+            if not keys or deps.store.list_rows(task.request_id, task.position, 1):
+                continue
+        except Exception:
+            log.exception(
+                "job %s: could not read whether its rows are still there", task.request_id
+            )
+            continue
+        let_go(deps, tasks, [n], outcomes, {n: keys})
 
 
 def _stored(futures: Mapping[int, Future[ImageOutcome]]) -> list[str]:
