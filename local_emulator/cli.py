@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
+import re
 import signal
 import sys
 import threading
@@ -32,6 +34,29 @@ def _tenant(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+TENANTS_ENV = "IMAGE_PIPELINE_TENANTS"
+
+
+def tenants_given(args: argparse.Namespace, environ: dict[str, str] | None = None) -> list[str]:
+    """`--tenant`s, then the lines of `--tenant-file` (NAME or NAME=KEY; blank lines and
+    `#` comments skipped); when neither is given, IMAGE_PIPELINE_TENANTS (NAME[=KEY] items
+    separated by commas or spaces). A key in a file or the environment is not shown by `ps`,
+    as a command line is."""
+    texts = list(args.tenants or [])
+    if args.tenant_file is not None:
+        try:
+            lines = args.tenant_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ValueError(f"--tenant-file: {exc.strerror or exc}: {args.tenant_file}") from None
+        texts += [
+            line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
+        ]
+    if not texts:
+        value = (os.environ if environ is None else environ).get(TENANTS_ENV, "")
+        texts = [item for item in re.split(r"[,\s]+", value) if item]
+    return texts
 
 
 def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> None:
@@ -67,7 +92,16 @@ def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> No
         type=_tenant,
         metavar="NAME[=KEY]",
         help="a tenant and, optionally, its API key (default: new at each start); repeatable, "
-        f"the first is the default tenant (default: {' '.join(DEFAULT_TENANTS)})",
+        "the first is the default tenant. Without --tenant or --tenant-file: the tenants in "
+        f"${TENANTS_ENV} (NAME[=KEY] items separated by commas or spaces), else "
+        f"{' '.join(DEFAULT_TENANTS)}. A key given here shows in `ps`; one in a file or the "
+        "environment does not",
+    )
+    parser.add_argument(
+        "--tenant-file",
+        type=Path,
+        metavar="PATH",
+        help="more tenants, one NAME[=KEY] a line (# comments), after the --tenant ones",
     )
     parser.add_argument(
         "--schedule-scale",
@@ -189,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args.tenants = tenants_given(args) or None
         parse_tenants(args.tenants or DEFAULT_TENANTS)
     except ValueError as exc:
         parser.error(str(exc))

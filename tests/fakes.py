@@ -28,7 +28,7 @@ from chalicelib.domain.models import (
 from chalicelib.domain.reuse import ReusableOutput, new_reuse_key
 from chalicelib.domain.tenancy import ApiKeyRecord, Tenant
 from chalicelib.domain.timefmt import iso
-from chalicelib.errors import ImageFailure, NotFound
+from chalicelib.errors import ImageFailure, JobGone, NotFound
 from chalicelib.ports import HttpResult, JobStore, ObjectInfo, PresignedPost
 from chalicelib.services.deps import Dependencies
 
@@ -164,10 +164,11 @@ class InMemoryJobStore:
         found.tenant = found.tenant or self.default_tenant
         return found
 
-    def get_job(self, request_id: str) -> Job | None:
+    def get_job(self, request_id: str, tenant: str | None = None) -> Job | None:
         with self._lock:
             job = self.jobs.get(request_id)
-            return self._owned(job) if job else None
+            found = self._owned(job) if job else None
+            return found if found is None or tenant in (None, found.tenant) else None
 
     def find_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
         if not key:
@@ -257,7 +258,9 @@ class InMemoryJobStore:
 
     def record_fanout(self, request_id: str, sent: int, done: bool, now: datetime) -> None:
         with self._lock:
-            job = self.jobs[request_id]
+            job = self.jobs.get(request_id)
+            if job is None:
+                raise JobGone(request_id)
             job.fanout_sent = max(job.fanout_sent, sent)
             job.fanout_done = done
             job.rows_written = job.rows_written or done
@@ -267,7 +270,9 @@ class InMemoryJobStore:
         self, request_id: str, position: int, results: Sequence[ImageResult], now: datetime
     ) -> Progress | None:
         with self._lock:
-            row = self.rows[request_id][position]
+            row = self.rows.get(request_id, {}).get(position)
+            if row is None or request_id not in self.jobs:
+                raise JobGone(request_id)
             if row.status != RowStatus.PENDING:
                 return None
             failed = [r for r in results if not r.ok]
@@ -447,8 +452,11 @@ class InMemoryJobStore:
                     rows[position] = replace(rows[position], status=RowStatus.CANCELLED)
 
     def cancelled_jobs(self, request_ids: Sequence[str]) -> set[str]:
+        return self.jobs_stopped_or_gone(request_ids)[0]
+
+    def jobs_stopped_or_gone(self, request_ids: Sequence[str]) -> tuple[set[str], set[str]]:
         with self._lock:
-            return {
+            cancelled = {
                 request_id
                 for request_id in request_ids
                 if (job := self.jobs.get(request_id)) is not None
@@ -457,6 +465,11 @@ class InMemoryJobStore:
                     or (bool(job.cancel_requested_at) and not job.status.terminal)
                 )
             }
+            return cancelled, {r for r in request_ids if r not in self.jobs}
+
+    def delete_rows(self, request_id: str) -> None:
+        with self._lock:
+            self.rows.pop(request_id, None)
 
     def delete_job(self, request_id: str) -> bool:
         with self._lock:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from chalicelib.domain.webhook_schedule import check_schedule
 
 MIB = 1024 * 1024
+UNOWNED_DROPS = ("hold", "default")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -39,6 +40,12 @@ def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     if not raw:
         return default
     return raw in {"1", "true", "yes", "on"}
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    """One of `allowed`; anything else is `default` (for UNOWNED_DROPS, the safe one)."""
+    raw = env.get(name, "").strip().lower()
+    return raw if raw in allowed else default
 
 
 def _schedule(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -118,8 +125,11 @@ class Settings:
     # invalidated there. Empty: no CDN to tell (locally).
     cdn_distribution_id: str = ""
     api_base_url: str = ""
-    # The tenant of keys like incoming/2024/feed.csv and of jobs stored before tenants.
+    # The tenant of jobs stored before tenants (and of drops, with UNOWNED_DROPS=default).
     default_tenant: str = "default"
+    # With several tenants, a drop whose tenant is not explicit: "hold" (no job) or
+    # "default" (the default tenant's job, the routing of earlier versions).
+    unowned_drops: str = "hold"
     # Each tenant's signing secrets live in Secrets Manager at <prefix><tenant>/webhook.
     tenant_secrets_prefix: str = ""
     # The default tenant's signing secret when it has none under the prefix (the stack's
@@ -179,6 +189,7 @@ class Settings:
             api_base_url=e.get("API_BASE_URL", "").rstrip("/"),
             mongo_uri_secret_id=e.get("MONGO_URI_SECRET_ID", ""),
             default_tenant=e.get("DEFAULT_TENANT", "").strip() or cls.default_tenant,
+            unowned_drops=_choice(e, "UNOWNED_DROPS", UNOWNED_DROPS, cls.unowned_drops),
             tenant_secrets_prefix=e.get("TENANT_SECRETS_PREFIX", ""),
             default_webhook_secret_id=e.get("DEFAULT_WEBHOOK_SECRET_ID", ""),
             secrets_cache_seconds=_int(e, "SECRETS_CACHE_SECONDS", cls.secrets_cache_seconds),

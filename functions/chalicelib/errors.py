@@ -41,6 +41,15 @@ class NotFound(PipelineError):
     """HTTP 404."""
 
 
+class JobGone(NotFound):
+    """The job a message is about no longer exists (deleted, or expired by retention): the
+    message is let go (acknowledged and counted, never a failure)."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"job {request_id} does not exist")
+        self.request_id = request_id
+
+
 class Conflict(PipelineError):
     """HTTP 409."""
 

@@ -242,6 +242,37 @@ def record_reused_image() -> None:
     count("ImagesReused")
 
 
+GONE_METRIC = "MessagesForGoneJobs"
+_GONE_LOGGED_LIMIT = 4096
+_gone_logged: dict[tuple[str, str], None] = {}
+_gone_lock = threading.Lock()
+
+
+def record_gone_job(request_id: str, queue: str) -> None:
+    """A message about a job that no longer exists, let go: counted every time, logged at
+    info once per job and queue in this container (a deleted job's queued rows would
+    otherwise write a line each)."""
+    count(GONE_METRIC)
+    with _gone_lock:
+        first = (request_id, queue) not in _gone_logged
+        if first:
+            if len(_gone_logged) >= _GONE_LOGGED_LIMIT:
+                _gone_logged.clear()
+            _gone_logged[(request_id, queue)] = None
+    if first:
+        logging.getLogger("chalicelib.observability").info(
+            "%s: job %s no longer exists (deleted or expired); its messages are let go",
+            queue,
+            request_id,
+            extra={"goneJob": request_id, "queue": queue},
+        )
+
+
+def record_drop_held() -> None:
+    """A drop whose tenant is not explicit, held (UNOWNED_DROPS=hold): no job made."""
+    count("DropsHeld")
+
+
 def record_webhook_attempt(outcome: str) -> None:
     count("WebhookAttempts", Outcome=outcome)
 

@@ -437,7 +437,7 @@ def _document() -> dict[str, Any]:
                             {"type": "object", "properties": {"status": {"type": "string"}}},
                             "Healthy",
                         ),
-                        "503": _err("A dependency is down"),
+                        "503": _err("A dependency is down (which one goes to the log, not here)"),
                     },
                 }
             },
@@ -707,12 +707,20 @@ def docs_page() -> str:
     return DOCS_PAGE if _swagger_dir() is not None else routes_table_page()
 
 
-@cache
 def docs_asset(name: str) -> tuple[str, str] | None:
-    """(body, media type) of one whitelisted file of the docs page, or None."""
-    media = DOCS_ASSETS.get(name)
+    """(body, media type) of one whitelisted file of the docs page, or None. Only the
+    whitelisted names reach the cache: a name asked for that is not one costs nothing kept
+    (the cache holds at most the few files of DOCS_ASSETS, not every name anyone asks for)."""
+    if name not in DOCS_ASSETS:
+        return None
+    return _read_asset(name)
+
+
+@cache
+def _read_asset(name: str) -> tuple[str, str] | None:
+    media = DOCS_ASSETS[name]
     folder = WEB if name in _OUR_ASSETS else _swagger_dir()
-    if media is None or folder is None:
+    if folder is None:
         return None
     return (folder / name).read_text(encoding="utf-8"), media
 

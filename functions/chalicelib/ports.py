@@ -93,9 +93,10 @@ class JobStore(Protocol):
     def create_job(self, job: Job) -> bool:
         """Insert the job record; False (and no change) when the id already exists."""
 
-    def get_job(self, request_id: str) -> Job | None:
-        """The job, whoever owns it (a job stored before tenants existed has
-        `tenant` = the default tenant); the services check the owner."""
+    def get_job(self, request_id: str, tenant: str | None = None) -> Job | None:
+        """The job (a job stored before tenants existed has `tenant` = the default tenant).
+        With `tenant`, only that tenant's: one query on id and owner, so another tenant's
+        job is not found exactly as an unknown id is not (no record loaded, then compared)."""
 
     def find_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
         """The tenant's job submitted under `key` (keys are scoped to their tenant)."""
@@ -131,13 +132,15 @@ class JobStore(Protocol):
 
     def record_fanout(self, request_id: str, sent: int, done: bool, now: datetime) -> None:
         """Remember that the messages of rows at positions < `sent` went out; `done`: every
-        row is stored and its message sent (`fanout_done` and `rows_written`)."""
+        row is stored and its message sent (`fanout_done` and `rows_written`). Raises
+        JobGone when the job no longer exists (deleted while its ingest ran)."""
 
     def record_row(
         self, request_id: str, position: int, results: Sequence[ImageResult], now: datetime
     ) -> Progress | None:
         """Record a row's results once. Returns the job's progress after counting this row,
-        or None when the row had already been recorded (a redelivery): nothing is counted."""
+        or None when the row had already been recorded (a redelivery): nothing is counted.
+        Raises JobGone when the job or its row no longer exists."""
 
     def claim_finalization(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         """True for one caller once all rows are recorded (again after `lease`, should the
@@ -202,6 +205,14 @@ class JobStore(Protocol):
     def cancelled_jobs(self, request_ids: Sequence[str]) -> set[str]:
         """Those of these jobs that are cancelled, or not terminal with a cancel asked for:
         their rows must not start. One read for them all."""
+
+    def jobs_stopped_or_gone(self, request_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        """(cancelled, gone): `cancelled_jobs`, and those of these jobs that do not exist
+        (deleted, or expired), from the same one read."""
+
+    def delete_rows(self, request_id: str) -> None:
+        """Remove the job's rows (a deletion's first step: a worker that stores an output
+        after it finds the job gone when it records the row, and removes the output)."""
 
     def delete_job(self, request_id: str) -> bool:
         """Remove the job's rows, then its record; False when there was no record."""

@@ -28,6 +28,7 @@ from chalicelib.domain.models import (
     WebhookState,
 )
 from chalicelib.domain.timefmt import iso
+from chalicelib.errors import JobGone
 from chalicelib.ports import JobStore, chunks
 
 from tests.support.jobs import LEASE, NOW, load, make_rows, new_job, ok_results
@@ -146,8 +147,46 @@ def test_record_row_counts_once(job_store: StoreUnderTest) -> None:
     ]
     assert store.record_row(job.request_id, 0, ok_results(rows[0]), NOW) == Progress(6, 2, 12, 4, 1)
     assert store.list_rows(job.request_id, 0, 1)[0].status == RowStatus.COMPLETED
-    with pytest.raises(KeyError):
+    with pytest.raises(JobGone):  # no such row
         store.record_row(job.request_id, 6, [], NOW)
+
+
+def test_a_job_gone_is_told_apart_and_recording_its_rows_raises_job_gone(
+    job_store: StoreUnderTest,
+) -> None:
+    store = job_store.store
+    kept, deleted, cancelled = new_job(chunk_size=2), new_job(chunk_size=2), new_job(chunk_size=2)
+    rows = make_rows(3)
+    for job in (kept, deleted, cancelled):
+        load(store, job, rows)
+    assert store.request_cancel(cancelled.request_id, NOW)
+    store.record_row(deleted.request_id, 0, ok_results(rows[0]), NOW)  # chunk size now cached
+    ids = [kept.request_id, deleted.request_id, cancelled.request_id, "never-was"]
+    assert store.jobs_stopped_or_gone(ids) == ({cancelled.request_id}, {"never-was"})
+
+    store.delete_rows(deleted.request_id)  # a deletion's first step: the record is still there
+    with pytest.raises(JobGone):
+        store.record_row(deleted.request_id, 1, ok_results(rows[1]), NOW)
+    store.delete_job(deleted.request_id)
+    assert store.jobs_stopped_or_gone(ids) == (
+        {cancelled.request_id},
+        {deleted.request_id, "never-was"},
+    )
+    with pytest.raises(JobGone):
+        store.record_row(deleted.request_id, 2, ok_results(rows[2]), NOW)
+    with pytest.raises(JobGone):
+        store.record_fanout(deleted.request_id, 3, True, NOW)
+    assert store.cancelled_jobs(ids) == {cancelled.request_id}
+
+
+def test_get_job_with_a_tenant_finds_only_that_tenants_job(job_store: StoreUnderTest) -> None:
+    store = job_store.store
+    alpha = new_job(tenant="alpha")
+    load(store, alpha, make_rows(1))
+    assert store.get_job(alpha.request_id, "alpha") is not None
+    assert store.get_job(alpha.request_id, "beta") is None
+    found = store.get_job(alpha.request_id)
+    assert found is not None and found.tenant == "alpha"
 
 
 def test_claim_finalization_waits_for_every_row(job_store: StoreUnderTest) -> None:
@@ -375,6 +414,9 @@ def test_a_job_stored_before_tenants_is_the_default_tenants(job_store: StoreUnde
     found = store.find_by_idempotency_key("default", "old-key")
     assert found is not None and found.request_id == legacy.request_id
     assert store.find_by_idempotency_key("beta", "old-key") is None
+    owned = store.get_job(legacy.request_id, "default")
+    assert owned is not None and owned.request_id == legacy.request_id
+    assert store.get_job(legacy.request_id, "beta") is None
 
 
 def test_list_jobs_newest_first_paged_and_filtered(job_store: StoreUnderTest) -> None:

@@ -255,3 +255,38 @@ def test_each_tenant_key_and_secret_are_the_emulators_own(emulator: Emulator) ->
     assert emulator.api_key == keys(emulator)["alpha"]
     assert len(set(keys(emulator).values())) == 2
     assert all(s.startswith("whsec_") for s in secrets(emulator).values())
+
+
+def test_a_csv_dropped_under_a_folder_naming_no_tenant_is_held_for_no_one(
+    emulator: Emulator, images: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 23's "done when": with alpha (the default) and beta, `incoming/BETA/x.csv` (a
+    typo of beta's folder) and a CSV directly under `incoming/` make no job for anyone
+    (UNOWNED_DROPS is the template's `hold`); the DropsHeld metric counts them, a log line
+    names each key, and the objects stay in the bucket."""
+    s3 = emulator.s3_client()
+    body = (HEADER + f"1,A,{images}/mug.jpg\n").encode()
+    held = ["incoming/BETA/x.csv", "incoming/loose-feed.csv"]
+    ids = []
+    for key in held:
+        put = s3.put_object(Bucket=emulator.uploads_bucket, Key=key, Body=body)
+        ids.append(job_id_for_key(key, put["ETag"].strip('"')))
+    seen: list[str] = []
+
+    def counted() -> int:
+        seen.append(capfd.readouterr().err)
+        lines = [json.loads(line) for line in "".join(seen).splitlines() if '"DropsHeld"' in line]
+        return sum(int(line.get("DropsHeld", 0)) for line in lines if "_aws" in line)
+
+    assert wait_until(lambda: counted() >= len(held), timeout=30)
+    logged = "".join(seen)
+    assert all(f"drop {key} held" in logged for key in held)
+    for name in ("alpha", "beta"):
+        api = session(keys(emulator)[name])
+        for request_id in ids:
+            status = api.get(f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10)
+            assert status.status_code == 404, (name, status.text)
+        listed = api.get(f"{emulator.api_url}/api/jobs?limit=200", timeout=10).json()["jobs"]
+        assert not {j["requestId"] for j in listed} & set(ids)
+    for key in held:  # left for the upload retention (or an operator moving it)
+        assert s3.head_object(Bucket=emulator.uploads_bucket, Key=key)["ContentLength"] > 0

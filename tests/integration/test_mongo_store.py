@@ -13,6 +13,7 @@ import pytest
 from chalicelib.adapters.mongo_store import EXPIRE_AT, TTL_INDEX, MongoJobStore, chunk_id
 from chalicelib.domain.models import ImageErrorCode, ImageResult, JobStatus, Progress, RowStatus
 from chalicelib.domain.timefmt import iso
+from chalicelib.errors import JobGone
 from chalicelib.ports import chunks
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -65,7 +66,7 @@ def test_record_rows_counts_a_batch_once_across_chunks(
     again = store.get_job(job.request_id)
     assert again is not None and again.progress == after
     assert store.recount(job.request_id, NOW) == after
-    with pytest.raises(KeyError):
+    with pytest.raises(JobGone):  # no row at position 11
         store.record_rows(job.request_id, [(8, ok_results(rows[8])), (11, [])], NOW)
 
 

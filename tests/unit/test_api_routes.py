@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -154,6 +155,27 @@ def test_health_and_openapi(client: Client) -> None:
     assert spec["openapi"].startswith("3.")
     routes = {path for path in app_module.app.routes}
     assert routes == set(spec["paths"])
+
+
+def test_health_answers_only_up_or_down_and_logs_which_dependency_failed(
+    client: Client,
+    world: FakeWorld,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def refused() -> None:
+        raise ConnectionError("db.internal.example:27017: [Errno 111] Connection refused")
+
+    monkeypatch.setattr(world.store, "ping", refused, raising=False)
+    monkeypatch.setattr(logging.getLogger("chalicelib"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="chalicelib.entrypoints.http_api")
+    response = client.http.get("/api/health")
+    assert response.status_code == 503
+    assert body_of(response) == {"error": "a dependency is not answering", "details": []}
+    assert b"27017" not in response.body and b"example" not in response.body
+    assert b"database" not in response.body
+    logged = [r for r in caplog.records if r.name == "chalicelib.entrypoints.http_api"]
+    assert any("database" in r.getMessage() and r.exc_info for r in logged)
 
 
 def test_unhandled_errors_answer_500_without_a_stack_trace(

@@ -4,10 +4,11 @@ for what is not (before anything starts)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from local_emulator.cli import main
+from local_emulator.cli import TENANTS_ENV, build_parser, main, tenants_given
 from local_emulator.stack import Emulator, EmulatorOptions
 from local_emulator.tenants import ReportedUsageKeys, TenantSpec, parse_tenant, parse_tenants
 
@@ -82,3 +83,41 @@ def test_a_usage_plan_that_refuses_keys_is_said_once_and_the_tenants_go_on() -> 
         "that moto does not hold"
     ]
     assert ReportedUsageKeys(Working(), said.append).create("a") == "usage-a"
+
+
+def given(argv: list[str], environ: dict[str, str] | None = None) -> list[str]:
+    return tenants_given(build_parser().parse_args(["serve", *argv]), environ or {})
+
+
+def test_tenants_and_their_keys_come_from_a_file_or_the_environment_too(tmp_path: Path) -> None:
+    """Keys kept out of the command line, which anyone on the machine reads with `ps`."""
+    listed = tmp_path / "tenants"
+    listed.write_text("# the shop's tenants\nalpha=ka.1\n\n  beta=kb/2=  \ngamma\n")
+    env = {TENANTS_ENV: "delta=kd, eps  zeta=kz"}
+    assert given(["--tenant-file", str(listed)]) == ["alpha=ka.1", "beta=kb/2=", "gamma"]
+    assert given(["--tenant", "one", "--tenant-file", str(listed)])[:2] == ["one", "alpha=ka.1"]
+    assert given([], env) == ["delta=kd", "eps", "zeta=kz"]
+    assert given(["--tenant", "one"], env) == ["one"]  # the flags win over the environment
+    assert given([], {}) == []  # then the default tenant, local
+    specs = parse_tenants(given(["--tenant-file", str(listed)]))
+    assert specs[1] == TenantSpec("beta", "kb/2=")
+
+
+def test_a_tenant_file_that_cannot_be_read_or_holds_a_bad_line_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad"
+    bad.write_text("alpha=has space\n")
+    monkeypatch.setenv(TENANTS_ENV, "Nope")
+    for argv in (
+        ["serve", "--tenant-file", str(tmp_path / "missing")],
+        ["serve", "--tenant-file", str(bad)],
+        ["serve"],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--tenant-file: No such file or directory" in err
+    assert "tenant alpha: a key is 1-200 characters" in err
+    assert "'Nope': a tenant name is 1-40" in err

@@ -158,13 +158,13 @@ def test_images_still_waiting_for_a_thread_do_not_start_once_the_job_is_cancelle
         QueueRecord(f"m{n}", json.dumps(m.body)) for n, m in enumerate(world.rows_queue.drain())
     ]
     reads: list[list[str]] = []
-    look = world.store.cancelled_jobs
+    look = world.store.jobs_stopped_or_gone
 
-    def counted(request_ids: Any) -> set[str]:
+    def counted(request_ids: Any) -> tuple[set[str], set[str]]:
         reads.append(list(request_ids))
         return look(request_ids)
 
-    monkeypatch.setattr(world.store, "cancelled_jobs", counted)
+    monkeypatch.setattr(world.store, "jobs_stopped_or_gone", counted)
     answers: list[Any] = []
     batch = threading.Thread(
         target=lambda: answers.append(queue_handlers.rows(world.deps, records))

@@ -141,6 +141,17 @@ def test_docs_assets_are_whitelisted_files_of_the_kept_swagger_ui() -> None:
     assert openapi.docs_asset("index.html") is None
 
 
+def test_the_asset_cache_holds_only_the_assets_that_exist() -> None:
+    """A name nobody serves is not remembered: 10,000 junk names leave the cache as it was
+    (it was unbounded and filled before any key was asked for)."""
+    for name in openapi.DOCS_ASSETS:
+        openapi.docs_asset(name)
+    before = openapi._read_asset.cache_info().currsize
+    for n in range(10_000):
+        assert openapi.docs_asset(f"junk-{n}.js") is None
+    assert openapi._read_asset.cache_info().currsize == before <= len(openapi.DOCS_ASSETS)
+
+
 def test_the_kept_swagger_ui_is_the_version_its_readme_names_unchanged() -> None:
     """web/swagger-ui holds swagger-ui-dist's files as published: its README names the
     version and each file's SHA-256, and says how to update them."""

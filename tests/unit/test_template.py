@@ -623,6 +623,11 @@ def test_all_functions_share_the_global_environment(template: dict[str, Any]) ->
         own = function["Properties"].get("Environment", {}).get("Variables", {})
         if logical_id in {"ApiFunction", "AuthorizerFunction"}:
             assert own == {}, logical_id
+        elif logical_id == "IngestFunction":  # and what becomes of a drop of no one
+            assert own == {
+                "API_BASE_URL": {"Fn::Sub": API_URL},
+                "UNOWNED_DROPS": {"Ref": "UnownedDrops"},
+            }
         else:
             assert own in ({}, {"API_BASE_URL": {"Fn::Sub": API_URL}}), logical_id
     linking = {k for k, f in _functions(template).items() if f["Properties"].get("Environment")}
@@ -638,6 +643,13 @@ def test_all_functions_share_the_global_environment(template: dict[str, Any]) ->
     assert env["EVENT_BUS_NAME"] == {"Ref": "JobEventsBus"}
     for name in set(env) - read_by_pillow:
         assert f'"{name}"' in config_source, f"{name} is not read by chalicelib/config.py"
+
+
+def test_drops_of_no_explicit_tenant_are_held_by_default(template: dict[str, Any]) -> None:
+    parameter = template["Parameters"]["UnownedDrops"]
+    assert parameter["Default"] == "hold"
+    assert parameter["AllowedValues"] == ["hold", "default"]
+    assert '"UNOWNED_DROPS"' in CONFIG_PATH.read_text(encoding="utf-8")
 
 
 def test_globals(template: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ own tests; tests/e2e/test_tenants_e2e.py runs the same rules through a running s
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,13 +14,14 @@ import app as app_module
 import pytest
 import requests
 from chalice.test import Client
-from chalicelib import bootstrap
+from chalicelib import bootstrap, observability
 from chalicelib.config import Settings
 from chalicelib.domain.tenancy import Tenant, key_id, new_api_key
 from chalicelib.entrypoints import authorizer, queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
-from chalicelib.errors import Unauthorized
-from chalicelib.services import ingest, tenant_admin, tenants, upload, webhooks
+from chalicelib.errors import NotFound, Unauthorized
+from chalicelib.observability import MetricsBuffer
+from chalicelib.services import ingest, status, tenant_admin, tenants, upload, webhooks
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.fakes import FakeWorld, make_world
@@ -367,23 +369,74 @@ def test_a_csv_dropped_under_a_tenants_prefix_is_its_job_signed_with_its_secret_
     assert source == {"bucket": world.deps.settings.uploads_bucket, "key": key}
 
 
+UNOWNED = [
+    "incoming/gamma/x.csv",  # names no tenant
+    "incoming/2024/feed.csv",
+    "incoming/BETA/x.csv",  # not a tenant name
+    "incoming/feed.csv",
+    f"incoming/{JOB_ID}.csv",  # an id nobody asked for
+]
+
+
 @pytest.mark.parametrize(
     ("key", "owner"),
     [
         ("incoming/beta/x.csv", "beta"),
         ("incoming/beta/deep/er/x.csv", "beta"),
-        ("incoming/gamma/x.csv", "alpha"),  # names no tenant
-        ("incoming/2024/feed.csv", "alpha"),
-        ("incoming/BETA/x.csv", "alpha"),  # not a tenant name
-        ("incoming/feed.csv", "alpha"),
-        (f"incoming/{JOB_ID}.csv", "alpha"),  # an id nobody asked for
+        ("incoming/alpha/x.csv", "alpha"),
+        *((key, None) for key in UNOWNED),  # held
     ],
 )
-def test_the_tenant_of_a_dropped_csv(key: str, owner: str) -> None:
-    world = world_with_tenants(default_tenant="alpha")
+def test_the_tenant_of_a_dropped_csv(key: str, owner: str | None) -> None:
+    world = world_with_tenants(default_tenant="alpha")  # UNOWNED_DROPS: hold, the default
     add_tenant(world, "alpha")
     add_tenant(world, "beta")
     assert ingest.tenant_for_key(world.deps, key) == owner
+
+
+@pytest.mark.parametrize("key", UNOWNED)
+def test_unowned_drops_default_keeps_the_routing_of_earlier_versions(key: str) -> None:
+    world = world_with_tenants(default_tenant="alpha", unowned_drops="default")
+    add_tenant(world, "alpha")
+    add_tenant(world, "beta")
+    assert ingest.tenant_for_key(world.deps, key) == "alpha"
+    assert ingest.tenant_for_key(world.deps, "incoming/beta/x.csv") == "beta"
+
+
+@pytest.mark.parametrize("key", [*UNOWNED, "incoming/beta/x.csv"])
+def test_with_a_single_tenant_every_drop_is_its_own(key: str) -> None:
+    world = world_with_tenants(default_tenant="default")
+    add_tenant(world, "shop")
+    assert ingest.tenant_for_key(world.deps, key) == "shop"
+
+
+def test_the_setting_reads_hold_or_default_and_anything_else_is_hold() -> None:
+    assert Settings.from_env({}).unowned_drops == "hold"
+    assert Settings.from_env({"UNOWNED_DROPS": "default"}).unowned_drops == "default"
+    assert Settings.from_env({"UNOWNED_DROPS": " Default "}).unowned_drops == "default"
+    assert Settings.from_env({"UNOWNED_DROPS": "defualt"}).unowned_drops == "hold"
+
+
+def test_a_held_drop_makes_no_job_for_anyone_is_counted_and_its_key_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    buffer = MetricsBuffer(sink=lambda line: None)
+    monkeypatch.setattr(observability, "_buffer", buffer)
+    monkeypatch.setattr(logging.getLogger("chalicelib"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="chalicelib.services.ingest")
+    world = world_with_tenants(default_tenant="alpha")
+    add_tenant(world, "alpha")
+    add_tenant(world, "beta")
+    key = "incoming/BETA/x.csv"
+    world.uploads.put_bytes(key, (HEADER + "1,A,https://a.test/1.jpg\n").encode(), "text/csv")
+
+    assert queue_handlers.ingest(world.deps, [storage_record(key)]) == {"batchItemFailures": []}
+
+    assert world.store.jobs == {}  # no job for anyone
+    assert key in world.uploads.objects  # left for the upload retention
+    held = [d.get("DropsHeld", 0) for d in buffer.documents()]
+    assert sum(held) == 1
+    assert any(key in r.getMessage() and "held" in r.getMessage() for r in caplog.records)
 
 
 def test_a_presigned_upload_is_the_job_of_the_tenant_that_asked() -> None:
@@ -439,3 +492,25 @@ def test_secrets_are_read_through_the_source_not_the_configuration() -> None:
     world.secrets.reads.clear()
     tenants.signing_secrets(world.deps, "default")
     assert world.secrets.reads == [f"{SECRETS_PREFIX}default/webhook"]
+
+
+def test_another_tenants_job_is_looked_up_by_one_query_on_id_and_tenant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = world_with_tenants(default_tenant="alpha")
+    add_tenant(world, "alpha")
+    add_tenant(world, "beta")
+    text = HEADER + "1,A,https://a.test/1.jpg\n"
+    request_id = upload.submit_csv(world.deps, text.encode(), None, None, "alpha").job.request_id
+    calls: list[tuple[Any, ...]] = []
+    get = world.store.get_job
+
+    def counted(*args: Any) -> Any:
+        calls.append(args)
+        return get(*args)
+
+    monkeypatch.setattr(world.store, "get_job", counted)
+    with pytest.raises(NotFound):
+        status.load_job(world.deps, request_id, "beta")
+    assert calls == [(request_id, "beta")]  # not loaded, then compared
+    assert status.load_job(world.deps, request_id, "alpha").request_id == request_id

@@ -42,6 +42,7 @@ from chalicelib.domain.models import (
 )
 from chalicelib.domain.output_options import OutputOptions
 from chalicelib.domain.timefmt import iso, parse_iso
+from chalicelib.errors import JobGone
 
 Document = dict[str, Any]
 
@@ -392,8 +393,11 @@ class MongoJobStore:
         self._remember_chunk_size(job.request_id, job.chunk_size)
         return True
 
-    def get_job(self, request_id: str) -> Job | None:
-        doc = self._jobs.find_one({"_id": request_id})
+    def get_job(self, request_id: str, tenant: str | None = None) -> Job | None:
+        query: Document = {"_id": request_id}
+        if tenant is not None:
+            query.update(self._owner(tenant))
+        doc = self._jobs.find_one(query)
         return None if doc is None else _job_from(doc, self._default_tenant)
 
     def find_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
@@ -490,7 +494,11 @@ class MongoJobStore:
         changes: Document = {"fanout.done": done, "updatedAt": iso(now)}
         if done:
             changes["rowsWritten"] = True
-        self._jobs.update_one({"_id": request_id}, {"$max": {"fanout.sent": sent}, "$set": changes})
+        result = self._jobs.update_one(
+            {"_id": request_id}, {"$max": {"fanout.sent": sent}, "$set": changes}
+        )
+        if result.matched_count == 0:
+            raise JobGone(request_id)
 
     def claim_finalization(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         doc = self._jobs.find_one(
@@ -704,20 +712,30 @@ class MongoJobStore:
         )
 
     def cancelled_jobs(self, request_ids: Sequence[str]) -> set[str]:
-        """One find by `_id` (the primary index), two fields each; the rule in Python."""
-        if not request_ids:
-            return set()
+        return self.jobs_stopped_or_gone(request_ids)[0]
+
+    def jobs_stopped_or_gone(self, request_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        """One find by `_id` (the primary index), two fields each; the rule in Python. An id
+        the find does not return is gone."""
+        wanted = set(request_ids)
+        if not wanted:
+            return set(), set()
         cursor = self._jobs.find(
-            {"_id": {"$in": sorted(set(request_ids))}},
+            {"_id": {"$in": sorted(wanted)}},
             projection={"status": 1, "cancelRequestedAt": 1},
         )
         with cursor:
-            return {
-                str(doc["_id"])
-                for doc in cursor
-                if doc.get("status") == JobStatus.CANCELLED
-                or (doc.get("cancelRequestedAt") and doc.get("status") not in TERMINAL_STATUSES)
-            }
+            docs = list(cursor)
+        cancelled = {
+            str(doc["_id"])
+            for doc in docs
+            if doc.get("status") == JobStatus.CANCELLED
+            or (doc.get("cancelRequestedAt") and doc.get("status") not in TERMINAL_STATUSES)
+        }
+        return cancelled, wanted - {str(doc["_id"]) for doc in docs}
+
+    def delete_rows(self, request_id: str) -> None:
+        self._rows.delete_many({"jobId": request_id})
 
     def delete_job(self, request_id: str) -> bool:
         """The rows go first: a deletion that dies half way leaves the record, and asking
@@ -781,7 +799,7 @@ class MongoJobStore:
     ) -> Progress | None:
         size = self._chunk_size(request_id)
         if size is None:
-            raise KeyError(f"job {request_id} does not exist")
+            raise JobGone(request_id)
         chunk, index = divmod(position, size)
         if not self._record_slot(
             request_id, chunk_id(request_id, chunk), f"rows.{index}", position, results
@@ -802,7 +820,7 @@ class MongoJobStore:
         progress after counting it, or None when it had been recorded already."""
         size = self._chunk_size(request_id)
         if size is None:
-            raise KeyError(f"job {request_id} does not exist")
+            raise JobGone(request_id)
         by_chunk: dict[int, list[tuple[int, int, Sequence[ImageResult]]]] = {}
         seen: set[int] = set()
         for n, (position, results) in enumerate(rows):
@@ -852,7 +870,7 @@ class MongoJobStore:
         if result.modified_count == 1:
             return True
         if self._rows.find_one({"_id": cid, f"{slot}.p": position}, {"_id": 1}) is None:
-            raise KeyError(f"job {request_id} has no row at position {position}")
+            raise JobGone(request_id)  # its rows deleted (a deletion's first step)
         return False  # recorded before: a redelivery counts nothing
 
     def _count_rows(
@@ -876,7 +894,7 @@ class MongoJobStore:
             return_document=ReturnDocument.AFTER,
         )
         if doc is None:
-            raise KeyError(f"job {request_id} does not exist")
+            raise JobGone(request_id)
         return _progress_from(doc.get("progress"))
 
     def iter_rows(self, request_id: str) -> Iterator[StoredRow]:

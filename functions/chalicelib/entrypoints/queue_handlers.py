@@ -7,7 +7,11 @@ BatchProcessor does). As Powertools does too, a batch whose every record failed 
 instead: nothing is deleted then, even by a mapping that lacks the response type.
 
 Each gets its invocation's `Budget`: work that cannot finish in time is handed over to a
-later invocation instead of being cut off by Lambda's Timeout."""
+later invocation instead of being cut off by Lambda's Timeout.
+
+A message about a job that no longer exists (deleted, or expired by retention: JobGone) is
+let go: acknowledged, counted (`MessagesForGoneJobs`), logged once per job, never a failure,
+so it never reaches a dead-letter queue."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Any, TypedDict
 from chalicelib import observability
 from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import ImageErrorCode, ImageResult
+from chalicelib.errors import JobGone
 from chalicelib.services import cancel as cancel_service
 from chalicelib.services import finalize as finalize_service
 from chalicelib.services import ingest as ingest_service
@@ -68,13 +73,20 @@ def _answer(records: Sequence[QueueRecord], failures: list[ItemFailure]) -> Batc
 
 
 def _each(
-    records: Sequence[QueueRecord], handle: Callable[[QueueRecord], None], what: str
+    records: Sequence[QueueRecord],
+    handle: Callable[[QueueRecord], None],
+    what: str,
+    gone: Callable[[str], None] | None = None,
 ) -> BatchResponse:
     failures: list[ItemFailure] = []
     for record in records:
         with observability.log_context(messageId=record.message_id, requestId=record.job_id()):
             try:
                 handle(record)
+            except JobGone as missing:
+                observability.record_gone_job(missing.request_id, what)
+                if gone is not None:
+                    gone(missing.request_id)
             except Exception:
                 log.exception("%s: message %s failed", what, record.message_id)
                 failures.append({"itemIdentifier": record.message_id})
@@ -97,7 +109,11 @@ def ingest(
         for created in ingest_service.parse_storage_message(record.body):
             ingest_service.handle_object_created(deps, created, budget)
 
-    return _each(records, handle, "ingest")
+    def forget(request_id: str) -> None:
+        # deleted while its ingest ran: the chunks it stored since are nobody's
+        deps.store.delete_rows(request_id)
+
+    return _each(records, handle, "ingest", forget)
 
 
 def rows(
@@ -118,11 +134,11 @@ def rows(
     jobs = sorted({task.request_id for task in tasks})
     with observability.log_context(requestId=",".join(jobs), messageIds=",".join(ids)):
         outcomes = process_row.process_rows(deps, tasks, budget)
-    failures.extend(
-        {"itemIdentifier": message_id}
-        for message_id, outcome in zip(ids, outcomes, strict=True)
-        if outcome is not None
-    )
+    for message_id, task, outcome in zip(ids, tasks, outcomes, strict=True):
+        if isinstance(outcome, JobGone):
+            observability.record_gone_job(task.request_id, "rows")
+        elif outcome is not None:
+            failures.append({"itemIdentifier": message_id})
     return _answer(records, failures)
 
 
@@ -133,7 +149,10 @@ def rows_dead_letter(deps: Dependencies, records: Sequence[QueueRecord]) -> Batc
 
     def handle(record: QueueRecord) -> None:
         task = process_row.RowTask.from_message(record.json())
-        if process_row.stopped_jobs(deps, [task]):  # a cancelled job's row: cancelled, not failed
+        cancelled, gone = process_row.jobs_halted(deps, [task])
+        if gone:
+            raise JobGone(task.request_id)
+        if cancelled:  # a cancelled job's row: cancelled, not failed
             outcomes: list[BaseException | None] = [None]
             process_row.cancel_tasks(deps, [task], [0], outcomes)
             if outcomes[0] is not None:

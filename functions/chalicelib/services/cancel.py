@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from chalicelib.domain.models import Job, JobStatus
-from chalicelib.errors import Conflict, NotFound
+from chalicelib.errors import Conflict, JobGone, NotFound
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import end_job, store_output_csv
 
@@ -44,8 +44,7 @@ def complete_cancel(deps: Dependencies, request_id: str) -> bool:
     ended first it changes nothing."""
     job = deps.store.get_job(request_id)
     if job is None:
-        log.warning("cancel: job %s does not exist", request_id)
-        return False
+        raise JobGone(request_id)
     if job.status.terminal and job.status != JobStatus.CANCELLED:
         log.info("cancel: job %s ended %s first; it stays so", request_id, job.status)
         return False

@@ -1,7 +1,12 @@
-"""Deleting an ended job: its outputs (every object under `outputs/<id>/`, the output CSV
-included), its uploaded CSV, then its rows and record; the CDN in front of the outputs is
+"""Deleting an ended job: its rows, its outputs (every object under `outputs/<id>/`, the
+output CSV included), its uploaded CSV, then its record; the CDN in front of the outputs is
 asked to forget them. Each step is repeatable and the record goes last, so a deletion cut
-short (out of time, the CDN refusing) is finished by asking again."""
+short (out of time, the CDN refusing) is finished by asking again.
+
+The rows go first because a worker may still be storing an image of the job (one that had
+started before the cancel): it records the row after storing the output, so either its
+record comes before the rows go, and the listing of outputs that follows finds the output,
+or its record finds the rows gone (JobGone) and the worker removes what it stored."""
 
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ def delete_job(deps: Dependencies, job: Job) -> Deletion:
     request_id = job.request_id
     if not job.status.terminal:
         raise Conflict(f"job {request_id} is {job.status}; only an ended job can be deleted")
+    deps.store.delete_rows(request_id)
     removed = deps.outputs.delete_prefix(outputs_prefix(request_id), MAX_OBJECTS_PER_CALL)
     if removed >= MAX_OBJECTS_PER_CALL:
         log.info("job %s: %d outputs deleted; more are left for the next call", request_id, removed)

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 
 from chalicelib.domain.csv_output import write_output_csv
 from chalicelib.domain.models import CsvProblem, Job, JobStatus, RowStatus, output_csv_key
+from chalicelib.errors import JobGone
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.job_events import publish_job_event
 from chalicelib.services.tenants import default_webhook_url
@@ -36,8 +37,7 @@ def webhook_id(request_id: str, status: JobStatus, generation: int = 0) -> str:
 def finalize_job(deps: Dependencies, request_id: str) -> None:
     job = deps.store.get_job(request_id)
     if job is None:
-        log.warning("finalize: job %s does not exist", request_id)
-        return
+        raise JobGone(request_id)
     if job.status.terminal:
         log.info("finalize: job %s is already %s", request_id, job.status)
         return
@@ -95,7 +95,21 @@ def store_output_csv(deps: Dependencies, job: Job, *, rows: bool = True) -> str:
         write_output_csv(_output_rows(deps, job) if rows else iter(()), spool)
         spool.seek(0)
         deps.outputs.put_file(key, spool, "text/csv; charset=utf-8")
+    if rows and _deleted_meanwhile(deps, job):
+        deps.outputs.delete(key)
+        raise JobGone(job.request_id)
     return key
+
+
+def _deleted_meanwhile(deps: Dependencies, job: Job) -> bool:
+    """Whether a deletion of the job began before the CSV was stored (a repeated cancel or
+    finalize message can write it again after the job ended): a deletion removes the rows
+    before it lists the outputs, so rows still there mean its listing is still to come and
+    will find the CSV. One read; a second only when no row is found."""
+    if not job.progress.total_products or deps.store.list_rows(job.request_id, 0, 1):
+        return False
+    current = deps.store.get_job(job.request_id)
+    return current is None or current.rows_written
 
 
 def _output_rows(deps: Dependencies, job: Job) -> Iterator[tuple[int, str, list[str], list[str]]]:

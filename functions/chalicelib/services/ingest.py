@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
+from chalicelib import observability
 from chalicelib.domain.budget import Budget, OutOfTime
 from chalicelib.domain.csv_input import ValidationReport, iter_rows, validate_csv
 from chalicelib.domain.models import (
@@ -24,6 +25,7 @@ from chalicelib.domain.models import (
     new_job,
 )
 from chalicelib.domain.tenancy import is_tenant_name
+from chalicelib.errors import JobGone
 from chalicelib.services.cancel import settle_after_ingest
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import fail_job
@@ -84,30 +86,49 @@ def job_id_for_key(key: str, etag: str) -> str:
     return str(uuid.uuid5(_KEY_NAMESPACE, f"{key}\x00{etag}"))
 
 
-def tenant_for_key(deps: Dependencies, key: str) -> str:
-    """`incoming/<tenant>/...` belongs to that tenant when it names one; any other key (an
-    `incoming/<uuid>.csv` nobody asked for, `incoming/2024/feed.csv`) to the default tenant."""
+def tenant_for_key(deps: Dependencies, key: str) -> str | None:
+    """The owner of a drop nobody asked for (Storage events in the contract):
+    `incoming/<tenant>/...` is that tenant's when it names one; with a single tenant (or
+    none yet: the default tenant) every drop is its own. With several, a drop whose tenant
+    is not explicit (directly under `incoming/`, `incoming/BETA/`, `incoming/2024/`) is the
+    default tenant's under UNOWNED_DROPS=default, and nobody's (None: held) under `hold`."""
     head, sep, _rest = key.removeprefix(INCOMING_PREFIX).partition("/")
     if sep and is_tenant_name(head) and deps.tenants.get_tenant(head) is not None:
         return head
-    return deps.settings.default_tenant
+    tenants = deps.tenants.list_tenants()
+    if len(tenants) == 1:
+        return tenants[0].name
+    if not tenants or deps.settings.unowned_drops == "default":
+        return deps.settings.default_tenant
+    return None
 
 
 def handle_object_created(
     deps: Dependencies, event: ObjectCreated, budget: Budget | None = None
 ) -> str | None:
-    """Ingest one stored CSV. Returns the job id, or None when the object is not a job.
-    A repeated event finds the job claimed, or its fan-out done, and starts nothing new."""
+    """Ingest one stored CSV. Returns the job id, or None when the object is not a job (or
+    is held: its tenant is not explicit). A repeated event finds the job claimed, or its
+    fan-out done, and starts nothing new."""
     if not event.key.startswith(INCOMING_PREFIX) or event.key.endswith("/"):
         return None
     request_id = job_id_for_key(event.key, event.etag)
     job = deps.store.get_job(request_id)
     if job is None:
+        tenant = tenant_for_key(deps, event.key)
+        if tenant is None:
+            observability.record_drop_held()
+            log.info(
+                "drop %s held: it names no tenant and there are several (UNOWNED_DROPS=hold); "
+                "no job is made, the object stays until the upload retention deletes it",
+                event.key,
+                extra={"heldKey": event.key},
+            )
+            return None
         job = new_job(
             request_id,
             deps.clock.now(),
             source="bucket",
-            tenant=tenant_for_key(deps, event.key),
+            tenant=tenant,
             chunk_size=deps.settings.rows_per_chunk,
             key=event.key,
         )
@@ -120,6 +141,7 @@ def resume_ingest(deps: Dependencies, request_id: str, budget: Budget | None = N
     """Run (or take over) the job's ingest when nobody holds a live claim on it."""
     lease = timedelta(seconds=deps.settings.ingest_lease)
     if not deps.store.claim_ingest(request_id, deps.clock.now(), lease):
+        _unless_gone(deps, request_id)
         log.info("job %s: ingest claimed, done or terminal; nothing to start", request_id)
         return False
     _run_claimed(deps, request_id, budget or Budget.unlimited())
@@ -129,10 +151,18 @@ def resume_ingest(deps: Dependencies, request_id: str, budget: Budget | None = N
 def take_over_ingest(deps: Dependencies, request_id: str, budget: Budget | None = None) -> bool:
     """Continue the ingest that a run out of time handed over (its claim is taken at once)."""
     if not deps.store.claim_ingest(request_id, deps.clock.now(), HANDOVER_LEASE):
+        _unless_gone(deps, request_id)
         log.info("job %s: handover found the ingest done or terminal", request_id)
         return False
     _run_claimed(deps, request_id, budget or Budget.unlimited())
     return True
+
+
+def _unless_gone(deps: Dependencies, request_id: str) -> None:
+    """After a claim refused: JobGone when that is because the job no longer exists (a
+    retry or a handover queued before its deletion), so that the message is counted so."""
+    if deps.store.get_job(request_id) is None:
+        raise JobGone(request_id)
 
 
 def _run_claimed(deps: Dependencies, request_id: str, budget: Budget) -> None:

@@ -28,7 +28,7 @@ from chalicelib.domain.models import (
 )
 from chalicelib.domain.output_options import OutputOptions
 from chalicelib.domain.retention import output_cache_control
-from chalicelib.errors import ImageFailure, InvalidRequest
+from chalicelib.errors import ImageFailure, InvalidRequest, JobGone
 from chalicelib.lazy_imaging import CompressOptions, compress, work_allowance
 from chalicelib.ports import BatchRecorder
 from chalicelib.services import reuse
@@ -204,6 +204,8 @@ def process_rows(
     stopped = set(watch.stopped)
     if stopped:
         members = [n for n, task in enumerate(tasks) if task.request_id in stopped]
+        let_go(deps, tasks, [n for n in members if tasks[n].request_id in watch.gone], outcomes)
+        members = [n for n in members if tasks[n].request_id not in watch.gone]
         cancel_tasks(deps, tasks, members, outcomes)
         tasks_left = [task for task in tasks if task.request_id not in stopped]
     else:
@@ -258,17 +260,47 @@ def process_rows(
 
 
 def stopped_jobs(deps: Dependencies, tasks: Sequence[RowTask]) -> set[str]:
-    """The jobs of these rows that are cancelled, or asked to be: one read for them all. A
-    failed read stops nothing (the cancel still ends the job; its rows would only be done
+    """The jobs of these rows that are cancelled, or asked to be, or gone: one read."""
+    cancelled, gone = jobs_halted(deps, tasks)
+    return cancelled | gone
+
+
+def jobs_halted(deps: Dependencies, tasks: Sequence[RowTask]) -> tuple[set[str], set[str]]:
+    """(cancelled or asked to be, gone) among the jobs of these rows: one read for them all.
+    A failed read stops nothing (the cancel still ends the job; its rows would only be done
     for nothing)."""
     request_ids = sorted({task.request_id for task in tasks})
     if not request_ids:
-        return set()
+        return set(), set()
     try:
-        return deps.store.cancelled_jobs(request_ids)
+        return deps.store.jobs_stopped_or_gone(request_ids)
     except Exception:
         log.exception("could not read which of jobs %s are cancelled", ",".join(request_ids))
-        return set()
+        return set(), set()
+
+
+def let_go(
+    deps: Dependencies,
+    tasks: Sequence[RowTask],
+    members: Sequence[int],
+    outcomes: list[BaseException | None],
+    stored: Mapping[int, Sequence[str]] | None = None,
+) -> None:
+    """Rows (indexes in `tasks`) of jobs that no longer exist: no image starts, the message
+    is let go (JobGone, which the handler acknowledges and counts). Outputs of the job that
+    this delivery stored, or that an earlier one kept in the message, are removed: the
+    deletion that listed the job's outputs may have come before they were stored."""
+    keys: set[str] = set()
+    for n in members:
+        task = tasks[n]
+        outcomes[n] = JobGone(task.request_id)
+        keys.update(k.key for k in task.keep if k.key)
+        keys.update((stored or {}).get(n, ()))
+    for key in sorted(keys):
+        try:
+            deps.outputs.delete(key)
+        except Exception:  # what is left is deleted by the outputs' lifecycle retention
+            log.exception("could not remove %s, stored for a job that no longer exists", key)
 
 
 class CancelWatch:
@@ -282,11 +314,13 @@ class CancelWatch:
         self._deps = deps
         self._events = {task.request_id: threading.Event() for task in tasks}
         self.stopped: set[str] = set()
+        self.gone: set[str] = set()  # of the stopped, those that no longer exist
         self._checked = time.monotonic()
-        self._mark(stopped_jobs(deps, tasks))
+        self._mark(*jobs_halted(deps, tasks))
 
-    def _mark(self, found: set[str]) -> None:
-        for request_id in found:
+    def _mark(self, cancelled: set[str], gone: set[str]) -> None:
+        self.gone |= gone
+        for request_id in cancelled | gone:
             self.stopped.add(request_id)
             if request_id in self._events:
                 self._events[request_id].set()
@@ -302,7 +336,7 @@ class CancelWatch:
         self._checked = time.monotonic()
         going = [task for task in tasks if task.request_id not in self.stopped]
         if going:
-            self._mark(stopped_jobs(self._deps, going))
+            self._mark(*jobs_halted(self._deps, going))
 
     def guarded(
         self, request_id: str, work: Callable[[], ImageOutcome]
@@ -374,6 +408,7 @@ def _settle(
         done: list[tuple[int, RowTask, list[ImageResult]]] = []
         continued: list[tuple[int, dict[str, object]]] = []
         halted: list[int] = []  # rows of a job cancelled meanwhile, an image not started
+        stops: dict[int, dict[int, Future[ImageOutcome]]] = {}
         for n in ready:
             futures = live.pop(n)
             task = tasks[n]
@@ -385,6 +420,7 @@ def _settle(
                 continue
             if isinstance(row, Stopped):
                 halted.append(n)
+                stops[n] = futures
             elif isinstance(row, list):
                 done.append((n, task, row))
             elif row is None:
@@ -396,7 +432,12 @@ def _settle(
                 outcomes[n] = OutOfTime("no image of the row could start in time")
             else:
                 continued.append((n, row))
-        cancel_tasks(deps, tasks, halted, outcomes)
+        gone = [n for n in halted if tasks[n].request_id in watch.gone]
+        let_go(deps, tasks, gone, outcomes, {n: _stored(stops[n]) for n in gone})
+        cancel_tasks(deps, tasks, [n for n in halted if n not in gone], outcomes)
+        _unless_deleted(
+            deps, tasks, {n: _stored(stops[n]) for n in halted if n not in gone}, outcomes
+        )
         _continue_rows(deps, tasks, continued, outcomes)
         for n, error in record_batch(deps, done):
             outcomes[n] = error
@@ -408,6 +449,34 @@ def _settle(
             task.request_id,
         )
         outcomes[n] = OutOfTime("the invocation's time ran out before the row's images ended")
+
+
+def _unless_deleted(
+    deps: Dependencies,
+    tasks: Sequence[RowTask],
+    stored: Mapping[int, Sequence[str]],
+    outcomes: list[BaseException | None],
+) -> None:
+    """Rows of a cancelled job halted after some of their images were stored: when the row
+    is gone by now (the job's deletion removes its rows before it lists its outputs), what
+    they stored may have come after that listing, and is removed. One read per such row."""
+    for n, keys in stored.items():
+        task = tasks[n]
+        try:
+            if not keys or deps.store.list_rows(task.request_id, task.position, 1):
+                continue
+        except Exception:
+            log.exception(
+                "job %s: could not read whether its rows are still there", task.request_id
+            )
+            continue
+        let_go(deps, tasks, [n], outcomes, {n: keys})
+
+
+def _stored(futures: Mapping[int, Future[ImageOutcome]]) -> list[str]:
+    """The output keys these (done) images stored."""
+    done = (f.result() for f in futures.values())
+    return [r.output_key for r in done if isinstance(r, ImageResult) and r.output_key]
 
 
 def _ready(live: Mapping[int, Mapping[int, Future[ImageOutcome]]]) -> list[int]:
@@ -577,6 +646,9 @@ def record_batch(
                 progress = store.record_rows(
                     request_id, [(t.position, r) for _, t, r in items], deps.clock.now()
                 )
+            except JobGone:
+                outcomes.extend(_gone_rows(deps, items))
+                continue
             except Exception:
                 log.exception("job %s: batch record failed; recording row by row", request_id)
             else:
@@ -592,10 +664,27 @@ def record_batch(
             try:
                 record_results(deps, task, results)
                 outcomes.append((n, None))
+            except JobGone:
+                outcomes.extend(_gone_rows(deps, [(n, task, results)]))
             except Exception as exc:
                 _log_retry(task)
                 outcomes.append((n, exc))
     return outcomes
+
+
+def _gone_rows(
+    deps: Dependencies, items: Sequence[tuple[int, RowTask, list[ImageResult]]]
+) -> list[tuple[int, BaseException | None]]:
+    """Rows whose job was found gone as they were recorded: their outputs, stored before the
+    deletion's rows went and perhaps after its listing of outputs, are removed."""
+    outcomes: list[BaseException | None] = [None] * len(items)
+    tasks = [task for _, task, _ in items]
+    stored = {
+        i: [r.output_key for r in results if r.output_key]
+        for i, (_, _, results) in enumerate(items)
+    }
+    let_go(deps, tasks, range(len(items)), outcomes, stored)
+    return [(n, outcome) for (n, _, _), outcome in zip(items, outcomes, strict=True)]
 
 
 def _finalize_if_done(deps: Dependencies, request_id: str, counted: Sequence[Progress]) -> None:

@@ -26,8 +26,8 @@ def load_job(deps: Dependencies, request_id: str, tenant: str) -> Job:
         raise InvalidRequest(
             "requestId must be a UUID", [{"field": "requestId", "value": request_id[:100]}]
         )
-    job = deps.store.get_job(request_id)
-    if job is None or job.tenant != tenant:
+    job = deps.store.get_job(request_id, tenant)  # one query on id and owner
+    if job is None:
         raise NotFound(f"no job with requestId {request_id}")
     return job
 

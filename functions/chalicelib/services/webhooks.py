@@ -20,6 +20,7 @@ from chalicelib.domain.webhook_schedule import (
     next_delay,
     parse_retry_after,
 )
+from chalicelib.errors import JobGone
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.job_events import job_summary
 from chalicelib.services.tenants import signing_secrets
@@ -58,7 +59,9 @@ def deliver_webhook(deps: Dependencies, message: Mapping[str, object]) -> None:
     request_id = str(message.get("requestId", ""))
     step = int(str(message.get("attempt", 1)))
     job = deps.store.get_job(request_id)
-    if job is None or job.webhook.state != WebhookState.PENDING:
+    if job is None:
+        raise JobGone(request_id)
+    if job.webhook.state != WebhookState.PENDING:
         return
     wanted = message.get("webhookId")
     if wanted and wanted != job.webhook.webhook_id:

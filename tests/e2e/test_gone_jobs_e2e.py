@@ -1,0 +1,141 @@
+"""A job deleted while its rows are queued, through the emulator: a 200-row job whose images
+are held back is cancelled and deleted while one poller works on its first batch (images in
+flight until the deletion is done) and the rest of its rows wait in the queue. Its queued
+rows are let go (acknowledged and counted, never failures), the images in flight leave no
+output behind, a small job submitted after it completes, and every queue, dead-letter
+queues included, is empty, all within a minute."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+
+from local_emulator.stack import Emulator, EmulatorOptions
+from tests.e2e.emulator_support import keyed
+from tests.e2e.test_pipeline_e2e import HEADER, upload, wait_terminal
+from tests.support.servers import serve
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+PHOTO = (Path(__file__).resolve().parents[2] / "local_emulator/samples/images/mug.jpg").read_bytes()
+ROWS = 200
+HOLD_SECONDS = 6.0  # at most; a byte every 0.25 s keeps the fetch under its read timeout
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    """One poller of the rows queue: the big job's first batch holds it while the others
+    wait in the queue, so they are received after the deletion."""
+    with Emulator(
+        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True, workers=1)
+    ) as emu:
+        yield emu
+
+
+class Host:
+    """`/slow/...` sends its headers, then a byte at a time until released; `/fast/...` at
+    once."""
+
+    def __init__(self) -> None:
+        self.first = threading.Event()  # the big job's first image was asked for
+        self.released = threading.Event()
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[tuple[str, Host]]:
+    state = Host()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(PHOTO)))
+            self.end_headers()
+            sent = 0
+            try:
+                if self.path.startswith("/slow/"):
+                    state.first.set()
+                    deadline = time.monotonic() + HOLD_SECONDS
+                    while not state.released.wait(0.25) and time.monotonic() < deadline:
+                        self.wfile.write(PHOTO[sent : sent + 1])
+                        self.wfile.flush()
+                        sent += 1
+                self.wfile.write(PHOTO[sent:])
+                self.wfile.flush()
+            except OSError:
+                return
+
+    with serve(Handler) as url:
+        yield url, state
+        state.released.set()
+
+
+def queue_depths(emulator: Emulator) -> dict[str, int]:
+    """Messages each queue holds (visible, in flight and delayed), by logical id."""
+    sqs = emulator.sqs_client()
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    depths = {}
+    for logical_id, queue in emulator.stack.queues.items():
+        attributes = sqs.get_queue_attributes(QueueUrl=queue.url, AttributeNames=names)
+        depths[logical_id] = sum(int(attributes["Attributes"].get(n, 0)) for n in names)
+    return depths
+
+
+def test_a_job_deleted_with_rows_queued_delays_no_job_and_leaves_every_queue_empty(
+    emulator: Emulator, host: tuple[str, Host], capfd: pytest.CaptureFixture[str]
+) -> None:
+    base, state = host
+    api = keyed(emulator)
+    big = upload(
+        emulator, HEADER + "".join(f"{n},P{n},{base}/slow/{n}.jpg\n" for n in range(1, ROWS + 1))
+    )
+    assert state.first.wait(30), "the big job's first image was never asked for"
+    assert api.post(f"{emulator.api_url}/api/jobs/{big}/cancel", timeout=10).status_code == 202
+    status_url = f"{emulator.api_url}/api/getProcessingStatus/{big}"
+    assert wait_until(
+        lambda: api.get(status_url, timeout=10).json()["status"] == "cancelled", timeout=30
+    )
+    start = time.monotonic()
+    deleted = api.delete(f"{emulator.api_url}/api/jobs/{big}", timeout=30)
+    assert deleted.status_code == 204, deleted.text
+    state.released.set()  # the images in flight end now, after the deletion: stored, then?
+
+    small = upload(emulator, HEADER + "".join(f"{n},S{n},{base}/fast/{n}.jpg\n" for n in (1, 2, 3)))
+    assert wait_terminal(emulator, small, timeout=60)["status"] == "completed"
+    assert wait_until(lambda: not any(queue_depths(emulator).values()), timeout=60, step=0.5), (
+        queue_depths(emulator)
+    )
+    took = time.monotonic() - start
+    assert took < 60, f"{took:.1f}s"
+
+    gone = api.get(status_url, timeout=10)
+    assert gone.status_code == 404
+    s3 = emulator.s3_client()
+    outputs = emulator.stack.buckets["OutputsBucket"].name
+    # every message handled (no queue holds one in flight), so every image in flight is done
+    listed = s3.list_objects_v2(Bucket=outputs, Prefix=f"outputs/{big}/")
+    left = [item["Key"] for item in listed.get("Contents", [])]
+    assert left == []  # the images in flight at the deletion left nothing behind
+    counted = sum(
+        int(json.loads(line).get("MessagesForGoneJobs", 0))
+        for line in re.findall(r"^\{.*MessagesForGoneJobs.*\}$", capfd.readouterr().err, re.M)
+    )
+    print(f"deleted with rows queued: {counted} message(s) let go; all quiet in {took:.1f}s")
+    assert counted >= ROWS // 2  # most of its rows were still queued: let go, not failed
