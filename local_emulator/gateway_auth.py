@@ -373,12 +373,14 @@ def _api_specs(
 
 
 def _method_throttles(settings: Any) -> dict[tuple[str, str], Throttle]:
-    """MethodSettings' throttles by (method, path): ResourcePath's ~1 is a slash."""
+    """MethodSettings' throttles by (method, path). ResourcePath is a slash then the path
+    with each of its slashes as ~1 (`/~1api~1health`); `/` alone is the root, `/*` all."""
     out: dict[tuple[str, str], Throttle] = {}
     for setting in settings if isinstance(settings, list) else []:
         if "ThrottlingRateLimit" not in setting and "ThrottlingBurstLimit" not in setting:
             continue
-        path = str(setting.get("ResourcePath", "/*")).replace("~1", "/")
+        raw = str(setting.get("ResourcePath", "/*"))
+        path = raw if raw in ("/", "/*") else raw[1:].replace("~1", "/")
         method = str(setting.get("HttpMethod", "*")).upper()
         out[(method, path)] = Throttle(
             rate=float(setting.get("ThrottlingRateLimit", math.inf)),

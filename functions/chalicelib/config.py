@@ -70,10 +70,10 @@ class Settings:
     # secret on first use (and wins over MONGO_URI when both are set).
     mongo_uri_secret_id: str = ""
     mongo_db: str = "image_pipeline"
-    # Connections one process may open to each MongoDB server (pymongo's maxPoolSize; 0:
-    # pymongo's default, 100). The template sets it: the functions' concurrency caps assume
-    # it (docs/performance.md, "Connections").
-    mongo_max_pool_size: int = 0
+    # Connections one process (one Lambda container) opens to each MongoDB server at most
+    # (pymongo's maxPoolSize; 0: pymongo's default, 100). The template's concurrency caps
+    # assume it (Mappings: ConcurrencyForConnections; docs/performance.md, "Connections").
+    mongo_max_pool_size: int = 4
     max_csv_bytes: int = 10 * MIB
     max_rows: int = 100_000
     max_images_per_row: int = 50
