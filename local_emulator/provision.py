@@ -880,6 +880,7 @@ class Provisioner:
             props = self.resolver.resolve(raw)
             if str(props.get("Enabled", True)).lower() == "false":
                 continue
+            self.stack.other_resources[mapping_id] = f"{props['EventSourceArn']} -> {function_id}"
             sources.append(
                 self._sqs_source(
                     function_id, mapping_id, {**props, "Queue": props["EventSourceArn"]}

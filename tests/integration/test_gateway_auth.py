@@ -338,14 +338,16 @@ def test_a_cached_policy_that_does_not_cover_the_next_route_is_403(
 
 
 @pytest.mark.parametrize("mode", ["boom", "nothing"])
-def test_any_other_authorizer_failure_is_500_in_the_contract_shape(
+def test_any_other_authorizer_failure_is_the_templates_503_in_the_contract_shape(
     authorizer: StandInAuthorizer, clock: Clock, mode: str
 ) -> None:
     log: list[str] = []
     gateway = make_gateway(authorizer, clock, log=log)
     authorizer.mode = mode
     refusal = refused(gateway, PROTECTED)
-    assert refusal.CODE == 500
+    # AUTHORIZER_CONFIGURATION_ERROR: API Gateway's 500, the template's 503 (retry later)
+    assert refusal.CODE == 503
+    assert refusal.headers["Retry-After"] == "1"
     assert refusal.headers["x-amzn-ErrorType"] == "AuthorizerConfigurationException"
     body = body_of(refusal)
     assert set(body) == {"error", "details"} and isinstance(body["error"], str)
@@ -355,11 +357,11 @@ def test_any_other_authorizer_failure_is_500_in_the_contract_shape(
     assert authorizer.calls == 2  # a failure is not cached
 
 
-def test_an_authorizer_past_its_timeout_is_500(authorizer: StandInAuthorizer, clock: Clock) -> None:
+def test_an_authorizer_past_its_timeout_is_503(authorizer: StandInAuthorizer, clock: Clock) -> None:
     gateway = make_gateway(authorizer, clock, timeout=0.2)
     authorizer.mode = "hang"
     refusal = refused(gateway, PROTECTED)
-    assert refusal.CODE == 500
+    assert refusal.CODE == 503
     assert refusal.headers["x-amzn-ErrorType"] == "AuthorizerConfigurationException"
 
 
