@@ -1348,7 +1348,8 @@ def test_every_function_is_built_by_the_functions_makefile(template: dict[str, A
 
     rules = read_makefile()
     for logical_id, function in _functions(template).items():
-        assert function["Metadata"] == {"BuildMethod": "makefile"}, logical_id
+        assert function["Metadata"]["BuildMethod"] == "makefile", logical_id
+        assert set(function["Metadata"]) <= {"BuildMethod", "checkov"}, logical_id
         assert _prop(template, function, "CodeUri") == "functions/"
     assert set(rules) == set(_functions(template))
 
@@ -1571,3 +1572,19 @@ def test_public_routes_are_throttled_at_the_stage(
     assert public and throttled == public
     (stage,) = _resources(transformed, "AWS::ApiGateway::Stage").values()
     assert len(stage["Properties"]["MethodSettings"]) == len(public)
+
+
+def test_every_checkov_skip_is_on_its_resource_with_a_reason(template: dict[str, Any]) -> None:
+    """`make deploy-check` runs checkov and fails on any finding not skipped; a skip is on
+    the resource it excuses, with the reason next to it."""
+    skips = 0
+    for logical_id, resource in template["Resources"].items():
+        for skip in ((resource.get("Metadata") or {}).get("checkov") or {}).get("skip", []):
+            assert re.fullmatch(r"CKV2?_AWS_[0-9]+", skip["id"]), logical_id
+            assert len(skip.get("comment", "").split()) >= 8, f"{logical_id} {skip['id']}"
+            skips += 1
+    assert skips >= 10
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    rule = re.search(r"^deploy-check:.*\n(\t.*\n)+", makefile, re.MULTILINE)
+    assert rule is not None
+    assert "checkov" in rule.group(0) and "--soft-fail" not in rule.group(0)
