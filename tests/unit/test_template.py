@@ -1588,3 +1588,29 @@ def test_every_checkov_skip_is_on_its_resource_with_a_reason(template: dict[str,
     rule = re.search(r"^deploy-check:.*\n(\t.*\n)+", makefile, re.MULTILINE)
     assert rule is not None
     assert "checkov" in rule.group(0) and "--soft-fail" not in rule.group(0)
+
+
+def test_the_example_configuration_agrees_with_the_template(template: dict[str, Any]) -> None:
+    """infra/samconfig.toml.example names only the template's parameters, with values the
+    template accepts, and everything a deploy must give; it sets no secret nobody creates and
+    no schedule other than the template's."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "infra" / "samconfig.toml.example").read_text("utf-8"))
+    deploy = config["default"]["deploy"]["parameters"]
+    overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
+    parameters = template["Parameters"]
+    assert set(overrides) <= set(parameters)
+    required = {name for name, spec in parameters.items() if "Default" not in spec}
+    assert required <= set(overrides)
+    for name, value in overrides.items():
+        spec = parameters[name]
+        if "AllowedPattern" in spec:
+            assert re.fullmatch(spec["AllowedPattern"], value), name
+        if "AllowedValues" in spec:
+            assert value in [str(v) for v in spec["AllowedValues"]], name
+        if "MinValue" in spec:
+            assert int(value) >= int(spec["MinValue"]), name
+    assert "WebhookSecretName" not in overrides  # no step creates it: tenants have their own
+    assert "WebhookRetrySchedule" not in overrides  # the template's three days
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
