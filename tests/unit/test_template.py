@@ -1128,7 +1128,9 @@ def test_a_cdn_with_origin_access_control_serves_the_outputs_bucket(
     assert behaviour["AllowedMethods"] == ["GET", "HEAD"]
     assert behaviour["Compress"] is False  # images: compressed already
     assert "CacheBehaviors" not in config  # one behaviour: everything goes through the policy
-    assert "DefaultRootObject" not in config and "Aliases" not in config
+    assert "DefaultRootObject" not in config
+    # an alternate domain only with OutputsDomainName (and its certificate)
+    assert config["Aliases"]["Fn::If"][0] == "HasOutputsDomain"
 
 
 def test_the_cdn_honours_the_objects_cache_control(template: dict[str, Any]) -> None:
@@ -1203,7 +1205,13 @@ def test_the_outputs_bucket_still_blocks_public_access(template: dict[str, Any])
 
 def test_public_base_url_is_the_distribution_unless_overridden(template: dict[str, Any]) -> None:
     env = template["Globals"]["Function"]["Environment"]["Variables"]
-    from_cdn = {"Fn::Sub": "https://${OutputsDistribution.DomainName}"}
+    from_cdn = {
+        "Fn::If": [
+            "HasOutputsDomain",
+            {"Fn::Sub": "https://${OutputsDomainName}"},
+            {"Fn::Sub": "https://${OutputsDistribution.DomainName}"},
+        ]
+    }
     assert env["PUBLIC_BASE_URL"] == {
         "Fn::If": ["HasPublicBaseUrl", {"Ref": "PublicBaseUrl"}, from_cdn]
     }
@@ -1614,3 +1622,29 @@ def test_the_example_configuration_agrees_with_the_template(template: dict[str, 
     assert "WebhookSecretName" not in overrides  # no step creates it: tenants have their own
     assert "WebhookRetrySchedule" not in overrides  # the template's three days
     assert deploy["capabilities"] == "CAPABILITY_IAM"
+
+
+def test_a_custom_domain_and_its_certificate_are_parameters(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    domain = re.compile(parameters["OutputsDomainName"]["AllowedPattern"])
+    certificate = re.compile(parameters["OutputsCertificateArn"]["AllowedPattern"])
+    assert domain.fullmatch("") and domain.fullmatch("images.example.com")
+    assert not domain.fullmatch("https://images.example.com")
+    arn = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-aaaa-bbbb-cccc-0123456789ab"
+    assert certificate.fullmatch(arn) and certificate.fullmatch("")
+    assert not certificate.fullmatch(arn.replace("us-east-1", "eu-west-1"))  # CloudFront's
+    config = template["Resources"]["OutputsDistribution"]["Properties"]["DistributionConfig"]
+    assert config["Aliases"] == {
+        "Fn::If": ["HasOutputsDomain", [{"Ref": "OutputsDomainName"}], {"Ref": "AWS::NoValue"}]
+    }
+    condition, viewer, default = config["ViewerCertificate"]["Fn::If"]
+    assert condition == "HasOutputsDomain" and default == {"Ref": "AWS::NoValue"}
+    assert viewer == {
+        "AcmCertificateArn": {"Ref": "OutputsCertificateArn"},
+        "SslSupportMethod": "sni-only",
+        "MinimumProtocolVersion": "TLSv1.2_2021",
+    }
+    rule = template["Rules"]["OutputsDomainHasACertificate"]
+    assert rule["Assertions"][0]["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "OutputsCertificateArn"}, ""]}]
+    }
