@@ -10,7 +10,7 @@ CHECKOV_VENV := .checkov-venv
 CHECKOV_BIN := $(CHECKOV_VENV)/bin
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM_BIN)/sam
 
-.PHONY: demo serve test bench lint typecheck unit integration e2e deploy-check clean
+.PHONY: demo serve test bench lint typecheck unit integration e2e deploy-check lock clean
 
 $(BIN)/.installed: requirements.txt functions/requirements.txt functions/requirements-imaging.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 13), "Python 3.13 is required (see .python-version), found " + sys.version'
@@ -67,9 +67,14 @@ $(CHECKOV_BIN)/.installed: infra/checkov-requirements.txt
 # (infra/size_budget.py). The bundles are built by this environment's Python 3.13.
 deploy-check: $(SAM_BIN)/.installed $(CHECKOV_BIN)/.installed
 	$(SAM) validate --lint
-	$(CHECKOV_BIN)/checkov --quiet --compact --framework cloudformation --file template.yaml
+	$(CHECKOV_BIN)/checkov --quiet --compact --skip-download --framework cloudformation --file template.yaml
 	PATH="$(CURDIR)/$(SAM_BIN):$$PATH" $(SAM) build
 	$(SAM_BIN)/python -m infra.size_budget
+
+# The functions' requirements locked with hashes for Lambda's platform (functions/*.lock):
+# run after changing a functions/requirements*.txt, and commit the locks with it.
+lock: $(BIN)/.installed
+	$(BIN)/python -m infra.lock
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
