@@ -547,9 +547,15 @@ class FrontDoorHandler(socketserver.BaseRequestHandler):
             headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
             headers["Content-Length"] = str(len(body))
         try:
-            response = self.server.gateway.handle_request(
-                method=request.method, path=request.target, headers=headers, body=body or None
-            )
+            try:
+                response = self.server.gateway.handle_request(
+                    method=request.method, path=request.target, headers=headers, body=body or None
+                )
+            finally:
+                # the function's invocation slot (its reserved concurrency) is free again
+                finish = getattr(self.server.gateway._authorizer, "finish_invocation", None)
+                if callable(finish):
+                    finish()
         except LocalGatewayException as exc:
             status, out, payload = exc.CODE, dict(exc.headers), exc.body or b""
         except Exception as exc:  # the function failed: API Gateway answers 502

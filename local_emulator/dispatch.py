@@ -289,6 +289,8 @@ class Dispatcher:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._disabled: set[str] = set()  # queue names whose mappings are switched off
+        # function logical id -> invocations at once its ReservedConcurrentExecutions leaves
+        self._reserved_left: dict[str, int] = {}
         self._stats_lock = threading.Lock()
         self.stats: dict[str, FunctionStats] = {}
         self.descriptions: list[str] = []
@@ -329,6 +331,20 @@ class Dispatcher:
         if source.maximum_concurrency is not None:
             pollers = min(pollers, source.maximum_concurrency)
         pollers = max(1, pollers)
+        if function.reserved_concurrency is not None:
+            # one poller is one invocation at a time: all of a function's together stay
+            # within its reserved concurrency, as Lambda throttles the rest
+            left = self._reserved_left.setdefault(
+                function.logical_id, function.reserved_concurrency
+            )
+            pollers = min(pollers, left)
+            self._reserved_left[function.logical_id] = left - pollers
+            if pollers < 1:
+                self.descriptions.append(
+                    f"{source.queue.name} -> {function.handler}: not polled (its reserved "
+                    f"concurrency, {function.reserved_concurrency}, is taken)"
+                )
+                return
         for i in range(pollers):
             self._threads.append(
                 threading.Thread(
@@ -348,6 +364,9 @@ class Dispatcher:
         )
 
     def add_schedule(self, function: FunctionInfo, schedule: ScheduleSource, scale: float) -> None:
+        if function.reserved_concurrency == 0:  # Lambda throttles every invocation
+            self.descriptions.append(f"{schedule.expression} -> {function.handler}: throttled")
+            return
         handler = self._load(function)
         period = max(1.0, schedule.period_seconds * scale)
         self._threads.append(

@@ -24,6 +24,13 @@ API Gateway does, in its order:
    Every key has a token bucket of the usage plan's Throttle (BurstLimit tokens, RateLimit
    a second): empty -> THROTTLED (429) with Retry-After.
 
+The stage's MethodSettings throttle a route for all callers together (one bucket per
+method and resource path; `/*` and `*` for every route): empty -> THROTTLED (429) with
+Retry-After, before the authorizer. A function's ReservedConcurrentExecutions is how many of
+its invocations may run at once: an authorizer over it -> AUTHORIZER_CONFIGURATION_ERROR,
+the route's function over it -> INTEGRATION_FAILURE (as API Gateway answers Lambda's 429),
+each the template's GatewayResponse.
+
 Each refusal is the template's GatewayResponse for its type (status, headers, body), or
 DEFAULT_4XX/DEFAULT_5XX, or API Gateway's default; `$context.error.messageString` and
 `$context.error.message` are filled in. Not emulated: which keys exist (any non-empty key
@@ -73,6 +80,7 @@ ACCESS_DENIED = "ACCESS_DENIED"
 INVALID_API_KEY = "INVALID_API_KEY"
 THROTTLED = "THROTTLED"
 AUTHORIZER_CONFIGURATION_ERROR = "AUTHORIZER_CONFIGURATION_ERROR"
+INTEGRATION_FAILURE = "INTEGRATION_FAILURE"
 DEFAULT_RESPONSES: dict[str, tuple[int, str]] = {
     MISSING_AUTHENTICATION_TOKEN: (403, "Missing Authentication Token"),
     UNAUTHORIZED: (401, "Unauthorized"),
@@ -80,6 +88,7 @@ DEFAULT_RESPONSES: dict[str, tuple[int, str]] = {
     INVALID_API_KEY: (403, "Forbidden"),
     THROTTLED: (429, "Too Many Requests"),
     AUTHORIZER_CONFIGURATION_ERROR: (500, "the authorizer failed; the request was not served"),
+    INTEGRATION_FAILURE: (504, "Internal server error"),
 }
 ERROR_TYPES = {
     MISSING_AUTHENTICATION_TOKEN: "MissingAuthenticationTokenException",
@@ -88,6 +97,7 @@ ERROR_TYPES = {
     INVALID_API_KEY: "ForbiddenException",
     THROTTLED: "TooManyRequestsException",
     AUTHORIZER_CONFIGURATION_ERROR: "AuthorizerConfigurationException",
+    INTEGRATION_FAILURE: "InternalServerErrorException",
 }
 _PATH_PARAMETER = re.compile(r"\{([^}/]+?)(\+?)\}")
 _STATIC_HEADER = re.compile(r"^'(.*)'$", re.DOTALL)
@@ -142,6 +152,15 @@ class ApiSpec:
     throttle: Throttle | None
     preflight_authorizer: str | None  # the default authorizer, when it guards preflights
     preflight_api_key: bool
+    # the stage's MethodSettings throttles: (HTTP method or *, resource path or /*) -> bucket
+    method_throttles: Mapping[tuple[str, str], Throttle] = field(default_factory=dict)
+
+    def method_throttle(self, method: str, path: str) -> tuple[tuple[str, str], Throttle] | None:
+        """The MethodSettings entry for a route: its own, else the stage's `/*/*`."""
+        for key in ((method, path), ("*", path), (method, "/*"), ("*", "/*")):
+            if key in self.method_throttles:
+                return key, self.method_throttles[key]
+        return None
 
 
 @dataclass(frozen=True)
@@ -152,6 +171,7 @@ class Route:
     authorizer: str | None  # a name in api.authorizers; None: no authorizer
     api_key_required: bool
     pattern: re.Pattern[str] = field(compare=False)
+    function: str = ""  # the logical id of the function the route invokes
 
     @property
     def precedence(self) -> tuple[int, int, int]:
@@ -347,8 +367,26 @@ def _api_specs(
             ),
             preflight_api_key=api_key_required
             and _flag(resolver.resolve(auth.get("AddApiKeyRequiredToCorsPreflight")), True),
+            method_throttles=_method_throttles(resolver.resolve(props.get("MethodSettings") or [])),
         )
     return specs
+
+
+def _method_throttles(settings: Any) -> dict[tuple[str, str], Throttle]:
+    """MethodSettings' throttles by (method, path). ResourcePath is a slash then the path
+    with each of its slashes as ~1 (`/~1api~1health`); `/` alone is the root, `/*` all."""
+    out: dict[tuple[str, str], Throttle] = {}
+    for setting in settings if isinstance(settings, list) else []:
+        if "ThrottlingRateLimit" not in setting and "ThrottlingBurstLimit" not in setting:
+            continue
+        raw = str(setting.get("ResourcePath", "/*"))
+        path = raw if raw in ("/", "/*") else raw[1:].replace("~1", "/")
+        method = str(setting.get("HttpMethod", "*")).upper()
+        out[(method, path)] = Throttle(
+            rate=float(setting.get("ThrottlingRateLimit", math.inf)),
+            burst=int(setting.get("ThrottlingBurstLimit", 0) or 0),
+        )
+    return out
 
 
 def _path_pattern(path: str) -> re.Pattern[str]:
@@ -402,6 +440,7 @@ def read_gateway_spec(
                 authorizer=authorizer,
                 api_key_required=_flag(auth.get("ApiKeyRequired"), api.api_key_required),
                 pattern=_path_pattern(path),
+                function=str(props["Function"]),
             )
         )
     return GatewaySpec(routes=tuple(routes))
@@ -543,6 +582,7 @@ class TemplateGateway:
         stack_name: str = STACK_NAME,
         region: str = REGION,
         account_id: str = ACCOUNT_ID,
+        concurrency: Mapping[str, int] | None = None,
     ) -> None:
         self.spec = spec
         self._functions = dict(functions)
@@ -562,6 +602,13 @@ class TemplateGateway:
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
         self._buckets: dict[str, TokenBuckets] = {}
+        self._method_buckets: dict[str, TokenBuckets] = {}
+        # function logical id -> its invocations' slots (ReservedConcurrentExecutions)
+        self._slots = {
+            function_id: threading.BoundedSemaphore(limit) if limit > 0 else None
+            for function_id, limit in (concurrency or {}).items()
+        }
+        self._invocation = threading.local()  # the route function's slot this thread holds
 
     # -- the hook -------------------------------------------------------------------
     def authorize(
@@ -576,6 +623,7 @@ class TemplateGateway:
                 None, MISSING_AUTHENTICATION_TOKEN, f"no route answers {method} {path}"
             )
         api = route.api
+        self._method_throttle(api, method, route.path)
         headers = {str(k).lower(): str(v) for k, v in (lambda_event.get("headers") or {}).items()}
         answer: dict[str, Any] | None = None
         if route.authorizer is not None:
@@ -593,7 +641,55 @@ class TemplateGateway:
                 raise self.refusal(api, INVALID_API_KEY, "Forbidden")
             self._throttle(api, str(key))
             context.setdefault("identity", {})["apiKey"] = str(key)
+        self._start_invocation(api, route.function)
         return lambda_event, lambda_context
+
+    # -- reserved concurrency ---------------------------------------------------------------
+    def _take_slot(self, function_id: str) -> bool | None:
+        """True: a slot taken; False: none left (Lambda's 429); None: the function is not
+        capped."""
+        if function_id not in self._slots:
+            return None
+        slot = self._slots[function_id]
+        return slot is not None and slot.acquire(blocking=False)
+
+    def _start_invocation(self, api: ApiSpec, function_id: str) -> None:
+        self.finish_invocation()  # a slot left by a request that never reached the app
+        taken = self._take_slot(function_id)
+        if taken is False:
+            self._log(f"{function_id} throttled: its reserved concurrency is in use")
+            raise self.refusal(api, INTEGRATION_FAILURE, "Internal server error")
+        if taken:
+            self._invocation.function = function_id
+
+    def finish_invocation(self) -> None:
+        """The app answered (api_server.py calls this): its function's slot is free again."""
+        function_id = getattr(self._invocation, "function", None)
+        if function_id is not None:
+            self._invocation.function = None
+            slot = self._slots.get(function_id)
+            if slot is not None:
+                slot.release()
+
+    def _method_throttle(self, api: ApiSpec, method: str, path: str) -> None:
+        found = api.method_throttle(method, path)
+        if found is None:
+            return
+        key, throttle = found
+        name = f"{api.logical_id} {key[0]} {key[1]}"
+        with self._lock:
+            buckets = self._method_buckets.get(name)
+            if buckets is None:
+                buckets = self._method_buckets[name] = TokenBuckets(throttle, self._clock)
+        wait = buckets.take(name)
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
+            raise self.refusal(
+                api,
+                THROTTLED,
+                DEFAULT_RESPONSES[THROTTLED][1],
+                headers={"Retry-After": str(retry_after)},
+            )
 
     # -- the authorizer ---------------------------------------------------------------
     def method_arn(self, api: ApiSpec, method: str, path: str) -> str:
@@ -669,6 +765,30 @@ class TemplateGateway:
         """The authorizer function, as Lambda runs it for API Gateway: within its Timeout;
         "Unauthorized" -> 401; an allow or deny policy is cached; anything else -> 500."""
         function = self._functions[authorizer.function_id]
+        taken = self._take_slot(authorizer.function_id)
+        if taken is False:
+            self._log(f"authorizer {authorizer.name} ({function.name}) throttled")
+            raise self.refusal(
+                api,
+                AUTHORIZER_CONFIGURATION_ERROR,
+                DEFAULT_RESPONSES[AUTHORIZER_CONFIGURATION_ERROR][1],
+            )
+        try:
+            return self._invoke_function(api, authorizer, function, token, arn)
+        finally:
+            if taken:
+                slot = self._slots[authorizer.function_id]
+                if slot is not None:
+                    slot.release()
+
+    def _invoke_function(
+        self,
+        api: ApiSpec,
+        authorizer: TokenAuthorizer,
+        function: LambdaFunction,
+        token: str,
+        arn: str,
+    ) -> dict[str, Any]:
         event = {"type": "TOKEN", "authorizationToken": token, "methodArn": arn}
         context = LambdaContext(
             function_name=function.name,
@@ -809,4 +929,9 @@ def gateway_for_stack(
         clock=clock,
         log=log,
         stack_name=stack.stack_name,
+        concurrency={
+            logical_id: info.reserved_concurrency
+            for logical_id, info in stack.functions.items()
+            if info.reserved_concurrency is not None
+        },
     )

@@ -97,6 +97,8 @@ class FunctionInfo:
     alias: str | None = None  # AutoPublishAlias: on AWS every invocation goes to this alias
     snap_start: bool = False  # SnapStart ApplyOn PublishedVersions
     build_method: str | None = None  # Metadata BuildMethod (functions/Makefile's bundles)
+    # ReservedConcurrentExecutions: the most invocations at once (None: the account's)
+    reserved_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,7 @@ def _notification_configuration(cfn: Mapping[str, Any], bucket: str, warn: Warn)
 
 # Served otherwise: the API server stands in for API Gateway.
 _EMULATED_ELSEWHERE = {"AWS::Serverless::Api", "AWS::Serverless::HttpApi"}
+EVENT_SOURCE_MAPPING = "AWS::Lambda::EventSourceMapping"
 
 # Types left out on purpose, and what that means locally.
 _NOT_EMULATED_BECAUSE = {
@@ -687,6 +690,7 @@ class Provisioner:
     # -- everything else -------------------------------------------------------
     def _others(self) -> None:
         handled = {"AWS::SQS::Queue", "AWS::S3::Bucket", "AWS::Serverless::Function"}
+        handled.add(EVENT_SOURCE_MAPPING)  # delivered by the dispatcher (_functions)
         handled |= _CDN_TYPES
         for logical_id, resource in (self._template.get("Resources") or {}).items():
             kind = str(resource.get("Type", ""))
@@ -829,7 +833,9 @@ class Provisioner:
                     serves_api = True
                 else:
                     self._warn(f"{logical_id}: event {event_name} of type {kind} is not emulated")
+            sqs_sources += self._mapped_sources(logical_id)
             timeout = int(self.resolver.resolve(props.get("Timeout", LAMBDA_DEFAULT_TIMEOUT)))
+            reserved = self.resolver.resolve(props.get("ReservedConcurrentExecutions"))
             alias = self.resolver.resolve(props.get("AutoPublishAlias"))
             snap_start = self.resolver.resolve(props.get("SnapStart")) or {}
             build_method = (resource.get("Metadata") or {}).get("BuildMethod")
@@ -852,7 +858,35 @@ class Provisioner:
                 snap_start=isinstance(snap_start, Mapping)
                 and snap_start.get("ApplyOn") == "PublishedVersions",
                 build_method=str(build_method) if build_method else None,
+                reserved_concurrency=(
+                    int(reserved) if reserved is not None and reserved is not NO_VALUE else None
+                ),
             )
+
+    def _mapped_sources(self, function_id: str) -> list[SqsEventSource]:
+        """The template's own AWS::Lambda::EventSourceMapping resources that feed this
+        function (FunctionName: !Ref <function>, .Alias, .Version or !GetAtt .Arn) from a
+        queue of the stack, delivered as its SQS events are."""
+        names = {f"{function_id}.Alias", f"{function_id}.Version", function_id}
+        sources = []
+        for mapping_id, resource in self._resources(EVENT_SOURCE_MAPPING):
+            raw = resource.get("Properties", {}) or {}
+            target = raw.get("FunctionName")
+            refs = references(target)
+            if not refs & names and not (
+                isinstance(target, str) and target.split(":")[-1] == self.resolver.ref(function_id)
+            ):
+                continue
+            props = self.resolver.resolve(raw)
+            if str(props.get("Enabled", True)).lower() == "false":
+                continue
+            self.stack.other_resources[mapping_id] = f"{props['EventSourceArn']} -> {function_id}"
+            sources.append(
+                self._sqs_source(
+                    function_id, mapping_id, {**props, "Queue": props["EventSourceArn"]}
+                )
+            )
+        return sources
 
     def _sqs_source(
         self, function_id: str, event_name: str, props: Mapping[str, Any]

@@ -69,6 +69,10 @@ TENANT_SECRETS_PREFIX_ENV = "TENANT_SECRETS_PREFIX"
 # Secrets the functions never find in their environment when the template reads them from
 # Secrets Manager (the emulator hides the user's, which it shares os.environ with).
 SECRET_VARIABLES = ("MONGO_URI", "WEBHOOK_SECRET")
+# Per execution environment (Settings' default, or the template's): container processes
+# (containers.py) keep it; the emulator's own process runs every function's invocations at
+# once on one MongoDB pool, which is given pymongo's default size ("0") instead.
+PER_CONTAINER_VARIABLES = {"MONGO_MAX_POOL_SIZE": "0"}
 # Parameters the local stack gets unless the user gives them (a deploy must). The webhook's
 # schedule is not AWS's three days (11 steps up to 10 h): a local stack keeps its 45-minute
 # one, which the time scale shortens further (0.25: 2, 8, 30, 150, 225, 225 s), so that its
@@ -187,6 +191,7 @@ class Emulator:
         self._stack: ProvisionedStack | None = None
         self._saved_env: dict[str, str | None] = {}
         self._added_paths: list[str] = []
+        self._container_env: dict[str, str] = {}  # PER_CONTAINER_VARIABLES' values
         self._api_url = ""
         self.environment: dict[str, str] = {}
         self.tenants: list[LocalTenant] = []
@@ -445,6 +450,12 @@ class Emulator:
                 self._added_paths.append(str(function.code_dir))
         self.environment = self._environment(stack, user_env)
         self._provision_secrets(stack, self.environment, user_env)
+        self._container_env = {
+            name: self.environment[name]
+            for name in PER_CONTAINER_VARIABLES
+            if name in self.environment
+        }
+        self.environment.update(PER_CONTAINER_VARIABLES)
         for name, value in self.environment.items():
             self._setenv(name, value)
         for name in SECRET_VARIABLES:
@@ -636,7 +647,10 @@ class Emulator:
         def load(function: FunctionInfo) -> Handler:
             consumes_rows = any(s.queue.url == worker_url for s in function.sqs_sources)
             if self.worker_processes and consumes_rows:
-                pool = ContainerPool(function, os.environ)
+                environment = {
+                    k: v for k, v in os.environ.items() if k not in PER_CONTAINER_VARIABLES
+                }
+                pool = ContainerPool(function, environment | self._container_env)
                 self._pools.append(pool)
                 return pool
             return load_handler(function.handler, function.code_dir)

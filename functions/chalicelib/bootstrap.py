@@ -140,6 +140,7 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
         settings.mongo_db,
         settings.default_tenant,
         retention=job_retention(settings),
+        max_pool_size=settings.mongo_max_pool_size,
     )
     return Dependencies(
         settings=settings,

@@ -77,6 +77,10 @@ class Settings:
     # secret on first use (and wins over MONGO_URI when both are set).
     mongo_uri_secret_id: str = ""
     mongo_db: str = "image_pipeline"
+    # Connections one process (one Lambda container) opens to each MongoDB server at most
+    # (pymongo's maxPoolSize; 0: pymongo's default, 100). The template's concurrency caps
+    # assume it (Mappings: ConcurrencyForConnections; docs/performance.md, "Connections").
+    mongo_max_pool_size: int = 4
     max_csv_bytes: int = 10 * MIB
     max_rows: int = 100_000
     max_images_per_row: int = 50
@@ -152,6 +156,7 @@ class Settings:
             webhook_queue_url=e.get("WEBHOOK_QUEUE_URL", ""),
             mongo_uri=e.get("MONGO_URI", cls.mongo_uri),
             mongo_db=e.get("MONGO_DB", cls.mongo_db),
+            mongo_max_pool_size=_int(e, "MONGO_MAX_POOL_SIZE", cls.mongo_max_pool_size),
             max_csv_bytes=_int(e, "MAX_CSV_BYTES", cls.max_csv_bytes),
             max_rows=_int(e, "MAX_ROWS", cls.max_rows),
             max_images_per_row=_int(e, "MAX_IMAGES_PER_ROW", cls.max_images_per_row),

@@ -338,14 +338,16 @@ def test_a_cached_policy_that_does_not_cover_the_next_route_is_403(
 
 
 @pytest.mark.parametrize("mode", ["boom", "nothing"])
-def test_any_other_authorizer_failure_is_500_in_the_contract_shape(
+def test_any_other_authorizer_failure_is_the_templates_503_in_the_contract_shape(
     authorizer: StandInAuthorizer, clock: Clock, mode: str
 ) -> None:
     log: list[str] = []
     gateway = make_gateway(authorizer, clock, log=log)
     authorizer.mode = mode
     refusal = refused(gateway, PROTECTED)
-    assert refusal.CODE == 500
+    # AUTHORIZER_CONFIGURATION_ERROR: API Gateway's 500, the template's 503 (retry later)
+    assert refusal.CODE == 503
+    assert refusal.headers["Retry-After"] == "1"
     assert refusal.headers["x-amzn-ErrorType"] == "AuthorizerConfigurationException"
     body = body_of(refusal)
     assert set(body) == {"error", "details"} and isinstance(body["error"], str)
@@ -355,11 +357,11 @@ def test_any_other_authorizer_failure_is_500_in_the_contract_shape(
     assert authorizer.calls == 2  # a failure is not cached
 
 
-def test_an_authorizer_past_its_timeout_is_500(authorizer: StandInAuthorizer, clock: Clock) -> None:
+def test_an_authorizer_past_its_timeout_is_503(authorizer: StandInAuthorizer, clock: Clock) -> None:
     gateway = make_gateway(authorizer, clock, timeout=0.2)
     authorizer.mode = "hang"
     refusal = refused(gateway, PROTECTED)
-    assert refusal.CODE == 500
+    assert refusal.CODE == 503
     assert refusal.headers["x-amzn-ErrorType"] == "AuthorizerConfigurationException"
 
 
@@ -636,3 +638,93 @@ def test_a_response_over_6_mb_is_502_as_api_gateway_answers_lambdas_refusal(
     parsed = json.loads(body)
     assert set(parsed) == {"error", "details"}
     assert parsed["details"][0]["maxPayloadBytes"] == LAMBDA_PAYLOAD_BYTES
+
+
+# -- reserved concurrency and the stage's method throttles (issue 25) ----------------------
+
+
+def capped_gateway(
+    authorizer: StandInAuthorizer, clock: Clock, concurrency: dict[str, int]
+) -> TemplateGateway:
+    function = LambdaFunction(
+        name="image-pipeline-AuthorizerFunction",
+        handler=authorizer,
+        timeout=float(AUTHORIZER_FUNCTION["Timeout"]),
+    )
+    return TemplateGateway(
+        SPEC, {"AuthorizerFunction": function}, clock=clock, concurrency=concurrency
+    )
+
+
+def test_the_api_function_past_its_reserved_concurrency_answers_503(
+    authorizer: StandInAuthorizer, clock: Clock
+) -> None:
+    """Two requests hold the API function's two slots: a third is API Gateway's integration
+    failure (Lambda's 429), the template's 503 with Retry-After; a slot freed serves again."""
+    gateway = capped_gateway(authorizer, clock, {"ApiFunction": 2})
+    holding = threading.Barrier(3)
+    done = threading.Event()
+
+    def hold() -> None:
+        call(gateway, PROTECTED)
+        holding.wait(10)
+        done.wait(10)
+        gateway.finish_invocation()  # as api_server does once the app answered
+
+    threads = [threading.Thread(target=hold) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        holding.wait(10)
+        refusal = refused(gateway, PROTECTED)
+        assert refusal.CODE == 503
+        assert refusal.headers["Retry-After"] == "1"
+        assert body_of(refusal) == {"error": gateway_error("INTEGRATION_FAILURE"), "details": []}
+        public_refusal = refused(gateway, ("GET", "/api/health"), None)  # the same function
+        assert public_refusal.CODE == 503
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(10)
+    call(gateway, PROTECTED)
+    gateway.finish_invocation()
+
+
+def test_the_authorizer_past_its_reserved_concurrency_answers_503_uninvoked(
+    authorizer: StandInAuthorizer, clock: Clock
+) -> None:
+    gateway = capped_gateway(authorizer, clock, {"AuthorizerFunction": 1})
+    authorizer.mode = "hang"  # holds the one slot until released
+    first = threading.Thread(target=lambda: refused(gateway, PROTECTED))
+    first.start()
+    try:
+        for _ in range(1000):
+            if authorizer.calls == 1:
+                break
+            threading.Event().wait(0.01)
+        assert authorizer.calls == 1
+        refusal = refused(gateway, PROTECTED, "Bearer ipk_other_key_value")
+        assert refusal.CODE == 503
+        assert refusal.headers["x-amzn-ErrorType"] == "AuthorizerConfigurationException"
+        assert authorizer.calls == 1  # throttled: not invoked
+    finally:
+        authorizer.release.set()
+        first.join(10)
+
+
+def test_public_routes_are_throttled_at_the_stage_all_callers_together(
+    gateway: TemplateGateway, clock: Clock
+) -> None:
+    rate = float(PARAMETERS["PublicRateLimit"]["Default"])
+    burst = int(PARAMETERS["PublicBurstLimit"]["Default"])
+    health = ("GET", "/api/health")
+    for _ in range(burst):
+        call(gateway, health, None)
+    refusal = refused(gateway, health, None)
+    assert refusal.CODE == 429
+    assert refusal.headers["Retry-After"] == "1"
+    assert body_of(refusal)["error"] == gateway_error("THROTTLED")
+    call(gateway, ("GET", "/api/openapi.json"), None)  # each route its own bucket
+    call(gateway, PROTECTED)  # the keyed routes: the tenant's usage plan only
+    clock.advance(1 / rate)
+    call(gateway, health, None)

@@ -44,25 +44,34 @@ def test_every_alarm_of_the_template_is_in_moto(session: boto3.session.Session) 
         a["AlarmName"]: a for a in session.client("cloudwatch").describe_alarms()["MetricAlarms"]
     }
     assert set(created) == {alarm.name for alarm in stack.alarms.values()}
-    watched = {a["Dimensions"][0]["Value"] for a in created.values()}
-    assert watched == {stack.queues[q].name for q in stack.dead_letter_queue_ids()}
+    depth = {
+        a["Dimensions"][0]["Value"]: a
+        for a in created.values()
+        if a["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    }
+    assert set(depth) == {stack.queues[q].name for q in stack.dead_letter_queue_ids()}
+    for alarm in depth.values():
+        assert alarm["Threshold"] == 0
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    topic = stack.other_resources["AlarmTopic"]
+    assert topic.startswith("arn:aws:sns:")
     for alarm in created.values():
         assert alarm["AlarmName"].startswith(f"{stack.stack_name}-")
-        assert (alarm["MetricName"], alarm["Threshold"]) == (
-            "ApproximateNumberOfMessagesVisible",
-            0,
-        )
-        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
         assert alarm["TreatMissingData"] == "notBreaching"
-        assert alarm["AlarmActions"] == []  # no AlarmTopicArn: no actions
+        assert alarm["AlarmActions"] == [topic]  # no AlarmTopicArn: the stack's topic alone
 
 
 def test_alarm_topic_becomes_the_alarm_action(session: boto3.session.Session) -> None:
     stack = _provision(session, parameter_overrides={"AlarmTopicArn": TOPIC})
     alarms = session.client("cloudwatch").describe_alarms()["MetricAlarms"]
     assert len(alarms) == len(stack.alarms)
-    assert all(a["AlarmActions"] == [TOPIC] for a in alarms)
-    assert all(f"notifies {TOPIC}" in line for line in stack.describe_extras() if "alarm" in line)
+    topic = stack.other_resources["AlarmTopic"]
+    assert all(a["AlarmActions"] == [topic, TOPIC] for a in alarms)
+    assert all(
+        f"notifies {topic}, {TOPIC}" in line
+        for line in stack.describe_extras()
+        if line.startswith("alarm ")
+    )
 
 
 def test_what_is_not_created_is_said(session: boto3.session.Session, tmp_path: Path) -> None:
@@ -86,7 +95,9 @@ def test_what_is_not_created_is_said(session: boto3.session.Session, tmp_path: P
         | set(stack.not_emulated)
         | {"Api"}
     )
-    assert set(load_template(TEMPLATE)["Resources"]) == accounted
+    resources = load_template(TEMPLATE)["Resources"]
+    # AlarmTopicEmail: the template's only resource off by default (no AlarmEmail)
+    assert {k for k, v in resources.items() if v.get("Condition") != "HasAlarmEmail"} == accounted
 
     odd = tmp_path / "template.yaml"
     odd.write_text(

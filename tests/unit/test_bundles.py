@@ -4,6 +4,7 @@ dependency anywhere, the docs page only in the API's, every module of functions/
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -93,8 +94,9 @@ def test_the_makefile_installs_chalice_without_its_dependencies_for_lambda(
     )
     pips = [line for line in done.stdout.splitlines() if " -m pip install " in line]
     assert len(pips) == 2
-    assert "-r requirements.txt -r requirements-imaging.txt" in pips[0]
-    assert "--no-deps -r requirements-nodeps.txt" in pips[1]
+    # from the locks, every wheel checked against its hash (infra/lock.py)
+    assert pips[0].endswith("--require-hashes -r requirements-imaging.lock")
+    assert pips[1].endswith("--no-deps --require-hashes -r requirements-nodeps.lock")
     for line in pips:
         assert "--platform manylinux2014_aarch64" in line and "--python-version 3.13" in line
         assert "--only-binary=:all:" in line and '--target "/x"' in line
@@ -199,3 +201,48 @@ def test_an_assembled_bundle_is_its_code_its_closure_and_byte_code(tmp_path: Pat
         )
         assert done.stdout.strip() == expected, done.stderr
         assert (done.returncode == 0) == bool(expected), done.stderr
+
+
+def _locked(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a lock written by infra/lock.py."""
+    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+    out: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        pin, *hashes = line.split()
+        name, version = pin.split("==")
+        out[name] = (version, [h.removeprefix("--hash=") for h in hashes])
+    return out
+
+
+def test_every_bundle_builds_from_a_lock_that_agrees_with_its_requirements() -> None:
+    """Each lock pins every requirement of its files (at a version they accept) with a
+    sha256 of its wheel; the API's bundle installs from requirements.lock."""
+    from packaging.utils import canonicalize_name
+
+    from infra.lock import LOCKS
+
+    for lock, (files, _no_deps) in LOCKS.items():
+        locked = _locked(FUNCTIONS / lock)
+        assert locked, lock
+        for name, (_version, hashes) in locked.items():
+            assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), name
+        for requirement_file in files:
+            for requirement in bundles.read_requirements(FUNCTIONS / requirement_file):
+                name = canonicalize_name(requirement.name)
+                assert name in locked, f"{lock}: {name} of {requirement_file} is not locked"
+                assert requirement.specifier.contains(locked[name][0], prereleases=True), (
+                    f"{lock}: {name}=={locked[name][0]} is not {requirement.specifier}"
+                )
+    base = _locked(FUNCTIONS / "requirements.lock")
+    imaging = _locked(FUNCTIONS / "requirements-imaging.lock")
+    assert base.items() <= imaging.items()  # the worker runs the same versions and more
+    done = subprocess.run(
+        ["make", "-n", "-C", str(FUNCTIONS), "build-ApiFunction", "ARTIFACTS_DIR=/x"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pips = [line for line in done.stdout.splitlines() if " -m pip install " in line]
+    assert pips[0].endswith("--require-hashes -r requirements.lock")

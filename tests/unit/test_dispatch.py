@@ -115,3 +115,63 @@ def test_an_invocation_past_its_timeout_is_over_and_deletes_nothing() -> None:
     assert any(line.endswith("Task timed out after 0.20 seconds") for line in lines)
     stats = dispatcher.stats["rows-fn"]
     assert (stats.timeouts, stats.errors, stats.worst_seconds) == (1, 1, 0.2)
+
+
+class EndlessMessages:
+    """A message on every receive; deletes are recorded."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.served = 0
+
+    def receive(self, queue: QueueInfo, count: int, wait: int, visibility: int) -> list[Any]:
+        with self.lock:
+            self.served += 1
+            n = self.served
+        return [{"MessageId": f"m{n}", "ReceiptHandle": f"r{n}", "Body": "{}"}]
+
+    def delete(self, queue: QueueInfo, receipts: Sequence[str]) -> list[str]:
+        return []
+
+
+def test_a_functions_reserved_concurrency_caps_its_invocations_across_its_mappings() -> None:
+    """Reserved concurrency 3, two mappings that would each run 4 (MaximumConcurrency 10):
+    never more than 3 invocations at once, as Lambda throttles the rest."""
+    lock = threading.Lock()
+    in_flight = [0]
+    peak = [0]
+    three = threading.Event()
+    fourth = threading.Event()
+    release = threading.Event()
+
+    def handler(event: dict[str, Any], context: Any) -> None:
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+            if in_flight[0] == 3:
+                three.set()
+            if in_flight[0] > 3:
+                fourth.set()
+        release.wait(10)
+        with lock:
+            in_flight[0] -= 1
+
+    function = FunctionInfo(
+        "Rows", "rows-fn", "app.rows", Path("."), 30, 128, "arn:fn", reserved_concurrency=3
+    )
+    other = QueueInfo("More", "more", "http://sqs.local/more", "arn:aws:sqs:us-east-1:1:more", 5, 5)
+    dispatcher = Dispatcher(
+        EndlessMessages(), "us-east-1", verbose=False, handler_loader=lambda f: handler
+    )
+    dispatcher.add_sqs(function, SqsEventSource("Rows", QUEUE, 1, True, 10), 4)
+    dispatcher.add_sqs(function, SqsEventSource("More", other, 1, True, 10), 4)
+    dispatcher.start()
+    try:
+        assert three.wait(10)
+        # with a poller more than the cap, the fourth invocation starts within milliseconds
+        assert not fourth.wait(1.0)
+    finally:
+        release.set()
+        dispatcher.stop()
+    assert peak[0] == 3
+    assert any("not polled" in line for line in dispatcher.descriptions)

@@ -65,12 +65,14 @@ IGNORED_LINT_RULES = {
     "I4010",
 }
 
-# AWS managed policies SAM attaches by itself (logs, X-Ray, SQS polling by the ESM).
+# AWS managed policies SAM attaches by itself (logs, X-Ray). Not the SQS execution role
+# (receive and delete on every queue of the account): the template declares its event
+# source mappings itself and each function may consume its own queue only.
 SAM_MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole",
 }
+SQS_EXECUTION_ROLE = "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"
 
 
 # ------------------------------------------------------------------ helpers / fixtures
@@ -135,9 +137,27 @@ def _strings(node: Any, skip_keys: frozenset[str] = frozenset()) -> Iterator[str
             yield from _strings(item, skip_keys)
 
 
-def _sqs_events(function: dict[str, Any]) -> list[dict[str, Any]]:
+def _mappings(template: dict[str, Any], function_id: str) -> dict[str, dict[str, Any]]:
+    """The template's event source mappings (declared as resources) that feed a function's
+    alias."""
+    return {
+        mapping_id: mapping["Properties"]
+        for mapping_id, mapping in _resources(template, "AWS::Lambda::EventSourceMapping").items()
+        if mapping["Properties"]["FunctionName"] == {"Ref": f"{function_id}.Alias"}
+    }
+
+
+def _sqs_events(template: dict[str, Any], function_id: str) -> list[dict[str, Any]]:
+    """A function's SQS sources: its SQS events and the mappings that feed it, each with its
+    queue as `Queue`."""
+    function = template["Resources"][function_id]
     events = function.get("Properties", {}).get("Events", {}) or {}
-    return [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
+    sources = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
+    sources += [
+        {**props, "Queue": props["EventSourceArn"]}
+        for props in _mappings(template, function_id).values()
+    ]
+    return sources
 
 
 # ------------------------------------------------------------------ the loader
@@ -248,7 +268,9 @@ def test_transform_rows_mapping_reports_batch_item_failures(transformed: dict[st
     assert rows["FunctionName"] == {"Ref": "WorkerFunctionAliaslive"}  # the alias
     assert rows["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert rows["BatchSize"] == 10
-    assert rows["ScalingConfig"]["MaximumConcurrency"] >= 2
+    assert rows["ScalingConfig"]["MaximumConcurrency"] == {
+        "Fn::FindInMap": ["ConcurrencyForConnections", {"Ref": "DatabaseConnections"}, "Worker"]
+    }
     for queue in ("IngestQueue", "FinalizeQueue", "WebhookQueue"):
         assert by_queue[queue]["BatchSize"] == 1
     # Every handler returns batchItemFailures: without the response type Lambda deletes the
@@ -279,12 +301,17 @@ def test_transform_queues_redrive_to_their_dlq(transformed: dict[str, Any]) -> N
 
 
 def test_transform_roles_only_get_expected_managed_policies(transformed: dict[str, Any]) -> None:
-    roles = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    roles = [
+        r
+        for logical_id, r in transformed["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role" and logical_id.removesuffix("Role") in HANDLERS
+    ]
     assert len(roles) == len(HANDLERS)
     ours = {"ReadMongoUriSecret"}  # the template's own, checked by test_function_permissions
     for role in roles:
         arns = role["Properties"].get("ManagedPolicyArns", [])
         assert {a for a in arns if isinstance(a, str)} <= SAM_MANAGED_POLICIES
+        assert SQS_EXECUTION_ROLE not in arns
         assert {a["Ref"] for a in arns if isinstance(a, dict)} == ours
 
 
@@ -376,10 +403,10 @@ def _unreported_mappings(template: dict[str, Any], reporting: set[str]) -> list[
         if app_handler(function["Properties"]["Handler"]) not in reporting:
             continue
         events = function["Properties"].get("Events") or {}
-        for name, event in events.items():
-            if event["Type"] != "SQS":
-                continue
-            types = event["Properties"].get("FunctionResponseTypes") or []
+        sources = {n: e["Properties"] for n, e in events.items() if e["Type"] == "SQS"}
+        sources |= _mappings(template, logical_id)
+        for name, props in sources.items():
+            types = props.get("FunctionResponseTypes") or []
             if REPORT_BATCH_ITEM_FAILURES not in types:
                 missing.append(f"{logical_id}.{name}")
     return missing
@@ -391,8 +418,8 @@ def test_every_queue_handler_is_fed_by_a_queue(
     """A queue handler is wired in the template (else the checks below would skip it)."""
     fed = {
         app_handler(function["Properties"]["Handler"])
-        for function in _functions(template).values()
-        if _sqs_events(function)
+        for logical_id, function in _functions(template).items()
+        if _sqs_events(template, logical_id)
     }
     assert set(sqs_handlers) == fed
 
@@ -405,10 +432,10 @@ def test_batch_item_failures_are_reported_on_every_mapping(
     assert _unreported_mappings(template, batch_reporting_handlers) == []
     # The check itself: one mapping without the response type is found.
     broken = copy.deepcopy(template)
-    events = broken["Resources"]["FinalizeFunction"]["Properties"]["Events"]
-    del events["FinalizeQueueEvent"]["Properties"]["FunctionResponseTypes"]
+    mapping = broken["Resources"]["FinalizeFunctionFinalizeQueueEvent"]
+    del mapping["Properties"]["FunctionResponseTypes"]
     assert _unreported_mappings(broken, batch_reporting_handlers) == [
-        "FinalizeFunction.FinalizeQueueEvent"
+        "FinalizeFunction.FinalizeFunctionFinalizeQueueEvent"
     ]
 
 
@@ -668,7 +695,7 @@ def test_queue_visibility_covers_six_consumer_timeouts(template: dict[str, Any])
     consumed: set[str] = set()
     for logical_id, function in _functions(template).items():
         timeout = int(_prop(template, function, "Timeout"))
-        for event in _sqs_events(function):
+        for event in _sqs_events(template, logical_id):
             queue = _getatt_target(event["Queue"])
             consumed.add(queue)
             window = int(event.get("MaximumBatchingWindowInSeconds", 0))
@@ -748,7 +775,8 @@ def test_function_timeouts_and_memory(template: dict[str, Any]) -> None:
 
 def test_event_sources(template: dict[str, Any]) -> None:
     functions = _functions(template)
-    worker = _sqs_events(functions["WorkerFunction"])
+    assert "WorkerFunction" in functions
+    worker = _sqs_events(template, "WorkerFunction")
     assert len(worker) == 1
     assert worker[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     # The fan-out sends rows ten at a time, so batches fill without a window; a window would
@@ -804,6 +832,9 @@ def test_no_wildcard_actions_or_resources(template: dict[str, Any]) -> None:
     assert count > 0
 
 
+CONSUME = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+
+
 def test_function_permissions(template: dict[str, Any]) -> None:
     """Each function can do what its code needs, on the resources it needs, nothing more."""
 
@@ -850,12 +881,14 @@ def test_function_permissions(template: dict[str, Any]) -> None:
         ("sqs:SendMessage", "FinalizeQueue"),
         ("sqs:SendMessage", "RowsQueue"),  # the continuation of an unfinished row
         ("secretsmanager:GetSecretValue", MONGO_SECRET_ARN),
+        *{(action, "RowsQueue") for action in CONSUME},  # its mapping's polling
     }
     assert ("s3:PutObject", outputs) in grants("FinalizeFunction")
     assert ("sqs:SendMessage", "WebhookQueue") in grants("FinalizeFunction")
     read_secret = "secretsmanager:GetSecretValue"
     assert grants("WebhookFunction") == {  # its outputCsvUrl is the API's route: no presigning
         ("sqs:SendMessage", "WebhookQueue"),
+        *{(action, "WebhookQueue") for action in CONSUME},
         (read_secret, MONGO_SECRET_ARN),
         (read_secret, TENANT_SECRETS_ARN),
         (read_secret, MONGO_SECRET_ARN.replace("MongoUriSecretName", "WebhookSecretName")),
@@ -869,6 +902,16 @@ def test_function_permissions(template: dict[str, Any]) -> None:
     # unfinished ingest over to a fresh invocation) send to the ingest queue.
     for logical_id in set(HANDLERS) - {"ApiFunction", "IngestFunction"}:
         assert ("sqs:SendMessage", "IngestQueue") not in grants(logical_id)
+    # Each queue is consumed by its own function alone, the one its mapping feeds.
+    consumers = {
+        logical_id: {q for action, q in grants(logical_id) if action in CONSUME[:2]}
+        for logical_id in HANDLERS
+    }
+    assert consumers == {
+        logical_id: {_getatt_target(s["Queue"]) for s in _sqs_events(template, logical_id)}
+        for logical_id in HANDLERS
+    }
+    assert consumers["WorkerFunction"] == {"RowsQueue"}
 
 
 def test_the_api_lists_the_outputs_bucket_under_outputs_only(template: dict[str, Any]) -> None:
@@ -940,9 +983,7 @@ def test_every_dead_letter_queue_has_one_depth_alarm(template: dict[str, Any]) -
         assert props["Period"] <= 300 and props["EvaluationPeriods"] == 1, logical_id
         assert props.get("DatapointsToAlarm", 1) == 1, logical_id
         assert props["TreatMissingData"] == "notBreaching", logical_id
-        assert props["AlarmActions"] == {
-            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
-        }, logical_id
+        assert props["AlarmActions"] == ALARM_ACTIONS, logical_id
         assert "Condition" not in alarm, f"{logical_id}: the alarm exists without a topic too"
 
 
@@ -961,7 +1002,7 @@ def test_alarm_topic_parameter_is_optional(template: dict[str, Any]) -> None:
 
 def test_transform_keeps_the_alarms(transformed: dict[str, Any]) -> None:
     alarms = _resources(transformed, "AWS::CloudWatch::Alarm")
-    assert {_alarmed_queue(alarm) for alarm in alarms.values()} == set(QUEUES.values())
+    assert {_alarmed_queue(alarm) for alarm in alarms.values()} - {None} == set(QUEUES.values())
     assert "HasAlarmTopic" in transformed["Conditions"]
 
 
@@ -1031,6 +1072,10 @@ GATEWAY_ANSWERS = {
     "REQUEST_TOO_LARGE": 413,
     "THROTTLED": 429,
     "INTEGRATION_TIMEOUT": 504,
+    # a function over its reserved concurrency (DatabaseConnections): busy, retry
+    "INTEGRATION_FAILURE": 503,
+    "AUTHORIZER_CONFIGURATION_ERROR": 503,
+    "AUTHORIZER_FAILURE": 503,
     "DEFAULT_4XX": None,
     "DEFAULT_5XX": None,
 }
@@ -1095,7 +1140,9 @@ def test_a_cdn_with_origin_access_control_serves_the_outputs_bucket(
     assert behaviour["AllowedMethods"] == ["GET", "HEAD"]
     assert behaviour["Compress"] is False  # images: compressed already
     assert "CacheBehaviors" not in config  # one behaviour: everything goes through the policy
-    assert "DefaultRootObject" not in config and "Aliases" not in config
+    assert "DefaultRootObject" not in config
+    # an alternate domain only with OutputsDomainName (and its certificate)
+    assert config["Aliases"]["Fn::If"][0] == "HasOutputsDomain"
 
 
 def test_the_cdn_honours_the_objects_cache_control(template: dict[str, Any]) -> None:
@@ -1170,7 +1217,13 @@ def test_the_outputs_bucket_still_blocks_public_access(template: dict[str, Any])
 
 def test_public_base_url_is_the_distribution_unless_overridden(template: dict[str, Any]) -> None:
     env = template["Globals"]["Function"]["Environment"]["Variables"]
-    from_cdn = {"Fn::Sub": "https://${OutputsDistribution.DomainName}"}
+    from_cdn = {
+        "Fn::If": [
+            "HasOutputsDomain",
+            {"Fn::Sub": "https://${OutputsDomainName}"},
+            {"Fn::Sub": "https://${OutputsDistribution.DomainName}"},
+        ]
+    }
     assert env["PUBLIC_BASE_URL"] == {
         "Fn::If": ["HasPublicBaseUrl", {"Ref": "PublicBaseUrl"}, from_cdn]
     }
@@ -1315,6 +1368,295 @@ def test_every_function_is_built_by_the_functions_makefile(template: dict[str, A
 
     rules = read_makefile()
     for logical_id, function in _functions(template).items():
-        assert function["Metadata"] == {"BuildMethod": "makefile"}, logical_id
+        assert function["Metadata"]["BuildMethod"] == "makefile", logical_id
+        assert set(function["Metadata"]) <= {"BuildMethod", "checkov"}, logical_id
         assert _prop(template, function, "CodeUri") == "functions/"
     assert set(rules) == set(_functions(template))
+
+
+# ------------------------------------------------------------------ operable (issue 25)
+
+ALARM_ACTIONS = {
+    "Fn::If": [
+        "HasAlarmTopic",
+        [{"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}],
+        [{"Ref": "AlarmTopic"}],
+    ]
+}
+OPERATIONS_DOC = ROOT / "docs" / "operations.md"
+PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+
+
+def _alarms_on(template: dict[str, Any], namespace: str, metric: str) -> dict[str, Any]:
+    """Alarm props by the value of their one dimension (a Ref/GetAtt target or a literal)."""
+    out: dict[str, Any] = {}
+    for alarm in _resources(template, "AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        if (props["Namespace"], props["MetricName"]) != (namespace, metric):
+            continue
+        value = props["Dimensions"][0]["Value"]
+        out[value if isinstance(value, str) else _getatt_target(value)] = props
+    return out
+
+
+def test_every_alarm_notifies_the_stacks_topic(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    assert resources["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    assert "Condition" not in resources["AlarmTopic"]
+    subscription = resources["AlarmTopicEmail"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"] == {
+        "TopicArn": {"Ref": "AlarmTopic"},
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+    }
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+    alarms = _resources(template, "AWS::CloudWatch::Alarm")
+    assert len(alarms) >= 27  # 8 functions x 2, 4 queues' age, 4 dead-letter depths, 3
+    for logical_id, alarm in alarms.items():
+        assert alarm["Properties"]["AlarmActions"] == ALARM_ACTIONS, logical_id
+        assert "Condition" not in alarm, logical_id
+        assert alarm["Properties"]["TreatMissingData"] == "notBreaching", logical_id
+
+
+def test_alarms_on_functions_queues_the_api_and_held_drops(template: dict[str, Any]) -> None:
+    from chalicelib.observability import DEFAULT_NAMESPACE, SERVICE
+
+    functions = set(_functions(template))
+    for metric in ("Errors", "Throttles"):
+        watched = _alarms_on(template, "AWS/Lambda", metric)
+        assert set(watched) == functions, metric
+        for props in watched.values():
+            assert (props["Statistic"], props["Threshold"]) == ("Sum", 0)
+    ages = _alarms_on(template, "AWS/SQS", "ApproximateAgeOfOldestMessage")
+    assert set(ages) == set(QUEUES)
+    for queue, props in ages.items():
+        assert props["Statistic"] == "Maximum"
+        # older than a message ever is while its consumer keeps up, younger than its retention
+        retention = template["Resources"][queue]["Properties"]["MessageRetentionPeriod"]
+        assert 600 <= props["Threshold"] < retention, queue
+    (errors,) = _alarms_on(template, "AWS/ApiGateway", "5XXError").values()
+    (latency,) = _alarms_on(template, "AWS/ApiGateway", "Latency").values()
+    for props in (errors, latency):
+        assert props["Dimensions"] == [
+            {"Name": "ApiName", "Value": {"Ref": "AWS::StackName"}},
+            {"Name": "Stage", "Value": {"Ref": "StageName"}},
+        ]
+    assert latency["ExtendedStatistic"] == "p99"
+    assert latency["Threshold"] < 29_000  # below API Gateway's integration limit
+    (drops,) = _alarms_on(template, DEFAULT_NAMESPACE, "DropsHeld").values()
+    (dimension,) = drops["Dimensions"]
+    assert dimension == {"Name": "Service", "Value": SERVICE}
+    assert (drops["Statistic"], drops["Threshold"]) == ("Sum", 0)
+
+
+def test_every_alarm_has_a_runbook_line(template: dict[str, Any]) -> None:
+    """docs/operations.md names each alarm (its name after `<stack>-`) in its runbook."""
+    runbook = OPERATIONS_DOC.read_text(encoding="utf-8")
+    missing = []
+    for logical_id, alarm in _resources(template, "AWS::CloudWatch::Alarm").items():
+        name = alarm["Properties"]["AlarmName"]["Fn::Sub"].removeprefix("${AWS::StackName}-")
+        # one line for a kind of alarm: <Function>-errors, <Queue>-oldest-message
+        generic = re.sub(r"^[A-Za-z]+Function-", "<Function>-", name)
+        generic = re.sub(r"^[A-Za-z]+Queue-oldest", "<Queue>-oldest", generic)
+        if f"`{name}`" not in runbook and f"`{generic}`" not in runbook:
+            missing.append(f"{logical_id}: {name}")
+    assert missing == []
+
+
+def test_every_function_logs_to_a_group_kept_log_retention_days(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    parameter = template["Parameters"]["LogRetentionDays"]
+    assert parameter["Default"] == 30 and 30 in parameter["AllowedValues"]
+    groups = set()
+    for logical_id, function in _functions(template).items():
+        config = function["Properties"]["LoggingConfig"]
+        group_id = config["LogGroup"]["Ref"]
+        group = resources[group_id]
+        assert group["Type"] == "AWS::Logs::LogGroup", logical_id
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert group["DeletionPolicy"] == "Delete"  # the stack's: it goes with it
+        name = group["Properties"]["LogGroupName"]["Fn::Sub"]
+        assert name.startswith("/aws/lambda/${AWS::StackName}/"), name
+        groups.add(group_id)
+    assert len(groups) == len(HANDLERS)
+    access = resources["ApiAccessLogGroup"]
+    assert access["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_the_api_writes_json_access_logs_with_tenant_and_key_id_never_the_key(
+    template: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    setting = template["Resources"]["Api"]["Properties"]["AccessLogSetting"]
+    assert setting["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    line = json.loads(setting["Format"])
+    assert line["tenant"] == "$context.authorizer.tenant"
+    assert line["keyId"] == "$context.authorizer.keyId"
+    for field_name in ("requestId", "status", "route", "method"):
+        assert line[field_name].startswith("$context."), field_name
+    # never the key: not the usage key's value, not a header, not the caller's token
+    values = set(line.values())
+    assert "$context.identity.apiKey" not in values
+    assert not [v for v in values if "header" in v.lower() or "token" in v.lower()]
+    # API Gateway needs its account's logging role before the stage can log
+    resources = template["Resources"]
+    assert resources["ApiAccessLogGroup"]["DependsOn"] == "ApiGatewayAccount"
+    role = resources["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"]
+    assert role["Fn::If"][0] == "CreatesApiGatewayLogRole"
+    (stage,) = _resources(transformed, "AWS::ApiGateway::Stage").values()
+    assert stage["Properties"]["AccessLogSetting"]["Format"] == setting["Format"]
+
+
+MONGO_MONITOR_CONNECTIONS = 2  # pymongo 4: a monitor and an RTT monitor per server
+HEADROOM = 0.10  # operators, Atlas's own, containers not yet reclaimed (docs/performance.md)
+
+
+def _short(function_id: str) -> str:
+    return function_id.removesuffix("Function")
+
+
+def test_every_function_is_capped_by_the_database_connections(
+    template: dict[str, Any],
+) -> None:
+    parameter = template["Parameters"]["DatabaseConnections"]
+    by_connections = template["Mappings"]["ConcurrencyForConnections"]
+    assert set(parameter["AllowedValues"]) == set(by_connections)
+    assert parameter["Default"] in by_connections
+    for logical_id, function in _functions(template).items():
+        cap = {
+            "Fn::FindInMap": [
+                "ConcurrencyForConnections",
+                {"Ref": "DatabaseConnections"},
+                _short(logical_id),
+            ]
+        }
+        assert function["Properties"]["ReservedConcurrentExecutions"] == cap, logical_id
+        for source in _sqs_events(template, logical_id):
+            # the mapping's own cap is the function's: Lambda never throttles its batches
+            assert source["ScalingConfig"]["MaximumConcurrency"] == cap, logical_id
+        assert not function["Properties"].get("Events", {}) or all(
+            event["Type"] != "SQS" for event in function["Properties"]["Events"].values()
+        ), f"{logical_id}: an SQS event brings SAM's managed SQS role"
+    for connections, caps in by_connections.items():
+        assert set(caps) == {_short(f) for f in HANDLERS}, connections
+        for function_id in HANDLERS:
+            if _sqs_events(template, function_id):
+                assert caps[_short(function_id)] >= 2, (connections, function_id)  # SQS's least
+
+
+def test_the_caps_fit_the_clusters_connections(template: dict[str, Any]) -> None:
+    """Every container of every function at once, each with its whole pool and pymongo's
+    monitors, stays within the cluster's connections less the headroom."""
+    from chalicelib.config import Settings
+
+    pool = Settings.from_env({}).mongo_max_pool_size
+    assert 1 <= pool <= 10
+    per_container = pool + MONGO_MONITOR_CONNECTIONS
+    for connections, caps in template["Mappings"]["ConcurrencyForConnections"].items():
+        used = sum(caps.values()) * per_container
+        assert used <= int(connections) * (1 - HEADROOM), (connections, used)
+    # the arithmetic the docs give is this one
+    doc = PERFORMANCE_DOC.read_text(encoding="utf-8")
+    assert f"MONGO_MAX_POOL_SIZE` ({pool})" in doc
+    row = template["Mappings"]["ConcurrencyForConnections"]["500"]
+    assert f"| 500 | {sum(row.values())} | {sum(row.values()) * per_container} |" in doc
+
+
+def test_transform_leaves_no_managed_sqs_execution_role(transformed: dict[str, Any]) -> None:
+    roles = _resources(transformed, "AWS::IAM::Role")
+    assert roles
+    text = json.dumps(roles)
+    assert "AWSLambdaSQSQueueExecutionRole" not in text
+    # and the mappings are there, on the aliases, capped
+    mappings = _resources(transformed, "AWS::Lambda::EventSourceMapping")
+    assert len(mappings) == 5
+    for mapping in mappings.values():
+        assert mapping["Properties"]["FunctionName"]["Ref"].endswith("Aliaslive")
+        assert "MaximumConcurrency" in mapping["Properties"]["ScalingConfig"]
+
+
+def test_public_routes_are_throttled_at_the_stage(
+    template: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    settings = template["Resources"]["Api"]["Properties"]["MethodSettings"]
+    throttled = set()
+    for setting in settings:
+        assert setting["ThrottlingRateLimit"] == {"Ref": "PublicRateLimit"}
+        assert setting["ThrottlingBurstLimit"] == {"Ref": "PublicBurstLimit"}
+        # "/" is the root; "/~1api~1health" is /api/health (a slash, then ~1 for each slash)
+        path = setting["ResourcePath"]
+        throttled.add((path if path == "/" else path[1:].replace("~1", "/"), setting["HttpMethod"]))
+    public = _template_public_routes(template)
+    assert public and throttled == public
+    (stage,) = _resources(transformed, "AWS::ApiGateway::Stage").values()
+    assert len(stage["Properties"]["MethodSettings"]) == len(public)
+
+
+def test_every_checkov_skip_is_on_its_resource_with_a_reason(template: dict[str, Any]) -> None:
+    """`make deploy-check` runs checkov and fails on any finding not skipped; a skip is on
+    the resource it excuses, with the reason next to it."""
+    skips = 0
+    for logical_id, resource in template["Resources"].items():
+        for skip in ((resource.get("Metadata") or {}).get("checkov") or {}).get("skip", []):
+            assert re.fullmatch(r"CKV2?_AWS_[0-9]+", skip["id"]), logical_id
+            assert len(skip.get("comment", "").split()) >= 8, f"{logical_id} {skip['id']}"
+            skips += 1
+    assert skips >= 10
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    rule = re.search(r"^deploy-check:.*\n(\t.*\n)+", makefile, re.MULTILINE)
+    assert rule is not None
+    assert "checkov" in rule.group(0) and "--soft-fail" not in rule.group(0)
+
+
+def test_the_example_configuration_agrees_with_the_template(template: dict[str, Any]) -> None:
+    """infra/samconfig.toml.example names only the template's parameters, with values the
+    template accepts, and everything a deploy must give; it sets no secret nobody creates and
+    no schedule other than the template's."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "infra" / "samconfig.toml.example").read_text("utf-8"))
+    deploy = config["default"]["deploy"]["parameters"]
+    overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
+    parameters = template["Parameters"]
+    assert set(overrides) <= set(parameters)
+    required = {name for name, spec in parameters.items() if "Default" not in spec}
+    assert required <= set(overrides)
+    for name, value in overrides.items():
+        spec = parameters[name]
+        if "AllowedPattern" in spec:
+            assert re.fullmatch(spec["AllowedPattern"], value), name
+        if "AllowedValues" in spec:
+            assert value in [str(v) for v in spec["AllowedValues"]], name
+        if "MinValue" in spec:
+            assert int(value) >= int(spec["MinValue"]), name
+    assert "WebhookSecretName" not in overrides  # no step creates it: tenants have their own
+    assert "WebhookRetrySchedule" not in overrides  # the template's three days
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+
+
+def test_a_custom_domain_and_its_certificate_are_parameters(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    domain = re.compile(parameters["OutputsDomainName"]["AllowedPattern"])
+    certificate = re.compile(parameters["OutputsCertificateArn"]["AllowedPattern"])
+    assert domain.fullmatch("") and domain.fullmatch("images.example.com")
+    assert not domain.fullmatch("https://images.example.com")
+    arn = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-aaaa-bbbb-cccc-0123456789ab"
+    assert certificate.fullmatch(arn) and certificate.fullmatch("")
+    assert not certificate.fullmatch(arn.replace("us-east-1", "eu-west-1"))  # CloudFront's
+    config = template["Resources"]["OutputsDistribution"]["Properties"]["DistributionConfig"]
+    assert config["Aliases"] == {
+        "Fn::If": ["HasOutputsDomain", [{"Ref": "OutputsDomainName"}], {"Ref": "AWS::NoValue"}]
+    }
+    condition, viewer, default = config["ViewerCertificate"]["Fn::If"]
+    assert condition == "HasOutputsDomain" and default == {"Ref": "AWS::NoValue"}
+    assert viewer == {
+        "AcmCertificateArn": {"Ref": "OutputsCertificateArn"},
+        "SslSupportMethod": "sni-only",
+        "MinimumProtocolVersion": "TLSv1.2_2021",
+    }
+    rule = template["Rules"]["OutputsDomainHasACertificate"]
+    assert rule["Assertions"][0]["Assert"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "OutputsCertificateArn"}, ""]}]
+    }

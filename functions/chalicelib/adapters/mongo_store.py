@@ -301,8 +301,12 @@ class MongoJobStore:
         db_name: str,
         default_tenant: str = "default",
         retention: timedelta | None = None,
+        max_pool_size: int = 0,
     ) -> MongoJobStore:
-        """A store with its own client. Nothing connects until the first operation."""
+        """A store with its own client. Nothing connects until the first operation.
+        `max_pool_size`: connections to each server at most (0: pymongo's default); a thread
+        needing one more waits for one to be returned."""
+        pool: dict[str, Any] = {"maxPoolSize": max_pool_size} if max_pool_size > 0 else {}
         client: MongoClient[Document] = MongoClient(
             uri,
             appname=APP_NAME,
@@ -312,6 +316,7 @@ class MongoJobStore:
             maxIdleTimeMS=60000,
             retryWrites=True,
             retryReads=True,
+            **pool,
         )
         return cls(
             client[db_name], owns_client=True, default_tenant=default_tenant, retention=retention
