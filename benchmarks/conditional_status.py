@@ -6,8 +6,9 @@ another tenant's 1,000-row job runs (distinct image bytes: nothing is reused).
     python -m benchmarks.conditional_status [--reads 200] [--busy-rows 1000]
 
 Prints, per read, the median and 99th percentile latency seen by the client (keep-alive, one
-request at a time) and the bytes of the answer's body. The tenants' throttle is lifted (what
-is measured is the route, not the usage plan).
+request at a time), the CPU per read of the process (the stack and the client: a fair figure
+while it runs nothing else, i.e. quiet) and the bytes of the answer's body. The tenants'
+throttle is lifted (what is measured is the route, not the usage plan).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -81,22 +83,29 @@ def wait(api: requests.Session, url: str, request_id: str) -> None:
         time.sleep(0.2)
 
 
-def measure(api: requests.Session, url: str, reads: int) -> tuple[list[float], list[float], int]:
+@dataclass
+class Reads:
+    latencies: list[float] = field(default_factory=list)
+    cpu: float = 0.0  # seconds of this process's CPU (the stack's and the client's)
+
+
+def measure(api: requests.Session, url: str, reads: int) -> tuple[Reads, Reads, int]:
     """`reads` full reads and `reads` conditional ones, alternated (both under the same
-    load): their latencies, and the full answer's size."""
+    load): their latencies and CPU, and the full answer's size. The CPU is the whole
+    process's (the emulator runs in it): a fair figure only while nothing else runs."""
     first = api.get(url, timeout=30)
     first.raise_for_status()
     tag = first.headers["ETag"]
-    full: list[float] = []
-    conditional: list[float] = []
+    full, conditional = Reads(), Reads()
     for _ in range(reads):
-        for headers, times, expected in (
+        for headers, kept, expected in (
             ({}, full, 200),
             ({"If-None-Match": tag}, conditional, 304),
         ):
-            started = time.perf_counter()
+            cpu, started = time.process_time(), time.perf_counter()
             answer = api.get(url, headers=headers, timeout=30)
-            times.append(time.perf_counter() - started)
+            kept.latencies.append(time.perf_counter() - started)
+            kept.cpu += time.process_time() - cpu
             assert answer.status_code == expected, answer.status_code
             assert expected == 200 or not answer.content
     return full, conditional, len(first.content)
@@ -113,12 +122,18 @@ def report(api: requests.Session, base: str, request_id: str, reads: int, label:
         "job list": f"{base}/api/jobs",
     }
     print(f"\n{label}")
-    print(f"{'read':<20} {'answer':>6} {'p50 ms':>8} {'p99 ms':>8} {'body bytes':>11}")
+    print(
+        f"{'read':<20} {'answer':>6} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms':>8} {'body bytes':>11}"
+    )
     for name, url in reads_of.items():
         full, conditional, size = measure(api, url, reads)
-        for code, times, body in (("200", full, size), ("304", conditional, 0)):
-            p50 = statistics.median(times) * 1000
-            print(f"{name:<20} {code:>6} {p50:>8.2f} {p99(times) * 1000:>8.2f} {body:>11}")
+        for code, kept, body in (("200", full, size), ("304", conditional, 0)):
+            p50 = statistics.median(kept.latencies) * 1000
+            cpu = kept.cpu / reads * 1000
+            print(
+                f"{name:<20} {code:>6} {p50:>8.2f} {p99(kept.latencies) * 1000:>8.2f} "
+                f"{cpu:>8.2f} {body:>11}"
+            )
 
 
 def progress(api: requests.Session, base: str, request_id: str) -> str:
