@@ -53,7 +53,7 @@ def front_door(event: Any, get_response: Callable[[Any], Response]) -> Response:
         response = get_response(event)
     finally:
         REQUEST_API_BASE.reset(token)
-    for name, value in http_api.SECURITY_HEADERS.items():
+    for name, value in {**http_api.SECURITY_HEADERS, **http_api.CORS_HEADERS}.items():
         response.headers.setdefault(name, value)
     body = response.body
     if response.status_code >= 400 and isinstance(body, dict) and "error" not in body:
@@ -199,7 +199,8 @@ def create_upload() -> Response:
 @app.route("/api/getProcessingStatus/{requestId}", methods=["GET"], authorizer=api_key_authorizer)
 @api_errors
 def get_processing_status(requestId: str) -> Response:
-    params = _request().query_params or {}
+    request = _request()
+    params = request.query_params or {}
     return _respond(
         http_api.processing_status(
             bootstrap.dependencies(),
@@ -207,6 +208,7 @@ def get_processing_status(requestId: str) -> Response:
             params.get("limit"),
             params.get("cursor"),
             tenant=_tenant(),
+            if_none_match=request.headers.get("if-none-match"),
         )
     )
 
@@ -214,8 +216,15 @@ def get_processing_status(requestId: str) -> Response:
 @app.route("/api/jobs", methods=["GET"], authorizer=api_key_authorizer)
 @api_errors
 def list_jobs() -> Response:
-    params = _request().query_params or {}
-    return _respond(http_api.list_jobs(bootstrap.dependencies(), params, tenant=_tenant()))
+    request = _request()
+    return _respond(
+        http_api.list_jobs(
+            bootstrap.dependencies(),
+            request.query_params or {},
+            tenant=_tenant(),
+            if_none_match=request.headers.get("if-none-match"),
+        )
+    )
 
 
 @app.route("/api/jobs/{requestId}/output.csv", methods=["GET"], authorizer=api_key_authorizer)

@@ -79,6 +79,7 @@ HOST = re.compile(r"(?P<name>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(?:
 CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,64}")
 MAX_CHUNK_LINE = 4096
 LINGER_SECONDS = 2.0
+NO_CONTENT = frozenset({204, 304})  # answers that never have content
 LINGER_BYTES = 64 * 1024 * 1024
 
 
@@ -107,6 +108,12 @@ class GatewayAuthorizer(Protocol):
     def authorize(
         self, raw_path: str, lambda_event: dict[str, Any], lambda_context: Any
     ) -> tuple[dict[str, Any], Any]: ...
+
+    def preflight(
+        self, raw_path: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """API Gateway's own answer to an OPTIONS request (the template's CORS mock), or
+        None when the function answers it."""
 
 
 class HttpError(Exception):
@@ -207,6 +214,7 @@ class FrontDoorServer(ConnectionTrackingMixin, socketserver.ThreadingTCPServer):
     ) -> None:
         self.app = app
         self.gateway = gateway
+        self.authorizer: GatewayAuthorizer | None = None  # API Gateway's part (the template's)
         self.routes = RouteMatcher(list(app.routes))
         self.limits = limits
         self.request_queue_size = limits.backlog
@@ -547,6 +555,12 @@ class FrontDoorHandler(socketserver.BaseRequestHandler):
             headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
             headers["Content-Length"] = str(len(body))
         try:
+            answered = None
+            if request.method == "OPTIONS" and self.server.authorizer is not None:
+                answered = self.server.authorizer.preflight(request.target, headers)
+            if answered is not None:
+                self._respond(*answered, request, close=close)
+                return
             try:
                 response = self.server.gateway.handle_request(
                     method=request.method, path=request.target, headers=headers, body=body or None
@@ -625,10 +639,14 @@ class FrontDoorHandler(socketserver.BaseRequestHandler):
         for name, value in SECURITY_HEADERS.items():
             if name.lower() not in lowered:
                 out[name] = value
-        if "content-type" not in lowered:
+        bodiless = status in NO_CONTENT
+        if bodiless:  # RFC 9110 6.4.1: no content, whatever the function returned
+            body = b""
+        elif "content-type" not in lowered:
             out["Content-Type"] = "application/json"
         out["Date"] = email.utils.formatdate(usegmt=True)
-        out["Content-Length"] = str(len(body))
+        if not bodiless:  # RFC 9110 8.6: none on a 204, nor on a 304 (whose would be the 200's)
+            out["Content-Length"] = str(len(body))
         if close:
             out["Connection"] = "close"
         reason = _reason(status)
@@ -790,6 +808,7 @@ class ApiServer:
         except OSError as exc:
             app.__class__ = self._original_class
             raise PortUnavailable(host, port, exc) from exc
+        self._server.authorizer = authorizer
         self._server.quiet = quiet
         self._thread: Any = None
 

@@ -8,7 +8,8 @@ cache, API key or throttle: a test could pass locally and fail deployed. This on
 API Gateway does, in its order:
 
 1. The route must be the template's (method and path; a CORS preflight of a declared path
-   when the Api has Cors): else MISSING_AUTHENTICATION_TOKEN.
+   when the Api has Cors): else MISSING_AUTHENTICATION_TOKEN. A preflight is answered as
+   SAM's OPTIONS mock answers it, from the Api's `Cors` (`preflight`), not by the function.
 2. A route with an authorizer (a TOKEN Lambda authorizer): the identity header missing or
    not matching Identity.ValidationExpression -> UNAUTHORIZED (401), the authorizer not
    invoked. Else its answer for that header value, cached for ReauthorizeEvery (times the
@@ -140,11 +141,25 @@ class GatewayResponse:
 
 
 @dataclass(frozen=True)
+class CorsSpec:
+    """An Api's `Cors`: what SAM's OPTIONS mock on each of its paths answers."""
+
+    allow_origin: str
+    allow_headers: str | None = None
+    allow_methods: str | None = None  # None: the path's methods and OPTIONS (SAM's default)
+    max_age: str | None = None
+    allow_credentials: bool = False
+
+
+ALL_HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")  # SAM's, for ANY
+
+
+@dataclass(frozen=True)
 class ApiSpec:
     logical_id: str
     stage: str
     api_key_source: str  # HEADER or AUTHORIZER
-    cors: bool
+    cors: CorsSpec | None
     authorizers: Mapping[str, TokenAuthorizer]
     default_authorizer: str | None
     api_key_required: bool  # the Api's default for its routes
@@ -172,6 +187,7 @@ class Route:
     api_key_required: bool
     pattern: re.Pattern[str] = field(compare=False)
     function: str = ""  # the logical id of the function the route invokes
+    preflight: bool = False  # a CORS preflight SAM adds (the template declares no OPTIONS)
 
     @property
     def precedence(self) -> tuple[int, int, int]:
@@ -203,6 +219,7 @@ class GatewaySpec:
                         authorizer=route.api.preflight_authorizer,
                         api_key_required=route.api.preflight_api_key,
                         pattern=route.pattern,
+                        preflight=True,
                     )
                     for route in sorted(matching, key=lambda r: r.precedence)
                     if route.api.cors
@@ -221,6 +238,36 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _literal(value: Any) -> str:
+    """A header value as SAM takes it: `'text'` is the literal text."""
+    text = str(value)
+    static = _STATIC_HEADER.match(text)
+    return static.group(1) if static else text
+
+
+def _cors(raw: Any, resolver: Resolver) -> CorsSpec | None:
+    """An Api's `Cors`: a string is AllowOrigin alone; a map names each header's value."""
+    value = resolver.resolve(raw) if raw is not None else None
+    if not value or value is NO_VALUE:
+        return None
+    if not isinstance(value, Mapping):
+        return CorsSpec(allow_origin=_literal(value))
+    if "AllowOrigin" not in value:
+        raise TemplateError("Api Cors: AllowOrigin is required")
+
+    def optional(name: str) -> str | None:
+        found = value.get(name)
+        return None if found in (None, NO_VALUE, "") else _literal(found)
+
+    return CorsSpec(
+        allow_origin=_literal(value["AllowOrigin"]),
+        allow_headers=optional("AllowHeaders"),
+        allow_methods=optional("AllowMethods"),
+        max_age=optional("MaxAge"),
+        allow_credentials=_flag(value.get("AllowCredentials"), False),
+    )
 
 
 def _flag(value: Any, default: bool) -> bool:
@@ -354,7 +401,7 @@ def _api_specs(
             logical_id=api_id,
             stage=stage,
             api_key_source=str(resolver.resolve(props.get("ApiKeySourceType", "HEADER"))),
-            cors=bool(props.get("Cors")),
+            cors=_cors(props.get("Cors"), resolver),
             authorizers=authorizers,
             default_authorizer=default,
             api_key_required=api_key_required,
@@ -690,6 +737,44 @@ class TemplateGateway:
                 DEFAULT_RESPONSES[THROTTLED][1],
                 headers={"Retry-After": str(retry_after)},
             )
+
+    def preflight(
+        self, raw_path: str, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """API Gateway's answer to an OPTIONS request that the template routes to no function:
+        on a path of an Api with `Cors`, SAM's mock (200, the Cors headers, whatever the
+        request asks: the browser checks them), after the preflight's auth if the Api adds it;
+        no route: MISSING_AUTHENTICATION_TOKEN. None: the template declares OPTIONS on this
+        path, and the function answers."""
+        path = raw_path.split("?", 1)[0]
+        route = self.spec.route("OPTIONS", path)
+        if route is None:
+            raise self.refusal(
+                None, MISSING_AUTHENTICATION_TOKEN, f"no route answers OPTIONS {path}"
+            )
+        if not route.preflight:
+            return None
+        event: EventType = {"headers": dict(headers), "requestContext": {"httpMethod": "OPTIONS"}}
+        self.authorize(raw_path, event, None)
+        cors = route.api.cors
+        assert cors is not None  # a preflight route exists only for an Api with Cors
+        methods = cors.allow_methods
+        if methods is None:
+            declared = {r.method for r in self.spec.routes if r.path == route.path}
+            named = set(ALL_HTTP_METHODS) if "ANY" in declared else declared | {"OPTIONS"}
+            methods = ",".join(sorted(named))
+        out = {
+            "Content-Type": "application/json",
+            "Access-Control-Allow-Origin": cors.allow_origin,
+            "Access-Control-Allow-Methods": methods,
+        }
+        if cors.allow_headers:
+            out["Access-Control-Allow-Headers"] = cors.allow_headers
+        if cors.max_age is not None:
+            out["Access-Control-Max-Age"] = cors.max_age
+        if cors.allow_credentials:
+            out["Access-Control-Allow-Credentials"] = "true"
+        return 200, out, b"{}\n"
 
     # -- the authorizer ---------------------------------------------------------------
     def method_arn(self, api: ApiSpec, method: str, path: str) -> str:

@@ -5,6 +5,7 @@ storage (a presigned POST carries its own policy), never into a message."""
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ import requests
 
 TIMEOUT = (5.0, 60.0)
 STATUS_PAGE = 1000
+KEPT_ANSWERS = 16  # the status and list answers kept for If-None-Match, one per URL
 
 
 @dataclass
@@ -131,6 +133,7 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._kept: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, dict[str, Any]]] = {}
 
     def __repr__(self) -> str:  # never the key
         return f"ApiClient({self.base_url!r}, key={'set' if self._auth else 'none'})"
@@ -153,6 +156,24 @@ class ApiClient:
         if response.status_code >= 400:
             raise _error_from(response, what)
         return response
+
+    def _get_json(self, path: str, what: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """A GET of the status or the job list, conditional: with the ETag of the last answer
+        to the same URL as `If-None-Match`, a `304` means that answer still holds."""
+        key = (path, tuple(sorted(params.items())))
+        kept = self._kept.get(key)
+        headers = {"If-None-Match": kept[0]} if kept else {}
+        response = self._call("GET", path, what, params=params, headers=headers)
+        if response.status_code == 304 and kept is not None:
+            return copy.deepcopy(kept[1])
+        body = self._json(response, what)
+        tag = response.headers.get("ETag")
+        self._kept.pop(key, None)
+        if tag:
+            if len(self._kept) >= KEPT_ANSWERS:
+                self._kept.pop(next(iter(self._kept)))  # the oldest
+            self._kept[key] = (tag, copy.deepcopy(body))
+        return body
 
     def _json(self, response: requests.Response, what: str) -> dict[str, Any]:
         try:
@@ -228,10 +249,7 @@ class ApiClient:
             params["limit"] = str(limit)
         if cursor:
             params["cursor"] = cursor
-        response = self._call(
-            "GET", f"/api/getProcessingStatus/{request_id}", "status", params=params
-        )
-        return self._json(response, "status")
+        return self._get_json(f"/api/getProcessingStatus/{request_id}", "status", params)
 
     def full_status(self, request_id: str) -> dict[str, Any]:
         """The status with every product (all pages)."""
@@ -255,7 +273,7 @@ class ApiClient:
             params["limit"] = str(limit)
         if cursor:
             params["cursor"] = cursor
-        return self._json(self._call("GET", "/api/jobs", "jobs", params=params), "jobs")
+        return self._get_json("/api/jobs", "jobs", params)
 
     def cancel(self, request_id: str) -> dict[str, Any]:
         """Ask the API to cancel the job (202); an ended job is a 409 ApiError."""

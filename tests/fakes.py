@@ -200,6 +200,17 @@ class InMemoryJobStore:
             mine = [job for job in mine if (job.created_at, job.request_id) < after]
         return mine[:limit]
 
+    def job_versions(
+        self,
+        tenant: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        after: tuple[str, str] | None = None,
+    ) -> list[tuple[str, str, int]]:
+        page = self.list_jobs(tenant, status=status, limit=limit, after=after)
+        return [(job.request_id, job.created_at, job.version) for job in page]
+
     def claim_action(
         self, request_id: str, action: str, now: datetime, interval: timedelta
     ) -> datetime | None:
@@ -233,6 +244,7 @@ class InMemoryJobStore:
             if job.ingest_claimed_at != seen or job.status.terminal or job.fanout_done:
                 return False  # someone claimed (or finished) since the read
             job.ingest_claimed_at = job.updated_at = iso(now)
+            job.version += 1
             return True
 
     def insert_rows(self, request_id: str, chunk: int, rows: Sequence[StoredRow]) -> None:
@@ -254,6 +266,7 @@ class InMemoryJobStore:
             job.status = JobStatus.PROCESSING
             job.rows_written = False
             job.updated_at = iso(now)
+            job.version += 1
             return True
 
     def record_fanout(self, request_id: str, sent: int, done: bool, now: datetime) -> None:
@@ -265,6 +278,7 @@ class InMemoryJobStore:
             job.fanout_done = done
             job.rows_written = job.rows_written or done
             job.updated_at = iso(now)
+            job.version += 1
 
     def record_row(
         self, request_id: str, position: int, results: Sequence[ImageResult], now: datetime
@@ -291,6 +305,7 @@ class InMemoryJobStore:
             job = self.jobs[request_id]
             job.progress = _add_row(job.progress, recorded, 1)
             job.updated_at = iso(now)
+            job.version += 1
             return job.progress
 
     def claim_finalization(self, request_id: str, now: datetime, lease: timedelta) -> bool:
@@ -337,6 +352,7 @@ class InMemoryJobStore:
                     progress = _add_row(progress, row, 1)
             job.progress = progress
             job.updated_at = iso(now)
+            job.version += 1
             return progress
 
     def finish_job(
@@ -369,11 +385,13 @@ class InMemoryJobStore:
                 url=webhook_url,
                 next_attempt_at=iso(now) if webhook_url else "",
             )
+            job.version += 1
             return True
 
     def schedule_webhook(self, request_id: str, due: datetime) -> None:
         with self._lock:
             self.jobs[request_id].webhook.next_attempt_at = iso(due)
+            self.jobs[request_id].version += 1
 
     def record_webhook_attempt(
         self,
@@ -389,6 +407,7 @@ class InMemoryJobStore:
             hook.state = state
             hook.next_attempt_at = iso(next_attempt_at) if next_attempt_at else ""
             hook.history = [*hook.history, attempt][-20:]
+            self.jobs[request_id].version += 1
 
     def redeliver_webhook(self, request_id: str, webhook_id: str, now: datetime) -> bool:
         with self._lock:
@@ -400,6 +419,7 @@ class InMemoryJobStore:
             job.webhook.state = WebhookState.PENDING
             job.webhook.webhook_id = webhook_id
             job.webhook.next_attempt_at = iso(now)
+            job.version += 1
             return True
 
     def reopen_failed(self, request_id: str, generation: int, now: datetime) -> bool:
@@ -417,6 +437,7 @@ class InMemoryJobStore:
             job.webhook.state = WebhookState.NONE
             job.webhook.next_attempt_at = ""
             job.finalize_claimed_at = job.ingest_claimed_at = job.cancel_requested_at = ""
+            job.version += 1
             return True
 
     def reset_failed_rows(self, request_id: str, now: datetime) -> Iterator[StoredRow]:
@@ -431,6 +452,7 @@ class InMemoryJobStore:
                 job = self.jobs[request_id]
                 job.progress = _add_row(job.progress, current, -1)
                 job.updated_at = iso(now)
+                job.version += 1
             yield replace(current, status=RowStatus.PENDING)
 
     def request_cancel(self, request_id: str, now: datetime) -> bool:
@@ -439,6 +461,7 @@ class InMemoryJobStore:
             if job is None or job.status.terminal:
                 return False
             job.cancel_requested_at = job.updated_at = iso(now)
+            job.version += 1
             return True
 
     def cancel_rows(
@@ -447,9 +470,13 @@ class InMemoryJobStore:
         with self._lock:
             rows = self.rows.get(request_id, {})
             wanted = rows.keys() if positions is None else set(positions) & rows.keys()
+            changed = False
             for position in wanted:
                 if rows[position].status == RowStatus.PENDING:
                     rows[position] = replace(rows[position], status=RowStatus.CANCELLED)
+                    changed = True
+            if changed and request_id in self.jobs:
+                self.jobs[request_id].version += 1
 
     def cancelled_jobs(self, request_ids: Sequence[str]) -> set[str]:
         return self.jobs_stopped_or_gone(request_ids)[0]

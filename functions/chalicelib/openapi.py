@@ -168,6 +168,43 @@ def _with_retry_after(answer: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+# Conditional requests of the status and the job list (RFC 9110 13.1.2, 15.4.5).
+IF_NONE_MATCH: dict[str, Any] = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "The `ETag` of an earlier answer (or a list of them, or `*`): while nothing "
+    "in the answer changed, the answer is `304` with no body; compared weakly",
+    "schema": {"type": "string"},
+}
+TAG_HEADERS: dict[str, Any] = {
+    "ETag": {
+        "description": "A weak entity tag of this answer: it changes whenever anything in it "
+        "would (for the status: of this page, `limit` and `cursor` included)",
+        "required": True,
+        "schema": {"type": "string", "example": 'W/"Zk3fQ0lC2m1p8Vq5nJ0r4w"'},
+    },
+    "Cache-Control": {
+        "description": "`private, no-cache`: one tenant's, and asked again before reuse",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _tagged(answer: dict[str, Any]) -> dict[str, Any]:
+    answer["headers"] = dict(TAG_HEADERS)
+    return answer
+
+
+def _not_modified() -> dict[str, Any]:
+    return {
+        "description": "Not modified: `If-None-Match` names the current `ETag`; no body (use "
+        "the one that came with that tag)",
+        "headers": dict(TAG_HEADERS),
+    }
+
+
 def _html(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
 
@@ -285,9 +322,11 @@ def _document() -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                         },
                         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        IF_NONE_MATCH,
                     ],
                     "responses": {
-                        "200": _json({"$ref": "#/components/schemas/Status"}, "The job"),
+                        "200": _tagged(_json({"$ref": "#/components/schemas/Status"}, "The job")),
+                        "304": _not_modified(),
                         "400": _err("Malformed id, limit or cursor"),
                         "404": _err(NOT_YOURS),
                     },
@@ -321,9 +360,13 @@ def _document() -> dict[str, Any]:
                             "description": "`nextCursor` of the previous page",
                             "schema": {"type": "string"},
                         },
+                        IF_NONE_MATCH,
                     ],
                     "responses": {
-                        "200": _json({"$ref": "#/components/schemas/JobList"}, "A page of jobs"),
+                        "200": _tagged(
+                            _json({"$ref": "#/components/schemas/JobList"}, "A page of jobs")
+                        ),
+                        "304": _not_modified(),
                         "400": _err("Malformed status, limit or cursor"),
                     },
                 }

@@ -88,7 +88,13 @@ class JobStore(Protocol):
     """Jobs and their rows. Rows are kept in fixed-size chunks, in serial order.
 
     Every step is safe to repeat: claims carry a lease so that a step whose Lambda died can be
-    taken over, and counters only move when a row's state actually changes."""
+    taken over, and counters only move when a row's state actually changes.
+
+    A job's `version` (the status's and the job list's ETag) moves with every write that
+    changes what its status or a listing shows: the record (status, counters, timestamps,
+    errors, webhook state and attempts, cancel, retry) in the same write, and a row recorded,
+    cancelled or reset just after that row's write. Rows stored by `insert_rows` move nothing
+    (the status reads its page's rows while `rows_written` is False)."""
 
     def create_job(self, job: Job) -> bool:
         """Insert the job record; False (and no change) when the id already exists."""
@@ -111,6 +117,17 @@ class JobStore(Protocol):
     ) -> list[Job]:
         """The tenant's jobs, newest first (by createdAt, then id), optionally of one
         status; `after` = the (createdAt, requestId) of the last job of the previous page."""
+
+    def job_versions(
+        self,
+        tenant: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        after: tuple[str, str] | None = None,
+    ) -> list[tuple[str, str, int]]:
+        """The page `list_jobs` would answer, as (requestId, createdAt, version) of each job:
+        what the job list's ETag is made of, read without the records themselves."""
 
     def claim_action(
         self, request_id: str, action: str, now: datetime, interval: timedelta

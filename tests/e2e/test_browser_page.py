@@ -312,3 +312,49 @@ def test_the_docs_page_renders_under_its_policy(emulator: Emulator, page: Any) -
     page.wait_for_function("window.__csp.length > 0")
     assert page.evaluate("window.injected") is None
     assert all(v.startswith("script-src") for v in page.evaluate("window.__csp"))
+
+
+def test_the_page_polls_with_if_none_match_and_keeps_its_view_on_304(
+    emulator: Emulator, images: str, page: Any
+) -> None:
+    """A job waiting for its CSV does not change: once the page has its status, each poll
+    sends If-None-Match with the last ETag and gets a 304 with no body, and the page goes on
+    showing the job; when the CSV arrives the tag changes and the page follows the job to
+    its end."""
+    created = requests.post(
+        f"{emulator.api_url}/api/uploads",
+        json={"fileName": "p.csv"},
+        headers=bearer(emulator.api_key),
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    request_id = created.json()["requestId"]
+    brief = f"{emulator.api_url}/api/getProcessingStatus/{request_id}?limit=1"
+    answers: list[tuple[int, str | None, str | None]] = []
+
+    def keep(response: Any) -> None:
+        if response.url == brief:
+            sent = response.request.all_headers().get("if-none-match")
+            answers.append((response.status, sent, response.all_headers().get("etag")))
+
+    page.on("response", keep)
+    page.goto(f"{emulator.api_url}/")
+    use_key(page, emulator.api_key)
+    with page.expect_response(lambda r: r.url == brief and r.status == 304, timeout=30_000):
+        page.goto(f"{emulator.api_url}/?job={request_id}")
+    assert page.text_content("#job-status") == "pending"
+    first, *polls = answers
+    assert first[0] == 200 and first[1] is None and first[2]
+    assert polls and all((code, sent) == (304, first[2]) for code, sent, _ in polls)
+
+    csv = f"S. No.,Product Name,Input Image Urls\n1,Mug,{images}/mug.jpg\n"
+    upload = created.json()["upload"]
+    stored = requests.post(
+        upload["url"], data=upload["fields"], files={"file": ("p.csv", csv, "text/csv")}, timeout=10
+    )
+    assert stored.status_code in (200, 201, 204), stored.text
+    page.wait_for_selector("body[data-job-status='completed']", timeout=120_000)
+    assert page.text_content("#job-status") == "completed"
+    assert page.text_content("#products") == "1/1"
+    assert answers[-1][0] == 200 and answers[-1][2] != first[2]
+    assert page.evaluate("window.__csp") == []

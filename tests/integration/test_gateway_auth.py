@@ -24,8 +24,10 @@ from local_emulator.gateway_auth import (
     LambdaFunction,
     TemplateGateway,
     gateway_for_stack,
+    read_gateway_spec,
     spec_from_template,
 )
+from local_emulator.intrinsics import Resolver
 from local_emulator.provision import FunctionInfo, ProvisionedStack, load_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -728,3 +730,53 @@ def test_public_routes_are_throttled_at_the_stage_all_callers_together(
     call(gateway, PROTECTED)  # the keyed routes: the tenant's usage plan only
     clock.advance(1 / rate)
     call(gateway, health, None)
+
+
+# -- CORS preflights ---------------------------------------------------------------------
+
+
+def sam_literal(value: str) -> str:
+    """A SAM header value `'text'` as sent: text."""
+    assert value.startswith("'") and value.endswith("'")
+    return value[1:-1]
+
+
+def test_a_preflight_is_answered_from_the_templates_cors_as_sams_mock_does(
+    server: ApiServer, authorizer: StandInAuthorizer
+) -> None:
+    """Not by the function (Chalice's local gateway would answer `Access-Control-Allow-Methods:
+    OPTIONS` and nothing else, which no browser accepts): the Api's Cors, whoever asks and
+    whatever for, with no key. A page of another origin may send If-None-Match."""
+    cors = API["Cors"]
+    status, headers, body = exchange(
+        server.address[1],
+        "OPTIONS",
+        "/api/jobs",
+        "Origin: https://shop.example",
+        "Access-Control-Request-Method: GET",
+        "Access-Control-Request-Headers: authorization,if-none-match",
+    )
+    assert (status, body) == (200, b"{}\n")
+    assert headers["access-control-allow-origin"] == sam_literal(cors["AllowOrigin"]) == "*"
+    assert headers["access-control-allow-methods"] == sam_literal(cors["AllowMethods"])
+    allowed = {h.strip().lower() for h in headers["access-control-allow-headers"].split(",")}
+    assert allowed == {h.lower() for h in sam_literal(cors["AllowHeaders"]).split(",")}
+    assert {"authorization", "if-none-match", "idempotency-key"} <= allowed
+    assert headers["access-control-max-age"] == sam_literal(cors["MaxAge"])
+    assert authorizer.calls == 0
+
+
+def test_without_allow_methods_a_preflight_names_the_paths_methods() -> None:
+    """SAM's default: the methods the template declares on the path, and OPTIONS."""
+    template = json.loads(json.dumps(TEMPLATE))
+    del template["Resources"]["Api"]["Properties"]["Cors"]["AllowMethods"]
+    resolver = Resolver(template, stack_name="s", region="us-east-1", account_id="1" * 12)
+    spec = read_gateway_spec(template, resolver)
+    gateway = TemplateGateway(
+        spec, {"AuthorizerFunction": LambdaFunction("auth", lambda e, c: {}, 3.0)}
+    )
+    answer = gateway.preflight("/api/jobs/7ccca9c7-868c-417e-baee-5f244c0fda81", {})
+    assert answer is not None
+    assert answer[1]["Access-Control-Allow-Methods"] == "DELETE,OPTIONS"
+    answer = gateway.preflight("/api/jobs", {})
+    assert answer is not None and answer[1]["Access-Control-Allow-Methods"] == "GET,OPTIONS"

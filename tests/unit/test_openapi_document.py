@@ -85,7 +85,7 @@ def test_404s_of_a_job_say_it_may_be_another_tenants() -> None:
 def test_the_listing_of_jobs_is_declared_as_the_contract_says() -> None:
     spec = openapi.document()
     operation = spec["paths"]["/api/jobs"]["get"]
-    params = {p["name"]: p for p in operation["parameters"]}
+    params = {p["name"]: p for p in operation["parameters"] if p["in"] != "header"}
     assert set(params) == {"status", "limit", "cursor"}
     assert all(p["in"] == "query" and not p["required"] for p in params.values())
     assert params["limit"]["schema"] == {
@@ -167,3 +167,15 @@ def test_the_kept_swagger_ui_is_the_version_its_readme_names_unchanged() -> None
     for notice in ("LICENSE", "NOTICE", "swagger-ui-bundle.js.LICENSE.txt"):
         assert (folder / notice).is_file(), notice
     assert "Apache License" in (folder / "LICENSE").read_text(encoding="utf-8")
+
+
+def test_the_status_and_the_job_list_declare_their_etag_and_304() -> None:
+    ops = operations()
+    for key in (("/api/getProcessingStatus/{requestId}", "get"), ("/api/jobs", "get")):
+        operation = ops[key]
+        headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+        assert headers == {"If-None-Match"}, key
+        responses = operation["responses"]
+        assert "content" not in responses["304"], key  # no body
+        for code in ("200", "304"):
+            assert {"ETag", "Cache-Control"} <= set(responses[code]["headers"]), (key, code)

@@ -1032,6 +1032,23 @@ def test_api(template: dict[str, Any]) -> None:
     assert props["Cors"]
 
 
+def test_the_apis_cors_lets_another_origin_poll_conditionally(template: dict[str, Any]) -> None:
+    """The preflight (SAM's mock, from Cors) allows every method the API routes and the
+    headers its clients send, If-None-Match included; the functions' own answers carry the
+    same origin and expose ETag (http_api.CORS_HEADERS, added by app.py to every answer)."""
+    from chalicelib.entrypoints.http_api import CORS_HEADERS
+
+    cors = template["Resources"]["Api"]["Properties"]["Cors"]
+    unquoted = {name: str(value).strip("'") for name, value in cors.items()}
+    allowed = {h.strip().lower() for h in unquoted["AllowHeaders"].split(",")}
+    assert {"authorization", "content-type", "idempotency-key", "if-none-match"} <= allowed
+    events = template["Resources"]["ApiFunction"]["Properties"]["Events"].values()
+    routed = {e["Properties"]["Method"].upper() for e in events if e["Type"] == "Api"}
+    assert routed | {"OPTIONS"} <= set(unquoted["AllowMethods"].split(","))
+    assert CORS_HEADERS["Access-Control-Allow-Origin"] == unquoted["AllowOrigin"]
+    assert "ETag" in CORS_HEADERS["Access-Control-Expose-Headers"].split(", ")
+
+
 def test_outputs(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
     assert outputs["ApiUrl"]["Value"] == {

@@ -58,6 +58,10 @@ TTL_INDEX = "expireAt_ttl"
 
 
 _RECORDED = frozenset({RowStatus.COMPLETED, RowStatus.FAILED})
+# Every write that changes what a status or a listing shows moves the job's `version` (the
+# ETag's source) in the same update; a row's write moves it just after (never before: a read
+# between would pair the new version with the old row for good).
+_BUMP: dict[str, Any] = {"$inc": {"version": 1}}
 
 
 def _utcnow() -> datetime:
@@ -161,6 +165,7 @@ def _job_doc(job: Job) -> Document:
         "generation": job.generation,
         "fanout": {"sent": job.fanout_sent, "done": job.fanout_done},
         "rowsWritten": job.rows_written,
+        "version": job.version,
     }
     if job.idempotency_key:  # absent, not "", so the partial unique index skips it
         doc["idempotencyKey"] = job.idempotency_key
@@ -200,6 +205,7 @@ def _job_from(doc: Mapping[str, Any], default_tenant: str) -> Job:
         ingest_claimed_at=str(doc.get("ingestClaimedAt", "")),
         finalize_claimed_at=str(doc.get("finalizeClaimedAt", "")),
         cancel_requested_at=str(doc.get("cancelRequestedAt", "")),
+        version=int(doc.get("version", 0)),
     )
 
 
@@ -420,6 +426,35 @@ class MongoJobStore:
         limit: int = 50,
         after: tuple[str, str] | None = None,
     ) -> list[Job]:
+        cursor = self._listing(tenant, status, limit, after, {"rows": 0})
+        with cursor:
+            return [_job_from(doc, self._default_tenant) for doc in cursor]
+
+    def job_versions(
+        self,
+        tenant: str,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        after: tuple[str, str] | None = None,
+    ) -> list[tuple[str, str, int]]:
+        """`list_jobs`'s page as three fields a job, by the same index."""
+        cursor = self._listing(tenant, status, limit, after, {"createdAt": 1, "version": 1})
+        with cursor:
+            return [
+                (str(doc["_id"]), str(doc.get("createdAt", "")), int(doc.get("version", 0)))
+                for doc in cursor
+            ]
+
+    def _listing(
+        self,
+        tenant: str,
+        status: JobStatus | None,
+        limit: int,
+        after: tuple[str, str] | None,
+        projection: Document,
+    ) -> Any:
+        """The cursor of a page of the tenant's jobs, newest first (index tenant_createdAt)."""
         self.ensure_indexes()
         query: Document = dict(self._owner(tenant))
         if status is not None:
@@ -437,12 +472,11 @@ class MongoJobStore:
                     },
                 ]
             }
-        cursor = (
-            self._jobs.find(query, projection={"rows": 0})
+        return (
+            self._jobs.find(query, projection=projection)
             .sort([("createdAt", DESCENDING), ("_id", DESCENDING)])
             .limit(limit)
         )
-        return [_job_from(doc, self._default_tenant) for doc in cursor]
 
     def claim_action(
         self, request_id: str, action: str, now: datetime, interval: timedelta
@@ -475,7 +509,7 @@ class MongoJobStore:
                     {"ingestClaimedAt": {"$lt": iso(now - lease)}},
                 ],
             },
-            {"$set": {"ingestClaimedAt": iso(now), "updatedAt": iso(now)}},
+            {"$set": {"ingestClaimedAt": iso(now), "updatedAt": iso(now)}, **_BUMP},
         )
         return result.modified_count == 1
 
@@ -490,7 +524,8 @@ class MongoJobStore:
                     "progress.totalImages": progress.total_images,
                     "rowsWritten": False,
                     "updatedAt": iso(now),
-                }
+                },
+                **_BUMP,
             },
         )
         return result.modified_count == 1
@@ -500,7 +535,7 @@ class MongoJobStore:
         if done:
             changes["rowsWritten"] = True
         result = self._jobs.update_one(
-            {"_id": request_id}, {"$max": {"fanout.sent": sent}, "$set": changes}
+            {"_id": request_id}, {"$max": {"fanout.sent": sent}, "$set": changes, **_BUMP}
         )
         if result.matched_count == 0:
             raise JobGone(request_id)
@@ -560,7 +595,7 @@ class MongoJobStore:
             changes[EXPIRE_AT] = expire_at
         result = self._jobs.update_one(
             {"_id": request_id, "status": {"$nin": [str(s) for s in TERMINAL_STATUSES]}},
-            {"$set": changes},
+            {"$set": changes, **_BUMP},
         )
         if result.modified_count != 1:
             return False
@@ -569,7 +604,9 @@ class MongoJobStore:
         return True
 
     def schedule_webhook(self, request_id: str, due: datetime) -> None:
-        self._jobs.update_one({"_id": request_id}, {"$set": {"webhook.nextAttemptAt": iso(due)}})
+        self._jobs.update_one(
+            {"_id": request_id}, {"$set": {"webhook.nextAttemptAt": iso(due)}, **_BUMP}
+        )
 
     def record_webhook_attempt(
         self,
@@ -581,7 +618,7 @@ class MongoJobStore:
         self._jobs.update_one(
             {"_id": request_id},
             {
-                "$inc": {"webhook.attempts": 1},
+                "$inc": {"webhook.attempts": 1, "version": 1},
                 "$set": {
                     "webhook.lastStatusCode": attempt.status_code,
                     "webhook.state": str(state),
@@ -609,7 +646,8 @@ class MongoJobStore:
                     "webhook.state": str(WebhookState.PENDING),
                     "webhook.id": webhook_id,
                     "webhook.nextAttemptAt": iso(now),
-                }
+                },
+                **_BUMP,
             },
         )
         return result.modified_count == 1
@@ -633,6 +671,7 @@ class MongoJobStore:
                     "webhook.nextAttemptAt": "",
                 },
                 "$unset": {"finalizeClaimedAt": "", "ingestClaimedAt": "", "cancelRequestedAt": ""},
+                **_BUMP,
             },
         )
         return result.modified_count == 1
@@ -655,7 +694,10 @@ class MongoJobStore:
                     if reset.modified_count == 1:
                         self._jobs.update_one(
                             {"_id": request_id},
-                            {"$inc": _row_counters(row, sign=-1), "$set": {"updatedAt": iso(now)}},
+                            {
+                                "$inc": {**_row_counters(row, sign=-1), "version": 1},
+                                "$set": {"updatedAt": iso(now)},
+                            },
                         )
                     yield replace(row, status=RowStatus.PENDING)
 
@@ -679,7 +721,8 @@ class MongoJobStore:
                     "progress.bytesIn": bytes_in,
                     "progress.bytesOut": bytes_out,
                     "updatedAt": iso(now),
-                }
+                },
+                **_BUMP,
             },
             projection={"progress": 1},
             return_document=ReturnDocument.AFTER,
@@ -689,7 +732,7 @@ class MongoJobStore:
     def request_cancel(self, request_id: str, now: datetime) -> bool:
         result = self._jobs.update_one(
             {"_id": request_id, "status": {"$nin": [str(s) for s in TERMINAL_STATUSES]}},
-            {"$set": {"cancelRequestedAt": iso(now), "updatedAt": iso(now)}},
+            {"$set": {"cancelRequestedAt": iso(now), "updatedAt": iso(now)}, **_BUMP},
         )
         return result.matched_count == 1
 
@@ -710,11 +753,13 @@ class MongoJobStore:
             size = self._chunk_size(request_id)
             if size is not None:
                 query["chunk"] = {"$in": sorted({p // size for p in wanted})}
-        self._rows.update_many(
+        changed = self._rows.update_many(
             query,
             {"$set": {"rows.$[r].st": str(RowStatus.CANCELLED)}},
             array_filters=[slot],
         )
+        if changed.modified_count:  # after the rows: a status read between shows them early
+            self._jobs.update_one({"_id": request_id}, _BUMP)
 
     def cancelled_jobs(self, request_ids: Sequence[str]) -> set[str]:
         return self.jobs_stopped_or_gone(request_ids)[0]
@@ -892,6 +937,7 @@ class MongoJobStore:
                     "progress.failedImages": sum(1 for r in images if not r.ok),
                     "progress.bytesIn": sum(r.bytes_in for r in images),
                     "progress.bytesOut": sum(r.bytes_out for r in images),
+                    "version": 1,
                 },
                 "$set": {"updatedAt": iso(now)},
             },

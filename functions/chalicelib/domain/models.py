@@ -186,6 +186,9 @@ class Job:
     finalize_claimed_at: str = ""
     # when someone asked to cancel the job ("" never): no new image of it starts from then on
     cancel_requested_at: str = ""
+    # moved by every write that changes what the job's status or a listing shows (the record,
+    # a row recorded, cancelled or reset), after the row's own write: the status's ETag
+    version: int = 0
 
 
 def new_job(

@@ -32,6 +32,14 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+# On every answer of the API too: with the template's CORS preflight (Api Cors), a page of
+# another origin may call the API (the key is a header, never a cookie, hence "*") and read
+# the status's ETag to send it back as If-None-Match.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "ETag",
+}
+STATUS_CACHE_CONTROL = "private, no-cache"
 _INLINE = {tag: re.compile(rf"<{tag}>(.*?)</{tag}>", re.DOTALL) for tag in ("script", "style")}
 NOT_CSV_TYPES = (
     "image/",
@@ -158,18 +166,50 @@ def create_upload(deps: Dependencies, body: bytes, *, tenant: str) -> HttpReply:
     )
 
 
+def _tagged(answer: status.Tagged) -> HttpReply:
+    """200 with the document, or 304 with no body when the client's copy is current; both
+    with the tag, and kept by no shared cache (they are one tenant's) and by no private one
+    without asking first."""
+    headers = {
+        "ETag": answer.tag,
+        "Cache-Control": STATUS_CACHE_CONTROL,
+        "Vary": "Authorization",
+    }
+    if answer.document is None:
+        return HttpReply(304, "", headers)
+    return HttpReply(200, answer.document, {**JSON, **headers})
+
+
 def processing_status(
-    deps: Dependencies, request_id: str, limit: str | None, cursor: str | None, *, tenant: str
+    deps: Dependencies,
+    request_id: str,
+    limit: str | None,
+    cursor: str | None,
+    *,
+    tenant: str,
+    if_none_match: str | None = None,
 ) -> HttpReply:
-    return HttpReply(200, status.job_status(deps, request_id, tenant, limit, cursor))
+    return _tagged(
+        status.tagged_status(deps, request_id, tenant, limit, cursor, if_none_match=if_none_match)
+    )
 
 
-def list_jobs(deps: Dependencies, params: Mapping[str, str], *, tenant: str) -> HttpReply:
-    return HttpReply(
-        200,
-        status.list_jobs(
-            deps, tenant, params.get("status"), params.get("limit"), params.get("cursor")
-        ),
+def list_jobs(
+    deps: Dependencies,
+    params: Mapping[str, str],
+    *,
+    tenant: str,
+    if_none_match: str | None = None,
+) -> HttpReply:
+    return _tagged(
+        status.tagged_jobs(
+            deps,
+            tenant,
+            params.get("status"),
+            params.get("limit"),
+            params.get("cursor"),
+            if_none_match=if_none_match,
+        )
     )
 
 

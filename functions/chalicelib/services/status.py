@@ -1,11 +1,16 @@
-"""The status document of the contract: progress, products in serial order, paged."""
+"""The status document of the contract: progress, products in serial order, paged; and the
+job list. Each answer has its entity tag (domain/etag.py), made from the job records'
+`version`s and the query without reading a row, so that `If-None-Match` with the current tag
+costs one read of the job record (of the page's records, for the list)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 
+from chalicelib.domain.etag import none_match, weak_tag
 from chalicelib.domain.models import Job, JobStatus, StoredRow
 from chalicelib.errors import InvalidRequest, NotFound
 from chalicelib.services.deps import Dependencies
@@ -61,6 +66,69 @@ def product_view(deps: Dependencies, row: StoredRow) -> dict[str, object]:
     }
 
 
+# Part of every tag: a change to what the status or the list shows of a given version (a
+# field added, a link's form) must change the tags too. Bump it with such a change.
+TAG_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """An answer and its entity tag; `document` None: the client's copy is current (304)."""
+
+    tag: str
+    document: dict[str, object] | None
+
+
+def status_tag(deps: Dependencies, job: Job, start: int, size: int, stored: int | None) -> str:
+    """The tag of a status page: the job (its id, creation, owner and version), the page
+    asked for (`cursor` and `limit`), and what the request changes in the answer: the API's
+    base URL (`outputCsvUrl`) and the outputs' (every image link). `stored`: the rows of the
+    page read while the job's rows are still being stored (storing them moves no version)."""
+    return weak_tag(
+        "status",
+        TAG_FORMAT,
+        job.tenant,
+        job.request_id,
+        job.created_at,
+        job.version,
+        start,
+        size,
+        deps.api_base_url(),
+        deps.settings.public_base_url,
+        stored,
+    )
+
+
+def _page_rows(deps: Dependencies, job: Job, start: int, size: int) -> list[StoredRow]:
+    if start >= job.progress.total_products:
+        return []
+    return deps.store.list_rows(job.request_id, start, size)
+
+
+def tagged_status(
+    deps: Dependencies,
+    request_id: str,
+    tenant: str,
+    limit: str | None = None,
+    cursor: str | None = None,
+    *,
+    if_none_match: str | None = None,
+) -> Tagged:
+    """The status page and its tag; no document when `if_none_match` names the tag. The job
+    is the tenant's before anything is compared: another tenant's id is a 404 whatever the
+    tag it sends. The tag is of the job record read for the document: a write after the
+    read moves the version, so the next request gets the new document."""
+    job = load_job(deps, request_id, tenant)
+    start, size = parse_paging(limit, cursor)
+    rows = None if job.rows_written else _page_rows(deps, job, start, size)
+    tag = status_tag(deps, job, start, size, None if rows is None else len(rows))
+    if none_match(if_none_match, tag):
+        return Tagged(tag, None)
+    if rows is None:
+        rows = _page_rows(deps, job, start, size)
+    return Tagged(tag, status_document(deps, job, rows, start, size))
+
+
 def job_status(
     deps: Dependencies,
     request_id: str,
@@ -68,10 +136,15 @@ def job_status(
     limit: str | None = None,
     cursor: str | None = None,
 ) -> dict[str, object]:
-    job = load_job(deps, request_id, tenant)
-    start, size = parse_paging(limit, cursor)
+    document = tagged_status(deps, request_id, tenant, limit, cursor).document
+    assert document is not None  # no If-None-Match: always the document
+    return document
+
+
+def status_document(
+    deps: Dependencies, job: Job, rows: list[StoredRow], start: int, size: int
+) -> dict[str, object]:
     total = job.progress.total_products
-    rows = deps.store.list_rows(request_id, start, size) if start < total else []
     next_cursor = str(start + size) if start + size < total else None
     document: dict[str, object] = {
         **job_summary_view(job),  # what a listing shows of it, first
@@ -138,6 +211,25 @@ def list_jobs(
     cursor: str | None = None,
 ) -> dict[str, object]:
     """The tenant's jobs, newest first, a page at a time."""
+    document = tagged_jobs(deps, tenant, status, limit, cursor).document
+    assert document is not None  # no If-None-Match: always the document
+    return document
+
+
+def tagged_jobs(
+    deps: Dependencies,
+    tenant: str,
+    status: str | None = None,
+    limit: str | None = None,
+    cursor: str | None = None,
+    *,
+    if_none_match: str | None = None,
+) -> Tagged:
+    """A page of the tenant's jobs and its tag: the tenant, the query and, of each job the
+    page holds (one more, which says whether there is a next page), its id, creation and
+    version, read by the listing's index without the records. A job created, deleted, moved
+    into or out of the status asked for, or changed changes the tag. The page itself is read
+    after the tag, so it is never older than its tag."""
     try:
         size = JOBS_DEFAULT_LIMIT if limit in (None, "") else int(limit)
     except ValueError:
@@ -155,10 +247,18 @@ def list_jobs(
             raise InvalidRequest(
                 f"status must be one of {names}", [{"field": "status", "value": status[:40]}]
             ) from exc
-    page = deps.store.list_jobs(tenant, status=wanted, limit=size + 1, after=_after(cursor))
+    after = _after(cursor)
+    versions = deps.store.job_versions(tenant, status=wanted, limit=size + 1, after=after)
+    tag = weak_tag("jobs", TAG_FORMAT, tenant, status or "", size, after, versions)
+    if none_match(if_none_match, tag):
+        return Tagged(tag, None)
+    page = deps.store.list_jobs(tenant, status=wanted, limit=size + 1, after=after)
     more = len(page) > size
     page = page[:size]
-    return {
-        "jobs": [job_summary_view(job) for job in page],
-        "nextCursor": _jobs_cursor(page[-1]) if more and page else None,
-    }
+    return Tagged(
+        tag,
+        {
+            "jobs": [job_summary_view(job) for job in page],
+            "nextCursor": _jobs_cursor(page[-1]) if more and page else None,
+        },
+    )
