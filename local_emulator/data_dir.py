@@ -41,8 +41,8 @@ PORTS = "ports.json"
 # What a directory of this layout keeps, as data-dir.json lists it.
 KEPT = ("database", "objects", "queued messages", "secrets", "tenants")
 IN_MEMORY_LINE = (
-    "in memory: nothing is kept (objects, queued messages, secrets, tenants, the database); "
-    "a restart starts empty (--data-dir DIR keeps everything)"
+    "in-memory stack: everything (objects, queued messages, secrets, tenants and keys, the "
+    "database) is lost when it stops; --data-dir DIR keeps it"
 )
 
 
