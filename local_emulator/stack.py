@@ -321,6 +321,28 @@ class Emulator:
             lines.append("tenants have no usage key: the template has no usage plan")
         return lines
 
+    def new_api_key(self, tenant: str | None = None, label: str = "") -> str:
+        """One more API key for a tenant (default: the first), as `infra.tenants create-key`
+        makes one: e.g. the demo's, when the data directory keeps the tenant's keys and none
+        was made at this start."""
+        from chalicelib.config import Settings
+        from chalicelib.services.tenant_admin import add_key
+        from pymongo import MongoClient
+
+        name = tenant or self.tenant_specs[0].name
+        mongo: MongoClient[dict[str, object]] = MongoClient(
+            self.mongo_uri, serverSelectionTimeoutMS=10_000
+        )
+        try:
+            admin = make_admin(
+                mongo[Settings.from_env(os.environ).mongo_db],
+                self.session().client("secretsmanager", endpoint_url=self.storage_url),
+                secrets_prefix=self.tenant_secrets_prefix,
+            )
+            return add_key(admin, name, label=label)
+        finally:
+            mongo.close()
+
     @property
     def state_line(self) -> str:
         """One line: where the stack's state is (the data directory, or memory)."""
