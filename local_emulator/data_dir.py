@@ -69,7 +69,8 @@ def check_options(data_dir: Path | None, mongo_engine: str | None, mongo_uri: st
 def write_atomically(path: Path, data: bytes) -> None:
     """`data` at `path`, whole or not at all (a temporary file renamed over it)."""
     temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    temporary.write_bytes(data)
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        out.write(data)
     os.replace(temporary, path)
 
 
@@ -107,7 +108,8 @@ class DataDir:
     def open(self) -> DataDir:
         if self.root.exists() and not self.root.is_dir():
             raise DataDirError(f"--data-dir {self.root} is not a directory")
-        self.root.mkdir(parents=True, exist_ok=True)
+        # its owner's alone: it holds the tenants' signing secrets and every object
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock()
         manifest = self._manifest()
         if manifest is None:

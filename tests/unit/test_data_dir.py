@@ -78,6 +78,8 @@ def test_a_new_directory_is_fresh_and_a_newer_layout_is_refused(tmp_path: Path) 
     opened = DataDir(tmp_path / "new").open()
     opened.close()
     assert opened.fresh and not opened.legacy
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700  # it will hold secrets
+    assert (tmp_path / "new" / "data-dir.json").stat().st_mode & 0o777 == 0o600
     assert "a new directory" in describe_state(opened, {})
     manifest = tmp_path / "new" / "data-dir.json"
     manifest.write_text(json.dumps({"version": LAYOUT_VERSION + 1}))
