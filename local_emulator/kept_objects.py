@@ -118,7 +118,11 @@ class KeptObjects:
                 if not path.name.endswith(SUFFIX):  # a write cut short: never acknowledged
                     path.unlink(missing_ok=True)
                     continue
-                self._restore_one(backend, bucket_dir.name, path)
+                try:
+                    self._restore_one(backend, bucket_dir.name, path)
+                except (ValueError, KeyError, TypeError) as exc:
+                    warn(f"data-dir: {path} is not an object this stack wrote ({exc}); skipped")
+                    continue
                 restored += 1
         return restored
 

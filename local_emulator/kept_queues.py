@@ -187,14 +187,16 @@ class QueueJournal:
                 if n < len(lines) - 1:  # only the last line may be cut short (a power cut)
                     warn(f"data-dir: line {n + 1} of {self.path} is not JSON; skipped")
                 continue
-            op = record.get("op")
-            if op == "add":
+            op = record.get("op") if isinstance(record, dict) else None
+            if op == "add" and not {"id", "region", "queue", "body"} <= record.keys():
+                warn(f"data-dir: line {n + 1} of {self.path} is not a message; skipped")
+            elif op == "add":
                 kept.pop(record["id"], None)  # a move to the dead-letter queue: last one wins
                 kept[record["id"]] = record
             elif op == "del":
-                kept.pop(record["id"], None)
+                kept.pop(record.get("id"), None)
             elif op == "purge":
-                where = (record["region"], record["queue"])
+                where = (record.get("region"), record.get("queue"))
                 for message_id in [
                     i for i, r in kept.items() if (r["region"], r["queue"]) == where
                 ]:

@@ -322,7 +322,7 @@ class Emulator:
         return lines
 
     def new_api_key(self, tenant: str | None = None, label: str = "") -> str:
-        """One more API key for a tenant (default: the first), as `infra.tenants create-key`
+        """One more API key for a tenant (default: the first), as `infra.tenants add-key`
         makes one: e.g. the demo's, when the data directory keeps the tenant's keys and none
         was made at this start."""
         from chalicelib.config import Settings
