@@ -16,12 +16,13 @@ in-process adapters) and do nothing until a `KeptObjects` is active:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ class _Hooks:
     """The hooks' state, one per process: installed once, active while a stack keeps."""
 
     active: KeptObjects | None = None
+    deferred = threading.local()  # one_write's keys, in the thread that opened it
     installed = False
     lock = threading.Lock()
 
@@ -69,34 +71,64 @@ def _header(key: Any) -> str:
     return json.dumps(header, sort_keys=True, separators=(",", ":"))
 
 
+@contextlib.contextmanager
+def one_write() -> Iterator[None]:
+    """Calls that store an object and then set its headers (the functions' in-process put)
+    write its file once, when the block ends, instead of once per call; an object whose
+    storage event goes out inside the block is still written before the event."""
+    kept = _Hooks.active
+    if kept is None or getattr(_Hooks.deferred, "keys", None) is not None:
+        yield
+        return
+    keys: dict[tuple[int, str, str], Any] = {}
+    _Hooks.deferred.keys = keys
+    try:
+        yield
+    finally:
+        _Hooks.deferred.keys = None
+        for (_, bucket, key), backend in keys.items():
+            kept.sync(backend, bucket, key)
+
+
+def _sync_or_defer(kept: KeptObjects, backend: Any, bucket: str, key: str) -> None:
+    deferred: dict[tuple[int, str, str], Any] | None = getattr(_Hooks.deferred, "keys", None)
+    if deferred is None:
+        kept.sync(backend, bucket, key)
+    else:
+        deferred[(id(backend), bucket, key)] = backend
+
+
 class KeptObjects:
     """Every object of moto's S3, one file each under `root`."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._stripes = [threading.Lock() for _ in range(STRIPES)]
-
-    def _path(self, bucket: str, key: str) -> Path:
-        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        return self.root / bucket / digest[:2] / f"{digest}{SUFFIX}"
+        self._made: set[str] = set()  # directories known to exist
 
     def sync(self, backend: Any, bucket_name: str, key_name: str) -> None:
         """The file of this key as moto holds it now: written, or removed when it is gone."""
-        path = self._path(bucket_name, key_name)
-        with self._stripes[hash(path) % STRIPES]:
+        digest = hashlib.sha256(key_name.encode("utf-8", "surrogatepass")).hexdigest()
+        folder = os.path.join(self.root, bucket_name, digest[:2])
+        path = os.path.join(folder, digest + SUFFIX)
+        with self._stripes[int(digest[:8], 16) % STRIPES]:
             key = _current(backend, bucket_name, key_name)
             if key is None:
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
                 return
             header = _header(key)
             if getattr(key, "_kept_as", None) == header:
                 return
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f"{path.name}.tmp{threading.get_ident()}")
-            with open(temporary, "wb") as out:
-                out.write(header.encode())
-                out.write(b"\n")
-                out.write(key.value)
+            if folder not in self._made:
+                os.makedirs(folder, exist_ok=True)
+                self._made.add(folder)
+            temporary = f"{path}.tmp{threading.get_ident()}"
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"".join((header.encode(), b"\n", key.value)))
+            finally:
+                os.close(fd)
             os.replace(temporary, path)
             key._kept_as = header
 
@@ -170,7 +202,7 @@ def _install() -> None:
             stored = put_object(backend, bucket_name, key_name, *a, **k)
             kept = _Hooks.active
             if kept is not None:
-                kept.sync(backend, bucket_name, key_name)
+                _sync_or_defer(kept, backend, bucket_name, key_name)
             return stored
 
         def kept_delete_object(
@@ -185,10 +217,13 @@ def _install() -> None:
         def kept_set_metadata(key: Any, *a: Any, **k: Any) -> None:
             set_metadata(key, *a, **k)
             kept = _Hooks.active
-            if kept is not None and key.bucket_name and hasattr(key, "_kept_as"):
-                kept.sync(
-                    models.s3_backends[key.account_id][key.partition], key.bucket_name, key.name
-                )
+            if kept is None or not key.bucket_name:
+                return
+            backend = models.s3_backends[key.account_id][key.partition]
+            if getattr(_Hooks.deferred, "keys", None) is not None:
+                _sync_or_defer(kept, backend, key.bucket_name, key.name)
+            elif hasattr(key, "_kept_as"):
+                kept.sync(backend, key.bucket_name, key.name)
 
         def kept_send_event(account_id: str, event_name: Any, bucket: Any, key: Any) -> None:
             kept = _Hooks.active
