@@ -90,6 +90,18 @@ def one_write() -> Iterator[None]:
             kept.sync(backend, bucket, key)
 
 
+class OneWritePerRequest:
+    """A WSGI layer: each request to moto writes an object's file once (`one_write`), when
+    moto has answered and before the answer is sent (a PUT stores, then sets headers)."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        with one_write():
+            return self.app(environ, start_response)
+
+
 def _sync_or_defer(kept: KeptObjects, backend: Any, bucket: str, key: str) -> None:
     deferred: dict[tuple[int, str, str], Any] | None = getattr(_Hooks.deferred, "keys", None)
     if deferred is None:

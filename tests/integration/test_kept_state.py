@@ -226,3 +226,35 @@ def _nothing_left_active() -> Iterator[None]:
     assert kept_objects._Hooks.active is None
     assert kept_queues._Hooks.active is None
     assert kept_secrets._Hooks.active is None
+
+
+def test_an_object_put_over_http_is_on_disk_with_its_headers_when_the_put_answers(
+    tmp_path: Path,
+) -> None:
+    from local_emulator.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer
+
+    server = MotoServer("127.0.0.1", 0)
+    kept = KeptObjects(tmp_path / "objects")
+    url = server.start()
+    try:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+        )
+        s3.create_bucket(Bucket=OUTPUTS)
+        kept.activate()
+        try:
+            s3.put_object(Bucket=OUTPUTS, Key="a.csv", Body=b"1,2\n", ContentType="text/csv")
+            (written,) = (tmp_path / "objects" / OUTPUTS).rglob("*.obj")
+            header, _, body = written.read_bytes().partition(b"\n")
+            assert body == b"1,2\n"
+            assert json.loads(header)["metadata"]["content-type"] == "text/csv"
+            s3.delete_object(Bucket=OUTPUTS, Key="a.csv")
+            assert not written.exists()
+        finally:
+            kept.deactivate()
+    finally:
+        server.stop()
