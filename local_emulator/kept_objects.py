@@ -12,6 +12,11 @@ in-process adapters) and do nothing until a `KeptObjects` is active:
 - `FakeKey.set_metadata` (moto sets an object's Content-Type and Cache-Control after storing
   it): the file again, when its header changed;
 - `delete_object` (DELETE, DeleteObjects): the file removed.
+
+Inside `one_write` (the functions' in-process put; every request to the storage endpoint,
+through `OneWritePerRequest`) these writes wait for the end of the block, so an object stored
+and then given its headers is written once, before the call answers. Writing a file costs
+about its creation (docs/performance.md, *Keeping the stack*).
 """
 
 from __future__ import annotations
