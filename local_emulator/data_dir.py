@@ -115,6 +115,14 @@ class DataDir:
         if manifest is None:
             self.legacy = self.path(MONGO).exists()
             self.fresh = not self.legacy
+            others = sorted(p.name for p in self.root.iterdir() if p.name != LOCK)
+            if self.fresh and others:
+                self.close()
+                raise DataDirError(
+                    f"--data-dir {self.root} holds other files ({', '.join(others[:3])}"
+                    f"{', ...' if len(others) > 3 else ''}) and no stack: give a new or empty "
+                    "directory"
+                )
             self._write_manifest()
         elif manifest.version > LAYOUT_VERSION:
             self.close()

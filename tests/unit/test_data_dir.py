@@ -106,3 +106,11 @@ def test_tenants_kept_come_first_in_their_order_unless_others_are_given() -> Non
     assert [t.name for t in tenant_order([], [])] == ["local"]
     given = [TenantSpec("beta", "k"), TenantSpec("new")]
     assert tenant_order(given, kept) == [*given, TenantSpec("shop")]
+
+
+def test_a_directory_holding_other_files_is_not_taken(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DataDirError, match=r"holds other files \(notes.txt\) and no stack"):
+        DataDir(tmp_path).open()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lock", "notes.txt"]
+    DataDir(tmp_path / "empty").open().close()  # new, or empty: taken
