@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from local_emulator.api_server import PortUnavailable
+from local_emulator.data_dir import DataDirError
 from local_emulator.mongo import MongoEngine
 from local_emulator.stack import DEFAULT_TEMPLATE, Emulator, EmulatorOptions
 from local_emulator.tenants import DEFAULT_TENANTS, parse_tenant, parse_tenants
@@ -68,12 +69,17 @@ def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> No
         "--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template to provision"
     )
     parser.add_argument(
-        "--data-dir", type=Path, help="keep the embedded MongoDB's data here (SQLite engine)"
+        "--data-dir",
+        type=Path,
+        help="keep everything here (objects, queued messages, secrets, tenants and their "
+        "keys, the database): a restart on the same directory goes on where it stopped; one "
+        "stack at a time (default: all in memory, lost on exit)",
     )
     parser.add_argument(
         "--mongo-engine",
         choices=("memory", "sqlite"),
-        help="embedded MongoDB storage (default: memory, or sqlite with --data-dir)",
+        help="embedded MongoDB storage (default: memory, or sqlite with --data-dir, which "
+        "takes no other)",
     )
     parser.add_argument(
         "--workers", type=int, help="pollers for the rows queue (default: CPU cores + 1)"
@@ -91,11 +97,12 @@ def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> No
         action="append",
         type=_tenant,
         metavar="NAME[=KEY]",
-        help="a tenant and, optionally, its API key (default: new at each start); repeatable, "
-        "the first is the default tenant. Without --tenant or --tenant-file: the tenants in "
-        f"${TENANTS_ENV} (NAME[=KEY] items separated by commas or spaces), else "
-        f"{' '.join(DEFAULT_TENANTS)}. A key given here shows in `ps`; one in a file or the "
-        "environment does not",
+        help="a tenant and, optionally, its API key (default: new at each start; with "
+        "--data-dir a kept tenant keeps its keys); repeatable, the first is the default tenant. "
+        "Without --tenant or --tenant-file: the tenants in "
+        f"${TENANTS_ENV} (NAME[=KEY] items separated by commas or spaces), else those "
+        f"--data-dir keeps, else {' '.join(DEFAULT_TENANTS)}. A key given here shows in "
+        "`ps`; one in a file or the environment does not",
     )
     parser.add_argument(
         "--tenant-file",
@@ -140,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_emulator(args: argparse.Namespace, *, allow_private_hosts: bool, quiet: bool) -> Emulator:
-    engine: MongoEngine = args.mongo_engine or ("sqlite" if args.data_dir else "memory")
+    engine: MongoEngine | None = args.mongo_engine
     return Emulator(
         EmulatorOptions(
             host=args.host,
@@ -154,7 +161,7 @@ def make_emulator(args: argparse.Namespace, *, allow_private_hosts: bool, quiet:
             data_dir=args.data_dir,
             quiet=quiet,
             verbose_dispatch=not quiet,
-            tenants=args.tenants or DEFAULT_TENANTS,
+            tenants=args.tenants or (),
         )
     )
 
@@ -197,15 +204,18 @@ def serve(args: argparse.Namespace) -> int:
         print(port_unavailable_line(exc), file=sys.stderr, flush=True)
         return 1
     except Exception as exc:
-        if not isinstance(exc, OSError):  # e.g. the port is taken: the message says it all
+        # e.g. the port is taken, the data directory is in use: the message says it all
+        if not isinstance(exc, OSError | DataDirError):
             traceback.print_exc()
         print(f"error: the stack did not start: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
         for line in emulator.describe():
             print(line, file=sys.stderr)
+        print(emulator.state_line, flush=True)
         for tenant in emulator.tenants:
-            print(f"api-key {tenant.name} {tenant.api_key}")
+            if tenant.new_key:  # a kept tenant's keys were printed when they were made
+                print(f"api-key {tenant.name} {tenant.api_key}")
             print(f"webhook-secret {tenant.name} {tenant.webhook_secret}")
         print(f"storage {emulator.storage_url} bucket={emulator.uploads_bucket}", flush=True)
         print(f"ready {emulator.api_url}", flush=True)

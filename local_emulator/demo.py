@@ -24,6 +24,7 @@ import requests
 
 from local_emulator.api_server import PortUnavailable
 from local_emulator.cli import install_stop_signals, make_emulator, port_unavailable_line
+from local_emulator.data_dir import DataDirError
 from local_emulator.servers import TrackingHTTPServer, serve_in_thread, server_url, stop_server
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -231,6 +232,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         emulator.start()
         api = emulator.api_url
+        print(emulator.state_line)
         print(f"storage {emulator.storage_url} bucket={emulator.uploads_bucket}")
         print(f"ready {api}", flush=True)
         image_server, images_base = _start(
@@ -246,11 +248,14 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         servers.append(hook_server)
         print(f"images {images_base}/  webhook receiver {hook_base}/hooks/demo", flush=True)
-        print(f"tenant {emulator.tenants[0].name}: its API key goes with every request")
+        tenant = emulator.tenants[0]
+        # a tenant kept by --data-dir got no key at this start: the demo makes its own
+        api_key = tenant.api_key or emulator.new_api_key(label="demo")
+        print(f"tenant {tenant.name}: its API key goes with every request")
         code = _run(
             args,
             api=api,
-            api_key=emulator.api_key,
+            api_key=api_key,
             csv_path=csv_path,
             images_base=images_base,
             hook_base=hook_base,
@@ -261,7 +266,7 @@ def run_demo(args: argparse.Namespace) -> int:
         for line in emulator.invocation_report():
             print(line)
         return code
-    except DemoError as exc:
+    except (DemoError, DataDirError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
     except PortUnavailable as exc:

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from local_emulator.dispatch import SQS_MAX_BATCH
+from local_emulator.kept_objects import one_write
 from local_emulator.provision import ACCOUNT_ID, REGION
 
 if TYPE_CHECKING:
@@ -62,11 +63,12 @@ class InProcessObjectStore:
         return self._fallback.bucket
 
     def put_bytes(self, key: str, data: bytes, content_type: str, cache_control: str = "") -> None:
-        stored = self._backend.put_object(self.bucket, key, data)
         headers = {"Content-Type": content_type}
         if cache_control:
             headers["Cache-Control"] = cache_control
-        stored.set_metadata(headers)
+        with one_write():  # --data-dir: the object's file written once, with its headers
+            stored = self._backend.put_object(self.bucket, key, data)
+            stored.set_metadata(headers)
 
     def put_file(self, key: str, fileobj: IO[bytes], content_type: str) -> None:
         """A file up to IN_MEMORY_BYTES bytes (an output CSV of a few thousand rows) is stored

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.serving import ThreadedWSGIServer
 
 from local_emulator.cdn import SigV4Signer, StorageAccess
+from local_emulator.kept_objects import OneWritePerRequest
 from local_emulator.post_policy import PolicyChecker, PostPolicyMiddleware, path_bucket
 from local_emulator.provision import REGION
 
@@ -229,7 +230,7 @@ class MotoServer:
             werkzeug_log.setLevel(logging.WARNING)
         buckets = MotoBuckets()
         app = PostPolicyMiddleware(
-            DomainDispatcherApplication(create_backend_app),
+            OneWritePerRequest(DomainDispatcherApplication(create_backend_app)),
             PolicyChecker(self._credentials),
             buckets,
         )

@@ -30,6 +30,7 @@ from botocore.config import Config
 from local_emulator.api_server import ApiServer
 from local_emulator.cdn import Fronted
 from local_emulator.containers import ContainerPool
+from local_emulator.data_dir import DataDir, DataDirError, check_options, describe_state
 from local_emulator.dispatch import Dispatcher, Handler, Queues, SqsApiQueues, load_handler
 from local_emulator.gateway_auth import TemplateGateway, gateway_for_stack
 from local_emulator.mongo import EmbeddedMongo, MongoEngine
@@ -48,12 +49,17 @@ from local_emulator.tenants import (
     create_tenants,
     make_admin,
     parse_tenants,
+    resume_tenants,
+    tenant_order,
 )
 from local_emulator.timescale import scaled_app_durations, time_scale_from_env
 
 if TYPE_CHECKING:
+    from chalicelib.services.tenant_admin import Admin
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
+
+    from local_emulator.kept_state import KeptState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
@@ -118,7 +124,9 @@ class EmulatorOptions:
     # One factor for every duration of the stack (timescale.py); LOCAL_TIME_SCALE or 0.25.
     time_scale: float | None = None
     schedule_scale: float | None = None  # a test may run the schedules sooner still
-    mongo_engine: MongoEngine = "memory"
+    mongo_engine: MongoEngine | None = None  # default: sqlite with data_dir, else memory
+    # Where everything is kept (objects, queued messages, secrets, tenants, the database):
+    # data_dir.py. None: all in memory.
     data_dir: Path | None = None
     quiet: bool = False
     verbose_dispatch: bool = True
@@ -126,8 +134,9 @@ class EmulatorOptions:
     start_dispatchers: bool = True
     parameter_overrides: Mapping[str, str] = field(default_factory=dict)
     # "NAME" or "NAME=KEY" (serve --tenant): the first is the default tenant; a key given is
-    # used as is, others are new at each start.
-    tenants: Sequence[str] = DEFAULT_TENANTS
+    # used as is, others are new at each start. None given: the tenants data_dir keeps, else
+    # DEFAULT_TENANTS.
+    tenants: Sequence[str] = ()
     log: Callable[[str], None] | None = None
     # The functions and the pollers reach S3 and SQS through moto's backends in this
     # process, not HTTP (LOCAL_AWS_IN_PROCESS=0 turns it off, e.g. to measure the difference).
@@ -168,14 +177,20 @@ class Emulator:
         self.workers = opts.workers
         self.time_scale = float(opts.time_scale or 1.0)
         self._schedule_scale = opts.schedule_scale
-        self.mongo_engine: MongoEngine = opts.mongo_engine
         self.data_dir = Path(opts.data_dir) if opts.data_dir is not None else None
+        self.mongo_engine: MongoEngine = opts.mongo_engine or (
+            "sqlite" if self.data_dir is not None else "memory"
+        )
         self.quiet = opts.quiet
         self.verbose_dispatch = opts.verbose_dispatch
         self.start_api = opts.start_api
         self.start_dispatchers = opts.start_dispatchers
         self.parameter_overrides = {**LOCAL_PARAMETERS, **opts.parameter_overrides}
-        self.tenant_specs: list[TenantSpec] = parse_tenants(opts.tenants)
+        self.tenant_specs: list[TenantSpec] = parse_tenants(opts.tenants or DEFAULT_TENANTS)
+        self._tenants_given = bool(opts.tenants)
+        self._data: DataDir | None = None  # the data directory, locked while the stack runs
+        self._kept: KeptState | None = None
+        self.restored: dict[str, int] = {}
         self.in_process_aws = bool(opts.in_process_aws)
         self.worker_processes = bool(opts.worker_processes)
         self._pools: list[ContainerPool] = []
@@ -311,6 +326,33 @@ class Emulator:
             lines.append("tenants have no usage key: the template has no usage plan")
         return lines
 
+    def new_api_key(self, tenant: str | None = None, label: str = "") -> str:
+        """One more API key for a tenant (default: the first), as `infra.tenants add-key`
+        makes one: e.g. the demo's, when the data directory keeps the tenant's keys and none
+        was made at this start."""
+        from chalicelib.config import Settings
+        from chalicelib.services.tenant_admin import add_key
+        from pymongo import MongoClient
+
+        name = tenant or self.tenant_specs[0].name
+        mongo: MongoClient[dict[str, object]] = MongoClient(
+            self.mongo_uri, serverSelectionTimeoutMS=10_000
+        )
+        try:
+            admin = make_admin(
+                mongo[Settings.from_env(os.environ).mongo_db],
+                self.session().client("secretsmanager", endpoint_url=self.storage_url),
+                secrets_prefix=self.tenant_secrets_prefix,
+            )
+            return add_key(admin, name, label=label)
+        finally:
+            mongo.close()
+
+    @property
+    def state_line(self) -> str:
+        """One line: where the stack's state is (the data directory, or memory)."""
+        return describe_state(self._data, self.restored)
+
     def invocation_report(self) -> list[str]:
         """Per function: invocations, timeouts and the longest invocation against its
         (scaled) Timeout, as the dispatcher counted them."""
@@ -369,11 +411,13 @@ class Emulator:
         template's resources, the functions' environment and wiring, the API, the event
         sources."""
         user_env = dict(os.environ)
+        self._open_data_dir(user_env)
         local_host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
         self._set_aws_environment(local_host)
         self._start_moto(local_host)
         self._start_mongo(user_env)
         self._stack = self._provision()
+        self._restore_kept()
         self._stand_in_for_cdns(self._stack)
         self._set_function_environment(self._stack, user_env)
         if self.start_api:
@@ -384,6 +428,26 @@ class Emulator:
             self._dispatcher.start()
         if self._api is not None:
             self._api.start()
+
+    def _open_data_dir(self, user_env: Mapping[str, str]) -> None:
+        """The data directory locked (DataDirError if another stack holds it, or if an
+        option contradicts it), and what an earlier version's lacks said."""
+        if self.data_dir is None:
+            return
+        check_options(self.data_dir, self.options.mongo_engine, user_env.get("MONGO_URI", ""))
+        self._data = DataDir(self.data_dir).open()
+        for line in self._data.legacy_lines():
+            self._log(f"warning: {line}")
+
+    def _restore_kept(self) -> None:
+        """What the data directory keeps of S3, SQS and Secrets Manager back in moto, before
+        anything runs on it; kept from now on."""
+        if self._data is None:
+            return
+        from local_emulator.kept_state import KeptState
+
+        self._kept = KeptState(self._data)
+        self.restored = self._kept.restore(lambda line: self._log(f"warning: {line}"))
 
     def _set_aws_environment(self, local_host: str) -> None:
         """Credentials and region before any boto3 client exists; loopback never proxied."""
@@ -404,8 +468,21 @@ class Emulator:
         self._setenv("no_proxy", no_proxy)
 
     def _start_moto(self, local_host: str) -> None:
-        self._moto = MotoServer(local_host, 0)
-        self._setenv("AWS_ENDPOINT_URL", self._moto.start())
+        """moto's server; with a data directory on the port it had before (the output links
+        handed out name it)."""
+        port = self._data.kept_port("storage") if self._data is not None else 0
+        self._moto = MotoServer(local_host, port)
+        try:
+            self._setenv("AWS_ENDPOINT_URL", self._moto.start())
+        except OSError as exc:
+            if not port:
+                raise
+            raise DataDirError(
+                f"the storage port {port}, which the output links of the stack kept in "
+                f"{self.data_dir} name, cannot be bound ({exc.strerror}); free it"
+            ) from exc
+        if self._data is not None:
+            self._data.keep_port("storage", int(self._moto.url.rsplit(":", 1)[1]))
 
     def _start_mongo(self, user_env: Mapping[str, str]) -> None:
         """The embedded MongoDB-compatible server, unless MONGO_URI names a real one."""
@@ -489,7 +566,6 @@ class Emulator:
         self.tenant_secrets_prefix = (
             env.get(TENANT_SECRETS_PREFIX_ENV) or f"{stack.stack_name}/tenants/"
         )
-        env["DEFAULT_TENANT"] = self.tenant_specs[0].name
         plan = next(iter(stack.usage_plans.values()), None)
         mongo: MongoClient[dict[str, object]] = MongoClient(
             self.mongo_uri, serverSelectionTimeoutMS=10_000
@@ -503,13 +579,25 @@ class Emulator:
                 usage_plan_id=plan.id if plan else "",
                 log=self._log,
             )
-            self.tenants = create_tenants(
-                admin, self.tenant_specs, user_env.get("WEBHOOK_SECRET", "")
-            )
+            self.tenants = self._make_tenants(admin, user_env.get("WEBHOOK_SECRET", ""))
         finally:
             mongo.close()
+        env["DEFAULT_TENANT"] = self.tenant_specs[0].name
         if "WEBHOOK_SECRET" in stack.environment:  # a template from before tenants
             env["WEBHOOK_SECRET"] = self.webhook_secret
+
+    def _make_tenants(self, admin: Admin, first_webhook_secret: str) -> list[LocalTenant]:
+        """Each tenant made (create_tenants); with a data directory, the kept ones go on
+        with their keys and secrets, in the order kept (tenants.py, resume_tenants)."""
+        if self._data is None:
+            return create_tenants(admin, self.tenant_specs, first_webhook_secret)
+        kept = self._data.kept_tenants() or [t.name for t in admin.tenants.list_tenants()]
+        self.tenant_specs = tenant_order(self.tenant_specs if self._tenants_given else [], kept)
+        tenants = resume_tenants(
+            admin, self.tenant_specs, first_webhook_secret, str(self._data.root)
+        )
+        self._data.keep_tenants([t.name for t in tenants])
+        return tenants
 
     def _serve_api(self, stack: ProvisionedStack, local_host: str) -> None:
         api_function = self._api_function(stack)
@@ -565,16 +653,21 @@ class Emulator:
             steps.append(self._api.stop)
         steps += [pool.close for pool in self._pools]
         steps.append(self._unwire_functions)
+        if self._kept is not None:
+            steps.append(self._kept.close)  # before moto forgets everything
         if self._moto is not None:
             steps.append(self._moto.stop)
         if self._mongo is not None:
             steps.append(self._mongo.stop)
+        if self._data is not None:
+            steps.append(self._data.close)  # the lock, last
         for step in steps:
             try:
                 step()
             except Exception as exc:
                 errors.append(exc)
         self._dispatcher = self._api = self._moto = self._mongo = None
+        self._kept = self._data = None
         self._pools = []
         self._session = None
         for name, value in self._saved_env.items():

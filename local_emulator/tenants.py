@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from local_emulator.data_dir import DataDirError
+
 if TYPE_CHECKING:
     from chalicelib.services.tenant_admin import Admin
 
@@ -42,8 +44,10 @@ class TenantSpec:
 @dataclass(frozen=True)
 class LocalTenant:
     name: str
-    api_key: str
+    api_key: str  # "" for a tenant kept by --data-dir that was given no key: none is made
     webhook_secret: str
+    new_key: bool = True  # made at this start (printed), not kept from an earlier one
+    new_secret: bool = True
 
 
 def parse_tenant(text: str) -> TenantSpec:
@@ -150,3 +154,62 @@ def create_tenants(
             raise RuntimeError(f"tenant {spec.name}: {exc}") from exc
         created.append(LocalTenant(spec.name, made.api_key, made.webhook_secret))
     return created
+
+
+class KeptTenantConflict(DataDirError):
+    """A flag contradicts a tenant the data directory keeps."""
+
+
+def resume_tenants(
+    admin: Admin, specs: Sequence[TenantSpec], first_webhook_secret: str, where: str
+) -> list[LocalTenant]:
+    """`serve --data-dir`: a tenant the directory keeps goes on with its keys and its signing
+    secret (no key is made; one given must be one of its keys, and WEBHOOK_SECRET, for the
+    first tenant, its secret: anything else is a KeptTenantConflict naming `where`); a tenant
+    it lacks is made as `create_tenants` makes it. A kept tenant without a secret (a directory
+    of an earlier version, which did not keep them) gets a new one."""
+    from chalicelib.domain.tenancy import key_id, new_webhook_secret
+    from chalicelib.services.tenants import parse_signing_secrets, rotated_secrets
+
+    out: list[LocalTenant] = []
+    for n, spec in enumerate(specs):
+        wanted = first_webhook_secret if n == 0 else ""
+        if admin.tenants.get_tenant(spec.name) is None:
+            out += create_tenants(admin, [spec], wanted)
+            continue
+        current = admin.secrets.read(admin.secret_id(spec.name))
+        kept = parse_signing_secrets(current)[0] if current else ""
+        if wanted and kept and wanted != kept:
+            raise KeptTenantConflict(
+                f"WEBHOOK_SECRET is not the signing secret of tenant {spec.name} kept in "
+                f"{where}; unset it (the kept one goes on), or give another --data-dir"
+            )
+        secret = kept or wanted or new_webhook_secret()
+        if not kept:
+            admin.secrets.put(admin.secret_id(spec.name), rotated_secrets(None, secret))
+        if spec.key is not None:
+            found = admin.tenants.find_api_key(key_id(spec.key))
+            if (
+                found is None
+                or found.tenant != spec.name
+                or not found.active
+                or not found.matches(spec.key)
+            ):
+                raise KeptTenantConflict(
+                    f"tenant {spec.name} is kept in {where} with its own API keys, and the key "
+                    f"given is not one of them; give one of its keys, or none (they still "
+                    f"work), or give another --data-dir"
+                )
+        out.append(
+            LocalTenant(spec.name, spec.key or "", secret, new_key=False, new_secret=not kept)
+        )
+    return out
+
+
+def tenant_order(given: Sequence[TenantSpec], kept: Sequence[str]) -> list[TenantSpec]:
+    """The stack's tenants: those given (in their order), then the kept ones not given; none
+    given: the kept ones in their order, else the default."""
+    if not given:
+        return [TenantSpec(name) for name in kept] or parse_tenants(DEFAULT_TENANTS)
+    names = {spec.name for spec in given}
+    return [*given, *(TenantSpec(name) for name in kept if name not in names)]
