@@ -689,7 +689,7 @@ class InlineExecutor(Executor):
             future.set_exception(exc)
         return future
 
-    def run(self, key: str, work: Callable[[], Any]) -> Future[Any]:
+    def run(self, key: str, work: Callable[[], Any], *, tenant: str = "") -> Future[Any]:
         """`WorkPool`: the work at once, whatever its key."""
         return self.submit(work)
 

@@ -323,11 +323,14 @@ class WebhookSender(Protocol):
 
 
 class WorkPool(Protocol):
-    """Threads that run the images of every batch in the container, fairly between keys
-    (jobs): one job's slow images do not make another job's wait behind all of them."""
+    """Threads that run the images of every batch in the container, fairly between tenants,
+    then between each tenant's keys (jobs): one tenant's many jobs do not take more of the
+    threads than another tenant's one, and one job's slow images do not make another job's
+    wait behind all of them."""
 
-    def run[T](self, key: str, work: Callable[[], T]) -> Future[T]:
-        """Run `work` on a pool thread; the next free thread takes the key waiting longest."""
+    def run[T](self, key: str, work: Callable[[], T], *, tenant: str = "") -> Future[T]:
+        """Run `work` on a pool thread; the next free thread takes the tenant waiting
+        longest, and of its keys the one waiting longest."""
         ...
 
 

@@ -76,7 +76,7 @@ def deliver_webhook(deps: Dependencies, message: Mapping[str, object]) -> None:
     now = deps.clock.now()
     not_before = message.get("notBefore")
     if isinstance(not_before, str) and not_before and now < parse_iso(not_before):
-        _hop(deps, message, parse_iso(not_before) - now)
+        _hop(deps, job, message, parse_iso(not_before) - now)
         return
     number = job.webhook.attempts + 1
     secrets = signing_secrets(deps, job.tenant)
@@ -111,6 +111,7 @@ def queue_attempt(deps: Dependencies, job: Job, step: int, due: datetime, *, rec
     attempts. Further off than SQS can delay a message, it goes in hops (`notBefore`)."""
     body: dict[str, object] = {
         "requestId": job.request_id,
+        "tenant": job.tenant,  # its message group (bootstrap.py)
         "webhookId": job.webhook.webhook_id,
         "attempt": step,
         "recorded": recorded,
@@ -122,11 +123,12 @@ def queue_attempt(deps: Dependencies, job: Job, step: int, due: datetime, *, rec
     deps.webhook_queue.send_batch([body], delay_seconds=delay)
 
 
-def _hop(deps: Dependencies, message: Mapping[str, object], remaining: timedelta) -> None:
-    """Not due yet: the same message again, delayed by what is left (or SQS's longest)."""
+def _hop(deps: Dependencies, job: Job, message: Mapping[str, object], remaining: timedelta) -> None:
+    """Not due yet: the same message again (with its tenant, should it be from before they
+    were carried), delayed by what is left (or SQS's longest)."""
     delay = hop_delay(remaining.total_seconds())
-    log.debug("webhook message of job %s: %d s to wait", message.get("requestId"), delay)
-    deps.webhook_queue.send_batch([dict(message)], delay_seconds=delay)
+    log.debug("webhook message of job %s: %d s to wait", job.request_id, delay)
+    deps.webhook_queue.send_batch([{**message, "tenant": job.tenant}], delay_seconds=delay)
 
 
 def _attempt(
