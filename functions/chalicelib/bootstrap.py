@@ -31,6 +31,7 @@ from chalicelib.adapters.image_download import HttpImageFetcher
 from chalicelib.adapters.mongo_reuse import MongoReuseIndex
 from chalicelib.adapters.mongo_store import MongoJobStore
 from chalicelib.adapters.mongo_tenants import MongoTenantStore
+from chalicelib.adapters.mongo_webhook_origins import MongoWebhookOrigins
 from chalicelib.adapters.s3 import S3ObjectStore
 from chalicelib.adapters.secrets_manager import SecretsManagerSource
 from chalicelib.adapters.sqs import SqsTaskQueue
@@ -187,6 +188,7 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
             if (distribution := settings.cdn_distribution_id)
             else NoCdn()
         ),
+        webhook_origins=MongoWebhookOrigins(store.db),
     )
 
 
