@@ -122,9 +122,9 @@ class _FairIndex:
     def holds(self, message: Any) -> bool:
         return getattr(message, _HOME, None) == self.token
 
-    def heads(self) -> list[tuple[str | None, list[Any]]]:
-        """Each group's messages still held, oldest first (those gone from the front are
-        dropped here)."""
+    def heads(self) -> list[tuple[str | None, Iterator[Any]]]:
+        """Each group's messages, oldest first, read lazily (a receive needs only the first
+        few of each; those gone from the front are dropped here)."""
         with self.lock:
             out = []
             for group, entries in list(self.groups.items()):
@@ -132,10 +132,19 @@ class _FairIndex:
                     entries.popleft()
                     self.entries -= 1
                 if entries:
-                    out.append((group, list(entries)))
+                    out.append((group, _walk(entries)))
                 else:
                     del self.groups[group]
             return out
+
+
+def _walk(entries: deque[Any], chunk: int = 256) -> Iterator[Any]:
+    """A deque's items from the front, a chunk at a time (each chunk copied in one C call,
+    so items added or dropped meanwhile by other threads cannot break the walk)."""
+    start = 0
+    while batch := list(itertools.islice(entries, start, start + chunk)):
+        yield from batch
+        start += len(batch)
 
 
 def _index(queue: Any) -> _FairIndex:
@@ -182,7 +191,7 @@ def fair_order(queue: Any) -> Iterator[Any]:
                 return
 
     for group, messages in index.heads():
-        walks[group] = iter(messages)
+        walks[group] = messages
         push(group)
     while heap:
         _load, _seq, _tie, group, message = heapq.heappop(heap)
