@@ -64,11 +64,14 @@ def test_an_origin_that_timed_out_gets_one_attempt_at_a_time_and_others_go_at_on
     assert len(world.sender.posts) == posts  # not attempted
     (put_back,) = world.webhook_queue.drain()
     assert put_back.delay_seconds == TIMEOUT
-    assert put_back.body == {**waiting_message, "recorded": 0}
+    assert put_back.body == {**waiting_message, "recorded": 0, "waited": 1}
     job = world.store.get_job(waiting)
     assert job is not None and job.webhook.attempts == 0
     due = job.webhook.next_attempt_at
     assert parse_iso(due) == world.clock.now() + timedelta(seconds=TIMEOUT)
+    deliver(world, put_back.body)  # still busy: put back for twice as long
+    (again,) = world.webhook_queue.drain()
+    assert again.delay_seconds == 2 * TIMEOUT and again.body["waited"] == 2
     deliver(world, other_message)  # another origin: at once
     assert [url for url, _, _ in world.sender.posts[posts:]] == [ANSWERS]
     assert world.store.get_job(other).webhook.state == WebhookState.DELIVERED  # type: ignore[union-attr]

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 # A receiver's origin that timed out is slow (one attempt at a time) for this many of the
 # webhook's timeouts after its last timeout, unless an attempt is answered in time sooner.
 SLOW_FOR_TIMEOUTS = 30
-# A slow origin's slot is held for at most this many timeouts (should an invocation die
-# holding it: Lambda's Timeout, three times the webhook's, ends it sooner).
+# A slow origin's slot is held for at most this many timeouts: an attempt ends within one;
+# should its invocation die holding the slot, the hold ends it.
 HOLD_TIMEOUTS = 2
 
 
@@ -128,11 +128,14 @@ def _settle(deps: Dependencies, admission: Admission, *, answered: bool, timed_o
 def _wait_for_origin(
     deps: Dependencies, job: Job, message: Mapping[str, object], now: datetime
 ) -> None:
-    """The receiver's origin is slow and busy with another attempt: this one is put back, for
-    about one timeout, instead of waiting on a poller. Not an attempt: nothing is posted, the
-    attempt's number stays, `nextAttemptAt` says when it is tried again; for after the
-    attempts recorded, so that a copy of it (or the sweeper's) is dropped."""
-    delay = max(1, min(SQS_MAX_DELAY, math.ceil(_timeout(deps))))
+    """The receiver's origin is slow and busy with another attempt: this one is put back
+    instead of waiting on a poller, for one timeout, twice that the next time it finds the
+    origin busy, and so on up to SQS's 15 minutes (many webhooks waiting on one dead receiver
+    come round less and less often). Not an attempt: nothing is posted, the attempt's number
+    stays, `nextAttemptAt` says when it is tried again; for after the attempts recorded, so
+    that a copy of it (or the sweeper's) is dropped."""
+    waited = int(str(message.get("waited", 0)))
+    delay = max(1, min(SQS_MAX_DELAY, math.ceil(_timeout(deps) * 2 ** min(waited, 16))))
     log.info(
         "webhook of job %s: %s is slow and busy; tried again in %d s",
         job.request_id,
@@ -141,6 +144,7 @@ def _wait_for_origin(
     )
     deps.store.schedule_webhook(job.request_id, now + timedelta(seconds=delay))
     body = {**message, "tenant": job.tenant, "recorded": job.webhook.attempts}
+    body["waited"] = waited + 1
     deps.webhook_queue.send_batch([body], delay_seconds=delay)
 
 
