@@ -7,7 +7,8 @@ should be otherwise idle): the compressor against sharp and simplejpeg
 (`benchmarks.compressor`), WebP, AVIF and a 1200 px box against sharp and Pillow's plain
 resize (`benchmarks.formats`), a re-submitted job's reused outputs against the first
 run (`benchmarks.reuse`), the whole pipeline against the bare compressor
-(`benchmarks.pipeline`), each Lambda function's unzipped size and cold-start imports
+(`benchmarks.pipeline`), a small job of one tenant beside another tenant's batch
+(`benchmarks.fairness`), each Lambda function's unzipped size and cold-start imports
 (`benchmarks.cold_start`), and a job of 1,000, 10,000 and 100,000 rows (`benchmarks.scale`;
 the largest with `ROWS_PER_CHUNK=50`, see docs/performance.md). Their output is shown as it
 comes; at the end every target is listed again with its verdict, the scale ones computed
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     summary += verdicts(run("benchmarks.formats", quick))
     summary += verdicts(run("benchmarks.pipeline", quick))
     summary += verdicts(run("benchmarks.reuse", quick))
+    summary += verdicts(run("benchmarks.fairness", quick))
     summary += verdicts(run("benchmarks.cold_start", quick))
     results = scale("1000,10000")
     if not args.quick:

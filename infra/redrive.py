@@ -155,10 +155,12 @@ def _entry(index: int, message: MessageTypeDef, fifo: bool) -> SendMessageBatchR
     attributes = _attributes(message)
     if attributes:
         entry["MessageAttributes"] = attributes
+    system = message.get("Attributes", {})
     if fifo:
-        system = message.get("Attributes", {})
         entry["MessageGroupId"] = system.get("MessageGroupId", "redrive")
         entry["MessageDeduplicationId"] = system.get("MessageDeduplicationId", message["MessageId"])
+    elif system.get("MessageGroupId"):  # a fair queue's tenant: the message keeps its place
+        entry["MessageGroupId"] = system["MessageGroupId"]
     return entry
 
 

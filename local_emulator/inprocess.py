@@ -30,8 +30,9 @@ from local_emulator.kept_objects import one_write
 from local_emulator.provision import ACCOUNT_ID, REGION
 
 if TYPE_CHECKING:
+    from chalicelib.adapters.sqs import SqsTaskQueue
     from chalicelib.bootstrap import LocalAws
-    from chalicelib.ports import ObjectInfo, ObjectStore, PresignedPost, TaskQueue
+    from chalicelib.ports import ObjectInfo, ObjectStore, PresignedPost
     from mypy_boto3_sqs.type_defs import MessageAttributeValueOutputTypeDef, MessageTypeDef
 
     from local_emulator.provision import QueueInfo
@@ -120,9 +121,10 @@ class InProcessObjectStore:
 
 
 class InProcessTaskQueue:
-    """One queue: messages go straight into moto's SQS backend."""
+    """One queue: messages go straight into moto's SQS backend, each with the message group
+    the boto3 adapter would give it (`SqsTaskQueue.group_of`)."""
 
-    def __init__(self, fallback: TaskQueue, queue_url: str) -> None:
+    def __init__(self, fallback: SqsTaskQueue, queue_url: str) -> None:
         self._fallback = fallback
         self._name = queue_url.rstrip("/").rsplit("/", 1)[-1]
         self._backend = _sqs_backend()
@@ -130,7 +132,10 @@ class InProcessTaskQueue:
     def send_batch(self, bodies: Sequence[Mapping[str, Any]], delay_seconds: int = 0) -> None:
         for body in bodies:
             self._backend.send_message(
-                self._name, json.dumps(body, separators=(",", ":")), delay_seconds=delay_seconds
+                self._name,
+                json.dumps(body, separators=(",", ":")),
+                delay_seconds=delay_seconds,
+                group_id=self._fallback.group_of(body),
             )
 
     def ping(self) -> None:

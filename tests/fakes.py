@@ -29,7 +29,7 @@ from chalicelib.domain.reuse import ReusableOutput, new_reuse_key
 from chalicelib.domain.tenancy import ApiKeyRecord, Tenant
 from chalicelib.domain.timefmt import iso
 from chalicelib.errors import ImageFailure, JobGone, NotFound
-from chalicelib.ports import HttpResult, JobStore, ObjectInfo, PresignedPost
+from chalicelib.ports import Admission, HttpResult, JobStore, ObjectInfo, PresignedPost
 from chalicelib.services.deps import Dependencies
 
 PUBLIC_BASE_URL = "https://cdn.test"  # the fakes' CDN in front of the outputs bucket
@@ -578,9 +578,51 @@ class FakeWebhookSender:
         answer = self.answers.pop(0) if self.answers else 200
         result = answer if isinstance(answer, HttpResult) else HttpResult(answer)
         if result.status_code is None and not result.error:
-            result = HttpResult(None, "timed out")
+            result = HttpResult(None, "timeout: timed out", timed_out=True)
         self.answered.append(result.status_code)
         return result
+
+
+class InMemoryWebhookOrigins:
+    """Behaves like MongoWebhookOrigins: origin -> (slow until, busy until)."""
+
+    def __init__(self) -> None:
+        self.origins: dict[str, tuple[datetime, datetime | None]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, origin: str, now: datetime, hold: timedelta) -> Admission | None:
+        with self._lock:
+            found = self.origins.get(origin)
+            if found is None:
+                return Admission(origin)
+            slow_until, busy_until = found
+            if slow_until <= now:
+                return Admission(origin, known=True)
+            if busy_until is not None and busy_until > now:
+                return None
+            self.origins[origin] = (slow_until, now + hold)
+            return Admission(origin, slot=True, known=True)
+
+    def settle(
+        self,
+        admission: Admission,
+        now: datetime,
+        *,
+        answered: bool,
+        timed_out: bool,
+        cooldown: timedelta,
+    ) -> None:
+        with self._lock:
+            found = self.origins.get(admission.origin)
+            busy = found[1] if found else None
+            if admission.slot:
+                busy = now
+            if timed_out:
+                self.origins[admission.origin] = (now + cooldown, busy)
+            elif answered and admission.known:
+                self.origins.pop(admission.origin, None)
+            elif found is not None:
+                self.origins[admission.origin] = (found[0], busy)
 
 
 class InMemoryTenantStore:
@@ -729,7 +771,7 @@ class InlineExecutor(Executor):
             future.set_exception(exc)
         return future
 
-    def run(self, key: str, work: Callable[[], Any]) -> Future[Any]:
+    def run(self, key: str, work: Callable[[], Any], *, tenant: str = "") -> Future[Any]:
         """`WorkPool`: the work at once, whatever its key."""
         return self.submit(work)
 
@@ -806,6 +848,7 @@ def make_world(
         secrets=secrets,
         reuse=InMemoryReuseIndex(tenants),
         cdn=(cdn := FakeCdn()),
+        webhook_origins=InMemoryWebhookOrigins(),
     )
     for name, value in overrides.items():
         setattr(deps, name, value)

@@ -31,6 +31,7 @@ from chalicelib.adapters.image_download import HttpImageFetcher
 from chalicelib.adapters.mongo_reuse import MongoReuseIndex
 from chalicelib.adapters.mongo_store import MongoJobStore
 from chalicelib.adapters.mongo_tenants import MongoTenantStore
+from chalicelib.adapters.mongo_webhook_origins import MongoWebhookOrigins
 from chalicelib.adapters.s3 import S3ObjectStore
 from chalicelib.adapters.secrets_manager import SecretsManagerSource
 from chalicelib.adapters.sqs import SqsTaskQueue
@@ -45,6 +46,8 @@ from chalicelib.services.deps import Dependencies, NoCdn, NoEvents
 # credential, no region, no connection.
 AWS_MODELS: Loader = create_loader()
 AWS_SERVICES = ("s3", "sqs", "secretsmanager", "events", "cloudfront")  # build's clients
+# The body field whose value is a row's or a webhook's MessageGroupId: its tenant.
+TENANT_GROUP = "tenant"
 
 
 def aws_session() -> boto3.session.Session:
@@ -89,7 +92,7 @@ class LocalAws:
     may hand it the calls it does not serve itself."""
 
     object_store: Callable[[ObjectStore], ObjectStore]
-    task_queue: Callable[[TaskQueue, str], TaskQueue]  # (the boto3 queue, its URL)
+    task_queue: Callable[[SqsTaskQueue, str], TaskQueue]  # (the boto3 queue, its URL)
 
     @classmethod
     def none(cls) -> LocalAws:
@@ -150,10 +153,11 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
         secrets=secrets,
         uploads=bucket(settings.uploads_bucket),
         outputs=bucket(settings.outputs_bucket),
-        # a message group per job: SQS fair queues keep one job's rows from holding another's
-        rows_queue=queue(settings.rows_queue_url, group_by="requestId"),
+        # a message group per tenant: SQS fair queues keep one tenant's rows and webhooks
+        # from holding up another's (within a tenant, the image pool shares by job)
+        rows_queue=queue(settings.rows_queue_url, group_by=TENANT_GROUP),
         finalize_queue=queue(settings.finalize_queue_url),
-        webhook_queue=queue(settings.webhook_queue_url),
+        webhook_queue=queue(settings.webhook_queue_url, group_by=TENANT_GROUP),
         fetcher=HttpImageFetcher(
             max_bytes=settings.max_image_bytes,
             connect_timeout=settings.connect_timeout,
@@ -185,6 +189,7 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
             if (distribution := settings.cdn_distribution_id)
             else NoCdn()
         ),
+        webhook_origins=MongoWebhookOrigins(store.db),
     )
 
 

@@ -338,6 +338,43 @@ class HttpResult:
     status_code: int | None
     error: str = ""
     retry_after: str = ""  # the answer's Retry-After header as sent (seconds or an HTTP-date)
+    timed_out: bool = False  # no answer before the timeout
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Leave to make one webhook attempt to `origin`: `slot` when it holds the one slot of an
+    origin that is slow (it timed out lately), `known` when the origin has a record."""
+
+    origin: str
+    slot: bool = False
+    known: bool = False
+
+
+class WebhookOrigins(Protocol):
+    """How webhook receivers' origins (scheme, host and port) have been answering, shared by
+    every webhook invocation. An origin whose attempt timed out is slow: it gets one attempt
+    at a time, until an attempt is answered in time or `cooldown` passes without a timeout,
+    so that a receiver that hangs takes one of the pollers, not all of them."""
+
+    def admit(self, origin: str, now: datetime, hold: timedelta) -> Admission | None:
+        """Leave for an attempt now; for a slow origin its one slot, held until the attempt is
+        settled or for `hold` at most (should the attempt's invocation die). None when a slow
+        origin's slot is taken: the attempt waits."""
+        ...
+
+    def settle(
+        self,
+        admission: Admission,
+        now: datetime,
+        *,
+        answered: bool,
+        timed_out: bool,
+        cooldown: timedelta,
+    ) -> None:
+        """The attempt ended: timed out, the origin is slow until `now + cooldown`; answered
+        (any status), it is not slow any more; the slot, if held, is free again."""
+        ...
 
 
 class EventPublisher(Protocol):
@@ -351,11 +388,14 @@ class WebhookSender(Protocol):
 
 
 class WorkPool(Protocol):
-    """Threads that run the images of every batch in the container, fairly between keys
-    (jobs): one job's slow images do not make another job's wait behind all of them."""
+    """Threads that run the images of every batch in the container, fairly between tenants,
+    then between each tenant's keys (jobs): one tenant's many jobs do not take more of the
+    threads than another tenant's one, and one job's slow images do not make another job's
+    wait behind all of them."""
 
-    def run[T](self, key: str, work: Callable[[], T]) -> Future[T]:
-        """Run `work` on a pool thread; the next free thread takes the key waiting longest."""
+    def run[T](self, key: str, work: Callable[[], T], *, tenant: str = "") -> Future[T]:
+        """Run `work` on a pool thread; the next free thread takes the tenant waiting
+        longest, and of its keys the one waiting longest."""
         ...
 
 

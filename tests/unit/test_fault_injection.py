@@ -866,7 +866,7 @@ class ThreadPool(ThreadPoolExecutor):
     """A WorkPool on a plain ThreadPoolExecutor, which starts a thread whenever no idle one is
     left for the work queued: every image of a batch is under way at once."""
 
-    def run[T](self, key: str, work: Callable[[], T]) -> Future[T]:
+    def run[T](self, key: str, work: Callable[[], T], *, tenant: str = "") -> Future[T]:
         return self.submit(work)
 
 
@@ -882,11 +882,11 @@ class BurstPool(FairThreadPool):
         super().run("an earlier batch", lambda: None).result(10)
         assert _within(10, lambda: self._idle == 1)
 
-    def run[T](self, key: str, work: Callable[[], T]) -> Future[T]:
+    def run[T](self, key: str, work: Callable[[], T], *, tenant: str = "") -> Future[T]:
         if self._submitted == 0:
             self._lock.acquire()
         try:
-            return super().run(key, work)
+            return super().run(key, work, tenant=tenant)
         finally:
             self._submitted += 1
             if self._submitted == self._burst:

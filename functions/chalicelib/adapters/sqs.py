@@ -21,8 +21,9 @@ class SqsTaskQueue:
 
     With `group_by`, each message's MessageGroupId is that field of its body: on a standard
     queue that turns on SQS fair queues, which deliver first the messages of groups that do
-    not already have many in flight, so one job's backlog (or slow rows) does not hold up
-    another's. (When jobs belong to tenants, the tenant is the better group.)"""
+    not already have many in flight (or much of the consumers' time), so one group's backlog
+    or slow messages do not hold up another's. The wiring groups the rows and the webhooks
+    by tenant (bootstrap.py)."""
 
     def __init__(self, client: SQSClient, queue_url: str, group_by: str | None = None) -> None:
         self._client = client
@@ -33,6 +34,12 @@ class SqsTaskQueue:
     def url(self) -> str:
         return self._url
 
+    def group_of(self, body: Mapping[str, Any]) -> str | None:
+        """The message's MessageGroupId: its `group_by` field, when it has one (a message
+        without is, to a fair queue, a group of its own)."""
+        group = body.get(self._group_by) if self._group_by else None
+        return group if isinstance(group, str) and group else None
+
     def send_batch(self, bodies: Sequence[Mapping[str, Any]], delay_seconds: int = 0) -> None:
         for batch in chunks(bodies, SQS_BATCH):
             entries: list[SendMessageBatchRequestEntryTypeDef] = []
@@ -42,8 +49,8 @@ class SqsTaskQueue:
                     "MessageBody": json.dumps(body, separators=(",", ":")),
                     "DelaySeconds": delay_seconds,
                 }
-                group = body.get(self._group_by) if self._group_by else None
-                if isinstance(group, str) and group:
+                group = self.group_of(body)
+                if group is not None:
                     entry["MessageGroupId"] = group
                 entries.append(entry)
             pending = entries

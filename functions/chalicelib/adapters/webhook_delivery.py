@@ -61,4 +61,6 @@ class HttpWebhookSender:
                 mapped = request_failure(exc, watchdog)
                 if mapped.code == ImageErrorCode.FETCH_FAILED:
                     return HttpResult(None, error=mapped.message)
-                return HttpResult(None, error=f"{mapped.code}: {mapped.message}")
+                timed_out = mapped.code == ImageErrorCode.TIMEOUT
+                error = f"{mapped.code}: {mapped.message}"
+                return HttpResult(None, error=error, timed_out=timed_out)

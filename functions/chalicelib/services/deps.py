@@ -19,6 +19,7 @@ from chalicelib.ports import (
     SecretSource,
     TaskQueue,
     TenantStore,
+    WebhookOrigins,
     WebhookSender,
     WorkPool,
 )
@@ -58,6 +59,7 @@ class Dependencies:
     secrets: SecretSource
     reuse: ReuseIndex
     cdn: CdnInvalidator
+    webhook_origins: WebhookOrigins
 
     def output_url(self, key: str) -> str:
         """An output image's link: `<PUBLIC_BASE_URL>/<key>`, which answers a plain GET and

@@ -78,13 +78,21 @@ def end_job(
     if finished is not None:
         publish_job_event(deps, finished, f"job.{finished.status}")
     if hook:  # should this die, the sweeper finds the webhook overdue and queues it
-        queue_webhook(deps, job.request_id, hook_id, 1)
+        queue_webhook(deps, job, hook_id, 1)
     return True
 
 
-def queue_webhook(deps: Dependencies, request_id: str, hook_id: str, attempt: int) -> None:
+def queue_webhook(deps: Dependencies, job: Job, hook_id: str, attempt: int) -> None:
+    """The webhook's message, carrying its tenant (its message group: bootstrap.py)."""
     deps.webhook_queue.send_batch(
-        [{"requestId": request_id, "webhookId": hook_id, "attempt": attempt}]
+        [
+            {
+                "requestId": job.request_id,
+                "tenant": job.tenant,
+                "webhookId": hook_id,
+                "attempt": attempt,
+            }
+        ]
     )
 
 

@@ -27,7 +27,7 @@ def redeliver_webhook(deps: Dependencies, request_id: str) -> Job:
     _rate_limit(deps, request_id, "redeliver")
     if not deps.store.redeliver_webhook(request_id, job.webhook.webhook_id, deps.clock.now()):
         raise Conflict(f"the webhook of job {request_id} is already being delivered")
-    queue_webhook(deps, request_id, job.webhook.webhook_id, 1)
+    queue_webhook(deps, job, job.webhook.webhook_id, 1)
     return _existing(deps, request_id)
 
 

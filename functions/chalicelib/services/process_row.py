@@ -245,7 +245,7 @@ def process_rows(
                     budget,
                 )
                 in_batch[job_url] = deps.image_pool.run(
-                    task.request_id, watch.guarded(task.request_id, work)
+                    task.request_id, watch.guarded(task.request_id, work), tenant=task.tenant
                 )
             futures[index] = in_batch[job_url]
         live[n] = futures

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook
 
@@ -21,11 +23,19 @@ from chalicelib.domain.webhook_schedule import (
     parse_retry_after,
 )
 from chalicelib.errors import JobGone
+from chalicelib.ports import Admission
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.job_events import job_summary
 from chalicelib.services.tenants import signing_secrets
 
 log = logging.getLogger(__name__)
+
+# A receiver's origin that timed out is slow (one attempt at a time) for this many of the
+# webhook's timeouts after its last timeout, unless an attempt is answered in time sooner.
+SLOW_FOR_TIMEOUTS = 30
+# A slow origin's slot is held for at most this many timeouts: an attempt ends within one;
+# should its invocation die holding the slot, the hold ends it.
+HOLD_TIMEOUTS = 2
 
 
 def event_payload(deps: Dependencies, job: Job) -> dict[str, object]:
@@ -79,8 +89,73 @@ def deliver_webhook(deps: Dependencies, message: Mapping[str, object]) -> None:
     now = deps.clock.now()
     not_before = message.get("notBefore")
     if isinstance(not_before, str) and not_before and now < parse_iso(not_before):
-        _hop(deps, message, parse_iso(not_before) - now)
+        _hop(deps, job, message, parse_iso(not_before) - now)
         return
+    admission = deps.webhook_origins.admit(
+        origin_of(job.webhook.url), now, timedelta(seconds=HOLD_TIMEOUTS * _timeout(deps))
+    )
+    if admission is None:
+        _wait_for_origin(deps, job, message, now)
+        return
+    try:
+        _attempt_and_record(deps, job, step, now, admission)
+    except BaseException:
+        _settle(deps, admission, answered=False, timed_out=False)
+        raise
+
+
+def _timeout(deps: Dependencies) -> float:
+    return max(0.001, deps.settings.webhook_timeout)
+
+
+def origin_of(url: str) -> str:
+    """A receiver's origin: scheme, host and port (the default port written out)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    except ValueError:
+        return url
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
+def _settle(deps: Dependencies, admission: Admission, *, answered: bool, timed_out: bool) -> None:
+    cooldown = timedelta(seconds=SLOW_FOR_TIMEOUTS * _timeout(deps))
+    try:
+        deps.webhook_origins.settle(
+            admission, deps.clock.now(), answered=answered, timed_out=timed_out, cooldown=cooldown
+        )
+    except Exception:  # the slot's hold ends it anyway; the attempt is recorded
+        log.exception("could not record how %s answered", admission.origin)
+
+
+def _wait_for_origin(
+    deps: Dependencies, job: Job, message: Mapping[str, object], now: datetime
+) -> None:
+    """The receiver's origin is slow and busy with another attempt: this one is put back
+    instead of waiting on a poller, for one timeout, twice that the next time it finds the
+    origin busy, and so on up to SQS's 15 minutes (many webhooks waiting on one dead receiver
+    come round less and less often). Not an attempt: nothing is posted, the attempt's number
+    stays, `nextAttemptAt` says when it is tried again; for after the attempts recorded, so
+    that a copy of it (or the sweeper's) is dropped."""
+    waited = int(str(message.get("waited", 0)))
+    delay = max(1, min(SQS_MAX_DELAY, math.ceil(_timeout(deps) * 2 ** min(waited, 16))))
+    log.info(
+        "webhook of job %s: %s is slow and busy; tried again in %d s",
+        job.request_id,
+        origin_of(job.webhook.url),
+        delay,
+    )
+    deps.store.schedule_webhook(job.request_id, now + timedelta(seconds=delay))
+    body = {**message, "tenant": job.tenant, "recorded": job.webhook.attempts}
+    body["waited"] = waited + 1
+    deps.webhook_queue.send_batch([body], delay_seconds=delay)
+
+
+def _attempt_and_record(
+    deps: Dependencies, job: Job, step: int, now: datetime, admission: Admission
+) -> None:
+    """The attempt, recorded, and the next one queued when there is one."""
+    request_id = job.request_id
     number = job.webhook.attempts + 1
     secrets = signing_secrets(deps, job.tenant)
     if not secrets:
@@ -91,9 +166,11 @@ def deliver_webhook(deps: Dependencies, message: Mapping[str, object]) -> None:
         )
         attempt = WebhookAttempt(number, iso(now), None, "the tenant has no signing secret")
         deps.store.record_webhook_attempt(request_id, attempt, WebhookState.FAILED, None)
+        _settle(deps, admission, answered=False, timed_out=False)
         return
-    attempt, refused, wait = _attempt(deps, job, number, now, secrets)
+    attempt, refused, wait, timed_out = _attempt(deps, job, number, now, secrets)
     code = attempt.status_code
+    _settle(deps, admission, answered=code is not None, timed_out=timed_out)
     delay: int | None = None
     if code is not None and 200 <= code < 300:
         state = WebhookState.DELIVERED
@@ -114,6 +191,7 @@ def queue_attempt(deps: Dependencies, job: Job, step: int, due: datetime, *, rec
     attempts. Further off than SQS can delay a message, it goes in hops (`notBefore`)."""
     body: dict[str, object] = {
         "requestId": job.request_id,
+        "tenant": job.tenant,  # its message group (bootstrap.py)
         "webhookId": job.webhook.webhook_id,
         "attempt": step,
         "recorded": recorded,
@@ -125,23 +203,24 @@ def queue_attempt(deps: Dependencies, job: Job, step: int, due: datetime, *, rec
     deps.webhook_queue.send_batch([body], delay_seconds=delay)
 
 
-def _hop(deps: Dependencies, message: Mapping[str, object], remaining: timedelta) -> None:
-    """Not due yet: the same message again, delayed by what is left (or SQS's longest)."""
+def _hop(deps: Dependencies, job: Job, message: Mapping[str, object], remaining: timedelta) -> None:
+    """Not due yet: the same message again (with its tenant, should it be from before they
+    were carried), delayed by what is left (or SQS's longest)."""
     delay = hop_delay(remaining.total_seconds())
-    log.debug("webhook message of job %s: %d s to wait", message.get("requestId"), delay)
-    deps.webhook_queue.send_batch([dict(message)], delay_seconds=delay)
+    log.debug("webhook message of job %s: %d s to wait", job.request_id, delay)
+    deps.webhook_queue.send_batch([{**message, "tenant": job.tenant}], delay_seconds=delay)
 
 
 def _attempt(
     deps: Dependencies, job: Job, number: int, now: datetime, secrets: Sequence[str]
-) -> tuple[WebhookAttempt, bool, float | None]:
-    """POST once (the URL checked again first). Returns the attempt, whether it was refused
-    and, when the answer had a readable Retry-After, the seconds from `now` it asks to wait
-    (counted from the answer, as RFC 9110 says)."""
+) -> tuple[WebhookAttempt, bool, float | None, bool]:
+    """POST once (the URL checked again first). Returns the attempt, whether it was refused,
+    when the answer had a readable Retry-After the seconds from `now` it asks to wait
+    (counted from the answer, as RFC 9110 says), and whether it timed out."""
     problem = deps.check_webhook_url(job.webhook.url)
     if problem:
         log.warning("webhook of job %s refused: %s", job.request_id, problem)
-        return WebhookAttempt(number, iso(now), None, f"refused: {problem}"), True, None
+        return WebhookAttempt(number, iso(now), None, f"refused: {problem}"), True, None, False
     body = json.dumps(event_payload(deps, job), separators=(",", ":"))
     headers = signed_headers(secrets, job.webhook.webhook_id, now, body)
     started = time.monotonic()
@@ -163,4 +242,5 @@ def _attempt(
     wait = parse_retry_after(result.retry_after, answered)
     if wait is not None:
         wait += max(0.0, (answered - now).total_seconds())
-    return WebhookAttempt(number, iso(now), code, error[:300], elapsed), False, wait
+    attempt = WebhookAttempt(number, iso(now), code, error[:300], elapsed)
+    return attempt, False, wait, result.timed_out
