@@ -11,6 +11,13 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+from local_emulator.credentials import (
+    ACCESS_KEY_ENV,
+    SECRET_KEY_ENV,
+    CredentialsError,
+    StorageCredentials,
+    parse_storage_credentials,
+)
 from local_emulator.mongo import MongoEngine
 from local_emulator.stack import DEFAULT_TEMPLATE, Emulator, EmulatorOptions
 from local_emulator.tenants import DEFAULT_TENANTS, parse_tenant, parse_tenants
@@ -30,6 +37,13 @@ def _tenant(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _storage_credentials(text: str) -> StorageCredentials:
+    try:
+        return parse_storage_credentials(text)
+    except CredentialsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> None:
@@ -66,6 +80,13 @@ def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> No
         metavar="NAME[=KEY]",
         help="a tenant and, optionally, its API key (default: new at each start); repeatable, "
         f"the first is the default tenant (default: {' '.join(DEFAULT_TENANTS)})",
+    )
+    parser.add_argument(
+        "--storage-credentials",
+        type=_storage_credentials,
+        metavar="ID:SECRET",
+        help="the one access key the storage endpoint accepts (default: "
+        f"{ACCESS_KEY_ENV} and {SECRET_KEY_ENV}, those --data-dir keeps, or new)",
     )
     parser.add_argument(
         "--schedule-scale",
@@ -119,8 +140,16 @@ def make_emulator(args: argparse.Namespace, *, allow_private_hosts: bool, quiet:
             quiet=quiet,
             verbose_dispatch=not quiet,
             tenants=args.tenants or DEFAULT_TENANTS,
+            storage_credentials=args.storage_credentials,
         )
     )
+
+
+def print_storage_lines(emulator: Emulator) -> None:
+    """The storage endpoint and the only credentials it accepts (`serve` and `demo`)."""
+    storage = emulator.storage_credentials
+    print(f"storage {emulator.storage_url} bucket={emulator.uploads_bucket}")
+    print(f"storage-credentials {storage.access_key_id} {storage.secret_access_key}", flush=True)
 
 
 def install_stop_signals() -> threading.Event:
@@ -144,7 +173,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         emulator.start()
     except Exception as exc:
-        if not isinstance(exc, OSError):  # e.g. the port is taken: the message says it all
+        # e.g. the port is taken, credentials refused: the message says it all
+        if not isinstance(exc, OSError | CredentialsError):
             traceback.print_exc()
         print(f"error: the stack did not start: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -154,7 +184,7 @@ def serve(args: argparse.Namespace) -> int:
         for tenant in emulator.tenants:
             print(f"api-key {tenant.name} {tenant.api_key}")
             print(f"webhook-secret {tenant.name} {tenant.webhook_secret}")
-        print(f"storage {emulator.storage_url} bucket={emulator.uploads_bucket}", flush=True)
+        print_storage_lines(emulator)
         print(f"ready {emulator.api_url}", flush=True)
         while not stop.wait(0.5):
             pass

@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from local_emulator.cli import install_stop_signals, make_emulator
+from local_emulator.cli import install_stop_signals, make_emulator, print_storage_lines
 from local_emulator.servers import TrackingHTTPServer, serve_in_thread, server_url, stop_server
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -230,7 +230,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         emulator.start()
         api = emulator.api_url
-        print(f"storage {emulator.storage_url} bucket={emulator.uploads_bucket}")
+        print_storage_lines(emulator)
         print(f"ready {api}", flush=True)
         image_server, images_base = _start(
             TrackingHTTPServer(

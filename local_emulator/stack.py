@@ -30,6 +30,8 @@ from botocore.config import Config
 from local_emulator.api_server import ApiServer
 from local_emulator.cdn import Fronted
 from local_emulator.containers import ContainerPool
+from local_emulator.credentials import StackCredentials, StorageCredentials
+from local_emulator.credentials import resolve as resolve_credentials
 from local_emulator.dispatch import Dispatcher, Handler, Queues, SqsApiQueues, load_handler
 from local_emulator.gateway_auth import TemplateGateway, gateway_for_stack
 from local_emulator.mongo import EmbeddedMongo, MongoEngine
@@ -40,7 +42,7 @@ from local_emulator.provision import (
     ProvisionedStack,
     Provisioner,
 )
-from local_emulator.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer
+from local_emulator.servers import MotoServer
 from local_emulator.tenants import (
     DEFAULT_TENANTS,
     LocalTenant,
@@ -124,6 +126,10 @@ class EmulatorOptions:
     # "NAME" or "NAME=KEY" (serve --tenant): the first is the default tenant; a key given is
     # used as is, others are new at each start.
     tenants: Sequence[str] = DEFAULT_TENANTS
+    # The storage endpoint's one access key (serve --storage-credentials); else
+    # STORAGE_ACCESS_KEY_ID/STORAGE_SECRET_ACCESS_KEY, what --data-dir keeps, or new
+    # (credentials.py).
+    storage_credentials: StorageCredentials | None = None
     log: Callable[[str], None] | None = None
     # The functions and the pollers reach S3 and SQS through moto's backends in this
     # process, not HTTP (LOCAL_AWS_IN_PROCESS=0 turns it off, e.g. to measure the difference).
@@ -194,6 +200,7 @@ class Emulator:
         self.tenant_secrets_prefix = ""
         self.mongo_uri = ""
         self.embedded_mongo = False
+        self._credentials: StackCredentials | None = None
 
     # -- public surface -------------------------------------------------------------
     @property
@@ -243,15 +250,30 @@ class Emulator:
     def schedule_scale(self) -> float:
         return self._schedule_scale if self._schedule_scale is not None else self.time_scale
 
+    @property
+    def credentials(self) -> StackCredentials:
+        """The storage endpoint's access key and the embedded MongoDB's user."""
+        if self._credentials is None:
+            raise RuntimeError("the emulator is not running")
+        return self._credentials
+
+    @property
+    def storage_credentials(self) -> StorageCredentials:
+        return self.credentials.storage
+
     def session(self) -> boto3.session.Session:
+        storage = self.storage_credentials
         return boto3.session.Session(
-            aws_access_key_id=ACCESS_KEY_ID,
-            aws_secret_access_key=SECRET_ACCESS_KEY,
+            aws_access_key_id=storage.access_key_id,
+            aws_secret_access_key=storage.secret_access_key,
             region_name=REGION,
         )
 
     def s3_client(self) -> S3Client:
-        return self.session().client("s3", endpoint_url=self.storage_url)
+        # SigV4, presigned URLs included: S3 refuses SigV2 on buckets made since 2020, and
+        # so does the emulator's storage
+        config = Config(signature_version="s3v4")
+        return self.session().client("s3", endpoint_url=self.storage_url, config=config)
 
     def sqs_client(self) -> SQSClient:
         return self.session().client("sqs", endpoint_url=self.storage_url)
@@ -365,6 +387,9 @@ class Emulator:
         sources."""
         user_env = dict(os.environ)
         local_host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
+        self._credentials, _ = resolve_credentials(
+            self.options.storage_credentials, user_env, self.data_dir
+        )
         self._set_aws_environment(local_host)
         self._start_moto(local_host)
         self._start_mongo(user_env)
@@ -382,9 +407,10 @@ class Emulator:
 
     def _set_aws_environment(self, local_host: str) -> None:
         """Credentials and region before any boto3 client exists; loopback never proxied."""
+        storage = self.storage_credentials
         for name, value in {
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "AWS_ACCESS_KEY_ID": storage.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": storage.secret_access_key,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
         }.items():
@@ -399,7 +425,7 @@ class Emulator:
         self._setenv("no_proxy", no_proxy)
 
     def _start_moto(self, local_host: str) -> None:
-        self._moto = MotoServer(local_host, 0)
+        self._moto = MotoServer(local_host, 0, credentials=self.storage_credentials)
         self._setenv("AWS_ENDPOINT_URL", self._moto.start())
 
     def _start_mongo(self, user_env: Mapping[str, str]) -> None:
@@ -407,7 +433,12 @@ class Emulator:
         if user_env.get("MONGO_URI"):
             self.mongo_uri = user_env["MONGO_URI"]
             return
-        self._mongo = EmbeddedMongo("127.0.0.1", engine=self.mongo_engine, data_dir=self.data_dir)
+        self._mongo = EmbeddedMongo(
+            "127.0.0.1",
+            engine=self.mongo_engine,
+            data_dir=self.data_dir,
+            credentials=self.credentials.mongo,
+        )
         self.mongo_uri = self._mongo.start()
         self.embedded_mongo = True
 
@@ -564,6 +595,7 @@ class Emulator:
             except Exception as exc:
                 errors.append(exc)
         self._dispatcher = self._api = self._moto = self._mongo = None
+        self._credentials = None
         self._pools = []
         self._session = None
         for name, value in self._saved_env.items():

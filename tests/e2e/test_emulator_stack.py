@@ -146,7 +146,10 @@ def test_real_template_provisions() -> None:
     """Every bucket, queue, redrive, notification and event source of template.yaml."""
     moto = MotoServer()
     env_before = dict(os.environ)
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=moto.credentials.access_key_id,
+        AWS_SECRET_ACCESS_KEY=moto.credentials.secret_access_key,
+    )
     try:
         endpoint = moto.start()
         os.environ["AWS_ENDPOINT_URL"] = endpoint
