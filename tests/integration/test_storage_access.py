@@ -18,8 +18,8 @@ import requests
 from botocore.config import Config
 
 from local_emulator.cdn import Fronted
-from local_emulator.provision import ACCOUNT_ID, REGION, Provisioner
 from local_emulator.credentials import new_storage_credentials
+from local_emulator.provision import ACCOUNT_ID, REGION, Provisioner
 from local_emulator.servers import MotoServer
 
 CREDENTIALS = new_storage_credentials()  # the one key the server accepts
