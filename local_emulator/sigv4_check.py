@@ -68,6 +68,7 @@ MAX_PRESIGNED_SECONDS = 7 * 24 * 3600
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _UNRESERVED = "-_.~"
+XML_REST_SERVICES = frozenset({"cloudfront", "route53"})
 _HEX = frozenset("0123456789abcdef")
 _MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
@@ -495,12 +496,12 @@ def refusal_answer(
         body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>{inner}</Error>'.encode()
         headers = [("Content-Type", "application/xml"), ("x-amz-request-id", request_id)]
         return refusal.status, headers, body
-    status = 403 if refusal.status == 403 else refusal.status
+    status = refusal.status
+    json_code = {
+        "SignatureDoesNotMatch": "InvalidSignatureException",
+        "InvalidClientTokenId": "UnrecognizedClientException",
+    }.get(refusal.code, refusal.code)
     if target:  # AWS's JSON protocols
-        json_code = {
-            "SignatureDoesNotMatch": "InvalidSignatureException",
-            "InvalidClientTokenId": "UnrecognizedClientException",
-        }.get(refusal.code, refusal.code)
         headers = [
             ("Content-Type", "application/x-amz-json-1.0"),
             ("x-amzn-RequestId", request_id),
@@ -512,12 +513,22 @@ def refusal_answer(
             status = 400  # the JSON services answer a bad signature with 400
         payload = json.dumps({"__type": json_code, "message": refusal.message}).encode()
         return status, headers, payload
-    body = (
-        "<ErrorResponse><Error><Type>Sender</Type>"
-        f"<Code>{escape(refusal.code)}</Code><Message>{escape(refusal.message)}</Message>"
-        f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>"
-    ).encode()
-    return status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body
+    form = str(environ.get("CONTENT_TYPE", "")).startswith("application/x-www-form-urlencoded")
+    query = "Action=" in str(environ.get("QUERY_STRING", ""))
+    if form or query or service in XML_REST_SERVICES:  # the query protocol, REST-XML
+        body = (
+            "<ErrorResponse><Error><Type>Sender</Type>"
+            f"<Code>{escape(refusal.code)}</Code><Message>{escape(refusal.message)}</Message>"
+            f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+        ).encode()
+        return status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body
+    # REST-JSON (API Gateway, Lambda...): the code in a header
+    headers = [
+        ("Content-Type", "application/json"),
+        ("x-amzn-RequestId", request_id),
+        ("x-amzn-ErrorType", f"{json_code}:"),
+    ]
+    return status, headers, json.dumps({"message": refusal.message}).encode()
 
 
 def service_of(environ: WSGIEnvironment) -> str:
