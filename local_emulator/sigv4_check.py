@@ -26,9 +26,10 @@ canonical request:
 
 What S3 does besides and the check does too: a hex `x-amz-content-sha256` is compared with
 the body's own hash (`XAmzContentSHA256Mismatch`), the body being read once here and handed
-to moto from memory (moto reads it whole anyway). What it leaves out: the per-chunk
-signatures of an `aws-chunked` body (the seed signature in the header is checked; moto
-decodes the chunks), and session tokens (the emulator issues none: a request carrying one is
+to moto from memory (moto reads it whole anyway). An `aws-chunked` body (a streaming
+payload) is decoded here, each chunk's signature checked for a signed stream (the trailer's
+own signature is not), and handed to moto whole, which would store it as sent. What it
+leaves out: session tokens (the emulator issues none: a request carrying one is
 refused, as AWS refuses a token it did not issue).
 
 A refusal is in the service's own error shape: S3's XML `<Error>` (403
@@ -358,6 +359,8 @@ class SignatureVerifier:
             )
         if _is_hex_hash(payload) and signature.service == "s3":
             self._check_body(environ, payload)
+        elif payload.startswith("STREAMING-") and signature.service == "s3":
+            decode_aws_chunked(environ, payload, key, amz_date, signature)
         return signature
 
     def _check_time(self, signature: Signature, amz_date: str) -> None:
@@ -415,8 +418,6 @@ class SignatureVerifier:
 
     @staticmethod
     def _check_body(environ: WSGIEnvironment, declared: str) -> None:
-        if environ.get("HTTP_CONTENT_ENCODING", "").lower().startswith("aws-chunked"):
-            return
         body = _read_body(environ)
         actual = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         if actual != declared:
@@ -452,6 +453,92 @@ class SignatureVerifier:
         return Refusal(
             403, "InvalidClientTokenId", "The security token included in the request is invalid."
         )
+
+
+SIGNED_STREAMING = (
+    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+)
+
+
+def decode_aws_chunked(
+    environ: WSGIEnvironment, payload: str, key: bytes, amz_date: str, signature: Signature
+) -> None:
+    """An `aws-chunked` body (`hex-size[;chunk-signature=sig]`, the data, ..., a zero-size
+    chunk, trailers) decoded for moto, which stores such bodies as they come: each chunk's
+    signature checked against the previous one (the seed: the request's) when the payload
+    is a signed stream, the decoded size against `x-amz-decoded-content-length`, trailers
+    (`x-amz-checksum-*`) handed on as headers."""
+    body = _read_body(environ)
+    signed = payload in SIGNED_STREAMING
+    previous = signature.signature
+    decoded = bytearray()
+    at = 0
+    while True:
+        end = body.find(b"\r\n", at)
+        if end < 0:
+            raise _incomplete()
+        size_text, _, extension = body[at:end].decode("latin-1").partition(";")
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise _incomplete() from None
+        chunk = body[end + 2 : end + 2 + size]
+        if len(chunk) != size:
+            raise _incomplete()
+        at = end + 2 + size
+        if signed:
+            provided = extension.partition("chunk-signature=")[2].strip()
+            to_sign = "\n".join(
+                (
+                    "AWS4-HMAC-SHA256-PAYLOAD",
+                    amz_date,
+                    signature.scope,
+                    previous,
+                    EMPTY_SHA256,
+                    hashlib.sha256(chunk).hexdigest(),
+                )
+            )
+            expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(expected, provided):
+                raise Refusal(403, "SignatureDoesNotMatch", _MISMATCH)
+            previous = expected
+        if size == 0:
+            break
+        decoded += chunk
+        if body[at : at + 2] != b"\r\n":
+            raise _incomplete()
+        at += 2
+    for line in body[at:].split(b"\r\n"):  # trailers
+        name, colon, value = line.decode("latin-1").partition(":")
+        if colon and name.lower().startswith("x-amz-checksum-"):
+            environ["HTTP_" + name.strip().upper().replace("-", "_")] = value.strip()
+    declared = _header(environ, "x-amz-decoded-content-length")
+    if declared is not None and declared.strip() != str(len(decoded)):
+        raise _incomplete()
+    encodings = [
+        e.strip()
+        for e in str(environ.get("HTTP_CONTENT_ENCODING", "")).split(",")
+        if e.strip() and e.strip().lower() != "aws-chunked"
+    ]
+    if encodings:
+        environ["HTTP_CONTENT_ENCODING"] = ",".join(encodings)
+    else:
+        environ.pop("HTTP_CONTENT_ENCODING", None)
+    for name in ("HTTP_X_AMZ_DECODED_CONTENT_LENGTH", "HTTP_X_AMZ_TRAILER"):
+        environ.pop(name, None)
+    environ["HTTP_X_AMZ_CONTENT_SHA256"] = UNSIGNED_PAYLOAD
+    environ["wsgi.input"] = io.BytesIO(bytes(decoded))
+    environ["CONTENT_LENGTH"] = str(len(decoded))
+    environ["local_emulator.body"] = bytes(decoded)
+
+
+def _incomplete() -> Refusal:
+    return Refusal(
+        400,
+        "IncompleteBody",
+        "The request body terminated unexpectedly or is not aws-chunked as declared",
+    )
 
 
 def _is_hex_hash(value: str) -> bool:

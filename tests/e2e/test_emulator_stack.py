@@ -255,7 +255,8 @@ def test_environment_comes_from_the_template(emu: Emulator) -> None:
     assert env["MAX_ROWS"] == "100"
     assert env["STACK_LABEL"] == "image-pipeline-123456789012"
     assert "NEVER_SET" not in env
-    assert env["MONGO_URI"].startswith("mongodb://127.0.0.1:")
+    user = emu.credentials.mongo  # the embedded MongoDB wants its user
+    assert env["MONGO_URI"].startswith(f"mongodb://{user.username}:{user.password}@127.0.0.1:")
     assert env["WEBHOOK_SECRET"].startswith("whsec_")
     assert env["WEBHOOK_SECRET"] == emu.webhook_secret
     # the emulator's own 5,30,120,600,900,900 (LOCAL_PARAMETERS), not the template's, x 0.1

@@ -148,3 +148,66 @@ def test_a_session_token_the_emulator_never_issued_is_refused() -> None:
     request = AWSRequest(method="GET", url=f"http://{HOST}/bucket/k")
     S3SigV4Auth(Credentials(KEY_ID, SECRET, token="tok"), "s3", "us-east-1").add_auth(request)
     assert refusal(environ_of(request)).code == "InvalidToken"
+
+
+def chunked(request: AWSRequest, data: bytes, *, seed: str, amz_date: str, size: int = 4) -> bytes:
+    """`data` as an aws-chunked body signed chunk by chunk (AWS's "Signature calculations
+    for the Authorization header: transferring payload in multiple chunks")."""
+    import hashlib
+    import hmac
+
+    from local_emulator.post_policy import signing_key
+
+    key = signing_key(SECRET, amz_date[:8], "us-east-1", "s3")
+    scope = f"{amz_date[:8]}/us-east-1/s3/aws4_request"
+    previous, out = seed, b""
+    pieces = [data[i : i + size] for i in range(0, len(data), size)] + [b""]
+    for piece in pieces:
+        to_sign = "\n".join(
+            (
+                "AWS4-HMAC-SHA256-PAYLOAD",
+                amz_date,
+                scope,
+                previous,
+                hashlib.sha256(b"").hexdigest(),
+                hashlib.sha256(piece).hexdigest(),
+            )
+        )
+        previous = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        out += f"{len(piece):x};chunk-signature={previous}\r\n".encode() + piece + b"\r\n"
+    return out
+
+
+class StreamingAuth(S3SigV4Auth):
+    """botocore's signer, for a signed stream (as the Java and JavaScript SDKs send)."""
+
+    def payload(self, request: AWSRequest) -> str:
+        return "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+
+
+def test_a_signed_aws_chunked_body_is_checked_chunk_by_chunk_and_decoded() -> None:
+    data = b"a streamed upload, in chunks"
+    request = AWSRequest(
+        method="PUT",
+        url=f"http://{HOST}/bucket/streamed",
+        headers={
+            "Content-Encoding": "aws-chunked",
+            "X-Amz-Content-SHA256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+            "X-Amz-Decoded-Content-Length": str(len(data)),
+        },
+    )
+    StreamingAuth(Credentials(KEY_ID, SECRET), "s3", "us-east-1").add_auth(request)
+    assert request.headers["X-Amz-Content-SHA256"] == "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+    seed = request.headers["Authorization"].rpartition("Signature=")[2]
+    body = chunked(request, data, seed=seed, amz_date=request.headers["X-Amz-Date"])
+    environ = environ_of(request)
+    environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+    verifier().verify(environ)
+    assert environ["wsgi.input"].read() == data  # what moto stores
+    assert environ["CONTENT_LENGTH"] == str(len(data))
+    assert "HTTP_CONTENT_ENCODING" not in environ
+    tampered = body.replace(b"\r\na st\r\n", b"\r\nA st\r\n")  # a chunk changed, not its signature
+    assert tampered != body
+    environ = environ_of(request)
+    environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(tampered), str(len(tampered))
+    assert refusal(environ).code == "SignatureDoesNotMatch"
