@@ -295,3 +295,49 @@ def test_mongodb_refuses_a_client_without_its_credentials(emulator: Emulator) ->
     ):
         guessing.get_database("image_pipeline").api_keys.find_one()
     assert "api_keys" in tenants  # what the right credentials read
+
+
+def test_a_chunked_upload_as_botocore_streams_it_is_stored_decoded(emulator: Emulator) -> None:
+    """What botocore (aws-cli, boto3) sends over HTTPS with its default checksums: an
+    aws-chunked body, `STREAMING-UNSIGNED-PAYLOAD-TRAILER`, a CRC32 trailer. Stored as the
+    data it carries; with a wrong seed signature, refused."""
+    import base64
+    import zlib
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    data = bytes(range(256)) * 300  # 76,800 bytes: two chunks
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big"))
+    body = b"".join(
+        f"{len(piece):x}\r\n".encode() + piece + b"\r\n" for piece in (data[:65536], data[65536:])
+    )
+    body += b"0\r\nx-amz-checksum-crc32:" + crc + b"\r\n\r\n"
+    url = f"{emulator.storage_url}/{emulator.uploads_bucket}/doors/streamed.bin"
+    signed = AWSRequest(
+        method="PUT",
+        url=url,
+        data=body,
+        headers={
+            "Content-Encoding": "aws-chunked",
+            "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+            "X-Amz-Decoded-Content-Length": str(len(data)),
+            "X-Amz-Trailer": "x-amz-checksum-crc32",
+        },
+    )
+    signed.context["checksum"] = {"request_algorithm": {"in": "trailer"}}  # as botocore marks it
+    storage = emulator.storage_credentials
+    credentials = Credentials(storage.access_key_id, storage.secret_access_key)
+    S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(signed)
+    headers = dict(signed.headers)
+    assert headers["X-Amz-Content-SHA256"] == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+    answer = requests.put(url, data=body, headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    stored = emulator.s3_client().get_object(
+        Bucket=emulator.uploads_bucket, Key="doors/streamed.bin"
+    )
+    assert stored["Body"].read() == data
+    forged = {**headers, "Authorization": headers["Authorization"][:-8] + "00000000"}
+    refused = requests.put(url, data=body, headers=forged, timeout=10)
+    assert refused.status_code == 403
