@@ -42,6 +42,7 @@ layer behind (`cdn.StorageAccess`, the POST policy check) decides what they may 
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
 import hmac
 import io
@@ -248,11 +249,15 @@ def canonical_headers(environ: WSGIEnvironment, names: Iterable[str]) -> str:
 
 
 def _amz_time(text: str) -> float | None:
-    try:
-        moment = datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    except ValueError:
+    """`YYYYMMDDTHHMMSSZ` as seconds since the epoch (strptime costs ten times more)."""
+    digits = text[:8] + text[9:15]
+    if len(text) != 16 or text[8] != "T" or text[15] != "Z" or not digits.isdigit():
         return None
-    return moment.timestamp()
+    year, month, day = int(text[:4]), int(text[4:6]), int(text[6:8])
+    hour, minute, second = int(text[9:11]), int(text[11:13]), int(text[13:15])
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+        return None
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
 
 
 def _iso(moment: float) -> str:
