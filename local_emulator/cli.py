@@ -86,7 +86,8 @@ def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> No
         type=_storage_credentials,
         metavar="ID:SECRET",
         help="the one access key the storage endpoint accepts (default: "
-        f"{ACCESS_KEY_ENV} and {SECRET_KEY_ENV}, those --data-dir keeps, or new)",
+        f"{ACCESS_KEY_ENV} and {SECRET_KEY_ENV}, those --data-dir keeps, or new); a flag "
+        "shows the secret to anyone who can run ps: prefer the environment",
     )
     parser.add_argument(
         "--schedule-scale",
