@@ -42,6 +42,7 @@ from tests.e2e.emulator_support import (
     child_pids,
     port_open,
     serve_process,
+    storage_client,
     write_fake_stack,
 )
 from tests.support.waiting import wait_until
@@ -476,7 +477,8 @@ def test_serve_prints_the_only_storage_credentials_and_a_data_dir_keeps_them(
         assert words.index("storage-credentials") < words.index("ready")
         key_id, secret = lines["storage-credentials"].split(" ")
         storage = lines["storage"].partition(" bucket=")[0]
-        assert s3(storage, key_id, secret).list_buckets()["Buckets"]
+        assert storage_client(lines, "s3").list_buckets()["Buckets"]
+        assert storage_client(lines, "sqs").list_queues()["QueueUrls"]
         with pytest.raises(ClientError) as caught:
             s3(storage, "testing", "testing").list_buckets()
         assert caught.value.response["Error"]["Code"] == "InvalidAccessKeyId"
