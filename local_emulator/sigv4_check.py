@@ -76,6 +76,11 @@ _MISMATCH = (
     "The request signature we calculated does not match the signature you provided. "
     "Check your key and signing method."
 )
+_MISMATCH_ELSEWHERE = (
+    "The request signature we calculated does not match the signature you provided. Check "
+    "your AWS Secret Access Key and signing method. Consult the service documentation for "
+    "details."
+)
 
 
 class Refusal(Exception):
@@ -589,6 +594,8 @@ def refusal_answer(
         headers = [("Content-Type", "application/xml"), ("x-amz-request-id", request_id)]
         return refusal.status, headers, body
     status = refusal.status
+    if refusal.message == _MISMATCH:  # the other services' words for it
+        refusal = Refusal(refusal.status, refusal.code, _MISMATCH_ELSEWHERE)
     json_code = {
         "SignatureDoesNotMatch": "InvalidSignatureException",
         "InvalidClientTokenId": "UnrecognizedClientException",
