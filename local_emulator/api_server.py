@@ -6,7 +6,8 @@ This server parses HTTP/1.1 itself, as strictly as API Gateway does, and hands w
 requests to Chalice's `LocalGateway` (routing, CORS preflights, authorizers, the app).
 
 - A listen backlog of `backlog`. Connections wait for each request's head (request line and
-  headers) in one selector thread, without a thread of their own, up to `max_waiting` (past
+  headers; and its body when a `Content-Length` of at most 1 MiB announces it) in one
+  selector thread, without a thread of their own, up to `max_waiting` (past
   that the one waiting longest is closed): slow or idle clients (slowloris) cost a socket and
   a buffer, not a thread, and delay no one else. A complete head is served by a thread, up
   to `max_connections` requests at once (the next ones queue); the connection goes back to
@@ -86,6 +87,7 @@ CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,64}")
 MAX_CHUNK_LINE = 4096
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024 * 1024
+PREREAD_BODY_BYTES = 1024 * 1024  # a body this small is read before a thread is given
 
 
 @dataclass(frozen=True)
@@ -249,12 +251,35 @@ class _BufferedSocket:
         return self._take(len(self._buffer))
 
 
-def _head_complete(buffer: bytes | bytearray) -> bool:
-    """Whether a request's head (request line, headers, the empty line) is all there."""
+def _head_end(buffer: bytes | bytearray) -> int:
+    """Where a request's head (request line, headers, the empty line) ends; -1 before."""
     start = 0
     while buffer.startswith((b"\r\n", b"\n"), start):  # empty lines before the request line
         start += 2 if buffer.startswith(b"\r\n", start) else 1
-    return buffer.find(b"\n\r\n", start) >= 0 or buffer.find(b"\n\n", start) >= 0
+    ends = [
+        found + len(mark)
+        for mark in (b"\n\r\n", b"\n\n")
+        if (found := buffer.find(mark, start)) >= 0
+    ]
+    return min(ends, default=-1)
+
+
+def _body_to_wait_for(head: bytes) -> int:
+    """The body the head waiter reads too, before a thread serves the request: a
+    `Content-Length` of at most PREREAD_BODY_BYTES, without `Expect` (the client waits for a
+    100 Continue) or `Transfer-Encoding`; 0 for anything else (the handler reads it)."""
+    lengths = []
+    for line in head.split(b"\n")[1:]:
+        name, colon, value = line.partition(b":")
+        name = name.strip().lower()
+        if name in (b"expect", b"transfer-encoding"):
+            return 0
+        if colon and name == b"content-length":
+            lengths.append(value.strip())
+    if len(lengths) != 1 or not lengths[0].isdigit():
+        return 0
+    length = int(lengths[0])
+    return length if length <= PREREAD_BODY_BYTES else 0
 
 
 @dataclass
@@ -266,6 +291,11 @@ class _Waiting:
     buffer: bytearray
     since: float  # when it began to wait (the idle clock)
     first_byte: float | None = None  # when the request's first byte came (the head clock)
+    head_end: int = -1  # where its head ends in `buffer`, once it has
+    head_done: float = 0.0  # when its head was complete (the body's clock)
+    last_byte: float = 0.0  # when a byte last came (a body's pauses)
+    wanted: int = 0  # the bytes to wait for: head and a small body
+    body_late: bool = False  # its body did not arrive in time: the handler answers 408
 
 
 class _HeadWaiter:
@@ -327,9 +357,14 @@ class _HeadWaiter:
         return max(0.0, soonest - now)
 
     def _deadline(self, waiting: _Waiting) -> float:
+        limits = self._limits
         if waiting.first_byte is None:
-            return waiting.since + self._limits.idle_seconds
-        return waiting.first_byte + self._limits.header_seconds
+            return waiting.since + limits.idle_seconds
+        if waiting.head_end < 0:
+            return waiting.first_byte + limits.header_seconds
+        return min(
+            waiting.head_done + limits.body_seconds, waiting.last_byte + limits.body_stall_seconds
+        )
 
     def _take_incoming(self) -> None:
         with self._lock:
@@ -349,7 +384,15 @@ class _HeadWaiter:
             self._waiting[waiting.sock] = waiting
 
     def _ready(self, waiting: _Waiting) -> bool:
-        return len(waiting.buffer) > self._head_cap or _head_complete(waiting.buffer)
+        """Whether the request can go to a thread: its head, and a small body, all there."""
+        if waiting.head_end < 0:
+            end = _head_end(waiting.buffer)
+            if end < 0:
+                return len(waiting.buffer) > self._head_cap  # the handler answers 414/431
+            waiting.head_end = end
+            waiting.head_done = waiting.last_byte = time.monotonic()
+            waiting.wanted = end + _body_to_wait_for(bytes(waiting.buffer[:end]))
+        return len(waiting.buffer) >= waiting.wanted
 
     def _receive(self, waiting: _Waiting) -> None:
         try:
@@ -358,12 +401,16 @@ class _HeadWaiter:
             return
         except OSError:
             data = b""
-        if not data:  # closed by the client: nothing to answer
+        if not data:
             self._forget(waiting)
-            self._close(waiting)
+            if waiting.buffer:  # a request cut short (or half-closed): the handler answers
+                self._server.dispatch(waiting)
+            else:  # closed by the client between requests: nothing to answer
+                self._close(waiting)
             return
+        waiting.last_byte = time.monotonic()
         if waiting.first_byte is None:
-            waiting.first_byte = time.monotonic()
+            waiting.first_byte = waiting.last_byte
         waiting.buffer += data
         if self._ready(waiting):
             self._forget(waiting)
@@ -374,8 +421,9 @@ class _HeadWaiter:
             self._forget(waiting)
             if waiting.first_byte is None:
                 self._close(waiting)  # idle: no request under way, nothing to answer
-            else:
-                self._server.dispatch(waiting)  # its head is late: the handler answers 408
+            else:  # its head or its body is late: the handler answers 408
+                waiting.body_late = waiting.head_end >= 0
+                self._server.dispatch(waiting)
 
     def _evict(self) -> None:
         """Room for one more: the connection waiting longest goes."""
@@ -453,7 +501,9 @@ class FrontDoorServer(ConnectionTrackingMixin, socketserver.TCPServer):
         try:
             waiting.sock.setblocking(True)
             handler = FrontDoorHandler(waiting.sock, waiting.address, self)
-            keep = handler.serve_one(bytes(waiting.buffer), waiting.first_byte)
+            keep = handler.serve_one(
+                bytes(waiting.buffer), waiting.first_byte, body_late=waiting.body_late
+            )
         except Exception as exc:  # a connection the handler could not end: the server goes on
             sys.stderr.write(f"front door: a connection failed: {exc!r}\n")
             keep = False
@@ -498,13 +548,18 @@ class FrontDoorHandler:
         self.limits = server.limits
         self.reader = _DeadlineReader(sock)
         self.rfile = _BufferedSocket(self.reader)
+        self._body_late = False
 
     # -- the connection -----------------------------------------------------------------
 
-    def serve_one(self, buffered: bytes, first_byte: float | None) -> bool:
+    def serve_one(
+        self, buffered: bytes, first_byte: float | None, *, body_late: bool = False
+    ) -> bool:
         """Serve the request whose head is (mostly) in `buffered`; False when the connection
-        is to be closed."""
+        is to be closed. `body_late`: the waiter gave up on its body (a 408 once the body is
+        wanted)."""
         self.rfile = _BufferedSocket(self.reader, buffered)
+        self._body_late = body_late
         started = first_byte if first_byte is not None else time.monotonic()
         with contextlib.suppress(OSError, _Gone):
             return self._one_request(started)
@@ -718,6 +773,9 @@ class FrontDoorHandler:
         raise HttpError(413, message, [detail])
 
     def _bound_body(self) -> None:
+        if self._body_late:  # the waiter waited for it already
+            self.reader.bound(0)
+            return
         self.reader.bound(self.limits.body_seconds, self.limits.body_stall_seconds)
 
     def _read_exactly(self, length: int) -> bytes:

@@ -180,6 +180,43 @@ def test_slow_and_idle_connections_hold_no_request_thread(patient_server: ApiSer
             sock.close()
 
 
+def test_slow_bodies_hold_no_request_thread(patient_server: ApiServer) -> None:
+    """200 requests whose heads announce a small body that never comes: a normal request
+    is answered while they all wait (their bodies are waited for without a thread)."""
+    port = patient_server.address[1]
+    held: list[socket.socket] = []
+    try:
+        for _ in range(SLOW_CONNECTIONS):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(
+                get(
+                    "/echo",
+                    "Content-Type: text/plain",
+                    "Content-Length: 100",
+                    body=b"x",
+                    method="POST",
+                )
+            )
+            held.append(sock)
+        status, _, body = send(port, get("/ok"), timeout=20)
+        assert status == 200 and json.loads(body) == {"ok": True}
+        readable, _, _ = select.select(held, [], [], 0)
+        assert readable == []
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_body_that_stops_coming_is_a_408(server: ApiServer) -> None:
+    started = time.monotonic()
+    status, _, body = send(
+        server.address[1],
+        get("/echo", "Content-Type: text/plain", "Content-Length: 100", body=b"x", method="POST"),
+    )
+    assert status == 408 and "body" in json.loads(body)["error"]
+    assert time.monotonic() - started >= LIMITS.body_stall_seconds * 0.9
+
+
 def test_stop_ends_open_and_waiting_connections(server: ApiServer) -> None:
     port = server.address[1]
     held = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
