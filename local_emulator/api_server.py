@@ -338,8 +338,16 @@ class _HeadWaiter:
                     if key.fileobj is self._wake_read:
                         with contextlib.suppress(OSError):
                             self._wake_read.recv(4096)
-                    else:
-                        self._receive(self._waiting[key.fileobj])  # type: ignore[index]
+                        continue
+                    waiting = self._waiting.get(key.fileobj)  # type: ignore[call-overload]
+                    if waiting is None:
+                        continue
+                    try:
+                        self._receive(waiting)
+                    except Exception as exc:  # one connection's trouble ends it, not the loop
+                        sys.stderr.write(f"front door: a waiting connection failed: {exc!r}\n")
+                        self._forget(waiting)
+                        self._close(waiting)
                 self._take_incoming()
                 self._expire(time.monotonic())
         finally:
