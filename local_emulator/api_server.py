@@ -5,8 +5,13 @@ body cap, no timeouts, HTML error pages, closed sockets on bad framing, a versio
 This server parses HTTP/1.1 itself, as strictly as API Gateway does, and hands well-formed
 requests to Chalice's `LocalGateway` (routing, CORS preflights, authorizers, the app).
 
-- A listen backlog of `backlog` and a thread per connection, up to `max_connections` at once
-  (the next ones wait in the backlog, they are not refused).
+- A listen backlog of `backlog`. Connections wait for each request's head (request line and
+  headers; and its body when a `Content-Length` of at most 1 MiB announces it) in one
+  selector thread, without a thread of their own, up to `max_waiting` (past
+  that the one waiting longest is closed): slow or idle clients (slowloris) cost a socket and
+  a buffer, not a thread, and delay no one else. A complete head is served by a thread, up
+  to `max_connections` requests at once (the next ones queue); the connection goes back to
+  wait for its next request.
 - Caps, each answered in the contract's JSON error shape before anything is read past it:
   a request line over `request_line_bytes` is a 414 (API Gateway's URL limit is 8192), a
   header section over `header_bytes` or `header_count` a 431 (API Gateway: 10240 bytes of
@@ -35,6 +40,7 @@ requests to Chalice's `LocalGateway` (routing, CORS preflights, authorizers, the
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import email.utils
 import fnmatch
@@ -44,6 +50,7 @@ import ipaddress
 import json
 import math
 import re
+import selectors
 import socket
 import socketserver
 import sys
@@ -81,6 +88,7 @@ MAX_CHUNK_LINE = 4096
 LINGER_SECONDS = 2.0
 NO_CONTENT = frozenset({204, 304})  # answers that never have content
 LINGER_BYTES = 64 * 1024 * 1024
+PREREAD_BODY_BYTES = 1024 * 1024  # a body this small is read before a thread is given
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,8 @@ class FrontDoorLimits:
     body_seconds: float = 60.0
     write_seconds: float = 30.0
     backlog: int = 1024
-    max_connections: int = 128
+    max_connections: int = 128  # requests served at once (a thread each)
+    max_waiting: int = 4096  # connections waiting for a request's head (no thread each)
 
 
 class GatewayAuthorizer(Protocol):
@@ -201,12 +210,256 @@ class _Request:
         return f"{self.method} {self.target[:200]} {self.version}"
 
 
-class FrontDoorServer(ConnectionTrackingMixin, socketserver.ThreadingTCPServer):
-    """Threads per connection, at most `max_connections` at once; a real listen backlog."""
+class _BufferedSocket:
+    """What the handler reads a connection through: the bytes the head waiter read first,
+    then the socket (through `_DeadlineReader`); what is left after a request goes back to
+    the waiter with the connection (`take`)."""
+
+    def __init__(self, raw: _DeadlineReader, initial: bytes = b"") -> None:
+        self._raw = raw
+        self._buffer = bytearray(initial)
+        self._chunk = bytearray(65536)
+
+    def _fill(self) -> bool:
+        received = self._raw.readinto(self._chunk)
+        if not received:
+            return False
+        self._buffer += memoryview(self._chunk)[:received]
+        return True
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def peek(self, size: int = 1) -> bytes:
+        if not self._buffer:
+            self._fill()
+        return bytes(self._buffer[: max(size, 1)])
+
+    def readline(self, limit: int) -> bytes:
+        searched = 0
+        while True:
+            end = self._buffer.find(b"\n", searched, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self._buffer) >= limit:
+                return self._take(limit)
+            searched = len(self._buffer)
+            if not self._fill():
+                return self._take(len(self._buffer))
+
+    def read(self, size: int) -> bytes:
+        while len(self._buffer) < size and self._fill():
+            pass
+        return self._take(min(size, len(self._buffer)))
+
+    def take(self) -> bytes:
+        return self._take(len(self._buffer))
+
+
+def _head_end(buffer: bytes | bytearray) -> int:
+    """Where a request's head (request line, headers, the empty line) ends; -1 before."""
+    start = 0
+    while buffer.startswith((b"\r\n", b"\n"), start):  # empty lines before the request line
+        start += 2 if buffer.startswith(b"\r\n", start) else 1
+    ends = [
+        found + len(mark)
+        for mark in (b"\n\r\n", b"\n\n")
+        if (found := buffer.find(mark, start)) >= 0
+    ]
+    return min(ends, default=-1)
+
+
+def _body_to_wait_for(head: bytes) -> int:
+    """The body the head waiter reads too, before a thread serves the request: a
+    `Content-Length` of at most PREREAD_BODY_BYTES, without `Expect` (the client waits for a
+    100 Continue) or `Transfer-Encoding`; 0 for anything else (the handler reads it)."""
+    lengths = []
+    for line in head.split(b"\n")[1:]:
+        name, colon, value = line.partition(b":")
+        name = name.strip().lower()
+        if name in (b"expect", b"transfer-encoding"):
+            return 0
+        if colon and name == b"content-length":
+            lengths.append(value.strip())
+    if len(lengths) != 1 or not lengths[0].isdigit():
+        return 0
+    length = int(lengths[0])
+    return length if length <= PREREAD_BODY_BYTES else 0
+
+
+@dataclass
+class _Waiting:
+    """A connection between requests: what it has sent of the next one, and since when."""
+
+    sock: socket.socket
+    address: Any
+    buffer: bytearray
+    since: float  # when it began to wait (the idle clock)
+    first_byte: float | None = None  # when the request's first byte came (the head clock)
+    head_end: int = -1  # where its head ends in `buffer`, once it has
+    head_done: float = 0.0  # when its head was complete (the body's clock)
+    last_byte: float = 0.0  # when a byte last came (a body's pauses)
+    wanted: int = 0  # the bytes to wait for: head and a small body
+    body_late: bool = False  # its body did not arrive in time: the handler answers 408
+
+
+class _HeadWaiter:
+    """One thread, one selector: every connection waits here for its next request's head,
+    without a thread of its own. A complete head (or one over the size caps, or out of
+    time) goes to the server's request threads; a connection idle for `idle_seconds` or
+    closed by its client is closed."""
+
+    def __init__(self, server: FrontDoorServer) -> None:
+        self._server = server
+        self._limits = server.limits
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._selector.register(self._wake_read, selectors.EVENT_READ)
+        self._lock = threading.Lock()
+        self._incoming: list[_Waiting] = []
+        self._waiting: dict[socket.socket, _Waiting] = {}
+        self._stopping = False
+        self._head_cap = self._limits.request_line_bytes + self._limits.header_bytes + 16
+
+    def add(self, sock: socket.socket, address: Any, buffered: bytes) -> None:
+        waiting = _Waiting(sock, address, bytearray(buffered), time.monotonic())
+        if buffered:
+            waiting.first_byte = waiting.since
+        with self._lock:
+            self._incoming.append(waiting)
+        with contextlib.suppress(OSError):
+            self._wake_write.send(b"\0")
+
+    def stop(self) -> None:
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_write.send(b"\0")
+
+    def run(self) -> None:
+        try:
+            while not self._stopping:
+                for key, _ in self._selector.select(self._next_timeout()):
+                    if key.fileobj is self._wake_read:
+                        with contextlib.suppress(OSError):
+                            self._wake_read.recv(4096)
+                        continue
+                    waiting = self._waiting.get(key.fileobj)  # type: ignore[call-overload]
+                    if waiting is None:
+                        continue
+                    try:
+                        self._receive(waiting)
+                    except Exception as exc:  # one connection's trouble ends it, not the loop
+                        sys.stderr.write(f"front door: a waiting connection failed: {exc!r}\n")
+                        self._forget(waiting)
+                        self._close(waiting)
+                self._take_incoming()
+                self._expire(time.monotonic())
+        finally:
+            for waiting in [*self._waiting.values(), *self._incoming]:
+                self._close(waiting)
+            self._selector.close()
+            self._wake_read.close()
+            self._wake_write.close()
+
+    def _next_timeout(self) -> float:
+        now = time.monotonic()
+        soonest = now + 0.5
+        for waiting in self._waiting.values():
+            soonest = min(soonest, self._deadline(waiting))
+        return max(0.0, soonest - now)
+
+    def _deadline(self, waiting: _Waiting) -> float:
+        limits = self._limits
+        if waiting.first_byte is None:
+            return waiting.since + limits.idle_seconds
+        if waiting.head_end < 0:
+            return waiting.first_byte + limits.header_seconds
+        return min(
+            waiting.head_done + limits.body_seconds, waiting.last_byte + limits.body_stall_seconds
+        )
+
+    def _take_incoming(self) -> None:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        for waiting in incoming:
+            if self._ready(waiting):
+                self._server.dispatch(waiting)
+                continue
+            if len(self._waiting) >= self._limits.max_waiting:
+                self._evict()
+            try:
+                waiting.sock.setblocking(False)
+                self._selector.register(waiting.sock, selectors.EVENT_READ)
+            except (OSError, ValueError):
+                self._close(waiting)
+                continue
+            self._waiting[waiting.sock] = waiting
+
+    def _ready(self, waiting: _Waiting) -> bool:
+        """Whether the request can go to a thread: its head, and a small body, all there."""
+        if waiting.head_end < 0:
+            end = _head_end(waiting.buffer)
+            if end < 0:
+                return len(waiting.buffer) > self._head_cap  # the handler answers 414/431
+            waiting.head_end = end
+            waiting.head_done = waiting.last_byte = time.monotonic()
+            waiting.wanted = end + _body_to_wait_for(bytes(waiting.buffer[:end]))
+        return len(waiting.buffer) >= waiting.wanted
+
+    def _receive(self, waiting: _Waiting) -> None:
+        try:
+            data = waiting.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._forget(waiting)
+            if waiting.buffer:  # a request cut short (or half-closed): the handler answers
+                self._server.dispatch(waiting)
+            else:  # closed by the client between requests: nothing to answer
+                self._close(waiting)
+            return
+        waiting.last_byte = time.monotonic()
+        if waiting.first_byte is None:
+            waiting.first_byte = waiting.last_byte
+        waiting.buffer += data
+        if self._ready(waiting):
+            self._forget(waiting)
+            self._server.dispatch(waiting)
+
+    def _expire(self, now: float) -> None:
+        for waiting in [w for w in self._waiting.values() if self._deadline(w) <= now]:
+            self._forget(waiting)
+            if waiting.first_byte is None:
+                self._close(waiting)  # idle: no request under way, nothing to answer
+            else:  # its head or its body is late: the handler answers 408
+                waiting.body_late = waiting.head_end >= 0
+                self._server.dispatch(waiting)
+
+    def _evict(self) -> None:
+        """Room for one more: the connection waiting longest goes."""
+        oldest = min(self._waiting.values(), key=lambda w: w.first_byte or w.since)
+        self._forget(oldest)
+        self._close(oldest)
+
+    def _forget(self, waiting: _Waiting) -> None:
+        self._waiting.pop(waiting.sock, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(waiting.sock)
+
+    def _close(self, waiting: _Waiting) -> None:
+        self._server.shutdown_request(waiting.sock)
+
+
+class FrontDoorServer(ConnectionTrackingMixin, socketserver.TCPServer):
+    """Connections wait for their requests' heads in one selector thread (`_HeadWaiter`);
+    complete requests are served by up to `max_connections` threads; a real listen backlog."""
 
     allow_reuse_address = True
-    daemon_threads = False
-    block_on_close = True
     quiet = False
 
     def __init__(
@@ -220,26 +473,71 @@ class FrontDoorServer(ConnectionTrackingMixin, socketserver.ThreadingTCPServer):
         self.request_queue_size = limits.backlog
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.stopping = False
-        self._slots = threading.BoundedSemaphore(limits.max_connections)
-        super().__init__(address, FrontDoorHandler)
+        # (each request's handler is made by `_serve`, not by socketserver)
+        super().__init__(address, socketserver.BaseRequestHandler)
         self.allowed_hosts = _allowed_hosts(address[0], str(self.server_address[0]))
+        self._waiter = _HeadWaiter(self)
+        self._waiter_thread: threading.Thread | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=limits.max_connections, thread_name_prefix="api-request"
+        )
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._waiter_thread = threading.Thread(
+            target=self._waiter.run, name="api-request-heads", daemon=True
+        )
+        self._waiter_thread.start()
+        try:
+            super().serve_forever(poll_interval)
+        finally:
+            self._waiter.stop()
+            self._waiter_thread.join(timeout=10)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        while not self._slots.acquire(timeout=0.2):
-            if self.stopping:
-                self.shutdown_request(request)
-                return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+        lock, connections = self._tracked()
+        with lock:
+            connections.add(request)
+        with contextlib.suppress(OSError):
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._waiter.add(request, client_address, b"")
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def dispatch(self, waiting: _Waiting) -> None:
+        """A connection whose request's head is in (or late): served on a request thread."""
+        if self.stopping:
+            self.shutdown_request(waiting.sock)
+            return
         try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+            self._pool.submit(self._serve, waiting)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self.shutdown_request(waiting.sock)
+
+    def _serve(self, waiting: _Waiting) -> None:
+        keep = False
+        handler: FrontDoorHandler | None = None
+        try:
+            waiting.sock.setblocking(True)
+            handler = FrontDoorHandler(waiting.sock, waiting.address, self)
+            keep = handler.serve_one(
+                bytes(waiting.buffer), waiting.first_byte, body_late=waiting.body_late
+            )
+        except Exception as exc:  # a connection the handler could not end: the server goes on
+            sys.stderr.write(f"front door: a connection failed: {exc!r}\n")
+            keep = False
+        if keep and handler is not None and not self.stopping:
+            self._waiter.add(waiting.sock, waiting.address, handler.rfile.take())
+        else:
+            self.shutdown_request(waiting.sock)
+
+    def server_close(self) -> None:
+        self.stopping = True
+        self._waiter.stop()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        lock, connections = self._tracked()
+        with lock:
+            left = list(connections)
+        for conn in left:
+            self.shutdown_request(conn)
+        super().server_close()
 
 
 def _allowed_hosts(host: str, bound: str) -> frozenset[str] | None:
@@ -255,35 +553,41 @@ def _allowed_hosts(host: str, bound: str) -> frozenset[str] | None:
     return frozenset(names)
 
 
-class FrontDoorHandler(socketserver.BaseRequestHandler):
-    server: FrontDoorServer
+class FrontDoorHandler:
+    """One request of a connection, on a request thread."""
+
+    def __init__(self, sock: socket.socket, client_address: Any, server: FrontDoorServer) -> None:
+        self.sock = sock
+        self.request = sock
+        self.client_address = client_address
+        self.server = server
+        self.limits = server.limits
+        self.reader = _DeadlineReader(sock)
+        self.rfile = _BufferedSocket(self.reader)
+        self._body_late = False
 
     # -- the connection -----------------------------------------------------------------
 
-    def setup(self) -> None:
-        self.limits = self.server.limits
-        self.sock: socket.socket = self.request
-        with contextlib.suppress(OSError):
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = _DeadlineReader(self.sock)
-        self.rfile = io.BufferedReader(self.reader, 65536)
-
-    def handle(self) -> None:
+    def serve_one(
+        self, buffered: bytes, first_byte: float | None, *, body_late: bool = False
+    ) -> bool:
+        """Serve the request whose head is (mostly) in `buffered`; False when the connection
+        is to be closed. `body_late`: the waiter gave up on its body (a 408 once the body is
+        wanted)."""
+        self.rfile = _BufferedSocket(self.reader, buffered)
+        self._body_late = body_late
+        started = first_byte if first_byte is not None else time.monotonic()
         with contextlib.suppress(OSError, _Gone):
-            while self._one_request():
-                pass
+            return self._one_request(started)
+        return False
 
-    def _one_request(self) -> bool:
-        """Serve one request; False when the connection is to be closed."""
-        self.reader.bound(self.limits.idle_seconds)
+    def _one_request(self, started: float) -> bool:
+        """Serve one request (its head due `header_seconds` after its first byte)."""
+        self.reader.bound(max(0.0, started + self.limits.header_seconds - time.monotonic()))
+        request: _Request | None = None
         try:
             if not self.rfile.peek(1):
                 return False  # the client closed the connection
-        except TimeoutError:
-            return False  # idle: no request under way, nothing to answer
-        self.reader.bound(self.limits.header_seconds)
-        request: _Request | None = None
-        try:
             request = self._read_head()
             return self._serve(request)
         except HttpError as error:
@@ -485,6 +789,9 @@ class FrontDoorHandler(socketserver.BaseRequestHandler):
         raise HttpError(413, message, [detail])
 
     def _bound_body(self) -> None:
+        if self._body_late:  # the waiter waited for it already
+            self.reader.bound(0)
+            return
         self.reader.bound(self.limits.body_seconds, self.limits.body_stall_seconds)
 
     def _read_exactly(self, length: int) -> bytes:

@@ -17,8 +17,12 @@ header, no presigned query) is refused, except:
   moto signed with the emulator's credentials, as the distribution's Origin Access Control
   signs its requests to S3 (a key that is not there is a 403 too, as S3 answers a reader
   without `s3:ListBucket`);
-- a browser POST upload (the POST policy middleware behind this one checks it), a CORS
-  preflight (OPTIONS), and moto's own `/moto-api`.
+- a browser POST upload (the POST policy middleware behind this one checks it) and a CORS
+  preflight (OPTIONS; the door in front, `storage_doors.py`, answers those and hides
+  moto's `/moto-api`).
+
+A request with credentials has had its signature checked before it gets here
+(`sigv4_check.py`).
 
 So an output image is at `<storage endpoint>/<outputs bucket>/<key>` for as long as the
 emulator runs, and an uploaded CSV or an output CSV is not. What the stand-in leaves out:
@@ -187,8 +191,7 @@ class StorageAccess:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        path = str(environ.get("PATH_INFO", ""))
-        if method == "OPTIONS" or path.startswith("/moto-api") or not anonymous(environ):
+        if method == "OPTIONS" or not anonymous(environ):
             return self._app(environ, start_response)
         if method == "POST" and str(environ.get("CONTENT_TYPE", "")).lower().startswith(
             "multipart/form-data"

@@ -15,6 +15,13 @@ from pathlib import Path
 from types import FrameType
 
 from local_emulator.api_server import PortUnavailable
+from local_emulator.credentials import (
+    ACCESS_KEY_ENV,
+    SECRET_KEY_ENV,
+    CredentialsError,
+    StorageCredentials,
+    parse_storage_credentials,
+)
 from local_emulator.data_dir import DataDirError
 from local_emulator.mongo import MongoEngine
 from local_emulator.stack import DEFAULT_TEMPLATE, Emulator, EmulatorOptions
@@ -58,6 +65,13 @@ def tenants_given(args: argparse.Namespace, environ: dict[str, str] | None = Non
         value = (os.environ if environ is None else environ).get(TENANTS_ENV, "")
         texts = [item for item in re.split(r"[,\s]+", value) if item]
     return texts
+
+
+def _storage_credentials(text: str) -> StorageCredentials:
+    try:
+        return parse_storage_credentials(text)
+    except CredentialsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> None:
@@ -111,6 +125,14 @@ def _add_stack_options(parser: argparse.ArgumentParser, default_port: int) -> No
         help="more tenants, one NAME[=KEY] a line (# comments), after the --tenant ones",
     )
     parser.add_argument(
+        "--storage-credentials",
+        type=_storage_credentials,
+        metavar="ID:SECRET",
+        help="the one access key the storage endpoint accepts (default: "
+        f"{ACCESS_KEY_ENV} and {SECRET_KEY_ENV}, those --data-dir keeps, or new); a flag "
+        "shows the secret to anyone who can run ps: prefer the environment",
+    )
+    parser.add_argument(
         "--schedule-scale",
         type=_positive_float,
         help="multiply rate() schedule periods by this instead (default: the time scale)",
@@ -162,6 +184,7 @@ def make_emulator(args: argparse.Namespace, *, allow_private_hosts: bool, quiet:
             quiet=quiet,
             verbose_dispatch=not quiet,
             tenants=args.tenants or (),
+            storage_credentials=args.storage_credentials,
         )
     )
 
@@ -178,6 +201,13 @@ def port_unavailable_line(exc: PortUnavailable) -> str:
     else:
         advice = "choose another port with --port N (--port 0: any free port)"
     return f"error: the API {exc}; {advice}"
+
+
+def print_storage_lines(emulator: Emulator) -> None:
+    """The storage endpoint and the only credentials it accepts (`serve` and `demo`)."""
+    storage = emulator.storage_credentials
+    print(f"storage {emulator.storage_url} bucket={emulator.uploads_bucket}")
+    print(f"storage-credentials {storage.access_key_id} {storage.secret_access_key}", flush=True)
 
 
 def install_stop_signals() -> threading.Event:
@@ -204,8 +234,9 @@ def serve(args: argparse.Namespace) -> int:
         print(port_unavailable_line(exc), file=sys.stderr, flush=True)
         return 1
     except Exception as exc:
-        # e.g. the port is taken, the data directory is in use: the message says it all
-        if not isinstance(exc, OSError | DataDirError):
+        # e.g. the port is taken, the data directory is in use, credentials refused: the
+        # message says it all
+        if not isinstance(exc, OSError | DataDirError | CredentialsError):
             traceback.print_exc()
         print(f"error: the stack did not start: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -217,7 +248,7 @@ def serve(args: argparse.Namespace) -> int:
             if tenant.new_key:  # a kept tenant's keys were printed when they were made
                 print(f"api-key {tenant.name} {tenant.api_key}")
             print(f"webhook-secret {tenant.name} {tenant.webhook_secret}")
-        print(f"storage {emulator.storage_url} bucket={emulator.uploads_bucket}", flush=True)
+        print_storage_lines(emulator)
         print(f"ready {emulator.api_url}", flush=True)
         while not stop.wait(0.5):
             pass

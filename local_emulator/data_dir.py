@@ -12,6 +12,8 @@ The layout (every name under DIR is listed here, so one more kept thing is one m
     secrets.json      Secrets Manager's secrets: the tenants' signing secrets (kept_secrets.py)
     tenants.json      the stack's tenants in order (the first is the default tenant)
     ports.json        the storage endpoint's port: the output links handed out name it
+    credentials.json  the storage endpoint's access key and the embedded MongoDB's user
+                      (credentials.py, which reads and writes it)
 
 Everything is written before the call that changes it answers (an object's PUT, a message's
 SendMessage), so a stack killed at any moment (SIGKILL) finds on its next start everything it

@@ -23,7 +23,12 @@ from typing import Any
 import requests
 
 from local_emulator.api_server import PortUnavailable
-from local_emulator.cli import install_stop_signals, make_emulator, port_unavailable_line
+from local_emulator.cli import (
+    install_stop_signals,
+    make_emulator,
+    port_unavailable_line,
+    print_storage_lines,
+)
 from local_emulator.data_dir import DataDirError
 from local_emulator.servers import TrackingHTTPServer, serve_in_thread, server_url, stop_server
 
@@ -233,7 +238,7 @@ def run_demo(args: argparse.Namespace) -> int:
         emulator.start()
         api = emulator.api_url
         print(emulator.state_line)
-        print(f"storage {emulator.storage_url} bucket={emulator.uploads_bucket}")
+        print_storage_lines(emulator)
         print(f"ready {api}", flush=True)
         image_server, images_base = _start(
             TrackingHTTPServer(

@@ -1,4 +1,9 @@
-"""The embedded MongoDB-compatible server: mongoeco's wire server on its own event loop."""
+"""The embedded MongoDB-compatible server: mongoeco's wire server on its own event loop.
+
+With `credentials` it admits only that user (SCRAM-SHA-256, source `admin`, mongoeco's own
+authentication; its SCRAM-SHA-1 does not agree with pymongo's): a client without them is
+refused every command but the handshake, and the URI it gives carries them
+(`mongodb://user:password@host:port/...&authMechanism=SCRAM-SHA-256`)."""
 
 from __future__ import annotations
 
@@ -8,7 +13,11 @@ import contextlib
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from local_emulator.credentials import MongoCredentials
 
 MongoEngine = Literal["memory", "sqlite"]
 
@@ -26,7 +35,9 @@ class EmbeddedMongo:
         port: int = 0,
         engine: MongoEngine = "memory",
         data_dir: Path | None = None,
+        credentials: MongoCredentials | None = None,
     ) -> None:
+        self._credentials = credentials
         self._host = host
         self._port = port
         self._engine_kind: MongoEngine = engine
@@ -82,17 +93,46 @@ class EmbeddedMongo:
 
     async def _serve(self) -> None:
         from mongoeco.wire._lifecycle import finish_cleanup
+        from mongoeco.wire.auth import WireAuthUser
         from mongoeco.wire.proxy import AsyncMongoEcoProxyServer
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        credentials = self._credentials
+        users = (
+            (
+                WireAuthUser(
+                    credentials.username,
+                    credentials.password,
+                    source="admin",
+                    mechanisms=("SCRAM-SHA-256",),
+                    roles=({"role": "root", "db": "admin"},),
+                ),
+            )
+            if credentials is not None
+            else ()
+        )
         with tempfile.TemporaryDirectory(prefix="emulator-mongo-") as scratch:
             proxy = AsyncMongoEcoProxyServer(
-                engine=self._make_engine(Path(scratch)), host=self._host, port=self._port
+                engine=self._make_engine(Path(scratch)),
+                host=self._host,
+                port=self._port,
+                auth_users=users,
             )
             try:
                 address = await asyncio.wait_for(proxy.start(), timeout=15)
-                self._uri.set_result(str(address.uri))
+                self._uri.set_result(_with_credentials(str(address.uri), credentials))
                 await self._stop.wait()
             finally:
                 await finish_cleanup(proxy.close())
+
+
+def _with_credentials(uri: str, credentials: MongoCredentials | None) -> str:
+    """`mongodb://host:port/?directConnection=true` with the user, its password and its
+    authentication source."""
+    if credentials is None:
+        return uri
+    user = f"{quote(credentials.username, safe='')}:{quote(credentials.password, safe='')}"
+    scheme, _, rest = uri.partition("://")
+    separator = "&" if "?" in rest else "?"
+    return f"{scheme}://{user}@{rest}{separator}authSource=admin&authMechanism=SCRAM-SHA-256"

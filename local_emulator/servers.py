@@ -5,21 +5,21 @@ connections: a keep-alive connection leaves a thread blocked in `readline()` aft
 server is shut down. These servers remember their open connections and end them on stop,
 then join every handler thread, so nothing outlives `stop_server`.
 
-moto's S3 stores any browser POST upload; the moto server here checks them against their
-POST policy first, as S3 does (`post_policy.py`). moto also serves requests without
-credentials (lists, writes); here they are refused as on a private bucket, but the reads a
-bucket's CDN may make, which its stand-in answers (`cdn.py`).
+moto checks no signature and stores any browser POST upload; the moto server here is
+behind the doors AWS has: its management API hidden and CORS by bucket rules
+(`storage_doors.py`), every signature checked against the emulator's one access key
+(`sigv4_check.py`), requests without credentials refused as on a private bucket but the
+reads a bucket's CDN may make, which its stand-in answers (`cdn.py`), and browser POST
+uploads checked against their POST policy (`post_policy.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import socket
 import socketserver
 import threading
-import urllib.request
 from collections.abc import Mapping
 from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -27,9 +27,12 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.serving import ThreadedWSGIServer
 
 from local_emulator.cdn import SigV4Signer, StorageAccess
+from local_emulator.credentials import StorageCredentials, new_storage_credentials
 from local_emulator.kept_objects import OneWritePerRequest
 from local_emulator.post_policy import PolicyChecker, PostPolicyMiddleware, path_bucket
 from local_emulator.provision import REGION
+from local_emulator.sigv4_check import SignatureCheck, SignatureVerifier
+from local_emulator.storage_doors import CorsRule, StorageDoors
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -37,11 +40,6 @@ if TYPE_CHECKING:
     _ServerBase = socketserver.TCPServer
 else:
     _ServerBase = object
-
-# moto's fake credentials: what the emulator gives every client, and the only key whose
-# signatures its storage accepts.
-ACCESS_KEY_ID = "testing"
-SECRET_ACCESS_KEY = "testing"  # noqa: S105
 
 
 class ConnectionTrackingMixin(_ServerBase):
@@ -160,6 +158,27 @@ class MotoBuckets:
         found = self._bucket(bucket)
         return None if found is None else str(found.region_name)
 
+    def bucket_named(self, environ: WSGIEnvironment) -> str | None:
+        """The existing bucket an S3 request names, for its object or itself."""
+        target = self.object_of(environ)
+        name = target[0] if target is not None else self.bucket_of(environ)
+        return name if name and self.exists(name) else None
+
+    def cors_rules(self, bucket: str) -> list[CorsRule]:
+        found = self._bucket(bucket)
+        return [
+            CorsRule(
+                allowed_methods=tuple(rule.allowed_methods or ()),
+                allowed_origins=tuple(rule.allowed_origins or ()),
+                allowed_headers=tuple(rule.allowed_headers or ()),
+                exposed_headers=tuple(rule.exposed_headers or ()),
+                max_age_seconds=(
+                    int(rule.max_age_seconds) if rule.max_age_seconds is not None else None
+                ),
+            )
+            for rule in (found.cors if found is not None else [])
+        ]
+
     def cors_headers(self, bucket: str, origin: str) -> list[tuple[str, str]]:
         from moto.s3.utils import cors_matches_origin
 
@@ -183,20 +202,22 @@ class MotoServer:
     """moto's HTTP server (every AWS service moto emulates) on one loopback port.
 
     Same app and request handler as `moto.server.ThreadedMotoServer`, on a server that
-    closes its listening socket and its connections when stopped, with S3's POST policy
-    enforced on browser uploads (`credentials`: access key id -> secret, by default the
-    emulator's fake pair).
+    closes its listening socket and its connections when stopped, behind the doors of the
+    module's docstring. `credentials` is the one access key it accepts (new if not given).
     """
 
     def __init__(
         self,
         host: str = "127.0.0.1",
         port: int = 0,
-        credentials: Mapping[str, str] | None = None,
+        credentials: StorageCredentials | None = None,
     ) -> None:
         self._host = host
         self._port = port
-        self._credentials = dict(credentials or {ACCESS_KEY_ID: SECRET_ACCESS_KEY})
+        self.credentials = credentials or new_storage_credentials()
+        self._credentials: Mapping[str, str] = {
+            self.credentials.access_key_id: self.credentials.secret_access_key
+        }
         self._server: _MotoWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._access: StorageAccess | None = None
@@ -234,24 +255,29 @@ class MotoServer:
             PolicyChecker(self._credentials),
             buckets,
         )
-        access_key, secret_key = next(iter(self._credentials.items()))
-        self._access = StorageAccess(app, buckets, SigV4Signer(access_key, secret_key, REGION))
-        self._server = _MotoWSGIServer(
-            self._host, self._port, self._access, handler=MotoRequestHandler
+        credentials = self.credentials
+        self._access = StorageAccess(
+            app,
+            buckets,
+            SigV4Signer(credentials.access_key_id, credentials.secret_access_key, REGION),
         )
+        doors = StorageDoors(
+            SignatureCheck(self._access, SignatureVerifier(self._credentials)), buckets
+        )
+        self._server = _MotoWSGIServer(self._host, self._port, doors, handler=MotoRequestHandler)
         self._thread = serve_in_thread(self._server, "moto-server")
         self.reset()
         return self.url
 
     def reset(self) -> None:
         """Forget every resource (moto keeps its state per process, not per server), and
-        what the CDN's stand-in served."""
+        what the CDN's stand-in served: in this process, as `/moto-api/reset` would (which
+        is not reachable from outside)."""
+        from moto.moto_api._internal.models import moto_api_backend
+
         if self._access is not None:
             self._access.forget()
-        url = f"{self.url}/moto-api/reset"  # always http://host:port
-        request = urllib.request.Request(url, method="POST", data=b"")  # noqa: S310
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            json.loads(response.read() or b"{}")
+        moto_api_backend.reset()
 
     def stop(self) -> None:
         if self._server is None:

@@ -30,6 +30,8 @@ from botocore.config import Config
 from local_emulator.api_server import ApiServer
 from local_emulator.cdn import Fronted
 from local_emulator.containers import ContainerPool
+from local_emulator.credentials import StackCredentials, StorageCredentials
+from local_emulator.credentials import resolve as resolve_credentials
 from local_emulator.data_dir import DataDir, DataDirError, check_options, describe_state
 from local_emulator.dispatch import Dispatcher, Handler, Queues, SqsApiQueues, load_handler
 from local_emulator.gateway_auth import TemplateGateway, gateway_for_stack
@@ -41,7 +43,7 @@ from local_emulator.provision import (
     ProvisionedStack,
     Provisioner,
 )
-from local_emulator.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer
+from local_emulator.servers import MotoServer
 from local_emulator.tenants import (
     DEFAULT_TENANTS,
     LocalTenant,
@@ -137,6 +139,10 @@ class EmulatorOptions:
     # used as is, others are new at each start. None given: the tenants data_dir keeps, else
     # DEFAULT_TENANTS.
     tenants: Sequence[str] = ()
+    # The storage endpoint's one access key (serve --storage-credentials); else
+    # STORAGE_ACCESS_KEY_ID/STORAGE_SECRET_ACCESS_KEY, what --data-dir keeps, or new
+    # (credentials.py).
+    storage_credentials: StorageCredentials | None = None
     log: Callable[[str], None] | None = None
     # The functions and the pollers reach S3 and SQS through moto's backends in this
     # process, not HTTP (LOCAL_AWS_IN_PROCESS=0 turns it off, e.g. to measure the difference).
@@ -214,6 +220,7 @@ class Emulator:
         self.tenant_secrets_prefix = ""
         self.mongo_uri = ""
         self.embedded_mongo = False
+        self._credentials: StackCredentials | None = None
 
     # -- public surface -------------------------------------------------------------
     @property
@@ -263,15 +270,30 @@ class Emulator:
     def schedule_scale(self) -> float:
         return self._schedule_scale if self._schedule_scale is not None else self.time_scale
 
+    @property
+    def credentials(self) -> StackCredentials:
+        """The storage endpoint's access key and the embedded MongoDB's user."""
+        if self._credentials is None:
+            raise RuntimeError("the emulator is not running")
+        return self._credentials
+
+    @property
+    def storage_credentials(self) -> StorageCredentials:
+        return self.credentials.storage
+
     def session(self) -> boto3.session.Session:
+        storage = self.storage_credentials
         return boto3.session.Session(
-            aws_access_key_id=ACCESS_KEY_ID,
-            aws_secret_access_key=SECRET_ACCESS_KEY,
+            aws_access_key_id=storage.access_key_id,
+            aws_secret_access_key=storage.secret_access_key,
             region_name=REGION,
         )
 
     def s3_client(self) -> S3Client:
-        return self.session().client("s3", endpoint_url=self.storage_url)
+        # SigV4, presigned URLs included: S3 refuses SigV2 on buckets made since 2020, and
+        # so does the emulator's storage
+        config = Config(signature_version="s3v4")
+        return self.session().client("s3", endpoint_url=self.storage_url, config=config)
 
     def sqs_client(self) -> SQSClient:
         return self.session().client("sqs", endpoint_url=self.storage_url)
@@ -413,6 +435,9 @@ class Emulator:
         user_env = dict(os.environ)
         self._open_data_dir(user_env)
         local_host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
+        self._credentials, _ = resolve_credentials(
+            self.options.storage_credentials, user_env, self.data_dir
+        )
         self._set_aws_environment(local_host)
         self._start_moto(local_host)
         self._start_mongo(user_env)
@@ -451,9 +476,10 @@ class Emulator:
 
     def _set_aws_environment(self, local_host: str) -> None:
         """Credentials and region before any boto3 client exists; loopback never proxied."""
+        storage = self.storage_credentials
         for name, value in {
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "AWS_ACCESS_KEY_ID": storage.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": storage.secret_access_key,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
         }.items():
@@ -471,7 +497,7 @@ class Emulator:
         """moto's server; with a data directory on the port it had before (the output links
         handed out name it)."""
         port = self._data.kept_port("storage") if self._data is not None else 0
-        self._moto = MotoServer(local_host, port)
+        self._moto = MotoServer(local_host, port, credentials=self.storage_credentials)
         try:
             self._setenv("AWS_ENDPOINT_URL", self._moto.start())
         except OSError as exc:
@@ -489,7 +515,12 @@ class Emulator:
         if user_env.get("MONGO_URI"):
             self.mongo_uri = user_env["MONGO_URI"]
             return
-        self._mongo = EmbeddedMongo("127.0.0.1", engine=self.mongo_engine, data_dir=self.data_dir)
+        self._mongo = EmbeddedMongo(
+            "127.0.0.1",
+            engine=self.mongo_engine,
+            data_dir=self.data_dir,
+            credentials=self.credentials.mongo,
+        )
         self.mongo_uri = self._mongo.start()
         self.embedded_mongo = True
 
@@ -668,6 +699,7 @@ class Emulator:
                 errors.append(exc)
         self._dispatcher = self._api = self._moto = self._mongo = None
         self._kept = self._data = None
+        self._credentials = None
         self._pools = []
         self._session = None
         for name, value in self._saved_env.items():

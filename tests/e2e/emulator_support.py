@@ -290,6 +290,22 @@ def api_key(lines: dict[str, str], tenant: str | None = None) -> str:
     return lines[f"api-key {tenant}"]
 
 
+def storage_client(lines: dict[str, str], service: str) -> Any:
+    """A boto3 client of `service` on the storage endpoint `serve` printed, with the only
+    credentials it accepts (its `storage-credentials` line)."""
+    import boto3
+    from botocore.config import Config
+
+    key_id, _, secret = lines["storage-credentials"].partition(" ")
+    return boto3.session.Session(
+        aws_access_key_id=key_id, aws_secret_access_key=secret, region_name="us-east-1"
+    ).client(  # type: ignore[call-overload]
+        service,
+        endpoint_url=lines["storage"].partition(" bucket=")[0],
+        config=Config(signature_version="s3v4"),
+    )
+
+
 def bearer(key: str) -> dict[str, str]:
     """The header of a call to the API with this key."""
     return {"Authorization": f"Bearer {key}"}

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import signal
+import stat
+import subprocess
 import sys
 import threading
 import time
@@ -40,6 +42,7 @@ from tests.e2e.emulator_support import (
     child_pids,
     port_open,
     serve_process,
+    storage_client,
     write_fake_stack,
 )
 from tests.support.waiting import wait_until
@@ -146,7 +149,10 @@ def test_real_template_provisions() -> None:
     """Every bucket, queue, redrive, notification and event source of template.yaml."""
     moto = MotoServer()
     env_before = dict(os.environ)
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=moto.credentials.access_key_id,
+        AWS_SECRET_ACCESS_KEY=moto.credentials.secret_access_key,
+    )
     try:
         endpoint = moto.start()
         os.environ["AWS_ENDPOINT_URL"] = endpoint
@@ -250,7 +256,8 @@ def test_environment_comes_from_the_template(emu: Emulator) -> None:
     assert env["MAX_ROWS"] == "100"
     assert env["STACK_LABEL"] == "image-pipeline-123456789012"
     assert "NEVER_SET" not in env
-    assert env["MONGO_URI"].startswith("mongodb://127.0.0.1:")
+    user = emu.credentials.mongo  # the embedded MongoDB wants its user
+    assert env["MONGO_URI"].startswith(f"mongodb://{user.username}:{user.password}@127.0.0.1:")
     assert env["WEBHOOK_SECRET"].startswith("whsec_")
     assert env["WEBHOOK_SECRET"] == emu.webhook_secret
     # the emulator's own 5,30,120,600,900,900 (LOCAL_PARAMETERS), not the template's, x 0.1
@@ -448,6 +455,66 @@ def test_serve_prints_storage_and_ready_then_stops_on_sigterm(fake_template: Pat
     for url in (storage_url, api):
         parts = urlsplit(url)
         assert not port_open(parts.hostname or "", parts.port or 0)
+
+
+def test_serve_prints_the_only_storage_credentials_and_a_data_dir_keeps_them(
+    fake_template: Path, tmp_path: Path
+) -> None:
+    """`storage-credentials <id> <secret>` before `ready`: the endpoint takes them and no
+    other; given by flag or environment, kept under --data-dir (0600) for the next start,
+    and a flag that contradicts what is kept is a clear error."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    def s3(storage: str, key_id: str, secret: str) -> Any:
+        return boto3.session.Session(
+            aws_access_key_id=key_id, aws_secret_access_key=secret, region_name="us-east-1"
+        ).client("s3", endpoint_url=storage)
+
+    base = ("--port", "0", "--template", str(fake_template), "--quiet")
+    # this module's stack (`emu`) runs meanwhile, its functions' MONGO_URI in os.environ:
+    # a --data-dir keeps its own database, so serve must not inherit one
+    own_db = {"MONGO_URI": ""}
+    with serve_process(*base, "--data-dir", str(tmp_path), env=own_db) as (_process, lines):
+        words = [line.split(" ")[0] for line in lines.all]
+        assert words.index("storage-credentials") < words.index("ready")
+        key_id, secret = lines["storage-credentials"].split(" ")
+        storage = lines["storage"].partition(" bucket=")[0]
+        assert storage_client(lines, "s3").list_buckets()["Buckets"]
+        assert storage_client(lines, "sqs").list_queues()["QueueUrls"]
+        with pytest.raises(ClientError) as caught:
+            s3(storage, "testing", "testing").list_buckets()
+        assert caught.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    assert stat.S_IMODE((tmp_path / "credentials.json").stat().st_mode) == 0o600
+    with serve_process(*base, "--data-dir", str(tmp_path), env=own_db) as (_process, lines):
+        assert lines["storage-credentials"] == f"{key_id} {secret}"
+    given = ("AKIAGIVENBYFLAG00001", "given-by-flag-secret")
+    with serve_process(*base, "--storage-credentials", ":".join(given)) as (_process, lines):
+        assert lines["storage-credentials"] == " ".join(given)
+    env = {"STORAGE_ACCESS_KEY_ID": "AKIAGIVENBYENV000001", "STORAGE_SECRET_ACCESS_KEY": "from-env"}
+    with serve_process(*base, env=env) as (_process, lines):
+        assert lines["storage-credentials"] == "AKIAGIVENBYENV000001 from-env"
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "local_emulator",
+            "serve",
+            *base,
+            "--data-dir",
+            str(tmp_path),
+            "--storage-credentials",
+            ":".join(given),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, **own_db},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "keeps other storage credentials" in refused.stderr
 
 
 def test_serve_stops_on_sigint(fake_template: Path) -> None:

@@ -588,3 +588,36 @@ def test_idle_and_slow_clients_are_cut_off_in_bounded_time(port: int) -> None:
             body_answer.elapsed,
         )
     )
+
+
+SLOW_CONNECTIONS = 200
+
+
+def test_normal_requests_are_answered_while_200_slow_connections_are_open(port: int) -> None:
+    """Slowloris against the emulator as it runs (128 request threads): 200 connections that
+    sent a request line and a Host header and then nothing. Each normal request is answered
+    well before the slow ones' header timeout (on main, 128 of them made every request wait
+    for it: 11 s); prints the latencies."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(SLOW_CONNECTIONS):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n")
+            held.append(sock)
+        latencies = []
+        for _ in range(20):
+            answer = exchange(
+                port, request("GET", "/api/health"), timeout=LIMITS.header_seconds / 2
+            )
+            assert answer.status == 200
+            latencies.append(answer.elapsed)
+        still_open = sum(1 for sock in held if not select.select([sock], [], [], 0)[0])
+    finally:
+        for sock in held:
+            sock.close()
+    latencies.sort()
+    print(
+        f"under {SLOW_CONNECTIONS} slow connections: /api/health p50 "
+        f"{statistics.median(latencies) * 1000:.1f} ms, p90 {latencies[17] * 1000:.1f} ms, "
+        f"max {latencies[-1] * 1000:.1f} ms; {still_open} slow connections still open"
+    )

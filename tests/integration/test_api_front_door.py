@@ -1,11 +1,13 @@
 """The emulator's API server (local_emulator/api_server.py) over loopback, with a tiny Chalice
-app and small limits, so what takes seconds in the e2e table takes a fraction here: the
-connection cap, stopping with connections waiting, chunked bodies, errors the gateway answers
-in its own shape, and a binary body reaching the app base64-encoded."""
+app and small limits, so what takes seconds in the e2e table takes a fraction here: slow
+and idle connections holding no request thread, stopping with connections waiting, chunked
+bodies, errors the gateway answers in its own shape, and a binary body reaching the app
+base64-encoded."""
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -137,20 +139,82 @@ def test_an_unhandled_error_and_chalices_own_errors_take_the_contract_shape(
     assert headers["x-content-type-options"] == "nosniff"
 
 
-def test_connections_past_the_cap_wait_in_the_backlog_and_are_served(server: ApiServer) -> None:
-    port = server.address[1]
-    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(LIMITS.max_connections)]
+SLOW_CONNECTIONS = 200
+
+
+@pytest.fixture
+def patient_server() -> Iterator[ApiServer]:
+    """2 request threads, and a header timeout long enough that no slow connection of the
+    test below is cut off while it runs."""
+    limits = FrontDoorLimits(idle_seconds=60, header_seconds=60, max_connections=2)
+    api = ApiServer(make_app(), "127.0.0.1", 0, quiet=True, limits=limits)
+    api.start()
     try:
-        time.sleep(0.1)
-        started = time.monotonic()
-        status, _, _ = send(port, get("/ok"))  # waits until an idle one is cut off
-        waited = time.monotonic() - started
-        assert status == 200
-        assert waited >= LIMITS.idle_seconds * 0.5
-        assert waited < LIMITS.idle_seconds + 5
+        yield api
     finally:
-        for sock in idle:
+        api.stop()
+
+
+def test_slow_and_idle_connections_hold_no_request_thread(patient_server: ApiServer) -> None:
+    """Slowloris: 200 connections that sent a request line and a Host header, and never the
+    end of their heads, and as many idle ones, against a server of 2 request threads: a
+    normal request is answered while every one of them is still open (on a thread per
+    connection it waited for their 60 s header timeouts)."""
+    port = patient_server.address[1]
+    assert patient_server.limits.max_connections < SLOW_CONNECTIONS
+    held: list[socket.socket] = []
+    try:
+        for _ in range(SLOW_CONNECTIONS):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET /ok HTTP/1.1\r\nHost: localhost\r\n")
+            held.append(sock)
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))  # idle
+        for _ in range(3):
+            status, _, body = send(port, get("/ok"), timeout=20)  # long before their timeout
+            assert status == 200 and json.loads(body) == {"ok": True}
+        # none of them was cut off to make room: none has an answer or an end yet
+        readable, _, _ = select.select(held, [], [], 0)
+        assert readable == []
+    finally:
+        for sock in held:
             sock.close()
+
+
+def test_slow_bodies_hold_no_request_thread(patient_server: ApiServer) -> None:
+    """200 requests whose heads announce a small body that never comes: a normal request
+    is answered while they all wait (their bodies are waited for without a thread)."""
+    port = patient_server.address[1]
+    held: list[socket.socket] = []
+    try:
+        for _ in range(SLOW_CONNECTIONS):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(
+                get(
+                    "/echo",
+                    "Content-Type: text/plain",
+                    "Content-Length: 100",
+                    body=b"x",
+                    method="POST",
+                )
+            )
+            held.append(sock)
+        status, _, body = send(port, get("/ok"), timeout=20)
+        assert status == 200 and json.loads(body) == {"ok": True}
+        readable, _, _ = select.select(held, [], [], 0)
+        assert readable == []
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_body_that_stops_coming_is_a_408(server: ApiServer) -> None:
+    started = time.monotonic()
+    status, _, body = send(
+        server.address[1],
+        get("/echo", "Content-Type: text/plain", "Content-Length: 100", body=b"x", method="POST"),
+    )
+    assert status == 408 and "body" in json.loads(body)["error"]
+    assert time.monotonic() - started >= LIMITS.body_stall_seconds * 0.9
 
 
 def test_stop_ends_open_and_waiting_connections(server: ApiServer) -> None:

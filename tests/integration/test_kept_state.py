@@ -231,9 +231,11 @@ def _nothing_left_active() -> Iterator[None]:
 def test_an_object_put_over_http_is_on_disk_with_its_headers_when_the_put_answers(
     tmp_path: Path,
 ) -> None:
-    from local_emulator.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer
+    from local_emulator.credentials import new_storage_credentials
+    from local_emulator.servers import MotoServer
 
-    server = MotoServer("127.0.0.1", 0)
+    credentials = new_storage_credentials()
+    server = MotoServer("127.0.0.1", 0, credentials=credentials)
     kept = KeptObjects(tmp_path / "objects")
     url = server.start()
     try:
@@ -241,8 +243,8 @@ def test_an_object_put_over_http_is_on_disk_with_its_headers_when_the_put_answer
             "s3",
             endpoint_url=url,
             region_name=REGION,
-            aws_access_key_id=ACCESS_KEY_ID,
-            aws_secret_access_key=SECRET_ACCESS_KEY,
+            aws_access_key_id=credentials.access_key_id,
+            aws_secret_access_key=credentials.secret_access_key,
         )
         s3.create_bucket(Bucket=OUTPUTS)
         kept.activate()

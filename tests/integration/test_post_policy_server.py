@@ -20,7 +20,12 @@ from botocore.exceptions import ClientError
 from chalicelib.adapters.s3 import S3ObjectStore
 from chalicelib.config import Settings
 
-from local_emulator.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer
+from local_emulator.credentials import new_storage_credentials
+from local_emulator.servers import MotoServer
+
+CREDENTIALS = new_storage_credentials()  # the one key the server accepts
+ACCESS_KEY_ID = CREDENTIALS.access_key_id
+SECRET_ACCESS_KEY = CREDENTIALS.secret_access_key
 
 REGION = "us-east-1"
 MAX = Settings().max_csv_bytes
@@ -30,7 +35,7 @@ PAGE = "http://127.0.0.1:8000"
 
 @pytest.fixture(scope="module")
 def storage() -> Iterator[str]:
-    server = MotoServer()
+    server = MotoServer(credentials=CREDENTIALS)
     url = server.start()
     try:
         yield url
@@ -171,8 +176,9 @@ def test_each_refusal_has_s3s_status_and_code_and_stores_nothing(s3: Bucket, cas
     assert error.tag == "Error"
     assert error.findtext("Code") == code
     assert answer.headers["Content-Type"] == "application/xml"
-    # the page reads why (the bucket's CORS rule answers its origin on a refusal too)
-    assert answer.headers.get("Access-Control-Allow-Origin") == PAGE
+    # the page reads why (the bucket's CORS rule answers on a refusal too: as S3 does, `*`
+    # for a rule that allows any origin)
+    assert answer.headers.get("Access-Control-Allow-Origin") == "*"
     assert not exists(s3, key)
     assert not exists(s3, OTHER_KEY)
 

@@ -18,8 +18,13 @@ import requests
 from botocore.config import Config
 
 from local_emulator.cdn import Fronted
+from local_emulator.credentials import new_storage_credentials
 from local_emulator.provision import ACCOUNT_ID, REGION, Provisioner
-from local_emulator.servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer
+from local_emulator.servers import MotoServer
+
+CREDENTIALS = new_storage_credentials()  # the one key the server accepts
+ACCESS_KEY_ID = CREDENTIALS.access_key_id
+SECRET_ACCESS_KEY = CREDENTIALS.secret_access_key
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 JPEG = b"\xff\xd8\xff\xe0 not much of a picture \xff\xd9"
@@ -38,7 +43,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     """template.yaml provisioned on a moto server, its distribution stood in for."""
-    server = MotoServer()
+    server = MotoServer(credentials=CREDENTIALS)
     url = server.start()
     session = boto3.session.Session(
         aws_access_key_id=ACCESS_KEY_ID,
