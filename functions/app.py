@@ -160,15 +160,16 @@ def _request() -> Any:
 @api_errors
 def upload_and_process_document() -> Response:
     request = _request()
-    return _respond(
-        http_api.upload_document(
-            bootstrap.dependencies(),
-            tenant=_tenant(),
-            content_type=request.headers.get("content-type", ""),
-            body=request.raw_body or b"",
-            idempotency_key=request.headers.get("idempotency-key"),
+    with observability.phase("upload"):
+        return _respond(
+            http_api.upload_document(
+                bootstrap.dependencies(),
+                tenant=_tenant(),
+                content_type=request.headers.get("content-type", ""),
+                body=request.raw_body or b"",
+                idempotency_key=request.headers.get("idempotency-key"),
+            )
         )
-    )
 
 
 @app.route(
@@ -200,15 +201,16 @@ def create_upload() -> Response:
 @api_errors
 def get_processing_status(requestId: str) -> Response:
     params = _request().query_params or {}
-    return _respond(
-        http_api.processing_status(
-            bootstrap.dependencies(),
-            requestId,
-            params.get("limit"),
-            params.get("cursor"),
-            tenant=_tenant(),
+    with observability.phase("status"):
+        return _respond(
+            http_api.processing_status(
+                bootstrap.dependencies(),
+                requestId,
+                params.get("limit"),
+                params.get("cursor"),
+                tenant=_tenant(),
+            )
         )
-    )
 
 
 @app.route("/api/jobs", methods=["GET"], authorizer=api_key_authorizer)
@@ -294,13 +296,15 @@ def index() -> Response:
 
 @app.on_sqs_message(queue="IngestQueue", batch_size=1, name="ingest_csv")
 def ingest_csv(event: SQSEvent) -> queue_handlers.BatchResponse:
-    with _invocation(event):
+    with _invocation(event), observability.phase("ingest"):
         return queue_handlers.ingest(bootstrap.dependencies(), _records(event), _budget(event))
 
 
 @app.on_sqs_message(queue="RowsQueue", batch_size=10, name="process_rows")
 def process_rows(event: SQSEvent) -> queue_handlers.BatchResponse:
-    with _invocation(event):
+    # this thread's work is the rows' bookkeeping (messages, cancel checks, records, the
+    # finalization claim); the images run on the pool's threads, in phases of their own
+    with _invocation(event), observability.phase("records"):
         return queue_handlers.rows(bootstrap.dependencies(), _records(event), _budget(event))
 
 
@@ -312,7 +316,7 @@ def rows_dead_letter(event: SQSEvent) -> queue_handlers.BatchResponse:
 
 @app.on_sqs_message(queue="FinalizeQueue", batch_size=1, name="finalize_jobs")
 def finalize_jobs(event: SQSEvent) -> queue_handlers.BatchResponse:
-    with _invocation(event):
+    with _invocation(event), observability.phase("finalize"):
         return queue_handlers.finalize(bootstrap.dependencies(), _records(event))
 
 

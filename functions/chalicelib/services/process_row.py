@@ -691,14 +691,17 @@ def _one_image(
     key = output_key(task.request_id, task.serial, index, task.options.format.extension)
     where: str | None = None
     try:
-        data = fetch_with_retries(deps, url, budget, task.attempts_spent(index), options.format)
-        where = reuse.address(deps, task.tenant, options, data)
-        copied = reuse.reuse(deps, task.tenant, where, key)
+        with observability.phase("download"):
+            data = fetch_with_retries(deps, url, budget, task.attempts_spent(index), options.format)
+        with observability.phase("records"):
+            where = reuse.address(deps, task.tenant, options, data)
+            copied = reuse.reuse(deps, task.tenant, where, key)
         if copied is not None:  # made before for this tenant: copied, not compressed again
             found = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=copied)
             reuse_cache(deps).put((task.request_id, url), found)
             return found
-        compressed = compress(data, options)
+        with observability.phase("compress"):
+            compressed = compress(data, options)
     except NoTimeLeft as short:
         return Deferred(short.attempts)
     except ImageFailure as failure:
@@ -710,8 +713,10 @@ def _one_image(
         log.exception("unexpected error on %s", url)
         return ImageResult(url, error_code=code, error_message=str(exc)[:300], bytes_in=len(data))
     cache_control = output_cache_control(settings)
-    deps.outputs.put_bytes(key, compressed.data, compressed.content_type, cache_control)
-    reuse.remember(deps, task.tenant, where, key, len(compressed.data))
+    with observability.phase("storage"):
+        deps.outputs.put_bytes(key, compressed.data, compressed.content_type, cache_control)
+    with observability.phase("records"):
+        reuse.remember(deps, task.tenant, where, key, len(compressed.data))
     result = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=len(compressed.data))
     reuse_cache(deps).put((task.request_id, url), result)
     return result
