@@ -211,7 +211,8 @@ def process_rows(
     recorded = _recorded_rows(deps, tasks_left)
     live: dict[int, dict[int, Future[ImageOutcome]]] = {}
     in_batch: dict[tuple[str, str], Future[ImageOutcome]] = {}
-    reuse = reuse_cache(deps)
+    cache = reuse_cache(deps)
+    remembered = reuse.Pending()
     for n, task in enumerate(tasks):
         if task.request_id in stopped or (task.request_id, task.position) in recorded:
             continue
@@ -227,7 +228,7 @@ def process_rows(
             # The same URL anywhere in the job is fetched and compressed once: within the
             # batch the rows share one future; later rows reuse the stored output.
             job_url = (task.request_id, url)
-            reused = reuse.get(job_url)
+            reused = cache.get(job_url)
             if reused is not None:
                 futures[index] = _resolved(reused)
                 continue
@@ -241,6 +242,7 @@ def process_rows(
                     url,
                     index,
                     budget,
+                    remembered,
                 )
                 in_batch[job_url] = deps.image_pool.run(
                     task.request_id, watch.guarded(task.request_id, work)
@@ -253,7 +255,10 @@ def process_rows(
         # every row of this job in the batch was recorded before: a redelivery, whose first
         # delivery may have died between its last record and asking for finalization
         _finalize_if_done(deps, request_id, [])
-    _settle(deps, tasks, live, outcomes, budget, watch=watch)
+    try:
+        _settle(deps, tasks, live, outcomes, budget, watch=watch, remembered=remembered)
+    finally:
+        remembered.flush(deps)
     return outcomes
 
 
@@ -350,6 +355,7 @@ def _settle(
     budget: Budget,
     *,
     watch: CancelWatch,
+    remembered: reuse.Pending,
 ) -> None:
     """Wait for the rows' images; record each row as its images finish (rows finishing
     together in one call), until every row is dealt with or the budget is spent. While
@@ -398,6 +404,7 @@ def _settle(
                 continued.append((n, row))
         cancel_tasks(deps, tasks, halted, outcomes)
         _continue_rows(deps, tasks, continued, outcomes)
+        remembered.flush(deps)  # with the rows' record: the outputs are stored by now
         for n, error in record_batch(deps, done):
             outcomes[n] = error
     for n in live:  # the budget ran out with images still running: the row comes back
@@ -680,8 +687,13 @@ class NoTimeLeft(Exception):
         self.attempts = attempts
 
 
-def _one_image(
-    deps: Dependencies, task: RowTask, url: str, index: int, budget: Budget
+def _one_image(  # noqa: PLR0917 - a partial's arguments, in one place
+    deps: Dependencies,
+    task: RowTask,
+    url: str,
+    index: int,
+    budget: Budget,
+    remembered: reuse.Pending,
 ) -> ImageOutcome:
     """Fetch and compress one image. Expected failures become a result with a code; an image
     that cannot start in time is Deferred; a storage failure raises, so the row is retried."""
@@ -695,7 +707,7 @@ def _one_image(
             data = fetch_with_retries(deps, url, budget, task.attempts_spent(index), options.format)
         with observability.phase("records"):
             where = reuse.address(deps, task.tenant, options, data)
-            copied = reuse.reuse(deps, task.tenant, where, key)
+            copied = reuse.reuse(deps, task.tenant, where, key, remembered)
         if copied is not None:  # made before for this tenant: copied, not compressed again
             found = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=copied)
             reuse_cache(deps).put((task.request_id, url), found)
@@ -716,7 +728,7 @@ def _one_image(
     with observability.phase("storage"):
         deps.outputs.put_bytes(key, compressed.data, compressed.content_type, cache_control)
     with observability.phase("records"):
-        reuse.remember(deps, task.tenant, where, key, len(compressed.data))
+        reuse.remember(task.tenant, where, key, len(compressed.data), remembered)
     result = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=len(compressed.data))
     reuse_cache(deps).put((task.request_id, url), result)
     return result
