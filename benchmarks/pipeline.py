@@ -50,9 +50,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import requests
 from pymongo import MongoClient
 
 from benchmarks import corpus
@@ -373,16 +375,25 @@ class Served:
         started = time.perf_counter()
         request_id, accepted = submit_csv(self.api_url, key, body, "bench.csv", timeout=120)
         deadline = started + 1800
-        while time.perf_counter() < deadline:
-            time.sleep(POLL_SERVED)
-            answer = get_status(self.api_url, key, request_id, timeout=30)
-            answer.raise_for_status()
-            doc = answer.json()
-            if doc["status"] in TERMINAL:
-                seen = time.perf_counter() - started
-                break
-        else:
-            raise RuntimeError(f"job {request_id} did not end")
+        etag, doc = "", {}
+        with requests.Session() as session:  # a client keeps its connection, as the CLI's does
+            while time.perf_counter() < deadline:
+                time.sleep(POLL_SERVED)
+                # as the command-line client watches a job: the progress (`limit=1`), with
+                # the tag of the last answer; then the whole status once it has ended
+                answer = get_status(
+                    self.api_url, key, request_id, 30, etag=etag, session=session, limit=1
+                )
+                if answer.status_code == HTTPStatus.NOT_MODIFIED:
+                    continue
+                answer.raise_for_status()
+                etag, doc = answer.headers.get("ETag", ""), answer.json()
+                if doc["status"] in TERMINAL:
+                    seen = time.perf_counter() - started
+                    get_status(self.api_url, key, request_id, 30, session=session)
+                    break
+            else:
+                raise RuntimeError(f"job {request_id} did not end")
         if doc["status"] != "completed":
             raise RuntimeError(f"job {request_id} ended {doc['status']}: {doc.get('progress')}")
         time.sleep(SETTLE)

@@ -404,7 +404,6 @@ def _settle(
                 continued.append((n, row))
         cancel_tasks(deps, tasks, halted, outcomes)
         _continue_rows(deps, tasks, continued, outcomes)
-        remembered.flush(deps)  # with the rows' record: the outputs are stored by now
         for n, error in record_batch(deps, done):
             outcomes[n] = error
     for n in live:  # the budget ran out with images still running: the row comes back

@@ -59,6 +59,7 @@ def address(deps: Dependencies, tenant: str, options: CompressOptions, data: byt
 
 
 _KEYS: dict[tuple[int, str], str] = {}  # per container: a tenant's key never changes
+_KEYS_LOCK = threading.Lock()  # a new tenant's images ask at once: one of them reads it
 
 
 def forget_reuse_keys() -> None:
@@ -68,10 +69,14 @@ def forget_reuse_keys() -> None:
 
 def _tenant_key(deps: Dependencies, tenant: str) -> str | None:
     cached = _KEYS.get((id(deps.reuse), tenant))
-    if cached is None:
-        cached = deps.reuse.reuse_key(tenant)
-        if cached is not None:
-            _KEYS[(id(deps.reuse), tenant)] = cached
+    if cached is not None:
+        return cached
+    with _KEYS_LOCK:
+        cached = _KEYS.get((id(deps.reuse), tenant))
+        if cached is None:
+            cached = deps.reuse.reuse_key(tenant)
+            if cached is not None:
+                _KEYS[(id(deps.reuse), tenant)] = cached
     return cached
 
 
