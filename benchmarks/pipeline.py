@@ -599,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cache", type=Path, default=corpus.DEFAULT_CACHE)
     args = parser.parse_args(argv)
+    # killed, still stop `serve` and the pools (the finally blocks run on SystemExit)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
     if rounds < (QUICK_ROUNDS if args.quick else MIN_ROUNDS):
         parser.error(f"at least {QUICK_ROUNDS if args.quick else MIN_ROUNDS} rounds")
