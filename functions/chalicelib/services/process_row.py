@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import math
 import random
 import threading
 import time
@@ -366,12 +367,16 @@ def _settle(
         if not ready:
             if left <= 0:
                 break
+            # only an image not started yet can still be stopped by a cancel: once every
+            # one has a thread (none is added later), wait for them without looking again
+            waiting = _waiting(live)
             wait(
                 _running(live),
-                timeout=min(left, watch.wait_seconds()),
+                timeout=min(left, watch.wait_seconds()) if waiting else _seconds(left),
                 return_when=FIRST_COMPLETED,
             )
-            watch.check([tasks[n] for n in live])
+            if waiting:
+                watch.check([tasks[n] for n in live])
             continue
         if len(ready) < len(live) and left > 0:
             # rows finishing close together go in one update (one write, not one per row)
@@ -419,6 +424,17 @@ def _settle(
 def _ready(live: Mapping[int, Mapping[int, Future[ImageOutcome]]]) -> list[int]:
     """The rows whose images are all done."""
     return [n for n, futures in live.items() if all(f.done() for f in futures.values())]
+
+
+def _seconds(left: float) -> float | None:
+    """A wait's timeout for the time left (None: an unlimited budget, wait for good)."""
+    return left if math.isfinite(left) else None
+
+
+def _waiting(live: Mapping[int, Mapping[int, Future[ImageOutcome]]]) -> bool:
+    """Whether an image of these rows still waits for a pool thread (a cancel can stop it);
+    while every one has started, reading which jobs are cancelled would change nothing."""
+    return any(not (f.running() or f.done()) for futures in live.values() for f in futures.values())
 
 
 def _running(live: Mapping[int, Mapping[int, Future[ImageOutcome]]]) -> set[Future[ImageOutcome]]:
