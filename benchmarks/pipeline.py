@@ -639,11 +639,17 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     pipe = Embedded(base, rounds, worker_processes, [host_pid, *bare.pids()], say)
                 try:
-                    worker = (
-                        "default worker mode"
-                        if worker_processes is None
-                        else f"LOCAL_WORKER_PROCESSES={int(worker_processes)}"
+                    in_processes = (
+                        worker_processes
+                        if worker_processes is not None
+                        else os.environ.get("LOCAL_WORKER_PROCESSES", "0").strip().lower()
+                        in {"1", "true", "yes", "on"}
                     )
+                    worker = (
+                        "the worker in processes of its own"
+                        if in_processes
+                        else "the worker in the emulator's process"
+                    ) + (" (the default)" if worker_processes is None else "")
                     found = measure(
                         pipe, bare=bare, plan=plan, warm=warm, items=items, rounds=rounds, say=say
                     )
