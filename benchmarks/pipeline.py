@@ -429,6 +429,17 @@ class Embedded:
         self.base = base
         self.exclude = list(exclude)
         os.environ["PHASE_METRICS"] = "1"
+        # The functions write their metric lines (EMF) to stderr: this process's, and that of
+        # the worker's processes it starts. Both go through a pipe read here, as CloudWatch
+        # reads a function's log; the other lines go on to the real stderr.
+        self.metrics = MetricSums()
+        self._stderr = os.dup(2)
+        readable, writable = os.pipe()
+        os.dup2(writable, 2)
+        os.close(writable)
+        threading.Thread(
+            target=self._pump, args=(readable, os.dup(self._stderr)), daemon=True
+        ).start()
         self.emu = Emulator(
             EmulatorOptions(
                 port=0,
@@ -440,17 +451,6 @@ class Embedded:
                 worker_processes=worker_processes,
             )
         ).start()
-        from chalicelib import observability  # noqa: PLC0415 - on the path once it runs
-
-        self.metrics = MetricSums()
-        buffer = observability.metrics()
-        original = buffer._sink  # the benchmark reads what CloudWatch would
-
-        def tee(line: str) -> None:
-            if not self.metrics.feed(line):
-                original(line)
-
-        buffer._sink = tee
         self.keys = {t.name: t.api_key for t in self.emu.tenants}
         self.client: Any = MongoClient(self.emu.mongo_uri)
         self.jobs = self.client[self.emu.environment.get("MONGO_DB", "image_pipeline")]["jobs"]
@@ -486,9 +486,21 @@ class Embedded:
         metrics = difference(self.metrics.snapshot(), before_metrics)
         return Job(elapsed, accepted, seen, len(plan.indices), metrics, cpu)
 
+    def _pump(self, readable: int, out: int) -> None:
+        with open(readable, errors="replace") as lines, open(out, "w") as sink:
+            for line in lines:
+                if not self.metrics.feed(line):
+                    sink.write(line)
+                    sink.flush()
+
     def close(self) -> None:
-        self.client.close()
-        self.emu.stop()
+        try:
+            self.client.close()
+            self.emu.stop()
+        finally:
+            sys.stderr.flush()
+            os.dup2(self._stderr, 2)  # the pipe's last writer goes: the pump ends
+            os.close(self._stderr)
 
 
 # -- the report ---------------------------------------------------------------------------------
