@@ -257,7 +257,7 @@ def process_rows(
         # delivery may have died between its last record and asking for finalization
         _finalize_if_done(deps, request_id, [])
     try:
-        _settle(deps, tasks, live, outcomes, budget, watch=watch, remembered=remembered)
+        _settle(deps, tasks, live, outcomes, budget, watch=watch)
     finally:
         remembered.flush(deps)
     return outcomes
@@ -356,7 +356,6 @@ def _settle(
     budget: Budget,
     *,
     watch: CancelWatch,
-    remembered: reuse.Pending,
 ) -> None:
     """Wait for the rows' images; record each row as its images finish (rows finishing
     together in one call), until every row is dealt with or the budget is spent. While

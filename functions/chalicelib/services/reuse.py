@@ -81,8 +81,8 @@ def _tenant_key(deps: Dependencies, tenant: str) -> str | None:
 
 
 class Pending:
-    """The newest copies of a worker's batch, remembered together (`flush`): one store call
-    for the batch's images, not one per image (on the embedded MongoDB each call cost the
+    """The newest copies of a worker's batch, remembered together at its end (`flush`): one
+    store call for the batch's images, not one per image (on the embedded MongoDB each call cost the
     pipeline benchmark speed; docs/performance.md). A copy not remembered (the invocation
     ended first, or the write failed) is only made again the next time: the index is a saving,
     never the truth about an output."""
