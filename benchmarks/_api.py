@@ -30,12 +30,23 @@ def submit_csv(
 
 
 def get_status(
-    api_url: str, api_key: str, request_id: str, timeout: float, **params: str | int
+    api_url: str,
+    api_key: str,
+    request_id: str,
+    timeout: float,
+    *,
+    etag: str = "",
+    session: requests.Session | None = None,
+    **params: str | int,
 ) -> requests.Response:
-    """GET `/api/getProcessingStatus/{request_id}` with these query parameters."""
-    return requests.get(
+    """GET `/api/getProcessingStatus/{request_id}` with these query parameters (and
+    `If-None-Match: etag`, as the command-line client sends the tag it last got)."""
+    headers = auth(api_key)
+    if etag:
+        headers["If-None-Match"] = etag
+    return (session or requests).get(
         f"{api_url}/api/getProcessingStatus/{request_id}",
         params=params,
-        headers=auth(api_key),
+        headers=headers,
         timeout=timeout,
     )

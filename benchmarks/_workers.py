@@ -113,6 +113,16 @@ def task(index: int) -> tuple[int, int, int, int, int]:
     return len(out), width, height, pid, rss
 
 
+def task_tagged(work: tuple[int, str]) -> int:
+    """Compress corpus file `index` with `tag` in its bytes (`benchmarks._distinct`), as the
+    pipeline's image host serves it; answers the output's size."""
+    from benchmarks._distinct import tagged  # noqa: PLC0415
+
+    index, tag = work
+    out, _, _ = _RUN(tagged(_DATA[index], tag))
+    return len(out)
+
+
 def output(index: int) -> bytes:
     """The compressed bytes of corpus file `index` (for the correctness checks)."""
     out, _, _ = _RUN(_DATA[index])

@@ -120,6 +120,17 @@ class PoolEngine:
             self.result.rss[pid] = max(rss, self.result.rss.get(pid, 0))
         return seconds, [a[0] for a in answers], [(a[1], a[2]) for a in answers]
 
+    def run_tagged(self, work: list[tuple[int, str]]) -> float:
+        """Seconds to compress these corpus files, each with its tag (`benchmarks._distinct`:
+        the bytes the pipeline's image host serves for it)."""
+        started = time.perf_counter()
+        list(self.pool.map(_workers.task_tagged, work))
+        return time.perf_counter() - started
+
+    def pids(self) -> list[int]:
+        """The pool's processes (for their CPU time)."""
+        return [p.pid for p in self.pool._processes.values() if p.pid]
+
     def outputs(self, indices: list[int]) -> list[bytes]:
         return list(self.pool.map(_workers.output, indices))
 

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             tenants=("alpha", "beta"),
             log=lambda line: None,
         )
-        with file_server(Path(folder)) as base, Emulator(options) as emu:
+        with file_server(Path(folder)) as (base, _host_pid), Emulator(options) as emu:
             run = Run(emu, base)
             run.alone()  # warm-up: imports, first clients
             alone = [run.alone() for _ in range(3)]

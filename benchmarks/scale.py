@@ -205,8 +205,11 @@ def _status_latency(api: str, api_key: str, request_id: str, rows: int) -> tuple
         times = []
         for _ in range(STATUS_CALLS):
             started = time.perf_counter()
-            params = {"cursor": cursor} if cursor else {}
-            answer = get_status(api, api_key, request_id, 60, **params)
+            answer = (
+                get_status(api, api_key, request_id, 60, cursor=cursor)
+                if cursor
+                else get_status(api, api_key, request_id, 60)
+            )
             answer.raise_for_status()
             times.append(time.perf_counter() - started)
         out.append(statistics.median(times))

@@ -160,15 +160,16 @@ def _request() -> Any:
 @api_errors
 def upload_and_process_document() -> Response:
     request = _request()
-    return _respond(
-        http_api.upload_document(
-            bootstrap.dependencies(),
-            tenant=_tenant(),
-            content_type=request.headers.get("content-type", ""),
-            body=request.raw_body or b"",
-            idempotency_key=request.headers.get("idempotency-key"),
+    with observability.phase("upload"):
+        return _respond(
+            http_api.upload_document(
+                bootstrap.dependencies(),
+                tenant=_tenant(),
+                content_type=request.headers.get("content-type", ""),
+                body=request.raw_body or b"",
+                idempotency_key=request.headers.get("idempotency-key"),
+            )
         )
-    )
 
 
 @app.route(
@@ -201,16 +202,17 @@ def create_upload() -> Response:
 def get_processing_status(requestId: str) -> Response:
     request = _request()
     params = request.query_params or {}
-    return _respond(
-        http_api.processing_status(
-            bootstrap.dependencies(),
-            requestId,
-            params.get("limit"),
-            params.get("cursor"),
-            tenant=_tenant(),
-            if_none_match=request.headers.get("if-none-match"),
+    with observability.phase("status"):
+        return _respond(
+            http_api.processing_status(
+                bootstrap.dependencies(),
+                requestId,
+                params.get("limit"),
+                params.get("cursor"),
+                tenant=_tenant(),
+                if_none_match=request.headers.get("if-none-match"),
+            )
         )
-    )
 
 
 @app.route("/api/jobs", methods=["GET"], authorizer=api_key_authorizer)
@@ -303,13 +305,15 @@ def index() -> Response:
 
 @app.on_sqs_message(queue="IngestQueue", batch_size=1, name="ingest_csv")
 def ingest_csv(event: SQSEvent) -> queue_handlers.BatchResponse:
-    with _invocation(event):
+    with _invocation(event), observability.phase("ingest"):
         return queue_handlers.ingest(bootstrap.dependencies(), _records(event), _budget(event))
 
 
 @app.on_sqs_message(queue="RowsQueue", batch_size=10, name="process_rows")
 def process_rows(event: SQSEvent) -> queue_handlers.BatchResponse:
-    with _invocation(event):
+    # this thread's work is the rows' bookkeeping (messages, cancel checks, records, the
+    # finalization claim); the images run on the pool's threads, in phases of their own
+    with _invocation(event), observability.phase("records"):
         return queue_handlers.rows(bootstrap.dependencies(), _records(event), _budget(event))
 
 
@@ -321,7 +325,7 @@ def rows_dead_letter(event: SQSEvent) -> queue_handlers.BatchResponse:
 
 @app.on_sqs_message(queue="FinalizeQueue", batch_size=1, name="finalize_jobs")
 def finalize_jobs(event: SQSEvent) -> queue_handlers.BatchResponse:
-    with _invocation(event):
+    with _invocation(event), observability.phase("finalize"):
         return queue_handlers.finalize(bootstrap.dependencies(), _records(event))
 
 

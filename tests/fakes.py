@@ -689,6 +689,11 @@ class InMemoryReuseIndex:
         with self._lock:
             self.entries[(tenant, address)] = output
 
+    def remember_all(self, entries: Sequence[tuple[str, str, ReusableOutput]]) -> None:
+        with self._lock:
+            for tenant, address, output in entries:
+                self.entries[(tenant, address)] = output
+
     def reuse_key(self, tenant: str) -> str | None:
         if self._tenants.get_tenant(tenant) is None:
             return None

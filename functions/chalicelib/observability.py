@@ -273,6 +273,24 @@ def record_drop_held() -> None:
     count("DropsHeld")
 
 
+PHASE_METRICS_ENV = "PHASE_METRICS"
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """The CPU time this thread spends inside the block, counted as `PhaseCpuSeconds` with
+    dimension `Phase=name` when PHASE_METRICS is on (`benchmarks.pipeline`'s breakdown per
+    phase); nothing at all when it is off. Phases do not nest: an inner one would count twice."""
+    if os.environ.get(PHASE_METRICS_ENV, "") not in ("1", "true"):
+        yield
+        return
+    started = time.thread_time()
+    try:
+        yield
+    finally:
+        count("PhaseCpuSeconds", time.thread_time() - started, "Seconds", Phase=name)
+
+
 def record_webhook_attempt(outcome: str) -> None:
     count("WebhookAttempts", Outcome=outcome)
 

@@ -276,6 +276,9 @@ class ReuseIndex(Protocol):
     def remember(self, tenant: str, address: str, output: ReusableOutput) -> None:
         """Point the address at this (newer) copy."""
 
+    def remember_all(self, entries: Sequence[tuple[str, str, ReusableOutput]]) -> None:
+        """`remember` each (tenant, address, output), in one call to the store."""
+
     def reuse_key(self, tenant: str) -> str | None:
         """The tenant's reuse key, made on first use; None for a tenant with no record."""
 

@@ -49,6 +49,21 @@ def test_an_address_points_at_the_newest_copy_per_tenant(index: Index) -> None:
     assert index.reuse.find("beta", "a1") is None  # another tenant's
 
 
+def test_remember_all_points_every_address_in_one_call(index: Index) -> None:
+    index.reuse.remember("acme", "a1", ReusableOutput("outputs/j1/1/0.jpg", 100))
+    index.reuse.remember_all(
+        [
+            ("acme", "a1", ReusableOutput("outputs/j2/1/0.jpg", 100)),
+            ("acme", "a2", ReusableOutput("outputs/j2/2/0.jpg", 70)),
+            ("beta", "a1", ReusableOutput("outputs/j3/1/0.jpg", 90)),
+        ]
+    )
+    index.reuse.remember_all([])
+    assert index.reuse.find("acme", "a1") == ReusableOutput("outputs/j2/1/0.jpg", 100)
+    assert index.reuse.find("acme", "a2") == ReusableOutput("outputs/j2/2/0.jpg", 70)
+    assert index.reuse.find("beta", "a1") == ReusableOutput("outputs/j3/1/0.jpg", 90)
+
+
 def test_a_tenants_reuse_key_is_made_once_and_kept(index: Index) -> None:
     assert index.reuse.reuse_key("acme") is None  # no such tenant
     index.tenants.put_tenant(Tenant("acme"))

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -190,6 +191,45 @@ def test_images_still_waiting_for_a_thread_do_not_start_once_the_job_is_cancelle
     job = job_of(world, request_id)
     assert job.status == JobStatus.CANCELLED and job.progress.processed_products == 1
     assert webhook_types(world) == ["job.cancelled"]
+
+
+def test_a_batch_whose_images_have_all_started_does_not_read_cancels_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once every image of the batch has a thread, a cancel could stop none of them: the
+    batch reads which jobs are cancelled when it starts, and not again while they run."""
+    monkeypatch.setattr(process_row, "CANCEL_CHECK_SECONDS", 0.02)
+    fetcher = HeldFetcher()
+    world = make_world(fetcher=fetcher, image_pool=FairThreadPool(4, thread_name_prefix="t"))
+    request_id = submit(
+        world, HEADER + "1,A,https://a.test/slow-a.jpg\n2,B,https://a.test/slow-b.jpg\n"
+    )
+    records = [
+        QueueRecord(f"m{n}", json.dumps(m.body)) for n, m in enumerate(world.rows_queue.drain())
+    ]
+    reads: list[list[str]] = []
+    look = world.store.cancelled_jobs
+
+    def counted(request_ids: Any) -> set[str]:
+        reads.append(list(request_ids))
+        return look(request_ids)
+
+    monkeypatch.setattr(world.store, "cancelled_jobs", counted)
+    answers: list[Any] = []
+    batch = threading.Thread(
+        target=lambda: answers.append(queue_handlers.rows(world.deps, records))
+    )
+    batch.start()
+    assert wait_until(lambda: len(fetcher.calls) == 2, timeout=5)  # both images running
+    seen = len(reads)  # the read before any started, and any while one still waited
+    time.sleep(20 * process_row.CANCEL_CHECK_SECONDS)
+    fetcher.released.set()
+    batch.join(10)
+    assert answers == [{"batchItemFailures": []}]
+    # at most one more: a look due just as the second image took its thread
+    assert seen <= len(reads) <= seen + 1
+    assert all(ids == [request_id] for ids in reads)
+    assert job_of(world, request_id).progress.processed_products == 2
 
 
 def test_cancelling_or_retrying_a_cancelled_job_is_409() -> None:

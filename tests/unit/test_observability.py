@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -153,3 +154,29 @@ def test_a_failing_sink_does_not_fail_the_invocation(monkeypatch: pytest.MonkeyP
     with observability.invocation(requestId="job-3") as context:
         observability.count("ImagesProcessed")
     assert context == {"requestId": "job-3"}
+
+
+def test_a_phase_counts_its_threads_cpu_only_when_phase_metrics_is_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    printed: list[str] = []
+    monkeypatch.setattr(observability, "_buffer", MetricsBuffer(sink=printed.append))
+
+    def busy() -> None:
+        ends = time.thread_time() + 0.02
+        while time.thread_time() < ends:
+            pass
+
+    monkeypatch.delenv(observability.PHASE_METRICS_ENV, raising=False)
+    with observability.phase("compress"):
+        busy()
+    assert observability.metrics().flush() == 0
+    monkeypatch.setenv(observability.PHASE_METRICS_ENV, "1")
+    with observability.phase("compress"):
+        busy()
+    with observability.phase("download"):
+        time.sleep(0.05)  # waiting is not CPU
+    assert observability.metrics().flush() == 2
+    docs = {d["Phase"]: d for d in map(json.loads, printed)}
+    assert 0.02 <= docs["compress"]["PhaseCpuSeconds"] < 0.5
+    assert docs["download"]["PhaseCpuSeconds"] < 0.02

@@ -107,3 +107,49 @@ def test_a_job_of_a_tenant_without_a_record_is_never_reused() -> None:
     run(world, "default")
     run(world, "default")
     assert world.outputs.copied == []
+
+
+class CountingIndex:
+    """The world's reuse index, counting the calls that point addresses at outputs."""
+
+    def __init__(self, inner: Any, fail: bool = False) -> None:
+        self.inner = inner
+        self.fail = fail
+        self.one_by_one = 0
+        self.together: list[int] = []
+
+    def find(self, tenant: str, address: str) -> Any:
+        return self.inner.find(tenant, address)
+
+    def remember(self, tenant: str, address: str, output: Any) -> None:
+        self.one_by_one += 1
+        self.inner.remember(tenant, address, output)
+
+    def remember_all(self, entries: Any) -> None:
+        self.together.append(len(entries))
+        if self.fail:
+            raise ConnectionError("the index is down")
+        self.inner.remember_all(entries)
+
+    def reuse_key(self, tenant: str) -> str | None:
+        key: str | None = self.inner.reuse_key(tenant)
+        return key
+
+
+def test_a_batch_remembers_its_outputs_in_one_call_and_the_next_job_copies_them() -> None:
+    world = world_with("shop")
+    index = CountingIndex(world.deps.reuse)
+    world.deps.reuse = index  # type: ignore[assignment]
+    run(world, "shop")  # both rows in one batch of the rows queue
+    assert (index.one_by_one, index.together) == (0, [2])
+    run(world, "shop")
+    assert len(world.outputs.copied) == 2  # found through what the first batch remembered
+    assert index.together == [2, 2]  # the copies are the newest: remembered too
+
+
+def test_a_failed_remember_costs_a_remake_not_the_job() -> None:
+    world = world_with("shop")
+    world.deps.reuse = CountingIndex(world.deps.reuse, fail=True)  # type: ignore[assignment]
+    run(world, "shop")  # completes: the outputs are stored and the rows recorded
+    run(world, "shop")
+    assert world.outputs.copied == []  # nothing was remembered: made anew

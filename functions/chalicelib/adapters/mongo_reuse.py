@@ -3,8 +3,10 @@ newest copy of an output; each tenant's reuse key lives in its `tenants` record.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from pymongo import ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -32,6 +34,22 @@ class MongoReuseIndex:
             {"_id": f"{tenant}:{address}"},
             {"_id": f"{tenant}:{address}", "key": output.key, "bytesOut": output.bytes_out},
             upsert=True,
+        )
+
+    def remember_all(self, entries: Sequence[tuple[str, str, ReusableOutput]]) -> None:
+        """One command for them all (a worker's batch), unordered: each replace stands alone."""
+        if not entries:
+            return
+        self._reuse.bulk_write(
+            [
+                ReplaceOne(
+                    {"_id": f"{tenant}:{address}"},
+                    {"_id": f"{tenant}:{address}", "key": out.key, "bytesOut": out.bytes_out},
+                    upsert=True,
+                )
+                for tenant, address, out in entries
+            ],
+            ordered=False,
         )
 
     def reuse_key(self, tenant: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import math
 import random
 import threading
 import time
@@ -213,7 +214,8 @@ def process_rows(
     recorded = _recorded_rows(deps, tasks_left)
     live: dict[int, dict[int, Future[ImageOutcome]]] = {}
     in_batch: dict[tuple[str, str], Future[ImageOutcome]] = {}
-    reuse = reuse_cache(deps)
+    cache = reuse_cache(deps)
+    remembered = reuse.Pending()
     for n, task in enumerate(tasks):
         if task.request_id in stopped or (task.request_id, task.position) in recorded:
             continue
@@ -229,7 +231,7 @@ def process_rows(
             # The same URL anywhere in the job is fetched and compressed once: within the
             # batch the rows share one future; later rows reuse the stored output.
             job_url = (task.request_id, url)
-            reused = reuse.get(job_url)
+            reused = cache.get(job_url)
             if reused is not None:
                 futures[index] = _resolved(reused)
                 continue
@@ -243,6 +245,7 @@ def process_rows(
                     url,
                     index,
                     budget,
+                    remembered,
                 )
                 in_batch[job_url] = deps.image_pool.run(
                     task.request_id, watch.guarded(task.request_id, work), tenant=task.tenant
@@ -255,7 +258,10 @@ def process_rows(
         # every row of this job in the batch was recorded before: a redelivery, whose first
         # delivery may have died between its last record and asking for finalization
         _finalize_if_done(deps, request_id, [])
-    _settle(deps, tasks, live, outcomes, budget, watch=watch)
+    try:
+        _settle(deps, tasks, live, outcomes, budget, watch=watch)
+    finally:
+        remembered.flush(deps)
     return outcomes
 
 
@@ -394,12 +400,16 @@ def _settle(
         if not ready:
             if left <= 0:
                 break
+            # only an image not started yet can still be stopped by a cancel: once every
+            # one has a thread (none is added later), wait for them without looking again
+            waiting = _waiting(live)
             wait(
                 _running(live),
-                timeout=min(left, watch.wait_seconds()),
+                timeout=min(left, watch.wait_seconds()) if waiting else _seconds(left),
                 return_when=FIRST_COMPLETED,
             )
-            watch.check([tasks[n] for n in live])
+            if waiting:
+                watch.check([tasks[n] for n in live])
             continue
         if len(ready) < len(live) and left > 0:
             # rows finishing close together go in one update (one write, not one per row)
@@ -482,6 +492,17 @@ def _stored(futures: Mapping[int, Future[ImageOutcome]]) -> list[str]:
 def _ready(live: Mapping[int, Mapping[int, Future[ImageOutcome]]]) -> list[int]:
     """The rows whose images are all done."""
     return [n for n, futures in live.items() if all(f.done() for f in futures.values())]
+
+
+def _seconds(left: float) -> float | None:
+    """A wait's timeout for the time left (None: an unlimited budget, wait for good)."""
+    return left if math.isfinite(left) else None
+
+
+def _waiting(live: Mapping[int, Mapping[int, Future[ImageOutcome]]]) -> bool:
+    """Whether an image of these rows still waits for a pool thread (a cancel can stop it);
+    while every one has started, reading which jobs are cancelled would change nothing."""
+    return any(not (f.running() or f.done()) for futures in live.values() for f in futures.values())
 
 
 def _running(live: Mapping[int, Mapping[int, Future[ImageOutcome]]]) -> set[Future[ImageOutcome]]:
@@ -769,8 +790,13 @@ class NoTimeLeft(Exception):
         self.attempts = attempts
 
 
-def _one_image(
-    deps: Dependencies, task: RowTask, url: str, index: int, budget: Budget
+def _one_image(  # noqa: PLR0917 - a partial's arguments, in one place
+    deps: Dependencies,
+    task: RowTask,
+    url: str,
+    index: int,
+    budget: Budget,
+    remembered: reuse.Pending,
 ) -> ImageOutcome:
     """Fetch and compress one image. Expected failures become a result with a code; an image
     that cannot start in time is Deferred; a storage failure raises, so the row is retried."""
@@ -780,14 +806,17 @@ def _one_image(
     key = output_key(task.request_id, task.serial, index, task.options.format.extension)
     where: str | None = None
     try:
-        data = fetch_with_retries(deps, url, budget, task.attempts_spent(index), options.format)
-        where = reuse.address(deps, task.tenant, options, data)
-        copied = reuse.reuse(deps, task.tenant, where, key)
+        with observability.phase("download"):
+            data = fetch_with_retries(deps, url, budget, task.attempts_spent(index), options.format)
+        with observability.phase("records"):
+            where = reuse.address(deps, task.tenant, options, data)
+            copied = reuse.reuse(deps, task.tenant, where, key, remembered)
         if copied is not None:  # made before for this tenant: copied, not compressed again
             found = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=copied)
             reuse_cache(deps).put((task.request_id, url), found)
             return found
-        compressed = compress(data, options)
+        with observability.phase("compress"):
+            compressed = compress(data, options)
     except NoTimeLeft as short:
         return Deferred(short.attempts)
     except ImageFailure as failure:
@@ -799,8 +828,10 @@ def _one_image(
         log.exception("unexpected error on %s", url)
         return ImageResult(url, error_code=code, error_message=str(exc)[:300], bytes_in=len(data))
     cache_control = output_cache_control(settings)
-    deps.outputs.put_bytes(key, compressed.data, compressed.content_type, cache_control)
-    reuse.remember(deps, task.tenant, where, key, len(compressed.data))
+    with observability.phase("storage"):
+        deps.outputs.put_bytes(key, compressed.data, compressed.content_type, cache_control)
+    with observability.phase("records"):
+        reuse.remember(task.tenant, where, key, len(compressed.data), remembered)
     result = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=len(compressed.data))
     reuse_cache(deps).put((task.request_id, url), result)
     return result

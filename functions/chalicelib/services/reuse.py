@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from chalicelib import observability
@@ -58,6 +59,7 @@ def address(deps: Dependencies, tenant: str, options: CompressOptions, data: byt
 
 
 _KEYS: dict[tuple[int, str], str] = {}  # per container: a tenant's key never changes
+_KEYS_LOCK = threading.Lock()  # a new tenant's images ask at once: one of them reads it
 
 
 def forget_reuse_keys() -> None:
@@ -67,14 +69,46 @@ def forget_reuse_keys() -> None:
 
 def _tenant_key(deps: Dependencies, tenant: str) -> str | None:
     cached = _KEYS.get((id(deps.reuse), tenant))
-    if cached is None:
-        cached = deps.reuse.reuse_key(tenant)
-        if cached is not None:
-            _KEYS[(id(deps.reuse), tenant)] = cached
+    if cached is not None:
+        return cached
+    with _KEYS_LOCK:
+        cached = _KEYS.get((id(deps.reuse), tenant))
+        if cached is None:
+            cached = deps.reuse.reuse_key(tenant)
+            if cached is not None:
+                _KEYS[(id(deps.reuse), tenant)] = cached
     return cached
 
 
-def reuse(deps: Dependencies, tenant: str, where: str | None, key: str) -> int | None:
+class Pending:
+    """The newest copies of a worker's batch, remembered together at its end (`flush`): one
+    store call for the batch's images, not one per image (on the embedded MongoDB each call cost the
+    pipeline benchmark speed; docs/performance.md). A copy not remembered (the invocation
+    ended first, or the write failed) is only made again the next time: the index is a saving,
+    never the truth about an output."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[tuple[str, str, ReusableOutput]] = []
+
+    def add(self, tenant: str, where: str, output: ReusableOutput) -> None:
+        with self._lock:
+            self._entries.append((tenant, where, output))
+
+    def flush(self, deps: Dependencies) -> None:
+        with self._lock:
+            entries, self._entries = self._entries, []
+        if not entries:
+            return
+        try:
+            deps.reuse.remember_all(entries)
+        except Exception:
+            log.exception("could not remember %d output(s) for reuse", len(entries))
+
+
+def reuse(
+    deps: Dependencies, tenant: str, where: str | None, key: str, pending: Pending
+) -> int | None:
     """Copy the tenant's earlier output of this content to `key`: its size, or None when there
     is none to copy (never made, or expired or deleted since)."""
     if where is None:
@@ -82,11 +116,11 @@ def reuse(deps: Dependencies, tenant: str, where: str | None, key: str) -> int |
     found = deps.reuse.find(tenant, where)
     if found is None or not deps.outputs.copy(found.key, key):
         return None
-    deps.reuse.remember(tenant, where, ReusableOutput(key, found.bytes_out))
+    pending.add(tenant, where, ReusableOutput(key, found.bytes_out))
     observability.record_reused_image()
     return found.bytes_out
 
 
-def remember(deps: Dependencies, tenant: str, where: str | None, key: str, size: int) -> None:
+def remember(tenant: str, where: str | None, key: str, size: int, pending: Pending) -> None:
     if where is not None:
-        deps.reuse.remember(tenant, where, ReusableOutput(key, size))
+        pending.add(tenant, where, ReusableOutput(key, size))
