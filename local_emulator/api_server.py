@@ -530,6 +530,9 @@ class FrontDoorServer(ConnectionTrackingMixin, socketserver.TCPServer):
 
     def server_close(self) -> None:
         self.stopping = True
+        if not hasattr(self, "_waiter"):  # the bind failed: socketserver closes before we begin
+            super().server_close()
+            return
         self._waiter.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
         lock, connections = self._tracked()

@@ -223,7 +223,9 @@ def test_a_revoked_key_stops_working_within_the_authorizers_cache(emulator: Emul
 
 def test_a_tenant_over_its_rate_is_throttled_with_retry_after(emulator: Emulator) -> None:
     """The template's usage plan: 20 requests/s with bursts of 40, per tenant. 80 requests at
-    once from beta: some 429 with Retry-After; alpha, at the same moment, is not held."""
+    once from beta: some 429 with Retry-After; alpha, at the same moment, is not held. Those
+    past the authorizer's or the API function's reserved concurrency (8 and 10 at the default
+    DatabaseConnections) are the contract's 503 with Retry-After, as on AWS."""
     barrier = threading.Barrier(80)
     codes: list[requests.Response] = []
     lock = threading.Lock()
@@ -242,8 +244,8 @@ def test_a_tenant_over_its_rate_is_throttled_with_retry_after(emulator: Emulator
         thread.join(60)
     throttled = [a for a in codes if a.status_code == 429]
     assert len(codes) == 80 and throttled, [a.status_code for a in codes]
-    assert {a.status_code for a in codes} <= {200, 429}
-    for answer in throttled:
+    assert {a.status_code for a in codes} <= {200, 429, 503}
+    for answer in [a for a in codes if a.status_code in (429, 503)]:
         assert int(answer.headers["Retry-After"]) >= 1
         assert answer.json()["error"] and answer.json()["details"] == []
     alpha = session(keys(emulator)["alpha"])
