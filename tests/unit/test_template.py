@@ -316,7 +316,7 @@ def test_transform_roles_only_get_expected_managed_policies(transformed: dict[st
         function = resources[logical_id.removesuffix("Role")]["Properties"]
         assert function["Role"] == {"Fn::GetAtt": [logical_id, "Arn"]}
         # the template's own ReadMongoUriSecret (test_function_permissions), and in VPC mode
-        # only its VpcNetworkInterfaces (test_vpc_mode)
+        # only its VpcNetworkInterfaces (test_vpc_mode_*)
         assert role["Properties"]["ManagedPolicyArns"] == [
             *AWS_MANAGED_POLICIES,
             {"Ref": "ReadMongoUriSecret"},
@@ -840,7 +840,7 @@ def test_event_sources(template: dict[str, Any]) -> None:
 def _role_policies(template: dict[str, Any], function_id: str) -> Iterator[Any]:
     """The policy documents of a function's role: its inline ones and those of the
     template's managed policies it names, outside VPC mode (VpcNetworkInterfaces is
-    test_vpc_mode's); no AWS managed policy but logs' and X-Ray's, no policy template."""
+    test_vpc_mode_*'s); no AWS managed policy but logs' and X-Ray's, no policy template."""
     resources = template["Resources"]
     function = resources[function_id]["Properties"]
     assert "Policies" not in function, f"{function_id}: its policies belong to its role"
