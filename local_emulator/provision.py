@@ -373,6 +373,8 @@ EVENT_SOURCE_MAPPING = "AWS::Lambda::EventSourceMapping"
 _NOT_EMULATED_BECAUSE = {
     "AWS::IAM::ManagedPolicy": "moto enforces no IAM, so locally every function may read "
     "every secret (on AWS each reads only what its policies allow)",
+    "AWS::IAM::Role": "moto enforces no IAM, so locally a function may do what no role of "
+    "the template allows (on AWS each function does only what its role allows)",
     "AWS::CloudFront::CachePolicy": "moto has no cache policies and the CDN's stand-in no "
     "cache: each GET reads the bucket and passes on the object's own Cache-Control",
     "AWS::Serverless::LayerVersion": "locally every function imports from this environment, "

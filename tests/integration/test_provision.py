@@ -98,6 +98,11 @@ def test_what_is_not_created_is_said(session: boto3.session.Session, tmp_path: P
         "locally every function may read every secret (on AWS each reads only what its "
         "policies allow)"
     ) in lines
+    assert (
+        "not emulated: WorkerFunctionRole (AWS::IAM::Role): moto enforces no IAM, so locally a "
+        "function may do what no role of the template allows (on AWS each function does only "
+        "what its role allows)"
+    ) in lines
     assert sum(line.startswith("alarm ") for line in lines) == len(stack.alarms)
     # Every resource of the template is created, served otherwise (the API) or named.
     accounted = (
