@@ -40,12 +40,17 @@ class Resolver:
         self.parameters: dict[str, Any] = {}
         overrides = dict(parameter_overrides or {})
         for name, spec in (template.get("Parameters") or {}).items():
+            value: Any
             if name in overrides:
-                self.parameters[name] = overrides[name]
+                value = overrides[name]
             elif isinstance(spec, Mapping) and "Default" in spec:
-                self.parameters[name] = spec["Default"]
+                value = spec["Default"]
             else:
-                self.parameters[name] = ""
+                value = ""
+            if isinstance(spec, Mapping) and spec.get("Type") == "CommaDelimitedList":
+                # a list, as CloudFormation gives it ("" is [""])
+                value = value if isinstance(value, list) else str(value).split(",")
+            self.parameters[name] = value
         self._refs: dict[str, Any] = {}
         self._attrs: dict[tuple[str, str], Any] = {}
         self._conditions: dict[str, bool] = {}

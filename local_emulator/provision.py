@@ -97,6 +97,7 @@ class FunctionInfo:
     alias: str | None = None  # AutoPublishAlias: on AWS every invocation goes to this alias
     snap_start: bool = False  # SnapStart ApplyOn PublishedVersions
     build_method: str | None = None  # Metadata BuildMethod (functions/Makefile's bundles)
+    vpc_subnets: tuple[str, ...] = ()  # VpcConfig's SubnetIds (VPC mode): not emulated
     # ReservedConcurrentExecutions: the most invocations at once (None: the account's)
     reserved_concurrency: int | None = None
 
@@ -204,6 +205,14 @@ class ProvisionedStack:
                 "snapshot): nothing is snapshotted; a container process "
                 "(LOCAL_WORKER_PROCESSES) runs its runtime hooks after init as on a restore "
                 "(local_emulator/snapstart.py), while in this process they are not called"
+            )
+        in_vpc = [f.logical_id for f in self.functions.values() if f.vpc_subnets]
+        if in_vpc:
+            subnets = sorted({s for f in self.functions.values() for s in f.vpc_subnets})
+            lines.append(
+                f"not emulated: VpcConfig of {_listed(in_vpc, total)} (subnets "
+                f"{', '.join(subnets)}; on AWS they reach the internet and AWS's APIs only "
+                "through the subnets' NAT or endpoints): locally they use this machine's network"
             )
         built: dict[str, list[str]] = {}
         for function in self.functions.values():
@@ -364,6 +373,8 @@ EVENT_SOURCE_MAPPING = "AWS::Lambda::EventSourceMapping"
 _NOT_EMULATED_BECAUSE = {
     "AWS::IAM::ManagedPolicy": "moto enforces no IAM, so locally every function may read "
     "every secret (on AWS each reads only what its policies allow)",
+    "AWS::IAM::Role": "moto enforces no IAM, so locally a function may do what no role of "
+    "the template allows (on AWS each function does only what its role allows)",
     "AWS::CloudFront::CachePolicy": "moto has no cache policies and the CDN's stand-in no "
     "cache: each GET reads the bucket and passes on the object's own Cache-Control",
     "AWS::Serverless::LayerVersion": "locally every function imports from this environment, "
@@ -839,6 +850,8 @@ class Provisioner:
             alias = self.resolver.resolve(props.get("AutoPublishAlias"))
             snap_start = self.resolver.resolve(props.get("SnapStart")) or {}
             build_method = (resource.get("Metadata") or {}).get("BuildMethod")
+            vpc = self.resolver.resolve(props.get("VpcConfig"))
+            vpc_subnets = vpc.get("SubnetIds", []) if isinstance(vpc, Mapping) else []
             self.stack.functions[logical_id] = FunctionInfo(
                 logical_id=logical_id,
                 name=name,
@@ -858,6 +871,7 @@ class Provisioner:
                 snap_start=isinstance(snap_start, Mapping)
                 and snap_start.get("ApplyOn") == "PublishedVersions",
                 build_method=str(build_method) if build_method else None,
+                vpc_subnets=tuple(str(subnet) for subnet in vpc_subnets),
                 reserved_concurrency=(
                     int(reserved) if reserved is not None and reserved is not NO_VALUE else None
                 ),

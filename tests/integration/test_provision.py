@@ -74,6 +74,21 @@ def test_alarm_topic_becomes_the_alarm_action(session: boto3.session.Session) ->
     )
 
 
+def test_vpc_mode_is_said_not_emulated(session: boto3.session.Session) -> None:
+    stack = _provision(
+        session,
+        parameter_overrides={"VpcSubnetIds": "subnet-1a,subnet-1b", "VpcSecurityGroupIds": "sg-1"},
+    )
+    assert {f.vpc_subnets for f in stack.functions.values()} == {("subnet-1a", "subnet-1b")}
+    lines = stack.describe_extras()
+    assert (
+        f"not emulated: VpcConfig of all {len(stack.functions)} functions (subnets subnet-1a, "
+        "subnet-1b; on AWS they reach the internet and AWS's APIs only through the subnets' "
+        "NAT or endpoints): locally they use this machine's network"
+    ) in lines
+    assert stack.not_emulated["VpcNetworkInterfaces"] == "AWS::IAM::ManagedPolicy"
+
+
 def test_what_is_not_created_is_said(session: boto3.session.Session, tmp_path: Path) -> None:
     stack = _provision(session)
     lines = stack.describe_extras()
@@ -82,6 +97,11 @@ def test_what_is_not_created_is_said(session: boto3.session.Session, tmp_path: P
         "not emulated: ReadMongoUriSecret (AWS::IAM::ManagedPolicy): moto enforces no IAM, so "
         "locally every function may read every secret (on AWS each reads only what its "
         "policies allow)"
+    ) in lines
+    assert (
+        "not emulated: WorkerFunctionRole (AWS::IAM::Role): moto enforces no IAM, so locally a "
+        "function may do what no role of the template allows (on AWS each function does only "
+        "what its role allows)"
     ) in lines
     assert sum(line.startswith("alarm ") for line in lines) == len(stack.alarms)
     # Every resource of the template is created, served otherwise (the API) or named.
@@ -96,8 +116,11 @@ def test_what_is_not_created_is_said(session: boto3.session.Session, tmp_path: P
         | {"Api"}
     )
     resources = load_template(TEMPLATE)["Resources"]
-    # AlarmTopicEmail: the template's only resource off by default (no AlarmEmail)
-    assert {k for k, v in resources.items() if v.get("Condition") != "HasAlarmEmail"} == accounted
+    # the template's only resources off by default: AlarmTopicEmail (no AlarmEmail) and
+    # VpcNetworkInterfaces (no VpcSubnetIds)
+    off = {"HasAlarmEmail", "InVpc"}
+    assert {k for k, v in resources.items() if v.get("Condition") not in off} == accounted
+    assert not any("VpcConfig" in line for line in lines)
 
     odd = tmp_path / "template.yaml"
     odd.write_text(

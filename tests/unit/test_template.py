@@ -65,14 +65,18 @@ IGNORED_LINT_RULES = {
     "I4010",
 }
 
-# AWS managed policies SAM attaches by itself (logs, X-Ray). Not the SQS execution role
-# (receive and delete on every queue of the account): the template declares its event
-# source mappings itself and each function may consume its own queue only.
-SAM_MANAGED_POLICIES = {
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
-    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
-}
+# The AWS managed policies each function's role (written in the template, as SAM would make
+# it) carries: logs and X-Ray. Not the SQS execution role (receive and delete on every queue
+# of the account): the template declares its event source mappings itself and each function
+# may consume its own queue only. Nor AWSLambdaVPCAccessExecutionRole (network interfaces on
+# every resource), which SAM gives the roles it makes as soon as VpcConfig appears.
+AWS_MANAGED_POLICIES = [
+    {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"},
+    {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXrayWriteOnlyAccess"},
+]
 SQS_EXECUTION_ROLE = "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole"
+VPC_EXECUTION_ROLE = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+IN_VPC = {"Fn::If": ["InVpc", {"Ref": "VpcNetworkInterfaces"}, {"Ref": "AWS::NoValue"}]}
 
 
 # ------------------------------------------------------------------ helpers / fixtures
@@ -301,18 +305,64 @@ def test_transform_queues_redrive_to_their_dlq(transformed: dict[str, Any]) -> N
 
 
 def test_transform_roles_only_get_expected_managed_policies(transformed: dict[str, Any]) -> None:
-    roles = [
-        r
-        for logical_id, r in transformed["Resources"].items()
+    resources = transformed["Resources"]
+    roles = {
+        logical_id: r
+        for logical_id, r in resources.items()
         if r["Type"] == "AWS::IAM::Role" and logical_id.removesuffix("Role") in HANDLERS
-    ]
-    assert len(roles) == len(HANDLERS)
-    ours = {"ReadMongoUriSecret"}  # the template's own, checked by test_function_permissions
-    for role in roles:
-        arns = role["Properties"].get("ManagedPolicyArns", [])
-        assert {a for a in arns if isinstance(a, str)} <= SAM_MANAGED_POLICIES
-        assert SQS_EXECUTION_ROLE not in arns
-        assert {a["Ref"] for a in arns if isinstance(a, dict)} == ours
+    }
+    assert set(roles) == {f"{function}Role" for function in HANDLERS}
+    for logical_id, role in roles.items():
+        function = resources[logical_id.removesuffix("Role")]["Properties"]
+        assert function["Role"] == {"Fn::GetAtt": [logical_id, "Arn"]}
+        # the template's own ReadMongoUriSecret (test_function_permissions), and in VPC mode
+        # only its VpcNetworkInterfaces (test_vpc_mode_*)
+        assert role["Properties"]["ManagedPolicyArns"] == [
+            *AWS_MANAGED_POLICIES,
+            {"Ref": "ReadMongoUriSecret"},
+            IN_VPC,
+        ]
+    text = json.dumps(transformed)
+    assert SQS_EXECUTION_ROLE.rsplit("/", 1)[1] not in text
+    assert VPC_EXECUTION_ROLE.rsplit("/", 1)[1] not in text
+
+
+def test_sam_would_give_its_own_roles_the_vpc_execution_role() -> None:
+    """Why each function's role is written in the template: a role SAM makes gets the managed
+    AWSLambdaVPCAccessExecutionRole (ENIs and logs on every resource) whenever its function
+    has a VpcConfig, even one under a condition that leaves it out. When SAM stops doing so,
+    this fails and the roles may go back to SAM."""
+    from samtranslator.translator.transform import transform
+
+    sam = {
+        "Transform": "AWS::Serverless-2016-10-31",
+        "Parameters": {"Subnets": {"Type": "CommaDelimitedList", "Default": ""}},
+        "Conditions": {
+            "InVpc": {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "Subnets"}]}, ""]}]}
+        },
+        "Resources": {
+            "Fn": {
+                "Type": "AWS::Serverless::Function",
+                "Properties": {
+                    "Runtime": "python3.13",
+                    "Handler": "app.handler",
+                    "CodeUri": "s3://example-artifacts/functions.zip",
+                    "VpcConfig": {
+                        "Fn::If": [
+                            "InVpc",
+                            {"SubnetIds": {"Ref": "Subnets"}, "SecurityGroupIds": ["sg-1"]},
+                            {"Ref": "AWS::NoValue"},
+                        ]
+                    },
+                },
+            }
+        },
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_PROFILE", raising=False)
+        result = transform(sam, {}, _StubManagedPolicyLoader())
+    assert VPC_EXECUTION_ROLE in result["Resources"]["FnRole"]["Properties"]["ManagedPolicyArns"]
 
 
 # ------------------------------------------------------------------ (3)/(4) the code
@@ -787,17 +837,30 @@ def test_event_sources(template: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ (7) least privilege
 
 
-def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Each function's statements: its own, and those of the template's managed policies it
-    names (`!Ref ReadMongoUriSecret`); no AWS managed policy, no policy template."""
+def _role_policies(template: dict[str, Any], function_id: str) -> Iterator[Any]:
+    """The policy documents of a function's role: its inline ones and those of the
+    template's managed policies it names, outside VPC mode (VpcNetworkInterfaces is
+    test_vpc_mode_*'s); no AWS managed policy but logs' and X-Ray's, no policy template."""
     resources = template["Resources"]
-    for logical_id, function in _functions(template).items():
-        for named in _as_list(function["Properties"].get("Policies", [])):
-            policy = named
-            if isinstance(named, dict) and set(named) == {"Ref"}:
-                managed = resources[named["Ref"]]
-                assert managed["Type"] == "AWS::IAM::ManagedPolicy", named
-                policy = managed["Properties"]["PolicyDocument"]
+    function = resources[function_id]["Properties"]
+    assert "Policies" not in function, f"{function_id}: its policies belong to its role"
+    role_id = _getatt_target(function["Role"])
+    assert role_id == f"{function_id}Role"
+    role = resources[role_id]["Properties"]
+    for arn in role["ManagedPolicyArns"]:
+        if arn in AWS_MANAGED_POLICIES or arn == IN_VPC:
+            continue
+        managed = resources[arn["Ref"]]
+        assert managed["Type"] == "AWS::IAM::ManagedPolicy", arn
+        yield managed["Properties"]["PolicyDocument"]
+    for inline in role.get("Policies", []):
+        yield inline["PolicyDocument"]
+
+
+def _statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each function's statements (its role's, outside VPC mode), and the queue policies'."""
+    for logical_id in _functions(template):
+        for policy in _role_policies(template, logical_id):
             assert isinstance(policy, dict) and "Statement" in policy, (
                 f"{logical_id}: use explicit statements, not {policy!r}"
             )
@@ -1677,3 +1740,100 @@ def test_a_custom_domain_and_its_certificate_are_parameters(template: dict[str, 
     assert rule["Assertions"][0]["Assert"] == {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "OutputsCertificateArn"}, ""]}]
     }
+
+
+# ------------------------------------------------------------------ VPC mode
+
+ENI_ARN = "arn:aws:ec2:us-east-1:123456789012:network-interface/*"
+
+
+def _resolved_functions(
+    template: dict[str, Any], parameters: dict[str, str]
+) -> dict[str, tuple[Any, set[tuple[str, tuple[str, ...]]]]]:
+    """Each function's VpcConfig (None when absent) and its role's EC2 grants, as
+    CloudFormation would resolve them with these parameters: (action, resources) pairs."""
+    from local_emulator.intrinsics import NO_VALUE, Resolver
+
+    resolver = Resolver(
+        template,
+        stack_name="shop",
+        region="us-east-1",
+        account_id="123456789012",
+        parameter_overrides=parameters,
+    )
+    resources = template["Resources"]
+    for logical_id in resources:
+        resolver.register(logical_id, f"ref-{logical_id}", {"Arn": f"arn-{logical_id}"})
+    out = {}
+    for function_id in _functions(template):
+        props = {**template["Globals"]["Function"], **resources[function_id]["Properties"]}
+        vpc = resolver.resolve(props.get("VpcConfig", {"Ref": "AWS::NoValue"}))
+        role = resources[_getatt_target(props["Role"])]["Properties"]
+        documents = [p["PolicyDocument"] for p in role.get("Policies", [])]
+        for arn in resolver.resolve(role["ManagedPolicyArns"]):
+            managed = next((r for k, r in resources.items() if arn == f"ref-{k}"), None)
+            if managed is not None:  # the template's own (the others: AWS_MANAGED_POLICIES)
+                assert resolver.resource_enabled(managed), arn
+                documents.append(managed["Properties"]["PolicyDocument"])
+        grants = set()
+        for raw in (s for d in documents for s in _as_list(d["Statement"])):
+            statement = resolver.resolve(raw)
+            for action in _as_list(statement["Action"]):
+                if action.startswith("ec2:"):
+                    grants.add((action, tuple(_as_list(statement["Resource"]))))
+                    assert "Condition" not in statement
+        out[function_id] = (None if vpc is NO_VALUE else vpc, grants)
+    return out
+
+
+def test_vpc_mode_is_off_by_default(template: dict[str, Any]) -> None:
+    functions = _resolved_functions(template, {})
+    assert set(functions) == set(HANDLERS)
+    assert all(vpc is None and not grants for vpc, grants in functions.values()), functions
+    assert template["Resources"]["VpcNetworkInterfaces"]["Condition"] == "InVpc"
+
+
+def test_vpc_mode_puts_every_function_in_the_vpc_with_exactly_the_eni_permissions(
+    template: dict[str, Any],
+) -> None:
+    subnets, groups = ["subnet-1a", "subnet-1b"], ["sg-1"]
+    parameters = {"VpcSubnetIds": ",".join(subnets), "VpcSecurityGroupIds": ",".join(groups)}
+    expected = {
+        # EC2 has no resource-level permissions for these two
+        ("ec2:DescribeNetworkInterfaces", ("*",)),
+        ("ec2:DescribeSubnets", ("*",)),
+        # in the stack's subnets with its security groups, whoever owns them
+        (
+            "ec2:CreateNetworkInterface",
+            (
+                ENI_ARN,
+                "arn:*:ec2:*:*:subnet/subnet-1a",
+                "arn:*:ec2:*:*:subnet/subnet-1b",
+                "arn:*:ec2:*:*:security-group/sg-1",
+            ),
+        ),
+        *{
+            (action, (ENI_ARN,))
+            for action in (
+                "ec2:DeleteNetworkInterface",
+                "ec2:AssignPrivateIpAddresses",
+                "ec2:UnassignPrivateIpAddresses",
+            )
+        },
+    }
+    for function_id, (vpc, grants) in _resolved_functions(template, parameters).items():
+        assert vpc == {"SubnetIds": subnets, "SecurityGroupIds": groups}, function_id
+        assert grants == expected, function_id
+
+
+def test_vpc_parameters_go_together(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    for name in ("VpcSubnetIds", "VpcSecurityGroupIds"):
+        assert parameters[name]["Type"] == "CommaDelimitedList"
+        assert parameters[name]["Default"] == ""
+    # the rule's functions are the rules' own (no Fn::Join there)
+    rule = template["Rules"]["VpcSubnetsHaveSecurityGroups"]
+    is_empty = {"Fn::EachMemberEquals": [{"Ref": "VpcSubnetIds"}, ""]}
+    assert rule["RuleCondition"] == {"Fn::Not": [is_empty]}
+    is_empty["Fn::EachMemberEquals"][0] = {"Ref": "VpcSecurityGroupIds"}
+    assert [a["Assert"] for a in rule["Assertions"]] == [{"Fn::Not": [is_empty]}]
