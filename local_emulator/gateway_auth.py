@@ -728,15 +728,7 @@ class TemplateGateway:
             buckets = self._method_buckets.get(name)
             if buckets is None:
                 buckets = self._method_buckets[name] = TokenBuckets(throttle, self._clock)
-        wait = buckets.take(name)
-        if wait > 0:
-            retry_after = max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
-            raise self.refusal(
-                api,
-                THROTTLED,
-                DEFAULT_RESPONSES[THROTTLED][1],
-                headers={"Retry-After": str(retry_after)},
-            )
+        self._take_or_refuse(api, buckets, name)
 
     def preflight(
         self, raw_path: str, headers: Mapping[str, str]
@@ -919,6 +911,10 @@ class TemplateGateway:
             buckets = self._buckets.get(api.logical_id)
             if buckets is None:
                 buckets = self._buckets[api.logical_id] = TokenBuckets(api.throttle, self._clock)
+        self._take_or_refuse(api, buckets, key)
+
+    def _take_or_refuse(self, api: ApiSpec, buckets: TokenBuckets, key: str) -> None:
+        """One token of `key`'s bucket, or API Gateway's 429 with when to come back."""
         wait = buckets.take(key)
         if wait > 0:
             retry_after = max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
