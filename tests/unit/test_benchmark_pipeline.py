@@ -12,7 +12,7 @@ import pytest
 import requests
 from PIL import Image
 
-from benchmarks import _distinct, corpus, pipeline
+from benchmarks import _distinct, corpus, pipeline, pipeline_timeline
 
 
 def image(kind: str) -> bytes:
@@ -82,3 +82,11 @@ def test_metric_lines_are_summed_by_name_and_phase() -> None:
     assert pipeline.difference(sums.snapshot(), before) == {"PhaseCpuSeconds:download": 0.1}
     job = pipeline.Job(1.0, 0.1, 1.1, 10, {"ImagesReused": 3.0})
     assert job.reused == 3
+
+
+def test_the_timeline_counts_the_time_with_fewer_images_in_flight_than_cores() -> None:
+    # two images from 0 to 4 and 1 to 3, a third from 5 to 6: with two cores, fewer than two
+    # are in flight from 0 to 1, from 3 to 4 (one left) and from 4 to 6 (none, then one)
+    starts, ends = [0.0, 1.0, 5.0], [4.0, 3.0, 6.0]
+    assert pipeline_timeline.starved(starts, ends, cores=2) == pytest.approx(4.0)
+    assert pipeline_timeline.starved(starts, ends, cores=1) == pytest.approx(1.0)  # 4 to 5
