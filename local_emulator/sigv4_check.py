@@ -659,7 +659,7 @@ class SignatureCheck:
         try:
             self.verifier.verify(environ)
         except Refusal as refusal:
-            _drain_rest(environ)
+            drain_refused_body(environ, 64 * 1024 * 1024)
             status, headers, body = refusal_answer(environ, refusal, service_of(environ))
             headers.append(("Content-Length", str(len(body))))
             start_response(f"{status} {HTTPStatus(status).phrase}", headers)
@@ -667,12 +667,13 @@ class SignatureCheck:
         return self._app(environ, start_response)
 
 
-def _drain_rest(environ: WSGIEnvironment) -> None:
-    """What is left of a refused body (up to 64 MiB), so the client reads the answer."""
+def drain_refused_body(environ: WSGIEnvironment, at_most: int) -> None:
+    """What is left of a refused request's body (up to `at_most` bytes) read and dropped, so
+    the client reads the answer; nothing when the check already holds the body."""
     if "local_emulator.body" in environ:
         return
     length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
-    left = min(int(length_text), 64 * 1024 * 1024) if length_text.isdigit() else 0
+    left = min(int(length_text), at_most) if length_text.isdigit() else 0
     stream = environ.get("wsgi.input")
     while stream is not None and left > 0:
         data = stream.read(min(65536, left))

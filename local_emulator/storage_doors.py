@@ -33,7 +33,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 from xml.sax.saxutils import escape
 
-from local_emulator.sigv4_check import service_of
+from local_emulator.sigv4_check import drain_refused_body, service_of
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -146,7 +146,7 @@ class StorageDoors:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO", ""))
         if path == MANAGEMENT_PREFIX or path.startswith(MANAGEMENT_PREFIX + "/"):
-            _drain(environ)
+            drain_refused_body(environ, 1024 * 1024)
             return _answer(
                 start_response,
                 404,
@@ -157,7 +157,7 @@ class StorageDoors:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         origin = str(environ.get("HTTP_ORIGIN", ""))
         if method == "OPTIONS":
-            _drain(environ)
+            drain_refused_body(environ, 1024 * 1024)
             return self._preflight(environ, start_response, origin)
         grant = self._grant(environ, origin, method) if origin else []
 
@@ -212,14 +212,3 @@ class StorageDoors:
                 start_response("200 OK", headers)
                 return []
         return _answer(start_response, 403, "AccessForbidden", NOT_ALLOWED)
-
-
-def _drain(environ: WSGIEnvironment) -> None:
-    length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
-    left = min(int(length_text), 1024 * 1024) if length_text.isdigit() else 0
-    stream = environ.get("wsgi.input")
-    while stream is not None and left > 0:
-        data = stream.read(min(65536, left))
-        if not data:
-            return
-        left -= len(data)
