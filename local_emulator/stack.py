@@ -36,6 +36,7 @@ from local_emulator.data_dir import DataDir, DataDirError, check_options, descri
 from local_emulator.dispatch import Dispatcher, Handler, Queues, SqsApiQueues, load_handler
 from local_emulator.gateway_auth import TemplateGateway, gateway_for_stack
 from local_emulator.mongo import EmbeddedMongo, MongoEngine
+from local_emulator.mongo_process import MongoProcess
 from local_emulator.provision import (
     ACCOUNT_ID,
     REGION,
@@ -151,6 +152,9 @@ class EmulatorOptions:
     # per concurrent invocation, as Lambda isolates it (docs/architecture.md says what each
     # mode costs).
     worker_processes: bool | None = None
+    # The embedded MongoDB server in a process of its own, as the database is a service of its
+    # own on AWS (mongo_process.py); LOCAL_MONGO_PROCESS=0 keeps it in a thread of this one.
+    mongo_process: bool | None = None
 
     def resolved(self) -> EmulatorOptions:
         """These options with the environment's defaults filled in."""
@@ -166,6 +170,11 @@ class EmulatorOptions:
                 self.worker_processes
                 if self.worker_processes is not None
                 else _env_flag("LOCAL_WORKER_PROCESSES", "0")
+            ),
+            mongo_process=(
+                self.mongo_process
+                if self.mongo_process is not None
+                else _env_flag("LOCAL_MONGO_PROCESS", "1")
             ),
         )
 
@@ -205,7 +214,7 @@ class Emulator:
         )
         self._lock = threading.Lock()
         self._moto: MotoServer | None = None
-        self._mongo: EmbeddedMongo | None = None
+        self._mongo: EmbeddedMongo | MongoProcess | None = None
         self._api: ApiServer | None = None
         self._dispatcher: Dispatcher | None = None
         self._session: boto3.session.Session | None = None
@@ -515,7 +524,8 @@ class Emulator:
         if user_env.get("MONGO_URI"):
             self.mongo_uri = user_env["MONGO_URI"]
             return
-        self._mongo = EmbeddedMongo(
+        server = MongoProcess if self.options.mongo_process else EmbeddedMongo
+        self._mongo = server(
             "127.0.0.1",
             engine=self.mongo_engine,
             data_dir=self.data_dir,
