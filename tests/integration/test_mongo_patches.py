@@ -110,3 +110,18 @@ def test_numeric_ids_keep_their_equality(uri: str) -> None:
         assert numbers.find_one({"_id": 1.0}) == {"_id": 1, "v": "one"}
         with pytest.raises(DuplicateKeyError):
             numbers.insert_one({"_id": 1.0, "v": "again"})
+
+
+def test_the_sqlite_engine_still_refuses_a_string_id_written_twice() -> None:
+    with (
+        embedded_mongo("sqlite") as sqlite_uri,
+        MongoClient(sqlite_uri, serverSelectionTimeoutMS=5000) as client,
+    ):
+        kept: Collection[dict[str, Any]] = client["patches"]["kept"]
+        kept.insert_many([{"_id": f"k-{n}"} for n in range(5)])
+        with pytest.raises(DuplicateKeyError):
+            kept.insert_one({"_id": "k-3"})
+        kept.insert_one({"_id": 2})
+        with pytest.raises(DuplicateKeyError):
+            kept.insert_one({"_id": 2.0})
+        assert kept.count_documents({}) == 6
