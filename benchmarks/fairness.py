@@ -1,6 +1,6 @@
 """Fair shares between tenants, measured: a small job beside another tenant's batch.
 
-    python -m benchmarks.fairness [--quick] [--repeats N] [--jobs 10] [--rows 100]
+    python -m benchmarks.fairness [--quick] [--repeats N] [--jobs 10] [--rows 100] [--served]
 
 The local emulator with two tenants. Tenant beta's job of 5 rows is timed alone first; then
 tenant alpha submits ten jobs of 100 rows and, as soon as they are accepted, beta submits its
@@ -11,19 +11,28 @@ alpha's batch runs, beta polls its job's status over HTTP ten times a second, ea
 timed. Printed: beta's time alone and beside the batch, how far the batch had got when beta
 ended, the status reads' p50 and p99, and the targets (beta within `SLOWER_BY` seconds of
 its time alone; status p99 at most `STATUS_P99_MS`).
+
+By default the emulator runs in this process, its clients' threads sharing its GIL; with
+`--served` it is `python -m local_emulator serve`, a process of its own, as a user's client
+meets it (`benchmarks.pipeline`'s served mode): the status reads' times are then the
+server's and the loopback's, not this process's threads'.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
+import secrets
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +43,7 @@ import requests
 from PIL import Image
 
 from benchmarks._api import auth, get_status, submit_csv
-from benchmarks.pipeline import file_server
+from benchmarks.pipeline import REPO, file_server
 from local_emulator.stack import Emulator, EmulatorOptions
 
 SLOWER_BY = 2.0  # seconds beta may take beside the batch more than alone
@@ -119,6 +128,51 @@ def make_images(folder: Path, count: int) -> None:
         buffer = io.BytesIO()
         Image.fromarray(pixels, "RGB").save(buffer, "JPEG", quality=85)
         path.write_bytes(buffer.getvalue())
+
+
+@dataclass(frozen=True)
+class ServedTenant:
+    name: str
+    api_key: str
+
+
+@dataclass(frozen=True)
+class ServedStack:
+    """`serve` as a process of its own: what `Run` needs of an emulator."""
+
+    api_url: str
+    tenants: Sequence[ServedTenant]
+
+
+@contextlib.contextmanager
+def served(names: Sequence[str]) -> Iterator[ServedStack]:
+    """`python -m local_emulator serve` with a key of ours per tenant, until the block ends."""
+    tenants = [ServedTenant(name, secrets.token_urlsafe(24)) for name in names]
+    command = [sys.executable, "-m", "local_emulator", "serve", "--port", "0"]
+    command += ["--allow-private-hosts", "--quiet"]
+    for tenant in tenants:
+        command += ["--tenant", f"{tenant.name}={tenant.api_key}"]
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stdout is not None
+        api_url = ""
+        for line in process.stdout:
+            if line.startswith("ready "):
+                api_url = line.split()[1]
+                break
+        if not api_url:
+            raise RuntimeError(f"serve did not start (exit status {process.poll()})")
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        yield ServedStack(api_url, tenants)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 class Run:
@@ -222,10 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="runs beside the batch")
     parser.add_argument("--jobs", type=int, default=10, help="alpha's jobs")
     parser.add_argument("--rows", type=int, default=100, help="rows per job of alpha's")
+    parser.add_argument(
+        "--served", action="store_true", help="the emulator as `serve`, a process of its own"
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 2)
     per_run = args.jobs * args.rows + SMALL_ROWS
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores", flush=True)
+    where = "served (a process of its own)" if args.served else "in this process"
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; the emulator {where}", flush=True
+    )
     with tempfile.TemporaryDirectory() as folder:
         make_images(Path(folder), 3 * SMALL_ROWS + repeats * per_run + SMALL_ROWS)
         options = EmulatorOptions(
@@ -236,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             tenants=("alpha", "beta"),
             log=lambda line: None,
         )
-        with file_server(Path(folder)) as (base, _host_pid), Emulator(options) as emu:
+        stack = served(("alpha", "beta")) if args.served else Emulator(options)
+        with file_server(Path(folder)) as (base, _host_pid), stack as emu:
             run = Run(emu, base)
             run.alone()  # warm-up: imports, first clients
             alone = [run.alone() for _ in range(3)]

@@ -1,11 +1,15 @@
 """The fairness benchmark's report: beta's time alone and beside alpha's batch, how far the
-batch had got, the status reads' percentiles, and its two targets' verdicts."""
+batch had got, the status reads' percentiles, and its two targets' verdicts; its `--served`
+stack."""
 
 from __future__ import annotations
 
 import pytest
+import requests
 
 from benchmarks import __main__ as suite
+from benchmarks import fairness
+from benchmarks._api import auth
 from benchmarks.fairness import SLOWER_BY, STATUS_P99_MS, Busy, percentile, report
 
 
@@ -40,3 +44,15 @@ def test_percentiles_are_nearest_rank_and_nothing_measured_is_an_error() -> None
     assert percentile([1.0, 2.0], 0.99) == 2.0
     with pytest.raises(ValueError):
         report([], [Busy(1.0, 0.1, 2.0)], 1, 1)
+
+
+def test_served_runs_serve_with_our_keys_and_stops_it() -> None:
+    with fairness.served(("alpha", "beta")) as stack:
+        keys = {t.name: t.api_key for t in stack.tenants}
+        assert set(keys) == {"alpha", "beta"}
+        listed = requests.get(f"{stack.api_url}/api/jobs", headers=auth(keys["beta"]), timeout=30)
+        assert listed.status_code == 200
+        refused = requests.get(f"{stack.api_url}/api/jobs", headers=auth("nope"), timeout=30)
+        assert refused.status_code == 401
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{stack.api_url}/api/health", timeout=5)
