@@ -49,7 +49,7 @@ class MongoProcess:
             "host": host,
             "port": port,
             "engine": engine,
-            "dataDir": str(data_dir) if data_dir is not None else None,
+            "dataDir": str(data_dir.resolve()) if data_dir is not None else None,
             "credentials": (
                 {"username": credentials.username, "password": credentials.password}
                 if credentials is not None
@@ -68,13 +68,11 @@ class MongoProcess:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> str:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "local_emulator.mongo_process"],
+            cwd=REPO,  # where `-m` finds local_emulator (the data directory's path is absolute)
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
             start_new_session=True,
         )
         try:
