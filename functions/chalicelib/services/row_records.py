@@ -65,7 +65,7 @@ def cancel_tasks(
     members: Sequence[int],
     outcomes: list[BaseException | None],
 ) -> None:
-    """Record these rows (indexes in `tasks`) of cancelled jobs `cancelled` (a row recorded
+    """Record these rows (indexes in `tasks`) of cancelled jobs cancelled (a row recorded
     meanwhile keeps what it has); a row that could not be recorded so comes back."""
     by_job: dict[str, list[int]] = {}
     for n in members:

@@ -81,11 +81,11 @@ def process_rows(
                 continue
             first_index[url] = index
             # The same URL anywhere in the job is fetched and compressed once: within the
-            # batch the rows share one future; later rows reuse the stored output.
+            # batch the rows share one future; later rows take the stored output's result.
             job_url = (task.request_id, url)
-            reused = cache.get(job_url)
-            if reused is not None:
-                futures[index] = _resolved(reused)
+            done_before = cache.get(job_url)
+            if done_before is not None:
+                futures[index] = _resolved(done_before)
                 continue
             if job_url not in in_batch:
                 # each image runs in the caller's context: its log lines keep the requestId
