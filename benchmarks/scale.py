@@ -13,7 +13,7 @@ dispatchers off, so each step is run and measured on its own):
    `--sample-batches` batches of ten rows from the rows queue, with real downloads (a 3 MP
    photo over loopback) and compression;
 4. FAST PATH, not the worker: the remaining rows are recorded straight through the store
-   (`process_row.record_batch` with made-up results, a chunk of rows per call), because
+   (`row_records.record_batch` with made-up results, a chunk of rows per call), because
    compressing 100,000 images takes hours on two cores; the rows queue is purged. What this
    times is MongoDB's cost of recording rows, not image work;
 5. finalize: the finalizer runs, in a process of its own, on the finalize message that the
@@ -57,7 +57,8 @@ if str(FUNCTIONS) not in sys.path:
 from chalicelib import bootstrap  # noqa: E402
 from chalicelib.adapters.mongo_store import MongoJobStore  # noqa: E402
 from chalicelib.domain.models import ImageResult, RowStatus  # noqa: E402
-from chalicelib.services.process_row import RowTask, record_batch  # noqa: E402
+from chalicelib.services.row_messages import RowTask  # noqa: E402
+from chalicelib.services.row_records import record_batch  # noqa: E402
 
 from benchmarks import corpus  # noqa: E402
 from benchmarks._api import get_status, submit_csv  # noqa: E402

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from chalicelib.services.process_row import CANCEL_CHECK_SECONDS
+from chalicelib.services.cancel_watch import CANCEL_CHECK_SECONDS
 
 from local_emulator.stack import Emulator, EmulatorOptions
 from tests.e2e.emulator_support import keyed

@@ -22,8 +22,8 @@ from chalicelib.domain.models import ImageErrorCode, JobStatus
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import ImageFailure
-from chalicelib.services import job_actions, process_row, sweeper, upload
-from chalicelib.services.process_row import RowTask
+from chalicelib.services import job_actions, rows_batch, sweeper, upload
+from chalicelib.services.row_messages import RowTask
 from chalicelib.services.webhooks import origin_of
 from moto import mock_aws
 
@@ -128,7 +128,7 @@ def test_row_messages_fan_out_continue_resend_and_retry_in_their_tenants_group(
     clock = ManualClock()
     world.deps.fetcher = TimedFetcher(world, clock, 6.0)
     budget = Budget(NEEDED + 6.0 + 0.5, clock)
-    assert process_row.process_rows(world.deps, [RowTask.from_message(first)], budget) == [None]
+    assert rows_batch.process_rows(world.deps, [RowTask.from_message(first)], budget) == [None]
     (continuation,) = grouped(queues.take(queues.rows_url))
     assert continuation["keep"]
     world.deps.fetcher = world.fetcher

@@ -18,7 +18,7 @@ from chalicelib.adapters.fair_pool import FairThreadPool
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.observability import MetricsBuffer
-from chalicelib.services import cancel, deletion, ingest, process_row
+from chalicelib.services import cancel, cancel_watch, deletion, ingest
 
 from tests.fakes import FakeWorld, make_world
 from tests.support.waiting import wait_until
@@ -201,7 +201,7 @@ def test_a_row_halted_by_the_cancel_leaves_no_output_once_its_job_is_deleted(
     second, still waiting for the thread, never starts (the row is halted). The job is
     deleted between the deletion's listing of outputs and the first image's store: its
     output is removed all the same."""
-    monkeypatch.setattr(process_row, "CANCEL_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(cancel_watch, "CANCEL_CHECK_SECONDS", 0.05)
     fetcher = HeldFetcher()
     world = make_world(fetcher=fetcher, image_pool=FairThreadPool(1, thread_name_prefix="g"))
     request_id = submit(world, HEADER + '1,Two,"https://a.test/slow.jpg,https://a.test/b.jpg"\n')

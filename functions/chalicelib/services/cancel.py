@@ -1,6 +1,6 @@
 """Cancelling a job. The API asks (the job is marked, a message goes to the finalizer); from
 then on no image of the job starts (the worker reads which of a batch's jobs are cancelled
-before starting its images, and again every second while they run: process_row.CancelWatch).
+before starting its images, and again every second while they run: cancel_watch.CancelWatch).
 The finalizer carries the cancel out, or the sweeper should that die: the rows
 not done become `cancelled`, an output CSV of what was done is written, and the job claims its
 terminal status `cancelled` by the compare-and-set that finalization claims its own with, so

@@ -30,7 +30,7 @@ from chalicelib.services.cancel import settle_after_ingest
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import fail_job
 from chalicelib.services.job_events import publish_job_event
-from chalicelib.services.process_row import Kept, RowTask
+from chalicelib.services.row_messages import Kept, RowTask
 from chalicelib.services.upload import csv_limits
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from chalicelib.services.cancel import complete_cancel
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import fail_job
 from chalicelib.services.ingest import fan_out, resume_ingest
-from chalicelib.services.process_row import request_finalization
+from chalicelib.services.row_records import request_finalization
 from chalicelib.services.webhooks import queue_attempt
 
 log = logging.getLogger(__name__)
