@@ -163,14 +163,10 @@ def _keys_read(node: ast.AST, scope: Scope) -> Iterator[ast.expr]:
     """The key expressions of the environment reads `node` is."""
     if isinstance(node, ast.Call):
         func = node.func
-        if (
-            isinstance(func, ast.Attribute)
-            and func.attr == "get"
-            and _holds_env(func.value, scope)
-            and node.args
-        ):
-            yield node.args[0]
-        elif _is_getenv(func) and node.args:
+        env_get = (
+            isinstance(func, ast.Attribute) and func.attr == "get" and _holds_env(func.value, scope)
+        )
+        if (env_get or _is_getenv(func)) and node.args:
             yield node.args[0]
     elif (
         isinstance(node, ast.Subscript)
@@ -178,9 +174,13 @@ def _keys_read(node: ast.AST, scope: Scope) -> Iterator[ast.expr]:
         and _holds_env(node.value, scope)
     ):
         yield node.slice
-    elif isinstance(node, ast.Compare) and len(node.ops) == 1:
-        if isinstance(node.ops[0], ast.In | ast.NotIn) and _holds_env(node.comparators[0], scope):
-            yield node.left
+    elif (
+        isinstance(node, ast.Compare)
+        and len(node.ops) == 1
+        and isinstance(node.ops[0], ast.In | ast.NotIn)
+        and _holds_env(node.comparators[0], scope)
+    ):
+        yield node.left
 
 
 def _keys_written(func: ast.FunctionDef | ast.AsyncFunctionDef, scope: Scope) -> set[str]:
@@ -235,10 +235,10 @@ def scan(folder: Path) -> Side:
     for tree in files.values():
         local = _module_constants(tree)
         for node in ast.walk(tree):
-            name = _called_name(node) if isinstance(node, ast.Call) else None
-            if isinstance(node, ast.Call) and name in side.readers:
+            called = _called_name(node) if isinstance(node, ast.Call) else None
+            if isinstance(node, ast.Call) and called is not None and called in side.readers:
                 offset = 1 if isinstance(node.func, ast.Attribute) else 0  # self, cls
-                for position in side.readers[name]:
+                for position in side.readers[called]:
                     if 0 <= position - offset < len(node.args):
                         _note(side, local, node.args[position - offset])
     return side
@@ -350,10 +350,10 @@ def test_the_scanner_finds_each_kind_of_read_and_only_those(tmp_path: Path) -> N
     assert mismatches(rows, {"functions": {"ONE", "TWO", "THREE"}, "emulator": {"THREE"}}) == [
         "GONE: marked 'emulator', but the emulator never read it"
     ]
-    assert mismatches(rows, {"functions": {"ONE", "TWO", "THREE", "NEW"}, "emulator": {"THREE", "GONE"}}) == [
-        "NEW: read by the functions, not in the table"
-    ]
-    assert mismatches(rows, {"functions": {"ONE", "TWO"}, "emulator": {"ONE", "THREE", "GONE"}}) == [
+    more = {"functions": {"ONE", "TWO", "THREE", "NEW"}, "emulator": {"THREE", "GONE"}}
+    assert mismatches(rows, more) == ["NEW: read by the functions, not in the table"]
+    swapped = {"functions": {"ONE", "TWO"}, "emulator": {"ONE", "THREE", "GONE"}}
+    assert mismatches(rows, swapped) == [
         "ONE: read by the emulator, not marked 'emulator'",
         "THREE: marked 'functions', but the functions never read it",
     ]
