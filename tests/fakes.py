@@ -25,6 +25,7 @@ from chalicelib.domain.models import (
     WebhookAttempt,
     WebhookInfo,
     WebhookState,
+    action_allowed,
     capped_errors,
     claim_is_free,
     counted_rows,
@@ -225,7 +226,7 @@ class InMemoryJobStore:
             if request_id not in self.jobs:
                 return now + interval
             seen = self.actions.get(slot)
-            if seen is not None and now < seen + interval:
+            if seen is not None and not action_allowed(iso(seen), now, interval):
                 return seen + interval
         self.before_write()
         with self._lock:

@@ -148,12 +148,11 @@ class JobQueries(MongoCollections):
     def claim_action(
         self, request_id: str, action: str, now: datetime, interval: timedelta
     ) -> datetime | None:
+        """One atomic update: `action_allowed`, as a filter."""
         field = f"actions.{action}"
+        cutoff = claim_cutoff(now, interval)
         claimed = self._jobs.find_one_and_update(
-            {
-                "_id": request_id,
-                "$or": [{field: {"$exists": False}}, {field: {"$lte": iso(now - interval)}}],
-            },
+            {"_id": request_id, "$or": [{field: {"$exists": False}}, {field: {"$lte": cutoff}}]},
             {"$set": {field: iso(now)}},
             projection={"_id": 1},
         )

@@ -323,6 +323,13 @@ def claim_is_free(claimed_at: str, now: datetime, lease: timedelta) -> bool:
     return not claimed_at or claimed_at < claim_cutoff(now, lease)
 
 
+def action_allowed(last_at: str, now: datetime, interval: timedelta) -> bool:
+    """A user's action on a job (a retry, a redelivery) may be taken: never taken, or last
+    taken `interval` ago or longer (exactly `interval` ago is allowed, unlike a claim's
+    lease)."""
+    return not last_at or last_at <= claim_cutoff(now, interval)
+
+
 def capped_errors(errors: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
     """The errors a job keeps: the first MAX_JOB_ERRORS."""
     return [dict(e) for e in errors[:MAX_JOB_ERRORS]]
