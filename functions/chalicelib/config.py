@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS
 from chalicelib.domain.webhook_schedule import check_schedule
 
 MIB = 1024 * 1024
@@ -85,8 +86,8 @@ class Settings:
     max_rows: int = 100_000
     max_images_per_row: int = 50
     max_image_bytes: int = 25 * MIB
-    max_image_pixels: int = 50_000_000
-    output_quality: int = 50
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    output_quality: int = JPEG_QUALITY
     output_optimize: bool = True
     # Output images are <PUBLIC_BASE_URL>/<key> and never expire (on AWS the template's CDN
     # in front of the outputs bucket; locally the emulator's storage endpoint).

@@ -45,11 +45,11 @@ def complete_cancel(deps: Dependencies, request_id: str) -> bool:
     job = deps.store.get_job(request_id)
     if job is None:
         raise JobGone(request_id)
-    if job.status.terminal and job.status != JobStatus.CANCELLED:
-        log.info("cancel: job %s ended %s first; it stays so", request_id, job.status)
-        return False
-    if not job.status.terminal and not job.cancel_requested_at:
-        log.warning("cancel: nobody asked to cancel job %s", request_id)
+    if not job.cancelled_or_cancelling:
+        if job.status.terminal:
+            log.info("cancel: job %s ended %s first; it stays so", request_id, job.status)
+        else:
+            log.warning("cancel: nobody asked to cancel job %s", request_id)
         return False
     deps.store.cancel_rows(request_id, deps.clock.now())
     key = store_output_csv(deps, job)
@@ -67,5 +67,5 @@ def settle_after_ingest(deps: Dependencies, request_id: str) -> None:
     """After an ingest run: when the job was cancelled while its rows were being written, the
     rows stored since are cancelled too and the output CSV lists them."""
     job = deps.store.get_job(request_id)
-    if job is not None and (job.cancel_requested_at or job.status == JobStatus.CANCELLED):
+    if job is not None and job.cancelled_or_cancelling:
         complete_cancel(deps, request_id)

@@ -8,7 +8,13 @@ import uuid
 from collections.abc import Iterator, Sequence
 
 from chalicelib.domain.csv_output import write_output_csv
-from chalicelib.domain.models import CsvProblem, Job, JobStatus, RowStatus, output_csv_key
+from chalicelib.domain.models import (
+    MAX_JOB_ERRORS,
+    CsvProblem,
+    Job,
+    JobStatus,
+    output_csv_key,
+)
 from chalicelib.errors import JobGone
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.job_events import publish_job_event
@@ -16,7 +22,6 @@ from chalicelib.services.tenants import default_webhook_url
 
 log = logging.getLogger(__name__)
 
-MAX_JOB_ERRORS = 1000
 SPOOL_BYTES = 8 * 1024 * 1024
 
 
@@ -122,8 +127,7 @@ def _deleted_meanwhile(deps: Dependencies, job: Job) -> bool:
 
 def _output_rows(deps: Dependencies, job: Job) -> Iterator[tuple[int, str, list[str], list[str]]]:
     for row in deps.store.iter_rows(job.request_id):
-        done = row.status in (RowStatus.COMPLETED, RowStatus.FAILED)  # not pending, cancelled
-        if not done or len(row.output_keys) != len(row.urls):
+        if not row.recorded or len(row.output_keys) != len(row.urls):
             outputs = [""] * len(row.urls)
         else:
             outputs = [deps.output_url(key) for key in row.output_keys]

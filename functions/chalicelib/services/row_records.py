@@ -152,7 +152,7 @@ def finalize_if_done(deps: Dependencies, request_id: str, counted: Sequence[Prog
         if job is None or job.status.terminal:
             return
         progress = job.progress
-    if progress.processed_products >= progress.total_products:
+    if progress.every_row_recorded:
         request_finalization(deps, request_id)
 
 
