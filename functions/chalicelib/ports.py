@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -408,15 +408,3 @@ class Clock(Protocol):
 
 class IdFactory(Protocol):
     def __call__(self) -> str: ...
-
-
-def chunks[T](items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Split an iterable into lists of at most `size` items."""
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

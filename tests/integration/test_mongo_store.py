@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from chalicelib.adapters.mongo_store import EXPIRE_AT, TTL_INDEX, MongoJobStore, chunk_id
+from chalicelib.domain.chunking import chunks
 from chalicelib.domain.models import ImageErrorCode, ImageResult, JobStatus, Progress, RowStatus
 from chalicelib.domain.timefmt import iso
 from chalicelib.errors import JobGone
-from chalicelib.ports import chunks
 from pymongo import MongoClient
 from pymongo.database import Database
 
