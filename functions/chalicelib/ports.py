@@ -337,7 +337,10 @@ class ImageFetcher(Protocol):
 
 
 @dataclass(frozen=True)
-class HttpResult:
+class DeliveryResult:
+    """What one webhook POST came to: the receiver's status code, or None and `error` (why
+    there was no answer: `<problem>: <detail>`, a connection failure's detail alone)."""
+
     status_code: int | None
     error: str = ""
     retry_after: str = ""  # the answer's Retry-After header as sent (seconds or an HTTP-date)
@@ -386,7 +389,7 @@ class EventPublisher(Protocol):
 
 
 class WebhookSender(Protocol):
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> DeliveryResult:
         """POST once (no redirects followed); never raises for network failures."""
 
 
