@@ -299,8 +299,8 @@ def api_docs() -> Response:
 
 @app.route("/", methods=["GET"])
 @api_errors
-def index() -> Response:
-    return _respond(http_api.index_page())
+def watch_page() -> Response:
+    return _respond(http_api.watch_page_reply())
 
 
 @app.on_sqs_message(queue="IngestQueue", batch_size=1, name="ingest_csv")

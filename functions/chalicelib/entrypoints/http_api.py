@@ -16,6 +16,7 @@ from chalicelib import openapi
 from chalicelib.domain.output_options import FIELDS as OPTION_FIELDS
 from chalicelib.errors import Conflict, InvalidRequest, NotFound, UnsupportedMediaType
 from chalicelib.multipart_form import Form, FormPart, parse_form
+from chalicelib.pages import docs_page, watch_page
 from chalicelib.services import cancel, deletion, job_access, job_actions, status, upload
 from chalicelib.services.deps import Dependencies
 
@@ -363,17 +364,17 @@ def _page(body: str, *, swagger_ui: bool = False) -> HttpReply:
 
 
 def api_docs_page() -> HttpReply:
-    page = openapi.docs_page()
-    return _page(page, swagger_ui=page == openapi.DOCS_PAGE)
+    page = docs_page.docs_page(openapi.document)
+    return _page(page, swagger_ui=page == docs_page.DOCS_PAGE)
 
 
 def api_docs_asset(name: str) -> HttpReply:
-    asset = openapi.docs_asset(name)
+    asset = docs_page.docs_asset(name)
     if asset is None:
         raise NotFound(f"no docs file named {name[:100]}")
     body, media_type = asset
     return HttpReply(200, body, {"Content-Type": media_type, "Cache-Control": "max-age=86400"})
 
 
-def index_page() -> HttpReply:
-    return _page(openapi.index_page())
+def watch_page_reply() -> HttpReply:
+    return _page(watch_page.watch_page())
