@@ -326,8 +326,8 @@ def measure(rows: int, sample_batches: int, cache: Path) -> dict[str, Any]:
 def chunk_costs(sizes: Sequence[int], rows: int = 2000, urls: int = 2) -> list[str]:
     """Rows recorded as the worker does (batches of ten, `record_rows`) on the embedded
     MongoDB, per ROWS_PER_CHUNK: milliseconds per row, documents, commands per batch."""
+    from chalicelib.domain.chunking import chunks  # noqa: PLC0415
     from chalicelib.domain.models import Job, JobStatus, Progress, StoredRow  # noqa: PLC0415
-    from chalicelib.ports import chunks  # noqa: PLC0415
 
     from local_emulator.mongo import EmbeddedMongo  # noqa: PLC0415
 

@@ -204,7 +204,7 @@ class ProvisionedStack:
                 "is initialised once, snapshotted, and new environments resume from the "
                 "snapshot): nothing is snapshotted; a container process "
                 "(LOCAL_WORKER_PROCESSES) runs its runtime hooks after init as on a restore "
-                "(local_emulator/snapstart.py), while in this process they are not called"
+                "(local_emulator/snapstart_runtime.py), while in this process they are not called"
             )
         in_vpc = [f.logical_id for f in self.functions.values() if f.vpc_subnets]
         if in_vpc:

@@ -34,7 +34,7 @@ from chalicelib.domain.reuse import ReusableOutput, new_reuse_key
 from chalicelib.domain.tenancy import ApiKeyRecord, Tenant
 from chalicelib.domain.timefmt import iso
 from chalicelib.errors import ImageFailure, JobGone, NotFound
-from chalicelib.ports import Admission, HttpResult, JobStore, ObjectInfo, PresignedPost
+from chalicelib.ports import Admission, DeliveryResult, JobStore, ObjectInfo, PresignedPost
 from chalicelib.services.deps import Dependencies
 
 PUBLIC_BASE_URL = "https://cdn.test"  # the fakes' CDN in front of the outputs bucket
@@ -522,18 +522,18 @@ class FakeFetcher:
 @dataclass
 class FakeWebhookSender:
     """Answers each POST with the next of `answers`: a status code, None (a timeout) or a
-    whole HttpResult (a Retry-After with it); 200 once they run out."""
+    whole DeliveryResult (a Retry-After with it); 200 once they run out."""
 
-    answers: list[int | HttpResult | None] = field(default_factory=list)
+    answers: list[int | DeliveryResult | None] = field(default_factory=list)
     posts: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
     answered: list[int | None] = field(default_factory=list)
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> DeliveryResult:
         self.posts.append((url, body, dict(headers)))
         answer = self.answers.pop(0) if self.answers else 200
-        result = answer if isinstance(answer, HttpResult) else HttpResult(answer)
+        result = answer if isinstance(answer, DeliveryResult) else DeliveryResult(answer)
         if result.status_code is None and not result.error:
-            result = HttpResult(None, "timeout: timed out", timed_out=True)
+            result = DeliveryResult(None, "timeout: timed out", timed_out=True)
         self.answered.append(result.status_code)
         return result
 

@@ -3,7 +3,7 @@
 Imported at init, with every library the wiring uses (boto3, botocore, pymongo, requests):
 a function's first invocation then imports nothing, and a SnapStart snapshot holds them all.
 Nothing is built here at import: no client, no secret read, no connection (those come with
-`dependencies()`, on first use, after a restore; chalicelib/snapstart.py). What can be read
+`dependencies()`, on first use, after a restore; chalicelib/snapshot_hooks.py). What can be read
 at init without credentials is: `prime_aws_models()` reads the AWS services' models (pure
 data) into the loader every session of ours shares."""
 

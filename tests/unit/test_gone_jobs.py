@@ -17,8 +17,9 @@ from chalicelib import observability
 from chalicelib.adapters.fair_pool import FairThreadPool
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
+from chalicelib.errors import NotFound
 from chalicelib.observability import MetricsBuffer
-from chalicelib.services import cancel, cancel_watch, deletion, ingest
+from chalicelib.services import cancel, cancel_watch, deletion, ingest, job_access, job_actions
 
 from tests.fakes import FakeWorld, make_world
 from tests.support.waiting import wait_until
@@ -50,6 +51,30 @@ def deleted_job(world: FakeWorld[Any]) -> tuple[str, list[Any]]:
     world.finalize_queue.drain()
     world.webhook_queue.drain()
     return request_id, messages
+
+
+def test_a_job_deleted_after_its_tenant_check_answers_as_an_unknown_id() -> None:
+    """Cancel, retry and redeliver find the job again after the route's tenant check: one
+    deleted in between is the same 404, in the same words, as an id that never existed."""
+    world = make_world()
+    request_id, _ = running_job(world)
+    job = job_access.load_job(world.deps, request_id, job_of(world, request_id).tenant)
+    unknown = "00000000-0000-4000-8000-0000000000ff"
+    with pytest.raises(NotFound) as never:
+        job_access.load_job(world.deps, unknown, job.tenant)
+    expected = str(never.value).replace(unknown, request_id)
+    assert request_id in expected
+    world.store.delete_rows(request_id)
+    assert world.store.delete_job(request_id)  # deleted between the check and the action
+    actions = {
+        "cancel": lambda: cancel.request_cancel(world.deps, job),
+        "retry": lambda: job_actions.retry_failed(world.deps, request_id),
+        "redeliver": lambda: job_actions.redeliver_webhook(world.deps, request_id),
+    }
+    for name, action in actions.items():
+        with pytest.raises(NotFound) as gone:
+            action()
+        assert str(gone.value) == expected, name
 
 
 def test_rows_of_a_deleted_job_cost_one_read_start_no_image_and_are_let_go(

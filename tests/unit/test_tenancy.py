@@ -21,7 +21,7 @@ from chalicelib.entrypoints import authorizer, queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import NotFound, Unauthorized
 from chalicelib.observability import MetricsBuffer
-from chalicelib.services import ingest, status, tenant_admin, tenants, upload, webhooks
+from chalicelib.services import ingest, job_access, tenant_admin, tenants, upload, webhooks
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.fakes import FakeWorld, make_world
@@ -511,6 +511,6 @@ def test_another_tenants_job_is_looked_up_by_one_query_on_id_and_tenant(
 
     monkeypatch.setattr(world.store, "get_job", counted)
     with pytest.raises(NotFound):
-        status.load_job(world.deps, request_id, "beta")
+        job_access.load_job(world.deps, request_id, "beta")
     assert calls == [(request_id, "beta")]  # not loaded, then compared
-    assert status.load_job(world.deps, request_id, "alpha").request_id == request_id
+    assert job_access.load_job(world.deps, request_id, "alpha").request_id == request_id

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 
 from chalicelib.domain.models import Job, JobStatus
-from chalicelib.errors import Conflict, JobGone, NotFound
+from chalicelib.errors import Conflict, JobGone
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import end_job, store_output_csv
+from chalicelib.services.job_access import job_not_found
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def request_cancel(deps: Dependencies, job: Job) -> Job:
     if not deps.store.request_cancel(request_id, deps.clock.now()):
         current = deps.store.get_job(request_id)
         if current is None:
-            raise NotFound(f"no job with requestId {request_id}")
+            raise job_not_found(request_id)
         raise Conflict(f"job {request_id} is {current.status}; it ended before the cancel")
     deps.finalize_queue.send_batch([{"requestId": request_id, CANCEL: True}])
     return deps.store.get_job(request_id) or job

@@ -8,10 +8,11 @@ from datetime import timedelta
 
 from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import Job, JobStatus, WebhookState
-from chalicelib.errors import Conflict, NotFound, TooManyRequests
+from chalicelib.errors import Conflict, TooManyRequests
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import queue_webhook
 from chalicelib.services.ingest import resume_ingest
+from chalicelib.services.job_access import job_not_found
 
 
 def redeliver_webhook(deps: Dependencies, request_id: str) -> Job:
@@ -74,5 +75,5 @@ def run_retry(deps: Dependencies, request_id: str, budget: Budget | None = None)
 def _existing(deps: Dependencies, request_id: str) -> Job:
     job = deps.store.get_job(request_id)
     if job is None:
-        raise NotFound(f"no job {request_id}")
+        raise job_not_found(request_id)
     return job

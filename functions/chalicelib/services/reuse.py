@@ -63,7 +63,8 @@ _KEYS_LOCK = threading.Lock()  # a new tenant's images ask at once: one of them 
 
 
 def forget_reuse_keys() -> None:
-    """Read each tenant's key again on next use (a SnapStart restore: chalicelib/snapstart.py)."""
+    """Read each tenant's key again on next use (a SnapStart restore:
+    chalicelib/snapshot_hooks.py)."""
     _KEYS.clear()
 
 
