@@ -304,8 +304,46 @@ def test_a_429_outside_polling_is_reported_with_the_wait_it_asks_for(api: Script
     assert err.splitlines() == ["error: too many requests (HTTP 429); retry after 3s"]
 
 
+@pytest.mark.parametrize(
+    ("command", "path"), [("retry", "retry"), ("redeliver", "webhook/redeliver")]
+)
+def test_a_fractional_retry_after_on_retry_or_redeliver_is_the_wait_reported(
+    api: Scripted, command: str, path: str
+) -> None:
+    """Never rounded down: told to wait less than asked, a caller is refused again."""
+    limited = {"error": f"{command} was asked for less than 60 s ago", "details": []}
+    api.on("POST", f"/api/jobs/{JOB}/{path}", 429, limited, **{"Retry-After": "2.5"})
+    code, out, err = run(api, "--api-key", KEY, command, JOB)
+    assert (code, out) == (EXIT_ERROR, "")
+    assert err.splitlines() == [f"error: {limited['error']} (HTTP 429); retry after 2.5s"]
+
+
+def test_a_fractional_retry_after_while_waiting_is_slept_in_full(api: Scripted) -> None:
+    path = f"/api/getProcessingStatus/{JOB}"
+    api.on(
+        "GET", path, 429, {"error": "too many requests", "details": []}, **{"Retry-After": "1.5"}
+    )
+    api.on("GET", path, 200, status_doc("completed"))
+    slept: list[float] = []
+
+    class Quiet:
+        def progress(self, line: str) -> None:
+            return
+
+        def end_progress(self) -> None:
+            return
+
+    final = wait_for(
+        ApiClient(api.url, api_key=KEY), JOB, Quiet(), interval=1.0, timeout=0, sleep=slept.append
+    )
+    assert final is not None and slept == [1.5]
+
+
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_seconds("5") == 5.0
+    assert retry_after_seconds("2.5") == 2.5
+    assert retry_after_seconds("0.25") == 0.25
+    assert retry_after_seconds("1.") is None and retry_after_seconds("-1") is None
     assert retry_after_seconds(formatdate(1_000_030, usegmt=True), now=lambda: 1_000_000) == 30
     assert retry_after_seconds(formatdate(1_000_000, usegmt=True), now=lambda: 1_000_050) == 0
     assert retry_after_seconds("soon") is None
