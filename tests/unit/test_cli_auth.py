@@ -27,6 +27,16 @@ from tests.support.scripted_api import (  # the fixtures `api` and `storage` wit
 OTHER_KEY = "ipk_ba9876543210_from-the-environment"
 
 
+class Quiet:
+    """A console for `wait_for` that shows nothing."""
+
+    def progress(self, line: str) -> None:
+        return
+
+    def end_progress(self) -> None:
+        return
+
+
 def test_the_option_wins_over_the_environment_and_every_api_call_carries_the_key(
     api: Scripted,
 ) -> None:
@@ -136,13 +146,6 @@ def test_a_429_while_waiting_waits_as_long_as_retry_after_asks_then_polls_again(
         slept.append(seconds)
         now[0] += seconds
 
-    class Quiet:
-        def progress(self, line: str) -> None:
-            self.last = line
-
-        def end_progress(self) -> None:
-            return
-
     final = wait_for(
         ApiClient(api.url, api_key=KEY),
         JOB,
@@ -171,13 +174,6 @@ def test_a_retry_after_past_the_timeout_ends_the_wait_as_a_timeout(api: Scripted
     def sleep(seconds: float) -> None:
         slept.append(seconds)
         now[0] += seconds
-
-    class Quiet:
-        def progress(self, line: str) -> None:
-            return
-
-        def end_progress(self) -> None:
-            return
 
     final = wait_for(
         ApiClient(api.url),
@@ -225,13 +221,6 @@ def test_a_fractional_retry_after_while_waiting_is_slept_in_full(api: Scripted) 
     )
     api.on("GET", path, 200, status_doc("completed"))
     slept: list[float] = []
-
-    class Quiet:
-        def progress(self, line: str) -> None:
-            return
-
-        def end_progress(self) -> None:
-            return
 
     final = wait_for(
         ApiClient(api.url, api_key=KEY), JOB, Quiet(), interval=1.0, timeout=0, sleep=slept.append
