@@ -306,6 +306,13 @@ def storage_client(lines: dict[str, str], service: str) -> Any:
     )
 
 
+def sample_with_a_missing_picture(images: str) -> str:
+    """The bundled sample CSV with its images on `images`, and a sixth product whose second
+    picture is not there."""
+    text = (SAMPLES / "products.csv").read_text().replace("{IMAGES_BASE}", images)
+    return text + f'6,Missing Picture,"{images}/mug.jpg,{images}/nowhere.jpg"\n'
+
+
 def bearer(key: str) -> dict[str, str]:
     """The header of a call to the API with this key."""
     return {"Authorization": f"Bearer {key}"}

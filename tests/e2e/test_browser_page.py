@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from local_emulator.stack import Emulator
-from tests.e2e.emulator_support import SAMPLES, bearer
+from tests.e2e.emulator_support import SAMPLES, bearer, sample_with_a_missing_picture
 from tests.support.chromium import ARTIFACTS, use_key
 
 pytestmark = pytest.mark.e2e
@@ -40,8 +40,7 @@ def test_uploads_bucket_declares_cors_for_the_browser_post(emulator: Emulator) -
 def test_the_page_uploads_through_storage_and_shows_the_job_as_the_api_does(
     emulator: Emulator, images: str, page: Any, tmp_path: Path
 ) -> None:
-    text = (SAMPLES / "products.csv").read_text().replace("{IMAGES_BASE}", images)
-    text += f'6,Missing Picture,"{images}/mug.jpg,{images}/nowhere.jpg"\n'
+    text = sample_with_a_missing_picture(images)
     csv_path = tmp_path / "products.csv"
     csv_path.write_text(text)
     seen: list[Any] = []

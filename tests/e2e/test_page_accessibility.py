@@ -15,7 +15,8 @@ import pytest
 from chalicelib import openapi
 
 from local_emulator.stack import Emulator
-from tests.e2e.emulator_support import SAMPLES, keyed
+from tests.e2e.emulator_support import sample_with_a_missing_picture
+from tests.e2e.test_pipeline_e2e import upload
 from tests.support.chromium import use_key
 
 pytestmark = pytest.mark.e2e
@@ -90,15 +91,7 @@ def test_the_watch_page_has_no_axe_violation_as_it_opens(emulator: Emulator, pag
 def test_the_watch_page_has_no_axe_violation_showing_a_finished_job(
     emulator: Emulator, page: Any, images: str
 ) -> None:
-    text = (SAMPLES / "products.csv").read_text().replace("{IMAGES_BASE}", images)
-    text += f'6,Missing Picture,"{images}/mug.jpg,{images}/nowhere.jpg"\n'
-    created = keyed(emulator).post(
-        f"{emulator.api_url}/api/uploadAndProcessDocument",
-        files={"file": ("products.csv", text.encode(), "text/csv")},
-        timeout=30,
-    )
-    assert created.status_code == 202, created.text
-    request_id = created.json()["requestId"]
+    request_id = upload(emulator, sample_with_a_missing_picture(images))
     page.goto(f"{emulator.api_url}/")
     use_key(page, emulator.api_key)
     page.goto(f"{emulator.api_url}/?job={request_id}")

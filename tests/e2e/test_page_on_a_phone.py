@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from local_emulator.stack import Emulator
-from tests.e2e.emulator_support import SAMPLES, keyed
+from tests.e2e.emulator_support import sample_with_a_missing_picture
+from tests.e2e.test_pipeline_e2e import upload
 from tests.support.chromium import ARTIFACTS, chromium_page, use_key
 
 pytestmark = pytest.mark.e2e
@@ -52,15 +53,7 @@ def assert_labels_beside_their_fields(page: Any) -> None:
 def test_the_page_on_a_phone_stacks_before_and_after_and_keeps_labels_with_fields(
     emulator: Emulator, images: str, phone: Any
 ) -> None:
-    text = (SAMPLES / "products.csv").read_text().replace("{IMAGES_BASE}", images)
-    text += f'6,Missing Picture,"{images}/mug.jpg,{images}/nowhere.jpg"\n'
-    created = keyed(emulator).post(
-        f"{emulator.api_url}/api/uploadAndProcessDocument",
-        files={"file": ("products.csv", text.encode(), "text/csv")},
-        timeout=30,
-    )
-    assert created.status_code == 202, created.text
-    request_id = created.json()["requestId"]
+    request_id = upload(emulator, sample_with_a_missing_picture(images))
     page = phone
     fetched: list[str] = []
     page.on("request", lambda request: fetched.append(request.url))
