@@ -18,6 +18,7 @@ import requests
 
 TIMEOUT = (5.0, 60.0)
 STATUS_PAGE = 1000
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)  # delta-seconds, or a fraction
 KEPT_ANSWERS = 16  # the status and list answers kept for If-None-Match, one per URL
 
 
@@ -43,12 +44,12 @@ class KeyRefused(ApiError):
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP date; None when absent or
-    unreadable."""
+    """`Retry-After` as seconds from now: delta-seconds (a fraction kept as sent, never
+    rounded down) or an HTTP date; None when absent or unreadable."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _SECONDS.fullmatch(value):
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from local_emulator.api_server import FrontDoorLimits
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
+from tests.support.emulator import running_emulator
 
 pytestmark = pytest.mark.e2e
 
@@ -37,19 +38,15 @@ def emulator() -> Iterator[Emulator]:
     # the 503s), and this module asks a public route more often than the stage's throttle
     # allows (10/s, bursts of 20): here the stack is deployed bigger, as an operator may, since
     # these tests are of the sockets in front of API Gateway's rules.
-    options = EmulatorOptions(
-        host="127.0.0.1",
-        port=0,
+    with running_emulator(
         allow_private_hosts=False,
-        quiet=True,
         parameter_overrides={
             "TenantBurstLimit": "100",
             "DatabaseConnections": "6000",
             "PublicRateLimit": "1000",
             "PublicBurstLimit": "2000",
         },
-    )
-    with Emulator(options) as emu:
+    ) as emu:
         yield emu
 
 

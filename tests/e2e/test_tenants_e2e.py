@@ -23,7 +23,8 @@ from chalicelib.services.ingest import job_id_for_key
 from pymongo import MongoClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
+from tests.support.emulator import running_emulator
 from tests.support.servers import webhook_receiver
 from tests.support.waiting import wait_until
 
@@ -36,15 +37,7 @@ TIME_SCALE = 0.1  # the authorizer's 60 s cache is 6 s; the worker can still sta
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    options = EmulatorOptions(
-        host="127.0.0.1",
-        port=0,
-        allow_private_hosts=True,
-        quiet=True,
-        tenants=("alpha", "beta"),
-        time_scale=TIME_SCALE,
-    )
-    with Emulator(options) as emu:
+    with running_emulator(tenants=("alpha", "beta"), time_scale=TIME_SCALE) as emu:
         yield emu
 
 

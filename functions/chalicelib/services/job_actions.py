@@ -4,6 +4,7 @@ services/deletion.py.)"""
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from chalicelib.domain.budget import Budget
@@ -61,7 +62,7 @@ def _rate_limit(deps: Dependencies, request_id: str, action: str) -> None:
     now = deps.clock.now()
     due = deps.store.claim_action(request_id, action, now, timedelta(seconds=interval))
     if due is not None:
-        wait = int((due - now).total_seconds() + 0.999)
+        wait = math.ceil((due - now).total_seconds())  # never less than is left
         raise TooManyRequests(
             f"{action} of job {request_id} was asked for less than {interval} s ago", wait
         )

@@ -1,0 +1,44 @@
+"""The whole stack on loopback for the end-to-end tests: the emulator with the tests' usual
+options (loopback, a free port, quiet, private hosts allowed so the tests' image hosts and
+webhook receivers on 127.0.0.1 are reachable), each overridable, under environment variables
+set for its life."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from local_emulator.stack import Emulator, EmulatorOptions
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set these variables in `os.environ` (the emulator reads them at start); restore after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def running_emulator(
+    environ: Mapping[str, str] | None = None, **options: Any
+) -> Iterator[Emulator]:
+    """A started emulator, stopped on exit. `options` are EmulatorOptions' fields (tenants,
+    workers, time_scale...) over the tests' usual ones; `environ`, variables set meanwhile."""
+    usual: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "allow_private_hosts": True,
+        "quiet": True,
+    }
+    with environment(environ or {}), Emulator(EmulatorOptions(**{**usual, **options})) as emu:
+        yield emu
