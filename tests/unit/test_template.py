@@ -601,13 +601,26 @@ def test_a_tenants_requests_are_throttled_by_the_usage_plan(template: dict[str, 
     assert props["ApiStages"] == [{"ApiId": {"Ref": "Api"}, "Stage": {"Ref": "Api.Stage"}}]
     assert props["Throttle"] == {
         "RateLimit": {"Ref": "TenantRateLimit"},
-        "BurstLimit": {"Ref": "TenantBurstLimit"},
+        # 0 (the default): the burst DatabaseConnections allows (test_one_tenants_burst_...)
+        "BurstLimit": {
+            "Fn::If": [
+                "TenantBurstFromConnections",
+                {
+                    "Fn::FindInMap": [
+                        "TenantBurstForConnections",
+                        {"Ref": "DatabaseConnections"},
+                        "Burst",
+                    ]
+                },
+                {"Ref": "TenantBurstLimit"},
+            ]
+        },
+    }
+    assert template["Conditions"]["TenantBurstFromConnections"] == {
+        "Fn::Equals": [{"Ref": "TenantBurstLimit"}, "0"]
     }
     params = template["Parameters"]
-    assert (params["TenantRateLimit"]["Default"], params["TenantBurstLimit"]["Default"]) == (
-        20,
-        40,
-    )
+    assert (params["TenantRateLimit"]["Default"], params["TenantBurstLimit"]["Default"]) == (20, 0)
     responses = template["Resources"]["Api"]["Properties"]["GatewayResponses"]
     assert responses["THROTTLED"]["ResponseParameters"]["Headers"]["Retry-After"] == "'1'"
 
@@ -1642,6 +1655,29 @@ def test_the_caps_fit_the_clusters_connections(template: dict[str, Any]) -> None
     assert f"MONGO_MAX_POOL_SIZE` ({pool})" in doc
     row = template["Mappings"]["ConcurrencyForConnections"]["500"]
     assert f"| 500 | {sum(row.values())} | {sum(row.values()) * per_container} |" in doc
+
+
+def test_one_tenants_burst_leaves_half_of_the_front_door_to_the_others(
+    template: dict[str, Any],
+) -> None:
+    """At every DatabaseConnections, a tenant's whole burst (every request at once) takes at
+    most half of the API function's and of the authorizer's reserved concurrency: another
+    tenant's request is served, not 503 (tests/e2e/test_tenants_e2e.py fires it)."""
+    caps = template["Mappings"]["ConcurrencyForConnections"]
+    bursts = template["Mappings"]["TenantBurstForConnections"]
+    assert set(bursts) == set(caps)
+    for connections, row in caps.items():
+        burst = bursts[connections]["Burst"]
+        front_door = min(row["Api"], row["Authorizer"])
+        assert 1 <= burst <= front_door // 2, (connections, burst, front_door)
+        # and no smaller than it need be: the largest burst that leaves the other half
+        assert burst == front_door // 2, (connections, burst, front_door)
+    # the arithmetic the docs give is this one
+    doc = PERFORMANCE_DOC.read_text(encoding="utf-8")
+    for connections, row in caps.items():
+        burst = bursts[connections]["Burst"]
+        line = f"| {connections} | {row['Api']} | {row['Authorizer']} | {burst} |"
+        assert line in doc, line
 
 
 def test_transform_leaves_no_managed_sqs_execution_role(transformed: dict[str, Any]) -> None:
