@@ -1254,6 +1254,30 @@ def test_the_cdn_honours_the_objects_cache_control(template: dict[str, Any]) -> 
     assert key["EnableAcceptEncodingGzip"] is False and key["EnableAcceptEncodingBrotli"] is False
 
 
+def test_any_origin_may_read_an_output_through_the_cdn_never_with_credentials(
+    template: dict[str, Any],
+) -> None:
+    """The page (on the API's origin) counts an output's bytes with a CORS fetch when a row
+    has none; the CDN answers it by its response headers policy. The bucket keeps no CORS
+    rule: the cache policy forwards no Origin, so S3's rules would never be consulted."""
+    (distribution,) = _resources(template, "AWS::CloudFront::Distribution").values()
+    behaviour = distribution["Properties"]["DistributionConfig"]["DefaultCacheBehavior"]
+    assert behaviour["ResponseHeadersPolicyId"] == {"Ref": "OutputsResponseHeadersPolicy"}
+    assert behaviour["AllowedMethods"] == ["GET", "HEAD"]  # no preflight is ever answered
+    policy = template["Resources"]["OutputsResponseHeadersPolicy"]
+    assert policy["Type"] == "AWS::CloudFront::ResponseHeadersPolicy"
+    config = policy["Properties"]["ResponseHeadersPolicyConfig"]
+    assert set(config) == {"Name", "Comment", "CorsConfig"}  # CORS and nothing else
+    assert config["CorsConfig"] == {
+        "AccessControlAllowOrigins": {"Items": ["*"]},
+        "AccessControlAllowMethods": {"Items": ["GET", "HEAD"]},
+        "AccessControlAllowHeaders": {"Items": ["*"]},
+        "AccessControlAllowCredentials": False,
+        "OriginOverride": True,
+    }
+    assert "CorsConfiguration" not in template["Resources"]["OutputsBucket"]["Properties"]
+
+
 def test_only_the_distribution_reads_the_outputs_bucket_and_only_images(
     template: dict[str, Any],
 ) -> None:
