@@ -396,11 +396,20 @@ def never_expires(url: str) -> bool:
 @contextmanager
 def stack_of_tenants(*tenants: str) -> Iterator[Any]:
     """The real stack on loopback, quiet, private hosts allowed, with these tenants (the
-    first is the one `keyed` calls as)."""
+    first is the one `keyed` calls as). Deployed with a tenant burst of 40, as an operator
+    may: its users call the API as fast as loopback answers, one call after another, past the
+    default burst (5 at the default DatabaseConnections, tested by test_tenant_burst_e2e.py
+    and test_tenants_e2e.py); on AWS, tens of milliseconds a call, they would stay near the
+    rate."""
     from local_emulator.stack import Emulator, EmulatorOptions
 
     options = EmulatorOptions(
-        host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True, tenants=tenants
+        host="127.0.0.1",
+        port=0,
+        allow_private_hosts=True,
+        quiet=True,
+        tenants=tenants,
+        parameter_overrides={"TenantBurstLimit": "40"},
     )
     with Emulator(options) as emulator:
         yield emulator

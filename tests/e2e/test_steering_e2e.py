@@ -39,7 +39,16 @@ def emulator() -> Iterator[Emulator]:
     """One poller of the rows queue: one batch is in the worker at a time, so the rows of
     the batches behind it can only start after the cancel."""
     with Emulator(
-        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True, workers=1)
+        EmulatorOptions(
+            host="127.0.0.1",
+            port=0,
+            allow_private_hosts=True,
+            quiet=True,
+            workers=1,
+            # the list is read page after page as fast as loopback answers, past a tenant's
+            # default burst (5): deployed with 40, as an operator may (not a throttle test)
+            parameter_overrides={"TenantBurstLimit": "40"},
+        )
     ) as emu:
         yield emu
 
