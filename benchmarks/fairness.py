@@ -11,11 +11,17 @@ alpha's batch runs, beta polls its job's status over HTTP ten times a second, ea
 timed. Printed: beta's time alone and beside the batch, how far the batch had got when beta
 ended, the status reads' p50 and p99, and the targets (beta within `SLOWER_BY` seconds of
 its time alone; status p99 at most `STATUS_P99_MS`).
+
+The functions run in this process (and in the emulator's worker processes) and write their
+JSON log and metric (EMF) lines to stderr, as locally they do everywhere: here those go to a
+file (`--functions-log`, else a new file in the temporary directory, named at the start), so
+the terminal shows the report alone. What the functions emit is not changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import statistics
@@ -23,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -103,6 +109,25 @@ def report(alone: Sequence[float], busy: Sequence[Busy], jobs: int, rows: int) -
     return lines
 
 
+@contextlib.contextmanager
+def functions_output(path: Path) -> Iterator[None]:
+    """While it lasts, stderr (`sys.stderr`, where the functions' log and metric lines go
+    off Lambda, and file descriptor 2, which the emulator's worker processes inherit) writes
+    to `path`, appended; then both are as they were."""
+    sys.stderr.flush()
+    saved_stream, saved_fd = sys.stderr, os.dup(2)
+    with path.open("a", encoding="utf-8", buffering=1) as out:
+        os.dup2(out.fileno(), 2)
+        sys.stderr = out
+        try:
+            yield
+        finally:
+            out.flush()
+            sys.stderr = saved_stream
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+
+
 def make_images(folder: Path, count: int) -> None:
     """`count` small JPEGs, each of its own bytes (a gradient shifted per image, some grain)."""
     rng = np.random.default_rng(22)
@@ -146,7 +171,13 @@ class Run:
         return request_id, started
 
     def status(self, tenant: str, request_id: str) -> dict[str, Any]:
-        answer = get_status(self.emu.api_url, self.keys[tenant], request_id, 30, limit=1)
+        """The job's status; a 429 (the tenant's burst spent) waits its Retry-After, as a
+        client does, and asks again."""
+        while True:
+            answer = get_status(self.emu.api_url, self.keys[tenant], request_id, 30, limit=1)
+            if answer.status_code != 429:
+                break
+            time.sleep(float(answer.headers.get("Retry-After", "1")))
         answer.raise_for_status()
         doc: dict[str, Any] = answer.json()
         return doc
@@ -222,10 +253,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="runs beside the batch")
     parser.add_argument("--jobs", type=int, default=10, help="alpha's jobs")
     parser.add_argument("--rows", type=int, default=100, help="rows per job of alpha's")
+    parser.add_argument(
+        "--functions-log",
+        type=Path,
+        default=None,
+        help="where the functions' log and metric lines go (default: a new temporary file)",
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 2)
     per_run = args.jobs * args.rows + SMALL_ROWS
+    functions_log: Path | None = args.functions_log
+    if functions_log is None:
+        handle, name = tempfile.mkstemp(prefix="fairness-functions-", suffix=".log")
+        os.close(handle)
+        functions_log = Path(name)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores", flush=True)
+    print(f"the functions' log and metric lines: {functions_log}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         make_images(Path(folder), 3 * SMALL_ROWS + repeats * per_run + SMALL_ROWS)
         options = EmulatorOptions(
@@ -236,7 +279,11 @@ def main(argv: list[str] | None = None) -> int:
             tenants=("alpha", "beta"),
             log=lambda line: None,
         )
-        with file_server(Path(folder)) as (base, _host_pid), Emulator(options) as emu:
+        with (
+            functions_output(functions_log),
+            file_server(Path(folder)) as (base, _host_pid),
+            Emulator(options) as emu,
+        ):
             run = Run(emu, base)
             run.alone()  # warm-up: imports, first clients
             alone = [run.alone() for _ in range(3)]

@@ -15,6 +15,7 @@ import requests
 from local_emulator.stack import Emulator
 from tests.e2e.emulator_support import SAMPLES, bearer, sample_with_a_missing_picture
 from tests.support.chromium import ARTIFACTS, use_key
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -267,4 +268,67 @@ def test_the_page_polls_with_if_none_match_and_keeps_its_view_on_304(
     assert page.text_content("#job-status") == "completed"
     assert page.text_content("#products") == "1/1"
     assert answers[-1][0] == 200 and answers[-1][2] != first[2]
+    assert page.evaluate("window.__csp") == []
+
+
+def test_the_page_counts_an_outputs_bytes_on_another_origin_when_the_status_has_none(
+    emulator: Emulator, images: str, page: Any
+) -> None:
+    """A row without byte counts (as one stored before they were kept): the page, on the
+    API's origin, fetches the output image from the CDN's stand-in (the storage endpoint,
+    another origin) with `mode: "cors"`, which the browser allows only because the
+    distribution's response headers policy answers `Access-Control-Allow-Origin`; the page
+    shows the output's true size, not "size unknown"."""
+    csv = f"S. No.,Product Name,Input Image Urls\n1,Mug,{images}/mug.jpg\n"
+    created = requests.post(
+        f"{emulator.api_url}/api/uploadAndProcessDocument",
+        files={"file": ("p.csv", csv.encode(), "text/csv")},
+        headers=bearer(emulator.api_key),
+        timeout=30,
+    )
+    assert created.status_code == 202, created.text
+    request_id = created.json()["requestId"]
+    status_url = f"{emulator.api_url}/api/getProcessingStatus/{request_id}"
+    status: dict[str, Any] = {}
+
+    def completed() -> bool:
+        status.update(requests.get(status_url, headers=bearer(emulator.api_key), timeout=10).json())
+        return status["status"] == "completed"
+
+    assert wait_until(completed, timeout=60), status
+    output = status["products"][0]["outputImageUrls"][0]
+    size = len(requests.get(output, timeout=10).content)
+    assert output.startswith(emulator.storage_url + "/")  # not the page's origin
+    assert emulator.storage_url.rsplit(":", 1)[1] != emulator.api_url.rsplit(":", 1)[1]
+
+    def without_byte_counts(route: Any) -> None:
+        answer = route.fetch()
+        if answer.status != 200:
+            route.fulfill(response=answer)
+            return
+        doc = answer.json()
+        for product in doc["products"]:
+            product.pop("inputBytes", None)
+            product.pop("outputBytes", None)
+        route.fulfill(response=answer, json=doc)
+
+    fetched: list[Any] = []
+
+    def keep(request: Any) -> None:  # Playwright wants a function, not a bound builtin
+        fetched.append(request)
+
+    page.on("requestfinished", keep)
+    page.route("**/api/getProcessingStatus/**", without_byte_counts)
+    page.goto(f"{emulator.api_url}/")
+    use_key(page, emulator.api_key)
+    page.goto(f"{emulator.api_url}/?job={request_id}")
+    page.wait_for_function(
+        "() => { const c = document.querySelector('[data-testid=after-size]');"
+        " return c !== null && c.textContent !== '\u2026'; }",
+        timeout=60_000,
+    )
+    assert page.text_content("[data-testid=after-size]") == f"{size:,} bytes"
+    before = (SAMPLES / "images" / "mug.jpg").stat().st_size
+    assert page.text_content("[data-testid=before-size]") == f"{before:,} bytes"
+    assert any(r.url == output and r.resource_type == "fetch" for r in fetched)
     assert page.evaluate("window.__csp") == []

@@ -32,9 +32,9 @@ CSV = b"S. No.,Product Name,Input Image Urls\n1,Mug,http://127.0.0.1:9/mug.jpg\n
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
     # Private hosts stay refused: the uploads' image (on loopback) fails at once, cheaply.
-    # 50 uploads at once are over one tenant's default burst (40: tests/e2e/test_tenants_e2e.py
+    # 50 uploads at once are over one tenant's default burst (5: tests/e2e/test_tenants_e2e.py
     # checks the 429s), over the API function's and the authorizer's reserved concurrency at
-    # the default DatabaseConnections (10 and 8: tests/integration/test_gateway_auth.py checks
+    # the default DatabaseConnections (11 and 10: tests/integration/test_gateway_auth.py checks
     # the 503s), and this module asks a public route more often than the stage's throttle
     # allows (10/s, bursts of 20): here the stack is deployed bigger, as an operator may, since
     # these tests are of the sockets in front of API Gateway's rules.

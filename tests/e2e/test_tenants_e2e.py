@@ -215,10 +215,11 @@ def test_a_revoked_key_stops_working_within_the_authorizers_cache(emulator: Emul
 
 
 def test_a_tenant_over_its_rate_is_throttled_with_retry_after(emulator: Emulator) -> None:
-    """The template's usage plan: 20 requests/s with bursts of 40, per tenant. 80 requests at
-    once from beta: some 429 with Retry-After; alpha, at the same moment, is not held. Those
-    past the authorizer's or the API function's reserved concurrency (8 and 10 at the default
-    DatabaseConnections) are the contract's 503 with Retry-After, as on AWS."""
+    """The template's usage plan: 20 requests/s with bursts of 5 (the default
+    DatabaseConnections'), per tenant. 80 requests at once from beta: some 429 with
+    Retry-After; alpha, at the same moment, is not held. Any past the authorizer's or the API
+    function's reserved concurrency (10 and 11 at the default DatabaseConnections) would be
+    the contract's 503 with Retry-After, as on AWS."""
     barrier = threading.Barrier(80)
     codes: list[requests.Response] = []
     lock = threading.Lock()

@@ -228,6 +228,34 @@ def test_a_fractional_retry_after_while_waiting_is_slept_in_full(api: Scripted) 
     assert final is not None and slept == [1.5]
 
 
+def test_api_gateways_own_429_is_asked_again_after_its_retry_after(
+    api: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tenant's burst spent (API Gateway's throttle, `x-amzn-ErrorType`): the request
+    never reached the function, so the client asks again after Retry-After, a few times at
+    most, as AWS's SDKs do; the API's own 429 (above) is reported at once."""
+    from pipeline_cli import client
+
+    slept: list[float] = []
+    monkeypatch.setattr(client.time, "sleep", slept.append)
+    throttled = {"x-amzn-ErrorType": "TooManyRequestsException", "Retry-After": "1"}
+    limited = {"error": "too many requests; retry later", "details": []}
+    api.on("GET", "/api/jobs", 429, limited, **throttled)
+    api.on("GET", "/api/jobs", 429, limited, **throttled)
+    api.on("GET", "/api/jobs", 200, {"jobs": [], "nextCursor": None})
+    code, _, err = run(api, "--api-key", KEY, "jobs")
+    assert (code, err) == (0, "")
+    assert slept == [1.0, 1.0] and len(api.seen) == 3
+    # throttled every time: given up after THROTTLE_RETRIES more, and said
+    api.reset()
+    slept.clear()
+    api.on("GET", "/api/jobs", 429, limited, **throttled)
+    code, out, err = run(api, "--api-key", KEY, "jobs")
+    assert (code, out) == (EXIT_ERROR, "")
+    assert len(api.seen) == client.THROTTLE_RETRIES + 1 and len(slept) == client.THROTTLE_RETRIES
+    assert err.splitlines() == ["error: too many requests; retry later (HTTP 429); retry after 1s"]
+
+
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_seconds("5") == 5.0
     assert retry_after_seconds("2.5") == 2.5
