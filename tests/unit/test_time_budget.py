@@ -328,7 +328,9 @@ def test_a_redelivered_last_row_asks_again_for_finalization_without_a_download()
     process_row.reuse_cache(world.deps).clear()  # redelivered to another container
     again = QueueRecord("m-1", json.dumps(message), receive_count=2)
     assert queue_handlers.rows(world.deps, [again]) == {"batchItemFailures": []}
-    assert [m.body for m in world.finalize_queue.drain()] == [{"requestId": request_id}]
+    assert [m.body for m in world.finalize_queue.drain()] == [
+        {"requestId": request_id, "tenant": "default"}
+    ]
     assert world.fetcher.calls == ["https://a.test/1.jpg"]
 
 

@@ -34,6 +34,7 @@ from chalicelib.lazy_imaging import CompressOptions, compress, work_allowance
 from chalicelib.ports import BatchRecorder
 from chalicelib.services import reuse
 from chalicelib.services.deps import Dependencies
+from chalicelib.services.finalize import queue_finalization
 
 log = logging.getLogger(__name__)
 
@@ -743,7 +744,7 @@ def request_finalization(deps: Dependencies, request_id: str) -> bool:
     lease = timedelta(seconds=deps.settings.finalize_lease)
     if not deps.store.claim_finalization(request_id, deps.clock.now(), lease):
         return False
-    deps.finalize_queue.send_batch([{"requestId": request_id}])
+    queue_finalization(deps, request_id)
     return True
 
 
