@@ -311,9 +311,9 @@ def _accept(deps: Dependencies, job: Job) -> ValidationReport | None:
 
 
 class _ChunkSender:
-    """The first run's fan-out: each stored chunk's rows go out at once, ten per batch. The
-    fan-out's mark moves over the chunks stored and sent without a gap (every chunk, for a
-    file in serial order), so a run that takes over sends only from there."""
+    """The fan-out while the rows are stored: each chunk stored, its rows go out at once, ten
+    per batch. The fan-out's mark moves over the chunks stored and sent without a gap (every
+    chunk, for a file in serial order), so a run that takes over sends only from there."""
 
     def __init__(
         self, deps: Dependencies, job: Job, total: int, time_left: IngestSlice, first: int = 0
@@ -327,11 +327,13 @@ class _ChunkSender:
         self._marked = min(total, first * job.chunk_size)
 
     def send(self, chunk: int, rows: list[StoredRow]) -> None:
+        """Store the chunk and send its rows; out of time, neither (the mark recorded)."""
         if self._budget.expired:
             sent = min(self._total, self._next_chunk * self._job.chunk_size)
             if sent > self._marked:
                 self._deps.store.record_fanout(self._job.request_id, sent, False, self._now())
             self._budget.check()
+        self._deps.store.insert_rows(self._job.request_id, chunk, rows)
         for start in range(0, len(rows), MESSAGE_BATCH):
             self._deps.rows_queue.send_batch(
                 [row_message(self._job, row) for row in rows[start : start + MESSAGE_BATCH]]
@@ -426,12 +428,12 @@ def _write_rows(
     deps: Dependencies,
     job: Job,
     report: ValidationReport,
-    on_stored: Callable[[int, list[StoredRow]], None],
+    on_full: Callable[[int, list[StoredRow]], None],
     first_chunk: int = 0,
 ) -> None:
-    """Chunks are stored as soon as they are full (a sorted file keeps one chunk in memory);
-    `on_stored` gets each one after it is stored. A chunk already stored is left as it is;
-    the chunks before `first_chunk` (stored and sent by an earlier run) are skipped."""
+    """Each chunk goes to `on_full` (which stores and sends it) as soon as it is full (a
+    sorted file keeps one chunk in memory); the chunks before `first_chunk` (stored and sent
+    by an earlier run) are skipped."""
     size = job.chunk_size
     total = report.total_rows
     key = job.input_key
@@ -448,9 +450,7 @@ def _write_rows(
             slots[index] = StoredRow(position, row.serial, row.name, row.urls)
             filled[chunk] = filled.get(chunk, 0) + 1
             if filled[chunk] == expected:
-                rows = [r for r in slots if r]
-                deps.store.insert_rows(job.request_id, chunk, rows)
                 del pending[chunk], filled[chunk]
-                on_stored(chunk, rows)
+                on_full(chunk, [r for r in slots if r])
     if pending:  # only reachable if the file changed between the passes
         raise RuntimeError(f"{key} changed while it was being ingested")
