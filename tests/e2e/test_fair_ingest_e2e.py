@@ -123,9 +123,7 @@ def test_a_small_csv_is_ingested_while_another_tenants_large_csvs_are_far_from_f
             for job in jobs_of(db, "alpha"):
                 if job["status"] not in TERMINAL:
                     session.post(f"{emulator.api_url}/api/jobs/{job['_id']}/cancel", timeout=30)
-            wait_until(
-                lambda: all(j["status"] in TERMINAL for j in jobs_of(db, "alpha")), 180, 0.5
-            )
+            wait_until(lambda: all(j["status"] in TERMINAL for j in jobs_of(db, "alpha")), 180, 0.5)
     assert beta["status"] == "completed" and beta["progress"]["processedProducts"] == BETA_ROWS
     # first in, first out, beta's CSV would have been read after every one of alpha's was
     # taken, and with them ingested whole: at least four of the six
