@@ -118,10 +118,11 @@ class Settings:
     fetch_attempts: int = 3  # tries per image for transient failures (timeouts, 5xx, 429)
     fetch_backoff: float = 0.5  # base delay in seconds; doubled per try, full jitter
     ingest_lease: int = 900  # seconds before a dead ingest may be taken over
-    # An ingest run sends rows for this long at most (after its first chunk), then hands the
-    # rest over through the ingest queue in its tenant's message group, so that the fair
-    # queue gives the ingest's few slots to other tenants' CSVs in between (services/ingest.py).
-    ingest_slice_seconds: float = 10.0
+    # An ingest run sends rows for this long (after its first chunk; longer for a CSV that
+    # takes long to read again: IngestSlice), then hands the rest over through the ingest
+    # queue in its tenant's message group, so that the fair queue gives the ingest's few
+    # slots to other tenants' CSVs in between (services/ingest.py).
+    ingest_slice_seconds: float = 3.0
     finalize_lease: int = 300
     # A job unchanged this long is looked at by the sweeper. Longer than a row message can be
     # out of sight (the rows queue's visibility, 750 s, plus the worker's Timeout, 120 s),

@@ -206,9 +206,12 @@ def large_storage_event(key: str) -> QueueRecord:
     return QueueRecord("s3", json.dumps(body))
 
 
-def test_ingest_finalize_and_cancel_messages_in_their_tenants_group(queues: Queues) -> None:
+def test_ingest_finalize_and_cancel_messages_in_their_tenants_group(
+    queues: Queues, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Slices of no time (each run sends one batch, then hands over): a large CSV's first
     handover, each slice's, a retry's and the sweeper's, the finalization and a cancel."""
+    monkeypatch.setattr(ingest.IngestSlice, "READ_RATIO", 0.0)
     world = world_of(queues, ingest_slice_seconds=0.0)
     world.deps.ingest_queue, world.deps.finalize_queue = queues.ingest, queues.finalize
     csv = HEADER + "".join(f"{n},P{n},{MISSING}\n" for n in range(1, 12)) + f"12,L,{URLS[0]}\n"

@@ -74,9 +74,9 @@ def test_a_large_csv_goes_to_its_tenants_group_from_its_storage_event() -> None:
 
 
 def test_each_run_sends_one_slice_then_hands_over_from_its_mark() -> None:
-    """Ten chunks; each run sends its first chunk, then starts what the next SLICE seconds
-    allow (a send takes one): four chunks a run, three runs, each chunk stored once and each
-    row sent once, and every handover in the tenant's group."""
+    """Ten chunks; each run starts sending, then starts what the next SLICE seconds allow (a
+    send takes one): three chunks a run, four runs, each chunk stored once and each row
+    sent once, and every handover in the tenant's group."""
     world, clock = sliced_world(100)
     stored: Counter[int] = Counter()
     insert = world.store.insert_rows
@@ -97,7 +97,7 @@ def test_each_run_sends_one_slice_then_hands_over_from_its_mark() -> None:
             break
         (body,) = handed
         assert body == {ingest.HANDOVER: body[ingest.HANDOVER], "tenant": tenant}
-    assert [len(s) for s in slices] == [40, 40, 20]
+    assert [len(s) for s in slices] == [30, 30, 30, 10]
     assert [p for s in slices for p in s] == list(range(100))
     assert stored == dict.fromkeys(range(10), 1)
     job = world.store.get_job(body[ingest.HANDOVER])
@@ -128,7 +128,7 @@ def test_every_run_sends_rows_however_long_reading_the_csv_took() -> None:
 
 
 def test_a_retry_fans_out_in_slices_and_rows_failing_again_meanwhile_stay_failed() -> None:
-    """A retry of 100 failed rows, four chunks a run: rows of the first slice fail again
+    """A retry of 100 failed rows, three chunks a run: rows of the first slice fail again
     while the second is due. The later runs do not reset them (behind the mark, nothing
     would send them again): the retry's rows are each sent once and the job ends."""
     world, clock = sliced_world(100, urls="https://gone.test/{n}.jpg")
@@ -188,3 +188,21 @@ def process_all(world: FakeWorld) -> None:
             queue_handlers.rows(world.deps, records)
     for message in world.finalize_queue.drain():
         queue_handlers.finalize(world.deps, [QueueRecord("f", json.dumps(message.body))])
+
+
+def test_a_csv_slow_to_read_again_gets_a_longer_slice() -> None:
+    """Each run reads the CSV twice (validation, then the rows); here each read takes 5 s,
+    so a run that took 10 s to send its first chunk sends for 40 s (READ_RATIO times as
+    long) rather than SLICE: re-reading costs at most a fifth of the ingest."""
+    world, clock = sliced_world(100)
+    opened = world.uploads.open
+
+    def slow_open(key: str) -> Any:
+        clock.now += 5.0
+        return opened(key)
+
+    world.uploads.open = slow_open  # type: ignore[method-assign]
+    queue_handlers.ingest(world.deps, [large_event()], Budget(3600, clock))
+    (body,) = [m.body for m in world.ingest_queue.drain()]
+    assert run(world, clock, body) == list(range(100))
+    assert world.ingest_queue.drain() == []

@@ -225,7 +225,8 @@ def test_each_row_is_recorded_as_soon_as_its_own_images_are_done() -> None:
 
 
 def test_an_ingest_out_of_time_hands_over_and_the_next_run_sends_the_rest() -> None:
-    world = make_world(replace(SETTINGS, rows_per_chunk=10))
+    # the invocation's budget ends the run here, not its slice (tests/unit/test_ingest_slices.py)
+    world = make_world(replace(SETTINGS, rows_per_chunk=10, ingest_slice_seconds=3600))
     accepted = ingest_csv_of(world, 100)
     clock = ManualClock()
     sends = world.rows_queue.send_batch
