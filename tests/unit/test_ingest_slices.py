@@ -11,11 +11,11 @@ from dataclasses import replace
 from typing import Any
 
 from chalicelib.domain.budget import Budget
-from chalicelib.domain.models import ImageErrorCode, JobStatus
+from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus, output_csv_key
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import ImageFailure
-from chalicelib.services import ingest, job_actions
+from chalicelib.services import cancel, ingest, job_actions
 
 from tests.fakes import FakeWorld, make_world
 from tests.unit.test_pipeline_services import HEADER, storage_record
@@ -206,3 +206,28 @@ def test_a_csv_slow_to_read_again_gets_a_longer_slice() -> None:
     (body,) = [m.body for m in world.ingest_queue.drain()]
     assert run(world, clock, body) == list(range(100))
     assert world.ingest_queue.drain() == []
+
+
+def test_a_job_cancelled_between_two_slices_lists_every_product_cancelled() -> None:
+    """The cancel is carried out after the first slice: the next one cannot claim the ended
+    job, yet stores the rows left (sending none), and the output CSV lists all of them."""
+    world, clock = sliced_world(100)
+    queue_handlers.ingest(world.deps, [large_event()], Budget(3600, clock))
+    (body,) = [m.body for m in world.ingest_queue.drain()]
+    assert run(world, clock, body) == list(range(30))
+    (body,) = [m.body for m in world.ingest_queue.drain()]
+    request_id = body[ingest.HANDOVER]
+    job = world.store.get_job(request_id)
+    assert job is not None
+    cancel.request_cancel(world.deps, job)
+    for message in world.finalize_queue.drain():
+        queue_handlers.finalize(world.deps, [QueueRecord("c", json.dumps(message.body))])
+    job = world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.CANCELLED
+    assert run(world, clock, body) == []  # nothing sent for the ended job
+    assert world.ingest_queue.drain() == []
+    rows = list(world.store.iter_rows(request_id))
+    assert [r.position for r in rows] == list(range(100))
+    assert {r.status for r in rows} == {RowStatus.CANCELLED}
+    output = world.outputs.objects[output_csv_key(request_id)][0].decode()
+    assert len(output.strip().splitlines()) == 1 + 100

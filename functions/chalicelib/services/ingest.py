@@ -178,9 +178,43 @@ def take_over_ingest(deps: Dependencies, request_id: str, budget: Budget | None 
     """Continue the ingest that a run out of time handed over (its claim is taken at once)."""
     if not deps.store.claim_ingest(request_id, deps.clock.now(), HANDOVER_LEASE):
         _unless_gone(deps, request_id)
+        if _store_rest_of_cancelled(deps, request_id, budget or Budget.unlimited()):
+            return True
         log.info("job %s: handover found the ingest done or terminal", request_id)
         return False
     _run_claimed(deps, request_id, budget or Budget.unlimited())
+    return True
+
+
+def _store_rest_of_cancelled(deps: Dependencies, request_id: str, budget: Budget) -> bool:
+    """A job cancelled between two slices of its ingest: the next slice cannot claim the
+    ended job, so the rows not stored yet are stored here, none sent, and the cancel is
+    carried out again, so that every product is in the status and the output CSV,
+    `cancelled` (a job cancelled during one ingest run gets the same from that run's end).
+    Out of time, it hands over again. False when the job is not such a job."""
+    job = deps.store.get_job(request_id)
+    if job is None or job.status != JobStatus.CANCELLED or job.rows_written:
+        return False
+    info = deps.uploads.head(job.input_key)
+    if info is None or info.size > deps.settings.max_csv_bytes:
+        return False
+    with deps.uploads.open(job.input_key) as stream:
+        report = validate_csv(stream, csv_limits(deps))
+    if not report.ok:
+        return False
+    time_left = IngestSlice(budget)
+
+    def store(chunk: int, rows: list[StoredRow]) -> None:
+        time_left.check()
+        deps.store.insert_rows(request_id, chunk, rows)
+
+    try:
+        _write_rows(deps, job, report, store, job.fanout_sent // job.chunk_size)
+    except OutOfTime:
+        hand_over(deps, job)
+        return True
+    deps.store.record_fanout(request_id, report.total_rows, True, deps.clock.now())
+    settle_after_ingest(deps, request_id)
     return True
 
 
