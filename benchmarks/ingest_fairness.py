@@ -12,7 +12,9 @@ of the two cores), beta's a small JPEG each.
 Timed from beta's put to its job's rows all sent (`fanout.done`: the ingest's part) and to
 its terminal `updatedAt` (the job's end). Printed: beta alone and beside alpha's CSVs, and
 how much of alpha's rows had been sent when beta's ingest was done. Alpha's jobs are then
-cancelled (their ingest stops at its next slice) and waited for. `--slice-seconds` sets
+cancelled (their ingest stops at its next slice) and waited for; with `--finish`, only once
+all their rows are sent, and the time that took is printed (what slicing costs alpha).
+`--slice-seconds` sets
 INGEST_SLICE_SECONDS for the stack (the app's default otherwise); code from before slices
 ignores it, so the same command measures before and after.
 """
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ class Timed:
     ingested: float
     ended: float
     alpha_sent: float = 0.0  # the share of alpha's rows sent when beta's were (0..1)
+    alpha_ingest: float = 0.0  # --finish: seconds from alpha's first drop to its rows all sent
 
 
 def summary(name: str, runs: Sequence[Timed]) -> str:
@@ -106,7 +109,8 @@ class Run:
         ended = datetime.fromisoformat(str(job["updatedAt"])).timestamp() - started
         return Timed(ingested, ended, share)
 
-    def beside(self, csvs: int, rows: int) -> Timed:
+    def beside(self, csvs: int, rows: int, finish: bool = False) -> Timed:
+        first = time.time()
         keys = [self.drop("alpha", rows, "gone")[0] for _ in range(csvs)]
 
         def alpha_sent() -> float:
@@ -118,6 +122,9 @@ class Run:
 
         self.wait(lambda: alpha_sent() >= STARTED)  # alpha's ingest is under way
         timed = self.beta(alpha_sent)
+        if finish:  # what the slices cost alpha: its ingest to the end
+            self.wait(lambda: alpha_sent() >= 1.0, every=0.2)
+            timed = replace(timed, alpha_ingest=time.time() - first)
         key_of = {self.job(k)["_id"]: k for k in keys if self.job(k)}  # type: ignore[index]
         session = requests.Session()
         session.headers.update(auth(self.key("alpha")))
@@ -139,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=20000, help="rows per CSV of alpha's")
     parser.add_argument("--repeats", type=int, default=1, help="runs beside alpha's CSVs")
     parser.add_argument("--slice-seconds", type=float, default=None)
+    parser.add_argument(
+        "--finish", action="store_true", help="wait for alpha's rows all sent (before cancelling)"
+    )
     args = parser.parse_args(argv)
     if args.slice_seconds is not None:
         os.environ["INGEST_SLICE_SECONDS"] = str(args.slice_seconds)
@@ -164,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             alone = [run.beta() for _ in range(3)]
             busy = []
             for n in range(args.repeats):
-                busy.append(run.beside(args.csvs, args.rows))
+                busy.append(run.beside(args.csvs, args.rows, args.finish))
                 print(f"run {n + 1}/{args.repeats}: {summary('beta', busy[-1:])}", flush=True)
             run.client.close()
     slice_note = os.environ.get("INGEST_SLICE_SECONDS", "the app's default")
@@ -175,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     print(summary("beta alone", alone))
     print(summary("beta beside alpha's CSVs", busy))
     print("alpha's rows sent when beta's were: " + ", ".join(f"{b.alpha_sent:.0%}" for b in busy))
+    if args.finish:
+        print("alpha's rows all sent after: " + ", ".join(f"{b.alpha_ingest:.1f} s" for b in busy))
     return 0
 
 
