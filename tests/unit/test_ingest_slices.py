@@ -231,3 +231,20 @@ def test_a_job_cancelled_between_two_slices_lists_every_product_cancelled() -> N
     assert {r.status for r in rows} == {RowStatus.CANCELLED}
     output = world.outputs.objects[output_csv_key(request_id)][0].decode()
     assert len(output.strip().splitlines()) == 1 + 100
+
+
+def test_a_job_cancelled_before_its_first_slice_stores_no_rows() -> None:
+    """Cancelled while its handover waited (its CSV not accepted yet): no product, as before."""
+    world, clock = sliced_world(100)
+    queue_handlers.ingest(world.deps, [large_event()], Budget(3600, clock))
+    (body,) = [m.body for m in world.ingest_queue.drain()]
+    request_id = body[ingest.HANDOVER]
+    job = world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.PENDING
+    cancel.request_cancel(world.deps, job)
+    for message in world.finalize_queue.drain():
+        queue_handlers.finalize(world.deps, [QueueRecord("c", json.dumps(message.body))])
+    assert run(world, clock, body) == []
+    job = world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.CANCELLED
+    assert job.progress.total_products == 0 and list(world.store.iter_rows(request_id)) == []
