@@ -193,7 +193,7 @@ def process_all(world: FakeWorld) -> None:
 def test_a_csv_slow_to_read_again_gets_a_longer_slice() -> None:
     """Each run reads the CSV twice (validation, then the rows); here each read takes 5 s,
     so a run that took 10 s to send its first chunk sends for 40 s (READ_RATIO times as
-    long) rather than SLICE: re-reading costs at most a fifth of the ingest."""
+    long) rather than SLICE: re-reading takes at most a fifth of each run."""
     world, clock = sliced_world(100)
     opened = world.uploads.open
 

@@ -247,8 +247,9 @@ class IngestSlice:
     rows, it sends for `seconds`, or for READ_RATIO times as long as it took to get there
     (reading the CSV again, up to the mark) when that is longer, then hands over (OutOfTime):
     one large CSV holds one of the ingest function's few slots for a slice at a time, not
-    for its whole fan-out, and reading it again costs at most 1 / (1 + READ_RATIO) of the
-    ingest. The slice starts at the first rows sent, so every run sends some."""
+    for its whole fan-out, and reading it again takes at most 1 / (1 + READ_RATIO) of each
+    run (what the slices cost in all, hops included: docs/performance.md). The slice starts
+    at the first rows sent, so every run sends some."""
 
     READ_RATIO = 4.0
 
