@@ -119,6 +119,11 @@ class Settings:
     fetch_attempts: int = 3  # tries per image for transient failures (timeouts, 5xx, 429)
     fetch_backoff: float = 0.5  # base delay in seconds; doubled per try, full jitter
     ingest_lease: int = 900  # seconds before a dead ingest may be taken over
+    # An ingest run sends rows for this long (after its first chunk; longer for a CSV that
+    # takes long to read again: IngestSlice), then hands the rest over through the ingest
+    # queue in its tenant's message group, so that the fair queue gives the ingest's few
+    # slots to other tenants' CSVs in between (services/ingest.py).
+    ingest_slice_seconds: float = 3.0
     finalize_lease: int = 300
     # A job unchanged this long is looked at by the sweeper. Longer than a row message can be
     # out of sight (the rows queue's visibility, 750 s, plus the worker's Timeout, 120 s),
@@ -187,6 +192,9 @@ class Settings:
             fetch_attempts=max(1, _int(e, "FETCH_ATTEMPTS", cls.fetch_attempts)),
             fetch_backoff=max(0.0, _float(e, "FETCH_BACKOFF", cls.fetch_backoff)),
             ingest_lease=max(1, _int(e, "INGEST_LEASE", cls.ingest_lease)),
+            ingest_slice_seconds=max(
+                0.0, _float(e, "INGEST_SLICE_SECONDS", cls.ingest_slice_seconds)
+            ),
             finalize_lease=max(1, _int(e, "FINALIZE_LEASE", cls.finalize_lease)),
             stall_after=max(1, _int(e, "STALL_AFTER", cls.stall_after)),
             sweep_limit=max(1, _int(e, "SWEEP_LIMIT", cls.sweep_limit)),

@@ -226,7 +226,8 @@ def test_each_row_is_recorded_as_soon_as_its_own_images_are_done() -> None:
 
 
 def test_an_ingest_out_of_time_hands_over_and_the_next_run_sends_the_rest() -> None:
-    world = make_world(replace(SETTINGS, rows_per_chunk=10))
+    # the invocation's budget ends the run here, not its slice (tests/unit/test_ingest_slices.py)
+    world = make_world(replace(SETTINGS, rows_per_chunk=10, ingest_slice_seconds=3600))
     accepted = ingest_csv_of(world, 100)
     clock = ManualClock()
     sends = world.rows_queue.send_batch
@@ -329,7 +330,9 @@ def test_a_redelivered_last_row_asks_again_for_finalization_without_a_download()
     job_url_cache(world.deps).clear()  # redelivered to another container
     again = QueueRecord("m-1", json.dumps(message), receive_count=2)
     assert queue_handlers.rows(world.deps, [again]) == {"batchItemFailures": []}
-    assert [m.body for m in world.finalize_queue.drain()] == [{"requestId": request_id}]
+    assert [m.body for m in world.finalize_queue.drain()] == [
+        {"requestId": request_id, "tenant": "default"}
+    ]
     assert world.fetcher.calls == ["https://a.test/1.jpg"]
 
 

@@ -34,7 +34,8 @@ def request_cancel(deps: Dependencies, job: Job) -> Job:
         if current is None:
             raise job_not_found(request_id)
         raise Conflict(f"job {request_id} is {current.status}; it ended before the cancel")
-    deps.finalize_queue.send_batch([{"requestId": request_id, CANCEL: True}])
+    # in the tenant's message group, as finalizations are (bootstrap.py)
+    deps.finalize_queue.send_batch([{"requestId": request_id, CANCEL: True, "tenant": job.tenant}])
     return deps.store.get_job(request_id) or job
 
 

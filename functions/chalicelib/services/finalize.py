@@ -87,6 +87,16 @@ def end_job(
     return True
 
 
+def queue_finalization(deps: Dependencies, request_id: str) -> None:
+    """The finalize message, carrying the job's tenant (its message group: bootstrap.py), so
+    that one tenant's finalizations queued together do not hold up another's."""
+    job = deps.store.get_job(request_id)
+    message: dict[str, object] = {"requestId": request_id}
+    if job is not None:  # gone: the finalizer lets its message go
+        message["tenant"] = job.tenant
+    deps.finalize_queue.send_batch([message])
+
+
 def queue_webhook(deps: Dependencies, job: Job, hook_id: str, attempt: int) -> None:
     """The webhook's message, carrying its tenant (its message group: bootstrap.py)."""
     deps.webhook_queue.send_batch(

@@ -50,7 +50,10 @@ def retry_failed(deps: Dependencies, request_id: str) -> Job:
     generation = job.generation + 1
     if not deps.store.reopen_failed(request_id, generation, deps.clock.now()):
         raise Conflict(f"job {request_id} is already being retried")
-    deps.ingest_queue.send_batch([{"retryJob": request_id, "generation": generation}])
+    # in the tenant's message group, as the ingest's handovers are (bootstrap.py)
+    deps.ingest_queue.send_batch(
+        [{"retryJob": request_id, "generation": generation, "tenant": job.tenant}]
+    )
     return _existing(deps, request_id)
 
 

@@ -16,6 +16,7 @@ from chalicelib.domain.models import ImageResult, Progress
 from chalicelib.errors import JobGone
 from chalicelib.ports import BatchRecorder
 from chalicelib.services.deps import Dependencies
+from chalicelib.services.finalize import queue_finalization
 from chalicelib.services.row_messages import RowTask
 
 log = logging.getLogger(__name__)
@@ -177,5 +178,5 @@ def request_finalization(deps: Dependencies, request_id: str) -> bool:
     lease = timedelta(seconds=deps.settings.finalize_lease)
     if not deps.store.claim_finalization(request_id, deps.clock.now(), lease):
         return False
-    deps.finalize_queue.send_batch([{"requestId": request_id}])
+    queue_finalization(deps, request_id)
     return True
