@@ -18,7 +18,12 @@ def job_not_found(request_id: str) -> NotFound:
 
 def load_job(deps: Dependencies, request_id: str, tenant: str) -> Job:
     """The tenant's job: 400 for a malformed id, 404 for an unknown one and for another
-    tenant's (the same answer, so an id tells nobody that it exists)."""
+    tenant's (the same answer, so an id tells nobody that it exists).
+
+    `tenant` is the caller's, which API Gateway's authorizer
+    (`entrypoints/authorizer.py:authorize`) put in the request's context from the API key's
+    hash; every job route (status, list, cancel, retry, redeliver, delete) calls this first,
+    and the store is asked for the id and the owner in one query."""
     if not is_request_id(request_id):
         raise InvalidRequest(
             "requestId must be a UUID", [{"field": "requestId", "value": request_id[:100]}]

@@ -54,9 +54,13 @@ def fetch_with_retries(
     spent: int = 0,
     output_format: str = "jpeg",
 ) -> bytes:
-    """Download, retrying transient failures (connect and read timeouts, 5xx, 429, dropped
-    connections) with exponential backoff and full jitter; permanent ones (404, blocked, not
-    an image, a body still trickling at the deadline) at once.
+    """Download, retrying transient failures (connect and read timeouts, 5xx, 408, 429,
+    dropped connections: the host may answer next time) with exponential backoff and full
+    jitter, up to `fetch_attempts`; permanent ones (404 and other 4xx, an address the guard
+    refuses, not an image, a body still trickling at the deadline) at once, since asking
+    again would get the same. Which is which is the failure's `retryable`: set by
+    `image_download._check_status` for an HTTP status, by `guarded_http.request_failure` for
+    a connection that failed or timed out.
 
     No attempt starts unless `time_for_an_attempt` says so: then `NoTimeLeft` says how many
     attempts were spent (`spent` counts those of earlier invocations), and the image resumes

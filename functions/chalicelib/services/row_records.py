@@ -174,7 +174,15 @@ def record_results(deps: Dependencies, task: RowTask, results: list[ImageResult]
 
 def request_finalization(deps: Dependencies, request_id: str) -> bool:
     """Send the finalize message once, whoever calls, however many race (again only when
-    the claimant died: its claim outlived the lease)."""
+    the claimant died: its claim outlived the lease).
+
+    Every worker that records a job's last rows, and the sweeper, call this; the store's
+    `claim_finalization` is one compare-and-set on the job (status `processing`, every row
+    recorded, no claim or one older than the lease: `Job.ready_to_finalize` in the domain),
+    so exactly one caller wins and sends. The finalizer then ends the job by a second
+    compare-and-set on its terminal status (`finalize.end_job` → `store.finish_job`), so a
+    duplicate finalize message, or a cancel racing it, ends the job once: only the winner
+    publishes the event and queues the webhook."""
     lease = timedelta(seconds=deps.settings.finalize_lease)
     if not deps.store.claim_finalization(request_id, deps.clock.now(), lease):
         return False
