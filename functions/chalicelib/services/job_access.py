@@ -22,7 +22,8 @@ def load_job(deps: Dependencies, request_id: str, tenant: str) -> Job:
 
     `tenant` is the caller's, which API Gateway's authorizer
     (`entrypoints/authorizer.py:authorize`) put in the request's context from the API key's
-    hash; every job route (status, list, cancel, retry, redeliver, delete) calls this first,
+    hash; every route of one job (status, cancel, retry, redeliver, delete) calls this first
+    (the job list asks the store for the tenant's jobs alone),
     and the store is asked for the id and the owner in one query."""
     if not is_request_id(request_id):
         raise InvalidRequest(
