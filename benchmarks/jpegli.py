@@ -5,7 +5,7 @@
 `pyjpegli` (0.3.2, BSD-3-Clause, wheels for x86_64 and aarch64 manylinux_2_28) is
 installed on demand into the cache (`benchmarks._extras`), never into the venv nor the
 worker's bundle. Every photograph of `benchmarks.photos`, fitted to `--max-pixels`, is
-encoded at qualities 40-95 by: libjpeg-turbo as the pipeline ships it (Pillow,
+encoded at qualities 50-90 by: libjpeg-turbo as the pipeline ships it (Pillow,
 `optimize=True`, 4:2:0), libjpeg-turbo progressive (`progressive=True`, what jpegli
 writes), and jpegli (its defaults; the binding offers quality only). Each output is scored
 with `chalicelib.perceptual.ssimulacra2` against the fitted pixels. For each photograph and
@@ -38,7 +38,7 @@ from benchmarks._parent import die_with_parent
 from benchmarks._workers import FUNCTIONS_DIR
 from benchmarks.corpus import DEFAULT_CACHE
 
-QUALITIES = (40, 50, 60, 70, 80, 90, 95)
+QUALITIES = (50, 60, 70, 80, 90)
 TARGETS = (60.0, 70.0, 80.0)
 ENCODERS = ("turbo", "turbo-progressive", "jpegli")
 

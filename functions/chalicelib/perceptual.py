@@ -16,7 +16,9 @@ Differences from the port, all for speed: float32 arrays (sums in float64); the
 sRGB-to-linear curve as a 256-entry table; the separable Gaussian as small dense matrix
 products by blocks of rows and columns (BLAS does the arithmetic: the banded Toeplitz matrix
 of the 11-tap filter, its edges folded in, applied a block at a time), all 15 planes of a
-scale (three channels of two images, their squares and product) in one call.
+scale (three channels of two images, their squares and product) in one call; and each scale
+made in bands of 64 rows, its error maps summed band by band, so the memory stays a few
+bands (about 216 MB at peak for 3 MP, where whole planes took 686 MB) and in cache.
 
 `CANDIDATES` lists the faster variants measured against the reference
 (`python -m benchmarks.perceptual`). Nothing in the worker imports this module yet
@@ -35,6 +37,7 @@ C2 = 0.0009
 SIGMA = 1.5
 RADIUS = 5  # the port's: int(3.33 * 1.5 + 0.5) taps each side, and 5 rows of zero padding
 BLOCK = 32  # rows (or columns) of output per matrix product
+BAND_BLOCKS = 2  # blocks of rows whose error maps are made at once (measured: 2 is fastest)
 
 # Opsin absorbance (libjxl opsin_params.h): rows mix linear R, G, B; then a bias and a cube root
 _OPSIN = np.array(
@@ -117,7 +120,8 @@ def _blocks(n: int, mirrored: bool) -> tuple[tuple[int, int, int, int, np.ndarra
 
 
 def blur(planes: np.ndarray) -> np.ndarray:
-    """The port's Gaussian of every plane of `planes` (..., height, width), float32."""
+    """The port's Gaussian of every plane of `planes` (..., height, width), float32 (the
+    scales apply it band by band: `_band_sums`)."""
     height = planes.shape[-2]
     down = np.empty_like(planes)
     for first, last, lo, hi, block in _blocks(height, True):
@@ -168,60 +172,43 @@ def downsample(linear: np.ndarray) -> np.ndarray:
     return half
 
 
-def _norms(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel of (3, h, w): the mean and the 4-norm ((mean d^4)^(1/4)); numpy sums a
-    contiguous row pairwise, accurate enough in float32."""
+def _sums(d: np.ndarray) -> np.ndarray:
+    """Per channel of (3, h, w): the sum and the sum of fourth powers (numpy sums a
+    contiguous row pairwise: accurate enough in float32)."""
     flat = d.reshape(d.shape[0], -1)
-    count = flat.shape[1]
-    mean = flat.sum(axis=1, dtype=np.float32).astype(np.float64) / count
     d2 = flat * flat
     np.multiply(d2, d2, out=d2)
-    fourth = d2.sum(axis=1, dtype=np.float32).astype(np.float64) / count
-    return mean, fourth**0.25
+    return np.stack((flat.sum(axis=1, dtype=np.float32), d2.sum(axis=1, dtype=np.float32))).astype(
+        np.float64
+    )
 
 
-def _moments(img1: np.ndarray, img2: np.ndarray) -> np.ndarray:
-    """The five blurred planes of each channel (15, h, w): s11, s22, s12, mu1, mu2."""
-    return blur(np.concatenate((img1 * img1, img2 * img2, img1 * img2, img1, img2)))
-
-
-def _sampled_moments(
-    img1: np.ndarray, img2: np.ndarray, every: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`_moments` on every `every`-th band of BLOCK rows only (each band's vertical pass reads
-    its own rows and their halo), with those rows of the two images."""
-    chosen = _blocks(img1.shape[1], True)[::every]
-    rows = sum(c[1] - c[0] for c in chosen)
-    down = np.empty((15, rows, img1.shape[2]), dtype=np.float32)
-    keep1 = np.empty((3, rows, img1.shape[2]), dtype=np.float32)
-    keep2 = np.empty_like(keep1)
+def _band_sums(
+    img1: np.ndarray, img2: np.ndarray, blocks: tuple[tuple[int, int, int, int, np.ndarray], ...]
+) -> np.ndarray:
+    """The sums of the error maps over the rows of `blocks` (consecutive or not): (3 maps:
+    ssim, artifact, detail lost; 2: sum, sum of fourth powers; 3 channels)."""
+    rows = sum(last - first for first, last, _, _, _ in blocks)
+    width = img1.shape[2]
+    down = np.empty((15, rows, width), dtype=np.float32)
+    own1 = np.empty((3, rows, width), dtype=np.float32)
+    own2 = np.empty_like(own1)
     at = 0
-    for first, last, lo, hi, block in chosen:
+    for first, last, lo, hi, block in blocks:
         a, b = img1[:, lo:hi], img2[:, lo:hi]
-        np.matmul(
-            block, np.concatenate((a * a, b * b, a * b, a, b)), out=down[:, at : at + last - first]
-        )
-        keep1[:, at : at + last - first] = img1[:, first:last]
-        keep2[:, at : at + last - first] = img2[:, first:last]
+        stacked = np.concatenate((a * a, b * b, a * b, a, b))
+        np.matmul(block, stacked, out=down[:, at : at + last - first])
+        own1[:, at : at + last - first] = img1[:, first:last]
+        own2[:, at : at + last - first] = img2[:, first:last]
         at += last - first
-    return _across(down), keep1, keep2
-
-
-def scale_terms(img1: np.ndarray, img2: np.ndarray, every: int = 1) -> np.ndarray:
-    """The 18 terms of one scale, by channel: (3, [ssim mean, ssim 4-norm, artifact mean,
-    artifact 4-norm, detail-lost mean, detail-lost 4-norm]); from every `every`-th band of
-    BLOCK rows only when `every` > 1 (an estimate)."""
-    if every > 1:
-        blurred, img1, img2 = _sampled_moments(img1, img2, every)
-    else:
-        blurred = _moments(img1, img2)
+    blurred = _across(down)
+    del down
     s11, s22, s12 = blurred[0:3], blurred[3:6], blurred[6:9]
     mu1, mu2 = blurred[9:12], blurred[12:15]
     num_m = mu1 - mu2
     np.multiply(num_m, num_m, out=num_m)
     np.subtract(1.0, num_m, out=num_m)
-    m12 = mu1 * mu2
-    num_s = s12 - m12
+    num_s = s12 - mu1 * mu2
     num_s *= 2.0
     num_s += np.float32(C2)
     # (s11 - m11) + (s22 - m22), grouped as the numerator is: identical images give d = 0
@@ -232,19 +219,33 @@ def scale_terms(img1: np.ndarray, img2: np.ndarray, every: int = 1) -> np.ndarra
     d /= denom
     np.subtract(1.0, d, out=d)
     np.maximum(d, 0.0, out=d)
-    ssim_mean, ssim_l4 = _norms(d)
-    edge1 = np.abs(img1 - mu1)
+    ssim = _sums(d)
+    edge1 = np.abs(own1 - mu1)
     edge1 += 1.0
-    edge2 = np.abs(img2 - mu2)
-    edge2 += 1.0
-    ratio = edge2 / edge1
+    ratio = np.abs(own2 - mu2)
+    ratio += 1.0
+    ratio /= edge1
     ratio -= 1.0
-    artifact = np.maximum(ratio, 0.0)
-    art_mean, art_l4 = _norms(artifact)
+    artifact = _sums(np.maximum(ratio, 0.0))
     np.negative(ratio, out=ratio)
     np.maximum(ratio, 0.0, out=ratio)
-    lost_mean, lost_l4 = _norms(ratio)
-    return np.stack((ssim_mean, ssim_l4, art_mean, art_l4, lost_mean, lost_l4), axis=1)
+    return np.stack((ssim, artifact, _sums(ratio)))
+
+
+def scale_terms(img1: np.ndarray, img2: np.ndarray, every: int = 1) -> np.ndarray:
+    """The 18 terms of one scale, by channel: (3, [ssim mean, ssim 4-norm, artifact mean,
+    artifact 4-norm, detail-lost mean, detail-lost 4-norm]). Computed BAND_BLOCKS blocks of
+    rows at a time (the memory stays a few bands, whatever the height); from every
+    `every`-th block of rows only when `every` > 1 (an estimate)."""
+    chosen = _blocks(img1.shape[1], True)[::every]
+    sums = np.zeros((3, 2, 3))
+    for start in range(0, len(chosen), BAND_BLOCKS):
+        sums += _band_sums(img1, img2, chosen[start : start + BAND_BLOCKS])
+    count = img1.shape[2] * sum(last - first for first, last, _, _, _ in chosen)
+    means = sums[:, 0] / count  # (map, channel)
+    norms = (sums[:, 1] / count) ** 0.25
+    # by channel: ssim mean, ssim 4-norm, artifact mean, 4-norm, detail lost mean, 4-norm
+    return np.stack((means[0], norms[0], means[1], norms[1], means[2], norms[2]), axis=1)
 
 
 def combine(scales: list[np.ndarray]) -> float:
