@@ -84,7 +84,8 @@ def search(attempt: Callable[[int], Try], target: float) -> tuple[Try, int]:
         else:
             step = (target + 1 - current.score) / SLOPE
             quality = current.quality + (math.ceil(step) if step > 0 else math.floor(step))
-            if quality == current.quality or not 1 <= quality <= 100:
+            quality = min(100, max(1, quality))
+            if quality == current.quality:
                 break
         before = len(tries)
         current = run(quality)
