@@ -4,7 +4,7 @@
 
 The reference is the `ssimulacra2` package from PyPI (0.3.0, a Python port of libjxl's
 tool; Debian's libjxl-tools 0.7 has no `ssimulacra2`), installed on demand into the cache
-(`benchmarks._extras`): about 6 s per MP on this machine, so its scores are kept in
+(`benchmarks._extras`): about 1.3 CPU seconds per MP here, so its scores are kept in
 `<cache>/perceptual/reference.jsonl` and computed once per file.
 
 The cases: every photograph of `benchmarks.photos` fitted to 1 MP, compressed by Pillow as
