@@ -39,13 +39,7 @@ LONG_CACHE = 30 * 86_400  # "long": a month at least (a year, or the outputs' re
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    # deployed with a tenant burst of 40, as an operator may: these tests call the API one
-    # call after another as fast as loopback answers, past the default burst (5 at the default
-    # DatabaseConnections, tested by test_tenant_burst_e2e.py and test_tenants_e2e.py); on
-    # AWS, tens of milliseconds a call, they would stay near the rate
-    with running_emulator(
-        tenants=("local", "other"), parameter_overrides={"TenantBurstLimit": "40"}
-    ) as emu:
+    with running_emulator(tenants=("local", "other")) as emu:
         yield emu
 
 

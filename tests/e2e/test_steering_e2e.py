@@ -35,11 +35,7 @@ HOLD_SECONDS = 6.0  # at most; a byte every 0.25 s keeps the fetch under its rea
 def emulator() -> Iterator[Emulator]:
     """One poller of the rows queue: one batch is in the worker at a time, so the rows of
     the batches behind it can only start after the cancel."""
-    # deployed with a tenant burst of 40, as an operator may: these tests call the API one
-    # call after another as fast as loopback answers, past the default burst (5 at the default
-    # DatabaseConnections, tested by test_tenant_burst_e2e.py and test_tenants_e2e.py); on
-    # AWS, tens of milliseconds a call, they would stay near the rate
-    with running_emulator(workers=1, parameter_overrides={"TenantBurstLimit": "40"}) as emu:
+    with running_emulator(workers=1) as emu:
         yield emu
 
 

@@ -28,6 +28,14 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+# Deployed with a tenant burst of 40, as an operator may: the tests call the API one call
+# after another as fast as loopback answers, past the default burst (5 at the default
+# DatabaseConnections; on AWS, tens of milliseconds a call, they would stay near the rate).
+# The default is the subject of tests/e2e/test_tenant_burst_e2e.py and test_tenants_e2e.py,
+# which ask for it (`parameter_overrides={"TenantBurstLimit": "0"}`: from the connections).
+TEST_PARAMETERS = {"TenantBurstLimit": "40"}
+
+
 @contextmanager
 def running_emulator(
     environ: Mapping[str, str] | None = None, **options: Any
@@ -40,5 +48,7 @@ def running_emulator(
         "allow_private_hosts": True,
         "quiet": True,
     }
-    with environment(environ or {}), Emulator(EmulatorOptions(**{**usual, **options})) as emu:
+    parameters = {**TEST_PARAMETERS, **options.pop("parameter_overrides", {})}
+    chosen = EmulatorOptions(**{**usual, **options, "parameter_overrides": parameters})
+    with environment(environ or {}), Emulator(chosen) as emu:
         yield emu
