@@ -59,7 +59,11 @@ def fit(width: int, height: int, box: int) -> tuple[int, int]:
 def run(job: Job, data: bytes, keep: bool = True) -> tuple[bytes, int, int]:
     """The job's output (raw RGB bytes for the pixel jobs; empty unless `keep`) and size."""
     from chalicelib import imaging  # noqa: PLC0415
-    from chalicelib.domain.output_options import OutputFormat, OutputOptions  # noqa: PLC0415
+    from chalicelib.domain.output_options import (  # noqa: PLC0415
+        JPEG_QUALITY,
+        OutputFormat,
+        OutputOptions,
+    )
 
     fmt = OutputFormat(job.format)
     if job.kind in {"baseline", "baseline-jpeg"}:
@@ -79,7 +83,7 @@ def run(job: Job, data: bytes, keep: bool = True) -> tuple[bytes, int, int]:
         elif fmt is OutputFormat.AVIF:
             imaging.AVIF_SPEED = job.effort
     options = imaging.CompressOptions(
-        quality=job.quality or OutputOptions(fmt).quality_or(50),
+        quality=job.quality or OutputOptions(fmt).quality_or(JPEG_QUALITY),
         format=fmt,
         max_width=job.box,
         max_height=job.box,

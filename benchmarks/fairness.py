@@ -16,6 +16,12 @@ By default the emulator runs in this process, its clients' threads sharing its G
 `--served` it is `python -m local_emulator serve`, a process of its own, as a user's client
 meets it (`benchmarks.pipeline`'s served mode): the status reads' times are then the
 server's and the loopback's, not this process's threads'.
+
+The functions run in this process (and in the emulator's worker processes; with `--served`,
+in `serve`'s) and write their JSON log and metric (EMF) lines to stderr, as locally they do
+everywhere: here those go to a file (`--functions-log`, else a new file in the temporary
+directory, named at the start), so the terminal shows the report alone. What the functions
+emit is not changed.
 """
 
 from __future__ import annotations
@@ -112,6 +118,25 @@ def report(alone: Sequence[float], busy: Sequence[Busy], jobs: int, rows: int) -
     return lines
 
 
+@contextlib.contextmanager
+def functions_output(path: Path) -> Iterator[None]:
+    """While it lasts, stderr (`sys.stderr`, where the functions' log and metric lines go
+    off Lambda, and file descriptor 2, which the emulator's worker processes inherit) writes
+    to `path`, appended; then both are as they were."""
+    sys.stderr.flush()
+    saved_stream, saved_fd = sys.stderr, os.dup(2)
+    with path.open("a", encoding="utf-8", buffering=1) as out:
+        os.dup2(out.fileno(), 2)
+        sys.stderr = out
+        try:
+            yield
+        finally:
+            out.flush()
+            sys.stderr = saved_stream
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+
+
 def make_images(folder: Path, count: int) -> None:
     """`count` small JPEGs, each of its own bytes (a gradient shifted per image, some grain)."""
     rng = np.random.default_rng(22)
@@ -153,7 +178,7 @@ def served(names: Sequence[str]) -> Iterator[ServedStack]:
     for tenant in tenants:
         command += ["--tenant", f"{tenant.name}={tenant.api_key}"]
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        command, cwd=REPO, stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None
@@ -200,7 +225,13 @@ class Run:
         return request_id, started
 
     def status(self, tenant: str, request_id: str) -> dict[str, Any]:
-        answer = get_status(self.emu.api_url, self.keys[tenant], request_id, 30, limit=1)
+        """The job's status; a 429 (the tenant's burst spent) waits its Retry-After, as a
+        client does, and asks again."""
+        while True:
+            answer = get_status(self.emu.api_url, self.keys[tenant], request_id, 30, limit=1)
+            if answer.status_code != 429:
+                break
+            time.sleep(float(answer.headers.get("Retry-After", "1")))
         answer.raise_for_status()
         doc: dict[str, Any] = answer.json()
         return doc
@@ -279,13 +310,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--served", action="store_true", help="the emulator as `serve`, a process of its own"
     )
+    parser.add_argument(
+        "--functions-log",
+        type=Path,
+        default=None,
+        help="where the functions' log and metric lines go (default: a new temporary file)",
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 2)
     per_run = args.jobs * args.rows + SMALL_ROWS
+    functions_log: Path | None = args.functions_log
+    if functions_log is None:
+        handle, name = tempfile.mkstemp(prefix="fairness-functions-", suffix=".log")
+        os.close(handle)
+        functions_log = Path(name)
     where = "served (a process of its own)" if args.served else "in this process"
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cores; the emulator {where}", flush=True
     )
+    print(f"the functions' log and metric lines: {functions_log}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         make_images(Path(folder), 3 * SMALL_ROWS + repeats * per_run + SMALL_ROWS)
         options = EmulatorOptions(
@@ -297,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda line: None,
         )
         stack = served(("alpha", "beta")) if args.served else Emulator(options)
-        with file_server(Path(folder)) as (base, _host_pid), stack as emu:
+        with (
+            functions_output(functions_log),  # serve inherits it as its stderr
+            file_server(Path(folder)) as (base, _host_pid),
+            stack as emu,
+        ):
             run = Run(emu, base)
             run.alone()  # warm-up: imports, first clients
             alone = [run.alone() for _ in range(3)]

@@ -241,9 +241,13 @@ def encode_part(bench: Bench, indices: Sequence[int], groups: Sequence[str]) -> 
 
 def encode_format(bench: Bench, fmt: str, indices: Sequence[int], found: Findings) -> None:
     from chalicelib import imaging  # noqa: PLC0415
-    from chalicelib.domain.output_options import OutputFormat, OutputOptions  # noqa: PLC0415
+    from chalicelib.domain.output_options import (  # noqa: PLC0415
+        JPEG_QUALITY,
+        OutputFormat,
+        OutputOptions,
+    )
 
-    quality = OutputOptions(OutputFormat(fmt)).quality_or(50)
+    quality = OutputOptions(OutputFormat(fmt)).quality_or(JPEG_QUALITY)
     effort = imaging.WEBP_METHOD if fmt == "webp" else imaging.AVIF_SPEED
     ours = Job("compress", fmt)
     label = f"ours q{quality}, " + (

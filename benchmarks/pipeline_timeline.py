@@ -15,7 +15,7 @@ and over the whole job. It answers
 whether the pipeline's gap to the bare compressor is wall time where the cores wait (start,
 tail, pollers) or CPU spent besides the compressor (`benchmarks.pipeline`'s breakdown).
 
-The timing wraps `Dispatcher._deliver` and `process_row._one_image` in this process: a
+The timing wraps `Dispatcher._deliver` and `one_image.process_image` in this process: a
 measuring tool, not a benchmark of its own (it prints no ratio).
 """
 
@@ -57,10 +57,10 @@ def _record(kind: str, info: str = "") -> None:
 def instrument() -> None:
     """Time the dispatcher's deliveries and the worker's images (this process only)."""
     # the functions' package is on the path once the emulator has started
-    from chalicelib.services import process_row  # noqa: PLC0415
+    from chalicelib.services import one_image  # noqa: PLC0415
 
     deliver: Callable[..., None] = dispatch.Dispatcher._deliver
-    one_image: Callable[..., Any] = process_row._one_image
+    process_image: Callable[..., Any] = one_image.process_image
 
     def timed_deliver(self: Any, function: Any, source: Any, handler: Any, messages: Any) -> None:
         _record("deliver", f"{source.queue.name.rsplit('-', 1)[-1]}:{len(messages)}")
@@ -69,12 +69,12 @@ def instrument() -> None:
     def timed_image(*args: Any, **kwargs: Any) -> Any:
         _record("image-start")
         try:
-            return one_image(*args, **kwargs)
+            return process_image(*args, **kwargs)
         finally:
             _record("image-end")
 
     dispatch.Dispatcher._deliver = timed_deliver  # type: ignore[method-assign]
-    process_row._one_image = timed_image
+    one_image.process_image = timed_image
 
 
 def starved(starts: list[float], ends: list[float], cores: int) -> float:

@@ -3,7 +3,7 @@
 Every function's handler module (the worker's imports this one: handlers/worker.py). Its
 imports are the functions' init: the wiring's libraries (boto3, botocore, pymongo, requests)
 but not imaging's (Pillow, simplejpeg, numpy: the worker's alone), no client, no secret, no
-connection; and SnapStart's runtime hooks registered (chalicelib/snapstart.py)."""
+connection; and SnapStart's runtime hooks registered (chalicelib/snapshot_hooks.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from chalice.app import AuthRequest, Chalice, CloudWatchEvent, Rate, Response, SQSEvent
-from chalicelib import bootstrap, observability, snapstart
+from chalicelib import bootstrap, observability, snapshot_hooks
 from chalicelib.domain.budget import Budget
 from chalicelib.entrypoints import authorizer, http_api, queue_handlers
 from chalicelib.errors import (
@@ -34,7 +34,7 @@ app = Chalice(app_name="image-pipeline")
 app.api.binary_types.append("multipart/form-data")
 app.log.setLevel(logging.INFO)
 observability.configure_logging([app.log])
-snapstart.register()
+snapshot_hooks.register()
 bootstrap.prime_aws_models()
 
 ANY_CONTENT: list[str] = []  # we answer 415 ourselves, in the contract's error shape
@@ -299,8 +299,8 @@ def api_docs() -> Response:
 
 @app.route("/", methods=["GET"])
 @api_errors
-def index() -> Response:
-    return _respond(http_api.index_page())
+def watch_page() -> Response:
+    return _respond(http_api.watch_page_reply())
 
 
 @app.on_sqs_message(queue="IngestQueue", batch_size=1, name="ingest_csv")

@@ -21,6 +21,12 @@ header, no presigned query) is refused, except:
   preflight (OPTIONS; the door in front, `storage_doors.py`, answers those and hides
   moto's `/moto-api`).
 
+A read the distribution serves answers a viewer's CORS request (one with an `Origin`) by the
+distribution's response headers policy (`CdnCors`, its CorsConfig), not by the bucket's CORS
+rules: CloudFront forwards no `Origin` to S3 under a cache policy that forwards no header, and
+adds the policy's `Access-Control-*` headers to its own answer. The door in front applies them
+(`CDN_CORS`).
+
 A request with credentials has had its signature checked before it gets here
 (`sigv4_check.py`).
 
@@ -48,6 +54,8 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 CLOUDFRONT = "cloudfront.amazonaws.com"
+# environ key: the CORS headers of the distribution's answer (storage_doors.py applies them)
+CDN_CORS = "local_emulator.cdn_cors"
 _SIGNATURE_PARAMETERS = {"x-amz-signature", "signature", "x-amz-credential", "awsaccesskeyid"}
 _READS = {"GET", "HEAD"}
 
@@ -131,15 +139,64 @@ def origin_bucket(domain_name: str, buckets: Iterable[str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class CdnCors:
+    """A response headers policy's CorsConfig, as CloudFront answers a viewer's CORS request
+    (a request with an `Origin`) with it."""
+
+    allow_origins: tuple[str, ...]
+    allow_methods: tuple[str, ...]
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+
+    def headers(self, origin: str, method: str) -> list[tuple[str, str]]:
+        """The `Access-Control-*` headers of the answer to `method` from `origin`; none when
+        the request is not a CORS request or the policy does not allow it."""
+        if not origin or not ({method.upper(), "ALL"} & set(self.allow_methods)):
+            return []
+        if "*" in self.allow_origins:
+            allowed = "*"
+        elif origin in self.allow_origins:
+            allowed = origin
+        else:
+            return []
+        out = [("Access-Control-Allow-Origin", allowed)]
+        if self.allow_credentials:
+            out.append(("Access-Control-Allow-Credentials", "true"))
+        if self.expose_headers:
+            out.append(("Access-Control-Expose-Headers", ", ".join(self.expose_headers)))
+        return out
+
+
+def cdn_cors(config: Mapping[str, Any]) -> CdnCors | None:
+    """An `AWS::CloudFront::ResponseHeadersPolicy`'s resolved ResponseHeadersPolicyConfig:
+    its CorsConfig (None without one)."""
+    cors = config.get("CorsConfig")
+    if not cors:
+        return None
+
+    def items(name: str) -> tuple[str, ...]:
+        return tuple(str(item) for item in (cors.get(name) or {}).get("Items", []))
+
+    return CdnCors(
+        allow_origins=items("AccessControlAllowOrigins"),
+        allow_methods=tuple(m.upper() for m in items("AccessControlAllowMethods")),
+        expose_headers=items("AccessControlExposeHeaders"),
+        allow_credentials=str(cors.get("AccessControlAllowCredentials", False)).lower() == "true",
+    )
+
+
 # -- the stand-in ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Fronted:
-    """A bucket a distribution fronts, and the policy its reads are checked against."""
+    """A bucket a distribution fronts, the policy its reads are checked against, and the
+    CORS of the distribution's response headers policy (None: it answers no CORS request)."""
 
     bucket: str
     distribution_arn: str
     account_id: str
     policy: Mapping[str, Any] | None
+    cors: CdnCors | None = None
 
 
 class Objects(Protocol):
@@ -202,6 +259,9 @@ class StorageAccess:
         head = method == "HEAD"
         if target is None or fronted is None:
             return _refuse(start_response, access_denied(), head=head)
+        # the distribution answers: its response headers policy's CORS, not the bucket's
+        origin = str(environ.get("HTTP_ORIGIN", ""))
+        environ[CDN_CORS] = fronted.cors.headers(origin, method) if fronted.cors else []
         if not self._cdn_may(fronted, "s3:GetObject", f"{_arn(fronted.bucket)}/{target[1]}"):
             return _refuse(start_response, access_denied(), head=head)
         environ["QUERY_STRING"] = ""  # the cache policy forwards no query string (?acl...)

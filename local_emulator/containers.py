@@ -67,10 +67,10 @@ def _serve(conn: Connection, function: FunctionInfo, environment: Mapping[str, s
     # The emulator's stdout carries its own lines (storage, ready, the demo's report): the
     # function's log goes to stderr, as the in-process functions' does.
     sys.stdout = sys.stderr
-    from local_emulator import snapstart
+    from local_emulator import snapstart_runtime
     from local_emulator.dispatch import load_handler
 
-    hooks = snapstart.install() if function.snap_start else None
+    hooks = snapstart_runtime.install() if function.snap_start else None
     handler = load_handler(function.handler, function.code_dir)
     if hooks is not None:  # as if snapshotted after init, then restored here
         hooks.snapshot()

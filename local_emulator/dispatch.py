@@ -239,7 +239,9 @@ class Invocation:
 
 
 def invoke(handler: Handler, event: Any, context: LambdaContext) -> Invocation:
-    """Call the handler as Lambda does: on a thread of its own, for at most its Timeout.
+    """Call the handler as Lambda does: on a thread of its own, for at most its Timeout (the
+    template's, times `LOCAL_TIME_SCALE`: `timescale.scaled_timeout`; the context's
+    `get_remaining_time_in_millis` counts down from it).
 
     Late, the invocation is over and its result (should one come) ignored; a handler that
     can be stopped (`abort(aws_request_id)`, as ContainerPool's can) is stopped."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from local_emulator.cdn import distribution_config, origin_bucket
+from local_emulator.cdn import CdnCors, cdn_cors, distribution_config, origin_bucket
 from local_emulator.intrinsics import NO_VALUE, Resolver, TemplateError, references
 from local_emulator.timescale import scaled_timeout, scaled_visibility
 
@@ -113,6 +113,8 @@ class CdnInfo:
     domain_name: str
     buckets: tuple[str, ...]
     in_moto: bool = True
+    # the CORS of its default behaviour's response headers policy (None: no CORS answered)
+    cors: CdnCors | None = None
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ class ProvisionedStack:
                 "is initialised once, snapshotted, and new environments resume from the "
                 "snapshot): nothing is snapshotted; a container process "
                 "(LOCAL_WORKER_PROCESSES) runs its runtime hooks after init as on a restore "
-                "(local_emulator/snapstart.py), while in this process they are not called"
+                "(local_emulator/snapstart_runtime.py), while in this process they are not called"
             )
         in_vpc = [f.logical_id for f in self.functions.values() if f.vpc_subnets]
         if in_vpc:
@@ -241,11 +243,17 @@ class ProvisionedStack:
             if cdn.in_moto
             else f"distribution not created in moto (local id {cdn.id})"
         )
+        cors = (
+            f"; CORS reads from origins {', '.join(cdn.cors.allow_origins)} "
+            f"({', '.join(cdn.cors.allow_methods)}), as its response headers policy says"
+            if cdn.cors is not None
+            else ""
+        )
         return (
             f"cdn {cdn.logical_id}: {created}; its domain does not resolve locally, so its "
             f"stand-in serves {', '.join(cdn.buckets) or 'no bucket'} at {where}: GETs "
             "without credentials of what the bucket's policy lets the distribution read, "
-            "nothing else (plain HTTP, no edge cache)"
+            f"nothing else (plain HTTP, no edge cache){cors}"
         )
 
 
@@ -388,6 +396,7 @@ _CDN_TYPES = {
     "AWS::CloudFront::Distribution",
     "AWS::CloudFront::OriginAccessControl",
     "AWS::CloudFront::CachePolicy",
+    "AWS::CloudFront::ResponseHeadersPolicy",
 }
 
 # AWS::CloudWatch::Alarm properties that PutMetricAlarm takes under the same name.
@@ -503,6 +512,8 @@ class Provisioner:
             parameter_overrides=parameter_overrides,
         )
         self.stack = ProvisionedStack(stack_name=stack_name, template_path=self._path)
+        # response headers policy id (local) -> its CORS, for the distributions that use it
+        self._header_policies: dict[str, CdnCors | None] = {}
 
     @property
     def template(self) -> Mapping[str, Any]:
@@ -662,6 +673,19 @@ class Provisioner:
             local_id = f"local-{logical_id}"
             self.resolver.register(logical_id, local_id, {"Id": local_id})
             self.stack.not_emulated[logical_id] = "AWS::CloudFront::CachePolicy"
+        for logical_id, resource in self._resources("AWS::CloudFront::ResponseHeadersPolicy"):
+            # kept for the stand-in to apply (its CORS), as cache policies not made in moto
+            local_id = f"local-{logical_id}"
+            config = self.resolver.resolve(resource.get("Properties", {}))
+            config = config.get("ResponseHeadersPolicyConfig") or {}
+            left_out = sorted(k for k in config if k not in {"Name", "Comment", "CorsConfig"})
+            if left_out:
+                self._warn(
+                    f"response headers policy {logical_id}: {', '.join(left_out)} not emulated"
+                )
+            self._header_policies[local_id] = cdn_cors(config)
+            self.resolver.register(logical_id, local_id, {"Id": local_id})
+            self.stack.other_resources[logical_id] = local_id
         for logical_id, resource in self._resources("AWS::CloudFront::Distribution"):
             self._distribution(cloudfront, logical_id, resource.get("Properties", {}))
 
@@ -682,7 +706,15 @@ class Provisioner:
             domain = f"{dist_id.lower()}.cloudfront.net"
         arn = f"arn:aws:cloudfront::{ACCOUNT_ID}:distribution/{dist_id}"
         self.resolver.register(logical_id, dist_id, {"DomainName": domain, "Id": dist_id})
-        self.stack.cdns[logical_id] = CdnInfo(logical_id, dist_id, arn, domain, buckets, in_moto)
+        policy = str(cfn["DefaultCacheBehavior"].get("ResponseHeadersPolicyId", ""))
+        if any(b.get("ResponseHeadersPolicyId") for b in cfn.get("CacheBehaviors", [])):
+            self._warn(
+                f"distribution {logical_id}: per-path response headers policies not emulated"
+            )
+        cors = self._header_policies.get(policy)
+        self.stack.cdns[logical_id] = CdnInfo(
+            logical_id, dist_id, arn, domain, buckets, in_moto, cors
+        )
         self.stack.other_resources[logical_id] = dist_id
 
     def _bucket_policy(self, logical_id: str, raw: Mapping[str, Any]) -> None:

@@ -582,7 +582,9 @@ class Emulator:
         for cdn in stack.cdns.values():
             for bucket in cdn.buckets:
                 self._moto.access.front(
-                    Fronted(bucket, cdn.arn, ACCOUNT_ID, stack.bucket_policies.get(bucket))
+                    Fronted(
+                        bucket, cdn.arn, ACCOUNT_ID, stack.bucket_policies.get(bucket), cdn.cors
+                    )
                 )
 
     def _set_function_environment(

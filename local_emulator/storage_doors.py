@@ -18,7 +18,9 @@ of everything else on the port:
   that rule's: `Access-Control-Allow-Origin` (`*` for a rule allowing any origin, else the
   origin itself with `Access-Control-Allow-Credentials: true`), `-Allow-Methods`,
   `-Expose-Headers`, `-Max-Age`, and `Vary: Origin, Access-Control-Request-Headers,
-  Access-Control-Request-Method`.
+  Access-Control-Request-Method`; an answer the CDN's stand-in gave (`cdn.py`: a read
+  without credentials that a distribution serves) gets the distribution's CORS headers
+  instead, which it leaves in the request's environ under `cdn.CDN_CORS`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 from xml.sax.saxutils import escape
 
+from local_emulator.cdn import CDN_CORS
 from local_emulator.sigv4_check import drain_refused_body, service_of
 
 if TYPE_CHECKING:
@@ -163,7 +166,10 @@ class StorageDoors:
 
         def answer(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             kept = [(k, v) for k, v in headers if not k.lower().startswith("access-control-")]
-            if grant:
+            by_cdn = environ.get(CDN_CORS)  # the distribution answered: its policy's CORS
+            if by_cdn is not None:
+                kept += by_cdn
+            elif grant:
                 kept = [(k, v) for k, v in kept if k.lower() != "vary"] + grant
             return start_response(status, kept, exc_info)
 

@@ -18,7 +18,12 @@ import requests
 
 TIMEOUT = (5.0, 60.0)
 STATUS_PAGE = 1000
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)  # delta-seconds, or a fraction
 KEPT_ANSWERS = 16  # the status and list answers kept for If-None-Match, one per URL
+# API Gateway's own 429 (the tenant's burst spent; the request never reached the function):
+# asked again after its Retry-After, this many times at most, as AWS's SDKs retry throttling
+THROTTLE_RETRIES = 5
+THROTTLE_WAIT_CAP = 10.0  # seconds, whatever Retry-After says
 
 
 @dataclass
@@ -43,12 +48,12 @@ class KeyRefused(ApiError):
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP date; None when absent or
-    unreadable."""
+    """`Retry-After` as seconds from now: delta-seconds (a fraction kept as sent, never
+    rounded down) or an HTTP date; None when absent or unreadable."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _SECONDS.fullmatch(value):
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -120,6 +125,13 @@ def _error_from(response: requests.Response, what: str) -> ApiError:
     )
 
 
+def _throttled(response: requests.Response) -> bool:
+    """API Gateway's throttle (its `x-amzn-ErrorType`), not the API's own 429 (a job's retry
+    or redelivery asked again too soon), which is the caller's to see."""
+    error_type = response.headers.get("x-amzn-ErrorType", "")
+    return response.status_code == 429 and error_type.startswith("TooManyRequestsException")
+
+
 class ApiClient:
     """`api_key`, when given, authenticates every call to the API (`base_url`'s routes)."""
 
@@ -146,10 +158,15 @@ class ApiClient:
         url = self.base_url + path if to_api else path
         if to_api and self._auth:
             kwargs["headers"] = {**kwargs.get("headers", {}), **self._auth}
-        try:
-            response = self.session.request(method, url, timeout=TIMEOUT, **kwargs)
-        except requests.RequestException as exc:
-            raise ApiError(f"{what}: cannot reach {url}: {exc}") from exc
+        for attempt in range(THROTTLE_RETRIES + 1):
+            try:
+                response = self.session.request(method, url, timeout=TIMEOUT, **kwargs)
+            except requests.RequestException as exc:
+                raise ApiError(f"{what}: cannot reach {url}: {exc}") from exc
+            if not (to_api and _throttled(response)) or attempt == THROTTLE_RETRIES:
+                break
+            wait = retry_after_seconds(response.headers.get("Retry-After"))
+            time.sleep(min(THROTTLE_WAIT_CAP, 1.0 if wait is None else wait))
         if to_api and response.status_code == 401:
             error = _error_from(response, what)
             raise KeyRefused(error.message, 401, error.details, key_sent=bool(self._auth))

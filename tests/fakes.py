@@ -12,24 +12,29 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, overload
 
-from chalicelib.adapters.mongo_store import MAX_STORED_ERRORS
 from chalicelib.config import Settings
 from chalicelib.domain.models import (
+    MAX_WEBHOOK_HISTORY,
     ImageResult,
     Job,
     JobStatus,
     Progress,
+    RowOutcome,
     RowStatus,
     StoredRow,
     WebhookAttempt,
     WebhookInfo,
     WebhookState,
+    action_allowed,
+    capped_errors,
+    claim_is_free,
+    counted_rows,
 )
 from chalicelib.domain.reuse import ReusableOutput, new_reuse_key
 from chalicelib.domain.tenancy import ApiKeyRecord, Tenant
 from chalicelib.domain.timefmt import iso
 from chalicelib.errors import ImageFailure, JobGone, NotFound
-from chalicelib.ports import Admission, HttpResult, JobStore, ObjectInfo, PresignedPost
+from chalicelib.ports import Admission, DeliveryResult, JobStore, ObjectInfo, PresignedPost
 from chalicelib.services.deps import Dependencies
 
 PUBLIC_BASE_URL = "https://cdn.test"  # the fakes' CDN in front of the outputs bucket
@@ -132,7 +137,9 @@ class FakeQueue:
 
 
 class InMemoryJobStore:
-    """Behaves like MongoJobStore: tests/contract runs the same tests against both.
+    """Behaves like MongoJobStore: tests/contract runs the same tests against both. The rules
+    (which job may be claimed, is being cancelled, is stalled, ...) are the domain's, asked
+    here of the job in memory and built into MongoJobStore's filters.
 
     Like MongoJobStore, a claim or a terminal status is a read, then a compare-and-set: between
     the two, outside the lock, it calls `before_write`, where a test holds the callers of a
@@ -219,7 +226,7 @@ class InMemoryJobStore:
             if request_id not in self.jobs:
                 return now + interval
             seen = self.actions.get(slot)
-            if seen is not None and now < seen + interval:
+            if seen is not None and not action_allowed(iso(seen), now, interval):
                 return seen + interval
         self.before_write()
         with self._lock:
@@ -233,15 +240,15 @@ class InMemoryJobStore:
     def claim_ingest(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         with self._lock:
             job = self.jobs.get(request_id)
-            if job is None or job.status.terminal or job.fanout_done:
+            if job is None or not job.may_ingest:
                 return False
             seen = job.ingest_claimed_at
-            if seen and seen >= iso(now - lease):
+            if not claim_is_free(seen, now, lease):
                 return False
         self.before_write()
         with self._lock:
             job = self.jobs[request_id]
-            if job.ingest_claimed_at != seen or job.status.terminal or job.fanout_done:
+            if job.ingest_claimed_at != seen or not job.may_ingest:
                 return False  # someone claimed (or finished) since the read
             job.ingest_claimed_at = job.updated_at = iso(now)
             job.version += 1
@@ -289,21 +296,10 @@ class InMemoryJobStore:
                 raise JobGone(request_id)
             if row.status != RowStatus.PENDING:
                 return None
-            failed = [r for r in results if not r.ok]
-            recorded = replace(
-                row,
-                status=RowStatus.FAILED if failed else RowStatus.COMPLETED,
-                output_keys=tuple(r.output_key if r.ok else "" for r in results),
-                errors=tuple(
-                    {"url": r.url, "code": str(r.error_code), "message": r.error_message}
-                    for r in failed
-                ),
-                bytes_in=tuple(r.bytes_in for r in results),
-                bytes_out=tuple(r.bytes_out for r in results),
-            )
-            self.rows[request_id][position] = recorded
+            outcome = RowOutcome.of(results)
+            self.rows[request_id][position] = row.recorded_as(outcome)
             job = self.jobs[request_id]
-            job.progress = _add_row(job.progress, recorded, 1)
+            job.progress = job.progress.plus(outcome.counted())
             job.updated_at = iso(now)
             job.version += 1
             return job.progress
@@ -311,17 +307,15 @@ class InMemoryJobStore:
     def claim_finalization(self, request_id: str, now: datetime, lease: timedelta) -> bool:
         with self._lock:
             job = self.jobs.get(request_id)
-            if job is None or job.status != JobStatus.PROCESSING:
-                return False
-            if job.progress.processed_products < job.progress.total_products:
+            if job is None or not job.ready_to_finalize:
                 return False
             seen = job.finalize_claimed_at
-            if seen and seen >= iso(now - lease):
+            if not claim_is_free(seen, now, lease):
                 return False
         self.before_write()
         with self._lock:
             job = self.jobs[request_id]
-            if job.finalize_claimed_at != seen or job.status != JobStatus.PROCESSING:
+            if job.finalize_claimed_at != seen or not job.ready_to_finalize:
                 return False  # someone claimed (or finished) since the read
             job.finalize_claimed_at = iso(now)
             return True
@@ -339,17 +333,12 @@ class InMemoryJobStore:
             job = self.jobs.get(request_id)
             if job is None:
                 return None
+            counted = counted_rows(self.rows.get(request_id, {}).values())
             progress = replace(
-                job.progress,
-                processed_products=0,
-                processed_images=0,
-                failed_images=0,
-                bytes_in=0,
-                bytes_out=0,
+                counted,
+                total_products=job.progress.total_products,
+                total_images=job.progress.total_images,
             )
-            for row in self.rows.get(request_id, {}).values():
-                if row.status in (RowStatus.COMPLETED, RowStatus.FAILED):
-                    progress = _add_row(progress, row, 1)
             job.progress = progress
             job.updated_at = iso(now)
             job.version += 1
@@ -378,13 +367,8 @@ class InMemoryJobStore:
             job.status = status
             job.updated_at = iso(now)
             job.output_csv_key = output_csv_key
-            job.errors = [dict(e) for e in errors[:MAX_STORED_ERRORS]]
-            job.webhook = WebhookInfo(
-                state=WebhookState.PENDING if webhook_url else WebhookState.NONE,
-                webhook_id=webhook_id,
-                url=webhook_url,
-                next_attempt_at=iso(now) if webhook_url else "",
-            )
+            job.errors = capped_errors(errors)
+            job.webhook = WebhookInfo.at_end(webhook_url, webhook_id, now)
             job.version += 1
             return True
 
@@ -406,15 +390,13 @@ class InMemoryJobStore:
             hook.last_status_code = attempt.status_code
             hook.state = state
             hook.next_attempt_at = iso(next_attempt_at) if next_attempt_at else ""
-            hook.history = [*hook.history, attempt][-20:]
+            hook.history = [*hook.history, attempt][-MAX_WEBHOOK_HISTORY:]
             self.jobs[request_id].version += 1
 
     def redeliver_webhook(self, request_id: str, webhook_id: str, now: datetime) -> bool:
         with self._lock:
             job = self.jobs.get(request_id)
-            if job is None or not job.status.terminal or not job.webhook.url:
-                return False
-            if job.webhook.state == WebhookState.PENDING:
+            if job is None or not job.webhook_redeliverable:
                 return False
             job.webhook.state = WebhookState.PENDING
             job.webhook.webhook_id = webhook_id
@@ -425,9 +407,7 @@ class InMemoryJobStore:
     def reopen_failed(self, request_id: str, generation: int, now: datetime) -> bool:
         with self._lock:
             job = self.jobs.get(request_id)
-            if job is None or not job.status.terminal or job.progress.failed_images <= 0:
-                return False
-            if job.generation >= generation or job.status == JobStatus.CANCELLED:
+            if job is None or not job.retriable_as(generation):
                 return False
             job.status = JobStatus.PROCESSING
             job.generation = generation
@@ -450,7 +430,7 @@ class InMemoryJobStore:
                     continue
                 self.rows[request_id][row.position] = replace(current, status=RowStatus.PENDING)
                 job = self.jobs[request_id]
-                job.progress = _add_row(job.progress, current, -1)
+                job.progress = job.progress.plus(current.counted(), -1)
                 job.updated_at = iso(now)
                 job.version += 1
             yield replace(current, status=RowStatus.PENDING)
@@ -486,11 +466,7 @@ class InMemoryJobStore:
             cancelled = {
                 request_id
                 for request_id in request_ids
-                if (job := self.jobs.get(request_id)) is not None
-                and (
-                    job.status == JobStatus.CANCELLED
-                    or (bool(job.cancel_requested_at) and not job.status.terminal)
-                )
+                if (job := self.jobs.get(request_id)) is not None and job.cancelled_or_cancelling
             }
             return cancelled, {r for r in request_ids if r not in self.jobs}
 
@@ -506,22 +482,12 @@ class InMemoryJobStore:
 
     def find_stalled(self, before: datetime, limit: int) -> list[Job]:
         with self._lock:
-            found = [
-                copy.deepcopy(job)
-                for job in self.jobs.values()
-                if not job.status.terminal and job.updated_at < iso(before)
-            ]
+            found = [copy.deepcopy(job) for job in self.jobs.values() if job.stalled(before)]
         return found[:limit]
 
     def find_webhooks_due(self, before: datetime, limit: int) -> list[Job]:
         with self._lock:
-            found = [
-                copy.deepcopy(job)
-                for job in self.jobs.values()
-                if job.status.terminal
-                and job.webhook.state == WebhookState.PENDING
-                and job.webhook.next_attempt_at < iso(before)
-            ]
+            found = [copy.deepcopy(job) for job in self.jobs.values() if job.webhook_due(before)]
         return found[:limit]
 
     def ping(self) -> None:
@@ -530,17 +496,6 @@ class InMemoryJobStore:
 
 def _nothing() -> None:
     return None
-
-
-def _add_row(progress: Progress, row: StoredRow, sign: int) -> Progress:
-    return replace(
-        progress,
-        processed_products=progress.processed_products + sign,
-        processed_images=progress.processed_images + sign * len(row.urls),
-        failed_images=progress.failed_images + sign * len(row.errors),
-        bytes_in=progress.bytes_in + sign * sum(row.bytes_in),
-        bytes_out=progress.bytes_out + sign * sum(row.bytes_out),
-    )
 
 
 class FakeFetcher:
@@ -567,18 +522,18 @@ class FakeFetcher:
 @dataclass
 class FakeWebhookSender:
     """Answers each POST with the next of `answers`: a status code, None (a timeout) or a
-    whole HttpResult (a Retry-After with it); 200 once they run out."""
+    whole DeliveryResult (a Retry-After with it); 200 once they run out."""
 
-    answers: list[int | HttpResult | None] = field(default_factory=list)
+    answers: list[int | DeliveryResult | None] = field(default_factory=list)
     posts: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
     answered: list[int | None] = field(default_factory=list)
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> DeliveryResult:
         self.posts.append((url, body, dict(headers)))
         answer = self.answers.pop(0) if self.answers else 200
-        result = answer if isinstance(answer, HttpResult) else HttpResult(answer)
+        result = answer if isinstance(answer, DeliveryResult) else DeliveryResult(answer)
         if result.status_code is None and not result.error:
-            result = HttpResult(None, "timeout: timed out", timed_out=True)
+            result = DeliveryResult(None, "timeout: timed out", timed_out=True)
         self.answered.append(result.status_code)
         return result
 

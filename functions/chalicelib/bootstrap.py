@@ -3,7 +3,7 @@
 Imported at init, with every library the wiring uses (boto3, botocore, pymongo, requests):
 a function's first invocation then imports nothing, and a SnapStart snapshot holds them all.
 Nothing is built here at import: no client, no secret read, no connection (those come with
-`dependencies()`, on first use, after a restore; chalicelib/snapstart.py). What can be read
+`dependencies()`, on first use, after a restore; chalicelib/snapshot_hooks.py). What can be read
 at init without credentials is: `prime_aws_models()` reads the AWS services' models (pure
 data) into the loader every session of ours shares."""
 
@@ -46,7 +46,8 @@ from chalicelib.services.deps import Dependencies, NoCdn, NoEvents
 # credential, no region, no connection.
 AWS_MODELS: Loader = create_loader()
 AWS_SERVICES = ("s3", "sqs", "secretsmanager", "events", "cloudfront")  # build's clients
-# The body field whose value is a row's or a webhook's MessageGroupId: its tenant.
+# The body field whose value is a message's MessageGroupId (rows, ingest handovers and
+# retries, finalizations, cancels, webhooks): its tenant.
 TENANT_GROUP = "tenant"
 
 
@@ -153,10 +154,11 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
         secrets=secrets,
         uploads=bucket(settings.uploads_bucket),
         outputs=bucket(settings.outputs_bucket),
-        # a message group per tenant: SQS fair queues keep one tenant's rows and webhooks
-        # from holding up another's (within a tenant, the image pool shares by job)
+        # a message group per tenant: SQS fair queues keep one tenant's rows, ingest slices,
+        # finalizations and webhooks from holding up another's (within a tenant, the image
+        # pool shares by job)
         rows_queue=queue(settings.rows_queue_url, group_by=TENANT_GROUP),
-        finalize_queue=queue(settings.finalize_queue_url),
+        finalize_queue=queue(settings.finalize_queue_url, group_by=TENANT_GROUP),
         webhook_queue=queue(settings.webhook_queue_url, group_by=TENANT_GROUP),
         fetcher=HttpImageFetcher(
             max_bytes=settings.max_image_bytes,
@@ -172,7 +174,7 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
         clock=SystemClock(),
         new_id=new_request_id,
         image_pool=FairThreadPool(settings.image_workers, thread_name_prefix="image"),
-        ingest_queue=queue(settings.ingest_queue_url),
+        ingest_queue=queue(settings.ingest_queue_url, group_by=TENANT_GROUP),
         events=(
             EventBridgePublisher(session.client("events", config=aws_config), bus)
             if (bus := settings.event_bus_name)

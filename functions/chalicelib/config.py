@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS
 from chalicelib.domain.webhook_schedule import check_schedule
 
 MIB = 1024 * 1024
@@ -85,8 +86,8 @@ class Settings:
     max_rows: int = 100_000
     max_images_per_row: int = 50
     max_image_bytes: int = 25 * MIB
-    max_image_pixels: int = 50_000_000
-    output_quality: int = 50
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    output_quality: int = JPEG_QUALITY
     output_optimize: bool = True
     # Output images are <PUBLIC_BASE_URL>/<key> and never expire (on AWS the template's CDN
     # in front of the outputs bucket; locally the emulator's storage endpoint).
@@ -118,6 +119,11 @@ class Settings:
     fetch_attempts: int = 3  # tries per image for transient failures (timeouts, 5xx, 429)
     fetch_backoff: float = 0.5  # base delay in seconds; doubled per try, full jitter
     ingest_lease: int = 900  # seconds before a dead ingest may be taken over
+    # An ingest run sends rows for this long (after its first chunk; longer for a CSV that
+    # takes long to read again: IngestSlice), then hands the rest over through the ingest
+    # queue in its tenant's message group, so that the fair queue gives the ingest's few
+    # slots to other tenants' CSVs in between (services/ingest.py).
+    ingest_slice_seconds: float = 3.0
     finalize_lease: int = 300
     # A job unchanged this long is looked at by the sweeper. Longer than a row message can be
     # out of sight (the rows queue's visibility, 750 s, plus the worker's Timeout, 120 s),
@@ -186,6 +192,9 @@ class Settings:
             fetch_attempts=max(1, _int(e, "FETCH_ATTEMPTS", cls.fetch_attempts)),
             fetch_backoff=max(0.0, _float(e, "FETCH_BACKOFF", cls.fetch_backoff)),
             ingest_lease=max(1, _int(e, "INGEST_LEASE", cls.ingest_lease)),
+            ingest_slice_seconds=max(
+                0.0, _float(e, "INGEST_SLICE_SECONDS", cls.ingest_slice_seconds)
+            ),
             finalize_lease=max(1, _int(e, "FINALIZE_LEASE", cls.finalize_lease)),
             stall_after=max(1, _int(e, "STALL_AFTER", cls.stall_after)),
             sweep_limit=max(1, _int(e, "SWEEP_LIMIT", cls.sweep_limit)),

@@ -1,32 +1,28 @@
-"""One base exception for the pipeline, narrow subclasses for what callers handle."""
+"""One base exception for the pipeline, narrow subclasses for what callers handle (the
+domain's own, domain/errors.py, are on the same base)."""
 
 from __future__ import annotations
 
-from chalicelib.domain.models import CsvProblem, ImageErrorCode
+from chalicelib.domain.errors import CsvInvalid, InvalidRequest, PipelineError
+from chalicelib.domain.models import ImageErrorCode
 
-
-class PipelineError(Exception):
-    """Base of every error the pipeline raises on purpose."""
-
-
-class InvalidRequest(PipelineError):
-    """The client sent something we refuse (HTTP 400)."""
-
-    def __init__(self, message: str, details: list[dict[str, object]] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details or []
-
-
-class CsvInvalid(InvalidRequest):
-    """A CSV failed validation; `problems` lists every problem found."""
-
-    def __init__(self, problems: list[CsvProblem]) -> None:
-        super().__init__(
-            f"CSV is invalid: {len(problems)} problem(s) found",
-            [p.to_dict() for p in problems],
-        )
-        self.problems = problems
+# PipelineError, InvalidRequest and CsvInvalid are the domain's (a CSV's validation raises
+# them); imported here so that every error of the pipeline is found in this one module.
+__all__ = [
+    "Conflict",
+    "CsvInvalid",
+    "ImageFailure",
+    "InvalidRequest",
+    "JobGone",
+    "NotFound",
+    "PayloadTooLarge",
+    "PipelineError",
+    "TooManyRequests",
+    "TransientError",
+    "Unauthorized",
+    "Unavailable",
+    "UnsupportedMediaType",
+]
 
 
 class PayloadTooLarge(InvalidRequest):

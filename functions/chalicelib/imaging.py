@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from chalicelib.domain.models import ImageErrorCode
-from chalicelib.domain.output_options import OutputFormat
+from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS, OutputFormat
 from chalicelib.errors import ImageFailure
 
 try:  # LittleCMS is optional in Pillow builds; without it profiles are ignored.
@@ -94,8 +94,8 @@ def work_allowance(max_pixels: int, output_format: str = "jpeg") -> float:
 
 @dataclass(frozen=True)
 class CompressOptions:
-    quality: int = 50
-    max_pixels: int = 50_000_000
+    quality: int = JPEG_QUALITY
+    max_pixels: int = MAX_IMAGE_PIXELS
     # Optimised Huffman tables: the same pixels in fewer bytes (sharp's default, so the output
     # matches the service we replace byte for byte in size), for more time (measured: see
     # docs/performance.md). JPEG only.

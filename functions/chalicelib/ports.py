@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -337,7 +337,10 @@ class ImageFetcher(Protocol):
 
 
 @dataclass(frozen=True)
-class HttpResult:
+class DeliveryResult:
+    """What one webhook POST came to: the receiver's status code, or None and `error` (why
+    there was no answer: `<problem>: <detail>`, a connection failure's detail alone)."""
+
     status_code: int | None
     error: str = ""
     retry_after: str = ""  # the answer's Retry-After header as sent (seconds or an HTTP-date)
@@ -386,7 +389,7 @@ class EventPublisher(Protocol):
 
 
 class WebhookSender(Protocol):
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> DeliveryResult:
         """POST once (no redirects followed); never raises for network failures."""
 
 
@@ -408,15 +411,3 @@ class Clock(Protocol):
 
 class IdFactory(Protocol):
     def __call__(self) -> str: ...
-
-
-def chunks[T](items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Split an iterable into lists of at most `size` items."""
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -51,6 +51,11 @@ def finalize_requests(world: FakeWorld[Any]) -> list[dict[str, Any]]:
     return [m.body for m in world.finalize_queue.history]
 
 
+def finalization(request_id: str) -> dict[str, Any]:
+    """The finalize message of the job: in its tenant's message group."""
+    return {"requestId": request_id, "tenant": "default"}
+
+
 # Invocations of the worker, by row positions: every shape in which the last row can arrive.
 SHAPES = {
     "one batch of every row": [[0, 1, 2, 3]],
@@ -69,7 +74,7 @@ def test_the_call_that_records_the_last_row_sends_the_finalize_message(
     for n, positions in enumerate(shape):
         deliver(world, [messages[p] for p in positions])
         last = n == len(shape) - 1
-        assert finalize_requests(world) == ([{"requestId": request_id}] if last else [])
+        assert finalize_requests(world) == ([finalization(request_id)] if last else [])
     job = world.store.get_job(request_id)
     assert job is not None and job.progress.processed_products == ROWS
 
@@ -96,7 +101,7 @@ def test_a_redelivered_last_row_asks_again_for_finalization(
 
     deliver(world, [messages[p] for p in redelivered])
 
-    assert finalize_requests(world) == [{"requestId": request_id}]
+    assert finalize_requests(world) == [finalization(request_id)]
     job = world.store.get_job(request_id)
     assert job is not None and job.progress.processed_products == ROWS
     deliver(world, [messages[p] for p in redelivered])  # again: the claim keeps it to one

@@ -15,6 +15,7 @@ from datetime import timedelta
 from functools import partial
 
 import pytest
+from chalicelib.domain.chunking import chunks
 from chalicelib.domain.models import (
     ImageErrorCode,
     ImageResult,
@@ -29,7 +30,7 @@ from chalicelib.domain.models import (
 )
 from chalicelib.domain.timefmt import iso
 from chalicelib.errors import JobGone
-from chalicelib.ports import JobStore, chunks
+from chalicelib.ports import JobStore
 
 from tests.support.jobs import LEASE, NOW, load, make_rows, new_job, ok_results
 from tests.support.stores import StoreUnderTest

@@ -143,7 +143,9 @@ def test_cancel_and_finalization_that_both_read_first_end_the_job_once(
         QueueRecord(f"m{n}", json.dumps(m.body)) for n, m in enumerate(world.rows_queue.drain())
     ]
     assert queue_handlers.rows(world.deps, records) == {"batchItemFailures": []}
-    assert [m.body for m in world.finalize_queue.drain()] == [{"requestId": request_id}]
+    assert [m.body for m in world.finalize_queue.drain()] == [
+        {"requestId": request_id, "tenant": "default"}
+    ]
     job = world.store.get_job(request_id)
     assert job is not None and job.status == JobStatus.PROCESSING
     cancel.request_cancel(world.deps, job)

@@ -306,6 +306,13 @@ def storage_client(lines: dict[str, str], service: str) -> Any:
     )
 
 
+def sample_with_a_missing_picture(images: str) -> str:
+    """The bundled sample CSV with its images on `images`, and a sixth product whose second
+    picture is not there."""
+    text = (SAMPLES / "products.csv").read_text().replace("{IMAGES_BASE}", images)
+    return text + f'6,Missing Picture,"{images}/mug.jpg,{images}/nowhere.jpg"\n'
+
+
 def bearer(key: str) -> dict[str, str]:
     """The header of a call to the API with this key."""
     return {"Authorization": f"Bearer {key}"}
@@ -366,21 +373,6 @@ def serve_process(
                 process.communicate()
 
 
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set these variables in `os.environ` (the emulator reads them at start); restore after."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 _SESSIONS: dict[int, requests.Session] = {}
 
 
@@ -391,19 +383,6 @@ EXPIRY = frozenset({"x-amz-expires", "expires", "x-amz-signature", "signature", 
 def never_expires(url: str) -> bool:
     names = {name.lower() for name in parse_qs(urlsplit(url).query, keep_blank_values=True)}
     return not names & EXPIRY
-
-
-@contextmanager
-def stack_of_tenants(*tenants: str) -> Iterator[Any]:
-    """The real stack on loopback, quiet, private hosts allowed, with these tenants (the
-    first is the one `keyed` calls as)."""
-    from local_emulator.stack import Emulator, EmulatorOptions
-
-    options = EmulatorOptions(
-        host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True, tenants=tenants
-    )
-    with Emulator(options) as emulator:
-        yield emulator
 
 
 def keyed(emulator: Any) -> requests.Session:

@@ -6,11 +6,6 @@ missing or refused key says so. A screenshot is kept under test-artifacts/."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -18,50 +13,17 @@ import pytest
 import requests
 
 from local_emulator.stack import Emulator
-from tests.e2e.emulator_support import bearer
-from tests.support.servers import TYPES, serve
+from tests.e2e.emulator_support import SAMPLES, bearer, sample_with_a_missing_picture
+from tests.support.chromium import ARTIFACTS, use_key
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "local_emulator" / "samples"
-ARTIFACTS = REPO / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "watch-page.png"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium() -> str:
-    found = shutil.which(CHROMIUM) or (CHROMIUM if Path(CHROMIUM).is_file() else None)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    return found
-
-
-CSP_WATCH = """window.__csp = [];
-document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(
-  `${e.violatedDirective} ${e.blockedURI} ${e.sample || ""}`));"""
 
 
 def bare(url: str | None) -> str:
     return (url or "").split("?", 1)[0]
-
-
-def use_key(page: Any, key: str) -> None:
-    """Types the key into the page's key field, as a person would."""
-    page.fill("#api-key", key)
-    page.click("#save-key")
 
 
 def stored_keys(page: Any) -> dict[str, Any]:
@@ -69,56 +31,6 @@ def stored_keys(page: Any) -> dict[str, Any]:
         "session": page.evaluate("Object.values(sessionStorage)"),
         "local": page.evaluate("localStorage.length"),
     }
-
-
-@contextmanager
-def cors_image_host(root: Path) -> Iterator[str]:
-    """The sample images, readable by the page's script (CORS), so it can count bytes."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-        def do_GET(self) -> None:
-            path = (root / self.path.split("?", 1)[0].lstrip("/")).resolve()
-            ok = root.resolve() in path.parents and path.is_file()
-            body = path.read_bytes() if ok else b"not found"
-            self.send_response(200 if ok else 404)
-            self.send_header("Content-Type", TYPES.get(path.suffix, "text/plain"))
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Access-Control-Allow-Origin", "*")
-            self.end_headers()
-            self.wfile.write(body)
-
-    with serve(Handler) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[str]:
-    with cors_image_host(SAMPLES / "images") as url:
-        yield url
-
-
-@pytest.fixture
-def page(tmp_path: Path) -> Iterator[Any]:
-    executable = _chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        # Every Content-Security-Policy violation the page meets, for the tests to count.
-        context.add_init_script(CSP_WATCH)
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
 
 
 def test_uploads_bucket_declares_cors_for_the_browser_post(emulator: Emulator) -> None:
@@ -129,8 +41,7 @@ def test_uploads_bucket_declares_cors_for_the_browser_post(emulator: Emulator) -
 def test_the_page_uploads_through_storage_and_shows_the_job_as_the_api_does(
     emulator: Emulator, images: str, page: Any, tmp_path: Path
 ) -> None:
-    text = (SAMPLES / "products.csv").read_text().replace("{IMAGES_BASE}", images)
-    text += f'6,Missing Picture,"{images}/mug.jpg,{images}/nowhere.jpg"\n'
+    text = sample_with_a_missing_picture(images)
     csv_path = tmp_path / "products.csv"
     csv_path.write_text(text)
     seen: list[Any] = []
@@ -357,4 +268,67 @@ def test_the_page_polls_with_if_none_match_and_keeps_its_view_on_304(
     assert page.text_content("#job-status") == "completed"
     assert page.text_content("#products") == "1/1"
     assert answers[-1][0] == 200 and answers[-1][2] != first[2]
+    assert page.evaluate("window.__csp") == []
+
+
+def test_the_page_counts_an_outputs_bytes_on_another_origin_when_the_status_has_none(
+    emulator: Emulator, images: str, page: Any
+) -> None:
+    """A row without byte counts (as one stored before they were kept): the page, on the
+    API's origin, fetches the output image from the CDN's stand-in (the storage endpoint,
+    another origin) with `mode: "cors"`, which the browser allows only because the
+    distribution's response headers policy answers `Access-Control-Allow-Origin`; the page
+    shows the output's true size, not "size unknown"."""
+    csv = f"S. No.,Product Name,Input Image Urls\n1,Mug,{images}/mug.jpg\n"
+    created = requests.post(
+        f"{emulator.api_url}/api/uploadAndProcessDocument",
+        files={"file": ("p.csv", csv.encode(), "text/csv")},
+        headers=bearer(emulator.api_key),
+        timeout=30,
+    )
+    assert created.status_code == 202, created.text
+    request_id = created.json()["requestId"]
+    status_url = f"{emulator.api_url}/api/getProcessingStatus/{request_id}"
+    status: dict[str, Any] = {}
+
+    def completed() -> bool:
+        status.update(requests.get(status_url, headers=bearer(emulator.api_key), timeout=10).json())
+        return status["status"] == "completed"
+
+    assert wait_until(completed, timeout=60), status
+    output = status["products"][0]["outputImageUrls"][0]
+    size = len(requests.get(output, timeout=10).content)
+    assert output.startswith(emulator.storage_url + "/")  # not the page's origin
+    assert emulator.storage_url.rsplit(":", 1)[1] != emulator.api_url.rsplit(":", 1)[1]
+
+    def without_byte_counts(route: Any) -> None:
+        answer = route.fetch()
+        if answer.status != 200:
+            route.fulfill(response=answer)
+            return
+        doc = answer.json()
+        for product in doc["products"]:
+            product.pop("inputBytes", None)
+            product.pop("outputBytes", None)
+        route.fulfill(response=answer, json=doc)
+
+    fetched: list[Any] = []
+
+    def keep(request: Any) -> None:  # Playwright wants a function, not a bound builtin
+        fetched.append(request)
+
+    page.on("requestfinished", keep)
+    page.route("**/api/getProcessingStatus/**", without_byte_counts)
+    page.goto(f"{emulator.api_url}/")
+    use_key(page, emulator.api_key)
+    page.goto(f"{emulator.api_url}/?job={request_id}")
+    page.wait_for_function(
+        "() => { const c = document.querySelector('[data-testid=after-size]');"
+        " return c !== null && c.textContent !== '\u2026'; }",
+        timeout=60_000,
+    )
+    assert page.text_content("[data-testid=after-size]") == f"{size:,} bytes"
+    before = (SAMPLES / "images" / "mug.jpg").stat().st_size
+    assert page.text_content("[data-testid=before-size]") == f"{before:,} bytes"
+    assert any(r.url == output and r.resource_type == "fetch" for r in fetched)
     assert page.evaluate("window.__csp") == []

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from local_emulator.stack import Emulator
-from tests.e2e.emulator_support import stack_of_tenants
 from tests.e2e.test_tenants_e2e import keys, session, upload, wait_terminal
+from tests.support.emulator import running_emulator
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ HEADER = "S. No.,Product Name,Input Image Urls\n"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    with stack_of_tenants("alpha", "beta") as emu:
+    with running_emulator(tenants=("alpha", "beta")) as emu:
         yield emu
 
 

@@ -27,9 +27,9 @@ from tests.e2e.emulator_support import (
     SAMPLES,
     api_key,
     bearer,
-    environment,
     serve_process,
 )
+from tests.support.emulator import environment
 from tests.support.servers import serve, webhook_receiver
 from tests.support.waiting import wait_until
 

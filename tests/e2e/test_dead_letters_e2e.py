@@ -13,7 +13,8 @@ import pytest
 
 from local_emulator import moto_patches
 from local_emulator.dispatch import FunctionStats
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
+from tests.support.emulator import running_emulator
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -27,17 +28,11 @@ MALFORMED = "{this is not json"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    with Emulator(
-        EmulatorOptions(
-            host="127.0.0.1",
-            port=0,
-            allow_private_hosts=True,
-            quiet=True,
-            verbose_dispatch=False,
-            log=lambda line: None,
-            time_scale=SCALE,
-            schedule_scale=1.0,
-        )
+    with running_emulator(
+        verbose_dispatch=False,
+        log=lambda line: None,
+        time_scale=SCALE,
+        schedule_scale=1.0,
     ) as emu:
         from chalicelib import bootstrap
 

@@ -45,6 +45,7 @@ from tests.e2e.emulator_support import (
     storage_client,
     write_fake_stack,
 )
+from tests.support.emulator import running_emulator
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -63,20 +64,14 @@ def fake_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def emu(fake_template: Path, request: pytest.FixtureRequest) -> Iterator[Emulator]:
     """Each test of the stack runs twice: with the pollers and functions on moto's backend in
     this process (the default), and with every SQS and S3 call over HTTP."""
-    with Emulator(
-        EmulatorOptions(
-            host="127.0.0.1",
-            port=0,
-            allow_private_hosts=True,
-            template=fake_template,
-            time_scale=0.1,
-            schedule_scale=1 / 60,
-            quiet=True,
-            verbose_dispatch=False,
-            log=lambda line: None,
-            worker_processes=False,
-            in_process_aws=request.param == "in-process",
-        )
+    with running_emulator(
+        template=fake_template,
+        time_scale=0.1,
+        schedule_scale=1 / 60,
+        verbose_dispatch=False,
+        log=lambda line: None,
+        worker_processes=False,
+        in_process_aws=request.param == "in-process",
     ) as emulator:
         yield emulator
 

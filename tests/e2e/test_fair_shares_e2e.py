@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
+from tests.support.emulator import running_emulator
 from tests.support.servers import serve, webhook_receiver
 from tests.support.waiting import wait_until
 
@@ -32,15 +33,7 @@ TIME_SCALE = 0.5  # a webhook attempt times out after 5 s: long beside a 1-row j
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    options = EmulatorOptions(
-        host="127.0.0.1",
-        port=0,
-        allow_private_hosts=True,
-        quiet=True,
-        tenants=("alpha", "beta"),
-        time_scale=TIME_SCALE,
-    )
-    with Emulator(options) as emu:
+    with running_emulator(tenants=("alpha", "beta"), time_scale=TIME_SCALE) as emu:
         yield emu
 
 

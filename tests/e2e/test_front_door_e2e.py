@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from local_emulator.api_server import FrontDoorLimits
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
+from tests.support.emulator import running_emulator
 
 pytestmark = pytest.mark.e2e
 
@@ -31,25 +32,21 @@ CSV = b"S. No.,Product Name,Input Image Urls\n1,Mug,http://127.0.0.1:9/mug.jpg\n
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
     # Private hosts stay refused: the uploads' image (on loopback) fails at once, cheaply.
-    # 50 uploads at once are over one tenant's default burst (40: tests/e2e/test_tenants_e2e.py
+    # 50 uploads at once are over one tenant's default burst (5: tests/e2e/test_tenants_e2e.py
     # checks the 429s), over the API function's and the authorizer's reserved concurrency at
-    # the default DatabaseConnections (10 and 8: tests/integration/test_gateway_auth.py checks
+    # the default DatabaseConnections (11 and 10: tests/integration/test_gateway_auth.py checks
     # the 503s), and this module asks a public route more often than the stage's throttle
     # allows (10/s, bursts of 20): here the stack is deployed bigger, as an operator may, since
     # these tests are of the sockets in front of API Gateway's rules.
-    options = EmulatorOptions(
-        host="127.0.0.1",
-        port=0,
+    with running_emulator(
         allow_private_hosts=False,
-        quiet=True,
         parameter_overrides={
             "TenantBurstLimit": "100",
             "DatabaseConnections": "6000",
             "PublicRateLimit": "1000",
             "PublicBurstLimit": "2000",
         },
-    )
-    with Emulator(options) as emu:
+    ) as emu:
         yield emu
 
 

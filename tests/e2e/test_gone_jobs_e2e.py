@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 
 import pytest
 
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
 from tests.e2e.emulator_support import keyed
 from tests.e2e.test_pipeline_e2e import HEADER, upload, wait_terminal
-from tests.support.servers import serve
+from tests.support.emulator import running_emulator
+from tests.support.servers import SlowImageHost, slow_image_host
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
-PHOTO = (Path(__file__).resolve().parents[2] / "local_emulator/samples/images/mug.jpg").read_bytes()
 ROWS = 200
 HOLD_SECONDS = 6.0  # at most; a byte every 0.25 s keeps the fetch under its read timeout
 
@@ -34,53 +31,16 @@ HOLD_SECONDS = 6.0  # at most; a byte every 0.25 s keeps the fetch under its rea
 def emulator() -> Iterator[Emulator]:
     """One poller of the rows queue: the big job's first batch holds it while the others
     wait in the queue, so they are received after the deletion."""
-    with Emulator(
-        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True, workers=1)
-    ) as emu:
+    with running_emulator(workers=1) as emu:
         yield emu
 
 
-class Host:
+@pytest.fixture(scope="module")
+def host() -> Iterator[tuple[str, SlowImageHost]]:
     """`/slow/...` sends its headers, then a byte at a time until released; `/fast/...` at
     once."""
-
-    def __init__(self) -> None:
-        self.first = threading.Event()  # the big job's first image was asked for
-        self.released = threading.Event()
-
-
-@pytest.fixture(scope="module")
-def host() -> Iterator[tuple[str, Host]]:
-    state = Host()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:
-            return None
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(PHOTO)))
-            self.end_headers()
-            sent = 0
-            try:
-                if self.path.startswith("/slow/"):
-                    state.first.set()
-                    deadline = time.monotonic() + HOLD_SECONDS
-                    while not state.released.wait(0.25) and time.monotonic() < deadline:
-                        self.wfile.write(PHOTO[sent : sent + 1])
-                        self.wfile.flush()
-                        sent += 1
-                self.wfile.write(PHOTO[sent:])
-                self.wfile.flush()
-            except OSError:
-                return
-
-    with serve(Handler) as url:
-        yield url, state
-        state.released.set()
+    with slow_image_host(HOLD_SECONDS) as slow:
+        yield slow.url, slow
 
 
 def queue_depths(emulator: Emulator) -> dict[str, int]:
@@ -99,14 +59,14 @@ def queue_depths(emulator: Emulator) -> dict[str, int]:
 
 
 def test_a_job_deleted_with_rows_queued_delays_no_job_and_leaves_every_queue_empty(
-    emulator: Emulator, host: tuple[str, Host], capfd: pytest.CaptureFixture[str]
+    emulator: Emulator, host: tuple[str, SlowImageHost], capfd: pytest.CaptureFixture[str]
 ) -> None:
     base, state = host
     api = keyed(emulator)
     big = upload(
         emulator, HEADER + "".join(f"{n},P{n},{base}/slow/{n}.jpg\n" for n in range(1, ROWS + 1))
     )
-    assert state.first.wait(30), "the big job's first image was never asked for"
+    assert state.slow_asked.wait(30), "the big job's first image was never asked for"
     assert api.post(f"{emulator.api_url}/api/jobs/{big}/cancel", timeout=10).status_code == 202
     status_url = f"{emulator.api_url}/api/getProcessingStatus/{big}"
     assert wait_until(

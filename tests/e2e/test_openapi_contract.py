@@ -17,8 +17,9 @@ from chalicelib import openapi
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
 from tests.e2e.emulator_support import bearer
+from tests.support.emulator import running_emulator
 
 pytestmark = pytest.mark.e2e
 
@@ -29,9 +30,7 @@ UNKNOWN_JOB = "00000000-0000-4000-8000-000000000000"
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
     # Private hosts stay refused: nothing the fuzzer invents may be fetched.
-    with Emulator(
-        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=False, quiet=True)
-    ) as emu:
+    with running_emulator(allow_private_hosts=False) as emu:
         yield emu
 
 

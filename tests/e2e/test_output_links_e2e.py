@@ -18,8 +18,9 @@ import requests
 from PIL import Image
 
 from local_emulator.stack import Emulator
-from tests.e2e.emulator_support import keyed, never_expires, stack_of_tenants
+from tests.e2e.emulator_support import keyed, never_expires
 from tests.e2e.test_pipeline_e2e import wait_terminal
+from tests.support.emulator import running_emulator
 from tests.support.servers import webhook_receiver
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +31,7 @@ IMAGE_TYPES = {"image/jpeg", "image/webp", "image/avif"}
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    with stack_of_tenants("local", "other") as emu:
+    with running_emulator(tenants=("local", "other")) as emu:
         yield emu
 
 

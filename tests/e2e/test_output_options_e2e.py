@@ -25,7 +25,8 @@ import requests
 from PIL import Image, ImageOps
 
 from local_emulator.stack import Emulator
-from tests.e2e.emulator_support import SAMPLES, keyed, never_expires, stack_of_tenants
+from tests.e2e.emulator_support import SAMPLES, keyed, never_expires
+from tests.support.emulator import running_emulator
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +39,7 @@ LONG_CACHE = 30 * 86_400  # "long": a month at least (a year, or the outputs' re
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    with stack_of_tenants("local", "other") as emu:
+    with running_emulator(tenants=("local", "other")) as emu:
         yield emu
 
 

@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chalicelib import openapi
+from chalicelib.pages import docs_page
 
 from local_emulator.stack import Emulator
-from tests.e2e.emulator_support import keyed
-from tests.e2e.test_browser_page import (
-    CHROMIUM_ARGS,
-    CSP_WATCH,
-    SAMPLES,
-    _chromium,
-    cors_image_host,
-    use_key,
-)
+from tests.e2e.emulator_support import sample_with_a_missing_picture
+from tests.e2e.test_pipeline_e2e import upload
+from tests.support.chromium import use_key
 
 pytestmark = pytest.mark.e2e
 
@@ -57,39 +50,10 @@ def violations(page: Any) -> list[str]:
     ]
 
 
-@pytest.fixture
-def browser_page(tmp_path: Path) -> Iterator[Any]:
-    executable = _chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        context.add_init_script(CSP_WATCH)
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
-
-
-@pytest.fixture(scope="module")
-def cors_images() -> Iterator[str]:
-    with cors_image_host(SAMPLES / "images") as url:
-        yield url
-
-
-def test_the_docs_page_has_no_axe_violation_in_any_state(
-    emulator: Emulator, browser_page: Any
-) -> None:
-    page = browser_page
+def test_the_docs_page_has_no_axe_violation_in_any_state(emulator: Emulator, page: Any) -> None:
     page.goto(f"{emulator.api_url}/api-docs")
     page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
-    assert page.evaluate("window.versions?.swaggerUI?.version") == openapi.SWAGGER_UI_VERSION
+    assert page.evaluate("window.versions?.swaggerUI?.version") == docs_page.SWAGGER_UI_VERSION
     assert violations(page) == [], "as it opens"
 
     for summary in page.query_selector_all(".opblock-summary-control"):
@@ -117,10 +81,7 @@ def test_the_docs_page_has_no_axe_violation_in_any_state(
     assert page.evaluate("window.__csp") == []
 
 
-def test_the_watch_page_has_no_axe_violation_as_it_opens(
-    emulator: Emulator, browser_page: Any
-) -> None:
-    page = browser_page
+def test_the_watch_page_has_no_axe_violation_as_it_opens(emulator: Emulator, page: Any) -> None:
     page.goto(f"{emulator.api_url}/")
     page.wait_for_selector("#api-key")
     assert violations(page) == []
@@ -128,18 +89,9 @@ def test_the_watch_page_has_no_axe_violation_as_it_opens(
 
 
 def test_the_watch_page_has_no_axe_violation_showing_a_finished_job(
-    emulator: Emulator, browser_page: Any, cors_images: str
+    emulator: Emulator, page: Any, images: str
 ) -> None:
-    text = (SAMPLES / "products.csv").read_text().replace("{IMAGES_BASE}", cors_images)
-    text += f'6,Missing Picture,"{cors_images}/mug.jpg,{cors_images}/nowhere.jpg"\n'
-    created = keyed(emulator).post(
-        f"{emulator.api_url}/api/uploadAndProcessDocument",
-        files={"file": ("products.csv", text.encode(), "text/csv")},
-        timeout=30,
-    )
-    assert created.status_code == 202, created.text
-    request_id = created.json()["requestId"]
-    page = browser_page
+    request_id = upload(emulator, sample_with_a_missing_picture(images))
     page.goto(f"{emulator.api_url}/")
     use_key(page, emulator.api_key)
     page.goto(f"{emulator.api_url}/?job={request_id}")

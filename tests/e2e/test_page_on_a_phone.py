@@ -13,16 +13,9 @@ from typing import Any
 import pytest
 
 from local_emulator.stack import Emulator
-from tests.e2e.emulator_support import keyed
-from tests.e2e.test_browser_page import (
-    ARTIFACTS,
-    CHROMIUM_ARGS,
-    CSP_WATCH,
-    SAMPLES,
-    _chromium,
-    cors_image_host,
-    use_key,
-)
+from tests.e2e.emulator_support import sample_with_a_missing_picture
+from tests.e2e.test_pipeline_e2e import upload
+from tests.support.chromium import ARTIFACTS, chromium_page, use_key
 
 pytestmark = pytest.mark.e2e
 
@@ -31,33 +24,12 @@ SCREENSHOT = ARTIFACTS / "watch-page-390.png"
 LABELS = ["api-key", "csv", "webhook", "format", "quality", "max-width", "max-height"]
 
 
-@pytest.fixture(scope="module")
-def images() -> Iterator[str]:
-    with cors_image_host(SAMPLES / "images") as url:
-        yield url
-
-
 @pytest.fixture
 def phone(tmp_path: Path) -> Iterator[Any]:
-    executable = _chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport=PHONE,
-            is_mobile=True,
-            has_touch=True,
-            device_scale_factor=1,
-        )
-        context.add_init_script(CSP_WATCH)
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
+    with chromium_page(
+        tmp_path / "profile", viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=1
+    ) as page:
+        yield page
 
 
 def box(element: Any) -> dict[str, float]:
@@ -81,15 +53,7 @@ def assert_labels_beside_their_fields(page: Any) -> None:
 def test_the_page_on_a_phone_stacks_before_and_after_and_keeps_labels_with_fields(
     emulator: Emulator, images: str, phone: Any
 ) -> None:
-    text = (SAMPLES / "products.csv").read_text().replace("{IMAGES_BASE}", images)
-    text += f'6,Missing Picture,"{images}/mug.jpg,{images}/nowhere.jpg"\n'
-    created = keyed(emulator).post(
-        f"{emulator.api_url}/api/uploadAndProcessDocument",
-        files={"file": ("products.csv", text.encode(), "text/csv")},
-        timeout=30,
-    )
-    assert created.status_code == 202, created.text
-    request_id = created.json()["requestId"]
+    request_id = upload(emulator, sample_with_a_missing_picture(images))
     page = phone
     fetched: list[str] = []
     page.on("request", lambda request: fetched.append(request.url))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,9 @@ import requests
 from chalicelib.services.ingest import job_id_for_key
 from PIL import Image, ImageOps
 
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
 from tests.e2e.emulator_support import SAMPLES, keyed
+from tests.support.emulator import running_emulator
 from tests.support.servers import WebhookReceiver, webhook_receiver
 
 pytestmark = pytest.mark.e2e
@@ -28,18 +28,8 @@ HEADER = "S. No.,Product Name,Input Image Urls\n"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    saved = os.environ.get("WEBHOOK_RETRY_SCHEDULE")
-    os.environ["WEBHOOK_RETRY_SCHEDULE"] = "1,1,1,1"
-    try:
-        with Emulator(
-            EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True)
-        ) as emu:
-            yield emu
-    finally:
-        if saved is None:
-            os.environ.pop("WEBHOOK_RETRY_SCHEDULE", None)
-        else:
-            os.environ["WEBHOOK_RETRY_SCHEDULE"] = saved
+    with running_emulator({"WEBHOOK_RETRY_SCHEDULE": "1,1,1,1"}) as emu:
+        yield emu
 
 
 def sample_csv(images: str) -> str:

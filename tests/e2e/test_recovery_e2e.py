@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from local_emulator.stack import Emulator, EmulatorOptions
-from tests.e2e.emulator_support import SAMPLES, environment, keyed
+from local_emulator.stack import Emulator
+from tests.e2e.emulator_support import SAMPLES, keyed
 from tests.e2e.test_pipeline_e2e import TERMINAL, upload, wait_terminal
+from tests.support.emulator import running_emulator
 from tests.support.servers import WebhookReceiver, image_host
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
@@ -25,20 +26,12 @@ FAST = {"WEBHOOK_RETRY_SCHEDULE": "1,1,1", "STALL_AFTER": "4", "FINALIZE_LEASE":
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    with (
-        environment(FAST),
-        Emulator(
-            EmulatorOptions(
-                host="127.0.0.1",
-                port=0,
-                allow_private_hosts=True,
-                quiet=True,
-                schedule_scale=1 / 100,
-                # fifty jobs at once, and their status polls, from one tenant
-                parameter_overrides={"TenantBurstLimit": "400", "TenantRateLimit": "400"},
-            )
-        ) as emu,
-    ):
+    with running_emulator(
+        FAST,
+        schedule_scale=1 / 100,
+        # fifty jobs at once, and their status polls, from one tenant
+        parameter_overrides={"TenantBurstLimit": "400", "TenantRateLimit": "400"},
+    ) as emu:
         yield emu
 
 

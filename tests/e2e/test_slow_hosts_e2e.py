@@ -4,12 +4,8 @@ invocation past its function's Timeout."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,63 +13,20 @@ import pytest
 from local_emulator.stack import Emulator
 from tests.e2e.emulator_support import keyed
 from tests.e2e.test_pipeline_e2e import HEADER, upload, wait_terminal
-from tests.support.servers import serve
+from tests.support.servers import SlowImageHost, slow_image_host
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
-PHOTO = (Path(__file__).resolve().parents[2] / "local_emulator/samples/images/mug.jpg").read_bytes()
 TRICKLE_SECONDS = 120  # the host would go on this long: far past any deadline
 
 
-class Host:
-    def __init__(self) -> None:
-        self.hits: Counter[str] = Counter()
-        self.lock = threading.Lock()
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        host = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                return None
-
-            def do_GET(self) -> None:
-                with host.lock:
-                    host.hits[self.path] += 1
-                if self.path.startswith("/trickle"):
-                    self._trickle()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(PHOTO)))
-                self.end_headers()
-                self.wfile.write(PHOTO)
-
-            def _trickle(self) -> None:
-                """A byte every 0.2 s: never silent for a read timeout, never done."""
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(PHOTO)))
-                self.end_headers()
-                try:
-                    for n in range(int(TRICKLE_SECONDS / 0.2)):
-                        self.wfile.write(PHOTO[n : n + 1])
-                        self.wfile.flush()
-                        time.sleep(0.2)
-                except OSError:  # the fetcher gave up and closed the connection
-                    return
-
-        return Handler
-
-
 @pytest.fixture(scope="module")
-def host() -> Iterator[tuple[Host, str]]:
-    state = Host()
-    with serve(state.handler()) as url:
-        yield state, url
+def host() -> Iterator[tuple[SlowImageHost, str]]:
+    """`/slow/...` trickles a byte every 0.2 s: never silent for a read timeout, never done
+    within the test; `/fast/...` at once."""
+    with slow_image_host(TRICKLE_SECONDS, step=0.2) as slow:
+        yield slow, slow.url
 
 
 def _status(emulator: Emulator, request_id: str) -> dict[str, Any]:
@@ -86,12 +39,12 @@ def _status(emulator: Emulator, request_id: str) -> dict[str, Any]:
 
 
 def test_a_trickling_image_fails_alone_and_holds_up_nobody(
-    emulator: Emulator, host: tuple[Host, str]
+    emulator: Emulator, host: tuple[SlowImageHost, str]
 ) -> None:
     state, base = host
     settings_deadline = float(emulator.environment["DOWNLOAD_DEADLINE"])
     rows = "".join(
-        f"{n},Product {n},{base}/{'trickle' if n == 5 else 'fast'}/{n}.jpg\n" for n in range(1, 11)
+        f"{n},Product {n},{base}/{'slow' if n == 5 else 'fast'}/{n}.jpg\n" for n in range(1, 11)
     )
     slow_job = upload(emulator, HEADER + rows)
     started = time.monotonic()
@@ -123,13 +76,13 @@ def test_a_trickling_image_fails_alone_and_holds_up_nobody(
     assert slow["status"] == "failed"
     assert [e["code"] for e in slow["errors"]] == ["timeout"]
     # a body still trickling at the deadline is not retried: fetched once
-    assert state.hits["/trickle/5.jpg"] == 1
+    assert state.hits["/slow/5.jpg"] == 1
 
     print(  # the figures, with `pytest -s`
         f"\nnine good products recorded {took:.2f}s after the upload; the other job completed "
         f"after {other_took:.2f}s; the slow job {final['status']} after {slow_took:.2f}s "
         f"(deadline {settings_deadline:g}s); the trickling URL fetched "
-        f"{state.hits['/trickle/5.jpg']} time(s)"
+        f"{state.hits['/slow/5.jpg']} time(s)"
     )
     for line in emulator.invocation_report():
         print(line)

@@ -9,27 +9,24 @@ uploaded CSV and its records (its status is a 404)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from chalicelib.services.process_row import CANCEL_CHECK_SECONDS
+from chalicelib.services.cancel_watch import CANCEL_CHECK_SECONDS
 
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
 from tests.e2e.emulator_support import keyed
 from tests.e2e.test_pipeline_e2e import HEADER, upload
-from tests.support.servers import WebhookReceiver, serve
+from tests.support.emulator import running_emulator
+from tests.support.servers import SlowImageHost, WebhookReceiver, slow_image_host
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
-PHOTO = (Path(__file__).resolve().parents[2] / "local_emulator/samples/images/mug.jpg").read_bytes()
 ROWS = 30  # three batches of ten; one poller takes one batch at a time
 HOLD_SECONDS = 6.0  # at most; a byte every 0.25 s keeps the fetch under its read timeout
 
@@ -38,70 +35,16 @@ HOLD_SECONDS = 6.0  # at most; a byte every 0.25 s keeps the fetch under its rea
 def emulator() -> Iterator[Emulator]:
     """One poller of the rows queue: one batch is in the worker at a time, so the rows of
     the batches behind it can only start after the cancel."""
-    with Emulator(
-        EmulatorOptions(host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True, workers=1)
-    ) as emu:
+    with running_emulator(workers=1) as emu:
         yield emu
 
 
-class SlowHost:
+@pytest.fixture(scope="module")
+def host() -> Iterator[tuple[SlowImageHost, str]]:
     """`/fast/...` answers at once; `/slow/...` sends its headers and a byte at a time until
     released, then the rest."""
-
-    def __init__(self) -> None:
-        self.hits: Counter[str] = Counter()
-        self.served: Counter[str] = Counter()
-        self.released = threading.Event()
-        self.lock = threading.Lock()
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        host = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                return None
-
-            def do_GET(self) -> None:
-                with host.lock:
-                    host.hits[self.path] += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(PHOTO)))
-                self.end_headers()
-                sent = 0
-                try:
-                    if self.path.startswith("/slow/"):
-                        deadline = time.monotonic() + HOLD_SECONDS
-                        while not host.released.wait(0.25) and time.monotonic() < deadline:
-                            self.wfile.write(PHOTO[sent : sent + 1])
-                            self.wfile.flush()
-                            sent += 1
-                    self.wfile.write(PHOTO[sent:])
-                    self.wfile.flush()
-                except OSError:
-                    return
-                with host.lock:
-                    host.served[self.path] += 1
-
-        return Handler
-
-    def fetched(self) -> int:
-        with self.lock:
-            return len(self.hits)
-
-    def slow_started(self) -> int:
-        with self.lock:
-            return sum(1 for path in self.hits if path.startswith("/slow/"))
-
-
-@pytest.fixture(scope="module")
-def host() -> Iterator[tuple[SlowHost, str]]:
-    state = SlowHost()
-    with serve(state.handler()) as url:
-        yield state, url
-        state.released.set()
+    with slow_image_host(HOLD_SECONDS) as slow:
+        yield slow, slow.url
 
 
 def status_of(emulator: Emulator, request_id: str) -> dict[str, Any]:
@@ -115,7 +58,7 @@ def status_of(emulator: Emulator, request_id: str) -> dict[str, Any]:
 
 
 def test_a_slow_job_cancelled_ends_cancelled_once_and_its_deletion_removes_it(
-    emulator: Emulator, host: tuple[SlowHost, str], receiver: WebhookReceiver
+    emulator: Emulator, host: tuple[SlowImageHost, str], receiver: WebhookReceiver
 ) -> None:
     state, base = host
     api = keyed(emulator)
@@ -200,7 +143,7 @@ def test_a_slow_job_cancelled_ends_cancelled_once_and_its_deletion_removes_it(
 
 
 def test_the_jobs_list_is_newest_first_paged_and_filtered_by_status(
-    emulator: Emulator, host: tuple[SlowHost, str]
+    emulator: Emulator, host: tuple[SlowImageHost, str]
 ) -> None:
     """Three jobs of the tenant, one page of one job at a time through `nextCursor`: each of
     them once, newest first; `status=` keeps only that status; bad parameters are 400s

@@ -18,7 +18,8 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
+from tests.support.emulator import running_emulator
 
 pytestmark = pytest.mark.e2e
 
@@ -34,8 +35,7 @@ SIGNATURE_ERRORS = {
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    options = EmulatorOptions(host="127.0.0.1", port=0, quiet=True, start_dispatchers=False)
-    with Emulator(options) as emu:
+    with running_emulator(allow_private_hosts=False, start_dispatchers=False) as emu:
         yield emu
 
 

@@ -20,7 +20,7 @@ from chalicelib.config import Settings
 from chalicelib.services.tenants import authenticate, signing_secrets
 
 from local_emulator.stack import Emulator, EmulatorOptions
-from tests.e2e.emulator_support import environment
+from tests.support.emulator import environment
 from tests.support.mongo import embedded_mongo
 
 pytestmark = pytest.mark.e2e

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from local_emulator.stack import Emulator, EmulatorOptions
-from tests.e2e.emulator_support import environment
+from local_emulator.stack import Emulator
 from tests.e2e.test_pipeline_e2e import upload, wait_terminal
+from tests.support.emulator import running_emulator
 from tests.support.servers import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
@@ -30,18 +30,7 @@ NO_RECOVERY = {"STALL_AFTER": "86400", "WEBHOOK_RETRY_SCHEDULE": "1,1,1"}
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    with (
-        environment(NO_RECOVERY),
-        Emulator(
-            EmulatorOptions(
-                host="127.0.0.1",
-                port=0,
-                allow_private_hosts=True,
-                quiet=True,
-                schedule_scale=NO_SWEEPER_SCALE,
-            )
-        ) as emu,
-    ):
+    with running_emulator(NO_RECOVERY, schedule_scale=NO_SWEEPER_SCALE) as emu:
         yield emu
 
 

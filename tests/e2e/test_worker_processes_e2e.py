@@ -9,7 +9,6 @@ import json
 import pytest
 import requests
 
-from local_emulator.stack import Emulator, EmulatorOptions
 from tests.e2e.test_pipeline_e2e import (
     read_output_csv,
     sample_csv,
@@ -17,16 +16,13 @@ from tests.e2e.test_pipeline_e2e import (
     upload,
     wait_terminal,
 )
+from tests.support.emulator import running_emulator
 
 pytestmark = pytest.mark.e2e
 
 
 def test_worker_in_processes_of_its_own_completes_the_sample_job(images: str) -> None:
-    with Emulator(
-        EmulatorOptions(
-            host="127.0.0.1", port=0, allow_private_hosts=True, quiet=True, worker_processes=True
-        )
-    ) as emu:
+    with running_emulator(worker_processes=True) as emu:
         doc = wait_terminal(emu, upload(emu, sample_csv(images)))
         assert doc["status"] == "completed", json.dumps(doc, indent=1)
         assert doc["progress"]["processedImages"] == sample_image_count()

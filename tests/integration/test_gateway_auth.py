@@ -39,7 +39,11 @@ REAUTHORIZE_EVERY = int(AUTHORIZER["Identity"]["ReauthorizeEvery"])
 AUTHORIZER_FUNCTION = TEMPLATE["Resources"]["AuthorizerFunction"]["Properties"]
 PARAMETERS = TEMPLATE["Parameters"]
 RATE = float(PARAMETERS["TenantRateLimit"]["Default"])
-BURST = int(PARAMETERS["TenantBurstLimit"]["Default"])
+# TenantBurstLimit's default, 0: the burst of the default DatabaseConnections' row
+assert int(PARAMETERS["TenantBurstLimit"]["Default"]) == 0
+CAPS = TEMPLATE["Mappings"]["ConcurrencyForConnections"]
+BURSTS = TEMPLATE["Mappings"]["TenantBurstForConnections"]
+BURST = int(BURSTS[PARAMETERS["DatabaseConnections"]["Default"]]["Burst"])
 SPEC = spec_from_template(TEMPLATE_PATH)
 TIME_SCALE = 0.25
 KEY = "Bearer ipk_abcdefabcdef_secret"
@@ -211,6 +215,12 @@ def test_the_template_is_read_as_deployed() -> None:
     ).route(*PROTECTED)
     assert overridden is not None and overridden.api.throttle is not None
     assert (overridden.api.throttle.rate, overridden.api.throttle.burst) == (2.0, 3)
+    for connections, row in BURSTS.items():  # TenantBurstLimit 0: the cluster's row
+        sized = spec_from_template(
+            TEMPLATE_PATH, parameter_overrides={"DatabaseConnections": connections}
+        ).route(*PROTECTED)
+        assert sized is not None and sized.api.throttle is not None
+        assert sized.api.throttle.burst == row["Burst"], connections
 
 
 def test_the_authorizer_is_found_through_its_alias_or_its_arn() -> None:
@@ -712,6 +722,118 @@ def test_the_authorizer_past_its_reserved_concurrency_answers_503_uninvoked(
     finally:
         authorizer.release.set()
         first.join(10)
+
+
+ALPHA_KEY = "Bearer ipk_alpha0000000_secret"
+BETA_KEY = "Bearer ipk_beta00000000_secret"
+
+
+@dataclass
+class TwoTenants:
+    """The authorizer's stand-in for two tenants, each with its own usage key; while
+    `hold_alpha` is set, alpha's invocations wait (counted) until `release`."""
+
+    hold_alpha: bool = False
+    release: threading.Event = field(default_factory=threading.Event)
+    alpha_waiting: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        tenant = "alpha" if event["authorizationToken"] == ALPHA_KEY else "beta"
+        if tenant == "alpha" and self.hold_alpha:
+            with self.lock:
+                self.alpha_waiting += 1
+            self.release.wait(10)
+        resource = event["methodArn"].split("/", 1)[0] + "/v1/*/*"
+        return {
+            "principalId": tenant,
+            "policyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": resource}
+                ],
+            },
+            "context": {"tenant": tenant},
+            "usageIdentifierKey": f"usage-{tenant}",
+        }
+
+
+def _until(condition: Any) -> None:
+    for _ in range(2000):
+        if condition():
+            return
+        threading.Event().wait(0.005)
+    raise AssertionError("the burst's requests never all arrived")
+
+
+@pytest.mark.parametrize("connections", sorted(CAPS, key=int))
+def test_one_tenants_whole_burst_leaves_another_tenant_served(
+    connections: str, clock: Clock
+) -> None:
+    """At each DatabaseConnections, as the template deploys it: alpha fires its whole burst
+    at once, first with its key not cached (every request in the authorizer at once, held
+    there), then cached (every request in the API function at once, held there). Each time
+    beta's request is served: neither function's reserved concurrency is left to alpha
+    alone. (With the old figures, a burst of 40 against 10 and 8, beta is a 503.)"""
+    spec = spec_from_template(
+        TEMPLATE_PATH, parameter_overrides={"DatabaseConnections": connections}
+    )
+    route = spec.route(*PROTECTED)
+    assert route is not None and route.api.throttle is not None
+    burst = route.api.throttle.burst
+    caps = CAPS[connections]
+    stand_in = TwoTenants(hold_alpha=True)
+    function = LambdaFunction(
+        name="image-pipeline-AuthorizerFunction",
+        handler=stand_in,
+        timeout=float(AUTHORIZER_FUNCTION["Timeout"]),
+    )
+    gateway = TemplateGateway(
+        spec,
+        {"AuthorizerFunction": function},
+        clock=clock,
+        concurrency={"ApiFunction": caps["Api"], "AuthorizerFunction": caps["Authorizer"]},
+    )
+    in_function = threading.Semaphore(0)
+    leave = threading.Event()
+    answers: list[int] = []
+
+    def alpha() -> None:
+        try:
+            call(gateway, PROTECTED, ALPHA_KEY)
+        except GatewayRefusal as refusal:
+            with stand_in.lock:
+                answers.append(refusal.CODE)
+            return
+        in_function.release()
+        leave.wait(10)
+        gateway.finish_invocation()
+        with stand_in.lock:
+            answers.append(200)
+
+    def beta_is_served() -> None:
+        call(gateway, PROTECTED, BETA_KEY)
+        gateway.finish_invocation()
+
+    # 1. alpha's key not cached: its whole burst in the authorizer at once
+    threads = [threading.Thread(target=alpha) for _ in range(burst)]
+    for thread in threads:
+        thread.start()
+    try:
+        _until(lambda: stand_in.alpha_waiting + len(answers) == burst)
+        beta_is_served()
+        stand_in.hold_alpha = False
+        stand_in.release.set()
+        # 2. alpha's whole burst in the API function at once
+        for _ in range(burst):
+            assert in_function.acquire(timeout=10), answers
+        beta_is_served()
+    finally:
+        stand_in.release.set()
+        leave.set()
+        for thread in threads:
+            thread.join(10)
+    assert answers == [200] * burst  # and alpha's burst was served whole
 
 
 def test_public_routes_are_throttled_at_the_stage_all_callers_together(

@@ -31,7 +31,7 @@ from chalicelib.adapters.webhook_delivery import HttpWebhookSender
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.netguard import IPAddress, decide
 from chalicelib.errors import ImageFailure
-from chalicelib.ports import HttpResult
+from chalicelib.ports import DeliveryResult
 
 from tests.support.servers import serve
 
@@ -716,20 +716,20 @@ def sender(**overrides: Any) -> HttpWebhookSender:
 
 def test_webhook_200_delivers_body_and_headers(host: Host) -> None:
     result = sender().post(host.url + "/hook", b'{"a":1}', {"webhook-id": "msg_1"})
-    assert result == HttpResult(200)
+    assert result == DeliveryResult(200)
     assert host.seen[0].method == "POST"
     assert host.seen[0].body == b'{"a":1}'
     assert host.seen[0].headers["webhook-id"] == "msg_1"
 
 
 def test_webhook_500_is_returned_as_is(host: Host) -> None:
-    assert sender().post(host.url + "/hook?code=500", b"{}", {}) == HttpResult(500)
+    assert sender().post(host.url + "/hook?code=500", b"{}", {}) == DeliveryResult(500)
 
 
 @pytest.mark.parametrize("value", ["120", "Wed, 21 Oct 2026 07:28:00 GMT"])
 def test_webhook_retry_after_is_returned_as_sent(host: Host, value: str) -> None:
     url = host.url + "/hook?code=503&retry=" + quote(value)
-    assert sender().post(url, b"{}", {}) == HttpResult(503, retry_after=value)
+    assert sender().post(url, b"{}", {}) == DeliveryResult(503, retry_after=value)
 
 
 def test_webhook_retry_after_longer_than_any_date_is_cut(host: Host) -> None:
@@ -738,7 +738,7 @@ def test_webhook_retry_after_longer_than_any_date_is_cut(host: Host) -> None:
 
 
 def test_webhook_410_is_returned_as_is(host: Host) -> None:
-    assert sender().post(host.url + "/hook?code=410", b"{}", {}) == HttpResult(410)
+    assert sender().post(host.url + "/hook?code=410", b"{}", {}) == DeliveryResult(410)
 
 
 def test_webhook_302_is_returned_not_followed(host: Host) -> None:
@@ -750,14 +750,15 @@ def test_webhook_302_is_returned_not_followed(host: Host) -> None:
 def test_webhook_timeout_is_a_result_not_an_exception(host: Host) -> None:
     started = time.monotonic()
     result = sender(timeout=0.5).post(host.url + "/stall-headers", b"{}", {})
-    assert result.status_code is None
-    assert "time" in result.error
+    assert result.status_code is None and result.timed_out
+    assert result.error.startswith("timeout: ")
     assert time.monotonic() - started < 2.0
 
 
 def test_webhook_refused_connection_is_a_result(connects: list[object]) -> None:
     result = sender().post(f"http://127.0.0.1:{closed_port()}/hook", b"{}", {})
-    assert result.status_code is None and result.error
+    assert result.status_code is None and not result.timed_out
+    assert result.error.startswith("connection failed: ")  # the detail alone, no code
 
 
 @pytest.mark.parametrize("answer", ["169.254.169.254", "10.0.0.5", "127.0.0.1"])
@@ -768,8 +769,8 @@ def test_webhook_to_a_forbidden_address_is_refused_without_connecting(
     result = sender(allow_private=False, resolve=dns).post(
         "http://hooks.example.test/hook", b"{}", {}
     )
-    assert result.status_code is None
-    assert "blocked_address" in result.error
+    assert result.status_code is None and not result.timed_out
+    assert result.error.startswith("blocked_address: ")
     assert connects == []
 
 

@@ -10,11 +10,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from chalicelib.adapters.mongo_store import EXPIRE_AT, TTL_INDEX, MongoJobStore, chunk_id
+from chalicelib.adapters.mongo_codecs import EXPIRE_AT, chunk_id
+from chalicelib.adapters.mongo_indexes import TTL_INDEX
+from chalicelib.adapters.mongo_store import MongoJobStore
+from chalicelib.domain.chunking import chunks
 from chalicelib.domain.models import ImageErrorCode, ImageResult, JobStatus, Progress, RowStatus
 from chalicelib.domain.timefmt import iso
 from chalicelib.errors import JobGone
-from chalicelib.ports import chunks
 from pymongo import MongoClient
 from pymongo.database import Database
 

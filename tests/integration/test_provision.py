@@ -156,10 +156,11 @@ def test_the_usage_plan_is_in_moto_with_the_template_throttle(
     (created,) = session.client("apigateway").get_usage_plans()["items"]
     assert created["id"] == plan.id
     assert created["name"] == f"{stack.stack_name}-tenants"
-    assert created["throttle"] == {"rateLimit": 7.0, "burstLimit": 40}
+    # TenantBurstLimit 0: the burst of the default DatabaseConnections' row (5 at 500)
+    assert created["throttle"] == {"rateLimit": 7.0, "burstLimit": 5}
     assert created.get("apiStages", []) == []  # the API is not in moto
     assert (
-        f"usage plan {plan.name} (id {plan.id}; throttle 7/s, burst 40; tenants' keys join it; "
+        f"usage plan {plan.name} (id {plan.id}; throttle 7/s, burst 5; tenants' keys join it; "
         "moto neither meters nor throttles)"
     ) in stack.describe_extras()
 
@@ -178,6 +179,10 @@ def test_the_cdn_is_in_moto_and_its_stand_in_is_said(session: boto3.session.Sess
     )
     assert listed["Origins"]["Items"][0]["DomainName"] == f"{outputs}.s3.{REGION}.amazonaws.com"
     assert listed["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "https-only"
+    # its response headers policy's CORS, kept for the stand-in (moto has no such policies)
+    assert cdn.cors is not None
+    assert (cdn.cors.allow_origins, cdn.cors.allow_methods) == (("*",), ("GET", "HEAD"))
+    assert not cdn.cors.allow_credentials
     (oac,) = cloudfront.list_origin_access_controls()["OriginAccessControlList"]["Items"]
     assert stack.other_resources["OutputsOriginAccessControl"] == oac["Id"]
     assert oac["SigningBehavior"] == "always" and oac["OriginAccessControlOriginType"] == "s3"
@@ -197,7 +202,8 @@ def test_the_cdn_is_in_moto_and_its_stand_in_is_said(session: boto3.session.Sess
         f"cdn OutputsDistribution: distribution {cdn.id} ({cdn.domain_name}) created in moto; "
         f"its domain does not resolve locally, so its stand-in serves {outputs} at "
         f"http://127.0.0.1:4566/{outputs}: GETs without credentials of what the bucket's "
-        "policy lets the distribution read, nothing else (plain HTTP, no edge cache)"
+        "policy lets the distribution read, nothing else (plain HTTP, no edge cache); CORS "
+        "reads from origins * (GET, HEAD), as its response headers policy says"
     ]
     assert stack.public_base_url(cdn) == f"http://127.0.0.1:4566/{outputs}"
     assert any(line.startswith(f"bucket policy {outputs}: kept by the emulator") for line in lines)

@@ -57,7 +57,7 @@ def stack() -> Iterator[Stack]:
         (cdn,) = provisioned.cdns.values()
         (bucket,) = cdn.buckets
         policy = provisioned.bucket_policies[bucket]
-        fronted = Fronted(bucket, cdn.arn, ACCOUNT_ID, policy)
+        fronted = Fronted(bucket, cdn.arn, ACCOUNT_ID, policy, cdn.cors)
         server.access.front(fronted)
         s3 = session.client("s3", endpoint_url=url, config=Config(signature_version="s3v4"))
         uploads = provisioned.buckets["UploadsBucket"].name
@@ -144,3 +144,40 @@ def test_a_bucket_no_cdn_fronts_serves_nobody(stack: Stack) -> None:
     finally:
         stack.server.access.front(stack.fronted)
     assert requests.get(url, timeout=10).status_code == 200
+
+
+def test_an_output_answers_a_cors_read_of_any_origin_as_its_distribution_does(
+    stack: Stack,
+) -> None:
+    """The template's response headers policy (OutputsResponseHeadersPolicy) on the
+    distribution: a GET or HEAD of an output image from a page of any origin gets
+    `Access-Control-Allow-Origin: *` (no credentials); the bucket itself has no CORS rule, so
+    a signed read of the same object (S3, not the CDN) gets none, nor does a refused one."""
+    assert stack.fronted.cors is not None
+    with pytest.raises(stack.s3.exceptions.ClientError):
+        stack.s3.get_bucket_cors(Bucket=stack.outputs)
+    key = f"outputs/{uuid.uuid4()}/1/0.jpg"
+    put(stack, stack.outputs, key, JPEG, ContentType="image/jpeg")
+    url = f"{stack.url}/{stack.outputs}/{key}"
+    origin = {"Origin": "https://shop.example"}
+    for call in (requests.get, requests.head):
+        answer = call(url, headers=origin, timeout=10)
+        assert answer.status_code == 200
+        assert answer.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Access-Control-Allow-Credentials" not in answer.headers
+    assert requests.get(url, headers=origin, timeout=10).content == JPEG
+    # not a CORS request: nothing added
+    assert "Access-Control-Allow-Origin" not in requests.get(url, timeout=10).headers
+    # the bucket, signed, is S3's answer by the bucket's (absent) rules
+    link = stack.s3.generate_presigned_url(
+        "get_object", Params={"Bucket": stack.outputs, "Key": key}, ExpiresIn=60
+    )
+    signed = requests.get(link, headers=origin, timeout=10)
+    assert signed.status_code == 200 and "Access-Control-Allow-Origin" not in signed.headers
+    # a bucket no distribution fronts answers no anonymous read, CORS or not
+    put(stack, stack.uploads, f"incoming/{uuid.uuid4()}.csv", b"S. No.\n")
+    refused_read = requests.get(
+        f"{stack.url}/{stack.uploads}/incoming/x.csv", headers=origin, timeout=10
+    )
+    assert refused(refused_read)
+    assert "Access-Control-Allow-Origin" not in refused_read.headers

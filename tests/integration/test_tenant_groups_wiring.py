@@ -1,9 +1,11 @@
-"""Every row and webhook message carries its tenant as its SQS message group: the queues as
-`bootstrap.build` wires them (boto3's adapter, and the emulator's in-process one in front of
-it) sending into moto, every code path that sends driven through the services: the fan-out,
-a continuation, a retry's fan-out, the sweeper's re-sent rows, a redrive from the dead-letter
-queue; the webhook's first send, its retry, a hop, a put-back, the sweeper's re-send and a
-redeliver."""
+"""Every row, ingest, finalize and webhook message carries its tenant as its SQS message
+group: the queues as `bootstrap.build` wires them (boto3's adapter, and the emulator's
+in-process one in front of it) sending into moto, every code path that sends driven through
+the services: the fan-out, a continuation, a retry's fan-out, the sweeper's re-sent rows, a
+redrive from the dead-letter queue; a large CSV's first handover, an ingest slice's handover,
+a retry, the sweeper's resumed ingest, a finalization and a cancel; the webhook's first send,
+its retry, a hop, a put-back, the sweeper's re-send and a redeliver. (S3's own events carry
+no group: the ingest takes them cheaply, services/ingest.py.)"""
 
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from chalicelib.domain.models import ImageErrorCode, JobStatus
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import ImageFailure
-from chalicelib.services import job_actions, process_row, sweeper, upload
-from chalicelib.services.process_row import RowTask
+from chalicelib.services import cancel, ingest, job_actions, rows_batch, sweeper, upload
+from chalicelib.services.row_messages import RowTask
 from chalicelib.services.webhooks import origin_of
 from moto import mock_aws
 
@@ -50,13 +52,18 @@ class Queues:
         self.rows_url = sqs.create_queue(QueueName="rows")["QueueUrl"]
         self.hooks_url = sqs.create_queue(QueueName="hooks")["QueueUrl"]
         self.dlq_url = sqs.create_queue(QueueName="rows-dlq")["QueueUrl"]
+        self.ingest_url = sqs.create_queue(QueueName="ingest")["QueueUrl"]
+        self.finalize_url = sqs.create_queue(QueueName="finalize")["QueueUrl"]
         settings = Settings(
             mongo_uri="mongodb://127.0.0.1:9/never-connected",
             rows_queue_url=self.rows_url,
             webhook_queue_url=self.hooks_url,
+            ingest_queue_url=self.ingest_url,
+            finalize_queue_url=self.finalize_url,
         )
         built = bootstrap.build(settings, inprocess.local_aws() if local else None)
         self.rows, self.hooks = built.rows_queue, built.webhook_queue
+        self.ingest, self.finalize = built.ingest_queue, built.finalize_queue
         built.store.close()
 
     def take(self, url: str) -> list[tuple[str | None, dict[str, Any]]]:
@@ -128,7 +135,7 @@ def test_row_messages_fan_out_continue_resend_and_retry_in_their_tenants_group(
     clock = ManualClock()
     world.deps.fetcher = TimedFetcher(world, clock, 6.0)
     budget = Budget(NEEDED + 6.0 + 0.5, clock)
-    assert process_row.process_rows(world.deps, [RowTask.from_message(first)], budget) == [None]
+    assert rows_batch.process_rows(world.deps, [RowTask.from_message(first)], budget) == [None]
     (continuation,) = grouped(queues.take(queues.rows_url))
     assert continuation["keep"]
     world.deps.fetcher = world.fetcher
@@ -190,3 +197,60 @@ def test_a_redrive_keeps_the_message_group(queues: Queues) -> None:
     result = move_by_copy(queues.sqs, queues.dlq_url, queues.rows_url, wait_seconds=0)
     assert result.moved == 1
     grouped(queues.take(queues.rows_url))
+
+
+def large_storage_event(key: str) -> QueueRecord:
+    """The storage event of a CSV too large to be ingested where the event is taken."""
+    body = json.loads(storage_record(key).body)
+    body["Records"][0]["s3"]["object"]["size"] = ingest.INLINE_BYTES + 1
+    return QueueRecord("s3", json.dumps(body))
+
+
+def test_ingest_finalize_and_cancel_messages_in_their_tenants_group(
+    queues: Queues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slices of no time (each run sends one batch, then hands over): a large CSV's first
+    handover, each slice's, a retry's and the sweeper's, the finalization and a cancel."""
+    monkeypatch.setattr(ingest.IngestSlice, "READ_RATIO", 0.0)
+    world = world_of(queues, ingest_slice_seconds=0.0)
+    world.deps.ingest_queue, world.deps.finalize_queue = queues.ingest, queues.finalize
+    csv = HEADER + "".join(f"{n},P{n},{MISSING}\n" for n in range(1, 12)) + f"12,L,{URLS[0]}\n"
+    accepted = upload.submit_csv(world.deps, csv.encode(), HOOK, None, TENANT)
+    request_id = accepted.job.request_id
+    queue_handlers.ingest(world.deps, [large_storage_event(accepted.job.input_key)])
+    assert queues.take(queues.rows_url) == []  # nothing ingested where the event was taken
+    (handover,) = grouped(queues.take(queues.ingest_url))
+    assert handover == {ingest.HANDOVER: request_id, "tenant": TENANT}
+    # the run dies before handing over: the sweeper takes the ingest over, one slice
+    world.clock.advance(max(world.deps.settings.ingest_lease, world.deps.settings.stall_after) + 1)
+    assert request_id in sweeper.sweep(world.deps).ingests
+    (handover,) = grouped(queues.take(queues.ingest_url))
+    rows = grouped(queues.take(queues.rows_url))
+    while True:  # the slices, each handing over in the tenant's group
+        queue_handlers.ingest(world.deps, [QueueRecord("h", json.dumps(handover))])
+        rows += grouped(queues.take(queues.rows_url))
+        handed = queues.take(queues.ingest_url)
+        if not handed:
+            break
+        (handover,) = grouped(handed)
+    assert sorted(r["position"] for r in rows) == list(range(12))
+    run_rows(world, rows[:10])
+    run_rows(world, rows[10:])
+    (finalization,) = grouped(queues.take(queues.finalize_url))
+    queue_handlers.finalize(world.deps, [QueueRecord("f", json.dumps(finalization))])
+    job = world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.COMPLETED_WITH_ERRORS
+    deliver(world, grouped(queues.take(queues.hooks_url))[0])
+    # a retry of the eleven failed rows: its message, then a slice's handover
+    job_actions.retry_failed(world.deps, request_id)
+    (retry,) = grouped(queues.take(queues.ingest_url))
+    queue_handlers.ingest(world.deps, [QueueRecord("r", json.dumps(retry))])
+    assert len(grouped(queues.take(queues.rows_url))) == 10
+    (handover,) = grouped(queues.take(queues.ingest_url))
+    assert handover[ingest.HANDOVER] == request_id
+    # and a cancel, carried out by the finalizer
+    job = world.store.get_job(request_id)
+    assert job is not None
+    cancel.request_cancel(world.deps, job)
+    (cancelling,) = grouped(queues.take(queues.finalize_url))
+    assert cancelling[cancel.CANCEL] is True

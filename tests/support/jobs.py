@@ -6,9 +6,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chalicelib.domain.chunking import chunks
 from chalicelib.domain.models import ImageResult, Job, JobStatus, Progress, StoredRow
 from chalicelib.domain.timefmt import iso
-from chalicelib.ports import JobStore, chunks
+from chalicelib.ports import JobStore
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)

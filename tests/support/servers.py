@@ -1,9 +1,10 @@
-"""Real HTTP servers on loopback for the tests: an image host and a webhook receiver."""
+"""Real HTTP servers on loopback for the tests: image hosts (plain, slow) and a webhook receiver."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,7 +54,8 @@ def serve_bytes(body: bytes, content_type: str) -> Iterator[str]:
 
 @contextmanager
 def image_host(root: Path) -> Iterator[str]:
-    """Serves the files under `root`; `/html` answers a web page; anything else is 404."""
+    """Serves the files under `root`; `/html` answers a web page; anything else is 404. Every
+    answer is readable by a page's script too (CORS), so the watch page can count bytes."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -74,6 +76,7 @@ def image_host(root: Path) -> Iterator[str]:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Access-Control-Allow-Origin", "*")
             self.end_headers()
             self.wfile.write(body)
 
@@ -150,3 +153,80 @@ def webhook_receiver(
     with serve(Handler) as url:
         receiver.url = url + "/hook"
         yield receiver
+
+
+MUG = Path(__file__).resolve().parents[2] / "local_emulator" / "samples" / "images" / "mug.jpg"
+
+
+@dataclass
+class SlowImageHost:
+    """One photo at every path: `/slow/...` sends its headers, then a byte every `step`
+    seconds until `released` (or `hold_seconds` have passed), then the rest; any other path
+    at once. Counts the requests of each path (`hits`) and the answers sent whole (`served`);
+    `slow_asked` is set when a `/slow/` path is first asked for."""
+
+    photo: bytes
+    hold_seconds: float
+    step: float
+    hits: Counter[str] = field(default_factory=Counter)
+    served: Counter[str] = field(default_factory=Counter)
+    released: threading.Event = field(default_factory=threading.Event)
+    slow_asked: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    def fetched(self) -> int:
+        """How many paths were asked for."""
+        with self.lock:
+            return len(self.hits)
+
+    def slow_started(self) -> int:
+        """How many `/slow/` paths were asked for."""
+        with self.lock:
+            return sum(1 for path in self.hits if path.startswith("/slow/"))
+
+
+@contextmanager
+def slow_image_host(
+    hold_seconds: float, step: float = 0.25, photo: bytes | None = None
+) -> Iterator[SlowImageHost]:
+    """A `SlowImageHost` of `photo` (the sample mug unless told) on loopback; released on
+    exit, so no answer holds the server's shutdown."""
+    host = SlowImageHost(MUG.read_bytes() if photo is None else photo, hold_seconds, step)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+        def do_GET(self) -> None:
+            slow = self.path.startswith("/slow/")
+            with host.lock:
+                host.hits[self.path] += 1
+            if slow:
+                host.slow_asked.set()
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(host.photo)))
+            self.end_headers()
+            sent = 0
+            try:
+                if slow:
+                    deadline = time.monotonic() + host.hold_seconds
+                    while not host.released.wait(host.step) and time.monotonic() < deadline:
+                        self.wfile.write(host.photo[sent : sent + 1])
+                        self.wfile.flush()
+                        sent += 1
+                self.wfile.write(host.photo[sent:])
+                self.wfile.flush()
+            except OSError:  # the fetcher gave up and closed the connection
+                return
+            with host.lock:
+                host.served[self.path] += 1
+
+    with serve(Handler) as host.url:
+        try:
+            yield host
+        finally:
+            host.released.set()

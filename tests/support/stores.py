@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from chalicelib.adapters.mongo_store import JOBS, MongoJobStore
+from chalicelib.adapters.mongo_codecs import JOBS
+from chalicelib.adapters.mongo_store import MongoJobStore
 from pymongo.collection import Collection
 from pymongo.database import Database
 

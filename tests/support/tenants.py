@@ -1,11 +1,14 @@
 """Tenants and API keys for tests: a tenant made the way the operator's command makes one,
-and a Chalice test client whose requests carry a key."""
+a Chalice test client whose requests carry a key, and the API over a world's fakes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from chalice.test import Client
+from chalicelib import bootstrap
 from chalicelib.services import tenant_admin
 
 from tests.fakes import FakeUsageKeys, FakeWorld
@@ -43,3 +46,18 @@ def with_api_key(client: Client, key: str) -> Client:
 
     http.request = request
     return client
+
+
+@contextmanager
+def api_client(world: FakeWorld) -> Iterator[Client]:
+    """The API (functions/app.py) wired to `world`'s fakes, called with the API key of a new
+    default tenant; the wiring is put back after."""
+    import app as app_module  # the Chalice app: imported by the tests that call the API
+
+    bootstrap.override(world.deps)
+    try:
+        key = add_tenant(world)
+        with Client(app_module.app) as client:
+            yield with_api_key(client, key)
+    finally:
+        bootstrap.reset()

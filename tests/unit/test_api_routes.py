@@ -14,28 +14,23 @@ import app as app_module
 import pytest
 import requests
 from chalice.test import Client
-from chalicelib import bootstrap
 from chalicelib.config import Settings
 
 from tests.fakes import FakeWorld, make_world
-from tests.support.tenants import add_tenant, with_api_key
+from tests.support.tenants import api_client
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 
 
 @pytest.fixture
-def world() -> Iterator[FakeWorld]:
-    w = make_world(Settings(max_csv_bytes=2048, webhook_secret="whsec_" + "A" * 32))
-    bootstrap.override(w.deps)
-    yield w
-    bootstrap.reset()
+def world() -> FakeWorld:
+    return make_world(Settings(max_csv_bytes=2048, webhook_secret="whsec_" + "A" * 32))
 
 
 @pytest.fixture
 def client(world: FakeWorld) -> Iterator[Client]:
-    key = add_tenant(world)
-    with Client(app_module.app) as c:
-        yield with_api_key(c, key)
+    with api_client(world) as c:
+        yield c
 
 
 def multipart(files: dict[str, Any], data: dict[str, str] | None = None) -> tuple[bytes, str]:

@@ -4,13 +4,27 @@ stack."""
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import requests
+from chalicelib import observability
 
 from benchmarks import __main__ as suite
 from benchmarks import fairness
 from benchmarks._api import auth
-from benchmarks.fairness import SLOWER_BY, STATUS_P99_MS, Busy, percentile, report
+from benchmarks.fairness import (
+    SLOWER_BY,
+    STATUS_P99_MS,
+    Busy,
+    functions_output,
+    percentile,
+    report,
+)
 
 
 def targets(lines: list[str]) -> list[str]:
@@ -44,6 +58,36 @@ def test_percentiles_are_nearest_rank_and_nothing_measured_is_an_error() -> None
     assert percentile([1.0, 2.0], 0.99) == 2.0
     with pytest.raises(ValueError):
         report([], [Busy(1.0, 0.1, 2.0)], 1, 1)
+
+
+def test_the_functions_metric_and_log_lines_go_to_their_file_not_the_report(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An EMF line and a JSON log line of a function in this process, and a line a worker
+    process writes to its inherited stderr, all land in the file; the report (stdout) and
+    the terminal's stderr get none; afterwards stderr is the terminal's again."""
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)  # as in the emulator
+    log = tmp_path / "functions.log"
+    with functions_output(log):
+        print("report line", flush=True)
+        buffer = observability.MetricsBuffer()  # the functions' default sink
+        buffer.add("ImagesProcessed", 3)
+        assert buffer.flush() == 1
+        observability.JsonLineHandler().emit(
+            logging.LogRecord("chalicelib", logging.INFO, __file__, 1, "a log line", (), None)
+        )
+        subprocess.run(
+            [sys.executable, "-c", "import sys; sys.stderr.write('from a worker process\\n')"],
+            check=True,
+        )
+    os.write(2, b"after\n")
+    out, err = capfd.readouterr()
+    written = log.read_text(encoding="utf-8").splitlines()
+    assert out == "report line\n"
+    assert err == "after\n"
+    assert written[0].startswith('{"_aws"') and '"ImagesProcessed":3' in written[0]
+    assert '"message": "a log line"' in written[1]
+    assert written[2] == "from a worker process"
 
 
 def test_served_runs_serve_with_our_keys_and_stops_it() -> None:

@@ -6,125 +6,35 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pipeline_cli.cli import EXIT_AUTH, EXIT_ERROR, EXIT_OK, KEY_ENV, main, wait_for
 from pipeline_cli.client import ApiClient, ApiError, retry_after_seconds
-from tests.support.servers import serve
+from tests.support.scripted_api import (  # the fixtures `api` and `storage` with them
+    JOB,
+    KEY,
+    Scripted,
+    api_fixture,  # noqa: F401
+    run,
+    servers_fixture,  # noqa: F401
+    status_doc,
+    storage_fixture,  # noqa: F401
+)
 
-KEY = "ipk_0123456789ab_s3cr3t-value-never-printed"
 OTHER_KEY = "ipk_ba9876543210_from-the-environment"
-JOB = "7ccca9c7-868c-417e-baee-5f244c0fda81"
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes = b""
+class Quiet:
+    """A console for `wait_for` that shows nothing."""
 
+    def progress(self, line: str) -> None:
+        return
 
-@dataclass
-class Scripted:
-    """Answers (method, path without query) with the next scripted (status, headers, body);
-    the last answer of a route repeats. Records every request."""
-
-    answers: dict[tuple[str, str], list[tuple[int, dict[str, str], Any]]] = field(
-        default_factory=dict
-    )
-    seen: list[Seen] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    url: str = ""
-
-    def reset(self) -> None:
-        with self.lock:
-            self.answers.clear()
-            self.seen.clear()
-
-    def on(self, method: str, path: str, status: int, body: Any, **headers: str) -> None:
-        self.answers.setdefault((method, path), []).append((status, headers, body))
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        script = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                path = self.path.split("?", 1)[0]
-                with script.lock:
-                    script.seen.append(
-                        Seen(
-                            self.command,
-                            self.path,
-                            {k.lower(): v for k, v in self.headers.items()},
-                            body,
-                        )
-                    )
-                    queue = script.answers.get((self.command, path)) or [
-                        (404, {}, {"error": "no such route", "details": []})
-                    ]
-                    status, headers, body = queue.pop(0) if len(queue) > 1 else queue[0]
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = _answer
-
-        return Handler
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[Scripted, Scripted]]:
-    """The API and storage, started once for the module (a server takes 0.5 s to stop)."""
-    api, storage = Scripted(), Scripted()
-    with serve(api.handler()) as api.url, serve(storage.handler()) as storage.url:
-        yield api, storage
-
-
-@pytest.fixture
-def api(servers: tuple[Scripted, Scripted]) -> Scripted:
-    for script in servers:
-        script.reset()
-    return servers[0]
-
-
-@pytest.fixture
-def storage(servers: tuple[Scripted, Scripted], api: Scripted) -> Scripted:
-    return servers[1]
-
-
-def run(api: Scripted, *argv: str, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(["--api", api.url, *argv], out, err, environ=environ or {})
-    return code, out.getvalue(), err.getvalue()
-
-
-def status_doc(status: str = "completed", **extra: Any) -> dict[str, Any]:
-    return {
-        "requestId": JOB,
-        "status": status,
-        "progress": {"totalImages": 2, "processedImages": 2, "percent": 100.0},
-        "products": [],
-        "nextCursor": None,
-        **extra,
-    }
+    def end_progress(self) -> None:
+        return
 
 
 def test_the_option_wins_over_the_environment_and_every_api_call_carries_the_key(
@@ -236,13 +146,6 @@ def test_a_429_while_waiting_waits_as_long_as_retry_after_asks_then_polls_again(
         slept.append(seconds)
         now[0] += seconds
 
-    class Quiet:
-        def progress(self, line: str) -> None:
-            self.last = line
-
-        def end_progress(self) -> None:
-            return
-
     final = wait_for(
         ApiClient(api.url, api_key=KEY),
         JOB,
@@ -272,13 +175,6 @@ def test_a_retry_after_past_the_timeout_ends_the_wait_as_a_timeout(api: Scripted
         slept.append(seconds)
         now[0] += seconds
 
-    class Quiet:
-        def progress(self, line: str) -> None:
-            return
-
-        def end_progress(self) -> None:
-            return
-
     final = wait_for(
         ApiClient(api.url),
         JOB,
@@ -304,8 +200,67 @@ def test_a_429_outside_polling_is_reported_with_the_wait_it_asks_for(api: Script
     assert err.splitlines() == ["error: too many requests (HTTP 429); retry after 3s"]
 
 
+@pytest.mark.parametrize(
+    ("command", "path"), [("retry", "retry"), ("redeliver", "webhook/redeliver")]
+)
+def test_a_fractional_retry_after_on_retry_or_redeliver_is_the_wait_reported(
+    api: Scripted, command: str, path: str
+) -> None:
+    """Never rounded down: told to wait less than asked, a caller is refused again."""
+    limited = {"error": f"{command} was asked for less than 60 s ago", "details": []}
+    api.on("POST", f"/api/jobs/{JOB}/{path}", 429, limited, **{"Retry-After": "2.5"})
+    code, out, err = run(api, "--api-key", KEY, command, JOB)
+    assert (code, out) == (EXIT_ERROR, "")
+    assert err.splitlines() == [f"error: {limited['error']} (HTTP 429); retry after 2.5s"]
+
+
+def test_a_fractional_retry_after_while_waiting_is_slept_in_full(api: Scripted) -> None:
+    path = f"/api/getProcessingStatus/{JOB}"
+    api.on(
+        "GET", path, 429, {"error": "too many requests", "details": []}, **{"Retry-After": "1.5"}
+    )
+    api.on("GET", path, 200, status_doc("completed"))
+    slept: list[float] = []
+
+    final = wait_for(
+        ApiClient(api.url, api_key=KEY), JOB, Quiet(), interval=1.0, timeout=0, sleep=slept.append
+    )
+    assert final is not None and slept == [1.5]
+
+
+def test_api_gateways_own_429_is_asked_again_after_its_retry_after(
+    api: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tenant's burst spent (API Gateway's throttle, `x-amzn-ErrorType`): the request
+    never reached the function, so the client asks again after Retry-After, a few times at
+    most, as AWS's SDKs do; the API's own 429 (above) is reported at once."""
+    from pipeline_cli import client
+
+    slept: list[float] = []
+    monkeypatch.setattr(client.time, "sleep", slept.append)
+    throttled = {"x-amzn-ErrorType": "TooManyRequestsException", "Retry-After": "1"}
+    limited = {"error": "too many requests; retry later", "details": []}
+    api.on("GET", "/api/jobs", 429, limited, **throttled)
+    api.on("GET", "/api/jobs", 429, limited, **throttled)
+    api.on("GET", "/api/jobs", 200, {"jobs": [], "nextCursor": None})
+    code, _, err = run(api, "--api-key", KEY, "jobs")
+    assert (code, err) == (0, "")
+    assert slept == [1.0, 1.0] and len(api.seen) == 3
+    # throttled every time: given up after THROTTLE_RETRIES more, and said
+    api.reset()
+    slept.clear()
+    api.on("GET", "/api/jobs", 429, limited, **throttled)
+    code, out, err = run(api, "--api-key", KEY, "jobs")
+    assert (code, out) == (EXIT_ERROR, "")
+    assert len(api.seen) == client.THROTTLE_RETRIES + 1 and len(slept) == client.THROTTLE_RETRIES
+    assert err.splitlines() == ["error: too many requests; retry later (HTTP 429); retry after 1s"]
+
+
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_seconds("5") == 5.0
+    assert retry_after_seconds("2.5") == 2.5
+    assert retry_after_seconds("0.25") == 0.25
+    assert retry_after_seconds("1.") is None and retry_after_seconds("-1") is None
     assert retry_after_seconds(formatdate(1_000_030, usegmt=True), now=lambda: 1_000_000) == 30
     assert retry_after_seconds(formatdate(1_000_000, usegmt=True), now=lambda: 1_000_050) == 0
     assert retry_after_seconds("soon") is None

@@ -16,10 +16,9 @@ import pytest
 
 from pipeline_cli.cli import Console, wait_for
 from pipeline_cli.client import ApiClient
+from tests.support.scripted_api import JOB, KEY
 from tests.support.servers import serve
 
-KEY = "ipk_0123456789ab_s3cr3t-value-never-printed"
-JOB = "7ccca9c7-868c-417e-baee-5f244c0fda81"
 STATUS = f"/api/getProcessingStatus/{JOB}"
 
 

@@ -1,11 +1,10 @@
 """The CLI's output options, `cancel` and `delete`, against the scripted API and storage of
-tests/unit/test_cli_auth.py: what goes over the wire, what is printed, the exit status (a job
+tests/support/scripted_api.py: what goes over the wire, what is printed, the exit status (a job
 waited for that ends cancelled has its own)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,31 +12,19 @@ import pytest
 from chalicelib.multipart_form import parse_form
 
 from pipeline_cli.cli import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
-from tests.support.servers import serve
-from tests.unit.test_cli_auth import JOB, KEY, Scripted, run, status_doc
+from tests.support.scripted_api import (  # the fixtures `api` and `storage` with them
+    JOB,
+    KEY,
+    Scripted,
+    api_fixture,  # noqa: F401
+    run,
+    servers_fixture,  # noqa: F401
+    status_doc,
+    storage_fixture,  # noqa: F401
+)
 
 CSV = "S. No.,Product Name,Input Image Urls\n1,Mug,http://example.com/a.jpg\n"
 OPTIONS = ["--format", "webp", "--quality", "40", "--max-width", "1200", "--max-height", "900"]
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[Scripted, Scripted]]:
-    """The API and storage, started once for the module."""
-    api, storage = Scripted(), Scripted()
-    with serve(api.handler()) as api.url, serve(storage.handler()) as storage.url:
-        yield api, storage
-
-
-@pytest.fixture
-def api(servers: tuple[Scripted, Scripted]) -> Scripted:
-    for script in servers:
-        script.reset()
-    return servers[0]
-
-
-@pytest.fixture
-def storage(servers: tuple[Scripted, Scripted], api: Scripted) -> Scripted:
-    return servers[1]
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
 """What each function imports at init: its handler module, as template.yaml names it, imported
 in a fresh interpreter that sees functions/ first (as Lambda's runtime does).
 
-- Only the worker loads the imaging libraries (Pillow, numpy, simplejpeg): the API and the
-  light functions never use them, and they were most of a cold start's imports.
+- Only the worker loads the imaging libraries (Pillow, numpy, simplejpeg) and the batch run
+  that uses them (services/rows_batch.py, services/one_image.py): the API and the light
+  functions never use them, and they were most of a cold start's imports. The worker's light
+  parts, which those functions share (row messages, row records, the cancel watch), import
+  without them.
 - Every function loads the wiring's libraries (boto3, botocore, pymongo, requests) at init, so
   that a SnapStart snapshot holds them and a first invocation imports nothing more.
 - Nothing is built at init: no client, no connection (no socket), no thread, no wiring."""
@@ -16,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chalicelib import imaging, lazy_imaging
 
 from infra.cfn_yaml import load_template
 
@@ -24,7 +26,18 @@ ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"
 IMAGING_LIBRARIES = {"PIL", "numpy", "simplejpeg"}
 WIRING_LIBRARIES = {"boto3", "botocore", "pymongo", "requests"}
+WORKER_MODULES = {"chalicelib.services.rows_batch", "chalicelib.services.one_image"}
 WITH_IMAGING = {"WorkerFunction"}
+LIGHT_MODULES = [
+    "chalicelib.services.row_messages",
+    "chalicelib.services.row_records",
+    "chalicelib.services.cancel_watch",
+    "chalicelib.services.job_url_cache",
+    "chalicelib.services.reuse",
+    "chalicelib.services.ingest",
+    "chalicelib.services.sweeper",
+    "chalicelib.entrypoints.queue_handlers",
+]
 
 PROBE = """
 import gc, importlib, json, socket, sys, threading
@@ -56,7 +69,7 @@ HANDLERS = _handlers()
 
 def init_of(handler: str) -> dict[str, Any]:
     """What importing `handler` did, in a fresh interpreter."""
-    watched = json.dumps(sorted(IMAGING_LIBRARIES | WIRING_LIBRARIES))
+    watched = json.dumps(sorted(IMAGING_LIBRARIES | WIRING_LIBRARIES | WORKER_MODULES))
     answer = subprocess.run(
         [sys.executable, "-c", PROBE, str(FUNCTIONS), handler, watched],
         capture_output=True,
@@ -78,23 +91,27 @@ def test_a_function_imports_what_it_uses_at_init_and_builds_nothing(logical_id: 
     init = init_of(HANDLERS[logical_id])
     assert init["callable"]
     loaded = set(init["loaded"])
+    heavy = IMAGING_LIBRARIES | WORKER_MODULES
     if logical_id in WITH_IMAGING:
-        assert loaded >= IMAGING_LIBRARIES, f"{logical_id} imports imaging on its first batch"
+        assert loaded >= heavy, f"{logical_id} imports {heavy - loaded} on its first batch"
     else:
-        assert not loaded & IMAGING_LIBRARIES, f"{logical_id} loads {loaded & IMAGING_LIBRARIES}"
+        assert not loaded & heavy, f"{logical_id} loads {loaded & heavy}"
     assert loaded >= WIRING_LIBRARIES, f"{logical_id} leaves {WIRING_LIBRARIES - loaded}"
     assert init["threads"] == ["MainThread"]  # a pymongo client would have started monitors
     assert init["sockets"] == 0
     assert not init["wired"]
 
 
-def test_the_light_imaging_names_are_imagings() -> None:
-    """The worker's service takes imaging's names from chalicelib.lazy_imaging: each is the
-    same callable, imported on its first call."""
-    for name in lazy_imaging.__all__:
-        assert callable(getattr(imaging, name)), name
-        assert getattr(lazy_imaging, name).__name__ == name
-    options = lazy_imaging.CompressOptions(quality=61)
-    assert isinstance(options, imaging.CompressOptions)
-    assert options == imaging.CompressOptions(quality=61)
-    assert lazy_imaging.work_allowance(4_000_000) == imaging.work_allowance(4_000_000)
+@pytest.mark.parametrize("module", LIGHT_MODULES)
+def test_the_worker_s_light_parts_import_without_imaging(module: str) -> None:
+    """What the API, the ingest, the sweeper and the dead-letter function share with the
+    worker imports neither imaging nor the batch run (which the queue glue imports only when
+    a rows batch arrives)."""
+    loaded = set(init_of(f"{module}.__name__")["loaded"])
+    assert not loaded & (IMAGING_LIBRARIES | WORKER_MODULES), f"{module} loads {loaded}"
+
+
+def test_the_batch_run_brings_imaging() -> None:
+    """The probe sees imaging when it is there: the batch run's import loads it."""
+    loaded = set(init_of("chalicelib.services.rows_batch.process_rows")["loaded"])
+    assert loaded >= IMAGING_LIBRARIES | WORKER_MODULES

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from local_emulator import snapstart
+from local_emulator import snapstart_runtime
 from local_emulator.containers import ContainerPool, InvocationError
 from local_emulator.dispatch import LambdaContext
 from local_emulator.provision import FunctionInfo
@@ -222,14 +222,14 @@ def test_without_snapstart_a_container_has_no_hooks_module(tmp_path: Path) -> No
 
 
 def test_restore_hooks_over_lambdas_limit_raise_its_timeout() -> None:
-    hooks = snapstart.RuntimeHooks(restore_limit=0.05)
+    hooks = snapstart_runtime.RuntimeHooks(restore_limit=0.05)
     hooks.register_after_restore(time.sleep, 0.1)
-    with pytest.raises(snapstart.SnapStartTimeout):
+    with pytest.raises(snapstart_runtime.SnapStartTimeout):
         hooks.restore()
 
 
 def test_the_stand_in_module_takes_hooks_as_decorators_too() -> None:
-    hooks = snapstart.RuntimeHooks()
+    hooks = snapstart_runtime.RuntimeHooks()
     module: Any = hooks.module()
     calls: list[str] = []
 

@@ -211,6 +211,44 @@ def test_every_header_spelling_of_the_contract(
     assert rows_of(data) == [ProductRow(2, 1, "Shirt", ("https://a.test/1.jpg",))]
 
 
+# Every other header spelling the parser has accepted, column by column, written out here
+# rather than read from the parser: a spelling dropped there is a user's file refused.
+ALIASES = {
+    SERIAL: [
+        "S. No.",
+        "S. No",
+        "S.No.",
+        "S.No",
+        "S No",
+        "S No.",
+        "SNo",
+        "Sr. No.",
+        "Sr. No",
+        "Sr.No.",
+        "Sr.No",
+        "Sr No",
+        "Serial",
+        "Serial No",
+        "Serial No.",
+        "Serial Number",
+    ],
+    NAME: ["Product Name", "ProductName", "Product"],
+    URLS: ["Input Image Urls", "Input Image Url", "InputImageUrls", "Image Urls", "Image Url"],
+}
+
+
+@pytest.mark.parametrize(
+    ("column", "alias"),
+    [(column, alias) for column, aliases in ALIASES.items() for alias in aliases],
+)
+def test_every_alias_of_a_column_names_it(column: str, alias: str) -> None:
+    header = ",".join(alias if cell == column else cell for cell in (SERIAL, NAME, URLS))
+    for spelling in (alias, alias.upper(), alias.lower()):
+        data = header.replace(alias, spelling) + "\n1,Shirt,https://a.test/1.jpg\n"
+        assert validate(data).problems == [], spelling
+        assert rows_of(data) == [ProductRow(2, 1, "Shirt", ("https://a.test/1.jpg",))], spelling
+
+
 # -- refused ------------------------------------------------------------------------------
 
 REFUSED: list[tuple[str, bytes, list[tuple[int, str | None]], str]] = [

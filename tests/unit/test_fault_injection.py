@@ -52,8 +52,9 @@ from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import BatchResponse, QueueRecord
 from chalicelib.errors import Conflict, ImageFailure, TransientError
 from chalicelib.ports import BatchRecorder
-from chalicelib.services import ingest, job_actions, process_row, sweeper, upload
+from chalicelib.services import ingest, job_actions, sweeper, upload
 from chalicelib.services.deps import Dependencies
+from chalicelib.services.job_url_cache import job_url_cache
 from PIL import Image
 from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
@@ -370,7 +371,7 @@ class Sqs:
         self.longest = max(self.longest, took)
         if took > self.timeout:  # killed at its Timeout: its answer never arrived
             self.kills += 1
-            process_row.reuse_cache(mortal).clear()  # a new container takes the batch
+            job_url_cache(mortal).clear()  # a new container takes the batch
             failed = everything
         return failed
 

@@ -17,8 +17,9 @@ from chalicelib import observability
 from chalicelib.adapters.fair_pool import FairThreadPool
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
+from chalicelib.errors import NotFound
 from chalicelib.observability import MetricsBuffer
-from chalicelib.services import cancel, deletion, ingest, process_row
+from chalicelib.services import cancel, cancel_watch, deletion, ingest, job_access, job_actions
 
 from tests.fakes import FakeWorld, make_world
 from tests.support.waiting import wait_until
@@ -50,6 +51,30 @@ def deleted_job(world: FakeWorld[Any]) -> tuple[str, list[Any]]:
     world.finalize_queue.drain()
     world.webhook_queue.drain()
     return request_id, messages
+
+
+def test_a_job_deleted_after_its_tenant_check_answers_as_an_unknown_id() -> None:
+    """Cancel, retry and redeliver find the job again after the route's tenant check: one
+    deleted in between is the same 404, in the same words, as an id that never existed."""
+    world = make_world()
+    request_id, _ = running_job(world)
+    job = job_access.load_job(world.deps, request_id, job_of(world, request_id).tenant)
+    unknown = "00000000-0000-4000-8000-0000000000ff"
+    with pytest.raises(NotFound) as never:
+        job_access.load_job(world.deps, unknown, job.tenant)
+    expected = str(never.value).replace(unknown, request_id)
+    assert request_id in expected
+    world.store.delete_rows(request_id)
+    assert world.store.delete_job(request_id)  # deleted between the check and the action
+    actions = {
+        "cancel": lambda: cancel.request_cancel(world.deps, job),
+        "retry": lambda: job_actions.retry_failed(world.deps, request_id),
+        "redeliver": lambda: job_actions.redeliver_webhook(world.deps, request_id),
+    }
+    for name, action in actions.items():
+        with pytest.raises(NotFound) as gone:
+            action()
+        assert str(gone.value) == expected, name
 
 
 def test_rows_of_a_deleted_job_cost_one_read_start_no_image_and_are_let_go(
@@ -201,7 +226,7 @@ def test_a_row_halted_by_the_cancel_leaves_no_output_once_its_job_is_deleted(
     second, still waiting for the thread, never starts (the row is halted). The job is
     deleted between the deletion's listing of outputs and the first image's store: its
     output is removed all the same."""
-    monkeypatch.setattr(process_row, "CANCEL_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(cancel_watch, "CANCEL_CHECK_SECONDS", 0.05)
     fetcher = HeldFetcher()
     world = make_world(fetcher=fetcher, image_pool=FairThreadPool(1, thread_name_prefix="g"))
     request_id = submit(world, HEADER + '1,Two,"https://a.test/slow.jpg,https://a.test/b.jpg"\n')

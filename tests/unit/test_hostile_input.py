@@ -26,11 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import app as app_module
 import pytest
 import requests
 from chalice.test import Client
-from chalicelib import bootstrap
 from chalicelib.adapters.guarded_http import url_refusal
 from chalicelib.adapters.image_download import HttpImageFetcher
 from chalicelib.adapters.webhook_delivery import HttpWebhookSender
@@ -43,7 +41,7 @@ from chalicelib.services import upload
 from PIL import Image
 
 from tests.fakes import FakeWorld, make_world
-from tests.support.tenants import add_tenant, with_api_key
+from tests.support.tenants import api_client
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 GOOD = "https://good.test/ok.jpg"
@@ -730,13 +728,8 @@ def test_csv_output_formula_cells_are_neutralised_in_the_file() -> None:
 @pytest.fixture
 def api() -> Iterator[tuple[Client, FakeWorld]]:
     world = new_world()
-    bootstrap.override(world.deps)
-    key = add_tenant(world)
-    try:
-        with Client(app_module.app) as client:
-            yield with_api_key(client, key), world
-    finally:
-        bootstrap.reset()
+    with api_client(world) as client:
+        yield client, world
 
 
 def post_csv(client: Client, path: str, data: bytes, webhook: str | None = None) -> Any:

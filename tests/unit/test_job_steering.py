@@ -20,9 +20,9 @@ from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import Conflict, ImageFailure, Unavailable
 from chalicelib.services import (
     cancel,
+    cancel_watch,
     deletion,
     job_actions,
-    process_row,
     status,
     sweeper,
     upload,
@@ -148,7 +148,7 @@ def test_images_still_waiting_for_a_thread_do_not_start_once_the_job_is_cancelle
     """A batch whose first image is slow: the rest wait for the pool's one thread. The job is
     cancelled meanwhile; the batch reads again (once for the batch, not per image) which of
     its jobs are cancelled, and the waiting images never start."""
-    monkeypatch.setattr(process_row, "CANCEL_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(cancel_watch, "CANCEL_CHECK_SECONDS", 0.05)
     fetcher = HeldFetcher()
     world = make_world(fetcher=fetcher, image_pool=FairThreadPool(1, thread_name_prefix="t"))
     text = (
@@ -198,7 +198,7 @@ def test_a_batch_whose_images_have_all_started_does_not_read_cancels_again(
 ) -> None:
     """Once every image of the batch has a thread, a cancel could stop none of them: the
     batch reads which jobs are cancelled when it starts, and not again while they run."""
-    monkeypatch.setattr(process_row, "CANCEL_CHECK_SECONDS", 0.02)
+    monkeypatch.setattr(cancel_watch, "CANCEL_CHECK_SECONDS", 0.02)
     fetcher = HeldFetcher()
     world = make_world(fetcher=fetcher, image_pool=FairThreadPool(4, thread_name_prefix="t"))
     request_id = submit(
@@ -222,7 +222,7 @@ def test_a_batch_whose_images_have_all_started_does_not_read_cancels_again(
     batch.start()
     assert wait_until(lambda: len(fetcher.calls) == 2, timeout=5)  # both images running
     seen = len(reads)  # the read before any started, and any while one still waited
-    time.sleep(20 * process_row.CANCEL_CHECK_SECONDS)
+    time.sleep(20 * cancel_watch.CANCEL_CHECK_SECONDS)
     fetcher.released.set()
     batch.join(10)
     assert answers == [{"batchItemFailures": []}]

@@ -3,7 +3,6 @@ exactly the app's public and protected routes as such."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
@@ -123,50 +122,6 @@ def test_path_parameters_are_declared_and_every_operation_has_its_errors() -> No
                 if code.startswith(("4", "5")):
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (path, code)
-
-
-def test_docs_assets_are_whitelisted_files_of_the_kept_swagger_ui() -> None:
-    page = openapi.docs_page()
-    assert 'src="api-docs?asset=swagger-ui-bundle.js"' in page
-    assert 'href="api-docs?asset=swagger-ui.css"' in page
-    assert 'href="api-docs?asset=api-docs.css"' in page  # ours, after Swagger UI's
-    assert page.index("swagger-ui.css") < page.index("api-docs.css")
-    ours = openapi.docs_asset("api-docs.css")
-    assert ours is not None and ours[1].startswith("text/css") and ".swagger-ui" in ours[0]
-    assert "http://" not in page and "https://" not in page  # nothing from a CDN
-    bundle = openapi.docs_asset("swagger-ui-bundle.js")
-    assert bundle is not None and bundle[1].startswith("application/javascript")
-    assert "SwaggerUIBundle" in bundle[0] and len(bundle[0]) > 100_000
-    assert openapi.docs_asset("../../openapi.py") is None
-    assert openapi.docs_asset("index.html") is None
-
-
-def test_the_asset_cache_holds_only_the_assets_that_exist() -> None:
-    """A name nobody serves is not remembered: 10,000 junk names leave the cache as it was
-    (it was unbounded and filled before any key was asked for)."""
-    for name in openapi.DOCS_ASSETS:
-        openapi.docs_asset(name)
-    before = openapi._read_asset.cache_info().currsize
-    for n in range(10_000):
-        assert openapi.docs_asset(f"junk-{n}.js") is None
-    assert openapi._read_asset.cache_info().currsize == before <= len(openapi.DOCS_ASSETS)
-
-
-def test_the_kept_swagger_ui_is_the_version_its_readme_names_unchanged() -> None:
-    """web/swagger-ui holds swagger-ui-dist's files as published: its README names the
-    version and each file's SHA-256, and says how to update them."""
-    folder = openapi.SWAGGER_UI
-    readme = (folder / "README.md").read_text(encoding="utf-8")
-    version = openapi.SWAGGER_UI_VERSION
-    assert version.startswith("5.") and f"Swagger UI {version}" in readme
-    bundle = (folder / "swagger-ui-bundle.js").read_bytes()
-    assert f'PACKAGE_VERSION:"{version}"'.encode() in bundle
-    for name in ("swagger-ui-bundle.js", "swagger-ui.css"):
-        digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-        assert f"| `{name}` | `{digest}` |" in readme, name
-    for notice in ("LICENSE", "NOTICE", "swagger-ui-bundle.js.LICENSE.txt"):
-        assert (folder / notice).is_file(), notice
-    assert "Apache License" in (folder / "LICENSE").read_text(encoding="utf-8")
 
 
 def test_the_status_and_the_job_list_declare_their_etag_and_304() -> None:

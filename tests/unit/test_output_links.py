@@ -16,7 +16,6 @@ from urllib.parse import parse_qs, urlsplit
 import app as app_module
 import pytest
 from chalice.test import Client
-from chalicelib import bootstrap
 from chalicelib.config import Settings
 from chalicelib.domain.retention import (
     ONE_YEAR,
@@ -30,7 +29,7 @@ from chalicelib.services.deps import REQUEST_API_BASE, MissingPublicBaseUrl
 from standardwebhooks.webhooks import Webhook
 
 from tests.fakes import FakeObjectStore, FakeWorld, make_world
-from tests.support.tenants import add_tenant, with_api_key
+from tests.support.tenants import add_tenant, api_client
 from tests.unit.test_pipeline_services import HEADER, drain, jpeg, submit
 
 CDN = "https://d111111abcdef8.cloudfront.net"
@@ -146,13 +145,8 @@ def test_output_url_needs_a_public_base_url() -> None:
 @pytest.fixture
 def finished() -> Iterator[tuple[FakeWorld[Any], str, Client]]:
     world, request_id, _ = finished_world(output_csv_link_ttl=60)
-    bootstrap.override(world.deps)
-    key = add_tenant(world)
-    try:
-        with Client(app_module.app) as client:
-            yield world, request_id, with_api_key(client, key)
-    finally:
-        bootstrap.reset()
+    with api_client(world) as client:
+        yield world, request_id, client
 
 
 def test_the_route_redirects_to_a_short_lived_presigned_link(

@@ -18,7 +18,7 @@ from chalicelib.domain.output_options import (
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.errors import InvalidRequest
 from chalicelib.services import status, upload
-from chalicelib.services.process_row import RowTask
+from chalicelib.services.row_messages import RowTask
 from PIL import Image
 
 from tests.fakes import make_world

@@ -20,7 +20,8 @@ from chalicelib.domain.timefmt import parse_iso
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import Conflict, CsvInvalid, ImageFailure, InvalidRequest, NotFound
-from chalicelib.services import finalize, ingest, process_row, status, upload, webhooks
+from chalicelib.services import finalize, ingest, rows_batch, status, upload, webhooks
+from chalicelib.services.row_messages import RowTask
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
@@ -677,9 +678,9 @@ def test_the_time_kept_back_per_image_is_the_jobs_formats(
     for fmt in (OutputFormat.JPEG, OutputFormat.AVIF):
         submit_with(world, text, OutputOptions(fmt))
         (message,) = world.rows_queue.drain()
-        tasks[fmt] = process_row.RowTask.from_message(message.body)
+        tasks[fmt] = RowTask.from_message(message.body)
     # 18 s to spend: a download attempt (1 s) and a JPEG's 0.08 s fit, an AVIF's 50 s do not
-    outcomes = process_row.process_rows(
+    outcomes = rows_batch.process_rows(
         world.deps, [tasks[OutputFormat.JPEG], tasks[OutputFormat.AVIF]], Budget.seconds(20)
     )
     assert outcomes[0] is None

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 SECTION = "## Where things live"
 ENTRY = re.compile(r"`([\w./-]+\.py):([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)`")
-MIN_ROWS = 10
+MIN_ROWS = 15
 
 type Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 

@@ -4,13 +4,16 @@ are made anew."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import io
+from dataclasses import fields, replace
 from typing import Any
 
+import pytest
 from chalicelib.config import Settings
 from chalicelib.domain.output_options import OutputFormat, OutputOptions
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.services import status, upload
+from PIL import Image
 
 from tests.fakes import FakeWorld, make_world
 from tests.support.tenants import add_tenant
@@ -65,6 +68,38 @@ def test_other_options_or_another_tenant_make_the_image_anew() -> None:
     run(world, "shop", OutputOptions(OutputFormat.WEBP, None, 100, None))
     run(world, "other")
     assert world.outputs.copied == []
+
+
+# Each output option changed alone, from a job that named none.
+CHANGED_ALONE = {
+    "format": OutputOptions(format=OutputFormat.WEBP),
+    "quality": OutputOptions(quality=40),
+    "max_width": OutputOptions(max_width=100),
+    "max_height": OutputOptions(max_height=100),
+}
+
+
+def test_every_output_option_is_one_of_those_changed_alone() -> None:
+    assert set(CHANGED_ALONE) == {option.name for option in fields(OutputOptions)}
+
+
+@pytest.mark.parametrize("options", CHANGED_ALONE.values(), ids=CHANGED_ALONE.keys())
+def test_a_job_asking_another_output_gets_it_made_not_the_earlier_one(
+    options: OutputOptions,
+) -> None:
+    """The content address covers every output option: a job asking for another format,
+    quality, width or height gets that output, never a copy of an earlier job's."""
+    world = world_with("shop")
+    run(world, "shop")
+    products = run(world, "shop", options)
+    assert world.outputs.copied == []
+    for product in products:
+        data, _ = world.outputs.objects[key_of(product["outputImageUrls"][0])]
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.format == str(options.format.value).upper()
+            assert image.width <= (options.max_width or image.width)
+            assert image.height <= (options.max_height or image.height)
+            assert max(image.size) < 320 or not (options.max_width or options.max_height)
 
 
 def test_a_changed_default_quality_makes_the_image_anew_and_a_named_equal_one_reuses() -> None:

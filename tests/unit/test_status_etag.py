@@ -10,10 +10,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import app as app_module
 import pytest
 from chalice.test import Client
-from chalicelib import bootstrap
 from chalicelib.config import Settings
 from chalicelib.domain.etag import none_match, weak_tag
 from chalicelib.domain.models import ImageResult, Progress, WebhookAttempt, WebhookState
@@ -24,7 +22,7 @@ from chalicelib.services.deps import REQUEST_API_BASE
 
 from tests.fakes import FakeWorld, make_world
 from tests.support.jobs import make_rows, new_job
-from tests.support.tenants import add_tenant, with_api_key
+from tests.support.tenants import add_tenant, api_client
 from tests.unit.test_api_routes import multipart, post
 from tests.unit.test_pipeline_services import HEADER, drain, jpeg, storage_record
 
@@ -76,19 +74,16 @@ def test_tags_are_weak_opaque_and_differ_with_any_part() -> None:
 
 
 @pytest.fixture
-def world() -> Iterator[FakeWorld]:
+def world() -> FakeWorld:
     w = make_world(Settings(webhook_secret="whsec_" + "A" * 32, job_action_interval=0))
     w.fetcher.responses = {u: jpeg(8, 8) for u in URLS}
-    bootstrap.override(w.deps)
-    yield w
-    bootstrap.reset()
+    return w
 
 
 @pytest.fixture
 def client(world: FakeWorld) -> Iterator[Client]:
-    key = add_tenant(world)
-    with Client(app_module.app) as c:
-        yield with_api_key(c, key)
+    with api_client(world) as c:
+        yield c
 
 
 def start(client: Client, world: FakeWorld, webhook: str = "") -> str:

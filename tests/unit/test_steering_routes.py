@@ -7,16 +7,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import app as app_module
 import pytest
 from chalice.test import Client
-from chalicelib import bootstrap
 from chalicelib.config import Settings
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.services import deletion
 
 from tests.fakes import FakeWorld, make_world
-from tests.support.tenants import add_tenant, with_api_key
+from tests.support.tenants import add_tenant, api_client
 from tests.unit.test_api_routes import multipart, post
 from tests.unit.test_pipeline_services import HEADER, drain, jpeg, storage_record
 
@@ -25,19 +23,16 @@ UNKNOWN = "7ccca9c7-868c-417e-baee-5f244c0fda81"
 
 
 @pytest.fixture
-def world() -> Iterator[FakeWorld]:
+def world() -> FakeWorld:
     w = make_world(Settings(webhook_secret="whsec_" + "A" * 32, job_action_interval=0))
     w.fetcher.responses = {u: jpeg(8, 8) for u in URLS}
-    bootstrap.override(w.deps)
-    yield w
-    bootstrap.reset()
+    return w
 
 
 @pytest.fixture
 def client(world: FakeWorld) -> Iterator[Client]:
-    key = add_tenant(world)
-    with Client(app_module.app) as c:
-        yield with_api_key(c, key)
+    with api_client(world) as c:
+        yield c
 
 
 def start(client: Client, world: FakeWorld) -> str:

@@ -601,13 +601,26 @@ def test_a_tenants_requests_are_throttled_by_the_usage_plan(template: dict[str, 
     assert props["ApiStages"] == [{"ApiId": {"Ref": "Api"}, "Stage": {"Ref": "Api.Stage"}}]
     assert props["Throttle"] == {
         "RateLimit": {"Ref": "TenantRateLimit"},
-        "BurstLimit": {"Ref": "TenantBurstLimit"},
+        # 0 (the default): the burst DatabaseConnections allows (test_one_tenants_burst_...)
+        "BurstLimit": {
+            "Fn::If": [
+                "TenantBurstFromConnections",
+                {
+                    "Fn::FindInMap": [
+                        "TenantBurstForConnections",
+                        {"Ref": "DatabaseConnections"},
+                        "Burst",
+                    ]
+                },
+                {"Ref": "TenantBurstLimit"},
+            ]
+        },
+    }
+    assert template["Conditions"]["TenantBurstFromConnections"] == {
+        "Fn::Equals": [{"Ref": "TenantBurstLimit"}, "0"]
     }
     params = template["Parameters"]
-    assert (params["TenantRateLimit"]["Default"], params["TenantBurstLimit"]["Default"]) == (
-        20,
-        40,
-    )
+    assert (params["TenantRateLimit"]["Default"], params["TenantBurstLimit"]["Default"]) == (20, 0)
     responses = template["Resources"]["Api"]["Properties"]["GatewayResponses"]
     assert responses["THROTTLED"]["ResponseParameters"]["Headers"]["Retry-After"] == "'1'"
 
@@ -1241,6 +1254,30 @@ def test_the_cdn_honours_the_objects_cache_control(template: dict[str, Any]) -> 
     assert key["EnableAcceptEncodingGzip"] is False and key["EnableAcceptEncodingBrotli"] is False
 
 
+def test_any_origin_may_read_an_output_through_the_cdn_never_with_credentials(
+    template: dict[str, Any],
+) -> None:
+    """The page (on the API's origin) counts an output's bytes with a CORS fetch when a row
+    has none; the CDN answers it by its response headers policy. The bucket keeps no CORS
+    rule: the cache policy forwards no Origin, so S3's rules would never be consulted."""
+    (distribution,) = _resources(template, "AWS::CloudFront::Distribution").values()
+    behaviour = distribution["Properties"]["DistributionConfig"]["DefaultCacheBehavior"]
+    assert behaviour["ResponseHeadersPolicyId"] == {"Ref": "OutputsResponseHeadersPolicy"}
+    assert behaviour["AllowedMethods"] == ["GET", "HEAD"]  # no preflight is ever answered
+    policy = template["Resources"]["OutputsResponseHeadersPolicy"]
+    assert policy["Type"] == "AWS::CloudFront::ResponseHeadersPolicy"
+    config = policy["Properties"]["ResponseHeadersPolicyConfig"]
+    assert set(config) == {"Name", "Comment", "CorsConfig"}  # CORS and nothing else
+    assert config["CorsConfig"] == {
+        "AccessControlAllowOrigins": {"Items": ["*"]},
+        "AccessControlAllowMethods": {"Items": ["GET", "HEAD"]},
+        "AccessControlAllowHeaders": {"Items": ["*"]},
+        "AccessControlAllowCredentials": False,
+        "OriginOverride": True,
+    }
+    assert "CorsConfiguration" not in template["Resources"]["OutputsBucket"]["Properties"]
+
+
 def test_only_the_distribution_reads_the_outputs_bucket_and_only_images(
     template: dict[str, Any],
 ) -> None:
@@ -1642,6 +1679,29 @@ def test_the_caps_fit_the_clusters_connections(template: dict[str, Any]) -> None
     assert f"MONGO_MAX_POOL_SIZE` ({pool})" in doc
     row = template["Mappings"]["ConcurrencyForConnections"]["500"]
     assert f"| 500 | {sum(row.values())} | {sum(row.values()) * per_container} |" in doc
+
+
+def test_one_tenants_burst_leaves_half_of_the_front_door_to_the_others(
+    template: dict[str, Any],
+) -> None:
+    """At every DatabaseConnections, a tenant's whole burst (every request at once) takes at
+    most half of the API function's and of the authorizer's reserved concurrency: another
+    tenant's request is served, not 503 (tests/e2e/test_tenants_e2e.py fires it)."""
+    caps = template["Mappings"]["ConcurrencyForConnections"]
+    bursts = template["Mappings"]["TenantBurstForConnections"]
+    assert set(bursts) == set(caps)
+    for connections, row in caps.items():
+        burst = bursts[connections]["Burst"]
+        front_door = min(row["Api"], row["Authorizer"])
+        assert 1 <= burst <= front_door // 2, (connections, burst, front_door)
+        # and no smaller than it need be: the largest burst that leaves the other half
+        assert burst == front_door // 2, (connections, burst, front_door)
+    # the arithmetic the docs give is this one
+    doc = PERFORMANCE_DOC.read_text(encoding="utf-8")
+    for connections, row in caps.items():
+        burst = bursts[connections]["Burst"]
+        line = f"| {connections} | {row['Api']} | {row['Authorizer']} | {burst} |"
+        assert line in doc, line
 
 
 def test_transform_leaves_no_managed_sqs_execution_role(transformed: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from chalicelib.entrypoints import authorizer, queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import NotFound, Unauthorized
 from chalicelib.observability import MetricsBuffer
-from chalicelib.services import ingest, status, tenant_admin, tenants, upload, webhooks
+from chalicelib.services import ingest, job_access, tenant_admin, tenants, upload, webhooks
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.fakes import FakeWorld, make_world
@@ -331,6 +331,39 @@ def test_retry_and_redeliver_are_rate_limited_per_job(
     assert alpha.http.post(retry).status_code in (409, 429)  # re-opened, or too soon
 
 
+@pytest.mark.parametrize(
+    ("elapsed", "asked"),
+    [(10.5, "50"), (0.9995, "60"), (59.999, "1")],
+    ids=["half a second", "half a millisecond", "a millisecond left"],
+)
+def test_a_fractional_wait_is_asked_for_in_whole_seconds_rounded_up(
+    two_tenants: tuple[FakeWorld, Client, Client, Client], elapsed: float, asked: str
+) -> None:
+    """Retry-After never says less than is left of the interval (60 s): a caller that
+    waits exactly as long as it is told is let through, on retry as on redeliver."""
+    world, alpha, _, _ = two_tenants
+    request_id = finished_job_with_failure(world, alpha)
+    for action in ("webhook/redeliver", "retry"):
+        route = f"/api/jobs/{request_id}/{action}"
+        asked_at = world.clock.now()
+        assert alpha.http.post(route).status_code == 202, action
+        settle(world)  # the job ends again and its webhook is delivered
+        world.clock.advance(elapsed - (world.clock.now() - asked_at).total_seconds())
+        again = alpha.http.post(route)
+        assert again.status_code == 429, (action, again.body)
+        assert again.headers["Retry-After"] == asked, action
+        world.clock.advance(float(asked))  # exactly the wait asked for
+        assert alpha.http.post(route).status_code == 202, action
+        settle(world)
+
+
+def settle(world: FakeWorld) -> None:
+    """Every queued message handled, a retry's included."""
+    for message in world.ingest_queue.drain():
+        queue_handlers.ingest(world.deps, [QueueRecord("i", json.dumps(message.body))])
+    drain(world)
+
+
 # --- signing secrets, webhooks, dropped CSVs -----------------------------------------
 
 
@@ -511,6 +544,6 @@ def test_another_tenants_job_is_looked_up_by_one_query_on_id_and_tenant(
 
     monkeypatch.setattr(world.store, "get_job", counted)
     with pytest.raises(NotFound):
-        status.load_job(world.deps, request_id, "beta")
+        job_access.load_job(world.deps, request_id, "beta")
     assert calls == [(request_id, "beta")]  # not loaded, then compared
-    assert status.load_job(world.deps, request_id, "alpha").request_id == request_id
+    assert job_access.load_job(world.deps, request_id, "alpha").request_id == request_id

@@ -17,8 +17,9 @@ from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import ImageFailure
-from chalicelib.services import ingest, process_row
-from chalicelib.services.process_row import RowTask
+from chalicelib.services import ingest, rows_batch
+from chalicelib.services.job_url_cache import job_url_cache
+from chalicelib.services.row_messages import RowTask
 
 from tests.fakes import FakeWorld, make_world
 from tests.support.waiting import wait_until
@@ -104,11 +105,11 @@ def test_no_attempt_starts_unless_its_deadline_and_the_encode_fit() -> None:
     _, (message,) = task_of(world, "1,A,https://a.test/1.jpg\n")
     clock = ManualClock()
     short = Budget(NEEDED - 0.01, clock)
-    (outcome,) = process_row.process_rows(world.deps, [RowTask.from_message(message)], short)
+    (outcome,) = rows_batch.process_rows(world.deps, [RowTask.from_message(message)], short)
     assert isinstance(outcome, OutOfTime)  # nothing done: the message is handed back
     assert world.fetcher.calls == []
     assert world.rows_queue.drain() == []  # no continuation: the row made no progress
-    (outcome,) = process_row.process_rows(
+    (outcome,) = rows_batch.process_rows(
         world.deps, [RowTask.from_message(message)], Budget(NEEDED, clock)
     )
     assert outcome is None
@@ -123,7 +124,7 @@ def test_a_row_out_of_time_continues_in_a_new_message_keeping_what_is_done() -> 
     clock = ManualClock()
     world.deps.fetcher = TimedFetcher(world, clock, 6.0)
     budget = Budget(NEEDED + 6.0 + 0.5, clock)  # room for two attempts of 6 s, not a third
-    (outcome,) = process_row.process_rows(world.deps, [RowTask.from_message(message)], budget)
+    (outcome,) = rows_batch.process_rows(world.deps, [RowTask.from_message(message)], budget)
     assert outcome is None  # the original is deleted: its continuation carries the row
     assert world.fetcher.calls == urls[:2]
     (continuation,) = [m.body for m in world.rows_queue.drain()]
@@ -142,7 +143,7 @@ def test_a_row_out_of_time_continues_in_a_new_message_keeping_what_is_done() -> 
     assert row.status == RowStatus.PENDING  # not recorded until every image is done
 
     world.deps.fetcher = world.fetcher
-    (outcome,) = process_row.process_rows(world.deps, [RowTask.from_message(continuation)])
+    (outcome,) = rows_batch.process_rows(world.deps, [RowTask.from_message(continuation)])
     assert outcome is None
     assert world.fetcher.calls == urls  # the third only: nothing fetched twice
     (row,) = world.store.list_rows(request_id, 0, 1)
@@ -161,14 +162,14 @@ def test_fetch_attempts_spent_before_a_continuation_count_against_the_retry_poli
     clock = ManualClock()
     world.deps.fetcher = TimedFetcher(world, clock, 6.0)
     # one attempt fits, its retry (after the backoff) does not
-    (outcome,) = process_row.process_rows(
+    (outcome,) = rows_batch.process_rows(
         world.deps, [RowTask.from_message(message)], Budget(NEEDED + 1.0, clock)
     )
     assert outcome is None
     (continuation,) = [m.body for m in world.rows_queue.drain()]
     assert continuation["attempts"] == [1]
     world.deps.fetcher = world.fetcher
-    process_row.process_rows(world.deps, [RowTask.from_message(continuation)])
+    rows_batch.process_rows(world.deps, [RowTask.from_message(continuation)])
     assert world.fetcher.calls == [url] * SETTINGS.fetch_attempts  # 3 in all, not 1 + 3
 
 
@@ -178,7 +179,7 @@ def test_a_recorded_row_costs_a_read_not_a_download() -> None:
     queue_handlers.rows(world.deps, [QueueRecord("m-1", json.dumps(message))])
     assert world.fetcher.calls == ["https://a.test/1.jpg"]
     assert len(world.finalize_queue.drain()) == 1
-    process_row.reuse_cache(world.deps).clear()  # redelivered to another container
+    job_url_cache(world.deps).clear()  # redelivered to another container
     again = QueueRecord("m-1", json.dumps(message), receive_count=2)
     assert queue_handlers.rows(world.deps, [again]) == {"batchItemFailures": []}
     assert world.fetcher.calls == ["https://a.test/1.jpg"]  # not downloaded again
@@ -206,7 +207,7 @@ def test_each_row_is_recorded_as_soon_as_its_own_images_are_done() -> None:
     tasks = [RowTask.from_message(m) for m in messages]
     outcomes: list[Any] = []
     worker = threading.Thread(
-        target=lambda: outcomes.extend(process_row.process_rows(world.deps, tasks))
+        target=lambda: outcomes.extend(rows_batch.process_rows(world.deps, tasks))
     )
     worker.start()
 
@@ -225,7 +226,8 @@ def test_each_row_is_recorded_as_soon_as_its_own_images_are_done() -> None:
 
 
 def test_an_ingest_out_of_time_hands_over_and_the_next_run_sends_the_rest() -> None:
-    world = make_world(replace(SETTINGS, rows_per_chunk=10))
+    # the invocation's budget ends the run here, not its slice (tests/unit/test_ingest_slices.py)
+    world = make_world(replace(SETTINGS, rows_per_chunk=10, ingest_slice_seconds=3600))
     accepted = ingest_csv_of(world, 100)
     clock = ManualClock()
     sends = world.rows_queue.send_batch
@@ -325,10 +327,12 @@ def test_a_redelivered_last_row_asks_again_for_finalization_without_a_download()
     with pytest.raises(queue_handlers.BatchFailed):
         queue_handlers.rows(world.deps, [record])
     assert world.finalize_queue.drain() == []
-    process_row.reuse_cache(world.deps).clear()  # redelivered to another container
+    job_url_cache(world.deps).clear()  # redelivered to another container
     again = QueueRecord("m-1", json.dumps(message), receive_count=2)
     assert queue_handlers.rows(world.deps, [again]) == {"batchItemFailures": []}
-    assert [m.body for m in world.finalize_queue.drain()] == [{"requestId": request_id}]
+    assert [m.body for m in world.finalize_queue.drain()] == [
+        {"requestId": request_id, "tenant": "default"}
+    ]
     assert world.fetcher.calls == ["https://a.test/1.jpg"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from chalicelib.domain.models import ImageErrorCode, ImageResult, JobStatus
 from chalicelib.errors import ImageFailure
-from chalicelib.services import process_row
+from chalicelib.services.job_url_cache import JobUrlCache
 
 from tests.fakes import make_world
 from tests.unit.test_pipeline_services import HEADER, drain, jpeg, submit
@@ -54,7 +54,7 @@ def test_a_failure_is_not_reused() -> None:
 
 
 def test_the_cache_is_bounded() -> None:
-    cache = process_row.ReuseCache(limit=2)
+    cache = JobUrlCache(limit=2)
     results = [ImageResult(f"u{i}", output_key=f"k{i}") for i in range(3)]
     for i, result in enumerate(results):
         cache.put(("job", f"u{i}"), result)

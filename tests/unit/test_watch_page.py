@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from chalicelib import openapi
 from chalicelib.entrypoints.http_api import page_csp
+from chalicelib.pages import watch_page
 
 
 class Markup(HTMLParser):
@@ -22,18 +22,18 @@ class Markup(HTMLParser):
 
 def parsed() -> Markup:
     markup = Markup()
-    markup.feed(openapi.index_page())
+    markup.feed(watch_page.watch_page())
     return markup
 
 
 def script() -> str:
-    found = re.search(r"<script>(.*?)</script>", openapi.index_page(), re.DOTALL)
+    found = re.search(r"<script>(.*?)</script>", watch_page.watch_page(), re.DOTALL)
     assert found is not None
     return found.group(1)
 
 
 def test_nothing_inline_but_the_one_script_and_style_the_policy_hashes() -> None:
-    page = openapi.index_page()
+    page = watch_page.watch_page()
     elements = parsed().elements
     assert [tag for tag, _ in elements].count("script") == 1
     assert [tag for tag, _ in elements].count("style") == 1

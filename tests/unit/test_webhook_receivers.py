@@ -16,7 +16,7 @@ from chalicelib.domain.models import JobStatus, WebhookState
 from chalicelib.domain.timefmt import iso, parse_iso
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
-from chalicelib.ports import HttpResult
+from chalicelib.ports import DeliveryResult
 from chalicelib.services import sweeper
 
 from tests.fakes import FakeWorld, SentMessage, make_world
@@ -111,7 +111,7 @@ def test_410_gone_stops_the_retries_at_once_and_the_attempt_is_recorded() -> Non
 
 def test_410_on_the_first_attempt_is_the_only_attempt() -> None:
     world = world_with()
-    world.sender.answers = [HttpResult(410, retry_after="5")]
+    world.sender.answers = [DeliveryResult(410, retry_after="5")]
     request_id = finished_job(world)
     run_webhook_queue(world)
     hook = webhook_of(world, request_id)
@@ -121,7 +121,7 @@ def test_410_on_the_first_attempt_is_the_only_attempt() -> None:
 # -- Retry-After -------------------------------------------------------------------------------
 def test_a_retry_after_longer_than_the_schedules_delay_is_honoured() -> None:
     world = world_with((5, 300, 1800))
-    world.sender.answers = [HttpResult(503, retry_after="120"), 204]
+    world.sender.answers = [DeliveryResult(503, retry_after="120"), 204]
     request_id = finished_job(world)
     first = world.clock.now()
     run = run_webhook_queue(world)
@@ -135,7 +135,7 @@ def test_a_retry_after_longer_than_the_schedules_delay_is_honoured() -> None:
 
 def test_a_retry_after_shorter_than_the_schedules_delay_is_not() -> None:
     world = world_with((5, 300, 1800))
-    world.sender.answers = [500, HttpResult(429, retry_after="10"), 204]
+    world.sender.answers = [500, DeliveryResult(429, retry_after="10"), 204]
     finished_job(world)
     run = run_webhook_queue(world)
     assert gaps(run.posts_at) == [5, 300]
@@ -143,7 +143,7 @@ def test_a_retry_after_shorter_than_the_schedules_delay_is_not() -> None:
 
 def test_a_retry_after_past_the_schedules_longest_delay_is_capped_there() -> None:
     world = world_with((5, 300, 1800))
-    world.sender.answers = [HttpResult(503, retry_after=str(7 * 24 * HOURS)), 204]
+    world.sender.answers = [DeliveryResult(503, retry_after=str(7 * 24 * HOURS)), 204]
     request_id = finished_job(world)
     run = run_webhook_queue(world)
     assert gaps(run.posts_at) == [1800]
@@ -155,7 +155,7 @@ def test_a_retry_after_past_the_schedules_longest_delay_is_capped_there() -> Non
 def test_a_retry_after_http_date_is_honoured() -> None:
     world = world_with((5, 300, 1800))
     date = format_datetime(world.clock.now() + timedelta(seconds=600), usegmt=True)
-    world.sender.answers = [HttpResult(503, retry_after=date), 204]
+    world.sender.answers = [DeliveryResult(503, retry_after=date), 204]
     request_id = finished_job(world)
     run = run_webhook_queue(world)
     assert gaps(run.posts_at) == [600]
@@ -165,7 +165,7 @@ def test_a_retry_after_http_date_is_honoured() -> None:
 
 def test_retry_after_does_not_add_attempts_past_the_schedule() -> None:
     world = world_with((5, 30))
-    world.sender.answers = [HttpResult(503, retry_after="20")] * 5
+    world.sender.answers = [DeliveryResult(503, retry_after="20")] * 5
     request_id = finished_job(world)
     run = run_webhook_queue(world)
     assert gaps(run.posts_at) == [20, 30]
@@ -262,7 +262,7 @@ def test_the_sweeper_does_not_resend_a_long_delay_before_it_is_due() -> None:
 def test_the_sweeper_honours_a_retry_after_too() -> None:
     world = world_with((5, 300, 7200))
     stall = world.deps.settings.stall_after
-    world.sender.answers = [HttpResult(503, retry_after="3600"), 204]
+    world.sender.answers = [DeliveryResult(503, retry_after="3600"), 204]
     request_id = finished_job(world)
     run_webhook_queue(world, until=0)
     world.webhook_queue.drain()  # lost

@@ -8,7 +8,9 @@ still use the hostname.
 
 A deadline per download is kept by a watchdog that shuts the download's sockets down when
 it passes, so a server that trickles headers or body cannot hold a worker for longer.
-Failures of requests and urllib3 are mapped here to ImageFailure.
+The guard's refusals and the failures of requests and urllib3 are a `RequestFailure` here,
+with a `RequestProblem`: an image download reports it as an image's failure, a webhook
+attempt as its error.
 
 This module, `image_download` and `webhook_delivery` are the only modules of the functions
 that import requests.
@@ -30,6 +32,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import requests
@@ -44,7 +47,6 @@ from urllib3.exceptions import (
 )
 from urllib3.util.timeout import Timeout
 
-from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.netguard import (
     IPAddress,
     check_url,
@@ -54,7 +56,7 @@ from chalicelib.domain.netguard import (
     url_host,
     url_port,
 )
-from chalicelib.errors import ImageFailure
+from chalicelib.errors import PipelineError
 
 Resolve = Callable[[str, int], list[str]]
 """Host and port to the addresses it resolves to (strings), like getaddrinfo."""
@@ -63,6 +65,27 @@ AddressPolicy = Callable[[IPAddress], str | None]
 """Why a connection to this address is refused, or None to allow it."""
 
 DEFAULT_POOL_SIZE = 8
+
+
+class RequestProblem(StrEnum):
+    """Why an outbound request got no usable answer. The values are the contract's words for
+    them (an image's error codes, the start of a webhook attempt's error)."""
+
+    BLOCKED_ADDRESS = "blocked_address"
+    INVALID_URL = "invalid_url"
+    TIMEOUT = "timeout"
+    FETCH_FAILED = "fetch_failed"
+
+
+class RequestFailure(PipelineError):
+    """An outbound request refused by the guard, or failed on the way; `retryable` when
+    another attempt may succeed."""
+
+    def __init__(self, problem: RequestProblem, message: str, *, retryable: bool = False) -> None:
+        super().__init__(f"{problem}: {message}")
+        self.problem = problem
+        self.message = message
+        self.retryable = retryable
 
 
 def system_resolve(host: str, port: int) -> list[str]:
@@ -91,7 +114,7 @@ class GuardedResolver:
         self._policy = policy or (lambda ip: decide(ip, allow_private))
 
     def addresses(self, host: str, port: int) -> list[IPAddress]:
-        """The vetted addresses of `host`. Raises ImageFailure(BLOCKED_ADDRESS) when any
+        """The vetted addresses of `host`. Raises RequestFailure(BLOCKED_ADDRESS) when any
         answer is refused, socket.gaierror when the name does not resolve."""
         literal = parse_ip_literal(host)
         if literal is not None:
@@ -99,7 +122,7 @@ class GuardedResolver:
         else:
             local = None if self.allow_private else local_name_reason(host)
             if local:
-                raise ImageFailure(ImageErrorCode.BLOCKED_ADDRESS, local)
+                raise RequestFailure(RequestProblem.BLOCKED_ADDRESS, local)
             raw = self._resolve(host, port)
             if not raw:
                 raise socket.gaierror(socket.EAI_NONAME, f"{host} has no address")
@@ -108,15 +131,15 @@ class GuardedResolver:
                 try:
                     answers.append(ipaddress.ip_address(text))
                 except ValueError:
-                    raise ImageFailure(
-                        ImageErrorCode.BLOCKED_ADDRESS,
+                    raise RequestFailure(
+                        RequestProblem.BLOCKED_ADDRESS,
                         f"{host} resolved to something that is not an address: {text!r}",
                     ) from None
         for ip in answers:
             problem = self._policy(ip)
             if problem:
                 where = "" if literal is not None else f"{host} resolves to {ip}: "
-                raise ImageFailure(ImageErrorCode.BLOCKED_ADDRESS, where + problem)
+                raise RequestFailure(RequestProblem.BLOCKED_ADDRESS, where + problem)
         return answers
 
 
@@ -140,7 +163,7 @@ def url_refusal(
     guard = GuardedResolver(allow_private=False, resolve=resolve)
     try:
         guard.addresses(host, url_port(url))
-    except ImageFailure as failure:
+    except RequestFailure as failure:
         return failure.message
     except (OSError, UnicodeError):
         return None
@@ -458,37 +481,41 @@ def _describe(exc: BaseException) -> str:
     return str(reason)[:300] or type(reason).__name__
 
 
-def deadline_failure(seconds: float) -> ImageFailure:
+def deadline_failure(seconds: float) -> RequestFailure:
     """Not retried: a host still trickling its answer after the whole deadline is slow, not
     failing, and is not worth two more deadlines. A read or connect timeout (the host
     silent) and a 5xx or 429 (the host failing) are worth another attempt."""
-    return ImageFailure(ImageErrorCode.TIMEOUT, f"took longer than the {seconds:g} s deadline")
+    return RequestFailure(RequestProblem.TIMEOUT, f"took longer than the {seconds:g} s deadline")
 
 
-def request_failure(exc: BaseException, watchdog: DeadlineWatchdog) -> ImageFailure:
-    """The ImageFailure that a failed request stands for (the deadline's when `watchdog`
+def request_failure(exc: BaseException, watchdog: DeadlineWatchdog) -> RequestFailure:
+    """The RequestFailure that a failed request stands for (the deadline's when `watchdog`
     cut it short)."""
     if watchdog.expired:
         return deadline_failure(watchdog.seconds)
     if _is_timeout(exc):
-        return ImageFailure(ImageErrorCode.TIMEOUT, f"timed out: {_describe(exc)}", retryable=True)
+        return RequestFailure(
+            RequestProblem.TIMEOUT, f"timed out: {_describe(exc)}", retryable=True
+        )
     if isinstance(
         exc,
         requests.exceptions.InvalidURL
         | requests.exceptions.InvalidSchema
         | requests.exceptions.MissingSchema,
     ):
-        return ImageFailure(ImageErrorCode.INVALID_URL, _describe(exc))
+        return RequestFailure(RequestProblem.INVALID_URL, _describe(exc))
     if isinstance(exc, requests.exceptions.SSLError):
-        return ImageFailure(ImageErrorCode.FETCH_FAILED, f"TLS failure: {_describe(exc)}")
+        return RequestFailure(RequestProblem.FETCH_FAILED, f"TLS failure: {_describe(exc)}")
     if isinstance(exc, requests.exceptions.ContentDecodingError):
-        return ImageFailure(ImageErrorCode.FETCH_FAILED, f"bad content encoding: {_describe(exc)}")
+        return RequestFailure(
+            RequestProblem.FETCH_FAILED, f"bad content encoding: {_describe(exc)}"
+        )
     if isinstance(exc, ValueError) and not isinstance(exc, requests.RequestException):
-        return ImageFailure(ImageErrorCode.FETCH_FAILED, f"request refused: {_describe(exc)}")
-    return ImageFailure(
-        ImageErrorCode.FETCH_FAILED, f"connection failed: {_describe(exc)}", retryable=True
+        return RequestFailure(RequestProblem.FETCH_FAILED, f"request refused: {_describe(exc)}")
+    return RequestFailure(
+        RequestProblem.FETCH_FAILED, f"connection failed: {_describe(exc)}", retryable=True
     )
 
 
 NETWORK_ERRORS = (requests.RequestException, OSError, ValueError)
-"""What a request through a guarded session raises, besides ImageFailure from the guard."""
+"""What a request through a guarded session raises, besides RequestFailure from the guard."""

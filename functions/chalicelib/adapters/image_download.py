@@ -19,6 +19,7 @@ from chalicelib.adapters.guarded_http import (
     NETWORK_ERRORS,
     DeadlineWatchdog,
     GuardedResolver,
+    RequestFailure,
     Resolve,
     deadline_failure,
     guarded_session,
@@ -72,11 +73,19 @@ class HttpImageFetcher:
         }
 
     def fetch(self, url: str) -> bytes:
+        try:
+            return self._download(url)
+        except RequestFailure as failure:  # the guard's or the request's: the image's failure
+            raise ImageFailure(
+                ImageErrorCode(failure.problem), failure.message, retryable=failure.retryable
+            ) from failure
+
+    def _download(self, url: str) -> bytes:
         deadline_at = self._clock() + self.deadline
         with DeadlineWatchdog(self.deadline) as watchdog:
             try:
                 data = self._follow(url, deadline_at)
-            except ImageFailure:
+            except (ImageFailure, RequestFailure):
                 raise
             except NETWORK_ERRORS as exc:
                 raise request_failure(exc, watchdog) from exc

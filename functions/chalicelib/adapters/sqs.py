@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.domain.chunking import chunks
 from chalicelib.errors import TransientError
-from chalicelib.ports import chunks
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

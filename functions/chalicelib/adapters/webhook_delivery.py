@@ -10,14 +10,14 @@ from chalicelib.adapters.guarded_http import (
     NETWORK_ERRORS,
     DeadlineWatchdog,
     GuardedResolver,
+    RequestFailure,
+    RequestProblem,
     Resolve,
     guarded_session,
     request_failure,
 )
-from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.netguard import check_url_syntax
-from chalicelib.errors import ImageFailure
-from chalicelib.ports import HttpResult
+from chalicelib.ports import DeliveryResult
 
 RETRY_AFTER_CHARS = 64  # an HTTP-date is 29; anything longer is not one
 
@@ -38,10 +38,10 @@ class HttpWebhookSender:
         self.guard = guard or GuardedResolver(allow_private=allow_private, resolve=resolve)
         self._session = guarded_session(self.guard, session, pool_size=2)
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResult:
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> DeliveryResult:
         problem = check_url_syntax(url)
         if problem:
-            return HttpResult(None, error=f"invalid_url: {problem}")
+            return DeliveryResult(None, error=f"invalid_url: {problem}")
         with DeadlineWatchdog(self.timeout) as watchdog:
             try:
                 response = self._session.post(
@@ -54,13 +54,13 @@ class HttpWebhookSender:
                 )
                 response.close()  # the body is of no interest; do not let it be large
                 retry_after = response.headers.get("Retry-After", "")[:RETRY_AFTER_CHARS]
-                return HttpResult(response.status_code, retry_after=retry_after)
-            except ImageFailure as failure:
-                return HttpResult(None, error=f"{failure.code}: {failure.message}")
+                return DeliveryResult(response.status_code, retry_after=retry_after)
+            except RequestFailure as failure:
+                return DeliveryResult(None, error=f"{failure.problem}: {failure.message}")
             except NETWORK_ERRORS as exc:
                 mapped = request_failure(exc, watchdog)
-                if mapped.code == ImageErrorCode.FETCH_FAILED:
-                    return HttpResult(None, error=mapped.message)
-                timed_out = mapped.code == ImageErrorCode.TIMEOUT
-                error = f"{mapped.code}: {mapped.message}"
-                return HttpResult(None, error=error, timed_out=timed_out)
+                if mapped.problem == RequestProblem.FETCH_FAILED:
+                    return DeliveryResult(None, error=mapped.message)
+                timed_out = mapped.problem == RequestProblem.TIMEOUT
+                error = f"{mapped.problem}: {mapped.message}"
+                return DeliveryResult(None, error=error, timed_out=timed_out)

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
+from chalicelib.domain.errors import CsvInvalid
 from chalicelib.domain.models import CsvProblem, ProductRow
 from chalicelib.domain.netguard import check_url_syntax
-from chalicelib.errors import CsvInvalid
 
 SERIAL_COLUMN = "S. No."
 NAME_COLUMN = "Product Name"

@@ -1,8 +1,9 @@
-"""A job's output options: the format, its quality and the box the output must fit in.
+"""A job's output options: the format, its quality and the box the output must fit in, and
+the defaults of the image work (each written here once: config.py and imaging.py read them).
 
 Plain data and validation; the defaults per format are measured (docs/performance.md,
 "Output formats"). Without options a job's outputs are the seed's: JPEG at OUTPUT_QUALITY
-(50), same size."""
+(JPEG_QUALITY, 50), same size."""
 
 from __future__ import annotations
 
@@ -37,10 +38,15 @@ class OutputFormat(StrEnum):
         return f"image/{self.value}"
 
 
+# JPEG's quality when a job names none: OUTPUT_QUALITY's default, the seed's.
+JPEG_QUALITY = 50
 # Default quality per format when a job names none (JPEG: OUTPUT_QUALITY): the quality at
 # which the format matches JPEG q50's SSIM on the benchmark corpus, for fewer bytes
 # (`python -m benchmarks.format_defaults`; docs/performance.md, "Output formats").
 DEFAULT_QUALITY = {OutputFormat.WEBP: 53, OutputFormat.AVIF: 49}
+# The most pixels an input image may have (MAX_IMAGE_PIXELS' default), read from its header
+# before anything is decoded.
+MAX_IMAGE_PIXELS = 50_000_000
 
 FIELDS = ("format", "quality", "maxWidth", "maxHeight")
 

@@ -12,27 +12,37 @@ it. Job documents, their rows and their Idempotency-Keys expire by a TTL index
 from __future__ import annotations
 
 from datetime import timedelta
-
-from chalicelib.config import Settings
+from typing import Protocol
 
 DAY = 86_400
 ONE_YEAR = 365 * DAY
 
 
-def output_max_age(settings: Settings) -> int:
+class RetentionSettings(Protocol):
+    """The two settings these rules read (config.Settings has them: OUTPUT_RETENTION_DAYS,
+    JOB_RETENTION_DAYS)."""
+
+    @property
+    def output_retention_days(self) -> int: ...
+
+    @property
+    def job_retention_days(self) -> int: ...
+
+
+def output_max_age(settings: RetentionSettings) -> int:
     """Seconds a cache may keep an output: a year, or the outputs' retention if shorter."""
     days = settings.output_retention_days
     return min(ONE_YEAR, days * DAY) if days > 0 else ONE_YEAR
 
 
-def output_cache_control(settings: Settings) -> str:
+def output_cache_control(settings: RetentionSettings) -> str:
     """The `Cache-Control` of every output image: public (anyone with the link may read it,
     through the CDN), kept no longer than the bucket keeps the object, and immutable (an
     output key always holds the same pixels: a redelivery rewrites the same image)."""
     return f"public, max-age={output_max_age(settings)}, immutable"
 
 
-def job_retention(settings: Settings) -> timedelta | None:
+def job_retention(settings: RetentionSettings) -> timedelta | None:
     """How long a job's documents outlive its end; None: for ever."""
     days = settings.job_retention_days
     return timedelta(days=days) if days > 0 else None

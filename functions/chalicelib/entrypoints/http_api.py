@@ -16,7 +16,8 @@ from chalicelib import openapi
 from chalicelib.domain.output_options import FIELDS as OPTION_FIELDS
 from chalicelib.errors import Conflict, InvalidRequest, NotFound, UnsupportedMediaType
 from chalicelib.multipart_form import Form, FormPart, parse_form
-from chalicelib.services import cancel, deletion, job_actions, status, upload
+from chalicelib.pages import docs_page, watch_page
+from chalicelib.services import cancel, deletion, job_access, job_actions, status, upload
 from chalicelib.services.deps import Dependencies
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ def list_jobs(
 
 
 def output_csv(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
-    job = status.load_job(deps, request_id, tenant)
+    job = job_access.load_job(deps, request_id, tenant)
     if not job.status.terminal or not job.output_csv_key:
         raise Conflict(f"job {request_id} is {job.status}; the output CSV exists once it ends")
     # A link of its own for each request, short-lived (the CSV is the tenant's, not public),
@@ -238,7 +239,7 @@ def api_base_of(context: Mapping[str, Any], path: str) -> str:
 
 
 def retry_job(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
-    status.load_job(deps, request_id, tenant)  # 400 malformed, 404 unknown or not theirs
+    job_access.load_job(deps, request_id, tenant)  # 400 malformed, 404 unknown or not theirs
     job = job_actions.retry_failed(deps, request_id)
     return HttpReply(
         202,
@@ -253,7 +254,7 @@ def retry_job(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
 
 
 def cancel_job(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
-    job = cancel.request_cancel(deps, status.load_job(deps, request_id, tenant))
+    job = cancel.request_cancel(deps, job_access.load_job(deps, request_id, tenant))
     return HttpReply(
         202,
         {
@@ -268,7 +269,7 @@ def cancel_job(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply
 def delete_job(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
     """204 once the job is gone; 202 when it has more outputs than one call removes (ask
     again)."""
-    removed = deletion.delete_job(deps, status.load_job(deps, request_id, tenant))
+    removed = deletion.delete_job(deps, job_access.load_job(deps, request_id, tenant))
     if removed.done:
         return HttpReply(204, "", {})
     return HttpReply(
@@ -282,7 +283,7 @@ def delete_job(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply
 
 
 def redeliver_webhook(deps: Dependencies, request_id: str, *, tenant: str) -> HttpReply:
-    status.load_job(deps, request_id, tenant)
+    job_access.load_job(deps, request_id, tenant)
     job = job_actions.redeliver_webhook(deps, request_id)
     return HttpReply(
         202,
@@ -363,17 +364,17 @@ def _page(body: str, *, swagger_ui: bool = False) -> HttpReply:
 
 
 def api_docs_page() -> HttpReply:
-    page = openapi.docs_page()
-    return _page(page, swagger_ui=page == openapi.DOCS_PAGE)
+    page = docs_page.docs_page(openapi.document)
+    return _page(page, swagger_ui=page == docs_page.DOCS_PAGE)
 
 
 def api_docs_asset(name: str) -> HttpReply:
-    asset = openapi.docs_asset(name)
+    asset = docs_page.docs_asset(name)
     if asset is None:
         raise NotFound(f"no docs file named {name[:100]}")
     body, media_type = asset
     return HttpReply(200, body, {"Content-Type": media_type, "Cache-Control": "max-age=86400"})
 
 
-def index_page() -> HttpReply:
-    return _page(openapi.index_page())
+def watch_page_reply() -> HttpReply:
+    return _page(watch_page.watch_page())

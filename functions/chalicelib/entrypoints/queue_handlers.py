@@ -28,9 +28,10 @@ from chalicelib.errors import JobGone
 from chalicelib.services import cancel as cancel_service
 from chalicelib.services import finalize as finalize_service
 from chalicelib.services import ingest as ingest_service
-from chalicelib.services import job_actions, process_row
+from chalicelib.services import job_actions, row_records
 from chalicelib.services import webhooks as webhook_service
 from chalicelib.services.deps import Dependencies
+from chalicelib.services.row_messages import RowTask
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,16 @@ def ingest(
 def rows(
     deps: Dependencies, records: Sequence[QueueRecord], budget: Budget | None = None
 ) -> BatchResponse:
+    # the batch run imports imaging: the worker's alone (its handler imports it at init)
+    from chalicelib.services import rows_batch  # noqa: PLC0415
+
     failures: list[ItemFailure] = []
-    tasks: list[process_row.RowTask] = []
+    tasks: list[RowTask] = []
     ids: list[str] = []
     for record in records:
         with observability.log_context(messageId=record.message_id, requestId=record.job_id()):
             try:
-                task = process_row.RowTask.from_message(record.json())
+                task = RowTask.from_message(record.json())
                 tasks.append(replace(task, redelivered=record.receive_count > 1))
                 ids.append(record.message_id)
             except Exception:
@@ -133,7 +137,7 @@ def rows(
                 failures.append({"itemIdentifier": record.message_id})
     jobs = sorted({task.request_id for task in tasks})
     with observability.log_context(requestId=",".join(jobs), messageIds=",".join(ids)):
-        outcomes = process_row.process_rows(deps, tasks, budget)
+        outcomes = rows_batch.process_rows(deps, tasks, budget)
     for message_id, task, outcome in zip(ids, tasks, outcomes, strict=True):
         if isinstance(outcome, JobGone):
             observability.record_gone_job(task.request_id, "rows")
@@ -148,13 +152,13 @@ def rows_dead_letter(deps: Dependencies, records: Sequence[QueueRecord]) -> Batc
     queue, reported failed, and is never deleted unhandled."""
 
     def handle(record: QueueRecord) -> None:
-        task = process_row.RowTask.from_message(record.json())
-        cancelled, gone = process_row.jobs_halted(deps, [task])
+        task = RowTask.from_message(record.json())
+        cancelled, gone = row_records.jobs_halted(deps, [task])
         if gone:
             raise JobGone(task.request_id)
         if cancelled:  # a cancelled job's row: cancelled, not failed
             outcomes: list[BaseException | None] = [None]
-            process_row.cancel_tasks(deps, [task], [0], outcomes)
+            row_records.cancel_tasks(deps, [task], [0], outcomes)
             if outcomes[0] is not None:
                 raise outcomes[0]
             return
@@ -163,7 +167,7 @@ def rows_dead_letter(deps: Dependencies, records: Sequence[QueueRecord]) -> Batc
             ImageResult(url, error_code=ImageErrorCode.FETCH_FAILED, error_message=message)
             for url in task.urls
         ]
-        process_row.record_results(deps, task, results)
+        row_records.record_results(deps, task, results)
 
     return _each(records, handle, "rows dead letter")
 

@@ -1,6 +1,6 @@
 """Cancelling a job. The API asks (the job is marked, a message goes to the finalizer); from
 then on no image of the job starts (the worker reads which of a batch's jobs are cancelled
-before starting its images, and again every second while they run: process_row.CancelWatch).
+before starting its images, and again every second while they run: cancel_watch.CancelWatch).
 The finalizer carries the cancel out, or the sweeper should that die: the rows
 not done become `cancelled`, an output CSV of what was done is written, and the job claims its
 terminal status `cancelled` by the compare-and-set that finalization claims its own with, so
@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 
 from chalicelib.domain.models import Job, JobStatus
-from chalicelib.errors import Conflict, JobGone, NotFound
+from chalicelib.errors import Conflict, JobGone
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import end_job, store_output_csv
+from chalicelib.services.job_access import job_not_found
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,10 @@ def request_cancel(deps: Dependencies, job: Job) -> Job:
     if not deps.store.request_cancel(request_id, deps.clock.now()):
         current = deps.store.get_job(request_id)
         if current is None:
-            raise NotFound(f"no job with requestId {request_id}")
+            raise job_not_found(request_id)
         raise Conflict(f"job {request_id} is {current.status}; it ended before the cancel")
-    deps.finalize_queue.send_batch([{"requestId": request_id, CANCEL: True}])
+    # in the tenant's message group, as finalizations are (bootstrap.py)
+    deps.finalize_queue.send_batch([{"requestId": request_id, CANCEL: True, "tenant": job.tenant}])
     return deps.store.get_job(request_id) or job
 
 
@@ -45,11 +47,11 @@ def complete_cancel(deps: Dependencies, request_id: str) -> bool:
     job = deps.store.get_job(request_id)
     if job is None:
         raise JobGone(request_id)
-    if job.status.terminal and job.status != JobStatus.CANCELLED:
-        log.info("cancel: job %s ended %s first; it stays so", request_id, job.status)
-        return False
-    if not job.status.terminal and not job.cancel_requested_at:
-        log.warning("cancel: nobody asked to cancel job %s", request_id)
+    if not job.cancelled_or_cancelling:
+        if job.status.terminal:
+            log.info("cancel: job %s ended %s first; it stays so", request_id, job.status)
+        else:
+            log.warning("cancel: nobody asked to cancel job %s", request_id)
         return False
     deps.store.cancel_rows(request_id, deps.clock.now())
     key = store_output_csv(deps, job)
@@ -67,5 +69,5 @@ def settle_after_ingest(deps: Dependencies, request_id: str) -> None:
     """After an ingest run: when the job was cancelled while its rows were being written, the
     rows stored since are cancelled too and the output CSV lists them."""
     job = deps.store.get_job(request_id)
-    if job is not None and (job.cancel_requested_at or job.status == JobStatus.CANCELLED):
+    if job is not None and job.cancelled_or_cancelling:
         complete_cancel(deps, request_id)

@@ -8,7 +8,13 @@ import uuid
 from collections.abc import Iterator, Sequence
 
 from chalicelib.domain.csv_output import write_output_csv
-from chalicelib.domain.models import CsvProblem, Job, JobStatus, RowStatus, output_csv_key
+from chalicelib.domain.models import (
+    MAX_JOB_ERRORS,
+    CsvProblem,
+    Job,
+    JobStatus,
+    output_csv_key,
+)
 from chalicelib.errors import JobGone
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.job_events import publish_job_event
@@ -16,7 +22,6 @@ from chalicelib.services.tenants import default_webhook_url
 
 log = logging.getLogger(__name__)
 
-MAX_JOB_ERRORS = 1000
 SPOOL_BYTES = 8 * 1024 * 1024
 
 
@@ -82,6 +87,16 @@ def end_job(
     return True
 
 
+def queue_finalization(deps: Dependencies, request_id: str) -> None:
+    """The finalize message, carrying the job's tenant (its message group: bootstrap.py), so
+    that one tenant's finalizations queued together do not hold up another's."""
+    job = deps.store.get_job(request_id)
+    message: dict[str, object] = {"requestId": request_id}
+    if job is not None:  # gone: the finalizer lets its message go
+        message["tenant"] = job.tenant
+    deps.finalize_queue.send_batch([message])
+
+
 def queue_webhook(deps: Dependencies, job: Job, hook_id: str, attempt: int) -> None:
     """The webhook's message, carrying its tenant (its message group: bootstrap.py)."""
     deps.webhook_queue.send_batch(
@@ -122,8 +137,7 @@ def _deleted_meanwhile(deps: Dependencies, job: Job) -> bool:
 
 def _output_rows(deps: Dependencies, job: Job) -> Iterator[tuple[int, str, list[str], list[str]]]:
     for row in deps.store.iter_rows(job.request_id):
-        done = row.status in (RowStatus.COMPLETED, RowStatus.FAILED)  # not pending, cancelled
-        if not done or len(row.output_keys) != len(row.urls):
+        if not row.recorded or len(row.output_keys) != len(row.urls):
             outputs = [""] * len(row.urls)
         else:
             outputs = [deps.output_url(key) for key in row.output_keys]

@@ -4,14 +4,16 @@ services/deletion.py.)"""
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import Job, JobStatus, WebhookState
-from chalicelib.errors import Conflict, NotFound, TooManyRequests
+from chalicelib.errors import Conflict, TooManyRequests
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import queue_webhook
 from chalicelib.services.ingest import resume_ingest
+from chalicelib.services.job_access import job_not_found
 
 
 def redeliver_webhook(deps: Dependencies, request_id: str) -> Job:
@@ -48,7 +50,10 @@ def retry_failed(deps: Dependencies, request_id: str) -> Job:
     generation = job.generation + 1
     if not deps.store.reopen_failed(request_id, generation, deps.clock.now()):
         raise Conflict(f"job {request_id} is already being retried")
-    deps.ingest_queue.send_batch([{"retryJob": request_id, "generation": generation}])
+    # in the tenant's message group, as the ingest's handovers are (bootstrap.py)
+    deps.ingest_queue.send_batch(
+        [{"retryJob": request_id, "generation": generation, "tenant": job.tenant}]
+    )
     return _existing(deps, request_id)
 
 
@@ -60,7 +65,7 @@ def _rate_limit(deps: Dependencies, request_id: str, action: str) -> None:
     now = deps.clock.now()
     due = deps.store.claim_action(request_id, action, now, timedelta(seconds=interval))
     if due is not None:
-        wait = int((due - now).total_seconds() + 0.999)
+        wait = math.ceil((due - now).total_seconds())  # never less than is left
         raise TooManyRequests(
             f"{action} of job {request_id} was asked for less than {interval} s ago", wait
         )
@@ -74,5 +79,5 @@ def run_retry(deps: Dependencies, request_id: str, budget: Budget | None = None)
 def _existing(deps: Dependencies, request_id: str) -> Job:
     job = deps.store.get_job(request_id)
     if job is None:
-        raise NotFound(f"no job {request_id}")
+        raise job_not_found(request_id)
     return job

@@ -49,7 +49,12 @@ def encoding(options: CompressOptions) -> dict[str, object]:
 
 def address(deps: Dependencies, tenant: str, options: CompressOptions, data: bytes) -> str | None:
     """The image's content address among the tenant's outputs; None when it has no reuse key
-    (no tenant record, or a message from before tenants)."""
+    (no tenant record, or a message from before tenants).
+
+    The address (`domain/reuse.py:content_address`) is an HMAC-SHA256 under the tenant's own
+    reuse key of the encoder's version, every output option as used (format, quality, box)
+    and the downloaded bytes: the same image asked for the same output by the same tenant,
+    and nothing else, finds an earlier output; another tenant never can."""
     if not tenant:
         return None
     key = _tenant_key(deps, tenant)
@@ -63,7 +68,8 @@ _KEYS_LOCK = threading.Lock()  # a new tenant's images ask at once: one of them 
 
 
 def forget_reuse_keys() -> None:
-    """Read each tenant's key again on next use (a SnapStart restore: chalicelib/snapstart.py)."""
+    """Read each tenant's key again on next use (a SnapStart restore:
+    chalicelib/snapshot_hooks.py)."""
     _KEYS.clear()
 
 

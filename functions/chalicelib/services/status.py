@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from chalicelib.domain.etag import none_match, weak_tag
 from chalicelib.domain.models import Job, JobStatus, StoredRow
-from chalicelib.errors import InvalidRequest, NotFound
+from chalicelib.errors import InvalidRequest
 from chalicelib.services.deps import Dependencies
-from chalicelib.services.upload import is_request_id
+from chalicelib.services.job_access import load_job
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -22,19 +22,6 @@ MAX_LIMIT = 1000
 
 JOBS_DEFAULT_LIMIT = 50
 JOBS_MAX_LIMIT = 200
-
-
-def load_job(deps: Dependencies, request_id: str, tenant: str) -> Job:
-    """The tenant's job: 400 for a malformed id, 404 for an unknown one and for another
-    tenant's (the same answer, so an id tells nobody that it exists)."""
-    if not is_request_id(request_id):
-        raise InvalidRequest(
-            "requestId must be a UUID", [{"field": "requestId", "value": request_id[:100]}]
-        )
-    job = deps.store.get_job(request_id, tenant)  # one query on id and owner
-    if job is None:
-        raise NotFound(f"no job with requestId {request_id}")
-    return job
 
 
 def parse_paging(limit: str | None, cursor: str | None) -> tuple[int, int]:

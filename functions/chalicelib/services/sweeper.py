@@ -13,7 +13,7 @@ from chalicelib.services.cancel import complete_cancel
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.finalize import fail_job
 from chalicelib.services.ingest import fan_out, resume_ingest
-from chalicelib.services.process_row import request_finalization
+from chalicelib.services.row_records import request_finalization
 from chalicelib.services.webhooks import queue_attempt
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def sweep(deps: Dependencies, budget: Budget | None = None) -> SweepReport:
 
 
 def _repair(deps: Dependencies, job: Job, report: SweepReport, budget: Budget) -> None:
-    if job.cancel_requested_at:  # its cancel was asked for and never carried out: not revived
+    if job.cancelling:  # its cancel was asked for and never carried out: not revived
         if complete_cancel(deps, job.request_id):
             report.cancelled.append(job.request_id)
         return
@@ -80,7 +80,7 @@ def _repair(deps: Dependencies, job: Job, report: SweepReport, budget: Budget) -
     report.recounted.append(job.request_id)
     if progress is None:
         return
-    if progress.processed_products >= progress.total_products:
+    if progress.every_row_recorded:
         if request_finalization(deps, job.request_id):
             report.finalizations.append(job.request_id)
         return

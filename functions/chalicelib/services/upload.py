@@ -45,7 +45,14 @@ def check_webhook_url(deps: Dependencies, url: str | None) -> str:
 
 
 def validate_upload(deps: Dependencies, data: bytes) -> tuple[int, int]:
-    """Validate a CSV held in memory; returns (rows, images) or raises CsvInvalid / 413."""
+    """Validate a CSV held in memory; returns (rows, images) or raises.
+
+    Larger than `max_csv_bytes` (`MAX_CSV_BYTES`): a 413. Otherwise one pass of
+    `domain.csv_input.validate_csv` over the bytes; every problem it finds (not UTF-8, a line
+    too long, too many rows, a column missing or repeated, a serial number bad or repeated, an
+    empty name, no URL or too many, a URL not http(s)) is collected with its line and column
+    and raised together as `CsvInvalid`, which the HTTP glue answers as a 400 listing them all.
+    A bad option is `InvalidRequest` (`output_options` below), also a 400."""
     if len(data) > deps.settings.max_csv_bytes:
         raise PayloadTooLarge(
             f"the CSV is {len(data)} bytes; the limit is {deps.settings.max_csv_bytes}",

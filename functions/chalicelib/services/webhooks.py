@@ -154,7 +154,15 @@ def _wait_for_origin(
 def _attempt_and_record(
     deps: Dependencies, job: Job, step: int, now: datetime, admission: Admission
 ) -> None:
-    """The attempt, recorded, and the next one queued when there is one."""
+    """The attempt, recorded, and the next one queued when there is one.
+
+    What the receiver's answer does: a 2xx delivers (no more attempts); `410 Gone`, or a URL
+    the address guard refuses, stops the retries; anything else (a 5xx, another 4xx, a
+    timeout, no answer) waits for the schedule's next step (`WEBHOOK_RETRY_SCHEDULE`,
+    `domain/webhook_schedule.py:next_delay`), longer if its `Retry-After` asks
+    (`parse_retry_after`: stretched up to the schedule's longest delay, never shortened), and
+    after the last step the webhook is `failed`. A receiver's origin that times out gets one
+    attempt at a time (`_wait_for_origin`)."""
     request_id = job.request_id
     number = job.webhook.attempts + 1
     secrets = signing_secrets(deps, job.tenant)

@@ -1,5 +1,6 @@
-"""Lambda SnapStart's runtime hooks: nothing that must not be frozen goes into a snapshot, and
-nothing per environment comes out of one.
+"""What a function does around a Lambda SnapStart snapshot (the hooks it registers with the
+runtime): nothing that must not be frozen goes into a snapshot, and nothing per environment
+comes out of one.
 
 With SnapStart, Lambda runs a function's init once, when a version is published, snapshots the
 memory and disk, and resumes every new execution environment from that snapshot (however many,

@@ -1,4 +1,4 @@
-"""SnapStart's runtime hooks (chalicelib/snapstart.py), with a stand-in for Lambda's
+"""SnapStart's runtime hooks (chalicelib/snapshot_hooks.py), with a stand-in for Lambda's
 `snapshot_restore_py` (only the Lambda runtime has the real one)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chalicelib import bootstrap, snapstart
+from chalicelib import bootstrap, snapshot_hooks
 from chalicelib.adapters.secrets_manager import SecretsManagerSource
 from chalicelib.domain.tenancy import Tenant
 from chalicelib.imaging import CompressOptions
@@ -39,7 +39,7 @@ def register_after_restore(func, *args, **kwargs):
 
 class FakeRuntimeHooks(types.ModuleType):
     def __init__(self) -> None:
-        super().__init__(snapstart.RUNTIME_HOOKS)
+        super().__init__(snapshot_hooks.RUNTIME_HOOKS)
         self.before: list[Callable[..., Any]] = []
         self.after: list[Callable[..., Any]] = []
 
@@ -63,34 +63,34 @@ class FakeRuntimeHooks(types.ModuleType):
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> FakeRuntimeHooks:
     hooks = FakeRuntimeHooks()
-    monkeypatch.setitem(sys.modules, snapstart.RUNTIME_HOOKS, hooks)
-    assert snapstart.register()
+    monkeypatch.setitem(sys.modules, snapshot_hooks.RUNTIME_HOOKS, hooks)
+    assert snapshot_hooks.register()
     return hooks
 
 
 def test_the_hooks_are_registered_where_the_runtime_offers_them(
     runtime: FakeRuntimeHooks,
 ) -> None:
-    assert runtime.before == [snapstart.before_snapshot]
-    assert runtime.after == [snapstart.after_restore]
+    assert runtime.before == [snapshot_hooks.before_snapshot]
+    assert runtime.after == [snapshot_hooks.after_restore]
 
 
 def test_nothing_is_registered_outside_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, snapstart.RUNTIME_HOOKS, None)  # import fails
-    assert snapstart.runtime_hooks() is None
-    assert snapstart.register() is False
+    monkeypatch.setitem(sys.modules, snapshot_hooks.RUNTIME_HOOKS, None)  # import fails
+    assert snapshot_hooks.runtime_hooks() is None
+    assert snapshot_hooks.register() is False
 
 
 @pytest.mark.parametrize("handler", ["app.app", "handlers.worker.process_rows"])
 def test_every_handler_module_registers_the_hooks(tmp_path: Path, handler: str) -> None:
     """Lambda runs only hooks registered by the handler's imports: app.py registers them, and
     the worker's handler module imports app."""
-    (tmp_path / f"{snapstart.RUNTIME_HOOKS}.py").write_text(FAKE_RUNTIME_HOOKS)
+    (tmp_path / f"{snapshot_hooks.RUNTIME_HOOKS}.py").write_text(FAKE_RUNTIME_HOOKS)
     probe = (
         "import importlib, json, sys\n"
         f"sys.path[:0] = [{str(ROOT / 'functions')!r}, {str(tmp_path)!r}]\n"
         f"importlib.import_module({handler.rpartition('.')[0]!r})\n"
-        f"import {snapstart.RUNTIME_HOOKS} as hooks\n"
+        f"import {snapshot_hooks.RUNTIME_HOOKS} as hooks\n"
         "print(json.dumps([[f.__qualname__ for f in hooks.before],"
         " [f.__qualname__ for f in hooks.after]]))\n"
     )

@@ -1,4 +1,6 @@
-"""SnapStart's runtime hooks in the emulator's execution environments.
+"""The emulator's stand-in for Lambda's SnapStart runtime: it takes the hooks a function
+registers and runs them, in Lambda's order and within its limit, in the emulator's execution
+environments.
 
 On AWS a SnapStart function's init runs once per published version; Lambda then calls the
 hooks registered through its `snapshot_restore_py` module, before-snapshot ones in the
