@@ -1,6 +1,6 @@
 """Fair shares between tenants, measured: a small job beside another tenant's batch.
 
-    python -m benchmarks.fairness [--quick] [--repeats N] [--jobs 10] [--rows 100]
+    python -m benchmarks.fairness [--quick] [--repeats N] [--jobs 10] [--rows 100] [--served]
 
 The local emulator with two tenants. Tenant beta's job of 5 rows is timed alone first; then
 tenant alpha submits ten jobs of 100 rows and, as soon as they are accepted, beta submits its
@@ -12,10 +12,16 @@ timed. Printed: beta's time alone and beside the batch, how far the batch had go
 ended, the status reads' p50 and p99, and the targets (beta within `SLOWER_BY` seconds of
 its time alone; status p99 at most `STATUS_P99_MS`).
 
-The functions run in this process (and in the emulator's worker processes) and write their
-JSON log and metric (EMF) lines to stderr, as locally they do everywhere: here those go to a
-file (`--functions-log`, else a new file in the temporary directory, named at the start), so
-the terminal shows the report alone. What the functions emit is not changed.
+By default the emulator runs in this process, its clients' threads sharing its GIL; with
+`--served` it is `python -m local_emulator serve`, a process of its own, as a user's client
+meets it (`benchmarks.pipeline`'s served mode): the status reads' times are then the
+server's and the loopback's, not this process's threads'.
+
+The functions run in this process (and in the emulator's worker processes; with `--served`,
+in `serve`'s) and write their JSON log and metric (EMF) lines to stderr, as locally they do
+everywhere: here those go to a file (`--functions-log`, else a new file in the temporary
+directory, named at the start), so the terminal shows the report alone. What the functions
+emit is not changed.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ import argparse
 import contextlib
 import io
 import os
+import secrets
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +49,7 @@ import requests
 from PIL import Image
 
 from benchmarks._api import auth, get_status, submit_csv
-from benchmarks.pipeline import file_server
+from benchmarks.pipeline import REPO, file_server
 from local_emulator.stack import Emulator, EmulatorOptions
 
 SLOWER_BY = 2.0  # seconds beta may take beside the batch more than alone
@@ -144,6 +153,51 @@ def make_images(folder: Path, count: int) -> None:
         buffer = io.BytesIO()
         Image.fromarray(pixels, "RGB").save(buffer, "JPEG", quality=85)
         path.write_bytes(buffer.getvalue())
+
+
+@dataclass(frozen=True)
+class ServedTenant:
+    name: str
+    api_key: str
+
+
+@dataclass(frozen=True)
+class ServedStack:
+    """`serve` as a process of its own: what `Run` needs of an emulator."""
+
+    api_url: str
+    tenants: Sequence[ServedTenant]
+
+
+@contextlib.contextmanager
+def served(names: Sequence[str]) -> Iterator[ServedStack]:
+    """`python -m local_emulator serve` with a key of ours per tenant, until the block ends."""
+    tenants = [ServedTenant(name, secrets.token_urlsafe(24)) for name in names]
+    command = [sys.executable, "-m", "local_emulator", "serve", "--port", "0"]
+    command += ["--allow-private-hosts", "--quiet"]
+    for tenant in tenants:
+        command += ["--tenant", f"{tenant.name}={tenant.api_key}"]
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        command, cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        api_url = ""
+        for line in process.stdout:
+            if line.startswith("ready "):
+                api_url = line.split()[1]
+                break
+        if not api_url:
+            raise RuntimeError(f"serve did not start (exit status {process.poll()})")
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        yield ServedStack(api_url, tenants)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 class Run:
@@ -254,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=10, help="alpha's jobs")
     parser.add_argument("--rows", type=int, default=100, help="rows per job of alpha's")
     parser.add_argument(
+        "--served", action="store_true", help="the emulator as `serve`, a process of its own"
+    )
+    parser.add_argument(
         "--functions-log",
         type=Path,
         default=None,
@@ -267,7 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         handle, name = tempfile.mkstemp(prefix="fairness-functions-", suffix=".log")
         os.close(handle)
         functions_log = Path(name)
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores", flush=True)
+    where = "served (a process of its own)" if args.served else "in this process"
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; the emulator {where}", flush=True
+    )
     print(f"the functions' log and metric lines: {functions_log}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         make_images(Path(folder), 3 * SMALL_ROWS + repeats * per_run + SMALL_ROWS)
@@ -279,10 +339,11 @@ def main(argv: list[str] | None = None) -> int:
             tenants=("alpha", "beta"),
             log=lambda line: None,
         )
+        stack = served(("alpha", "beta")) if args.served else Emulator(options)
         with (
-            functions_output(functions_log),
+            functions_output(functions_log),  # serve inherits it as its stderr
             file_server(Path(folder)) as (base, _host_pid),
-            Emulator(options) as emu,
+            stack as emu,
         ):
             run = Run(emu, base)
             run.alone()  # warm-up: imports, first clients

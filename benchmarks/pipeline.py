@@ -111,6 +111,7 @@ class Job:
     images: int
     metrics: dict[str, float] = field(default_factory=dict)  # EMF sums during the job
     cpu: float = 0.0  # the pipeline's processes' CPU seconds during the job
+    mongo_cpu: float = 0.0  # of which the embedded MongoDB server's own process's
 
     @property
     def reused(self) -> int:
@@ -235,9 +236,21 @@ def tree_cpu(root: int, exclude: Sequence[int] = ()) -> dict[int, float]:
     return {pid: process_cpu(pid) for pid in descendants(root) if pid not in skip}
 
 
-def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU seconds used between two `tree_cpu` readings (a process new since counts whole)."""
-    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+def cpu_between(
+    before: dict[int, float], after: dict[int, float], only: Callable[[int], bool] | None = None
+) -> float:
+    """CPU seconds used between two `tree_cpu` readings (a process new since counts whole),
+    of the processes `only` accepts (default: all)."""
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items() if only is None or only(pid))
+
+
+def is_mongo_server(pid: int) -> bool:
+    """Whether `pid` is the embedded MongoDB server's own process (local_emulator.mongo_process)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"local_emulator.mongo_process" in cmdline.read()
+    except OSError:
+        return False
 
 
 def cpu_steal() -> float | None:
@@ -397,11 +410,13 @@ class Served:
         if doc["status"] != "completed":
             raise RuntimeError(f"job {request_id} ended {doc['status']}: {doc.get('progress')}")
         time.sleep(SETTLE)
-        cpu = cpu_between(before_cpu, tree_cpu(self.process.pid))
+        after_cpu = tree_cpu(self.process.pid)
+        cpu = cpu_between(before_cpu, after_cpu)
+        mongo_cpu = cpu_between(before_cpu, after_cpu, is_mongo_server)
         # the record has millisecond precision: never report less than the upload took
         elapsed = max(_ended_at(doc["updatedAt"]) - wall_started, accepted)
         metrics = difference(self.metrics.snapshot(), before_metrics)
-        return Job(elapsed, accepted, seen, len(plan.indices), metrics, cpu)
+        return Job(elapsed, accepted, seen, len(plan.indices), metrics, cpu, mongo_cpu)
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -481,10 +496,12 @@ class Embedded:
         if doc["status"] != "completed":
             raise RuntimeError(f"job {request_id} ended {doc['status']}")
         time.sleep(SETTLE)
-        cpu = cpu_between(before_cpu, tree_cpu(os.getpid(), self.exclude))
+        after_cpu = tree_cpu(os.getpid(), self.exclude)
+        cpu = cpu_between(before_cpu, after_cpu)
+        mongo_cpu = cpu_between(before_cpu, after_cpu, is_mongo_server)
         elapsed = max(_ended_at(doc["updatedAt"]) - wall_started, accepted)
         metrics = difference(self.metrics.snapshot(), before_metrics)
-        return Job(elapsed, accepted, seen, len(plan.indices), metrics, cpu)
+        return Job(elapsed, accepted, seen, len(plan.indices), metrics, cpu, mongo_cpu)
 
     def _pump(self, readable: int, out: int) -> None:
         with open(readable, errors="replace") as lines, open(out, "w") as sink:
@@ -527,8 +544,20 @@ def breakdown(rounds: Sequence[Round]) -> list[str]:
     lines.append(
         f"    {'the rest (MongoDB server, moto, dispatch)':<44}{per_image(whole - counted)}"
     )
+    mongo = sum(j.mongo_cpu for j in jobs)
+    if mongo:
+        lines.append(f"    {'  of which the MongoDB server process':<44}{per_image(mongo)}")
     lines.append(f"    {'the pipeline, all its processes':<44}{per_image(whole)}")
-    lines.append(f"    {'the bare compressor':<44}{per_image(sum(r.bare_cpu for r in rounds))}")
+    bare_cpu = sum(r.bare_cpu for r in rounds)
+    lines.append(f"    {'the bare compressor':<44}{per_image(bare_cpu)}")
+    # CPU over wall: how many of the cores each side kept busy (the GIL caps the pipeline's)
+    pipeline_wall = sum(j.seconds for j in jobs)
+    bare_wall = sum(r.bare for r in rounds if r.job is not None)
+    if pipeline_wall > 0 and bare_wall > 0:
+        lines.append(
+            f"  cores used: the pipeline {whole / pipeline_wall:.2f}, "
+            f"the bare compressor {bare_cpu / bare_wall:.2f}"
+        )
     return lines
 
 

@@ -10,7 +10,8 @@ delivered, when the first image started and the last ended, when the finalizer w
 delivered and when the job's record says it ended; the time within the images' span when
 fewer images were in flight than the machine has cores (a core with nothing of the job's to
 do, waits on the GIL aside); the deliveries of rows batches; and the cores the process used
-(its CPU time over the wall time) during the images' span and over the whole job. It answers
+with its MongoDB server's process (their CPU time over the wall time) during the images' span
+and over the whole job. It answers
 whether the pipeline's gap to the bare compressor is wall time where the cores wait (start,
 tail, pollers) or CPU spent besides the compressor (`benchmarks.pipeline`'s breakdown).
 
@@ -38,9 +39,13 @@ _lock = threading.Lock()
 _events: list[tuple[float, str, str, float]] = []  # (when, what, detail, process CPU then)
 
 
+_servers: list[int] = []  # the embedded MongoDB server's process, when it has one
+
+
 def _process_cpu() -> float:
+    """This process's CPU, and its MongoDB server's (a process of its own by default)."""
     times = os.times()
-    return times.user + times.system
+    return times.user + times.system + sum(bench.process_cpu(pid) for pid in _servers)
 
 
 def _record(kind: str, info: str = "") -> None:
@@ -147,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     found: list[dict[str, float]] = []
     with bench.file_server(cache / "corpus") as (base, host_pid):
         pipe = bench.Embedded(base, args.rounds, None, [host_pid], print)
+        server = getattr(pipe.emu._mongo, "pid", None)
+        if server is not None:
+            _servers.append(server)
         try:
             instrument()
             pipe.run(warm, items, 0)

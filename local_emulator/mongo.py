@@ -96,6 +96,9 @@ class EmbeddedMongo:
         from mongoeco.wire.auth import WireAuthUser
         from mongoeco.wire.proxy import AsyncMongoEcoProxyServer
 
+        from local_emulator import mongo_patches
+
+        mongo_patches.apply()
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         credentials = self._credentials

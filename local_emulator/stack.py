@@ -36,6 +36,7 @@ from local_emulator.data_dir import DataDir, DataDirError, check_options, descri
 from local_emulator.dispatch import Dispatcher, Handler, Queues, SqsApiQueues, load_handler
 from local_emulator.gateway_auth import TemplateGateway, gateway_for_stack
 from local_emulator.mongo import EmbeddedMongo, MongoEngine
+from local_emulator.mongo_process import MongoProcess
 from local_emulator.provision import (
     ACCOUNT_ID,
     REGION,
@@ -151,6 +152,14 @@ class EmulatorOptions:
     # per concurrent invocation, as Lambda isolates it (docs/architecture.md says what each
     # mode costs).
     worker_processes: bool | None = None
+    # The embedded MongoDB server in a process of its own, as the database is a service of its
+    # own on AWS (mongo_process.py); LOCAL_MONGO_PROCESS=0 keeps it in a thread of this one.
+    mongo_process: bool | None = None
+    # The GIL's switch interval while the stack runs, in seconds (LOCAL_SWITCH_INTERVAL_MS, or
+    # SWITCH_INTERVAL): the API's threads share this process's GIL with the functions', and
+    # a thread back from a socket read waits up to one interval for it at each step of a
+    # request (docs/performance.md, the status reads while busy).
+    switch_interval: float | None = None
 
     def resolved(self) -> EmulatorOptions:
         """These options with the environment's defaults filled in."""
@@ -167,7 +176,31 @@ class EmulatorOptions:
                 if self.worker_processes is not None
                 else _env_flag("LOCAL_WORKER_PROCESSES", "0")
             ),
+            mongo_process=(
+                self.mongo_process
+                if self.mongo_process is not None
+                else _env_flag("LOCAL_MONGO_PROCESS", "1")
+            ),
+            switch_interval=(
+                self.switch_interval
+                if self.switch_interval is not None
+                else _switch_interval_from_env()
+            ),
         )
+
+
+SWITCH_INTERVAL = 0.001  # seconds; Python's own default is 0.005
+
+
+def _switch_interval_from_env() -> float:
+    given = os.environ.get("LOCAL_SWITCH_INTERVAL_MS", "").strip()
+    try:
+        milliseconds = float(given) if given else SWITCH_INTERVAL * 1000
+    except ValueError:
+        raise ValueError(f"LOCAL_SWITCH_INTERVAL_MS={given!r}: a number of milliseconds") from None
+    if not 0 < milliseconds <= 1000:
+        raise ValueError(f"LOCAL_SWITCH_INTERVAL_MS={given!r}: more than 0, at most 1000")
+    return milliseconds / 1000
 
 
 class Emulator:
@@ -205,7 +238,7 @@ class Emulator:
         )
         self._lock = threading.Lock()
         self._moto: MotoServer | None = None
-        self._mongo: EmbeddedMongo | None = None
+        self._mongo: EmbeddedMongo | MongoProcess | None = None
         self._api: ApiServer | None = None
         self._dispatcher: Dispatcher | None = None
         self._session: boto3.session.Session | None = None
@@ -221,6 +254,7 @@ class Emulator:
         self.mongo_uri = ""
         self.embedded_mongo = False
         self._credentials: StackCredentials | None = None
+        self._saved_switch_interval: float | None = None
 
     # -- public surface -------------------------------------------------------------
     @property
@@ -433,6 +467,9 @@ class Emulator:
         template's resources, the functions' environment and wiring, the API, the event
         sources."""
         user_env = dict(os.environ)
+        if self.options.switch_interval is not None:
+            self._saved_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(self.options.switch_interval)
         self._open_data_dir(user_env)
         local_host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
         self._credentials, _ = resolve_credentials(
@@ -515,7 +552,8 @@ class Emulator:
         if user_env.get("MONGO_URI"):
             self.mongo_uri = user_env["MONGO_URI"]
             return
-        self._mongo = EmbeddedMongo(
+        server = MongoProcess if self.options.mongo_process else EmbeddedMongo
+        self._mongo = server(
             "127.0.0.1",
             engine=self.mongo_engine,
             data_dir=self.data_dir,
@@ -714,6 +752,9 @@ class Emulator:
             if path in sys.path:
                 sys.path.remove(path)
         self._added_paths = []
+        if self._saved_switch_interval is not None:
+            sys.setswitchinterval(self._saved_switch_interval)
+            self._saved_switch_interval = None
         if errors:
             raise ExceptionGroup("the emulator did not stop cleanly", errors)
 

@@ -1,5 +1,6 @@
 """The fairness benchmark's report: beta's time alone and beside alpha's batch, how far the
-batch had got, the status reads' percentiles, and its two targets' verdicts."""
+batch had got, the status reads' percentiles, and its two targets' verdicts; its `--served`
+stack."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 from chalicelib import observability
 
 from benchmarks import __main__ as suite
+from benchmarks import fairness
+from benchmarks._api import auth
 from benchmarks.fairness import (
     SLOWER_BY,
     STATUS_P99_MS,
@@ -84,3 +88,15 @@ def test_the_functions_metric_and_log_lines_go_to_their_file_not_the_report(
     assert written[0].startswith('{"_aws"') and '"ImagesProcessed":3' in written[0]
     assert '"message": "a log line"' in written[1]
     assert written[2] == "from a worker process"
+
+
+def test_served_runs_serve_with_our_keys_and_stops_it() -> None:
+    with fairness.served(("alpha", "beta")) as stack:
+        keys = {t.name: t.api_key for t in stack.tenants}
+        assert set(keys) == {"alpha", "beta"}
+        listed = requests.get(f"{stack.api_url}/api/jobs", headers=auth(keys["beta"]), timeout=30)
+        assert listed.status_code == 200
+        refused = requests.get(f"{stack.api_url}/api/jobs", headers=auth("nope"), timeout=30)
+        assert refused.status_code == 401
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{stack.api_url}/api/health", timeout=5)

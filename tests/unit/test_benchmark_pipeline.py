@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,22 @@ def test_the_timeline_counts_the_time_with_fewer_images_in_flight_than_cores() -
     starts, ends = [0.0, 1.0, 5.0], [4.0, 3.0, 6.0]
     assert pipeline_timeline.starved(starts, ends, cores=2) == pytest.approx(4.0)
     assert pipeline_timeline.starved(starts, ends, cores=1) == pytest.approx(1.0)  # 4 to 5
+
+
+def test_the_breakdown_names_the_database_process_and_the_cores_each_side_used() -> None:
+    job = pipeline.Job(2.0, 0.1, 2.1, 100, {"PhaseCpuSeconds:compress": 2.5}, 3.6, 0.4)
+    rounds = [pipeline.Round(bare=1.5, pipeline=2.0, bare_cpu=2.7, job=job)]
+    lines = pipeline.breakdown(rounds)
+    text = "\n".join(lines)
+    assert "decode and encode                              25.0 ms" in text
+    assert "the rest (MongoDB server, moto, dispatch)      11.0 ms" in text
+    assert "  of which the MongoDB server process           4.0 ms" in text
+    assert lines[-1] == "  cores used: the pipeline 1.80, the bare compressor 1.80"
+
+
+def test_cpu_between_counts_only_the_processes_asked_for() -> None:
+    before = {1: 1.0, 2: 5.0}
+    after = {1: 1.5, 2: 6.0, 3: 0.25}  # 3 is new since: counted whole
+    assert pipeline.cpu_between(before, after) == pytest.approx(1.75)
+    assert pipeline.cpu_between(before, after, lambda pid: pid != 2) == pytest.approx(0.75)
+    assert not pipeline.is_mongo_server(os.getpid())

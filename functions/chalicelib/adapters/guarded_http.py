@@ -19,13 +19,19 @@ that import requests.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import http.cookiejar
 import ipaddress
+import itertools
+import logging
+import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -167,31 +173,123 @@ def url_refusal(
 # --- the deadline watchdog -------------------------------------------------------------
 
 
+class DeadlineClock:
+    """One thread that fires every pending deadline of the process, in order.
+
+    A `threading.Timer` per download started a thread per image, and the thread that started
+    it waited for the new one to run (about 2% of the pipeline's samples, docs/performance.md).
+    The clock's thread starts on the first deadline (never at import) and again in a process
+    forked after it. A cancelled deadline is dropped when it comes up, or all at once when
+    they outnumber the live ones.
+    """
+
+    _COMPACT_AT = 1024
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[_Deadline] = []
+        self._cancelled = 0
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def schedule(self, seconds: float, fire: Callable[[], None]) -> _Deadline:
+        """Call `fire` (on the clock's thread) once `seconds` have passed, unless cancelled."""
+        entry = _Deadline(self._clock() + max(0.0, seconds), next(self._order), fire)
+        with self._cond:
+            heapq.heappush(self._heap, entry)
+            self._ensure_thread()
+            if self._heap[0] is entry:
+                self._cond.notify()
+        return entry
+
+    def cancel(self, entry: _Deadline) -> None:
+        with self._cond:
+            if entry.fire is None:
+                return
+            entry.fire = None
+            self._cancelled += 1
+            if self._cancelled >= self._COMPACT_AT and self._cancelled * 2 > len(self._heap):
+                self._heap = [e for e in self._heap if e.fire is not None]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
+
+    def pending(self) -> int:
+        """Deadlines neither fired nor cancelled."""
+        with self._cond:
+            return sum(1 for e in self._heap if e.fire is not None)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="deadline-clock", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0].fire is None:
+                    heapq.heappop(self._heap)
+                    self._cancelled -= 1
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0].when - self._clock()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                entry = heapq.heappop(self._heap)
+                fire, entry.fire = entry.fire, None
+                if fire is None:
+                    continue
+                self._cond.release()
+                try:
+                    fire()
+                except Exception:
+                    logging.getLogger(__name__).exception("a deadline's action failed")
+                finally:
+                    self._cond.acquire()
+
+
+@dataclass(order=True)
+class _Deadline:
+    when: float
+    order: int
+    fire: Callable[[], None] | None = field(compare=False)
+
+
+_CLOCK = DeadlineClock()
+
+
 class DeadlineWatchdog:
     """Shuts down the sockets of one request (a download, a webhook) when its deadline passes.
 
     It holds duplicates of the sockets' descriptors: shutting a duplicate down breaks the
     connection for every descriptor (TLS included) and wakes a thread blocked reading it,
-    while closing the duplicates at the end leaves pooled connections intact.
+    while closing the duplicates at the end leaves pooled connections intact. Its deadline is
+    kept by the process's one `DeadlineClock`.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, clock: DeadlineClock | None = None) -> None:
         self.seconds = seconds
         self.expired = False
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
         self._done = False
-        self._timer = threading.Timer(max(0.0, seconds), self._fire)
-        self._timer.daemon = True
+        self._clock = clock or _CLOCK
+        self._entry: _Deadline | None = None
 
     def __enter__(self) -> DeadlineWatchdog:
         self._token = _WATCHDOG.set(self)
-        self._timer.start()
+        self._entry = self._clock.schedule(self.seconds, self._fire)
         return self
 
     def __exit__(self, *exc: object) -> None:
         _WATCHDOG.reset(self._token)
-        self._timer.cancel()
+        if self._entry is not None:
+            self._clock.cancel(self._entry)
         with self._lock:
             self._done = True
             socks, self._socks = self._socks, []
