@@ -15,7 +15,7 @@ from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus, outpu
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import ImageFailure
-from chalicelib.services import cancel, ingest, job_actions
+from chalicelib.services import cancel, deletion, ingest, job_actions
 
 from tests.fakes import FakeWorld, make_world
 from tests.unit.test_pipeline_services import HEADER, storage_record
@@ -248,3 +248,31 @@ def test_a_job_cancelled_before_its_first_slice_stores_no_rows() -> None:
     job = world.store.get_job(request_id)
     assert job is not None and job.status == JobStatus.CANCELLED
     assert job.progress.total_products == 0 and list(world.store.iter_rows(request_id)) == []
+
+
+def test_a_job_cancelled_then_deleted_between_two_slices_is_let_go() -> None:
+    """Cancel, then delete, while the handover waits: the next slice finds the job gone,
+    stores and sends nothing, hands nothing over, and its message is let go (not reported
+    for another delivery)."""
+    world, clock = sliced_world(100)
+    queue_handlers.ingest(world.deps, [large_event()], Budget(3600, clock))
+    (body,) = [m.body for m in world.ingest_queue.drain()]
+    assert run(world, clock, body) == list(range(30))
+    (body,) = [m.body for m in world.ingest_queue.drain()]
+    request_id = body[ingest.HANDOVER]
+    job = world.store.get_job(request_id)
+    assert job is not None
+    cancel.request_cancel(world.deps, job)
+    for message in world.finalize_queue.drain():
+        queue_handlers.finalize(world.deps, [QueueRecord("c", json.dumps(message.body))])
+    job = world.store.get_job(request_id)
+    assert job is not None and job.status == JobStatus.CANCELLED
+    assert deletion.delete_job(world.deps, job).done
+    assert world.store.get_job(request_id) is None
+
+    answer = queue_handlers.ingest(
+        world.deps, [QueueRecord("h", json.dumps(body))], Budget(clock.now + 3600, clock)
+    )
+    assert answer == {"batchItemFailures": []}
+    assert world.rows_queue.drain() == [] and world.ingest_queue.drain() == []
+    assert list(world.store.iter_rows(request_id)) == []
