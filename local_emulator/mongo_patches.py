@@ -23,6 +23,7 @@ walks. Other queries are mongoeco's own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 _APPLIED = False
@@ -61,30 +62,29 @@ def apply() -> None:
 
     MemoryEngine._candidate_items_for_plan_locked = candidates_by_id  # type: ignore[method-assign]
 
-    ensure_unique = MemoryEngine._ensure_unique_indexes
-
-    def unique_by_storage_key(
-        self: Any, db_name: str, coll_name: str, candidate: Any, **options: Any
-    ) -> None:
-        if isinstance(candidate, dict) and isinstance(candidate.get("_id"), str):
-            options["scan_payload_id"] = False  # the storage key check is exact for strings
-        ensure_unique(self, db_name, coll_name, candidate, **options)
-
-    MemoryEngine._ensure_unique_indexes = unique_by_storage_key  # type: ignore[method-assign]
+    MemoryEngine._ensure_unique_indexes = _string_ids_by_storage_key(  # type: ignore[method-assign]
+        MemoryEngine._ensure_unique_indexes
+    )
 
     from mongoeco.engines.sqlite import SQLiteEngine
 
-    validate_unique = SQLiteEngine._validate_document_against_unique_indexes
-
-    def sqlite_unique_by_storage_key(
-        self: Any, db_name: str, coll_name: str, document: Any, **options: Any
-    ) -> None:
-        if isinstance(document, dict) and isinstance(document.get("_id"), str):
-            options["scan_payload_id"] = False  # its storage key was checked by a query
-        validate_unique(self, db_name, coll_name, document, **options)
-
-    SQLiteEngine._validate_document_against_unique_indexes = sqlite_unique_by_storage_key  # type: ignore[method-assign]
+    SQLiteEngine._validate_document_against_unique_indexes = _string_ids_by_storage_key(  # type: ignore[method-assign]
+        SQLiteEngine._validate_document_against_unique_indexes
+    )
     _APPLIED = True
+
+
+def _string_ids_by_storage_key(unique_check: Callable[..., None]) -> Callable[..., None]:
+    """An engine's unique-index check, told not to scan the payloads for a string `_id`: the
+    engine's storage key (memory: its dict key; SQLite: its primary key, checked by a query)
+    already holds that check exactly."""
+
+    def check(self: Any, db_name: str, coll_name: str, document: Any, **options: Any) -> None:
+        if isinstance(document, dict) and isinstance(document.get("_id"), str):
+            options["scan_payload_id"] = False
+        unique_check(self, db_name, coll_name, document, **options)
+
+    return check
 
 
 def string_ids(query_plan: Any) -> list[str] | None:

@@ -21,7 +21,8 @@ import pymongo
 import pytest
 import requests
 
-from local_emulator.stack import Emulator, EmulatorOptions
+from local_emulator.stack import Emulator
+from tests.support.emulator import running_emulator
 from tests.support.servers import serve
 from tests.support.waiting import wait_until
 
@@ -35,17 +36,10 @@ SLICE_SECONDS = "0.2"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("INGEST_SLICE_SECONDS", SLICE_SECONDS)
-        options = EmulatorOptions(
-            host="127.0.0.1",
-            port=0,
-            allow_private_hosts=True,
-            quiet=True,
-            tenants=("alpha", "beta"),
-        )
-        with Emulator(options) as emu:
-            yield emu
+    with running_emulator(
+        {"INGEST_SLICE_SECONDS": SLICE_SECONDS}, tenants=("alpha", "beta")
+    ) as emu:
+        yield emu
 
 
 @pytest.fixture(scope="module")

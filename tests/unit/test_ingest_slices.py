@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from chalicelib.domain.budget import Budget
-from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus, output_csv_key
+from chalicelib.domain.models import ImageErrorCode, Job, JobStatus, RowStatus, output_csv_key
 from chalicelib.entrypoints import queue_handlers
 from chalicelib.entrypoints.queue_handlers import QueueRecord
 from chalicelib.errors import ImageFailure
@@ -208,9 +208,9 @@ def test_a_csv_slow_to_read_again_gets_a_longer_slice() -> None:
     assert world.ingest_queue.drain() == []
 
 
-def test_a_job_cancelled_between_two_slices_lists_every_product_cancelled() -> None:
-    """The cancel is carried out after the first slice: the next one cannot claim the ended
-    job, yet stores the rows left (sending none), and the output CSV lists all of them."""
+def cancelled_after_one_slice() -> tuple[FakeWorld, ManualClock, dict[str, Any], Job]:
+    """A 100-row CSV whose first slice sent 30 rows, then cancelled (and the cancel carried
+    out) while its handover waits: the world, its clock, the handover's body, the job."""
     world, clock = sliced_world(100)
     queue_handlers.ingest(world.deps, [large_event()], Budget(3600, clock))
     (body,) = [m.body for m in world.ingest_queue.drain()]
@@ -224,6 +224,14 @@ def test_a_job_cancelled_between_two_slices_lists_every_product_cancelled() -> N
         queue_handlers.finalize(world.deps, [QueueRecord("c", json.dumps(message.body))])
     job = world.store.get_job(request_id)
     assert job is not None and job.status == JobStatus.CANCELLED
+    return world, clock, body, job
+
+
+def test_a_job_cancelled_between_two_slices_lists_every_product_cancelled() -> None:
+    """The cancel is carried out after the first slice: the next one cannot claim the ended
+    job, yet stores the rows left (sending none), and the output CSV lists all of them."""
+    world, clock, body, job = cancelled_after_one_slice()
+    request_id = job.request_id
     assert run(world, clock, body) == []  # nothing sent for the ended job
     assert world.ingest_queue.drain() == []
     rows = list(world.store.iter_rows(request_id))
@@ -254,19 +262,8 @@ def test_a_job_cancelled_then_deleted_between_two_slices_is_let_go() -> None:
     """Cancel, then delete, while the handover waits: the next slice finds the job gone,
     stores and sends nothing, hands nothing over, and its message is let go (not reported
     for another delivery)."""
-    world, clock = sliced_world(100)
-    queue_handlers.ingest(world.deps, [large_event()], Budget(3600, clock))
-    (body,) = [m.body for m in world.ingest_queue.drain()]
-    assert run(world, clock, body) == list(range(30))
-    (body,) = [m.body for m in world.ingest_queue.drain()]
-    request_id = body[ingest.HANDOVER]
-    job = world.store.get_job(request_id)
-    assert job is not None
-    cancel.request_cancel(world.deps, job)
-    for message in world.finalize_queue.drain():
-        queue_handlers.finalize(world.deps, [QueueRecord("c", json.dumps(message.body))])
-    job = world.store.get_job(request_id)
-    assert job is not None and job.status == JobStatus.CANCELLED
+    world, clock, body, job = cancelled_after_one_slice()
+    request_id = job.request_id
     assert deletion.delete_job(world.deps, job).done
     assert world.store.get_job(request_id) is None
 
