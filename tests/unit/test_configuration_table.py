@@ -73,19 +73,11 @@ def python_files(folder: Path) -> Iterator[Path]:
             yield path
 
 
-def _is_os_environ(node: ast.AST) -> bool:
+def _is_os_attribute(node: ast.AST, name: str) -> bool:
+    """`node` is `os.<name>` (`os.environ`, `os.getenv`)."""
     return (
         isinstance(node, ast.Attribute)
-        and node.attr == "environ"
-        and isinstance(node.value, ast.Name)
-        and node.value.id == "os"
-    )
-
-
-def _is_getenv(node: ast.AST) -> bool:
-    return (
-        isinstance(node, ast.Attribute)
-        and node.attr == "getenv"
+        and node.attr == name
         and isinstance(node.value, ast.Name)
         and node.value.id == "os"
     )
@@ -148,7 +140,7 @@ def _scope(func: ast.FunctionDef | ast.AsyncFunctionDef) -> Scope:
 
 
 def _holds_env(node: ast.AST, scope: Scope) -> bool:
-    if _is_os_environ(node):
+    if _is_os_attribute(node, "environ"):
         return True
     if isinstance(node, ast.Name):
         return node.id in scope.env_names
@@ -166,7 +158,7 @@ def _keys_read(node: ast.AST, scope: Scope) -> Iterator[ast.expr]:
         env_get = (
             isinstance(func, ast.Attribute) and func.attr == "get" and _holds_env(func.value, scope)
         )
-        if (env_get or _is_getenv(func)) and node.args:
+        if (env_get or _is_os_attribute(func, "getenv")) and node.args:
             yield node.args[0]
     elif (
         isinstance(node, ast.Subscript)
