@@ -129,7 +129,11 @@ class Sink(Protocol):
 
 
 def _print_line(line: str) -> None:
-    print(line, file=_log_stream(), flush=True)
+    # one write with its newline: print() writes the two apart, and another thread's log
+    # line between them would glue onto this one (an EMF line CloudWatch then cannot read)
+    out = _log_stream()
+    out.write(line + "\n")
+    out.flush()
 
 
 Units = Mapping[str, str]

@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 from local_emulator.stack import Emulator
 from tests.e2e.emulator_support import SAMPLES, keyed, never_expires
 from tests.support.emulator import running_emulator
+from tests.support.metrics import EmittedMetrics, emitted_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -319,36 +320,6 @@ def test_bad_options_in_the_presigned_uploads_json_are_400s_naming_the_field(
 # -- work not done twice -----------------------------------------------------------------------
 
 
-def images_reused(captured: str) -> int:
-    """The `ImagesReused` metric summed over the EMF lines the functions printed."""
-    total = 0
-    for line in captured.splitlines():
-        if line.startswith('{"_aws"') and '"ImagesReused"' in line:
-            total += int(json.loads(line)["ImagesReused"])
-    return total
-
-
-class Metrics:
-    """The functions' output so far (they print their EMF lines on stderr, or stdout on AWS)."""
-
-    def __init__(self, capfd: pytest.CaptureFixture[str]) -> None:
-        self._capfd = capfd
-        self._seen = ""
-
-    def reused(self) -> int:
-        out, err = self._capfd.readouterr()
-        self._seen += out + err
-        return images_reused(self._seen)
-
-    def wait_reused(self, expected: int, timeout: float = 15) -> int:
-        """The count once it reaches `expected` (the worker flushes its metrics as its
-        invocation ends, which may be just after the job's end), else what it is then."""
-        deadline = time.monotonic() + timeout
-        while (count := self.reused()) < expected and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return count
-
-
 def key_of(url: str, emulator: Emulator) -> str:
     return url.removeprefix(emulator.environment["PUBLIC_BASE_URL"] + "/")
 
@@ -367,19 +338,23 @@ def outputs_of(emulator: Emulator, doc: Mapping[str, Any], tenant: int = 0) -> l
 
 REUSED = ("mug.jpg", "hills-portrait.jpg", "lamp-cutout.png")
 # options no other test of the module uses: its jobs made these images with theirs
+REUSED_METRIC = "ImagesReused"
 WEBP_300 = {"format": "webp", "maxWidth": "300", "quality": "61"}
 
 
 def test_a_resubmitted_job_reuses_its_outputs_other_options_or_tenants_do_not(
-    emulator: Emulator, images: str, capfd: pytest.CaptureFixture[str]
+    emulator: Emulator, images: str
 ) -> None:
-    metrics = Metrics(capfd)
+    with emitted_metrics(emulator) as metrics:
+        reused_and_not(emulator, images, metrics)
+
+
+def reused_and_not(emulator: Emulator, images: str, metrics: EmittedMetrics) -> None:
     text = table(images, REUSED)
-    start = metrics.reused()
 
     first = run_job(emulator, text, WEBP_300)
     made = outputs_of(emulator, first)
-    assert metrics.wait_reused(start + 1, timeout=2) == start  # a first job makes its images
+    assert metrics.wait_total(REUSED_METRIC, 1, timeout=2) == 0  # a first job makes its images
 
     # the same CSV, options and tenant: every image copied, the same bytes at the job's own keys
     second = run_job(emulator, text, WEBP_300)
@@ -387,7 +362,7 @@ def test_a_resubmitted_job_reuses_its_outputs_other_options_or_tenants_do_not(
     assert outputs_of(emulator, second) == made
     for url in status_links(second):  # a copy is served as the original was
         assert_long_cache(emulator, fetch(url))
-    assert metrics.wait_reused(start + len(REUSED)) == start + len(REUSED)
+    assert metrics.wait_total(REUSED_METRIC, len(REUSED)) == len(REUSED)
     first_keys = [key_of(u, emulator) for u in status_links(first)]
     second_keys = [key_of(u, emulator) for u in status_links(second)]
     assert all(k.startswith(f"outputs/{second['requestId']}/") for k in second_keys)
@@ -406,8 +381,8 @@ def test_a_resubmitted_job_reuses_its_outputs_other_options_or_tenants_do_not(
         altered.append(digest(data))
     third = run_job(emulator, text, WEBP_300)
     assert outputs_of(emulator, third) == altered
-    reused = start + 2 * len(REUSED)
-    assert metrics.wait_reused(reused) == reused
+    reused = 2 * len(REUSED)
+    assert metrics.wait_total(REUSED_METRIC, reused) == reused
 
     # other options, or the same ones for another tenant: made anew, nothing copied
     narrower = run_job(emulator, text, {**WEBP_300, "maxWidth": "200"})
@@ -418,5 +393,5 @@ def test_a_resubmitted_job_reuses_its_outputs_other_options_or_tenants_do_not(
     assert not set(outputs_of(emulator, avif)) & set(made + altered)
     other_tenant = run_job(emulator, text, WEBP_300, tenant=1)
     assert outputs_of(emulator, other_tenant, tenant=1) == made  # encoded again, not the altered
-    assert metrics.wait_reused(reused + 1, timeout=3) == reused
+    assert metrics.wait_total(REUSED_METRIC, reused + 1, timeout=3) == reused
     assert first_keys != second_keys

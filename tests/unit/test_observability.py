@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -180,3 +181,24 @@ def test_a_phase_counts_its_threads_cpu_only_when_phase_metrics_is_on(
     docs = {d["Phase"]: d for d in map(json.loads, printed)}
     assert 0.02 <= docs["compress"]["PhaseCpuSeconds"] < 0.5
     assert docs["download"]["PhaseCpuSeconds"] < 0.02
+
+
+def test_a_metrics_line_is_written_whole_with_its_newline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One write per EMF line: written in two (the line, then its newline), another thread's
+    log line could land between them and glue onto it, and CloudWatch would drop the metric."""
+    writes: list[str] = []
+
+    class Recording(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    monkeypatch.setattr(sys, "stderr", Recording())
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    monkeypatch.setattr(observability, "_buffer", MetricsBuffer())
+    observability.count("ImagesProcessed")
+    assert observability.metrics().flush() == 1
+    assert len(writes) == 1 and writes[0].endswith("}\n")
+    assert json.loads(writes[0])["ImagesProcessed"] == 1
