@@ -104,10 +104,16 @@ class CompressOptions:
     # The box the output fits in (aspect kept, never enlarged); None: no bound that way.
     max_width: int | None = None
     max_height: int | None = None
+    # `quality: "auto"`: None encodes at `quality`; a number (SSIMULACRA2, 30-95) asks for the
+    # smallest output scoring at least that against the fitted source (quality_search.py),
+    # `quality` then being the fallback when time runs short (the format's default).
+    target_score: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be between 1 and 100, got {self.quality}")
+        if self.target_score is not None and not 0 < self.target_score <= 100:
+            raise ValueError(f"target_score must be in (0, 100], got {self.target_score}")
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
         for name in ("max_width", "max_height"):
@@ -133,6 +139,10 @@ class Compressed:
     source_format: str
     content_type: str = "image/jpeg"
     extension: str = "jpg"
+    # The quality the output was encoded at (a fixed job's own; `auto`'s choice).
+    quality: int = JPEG_QUALITY
+    # The SSIMULACRA2 score the output reached against the fitted source: `auto` only.
+    score: float | None = None
 
 
 def fit_inside(
@@ -162,9 +172,15 @@ def compress_to_jpeg(data: bytes, options: CompressOptions) -> Compressed:
     return compress(data, options)
 
 
-def compress(data: bytes, options: CompressOptions) -> Compressed:
+def compress(
+    data: bytes, options: CompressOptions, time_left: Callable[[], float] | None = None
+) -> Compressed:
     """Decode `data` (any supported raster format) and re-encode it as `options` say: their
-    format and quality, fitted inside their box.
+    format and quality (or, with a `target_score`, the quality found per image), fitted
+    inside their box.
+
+    `time_left` (seconds; the invocation's `Budget.remaining`, None: no limit) bounds an
+    `auto` search: no encode starts that the time left cannot hold.
 
     Raises `ImageFailure` with `not_an_image`, `too_many_pixels` or `decode_failed`.
     """
@@ -251,7 +267,13 @@ def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compres
             fmt = options.format
             data = encode(rgb, options)
             return Compressed(
-                data, rgb.width, rgb.height, source_format, fmt.content_type, fmt.extension
+                data,
+                rgb.width,
+                rgb.height,
+                source_format,
+                fmt.content_type,
+                fmt.extension,
+                quality=options.quality,
             )
         finally:
             if rgb is not pixels:
