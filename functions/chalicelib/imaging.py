@@ -19,8 +19,10 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
+from chalicelib import perceptual, quality_search
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS, OutputFormat
 from chalicelib.errors import ImageFailure
@@ -184,7 +186,17 @@ def compress(
 
     Raises `ImageFailure` with `not_an_image`, `too_many_pixels` or `decode_failed`.
     """
-    return _guarded(data, options, _encode)
+    if options.target_score is None:
+        return _guarded(data, options, _encode)
+    found: list[quality_search.Found] = []
+
+    def encode(image: Image.Image, chosen: CompressOptions) -> bytes:
+        output, answer = _encode_auto(image, chosen, time_left)
+        found.append(answer)
+        return output
+
+    compressed = _guarded(data, options, encode)
+    return replace(compressed, quality=found[0].quality, score=found[0].score)
 
 
 def fitted_pixels(data: bytes, options: CompressOptions, keep: bool = True) -> Compressed:
@@ -416,6 +428,59 @@ def _encode(image: Image.Image, options: CompressOptions) -> bytes:
             buffer, "AVIF", quality=options.quality, speed=AVIF_SPEED, max_threads=AVIF_THREADS
         )
     return buffer.getvalue()
+
+
+# `auto` scores a candidate on at most this many pixels: a larger pair is sampled as a
+# mosaic of tiles at its own scale (`perceptual.tiles`; measured against the whole image:
+# docs/performance.md, "quality: auto"), so the metric's time and memory stay those of
+# SCORE_MAX_PIXELS whatever the image.
+SCORE_MAX_PIXELS = 2_000_000
+# A try's expected cost beyond the encode, per megapixel scored (the metric, about 0.19 s per
+# MP measured on x86, and the candidate's decode), with room for Lambda's slower arm64 vCPU.
+SCORE_SECONDS_PER_MEGAPIXEL = 0.4
+
+
+def _encode_auto(
+    image: Image.Image, options: CompressOptions, time_left: Callable[[], float] | None
+) -> tuple[bytes, quality_search.Found]:
+    """The smallest encoding of `image` in the options' format whose SSIMULACRA2 against
+    `image` (the fitted sRGB pixels, as they are about to be encoded) reaches the options'
+    target (quality_search.py finds it; each try encodes, decodes and scores). An image too
+    small for the metric (under 8 pixels on a side) is encoded at the fallback quality."""
+    assert options.target_score is not None
+    if image.width < 8 or image.height < 8:
+        return _encode(image, options), quality_search.Found(options.quality, None, ())
+    source = perceptual.tiles(np.asarray(image)[..., :3], SCORE_MAX_PIXELS)
+    outputs: dict[int, bytes] = {}
+
+    def attempt(quality: int) -> tuple[int, float]:
+        output = outputs[quality] = _encode(image, replace(options, quality=quality))
+        decoded = perceptual.tiles(_decoded(output), SCORE_MAX_PIXELS)
+        return len(output), perceptual.ssimulacra2(source, decoded)
+
+    encode_seconds = work_allowance(image.width * image.height, str(options.format))
+    scored = min(image.width * image.height, SCORE_MAX_PIXELS) / 1_000_000
+    found = quality_search.search(
+        attempt,
+        options.target_score,
+        curve=quality_search.CURVES[str(options.format)],
+        fallback=options.quality,
+        time_left=time_left,
+        first_cost=encode_seconds + SCORE_SECONDS_PER_MEGAPIXEL * scored,
+    )
+    output = outputs.get(found.quality)
+    if output is None:  # the fallback, never tried
+        output = _encode(image, replace(options, quality=found.quality))
+    return output, found
+
+
+def _decoded(data: bytes) -> np.ndarray:
+    """An output of `_encode` decoded to 8-bit RGB (height, width, 3), as a viewer sees it."""
+    if simplejpeg is not None and data.startswith(b"\xff\xd8"):
+        pixels: np.ndarray = simplejpeg.decode_jpeg(data, "RGB", fastdct=False, fastupsample=False)
+        return pixels
+    with Image.open(io.BytesIO(data)) as opened:
+        return np.asarray(opened.convert("RGB"))
 
 
 def _encode_jpeg(image: Image.Image, options: CompressOptions) -> bytes:
