@@ -19,13 +19,21 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import numpy as np
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-from chalicelib import perceptual, quality_search
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS, OutputFormat
 from chalicelib.errors import ImageFailure
+
+# The metric's matrix products (perceptual.py) on one BLAS thread per process: the worker runs
+# images side by side on its own threads, and OpenBLAS's threads, busy-waiting, made the
+# products 10-20 times slower on a shared 2-core machine (docs/performance.md). OpenBLAS
+# reads this once, when numpy first loads: here, in the worker (Lambda's worker has one vCPU
+# anyway). A value already set is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+
+from chalicelib import perceptual, quality_search
 
 try:  # LittleCMS is optional in Pillow builds; without it profiles are ignored.
     from PIL import ImageCms

@@ -21,8 +21,8 @@ made in bands of 64 rows, its error maps summed band by band, so the memory stay
 bands (about 216 MB at peak for 3 MP, where whole planes took 686 MB) and in cache.
 
 `CANDIDATES` lists the faster variants measured against the reference
-(`python -m benchmarks.perceptual`). Nothing in the worker imports this module yet
-(issue 27's `quality: "auto"` will).
+(`python -m benchmarks.perceptual`). The worker's `quality: "auto"` scores each candidate
+with `ssimulacra2` (imaging.py, quality_search.py), a large pair on the same `tiles` of both.
 """
 
 from __future__ import annotations

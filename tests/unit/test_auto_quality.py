@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 import pytest
-from chalicelib import perceptual
+from chalicelib import imaging, perceptual
 from chalicelib.domain.output_options import OutputFormat
 from chalicelib.imaging import CompressOptions, compress, fitted_pixels
 from PIL import Image
@@ -110,3 +110,14 @@ def test_tiles_leave_a_small_image_whole_and_cut_a_large_one_evenly() -> None:
     # the same cut from another image of that shape
     other = rng.integers(0, 256, large.shape, dtype=np.uint8)
     assert (perceptual.tiles(other, 400_000, side=100)[:100, -100:] == other[:100, -100:]).all()
+
+
+def test_a_large_pair_is_scored_on_the_same_tiles_of_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imaging, "SCORE_MAX_PIXELS", 150_000)  # 640 x 480 is over it
+    options = CompressOptions(target_score=70.0)
+    found = compress(source_jpeg(640, 480), options)
+    assert found.score is not None and found.score >= 70.0
+    source = perceptual.tiles(fitted(source_jpeg(640, 480), options), 150_000)
+    assert source.shape == (256, 512, 3)  # two tiles of 256
+    again = perceptual.ssimulacra2(source, perceptual.tiles(decoded(found.data), 150_000))
+    assert again == pytest.approx(found.score, abs=0.01)
