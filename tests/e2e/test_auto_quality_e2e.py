@@ -5,13 +5,16 @@ with its outputs; the score each output really reaches, SSIMULACRA2
 fitted as the pipeline fits it (`imaging.fitted_pixels`), is what the status says and has a
 median between 68 and 74; `targetScore` 50 (the presigned upload's JSON) gives smaller files;
 a re-submitted `auto` job copies its outputs and reports the scores of the ones it copies;
-`targetScore` without `auto`, or out of range, is a 400 naming it on both upload routes."""
+`targetScore` without `auto`, or out of range, is a 400 naming it on both upload routes; the
+page's *Auto quality* sends `auto` and its target and shows each image's quality and score."""
 
 from __future__ import annotations
 
 import io
+import json
 import statistics
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +37,7 @@ from tests.e2e.test_output_options_e2e import (
     table,
     wait_terminal,
 )
+from tests.support.chromium import use_key
 from tests.support.emulator import running_emulator
 from tests.support.metrics import emitted_metrics
 
@@ -166,3 +170,39 @@ def test_a_target_score_without_auto_or_out_of_range_is_a_400_naming_it(
         answer = keyed(emulator).post(f"{emulator.api_url}/api/uploads", json=options, timeout=10)
         assert_names_fields(answer, named)
     assert job_count(emulator) == before  # nothing was accepted
+
+
+def test_the_page_asks_for_auto_and_shows_each_images_quality_and_score(
+    emulator: Emulator, images: str, page: Any, tmp_path: Path
+) -> None:
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text(table(images, ("meadow.webp", "sunrise.gif")))
+    asked: list[Any] = []
+    page.on("request", lambda r: asked.append(r) if r.url.endswith("/api/uploads") else None)
+    page.goto(f"{emulator.api_url}/")
+    use_key(page, emulator.api_key)
+    assert page.is_disabled("#target-score") and page.is_enabled("#quality")
+    page.check("#quality-auto")
+    assert page.is_enabled("#target-score") and page.is_disabled("#quality")
+    page.fill("#target-score", "60")
+    page.set_input_files("#csv", str(csv_path))
+    page.click("#start")
+    page.wait_for_selector("body[data-settled='true']", timeout=120_000)
+    (request,) = asked
+    assert json.loads(request.post_data or "{}") == {
+        "fileName": "products.csv",
+        "format": "jpeg",
+        "quality": "auto",
+        "targetScore": 60,
+    }
+    request_id = page.text_content("#request-id")
+    doc = wait_terminal(emulator, str(request_id))
+    assert doc["status"] == "completed" and doc["options"]["targetScore"] == 60
+    captions = [c.text_content() for c in page.query_selector_all("[data-testid=after-size]")]
+    expected = [
+        f"{p['outputBytes'][0]:,} bytes, quality {p['outputQualities'][0]}, "
+        f"score {p['outputScores'][0]:.1f}"
+        for p in doc["products"]
+    ]
+    assert captions == expected
+    assert page.evaluate("window.__csp") == []
