@@ -136,6 +136,26 @@ def test_a_reused_output_reports_the_quality_and_score_of_the_one_it_copies(
     assert chosen(again) == chosen(first) == [([65, None], [75.3, None]), ([65], [75.3])]
 
 
+def test_an_auto_output_made_without_a_score_is_not_reused(
+    searched: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Time ran short before the search measured anything: the format's default quality, no
+    score. The status says so (null), and a later job searches again rather than copy it."""
+    made = world()
+    unmeasured = StandIn()
+    monkeypatch.setattr(
+        one_image, "compress", lambda *a: replace(unmeasured(*a), quality=50, score=None)
+    )
+    first = run(made, parse_options({"quality": "auto"}))
+    assert chosen(first) == [([50, None], [None, None]), ([50], [None])]
+    monkeypatch.setattr(one_image, "compress", searched)
+    again = run(made, parse_options({"quality": "auto"}))
+    assert made.outputs.copied == [] and len(searched.asked) == 2  # both searched anew
+    assert chosen(again) == [([60, None], [70.3, None]), ([60], [70.3])]
+    run(made, parse_options({"quality": "auto"}))
+    assert len(made.outputs.copied) == 2  # those, measured, are reused
+
+
 @pytest.mark.parametrize(
     "other",
     [

@@ -147,8 +147,12 @@ def process_image(  # noqa: PLR0917 - a partial's arguments, in one place
         compressed.quality if searched else None,
         compressed.score if searched else None,
     )
-    with observability.phase("records"):
-        reuse.remember(task.tenant, where, made, remembered)
+    # An `auto` output made without a score (time ran short before the search measured
+    # anything: the format's default quality) is not what the target asks for: a later job
+    # makes it again rather than copy it.
+    if not searched or made.score is not None:
+        with observability.phase("records"):
+            reuse.remember(task.tenant, where, made, remembered)
     result = ImageResult(
         url,
         output_key=key,
