@@ -1,20 +1,24 @@
-"""A first design of issue 27's `quality: "auto"` search, over `chalicelib.perceptual`, on
-the real photographs (not wired into the worker).
+"""`quality: "auto"` on the real photographs: the worker's own search (`imaging.compress` with
+a `target_score`, hence `chalicelib.quality_search`) against fixed qualities, per format.
 
-    python -m benchmarks.auto_quality [--workers 2] [--target 70] [--max-pixels 1000000]
+    python -m benchmarks.auto_quality [--workers 1] [--target 70] [--max-pixels 1000000]
+                                      [--formats jpeg,webp,avif]
+    python -m benchmarks.auto_quality --tiles [--workers 1]
 
-The search (`search`): the smallest JPEG (Pillow, `optimize=True`, as the pipeline encodes)
-whose SSIMULACRA2 against the source is at least the target. A first guess (`FIRST_GUESS`,
-the quality that reaches the target on the median photograph), then a step along the
-typical slope (`SLOPE` points per quality step), then secant steps between the two nearest
-tries, at most `MAX_ENCODES`; a try within [target, target + `SLACK`] ends it. The answer is
-the smallest try that reaches the target, else the highest quality tried.
+Each photograph (fitted to `--max-pixels`, a PNG: `photos.fitted`) goes through the
+pipeline's compressor with `auto` (CPU time of the whole call, and the encodes the search
+made) and at fixed qualities (`FIXED`); every output is decoded and scored with
+`chalicelib.perceptual` against the source at full size (never sampled). Per format: the share
+of photographs whose `auto` output lands within -2/+4 of the target, encodes per image, CPU ms
+per image (auto, and the fixed default's for scale), and the honest comparison: the fixed
+quality whose worst-tenth score (10th percentile over the photographs) is at least auto's,
+and auto's bytes over it (median over photographs of the per-photograph ratio, and totals).
+The median score per fixed quality is the format's curve (`quality_search.CURVES`, where the
+search takes its first guess: `--calibrate` prints it in that form).
 
-The comparison: every photograph (fitted to `--max-pixels`) is also encoded at fixed
-qualities 40-95; the fixed quality whose worst-tenth score (the 10th percentile over the
-photographs) is at least `auto`'s worst tenth is the honest rival, and the table gives the
-bytes of both (the median over photographs of auto's over the fixed quality's, and the
-totals), the share of photographs within -2/+4 of the target, and the encodes per image.
+`--tiles`: the sampled metric `auto` uses on a pair over `imaging.SCORE_MAX_PIXELS`
+(`perceptual.tiles`) against the whole image's score, on the photographs at their own size
+(1.3 to 20 MP): JPEG and WebP at a low, middle and high quality each.
 """
 
 from __future__ import annotations
@@ -27,25 +31,18 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 from benchmarks import photos
 from benchmarks._parent import die_with_parent
 from benchmarks._workers import FUNCTIONS_DIR
 from benchmarks.corpus import DEFAULT_CACHE
 
-FIRST_GUESS = 62  # JPEG quality reaching 70 on the median photograph (reference data: q55
-# scores 66.6 and q75 76.9 on average at 1 MP)
-SLOPE = 0.5  # score points per quality step around there
-SLACK = 4.0
-MAX_ENCODES = 4
-FIXED = (40, 50, 60, 65, 70, 75, 80, 85, 90, 95)
+FIXED = (20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 100)
+FORMATS = ("jpeg", "webp", "avif")
+TILE_CASES = (("jpeg", 45), ("jpeg", 65), ("jpeg", 85), ("webp", 50), ("webp", 80))
 
 
 @dataclass(frozen=True)
@@ -55,78 +52,75 @@ class Try:
     score: float
 
 
-def search(attempt: Callable[[int], Try], target: float) -> tuple[Try, int]:
-    """The chosen try and the number of encodes made."""
-    tries: list[Try] = []
-
-    def run(quality: int) -> Try:
-        quality = min(100, max(1, quality))
-        for t in tries:
-            if t.quality == quality:
-                return t
-        t = attempt(quality)
-        tries.append(t)
-        return t
-
-    current = run(FIRST_GUESS)
-    while len(tries) < MAX_ENCODES and not target <= current.score <= target + SLACK:
-        below = [t for t in tries if t.score < target]
-        above = [t for t in tries if t.score >= target]
-        if below and above:
-            low = max(below, key=lambda t: t.quality)
-            high = min(above, key=lambda t: t.quality)
-            if high.quality - low.quality <= 1:
-                break
-            # secant between the two tries around the target, aiming a point above it
-            slope = (high.score - low.score) / (high.quality - low.quality)
-            guess = low.quality + (target + 1 - low.score) / max(slope, 0.05)
-            quality = min(high.quality - 1, max(low.quality + 1, round(guess)))
-        else:
-            step = (target + 1 - current.score) / SLOPE
-            quality = current.quality + (math.ceil(step) if step > 0 else math.floor(step))
-            quality = min(100, max(1, quality))
-            if quality == current.quality:
-                break
-        before = len(tries)
-        current = run(quality)
-        if len(tries) == before:
-            break
-    reached = [t for t in tries if t.score >= target]
-    chosen = min(reached, key=lambda t: t.size) if reached else max(tries, key=lambda t: t.quality)
-    return chosen, len(tries)
-
-
 @dataclass(frozen=True)
 class Result:
     photo: str
-    chosen: Try
+    format: str
+    chosen: Try  # auto's output, scored again here at full size
+    reported: float | None  # the score the compressor reported
     encodes: int
+    seconds: float  # CPU time of the auto compress (decode, fit, tries, the answer)
+    fixed_seconds: float  # CPU time of one compress at the format's default quality
     fixed: tuple[Try, ...]
-    seconds: float  # CPU time of the search (encodes and scores)
 
 
-def measure_photo(path: str, name: str, target: float) -> Result:
+def _setup() -> None:
     die_with_parent()
     if str(FUNCTIONS_DIR) not in sys.path:
         sys.path.insert(0, str(FUNCTIONS_DIR))
-    from chalicelib.perceptual import ssimulacra2  # noqa: PLC0415
 
-    with Image.open(path) as source:
-        image = source.convert("RGB")
-    pixels = np.asarray(image)
 
-    def attempt(quality: int) -> Try:
-        out = io.BytesIO()
-        image.save(out, "JPEG", quality=quality, optimize=True)
-        with Image.open(io.BytesIO(out.getvalue())) as decoded:
+def measure_photo(path: str, name: str, fmt: str, target: float) -> Result:
+    _setup()
+    import numpy as np  # noqa: PLC0415
+    from chalicelib import imaging, perceptual, quality_search  # noqa: PLC0415
+    from chalicelib.domain.output_options import (  # noqa: PLC0415
+        DEFAULT_QUALITY,
+        JPEG_QUALITY,
+        OutputFormat,
+    )
+    from PIL import Image  # noqa: PLC0415
+
+    data = Path(path).read_bytes()
+    with Image.open(io.BytesIO(data)) as opened:
+        source = np.asarray(opened.convert("RGB"))
+    output_format = OutputFormat(fmt)
+    default = DEFAULT_QUALITY.get(output_format, JPEG_QUALITY)
+
+    def scored(quality: int, output: bytes) -> Try:
+        with Image.open(io.BytesIO(output)) as decoded:
             copy = np.asarray(decoded.convert("RGB"))
-        return Try(quality, len(out.getvalue()), ssimulacra2(pixels, copy))
+        return Try(quality, len(output), perceptual.ssimulacra2(source, copy))
 
+    found: list[quality_search.Found] = []
+    search = quality_search.search
+
+    def recorded(*args: object, **kwargs: object) -> quality_search.Found:
+        answer = search(*args, **kwargs)  # type: ignore[arg-type]
+        found.append(answer)
+        return answer
+
+    quality_search.search = recorded
+    try:
+        options = imaging.CompressOptions(
+            format=output_format, quality=default, target_score=target
+        )
+        started = time.process_time()
+        auto = imaging.compress(data, options)
+        seconds = time.process_time() - started
+    finally:
+        quality_search.search = search
     started = time.process_time()
-    chosen, encodes = search(attempt, target)
-    seconds = time.process_time() - started
-    fixed = tuple(attempt(q) for q in FIXED)
-    return Result(name, chosen, encodes, fixed, seconds)
+    imaging.compress(data, imaging.CompressOptions(format=output_format, quality=default))
+    fixed_seconds = time.process_time() - started
+    fixed = tuple(
+        scored(
+            q, imaging.compress(data, imaging.CompressOptions(format=output_format, quality=q)).data
+        )
+        for q in FIXED
+    )
+    chosen = scored(auto.quality, auto.data)
+    return Result(name, fmt, chosen, auto.score, len(found[0].tries), seconds, fixed_seconds, fixed)
 
 
 def tenth(values: list[float]) -> float:
@@ -134,39 +128,140 @@ def tenth(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.1 * len(ordered)) - 1)]
 
 
+def rival(results: list[Result]) -> int | None:
+    """The index in FIXED of the lowest fixed quality whose worst tenth is at least auto's."""
+    auto_tenth = tenth([r.chosen.score for r in results])
+    for i in range(len(FIXED)):
+        if tenth([r.fixed[i].score for r in results]) >= auto_tenth:
+            return i
+    return None
+
+
 def report(results: list[Result], target: float) -> list[str]:
     within = sum(target - 2 <= r.chosen.score <= target + 4 for r in results)
+    reached = sum(r.chosen.score >= target for r in results)
     auto_tenth = tenth([r.chosen.score for r in results])
+    fmt = results[0].format
+    auto_cpu = statistics.fmean(r.seconds for r in results)
+    fixed_cpu = statistics.fmean(r.fixed_seconds for r in results)
     lines = [
-        f"auto at {target:g}: {within}/{len(results)} photographs within -2/+4 "
-        f"({100 * within / len(results):.0f}%), {statistics.fmean(r.encodes for r in results):.2f} "
-        f"encodes per image (most {max(r.encodes for r in results)}), "
-        f"{1000 * statistics.fmean(r.seconds for r in results):.0f} CPU ms per image; "
-        f"scores median {statistics.median(r.chosen.score for r in results):.1f}, "
-        f"worst tenth {auto_tenth:.1f}; qualities chosen "
-        f"{min(r.chosen.quality for r in results)}-{max(r.chosen.quality for r in results)}",
+        f"{fmt} auto at {target:g}: {within}/{len(results)} within -2/+4 "
+        f"({100 * within / len(results):.0f}%), {reached} at or above the target; "
+        f"{statistics.fmean(r.encodes for r in results):.2f} encodes per image (most "
+        f"{max(r.encodes for r in results)}); CPU ms per image {1000 * auto_cpu:.0f} "
+        f"(fixed default: {1000 * fixed_cpu:.0f}); "
+        f"scores median {statistics.median(r.chosen.score for r in results):.1f}, worst tenth "
+        f"{auto_tenth:.1f}; qualities {min(r.chosen.quality for r in results)}-"
+        f"{max(r.chosen.quality for r in results)}",
         f"{'fixed q':>8}{'worst tenth':>13}{'median':>8}{'bytes':>12}{'auto/fixed median':>19}",
     ]
-    auto_total = sum(r.chosen.size for r in results)
+    best = rival(results)
     for i, q in enumerate(FIXED):
         scores = [r.fixed[i].score for r in results]
         total = sum(r.fixed[i].size for r in results)
         ratio = statistics.median(r.chosen.size / r.fixed[i].size for r in results)
-        mark = "  <- the same worst tenth" if tenth(scores) >= auto_tenth else ""
+        mark = "  <- the same worst tenth" if i == best else ""
         lines.append(
             f"{q:8d}{tenth(scores):13.1f}{statistics.median(scores):8.1f}{total:12,}"
             f"{ratio:19.3f}{mark}"
         )
-    lines.append(f"{'auto':>8}{auto_tenth:13.1f}{'':8}{auto_total:12,}")
+    lines.append(f"{'auto':>8}{auto_tenth:13.1f}{'':8}{sum(r.chosen.size for r in results):12,}")
+    if best is not None:
+        ratio = statistics.median(r.chosen.size / r.fixed[best].size for r in results)
+        lines.append(
+            f"auto against q{FIXED[best]} (the same worst tenth): {100 * (1 - ratio):.1f}% "
+            f"smaller in median"
+        )
     return lines
+
+
+def curve(results: list[Result]) -> str:
+    """The median score per fixed quality, as `quality_search.CURVES` holds it."""
+    points = ", ".join(
+        f"({q}, {statistics.median(r.fixed[i].score for r in results):.1f})"
+        for i, q in enumerate(FIXED)
+    )
+    return f'    "{results[0].format}": ({points}),'
+
+
+@dataclass(frozen=True)
+class TileCase:
+    photo: str
+    pixels: int
+    case: str
+    whole: float
+    sampled: float
+    whole_seconds: float
+    sampled_seconds: float
+
+
+def measure_tiles(path: str, name: str) -> list[TileCase]:
+    _setup()
+    import numpy as np  # noqa: PLC0415
+    from chalicelib import imaging, perceptual  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    source = np.asarray(image)
+    cases = []
+    for fmt, quality in TILE_CASES:
+        out = io.BytesIO()
+        if fmt == "jpeg":
+            image.save(out, "JPEG", quality=quality, optimize=True)
+        else:
+            image.save(out, "WEBP", quality=quality, method=imaging.WEBP_METHOD)
+        with Image.open(io.BytesIO(out.getvalue())) as decoded:
+            copy = np.asarray(decoded.convert("RGB"))
+        started = time.process_time()
+        whole = perceptual.ssimulacra2(source, copy)
+        whole_seconds = time.process_time() - started
+        started = time.process_time()
+        limit = imaging.SCORE_MAX_PIXELS
+        sampled = perceptual.ssimulacra2(
+            perceptual.tiles(source, limit), perceptual.tiles(copy, limit)
+        )
+        sampled_seconds = time.process_time() - started
+        cases.append(
+            TileCase(
+                name,
+                source.shape[0] * source.shape[1],
+                f"{fmt}{quality}",
+                whole,
+                sampled,
+                whole_seconds,
+                sampled_seconds,
+            )
+        )
+    return cases
+
+
+def tiles_report(cases: list[TileCase], limit: int) -> list[str]:
+    sampled = [c for c in cases if c.pixels > limit]
+    diffs = [abs(c.sampled - c.whole) for c in sampled]
+    worst = max(sampled, key=lambda c: abs(c.sampled - c.whole))
+    mp = sum(c.pixels for c in sampled) / len(sampled) / 1e6
+    return [
+        f"{len(sampled)} cases over {limit / 1e6:g} MP ({len({c.photo for c in sampled})} "
+        f"photographs, {mp:.1f} MP on average): |tiles - whole| mean "
+        f"{statistics.fmean(diffs):.2f}, "
+        f"max {max(diffs):.2f} ({worst.photo} {worst.case}: {worst.whole:.1f} whole, "
+        f"{worst.sampled:.1f} tiles); signed mean "
+        f"{statistics.fmean(c.sampled - c.whole for c in sampled):+.2f}",
+        f"CPU s per image: whole {statistics.fmean(c.whole_seconds for c in sampled):.2f}, "
+        f"tiles {statistics.fmean(c.sampled_seconds for c in sampled):.2f}",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--target", type=float, default=70.0)
     parser.add_argument("--max-pixels", type=int, default=1_000_000)
+    parser.add_argument("--formats", default="jpeg,webp")
+    parser.add_argument("--calibrate", action="store_true", help="print the median curves")
+    parser.add_argument("--tiles", action="store_true", help="the sampled metric against whole")
     args = parser.parse_args(argv)
     try:
         items = photos.build(args.cache, log=True)
@@ -174,16 +269,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SKIP benchmarks.auto_quality: the photographs are missing: {exc}")
         return 0
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # the metric's products: one thread per process
-    jobs = [(str(photos.fitted(i, args.max_pixels)), i.photo.name, args.target) for i in items]
     context = multiprocessing.get_context("spawn")
+    started = time.monotonic()
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+        if args.tiles:
+            if str(FUNCTIONS_DIR) not in sys.path:
+                sys.path.insert(0, str(FUNCTIONS_DIR))
+            from chalicelib.imaging import SCORE_MAX_PIXELS  # noqa: PLC0415
+
+            pending = [pool.submit(measure_tiles, str(i.path), i.photo.name) for i in items]
+            cases = [c for f in pending for c in f.result()]
+            print(
+                f"python -m benchmarks.auto_quality --tiles: {len(items)} photographs at their "
+                f"own size, {time.monotonic() - started:.0f} s"
+            )
+            print("\n".join(tiles_report(cases, SCORE_MAX_PIXELS)))
+            return 0
+        formats = [f for f in args.formats.split(",") if f]
+        jobs = [
+            (str(photos.fitted(i, args.max_pixels)), i.photo.name, fmt, args.target)
+            for fmt in formats
+            for i in items
+        ]
         futures = [pool.submit(measure_photo, *job) for job in jobs]
         results = [f.result() for f in futures]
     print(
         f"python -m benchmarks.auto_quality: {len(items)} photographs fitted to "
-        f"{args.max_pixels / 1e6:g} MP, JPEG"
+        f"{args.max_pixels / 1e6:g} MP, {time.monotonic() - started:.0f} s"
     )
-    print("\n".join(report(results, args.target)))
+    for fmt in formats:
+        print("\n".join(report([r for r in results if r.format == fmt], args.target)))
+    if args.calibrate:
+        print("CURVES (median score per quality):")
+        for fmt in formats:
+            print(curve([r for r in results if r.format == fmt]))
     return 0
 
 

@@ -142,7 +142,17 @@ def parser() -> argparse.ArgumentParser:
         "--format", choices=FORMATS, help="output format (default jpeg, whatever the input)"
     )
     submit.add_argument(
-        "--quality", type=int, metavar="1-100", help="encoder quality (default: the format's)"
+        "--quality",
+        type=_quality,
+        metavar="1-100|auto",
+        help="encoder quality (default: the format's), or auto: per image the smallest output "
+        "reaching --target-score",
+    )
+    submit.add_argument(
+        "--target-score",
+        type=float,
+        metavar="30-95",
+        help="the SSIMULACRA2 score --quality auto aims at (default 70; 90: visually lossless)",
     )
     submit.add_argument(
         "--max-width", type=int, metavar="PX", help="outputs fit this width (never enlarged)"
@@ -273,8 +283,20 @@ class Console:
         self._last = ""
 
 
+def _quality(text: str) -> int | str:
+    """--quality: a whole number (the API checks its range) or `auto`."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number or auto: {text!r}") from None
+
+
 def _submit(api: ApiClient, args: argparse.Namespace, console: Console) -> Submitted:
-    options = OutputOptions(args.format, args.quality, args.max_width, args.max_height)
+    options = OutputOptions(
+        args.format, args.quality, args.max_width, args.max_height, args.target_score
+    )
     if args.presigned:
         return api.submit_presigned(args.csv, args.webhook_url, options)
     return api.submit_multipart(args.csv, args.webhook_url, args.idempotency_key, options)

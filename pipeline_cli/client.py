@@ -69,29 +69,35 @@ class OutputOptions:
     """A job's output options, as the CLI's flags give them (None: the API's default)."""
 
     format: str | None = None
-    quality: int | None = None
+    quality: int | str | None = None  # a number, or "auto"
     max_width: int | None = None
     max_height: int | None = None
+    target_score: float | None = None  # what "auto" aims at
 
     def fields(self) -> dict[str, str]:
-        """The upload's fields (`format`, `quality`, `maxWidth`, `maxHeight`), those given."""
-        given = {
-            "format": self.format,
-            "quality": self.quality,
-            "maxWidth": self.max_width,
-            "maxHeight": self.max_height,
-        }
-        return {name: str(value) for name, value in given.items() if value is not None}
+        """The upload's fields (`format`, `quality`, `targetScore`, `maxWidth`, `maxHeight`),
+        those given."""
+        return {name: str(value) for name, value in self.json().items()}
 
     def json(self) -> dict[str, object]:
         """The same as JSON keys of `POST /api/uploads` (numbers as numbers)."""
         given: dict[str, object | None] = {
             "format": self.format,
             "quality": self.quality,
+            "targetScore": self.target_score,
             "maxWidth": self.max_width,
             "maxHeight": self.max_height,
         }
-        return {name: value for name, value in given.items() if value is not None}
+        return {
+            name: _whole(value) if isinstance(value, float) else value
+            for name, value in given.items()
+            if value is not None
+        }
+
+
+def _whole(value: float) -> int | float:
+    """70.0 as 70 (a target given as a whole number goes as one)."""
+    return int(value) if value.is_integer() else value
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,8 @@ def options_text(options: Any) -> str:
         words.append(str(fmt))
     if options.get("quality") is not None:
         words.append(f"quality {options['quality']}")
+    if options.get("targetScore") is not None:
+        words.append(f"target score {options['targetScore']}")
     width, height = options.get("maxWidth"), options.get("maxHeight")
     if width is not None or height is not None:
         words.append(f"fit {width or '-'}x{height or '-'}")

@@ -6,7 +6,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS
+from chalicelib.domain.output_options import (
+    AUTO,
+    DEFAULT_TARGET_SCORE,
+    JPEG_QUALITY,
+    MAX_IMAGE_PIXELS,
+)
 from chalicelib.domain.webhook_schedule import check_schedule
 
 MIB = 1024 * 1024
@@ -41,6 +46,21 @@ def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     if not raw:
         return default
     return raw in {"1", "true", "yes", "on"}
+
+
+def _output_quality(env: Mapping[str, str], default: int) -> int:
+    """OUTPUT_QUALITY as JPEG's fixed quality, clamped to 1-95 (`auto`: the default, which
+    `auto` falls back to)."""
+    if env.get("OUTPUT_QUALITY", "").strip().lower() == AUTO:
+        return default
+    return max(1, min(95, _int(env, "OUTPUT_QUALITY", default)))
+
+
+def _output_target_score(env: Mapping[str, str]) -> float | None:
+    """OUTPUT_QUALITY=auto: jobs that name no quality aim at the default target score."""
+    if env.get("OUTPUT_QUALITY", "").strip().lower() == AUTO:
+        return float(DEFAULT_TARGET_SCORE)
+    return None
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
@@ -88,6 +108,9 @@ class Settings:
     max_image_bytes: int = 25 * MIB
     max_image_pixels: int = MAX_IMAGE_PIXELS
     output_quality: int = JPEG_QUALITY
+    # OUTPUT_QUALITY=auto: a job that names no quality is made by `auto` aiming at this score
+    # (None: at the fixed quality above, the default).
+    output_target_score: float | None = None
     output_optimize: bool = True
     # Output images are <PUBLIC_BASE_URL>/<key> and never expire (on AWS the template's CDN
     # in front of the outputs bucket; locally the emulator's storage endpoint).
@@ -168,7 +191,8 @@ class Settings:
             max_images_per_row=_int(e, "MAX_IMAGES_PER_ROW", cls.max_images_per_row),
             max_image_bytes=_int(e, "MAX_IMAGE_BYTES", cls.max_image_bytes),
             max_image_pixels=_int(e, "MAX_IMAGE_PIXELS", cls.max_image_pixels),
-            output_quality=max(1, min(95, _int(e, "OUTPUT_QUALITY", cls.output_quality))),
+            output_quality=_output_quality(e, cls.output_quality),
+            output_target_score=_output_target_score(e),
             output_optimize=_bool(e, "OUTPUT_OPTIMIZE", default=cls.output_optimize),
             public_base_url=e.get("PUBLIC_BASE_URL", "").strip().rstrip("/"),
             output_csv_link_ttl=max(

@@ -25,6 +25,16 @@ from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS, OutputFormat
 from chalicelib.errors import ImageFailure
 
+# The metric's matrix products (perceptual.py) on one BLAS thread per process: the worker runs
+# images side by side on its own threads, and OpenBLAS's threads, busy-waiting, made the
+# products 10-20 times slower on a shared 2-core machine (docs/performance.md). OpenBLAS
+# reads this once, when numpy first loads: here, in the worker (Lambda's worker has one vCPU
+# anyway). A value already set is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+
+from chalicelib import perceptual, quality_search
+
 try:  # LittleCMS is optional in Pillow builds; without it profiles are ignored.
     from PIL import ImageCms
 except ImportError:  # pragma: no cover - depends on the Pillow build
@@ -104,10 +114,16 @@ class CompressOptions:
     # The box the output fits in (aspect kept, never enlarged); None: no bound that way.
     max_width: int | None = None
     max_height: int | None = None
+    # `quality: "auto"`: None encodes at `quality`; a number (SSIMULACRA2, 30-95) asks for the
+    # smallest output scoring at least that against the fitted source (quality_search.py),
+    # `quality` then being the fallback when time runs short (the format's default).
+    target_score: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be between 1 and 100, got {self.quality}")
+        if self.target_score is not None and not 0 < self.target_score <= 100:
+            raise ValueError(f"target_score must be in (0, 100], got {self.target_score}")
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
         for name in ("max_width", "max_height"):
@@ -133,6 +149,10 @@ class Compressed:
     source_format: str
     content_type: str = "image/jpeg"
     extension: str = "jpg"
+    # The quality the output was encoded at (a fixed job's own; `auto`'s choice).
+    quality: int = JPEG_QUALITY
+    # The SSIMULACRA2 score the output reached against the fitted source: `auto` only.
+    score: float | None = None
 
 
 def fit_inside(
@@ -162,13 +182,29 @@ def compress_to_jpeg(data: bytes, options: CompressOptions) -> Compressed:
     return compress(data, options)
 
 
-def compress(data: bytes, options: CompressOptions) -> Compressed:
+def compress(
+    data: bytes, options: CompressOptions, time_left: Callable[[], float] | None = None
+) -> Compressed:
     """Decode `data` (any supported raster format) and re-encode it as `options` say: their
-    format and quality, fitted inside their box.
+    format and quality (or, with a `target_score`, the quality found per image), fitted
+    inside their box.
+
+    `time_left` (seconds; the invocation's `Budget.remaining`, None: no limit) bounds an
+    `auto` search: no encode starts that the time left cannot hold.
 
     Raises `ImageFailure` with `not_an_image`, `too_many_pixels` or `decode_failed`.
     """
-    return _guarded(data, options, _encode)
+    if options.target_score is None:
+        return _guarded(data, options, _encode)
+    found: list[quality_search.Found] = []
+
+    def encode(image: Image.Image, chosen: CompressOptions) -> bytes:
+        output, answer = _encode_auto(image, chosen, time_left)
+        found.append(answer)
+        return output
+
+    compressed = _guarded(data, options, encode)
+    return replace(compressed, quality=found[0].quality, score=found[0].score)
 
 
 def fitted_pixels(data: bytes, options: CompressOptions, keep: bool = True) -> Compressed:
@@ -251,7 +287,13 @@ def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compres
             fmt = options.format
             data = encode(rgb, options)
             return Compressed(
-                data, rgb.width, rgb.height, source_format, fmt.content_type, fmt.extension
+                data,
+                rgb.width,
+                rgb.height,
+                source_format,
+                fmt.content_type,
+                fmt.extension,
+                quality=options.quality,
             )
         finally:
             if rgb is not pixels:
@@ -394,6 +436,59 @@ def _encode(image: Image.Image, options: CompressOptions) -> bytes:
             buffer, "AVIF", quality=options.quality, speed=AVIF_SPEED, max_threads=AVIF_THREADS
         )
     return buffer.getvalue()
+
+
+# `auto` scores a candidate on at most this many pixels: a larger pair is sampled as a
+# mosaic of tiles at its own scale (`perceptual.tiles`; measured against the whole image:
+# docs/performance.md, "quality: auto"), so the metric's time and memory stay those of
+# SCORE_MAX_PIXELS whatever the image.
+SCORE_MAX_PIXELS = 2_000_000
+# A try's expected cost beyond the encode, per megapixel scored (the metric, about 0.19 s per
+# MP measured on x86, and the candidate's decode), with room for Lambda's slower arm64 vCPU.
+SCORE_SECONDS_PER_MEGAPIXEL = 0.4
+
+
+def _encode_auto(
+    image: Image.Image, options: CompressOptions, time_left: Callable[[], float] | None
+) -> tuple[bytes, quality_search.Found]:
+    """The smallest encoding of `image` in the options' format whose SSIMULACRA2 against
+    `image` (the fitted sRGB pixels, as they are about to be encoded) reaches the options'
+    target (quality_search.py finds it; each try encodes, decodes and scores). An image too
+    small for the metric (under 8 pixels on a side) is encoded at the fallback quality."""
+    assert options.target_score is not None
+    if image.width < 8 or image.height < 8:
+        return _encode(image, options), quality_search.Found(options.quality, None, ())
+    source = perceptual.tiles(np.asarray(image)[..., :3], SCORE_MAX_PIXELS)
+    outputs: dict[int, bytes] = {}
+
+    def attempt(quality: int) -> tuple[int, float]:
+        output = outputs[quality] = _encode(image, replace(options, quality=quality))
+        decoded = perceptual.tiles(_decoded(output), SCORE_MAX_PIXELS)
+        return len(output), perceptual.ssimulacra2(source, decoded)
+
+    encode_seconds = work_allowance(image.width * image.height, str(options.format))
+    scored = min(image.width * image.height, SCORE_MAX_PIXELS) / 1_000_000
+    found = quality_search.search(
+        attempt,
+        options.target_score,
+        curve=quality_search.CURVES[str(options.format)],
+        fallback=options.quality,
+        time_left=time_left,
+        first_cost=encode_seconds + SCORE_SECONDS_PER_MEGAPIXEL * scored,
+    )
+    output = outputs.get(found.quality)
+    if output is None:  # the fallback, never tried
+        output = _encode(image, replace(options, quality=found.quality))
+    return output, found
+
+
+def _decoded(data: bytes) -> np.ndarray:
+    """An output of `_encode` decoded to 8-bit RGB (height, width, 3), as a viewer sees it."""
+    if simplejpeg is not None and data.startswith(b"\xff\xd8"):
+        pixels: np.ndarray = simplejpeg.decode_jpeg(data, "RGB", fastdct=False, fastupsample=False)
+        return pixels
+    with Image.open(io.BytesIO(data)) as opened:
+        return np.asarray(opened.convert("RGB"))
 
 
 def _encode_jpeg(image: Image.Image, options: CompressOptions) -> bytes:

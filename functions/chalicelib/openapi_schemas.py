@@ -6,7 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.domain.models import JobStatus, RowStatus
-from chalicelib.domain.output_options import DEFAULT_QUALITY, MAX_DIMENSION, OutputFormat
+from chalicelib.domain.output_options import (
+    AUTO,
+    DEFAULT_QUALITY,
+    DEFAULT_TARGET_SCORE,
+    MAX_DIMENSION,
+    MAX_TARGET_SCORE,
+    MIN_TARGET_SCORE,
+    OutputFormat,
+)
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -19,14 +27,23 @@ OPTIONS_FIELDS: dict[str, Any] = {
         "description": "Output format (`jpg` is read as `jpeg`)",
     },
     "quality": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 100,
-        "description": "Encoder quality; default "
+        "anyOf": [
+            {"type": "integer", "minimum": 1, "maximum": 100},
+            {"type": "string", "enum": [AUTO]},
+        ],
+        "description": "Encoder quality, or `auto`: per image, the smallest output whose "
+        "SSIMULACRA2 score against the source reaches `targetScore`; default "
         + ", ".join(
             [f"{OutputFormat.JPEG.value} 50 (OUTPUT_QUALITY)"]
             + [f"{fmt.value} {quality}" for fmt, quality in DEFAULT_QUALITY.items()]
         ),
+    },
+    "targetScore": {
+        "type": "number",
+        "minimum": MIN_TARGET_SCORE,
+        "maximum": MAX_TARGET_SCORE,
+        "description": f"The SSIMULACRA2 score `auto` aims at (default {DEFAULT_TARGET_SCORE}; "
+        "30 low, 50 medium, 70 high, 90 visually lossless); only with `quality: auto`",
     },
     "maxWidth": {
         "type": "integer",
@@ -41,11 +58,21 @@ OPTIONS_FIELDS: dict[str, Any] = {
         "description": "The output fits this height, its aspect kept; never enlarged",
     },
 }
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with null allowed (OpenAPI 3.0: `nullable` on each typed alternative)."""
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [{**part, "nullable": True} for part in schema["anyOf"]]}
+    return {**schema, "nullable": True}
+
+
 OPTIONS = {
     "type": "object",
-    "description": "The job's output options (null: the format's default, or no bound)",
+    "description": "The job's output options (null: the format's default, or no bound; "
+    "`targetScore` only for `quality: auto`)",
     "properties": {
-        name: {**schema, "nullable": True} if name != "format" else schema
+        name: _nullable(schema) if name != "format" else schema
         for name, schema in OPTIONS_FIELDS.items()
     },
 }
@@ -182,6 +209,19 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": PRODUCT_STATUSES},
             "inputBytes": {"type": "array", "items": {"type": "integer"}},
             "outputBytes": {"type": "array", "items": {"type": "integer"}},
+            "outputQualities": {
+                "type": "array",
+                "items": {"type": "integer", "nullable": True},
+                "description": "`quality: auto` only: the quality chosen per image, aligned "
+                "with `outputImageUrls` (null for an image that failed)",
+            },
+            "outputScores": {
+                "type": "array",
+                "items": {"type": "number", "nullable": True},
+                "description": "`quality: auto` only: the SSIMULACRA2 score each output "
+                "reached against its source, aligned with `outputImageUrls` (null for an "
+                "image that failed)",
+            },
             "errors": {
                 "type": "array",
                 "items": {

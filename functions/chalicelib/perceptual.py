@@ -21,13 +21,14 @@ made in bands of 64 rows, its error maps summed band by band, so the memory stay
 bands (about 216 MB at peak for 3 MP, where whole planes took 686 MB) and in cache.
 
 `CANDIDATES` lists the faster variants measured against the reference
-(`python -m benchmarks.perceptual`). Nothing in the worker imports this module yet
-(issue 27's `quality: "auto"` will).
+(`python -m benchmarks.perceptual`). The worker's `quality: "auto"` scores each candidate
+with `ssimulacra2` (imaging.py, quality_search.py), a large pair on the same `tiles` of both.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -307,6 +308,30 @@ def _halved(rgb: np.ndarray) -> np.ndarray:
     srgb = np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
     out: np.ndarray = np.moveaxis(np.rint(srgb * 255.0), 0, -1).astype(np.uint8)
     return out
+
+
+def tiles(rgb: np.ndarray, max_pixels: int, side: int = 256) -> np.ndarray:
+    """`rgb` (height, width, 3) itself when it has at most `max_pixels`; else a mosaic of
+    `side` x `side` tiles cut from it on an even grid (rows and columns of tiles in the
+    image's aspect, about `max_pixels` in all), the same cut from any image of that shape: a
+    sample of the image at its own scale, to score a large pair in the time and memory of a
+    smaller one (measured against the full image: docs/performance.md)."""
+    height, width = rgb.shape[:2]
+    if height * width <= max_pixels:
+        return rgb
+    side = max(8, min(side, height, width))
+    count = max(1, max_pixels // (side * side))
+    across = max(1, min(count, width // side, round(math.sqrt(count * width / height))))
+    down = max(1, min(height // side, count // across))
+    ys = [round(i * (height - side) / max(1, down - 1)) for i in range(down)]
+    xs = [round(i * (width - side) / max(1, across - 1)) for i in range(across)]
+    mosaic = np.empty((down * side, across * side, rgb.shape[2]), dtype=rgb.dtype)
+    for row, y in enumerate(ys):
+        for col, x in enumerate(xs):
+            mosaic[row * side : (row + 1) * side, col * side : (col + 1) * side] = rgb[
+                y : y + side, x : x + side
+            ]
+    return mosaic
 
 
 Metric = Callable[[np.ndarray, np.ndarray], float]

@@ -603,3 +603,37 @@ def test_a_reopened_job_finishes_again_with_a_fresh_webhook_record(
     assert stored.webhook == WebhookInfo(
         WebhookState.PENDING, 0, None, "m2", "https://h.test/x", iso(NOW)
     )
+
+
+def test_a_row_made_by_auto_keeps_each_images_quality_and_score(job_store: StoreUnderTest) -> None:
+    """`quality: "auto"`: each image's quality and score are recorded with the row, aligned
+    with its outputs (None for an image that failed), kept by the retry's reset and read back
+    as recorded; a row of a fixed quality records neither (its document stays as small)."""
+    store = job_store.store
+    job = new_job(chunk_size=2)
+    rows = make_rows(3, images=2)
+    load(store, job, rows)
+    auto = [
+        ImageResult(rows[0].urls[0], output_key="outputs/10/0.jpg", quality=62, score=70.4),
+        ImageResult(rows[0].urls[1], error_code=ImageErrorCode.HTTP_ERROR, error_message="404"),
+    ]
+    store.record_row(job.request_id, 0, auto, NOW)
+    searched = [
+        ImageResult(url, output_key=f"outputs/20/{i}.jpg", quality=80 + i, score=71.25 + i)
+        for i, url in enumerate(rows[1].urls)
+    ]
+    store.record_row(job.request_id, 1, searched, NOW)
+    store.record_row(job.request_id, 2, ok_results(rows[2]), NOW)
+    first, second, fixed = store.list_rows(job.request_id, 0, 3)
+    assert (first.qualities, first.scores) == ((62, None), (70.4, None))
+    assert (second.qualities, second.scores) == ((80, 81), (71.25, 72.25))
+    assert (fixed.qualities, fixed.scores) == ((), ())
+    assert [(r.qualities, r.scores) for r in store.iter_rows(job.request_id)] == [
+        (first.qualities, first.scores),
+        (second.qualities, second.scores),
+        ((), ()),
+    ]
+    store.finish_job(job.request_id, JobStatus.COMPLETED_WITH_ERRORS, NOW)
+    assert store.reopen_failed(job.request_id, 1, NOW)
+    (reset,) = store.reset_failed_rows(job.request_id, NOW)
+    assert (reset.qualities, reset.scores) == ((62, None), (70.4, None))  # what the retry keeps

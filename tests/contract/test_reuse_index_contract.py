@@ -49,6 +49,18 @@ def test_an_address_points_at_the_newest_copy_per_tenant(index: Index) -> None:
     assert index.reuse.find("beta", "a1") is None  # another tenant's
 
 
+def test_an_auto_output_keeps_its_quality_and_score(index: Index) -> None:
+    """What `quality: "auto"` chose and reached goes with the output (a copy reports them);
+    an output of a fixed quality has neither."""
+    made = ReusableOutput("outputs/j1/1/0.webp", 100, quality=61, score=70.3)
+    index.reuse.remember("acme", "a1", made)
+    assert index.reuse.find("acme", "a1") == made
+    again = ReusableOutput("outputs/j2/1/0.webp", 90, quality=58, score=71.0)
+    index.reuse.remember_all([("acme", "a2", again), ("acme", "a3", ReusableOutput("k", 5))])
+    assert index.reuse.find("acme", "a2") == again
+    assert index.reuse.find("acme", "a3") == ReusableOutput("k", 5, None, None)
+
+
 def test_remember_all_points_every_address_in_one_call(index: Index) -> None:
     index.reuse.remember("acme", "a1", ReusableOutput("outputs/j1/1/0.jpg", 100))
     index.reuse.remember_all(

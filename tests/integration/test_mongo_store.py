@@ -233,3 +233,21 @@ def test_mongoeco_deletes_what_has_expired(
     assert store.find_by_idempotency_key("default", "old") is None
     assert store.get_job(kept.request_id) is not None
     assert len(store.list_rows(kept.request_id, 0, 10)) == 3
+
+
+def test_record_rows_stores_auto_qualities_and_scores_only_on_auto_rows(
+    store: MongoJobStore, mongo_db: Database[Any]
+) -> None:
+    """A worker's batch in one update per chunk: an `auto` row's slot gets `q` and `sc`, a
+    fixed row's slot neither."""
+    job = new_job(chunk_size=4)
+    rows = make_rows(2, images=1)
+    load(store, job, rows)
+    auto = [ImageResult(rows[0].urls[0], output_key="o/10/0.jpg", quality=55, score=69.5)]
+    store.record_rows(job.request_id, [(0, auto), (1, ok_results(rows[1]))], NOW)
+    (doc,) = mongo_db["rows"].find({"jobId": job.request_id})
+    slots = doc["rows"]
+    assert (slots[0]["q"], slots[0]["sc"]) == ([55], [69.5])
+    assert "q" not in slots[1] and "sc" not in slots[1]
+    first, second = store.list_rows(job.request_id, 0, 2)
+    assert (first.qualities, first.scores, second.qualities) == ((55,), (69.5,), ())

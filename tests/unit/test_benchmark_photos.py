@@ -1,10 +1,9 @@
-"""benchmarks.photos, the arithmetic of benchmarks.jpegli and the search of
-benchmarks.auto_quality (no apt, no photographs, no encoder)."""
+"""benchmarks.photos and the arithmetic of benchmarks.jpegli and benchmarks.auto_quality (no
+apt, no photographs, no encoder)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,29 +51,31 @@ def test_bytes_at_a_score_are_interpolated_between_the_qualities_around_it() -> 
     assert jpegli.bytes_at(curve, 85.0) is None
 
 
-def linear_photo(offset: float) -> Callable[[int], auto_quality.Try]:
-    """A photo whose score rises by 0.5 a quality step (and bytes by 2%)."""
-
-    def attempt(quality: int) -> auto_quality.Try:
-        return auto_quality.Try(quality, round(1000 * 1.02**quality), offset + 0.5 * quality)
-
-    return attempt
-
-
-@pytest.mark.parametrize("offset", [20.0, 25.0, 35.0, 45.0, 55.0])
-def test_the_search_lands_within_the_window_in_few_encodes(offset: float) -> None:
-    chosen, encodes = auto_quality.search(linear_photo(offset), 70.0)
-    assert 70.0 <= chosen.score <= 74.0
-    assert encodes <= 3
+def result(auto: float, fixed: list[float]) -> auto_quality.Result:
+    chosen = auto_quality.Try(60, 1000, auto)
+    tries = tuple(
+        auto_quality.Try(q, 100 * q, score)
+        for q, score in zip(auto_quality.FIXED, fixed, strict=True)
+    )
+    return auto_quality.Result("p", "jpeg", chosen, auto, 2, 0.1, 0.01, tries)
 
 
-def test_a_first_guess_in_the_window_is_one_encode() -> None:
-    chosen, encodes = auto_quality.search(linear_photo(70.0 - 0.5 * auto_quality.FIRST_GUESS), 70)
-    assert (chosen.quality, encodes) == (auto_quality.FIRST_GUESS, 1)
+def test_the_rival_is_the_lowest_fixed_quality_with_auto_s_worst_tenth() -> None:
+    n = len(auto_quality.FIXED)
+    # ten photographs: auto scores 70 to 73.6; fixed quality i scores 60 + 2 i on nine of
+    # them and 10 points less on the tenth, so its worst tenth is 50 + 2 i
+    results = [
+        result(70.0 + 0.4 * k, [60.0 + 2 * i - (10 if k == 0 else 0) for i in range(n)])
+        for k in range(10)
+    ]
+    assert auto_quality.tenth([r.chosen.score for r in results]) == 70.0
+    best = auto_quality.rival(results)
+    assert best == 10  # 50 + 2 * 10 = 70
+    lines = auto_quality.report(results, 70.0)
+    assert "10/10 within -2/+4" in lines[0]
+    assert f"auto against q{auto_quality.FIXED[10]}" in lines[-1]
 
 
-def test_an_unreachable_target_gives_the_highest_quality_tried() -> None:
-    chosen, encodes = auto_quality.search(linear_photo(0.0), 70.0)  # 50 at quality 100
-    assert chosen.quality == 100
-    assert chosen.score < 70.0
-    assert encodes <= auto_quality.MAX_ENCODES
+def test_no_rival_when_no_fixed_quality_matches_auto_s_worst_tenth() -> None:
+    n = len(auto_quality.FIXED)
+    assert auto_quality.rival([result(90.0, [50.0] * n)]) is None

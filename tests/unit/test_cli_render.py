@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline_cli.client import ApiError
 from pipeline_cli.progress import ProgressMeter, duration
-from pipeline_cli.render import error_lines
+from pipeline_cli.render import error_lines, options_text
 
 
 def doc(status: str, done: int, total: int = 100, failed: int = 0) -> dict[str, object]:
@@ -54,3 +54,9 @@ def test_api_errors_keep_the_apis_words_with_line_and_column() -> None:
         "  webhookUrl: must be http(s)",
         '  "odd"',
     ]
+
+
+def test_an_auto_jobs_options_name_its_target() -> None:
+    auto = {"format": "webp", "quality": "auto", "targetScore": 80, "maxWidth": None}
+    assert options_text(auto) == "webp, quality auto, target score 80"
+    assert options_text({"format": "jpeg", "quality": 40}) == "jpeg, quality 40"

@@ -90,6 +90,41 @@ def test_submit_presigned_sends_the_options_as_json_keys(
     assert b"webp" not in storage.seen[0].body  # storage gets the policy's fields only
 
 
+def test_quality_auto_and_its_target_go_as_fields_or_json_keys(
+    api: Scripted, storage: Scripted, csv_path: Path
+) -> None:
+    auto = ["--quality", "auto", "--target-score", "80"]
+    api.on("POST", "/api/uploadAndProcessDocument", 202, accepted())
+    assert run(api, "--api-key", KEY, "submit", str(csv_path), *auto)[0] == EXIT_OK
+    api.on(
+        "POST",
+        "/api/uploads",
+        201,
+        {"requestId": JOB, "upload": {"url": f"{storage.url}/up", "fields": {"key": "k"}}},
+    )
+    storage.on("POST", "/up", 204, b"")
+    half = ["--quality", "AUTO", "--target-score", "72.5"]
+    code, _, err = run(api, "--api-key", KEY, "submit", "--presigned", str(csv_path), *half)
+    assert code == EXIT_OK, err
+    multipart, presigned = api.seen
+    form = parse_form(multipart.headers["content-type"], multipart.body, max_file_bytes=1 << 20)
+    assert [form.text(n) for n in ("quality", "targetScore")] == ["auto", "80"]
+    assert json.loads(presigned.body) == {
+        "fileName": "products.csv",
+        "quality": "auto",
+        "targetScore": 72.5,
+    }
+
+
+def test_a_quality_neither_a_number_nor_auto_is_a_usage_error(
+    api: Scripted, csv_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as usage:
+        run(api, "submit", str(csv_path), "--quality", "best")
+    assert usage.value.code == EXIT_USAGE
+    assert api.seen == []
+
+
 def test_an_unknown_format_is_a_usage_error(api: Scripted, csv_path: Path) -> None:
     with pytest.raises(SystemExit) as usage:
         run(api, "submit", str(csv_path), "--format", "gif")

@@ -96,6 +96,8 @@ def test_quality_changes_the_bytes(fmt: OutputFormat) -> None:
     high = compress(source, CompressOptions(format=fmt, quality=80))
     assert len(low.data) < 0.8 * len(high.data)
     assert ssim(opened(low.data), photo(320, 240)) < ssim(opened(high.data), photo(320, 240))
+    assert (low.quality, high.quality) == (30, 80)  # a fixed job reports its own quality
+    assert low.score is None and high.score is None  # and no score: only `auto` measures
 
 
 @pytest.mark.parametrize("fmt", [OutputFormat.WEBP, OutputFormat.AVIF])

@@ -73,6 +73,94 @@ def test_bad_options_name_every_bad_field(raw: dict[str, object], fields: list[s
     assert [d["field"] for d in answered.value.details] == fields
 
 
+def test_quality_auto_with_or_without_a_target_score() -> None:
+    """`quality: "auto"` (any case; multipart text or JSON) aims at 70 unless `targetScore`
+    (30-95, a number or its text) says otherwise; the quality is then the format's default,
+    what the search falls back to."""
+    assert parse_options({"quality": "auto"}) == OutputOptions(target_score=70.0)
+    assert parse_options({"quality": " AUTO ", "targetScore": ""}).target_score == 70.0
+    for given, target in (("30", 30.0), ("95", 95.0), (72.5, 72.5), (50, 50.0), ("88.8", 88.8)):
+        options = parse_options({"format": "webp", "quality": "auto", "targetScore": given})
+        assert (options.auto, options.quality, options.target_score) == (True, None, target)
+        assert options.quality_or(50) == 53  # WebP's default: the fallback
+    fixed = parse_options({"quality": "40"})
+    assert (fixed.auto, fixed.target_score) == (False, None)
+
+
+def test_auto_options_show_and_round_trip_as_the_contract_shapes_them() -> None:
+    auto = parse_options({"format": "avif", "quality": "auto", "targetScore": "80"})
+    assert auto.to_dict() == {
+        "format": "avif",
+        "quality": "auto",
+        "maxWidth": None,
+        "maxHeight": None,
+        "targetScore": 80,
+    }
+    half = parse_options({"quality": "auto", "targetScore": 72.5})
+    assert half.to_dict()["targetScore"] == 72.5
+    for options in (auto, half):
+        assert OutputOptions.from_dict(json.loads(json.dumps(options.to_dict()))) == options
+        task = RowTask("r", 0, 1, ("https://a.test/1.jpg",), options=options)
+        assert RowTask.from_message(json.loads(json.dumps(task.to_message()))).options == options
+    assert "targetScore" not in parse_options({"quality": 40}).to_dict()
+
+
+def test_the_target_of_a_job_and_of_the_deployment() -> None:
+    """OUTPUT_QUALITY=auto (a deployment target) applies to a job that names no quality; a
+    job's own target wins; a job naming a quality stays fixed."""
+    assert OutputOptions().target_or(None) is None
+    assert OutputOptions().target_or(70.0) == 70.0
+    assert OutputOptions(OutputFormat.WEBP).target_or(70.0) == 70.0
+    assert OutputOptions(quality=40).target_or(70.0) is None
+    assert OutputOptions(target_score=55.0).target_or(70.0) == 55.0
+    assert OutputOptions(target_score=55.0).target_or(None) == 55.0
+
+
+def test_output_quality_may_be_auto() -> None:
+    assert Settings.from_env({"OUTPUT_QUALITY": "auto"}).output_target_score == 70.0
+    assert Settings.from_env({"OUTPUT_QUALITY": " Auto "}).output_quality == 50
+    fixed = Settings.from_env({"OUTPUT_QUALITY": "80"})
+    assert (fixed.output_quality, fixed.output_target_score) == (80, None)
+    assert Settings.from_env({"OUTPUT_QUALITY": "200"}).output_quality == 95  # clamped, as ever
+    with pytest.raises(ValueError, match="OUTPUT_QUALITY"):
+        Settings.from_env({"OUTPUT_QUALITY": "best"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "fields"),
+    [
+        ({"targetScore": "70"}, ["targetScore"]),  # without auto
+        ({"quality": "40", "targetScore": "70"}, ["targetScore"]),
+        ({"quality": 40, "targetScore": 70}, ["targetScore"]),  # JSON
+        ({"quality": "auto", "targetScore": "29.9"}, ["targetScore"]),
+        ({"quality": "auto", "targetScore": "95.1"}, ["targetScore"]),
+        ({"quality": "auto", "targetScore": "high"}, ["targetScore"]),
+        ({"quality": "auto", "targetScore": True}, ["targetScore"]),
+        ({"quality": "auto", "targetScore": "nan"}, ["targetScore"]),
+        ({"quality": "auto", "targetScore": "inf"}, ["targetScore"]),
+        ({"quality": "auto", "targetScore": [70]}, ["targetScore"]),
+        ({"quality": "automatic"}, ["quality"]),
+        ({"quality": "auto70"}, ["quality"]),
+        ({"quality": "x", "targetScore": "70"}, ["quality", "targetScore"]),
+        ({"format": "png", "quality": "auto", "targetScore": "5"}, ["format", "targetScore"]),
+    ],
+)
+def test_every_bad_auto_combination_is_a_400_naming_its_field(
+    raw: dict[str, object], fields: list[str]
+) -> None:
+    with pytest.raises(InvalidRequest) as answered:
+        upload.output_options(raw)
+    assert [d["field"] for d in answered.value.details] == fields
+
+
+def test_a_target_score_without_auto_says_so() -> None:
+    with pytest.raises(InvalidOptions) as refused:
+        parse_options({"quality": 40, "targetScore": 70})
+    assert refused.value.problems == [
+        {"field": "targetScore", "message": 'only with quality "auto"'}
+    ]
+
+
 def test_each_format_has_its_extension_content_type_and_default_quality() -> None:
     assert [(f.extension, f.content_type) for f in OutputFormat] == [
         ("jpg", "image/jpeg"),

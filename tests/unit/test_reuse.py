@@ -76,6 +76,7 @@ CHANGED_ALONE = {
     "quality": OutputOptions(quality=40),
     "max_width": OutputOptions(max_width=100),
     "max_height": OutputOptions(max_height=100),
+    "target_score": OutputOptions(target_score=70.0),  # quality "auto"
 }
 
 

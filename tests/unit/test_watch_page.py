@@ -86,3 +86,22 @@ def test_the_upload_form_has_the_output_options_and_a_running_job_a_cancel_butto
     code = script()
     assert "api/jobs/${id}/cancel" in code
     assert '"failed", "cancelled"]' in code  # a cancelled job is terminal: the watch ends
+
+
+def test_the_upload_form_offers_auto_quality_with_its_target_score() -> None:
+    by_id = {attrs["id"]: (tag, attrs) for tag, attrs in parsed().elements if "id" in attrs}
+    tag, auto = by_id["quality-auto"]
+    assert (tag, auto["type"]) == ("input", "checkbox")
+    _, target = by_id["target-score"]
+    assert (target["type"], target["name"], target["min"], target["max"]) == (
+        "number",
+        "targetScore",
+        "30",
+        "95",
+    )
+    assert "disabled" in target  # until auto is chosen
+    code = script()
+    assert 'if (auto) options.quality = "auto";' in code
+    assert '["target-score", "targetScore"]' in code
+    # each image of an auto job shows the quality chosen and the score reached
+    assert "product.outputQualities" in code and "product.outputScores" in code

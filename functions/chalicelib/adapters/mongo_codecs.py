@@ -3,7 +3,8 @@
 `jobs`: `_id` = requestId; status, timestamps, progress counters, errors, webhook state, the
 ingest/finalize claims and the Idempotency-Key. `rows`: `_id` = `"{requestId}:{chunk:06d}"`
 (`chunk_id`), the chunk's rows in position order as compact sub-documents
-`{p, s, n, u, st, o, e, bi, bo}`. The queries are in mongo_job_queries.py,
+`{p, s, n, u, st, o, e, bi, bo}`, and `q`, `sc` (each image's quality and score) for a row whose
+images were made by `quality: "auto"`. The queries are in mongo_job_queries.py,
 mongo_row_queries.py and mongo_webhook_queries.py."""
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ def job_from(doc: Mapping[str, Any], default_tenant: str) -> Job:
 
 
 def row_doc(row: StoredRow) -> Document:
-    return {
+    doc: Document = {
         "p": row.position,
         "s": row.serial,
         "n": row.name,
@@ -197,6 +198,10 @@ def row_doc(row: StoredRow) -> Document:
         "bi": list(row.bytes_in),
         "bo": list(row.bytes_out),
     }
+    if row.qualities:  # only `auto`'s rows carry them: the others' documents stay as small
+        doc["q"] = list(row.qualities)
+        doc["sc"] = list(row.scores)
+    return doc
 
 
 def row_from(doc: Mapping[str, Any]) -> StoredRow:
@@ -210,15 +215,22 @@ def row_from(doc: Mapping[str, Any]) -> StoredRow:
         errors=tuple({str(k): str(v) for k, v in e.items()} for e in doc.get("e", [])),
         bytes_in=tuple(int(b) for b in doc.get("bi", [])),
         bytes_out=tuple(int(b) for b in doc.get("bo", [])),
+        qualities=tuple(None if q is None else int(q) for q in doc.get("q", [])),
+        scores=tuple(None if v is None else float(v) for v in doc.get("sc", [])),
     )
 
 
 def slot_changes(slot: str, outcome: RowOutcome) -> Document:
-    """The `$set` of one row slot (`rows.<index>`) recorded with this outcome."""
-    return {
+    """The `$set` of one row slot (`rows.<index>`) recorded with this outcome (its qualities
+    and scores only when it has them, as `row_doc`)."""
+    changes: Document = {
         f"{slot}.st": str(outcome.status),
         f"{slot}.o": list(outcome.output_keys),
         f"{slot}.e": [dict(e) for e in outcome.errors],
         f"{slot}.bi": list(outcome.bytes_in),
         f"{slot}.bo": list(outcome.bytes_out),
     }
+    if outcome.qualities:
+        changes[f"{slot}.q"] = list(outcome.qualities)
+        changes[f"{slot}.sc"] = list(outcome.scores)
+    return changes

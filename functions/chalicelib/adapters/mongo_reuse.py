@@ -27,13 +27,17 @@ class MongoReuseIndex:
         doc = self._reuse.find_one({"_id": f"{tenant}:{address}"})
         if doc is None:
             return None
-        return ReusableOutput(str(doc["key"]), int(doc.get("bytesOut", 0)))
+        quality, score = doc.get("quality"), doc.get("score")
+        return ReusableOutput(
+            str(doc["key"]),
+            int(doc.get("bytesOut", 0)),
+            None if quality is None else int(quality),
+            None if score is None else float(score),
+        )
 
     def remember(self, tenant: str, address: str, output: ReusableOutput) -> None:
         self._reuse.replace_one(
-            {"_id": f"{tenant}:{address}"},
-            {"_id": f"{tenant}:{address}", "key": output.key, "bytesOut": output.bytes_out},
-            upsert=True,
+            {"_id": f"{tenant}:{address}"}, _reuse_doc(tenant, address, output), upsert=True
         )
 
     def remember_all(self, entries: Sequence[tuple[str, str, ReusableOutput]]) -> None:
@@ -43,9 +47,7 @@ class MongoReuseIndex:
         self._reuse.bulk_write(
             [
                 ReplaceOne(
-                    {"_id": f"{tenant}:{address}"},
-                    {"_id": f"{tenant}:{address}", "key": out.key, "bytesOut": out.bytes_out},
-                    upsert=True,
+                    {"_id": f"{tenant}:{address}"}, _reuse_doc(tenant, address, out), upsert=True
                 )
                 for tenant, address, out in entries
             ],
@@ -64,3 +66,13 @@ class MongoReuseIndex:
         )
         again = self._tenants.find_one({"_id": tenant}, projection={"reuseKey": 1})
         return str(again["reuseKey"]) if again and again.get("reuseKey") else None
+
+
+def _reuse_doc(tenant: str, address: str, output: ReusableOutput) -> Document:
+    """The `reuse` document of an output (its quality and score only when `auto` made it)."""
+    doc: Document = {"_id": f"{tenant}:{address}", "key": output.key, "bytesOut": output.bytes_out}
+    if output.quality is not None:
+        doc["quality"] = output.quality
+    if output.score is not None:
+        doc["score"] = output.score
+    return doc

@@ -109,7 +109,9 @@ class ProductRow:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """What became of one input image: an output key, or an error code and message."""
+    """What became of one input image: an output key, or an error code and message. An
+    image made by `quality: "auto"` has the quality chosen and the SSIMULACRA2 score it
+    reached (None otherwise)."""
 
     url: str
     output_key: str = ""
@@ -117,6 +119,8 @@ class ImageResult:
     error_message: str = ""
     bytes_in: int = 0
     bytes_out: int = 0
+    quality: int | None = None
+    score: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -371,17 +375,21 @@ def new_job(
 class RowOutcome:
     """What recording a row writes, from its images' results (one per input URL, in order):
     failed when any image failed; an output key per image ("" for one that failed), an error
-    per failed image, and each image's bytes in and out."""
+    per failed image, and each image's bytes in and out; when any image was made by `auto`,
+    each image's quality and score (None for one that failed), else nothing of them."""
 
     status: RowStatus
     output_keys: tuple[str, ...]
     errors: tuple[dict[str, str], ...]
     bytes_in: tuple[int, ...]
     bytes_out: tuple[int, ...]
+    qualities: tuple[int | None, ...] = ()
+    scores: tuple[float | None, ...] = ()
 
     @classmethod
     def of(cls, results: Sequence[ImageResult]) -> RowOutcome:
         failed = [r for r in results if not r.ok]
+        searched = any(r.ok and r.quality is not None for r in results)
         return cls(
             status=RowStatus.FAILED if failed else RowStatus.COMPLETED,
             output_keys=tuple(r.output_key if r.ok else "" for r in results),
@@ -395,6 +403,8 @@ class RowOutcome:
             ),
             bytes_in=tuple(r.bytes_in for r in results),
             bytes_out=tuple(r.bytes_out for r in results),
+            qualities=tuple(r.quality if r.ok else None for r in results) if searched else (),
+            scores=tuple(r.score if r.ok else None for r in results) if searched else (),
         )
 
     def counted(self) -> Progress:
@@ -404,7 +414,8 @@ class RowOutcome:
 
 @dataclass(frozen=True)
 class StoredRow:
-    """A product row as recorded: inputs, per-image outputs and errors."""
+    """A product row as recorded: inputs, per-image outputs and errors (and, for images made
+    by `auto`, their qualities and scores: RowOutcome)."""
 
     position: int
     serial: int
@@ -415,6 +426,8 @@ class StoredRow:
     errors: tuple[dict[str, str], ...] = ()
     bytes_in: tuple[int, ...] = ()
     bytes_out: tuple[int, ...] = ()
+    qualities: tuple[int | None, ...] = ()
+    scores: tuple[float | None, ...] = ()
 
     @property
     def recorded(self) -> bool:
@@ -430,6 +443,8 @@ class StoredRow:
             errors=outcome.errors,
             bytes_in=outcome.bytes_in,
             bytes_out=outcome.bytes_out,
+            qualities=outcome.qualities,
+            scores=outcome.scores,
         )
 
     def counted(self) -> Progress:

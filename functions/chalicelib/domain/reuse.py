@@ -33,7 +33,11 @@ def content_address(
 
 @dataclass(frozen=True)
 class ReusableOutput:
-    """Where the newest copy of an output is, and what it weighs."""
+    """Where the newest copy of an output is, and what it weighs; for an output made by
+    `quality: "auto"`, the quality it was made at and the score it reached (a copy reports
+    them as its own)."""
 
     key: str
     bytes_out: int
+    quality: int | None = None
+    score: float | None = None

@@ -441,12 +441,15 @@ def _rows_from(deps: Dependencies, request_id: str, start: int) -> Iterator[Stor
 def row_message(job: Job, row: StoredRow) -> dict[str, object]:
     keep: tuple[Kept, ...] = ()
     if any(row.output_keys):  # a retry: the images that succeeded are kept, not redone
+        n = len(row.urls)
         keep = tuple(
-            Kept(key, bi, bo)
-            for key, bi, bo in zip(
+            Kept(key, bi, bo, quality=q, score=sc)
+            for key, bi, bo, q, sc in zip(
                 row.output_keys,
-                row.bytes_in or [0] * len(row.urls),
-                row.bytes_out or [0] * len(row.urls),
+                row.bytes_in or [0] * n,
+                row.bytes_out or [0] * n,
+                row.qualities or [None] * n,  # `auto`'s choices, kept with their outputs
+                row.scores or [None] * n,
                 strict=False,
             )
         )

@@ -18,6 +18,7 @@ from chalicelib.domain.budget import Budget
 from chalicelib.domain.models import ImageErrorCode, ImageResult, output_key
 from chalicelib.domain.output_options import OutputOptions
 from chalicelib.domain.retention import output_cache_control
+from chalicelib.domain.reuse import ReusableOutput
 from chalicelib.errors import ImageFailure
 from chalicelib.imaging import CompressOptions, compress, work_allowance
 from chalicelib.services import reuse
@@ -114,11 +115,18 @@ def process_image(  # noqa: PLR0917 - a partial's arguments, in one place
             where = reuse.address(deps, task.tenant, options, data)
             copied = reuse.reuse(deps, task.tenant, where, key, remembered)
         if copied is not None:  # made before for this tenant: copied, not compressed again
-            found = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=copied)
+            found = ImageResult(
+                url,
+                output_key=key,
+                bytes_in=len(data),
+                bytes_out=copied.bytes_out,
+                quality=copied.quality,  # `auto`'s: the copy reports what its source reached
+                score=copied.score,
+            )
             job_url_cache(deps).put((task.request_id, url), found)
             return found
         with observability.phase("compress"):
-            compressed = compress(data, options)
+            compressed = compress(data, options, budget.remaining)
     except NoTimeLeft as short:
         return Deferred(short.attempts)
     except ImageFailure as failure:
@@ -132,18 +140,39 @@ def process_image(  # noqa: PLR0917 - a partial's arguments, in one place
     cache_control = output_cache_control(settings)
     with observability.phase("storage"):
         deps.outputs.put_bytes(key, compressed.data, compressed.content_type, cache_control)
-    with observability.phase("records"):
-        reuse.remember(task.tenant, where, key, len(compressed.data), remembered)
-    result = ImageResult(url, output_key=key, bytes_in=len(data), bytes_out=len(compressed.data))
+    searched = options.target_score is not None  # `auto`: the quality chosen and its score
+    made = ReusableOutput(
+        key,
+        len(compressed.data),
+        compressed.quality if searched else None,
+        compressed.score if searched else None,
+    )
+    # An `auto` output made without a score (time ran short before the search measured
+    # anything: the format's default quality) is not what the target asks for: a later job
+    # makes it again rather than copy it.
+    if not searched or made.score is not None:
+        with observability.phase("records"):
+            reuse.remember(task.tenant, where, made, remembered)
+    result = ImageResult(
+        url,
+        output_key=key,
+        bytes_in=len(data),
+        bytes_out=made.bytes_out,
+        quality=made.quality,
+        score=made.score,
+    )
     job_url_cache(deps).put((task.request_id, url), result)
     return result
 
 
 def compress_options(settings: Settings, options: OutputOptions) -> CompressOptions:
     """What the compressor is asked for: the job's options over the settings (JPEG's quality
-    is OUTPUT_QUALITY unless the job names one)."""
+    is OUTPUT_QUALITY unless the job names one; a job that names none is `auto` when
+    OUTPUT_QUALITY is). For `auto`, the target score, and the format's default quality as
+    the search's fallback."""
     return CompressOptions(
         quality=options.quality_or(settings.output_quality),
+        target_score=options.target_or(settings.output_target_score),
         max_pixels=settings.max_image_pixels,
         optimize=settings.output_optimize,
         format=options.format,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from chalicelib import observability
@@ -37,14 +38,21 @@ def encoding(options: CompressOptions) -> dict[str, object]:
     """What decides an output besides its source and the encoder: everything the compressor
     is asked but its pixel cap (which only decides whether an image is refused). The quality
     is the one used (OUTPUT_QUALITY or the format's default when the job names none), so a
-    changed setting makes new outputs rather than copying old ones."""
-    return {
+    changed setting makes new outputs rather than copying old ones. An `auto` output is
+    keyed by its target and the metric's and search's version as well (a fixed quality's
+    keys stay as they were)."""
+    shape: dict[str, object] = {
         "format": str(options.format),
         "quality": options.quality,
         "maxWidth": options.max_width,
         "maxHeight": options.max_height,
         "optimize": options.optimize,
     }
+    if options.target_score is not None:
+        from chalicelib.quality_search import AUTO_SEARCH_VERSION  # noqa: PLC0415 (worker's)
+
+        shape["auto"] = {"targetScore": options.target_score, "search": AUTO_SEARCH_VERSION}
+    return shape
 
 
 def address(deps: Dependencies, tenant: str, options: CompressOptions, data: bytes) -> str | None:
@@ -114,19 +122,21 @@ class Pending:
 
 def reuse(
     deps: Dependencies, tenant: str, where: str | None, key: str, pending: Pending
-) -> int | None:
-    """Copy the tenant's earlier output of this content to `key`: its size, or None when there
-    is none to copy (never made, or expired or deleted since)."""
+) -> ReusableOutput | None:
+    """Copy the tenant's earlier output of this content to `key`: the copy (its size, and
+    for `auto` the quality and score of the output it copies), or None when there is none to
+    copy (never made, or expired or deleted since)."""
     if where is None:
         return None
     found = deps.reuse.find(tenant, where)
     if found is None or not deps.outputs.copy(found.key, key):
         return None
-    pending.add(tenant, where, ReusableOutput(key, found.bytes_out))
+    copied = replace(found, key=key)
+    pending.add(tenant, where, copied)
     observability.record_reused_image()
-    return found.bytes_out
+    return copied
 
 
-def remember(tenant: str, where: str | None, key: str, size: int, pending: Pending) -> None:
+def remember(tenant: str, where: str | None, output: ReusableOutput, pending: Pending) -> None:
     if where is not None:
-        pending.add(tenant, where, ReusableOutput(key, size))
+        pending.add(tenant, where, output)

@@ -24,6 +24,8 @@ class Kept:
     bytes_out: int = 0
     error_code: ImageErrorCode | None = None
     error_message: str = ""
+    quality: int | None = None  # `auto`'s choice and the score it reached
+    score: float | None = None
 
     @property
     def done(self) -> bool:
@@ -37,6 +39,8 @@ class Kept:
             error_message=self.error_message,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
+            quality=self.quality,
+            score=self.score,
         )
 
     @classmethod
@@ -47,17 +51,22 @@ class Kept:
             result.bytes_out,
             result.error_code,
             result.error_message,
+            result.quality,
+            result.score,
         )
 
     @classmethod
     def from_message(cls, item: Mapping[str, Any]) -> Kept:
         code = item.get("errorCode")
+        quality, score = item.get("quality"), item.get("score")
         return cls(
             str(item.get("key", "")),
             int(item.get("bytesIn", 0)),
             int(item.get("bytesOut", 0)),
             ImageErrorCode(code) if code else None,
             str(item.get("errorMessage", "")),
+            None if quality is None else int(quality),
+            None if score is None else float(score),
         )
 
     def to_message(self) -> dict[str, object]:
@@ -69,6 +78,10 @@ class Kept:
         if self.error_code is not None:
             item["errorCode"] = str(self.error_code)
             item["errorMessage"] = self.error_message
+        if self.quality is not None:
+            item["quality"] = self.quality
+        if self.score is not None:
+            item["score"] = self.score
         return item
 
 

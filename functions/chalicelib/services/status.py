@@ -40,8 +40,11 @@ def parse_paging(limit: str | None, cursor: str | None) -> tuple[int, int]:
     return start, size
 
 
-def product_view(deps: Dependencies, row: StoredRow) -> dict[str, object]:
-    return {
+def product_view(deps: Dependencies, row: StoredRow, auto: bool = False) -> dict[str, object]:
+    """One product as the status shows it; a product of an `auto` job (or one whose images
+    were made by it) also shows each image's quality and score, aligned with its output
+    links (null for an image that failed)."""
+    view: dict[str, object] = {
         "serialNumber": row.serial,
         "productName": row.name,
         "inputImageUrls": list(row.urls),
@@ -51,11 +54,24 @@ def product_view(deps: Dependencies, row: StoredRow) -> dict[str, object]:
         "inputBytes": list(row.bytes_in),
         "outputBytes": list(row.bytes_out),
     }
+    if auto or row.qualities:
+        n = range(len(row.output_keys))
+        view["outputQualities"] = [_at(row.qualities, i) for i in n]
+        view["outputScores"] = [_score(_at(row.scores, i)) for i in n]
+    return view
+
+
+def _at[T](values: tuple[T | None, ...], index: int) -> T | None:
+    return values[index] if index < len(values) else None
+
+
+def _score(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 # Part of every tag: a change to what the status or the list shows of a given version (a
 # field added, a link's form) must change the tags too. Bump it with such a change.
-TAG_FORMAT = 1
+TAG_FORMAT = 2  # 2: `outputQualities` and `outputScores` of `auto` jobs
 
 
 @dataclass(frozen=True)
@@ -132,10 +148,11 @@ def status_document(
     deps: Dependencies, job: Job, rows: list[StoredRow], start: int, size: int
 ) -> dict[str, object]:
     total = job.progress.total_products
+    auto = job.options.target_or(deps.settings.output_target_score) is not None
     next_cursor = str(start + size) if start + size < total else None
     document: dict[str, object] = {
         **job_summary_view(job),  # what a listing shows of it, first
-        "products": [product_view(deps, row) for row in rows],
+        "products": [product_view(deps, row, auto) for row in rows],
         "nextCursor": next_cursor,
         "outputCsvUrl": (
             deps.output_csv_url(job.request_id)
