@@ -1,11 +1,12 @@
 """Every Pillow call of the pipeline: untrusted bytes in, a plain sRGB JPEG, WebP or AVIF out.
 
 The steps, in order: identify the format (from an allow-list), refuse too many pixels from
-the header alone, decode the first frame (a JPEG that must fit a smaller box is decoded
-smaller: shrink on load), apply the EXIF orientation, fit the job's box (a box reduce, then
-LANCZOS to the exact size), bring any colour profile to sRGB, flatten transparency on white,
-and encode in the job's format with no metadata. Every expected failure is an
-`ImageFailure` carrying one of the contract's codes.
+the header alone, decode the first frame or a HEIF's primary image (a JPEG that must fit a
+smaller box is decoded smaller: shrink on load), apply the EXIF orientation (unless the
+decoder has turned the pixels already, as HEIF's and JPEG XL's do), fit the job's box (a
+box reduce, then LANCZOS to the exact size), bring any colour profile to sRGB, flatten
+transparency on white, and encode in the job's format with no metadata. Every expected
+failure is an `ImageFailure` carrying one of the contract's codes.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import pi_heif  # type: ignore[import-untyped]
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
+from pillow_jxl import JpegXLImagePlugin
 
+from chalicelib import jxl_header
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS, OutputFormat
 from chalicelib.errors import ImageFailure
@@ -39,9 +43,22 @@ log = logging.getLogger(__name__)
 
 WHITE = (255, 255, 255)
 
+# HEIC/HEIF (libheif; HEVC decoded by libde265, pi-heif being pillow-heif's decode-only
+# build) and JPEG XL (libjxl) join Pillow's openers, decoding the primary image alone (no
+# thumbnails, depth or auxiliary images) on one thread: the worker's pool runs images side by
+# side. Licences and patents: docs/security.md.
+pi_heif.register_heif_opener(
+    thumbnails=False, depth_images=False, aux_images=False, decode_threads=1
+)
+JpegXLImagePlugin.DECODE_THREADS = 0  # libjxl on the calling thread alone
+
 # Raster formats a product image may come in. The rest of Pillow's openers (EPS runs
-# Ghostscript, and several guess from a few loose header bytes) are never tried.
-_WANTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "DIB", "TIFF", "ICO", "PPM")
+# Ghostscript, and several guess from a few loose header bytes) are never tried. AVIF comes
+# before HEIF: both are ISO BMFF files, and a HEIC whose brand AVIF's opener accepts (`mif1`)
+# is refused by it and opened by HEIF's.
+_WANTED_FORMATS = (
+    "JPEG", "PNG", "GIF", "WEBP", "AVIF", "HEIF", "JXL", "BMP", "DIB", "TIFF", "ICO", "PPM"
+)  # fmt: skip
 Image.init()
 FORMATS: tuple[str, ...] = tuple(f for f in _WANTED_FORMATS if f in Image.OPEN)
 
@@ -55,6 +72,13 @@ _SIGNATURES = (
     b"II*\x00",  # TIFF, little-endian
     b"MM\x00*",  # TIFF, big-endian
     b"BM",
+    jxl_header.CODESTREAM_SIGNATURE,
+    jxl_header.CONTAINER_SIGNATURE,
+)
+# ISO BMFF brands (bytes 8-12, after `ftyp`) of HEIF and AVIF images and sequences
+_ISOBMFF_IMAGE_BRANDS = frozenset(
+    {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+    | {b"mif1", b"msf1"}
 )
 
 # Truncated data must fail, never come out padded with grey.
@@ -211,10 +235,12 @@ def _guarded(data: bytes, options: CompressOptions, encode: Encoder) -> Compress
 
 
 def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compressed:
+    if jxl_header.is_jxl(data):
+        _check_jxl_header(data, options.max_pixels)
     try:
         source = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError as exc:
-        if data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        if _has_image_signature(data):
             raise ImageFailure(
                 ImageErrorCode.DECODE_FAILED, "the image header is damaged or unsupported"
             ) from exc
@@ -235,7 +261,8 @@ def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compres
         size, eighths = _plan_fit(source, options)
         pixels = _decode_turbo(source, data, eighths)
         if pixels is None:
-            source.seek(0)  # the first frame of an animation (n_frames would scan the file)
+            if source.format != "HEIF":  # HEIF's opener starts at the primary image, not 0
+                source.seek(0)  # the first frame of an animation (n_frames would scan the file)
             if eighths < 8 and source.format in _DCT_FORMATS:
                 # Pillow's decoder scales too, by 1/2, 1/4 or 1/8 only: the largest that
                 # still gives at least this size
@@ -258,6 +285,39 @@ def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compres
                 rgb.close()
             if pixels is not source:
                 pixels.close()
+
+
+def _has_image_signature(data: bytes) -> bool:
+    """Whether `data` starts like one of the formats above (then a file Pillow cannot open is
+    damaged, not something else)."""
+    if data.startswith(_SIGNATURES):
+        return True
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return True
+    return data[4:8] == b"ftyp" and data[8:12] in _ISOBMFF_IMAGE_BRANDS
+
+
+def _check_jxl_header(data: bytes, max_pixels: int) -> None:
+    """Refuse a JPEG XL file from its header: its plugin decodes every pixel while Pillow
+    opens it, so the pixel cap cannot wait for `Image.open`. An animation is refused too:
+    libjxl decodes every frame into one buffer, leaving the last, not the first."""
+    try:
+        header = jxl_header.read_header(data)
+    except jxl_header.NotJxl as exc:
+        raise ImageFailure(
+            ImageErrorCode.DECODE_FAILED, f"the JPEG XL header is damaged: {exc}"
+        ) from exc
+    width, height = header.width, header.height
+    if width * height > max_pixels:
+        raise ImageFailure(
+            ImageErrorCode.TOO_MANY_PIXELS,
+            f"{width}x{height} is {width * height} pixels, more than the limit of {max_pixels}",
+        )
+    if header.animated:
+        raise ImageFailure(
+            ImageErrorCode.DECODE_FAILED,
+            "an animated JPEG XL: its first frame cannot be decoded alone",
+        )
 
 
 # EXIF orientations that turn the image a quarter (its width becomes its height)
@@ -296,7 +356,10 @@ def _scaled(size: tuple[int, int], eighths: int) -> tuple[int, int]:
 
 
 def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1 when absent or unreadable, as `_apply_orientation` reads it)."""
+    """The EXIF orientation (1 when absent or unreadable, as `_apply_orientation` reads it,
+    or when the decoder turns the pixels itself)."""
+    if _oriented_by_decoder(image):
+        return 1
     try:
         value = image.getexif().get(0x0112, 1)
     except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError):
@@ -421,8 +484,22 @@ def _encode_jpeg(image: Image.Image, options: CompressOptions) -> bytes:
 _spool = threading.local()  # each thread's output file (`_encode_jpeg`)
 
 
+def _oriented_by_decoder(image: Image.Image) -> bool:
+    """Whether the decoder has turned the pixels already, so that the EXIF orientation (which
+    cameras write as well) must not turn them again: libheif applies HEIF's irot/imir
+    transforms, libjxl a JPEG XL codestream's orientation, each prevailing over EXIF by its
+    standard. A JPEG XL that rebuilds a JPEG bit for bit gives that JPEG's pixels as stored,
+    to turn by its EXIF as any JPEG."""
+    if image.format == "HEIF":
+        return True
+    return image.format == "JXL" and not getattr(image, "jpeg", False)
+
+
 def _apply_orientation(image: Image.Image) -> None:
-    """Turn the pixels as the EXIF orientation says. Unreadable EXIF is left alone."""
+    """Turn the pixels as the EXIF orientation says, unless the decoder has (see
+    `_oriented_by_decoder`). Unreadable EXIF is left alone."""
+    if _oriented_by_decoder(image):
+        return
     try:
         ImageOps.exif_transpose(image, in_place=True)
     except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError) as exc:
