@@ -26,7 +26,7 @@ from pillow_jxl import JpegXLImagePlugin
 from local_emulator.samples import make_samples
 
 JXL_FILES = Path(__file__).resolve().parent / "jxl_files"
-RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
+RED, BLUE, GREEN, WHITE = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255)
 # (60, 180, 90) in Display P3 is about (0, 183, 78) in sRGB (the standard P3-D65 to sRGB
 # matrix on linear light, sRGB's transfer function both ways); left unconverted it stays put
 P3_SOURCE, P3_IN_SRGB = (60, 180, 90), (0, 183, 78)
@@ -261,6 +261,15 @@ def test_a_heic_branded_mif1_is_opened_by_heif_after_avif_refuses_it() -> None:
 def test_a_video_s_iso_file_is_not_an_image() -> None:
     mp4 = b"\0\0\0\x18ftypisom\0\0\0\0isomiso2" + bytes(64)
     assert failure(mp4).code is ImageErrorCode.NOT_AN_IMAGE
+
+
+@pytest.mark.parametrize("encoder", ["heic", "jxl"])
+def test_transparency_is_flattened_on_white(encoder: str) -> None:
+    image = Image.new("RGBA", (32, 32), (255, 0, 0, 0))  # clear red: white once flattened
+    image.paste((0, 0, 255, 255), (0, 0, 16, 32))
+    data = heic(image) if encoder == "heic" else jxl(image, lossless=True)
+    output = decode(compress_to_jpeg(data, CompressOptions()))
+    assert close_to(output.getpixel((8, 16)), BLUE) and close_to(output.getpixel((24, 16)), WHITE)
 
 
 # -- JPEG XL -----------------------------------------------------------------------------------
