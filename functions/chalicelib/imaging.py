@@ -17,14 +17,14 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import pi_heif  # type: ignore[import-untyped]
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from pillow_jxl import JpegXLImagePlugin
 
-from chalicelib import jxl_header
+from chalicelib import jxl_header, nclx_profile
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS, OutputFormat
 from chalicelib.errors import ImageFailure
@@ -517,7 +517,7 @@ def _to_srgb(image: Image.Image, size: tuple[int, int] | None = None) -> Image.I
         # REDUCING_GAP times the size (Pillow premultiplies alpha while resampling)
         resized = work.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
         work = _replace(work, resized, image)
-    icc = image.info.get("icc_profile")
+    icc = image.info.get("icc_profile") or _nclx_icc(image)
     if isinstance(icc, bytes) and icc:
         work = _from_profile(work, icc)
     if work.mode == "RGBA":
@@ -527,6 +527,13 @@ def _to_srgb(image: Image.Image, size: tuple[int, int] | None = None) -> Image.I
     if work.mode not in {"RGB", "RGBX"}:  # the JPEG encoder reads RGBX as RGB
         return work.convert("RGB")
     return work
+
+
+def _nclx_icc(image: Image.Image) -> bytes | None:
+    """A profile for a HEIF's `nclx` colour description (H.273 code points, when it carries
+    no ICC profile), or None when that says sRGB or nothing a profile can say."""
+    nclx = image.info.get("nclx_profile")
+    return nclx_profile.icc_for_nclx(nclx) if isinstance(nclx, Mapping) else None
 
 
 def _replace(old: Image.Image, new: Image.Image, keep: Image.Image) -> Image.Image:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pillow_heif
 import pytest
-from chalicelib import jxl_header
+from chalicelib import jxl_header, nclx_profile
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.errors import ImageFailure
 from chalicelib.imaging import Compressed, CompressOptions, compress_to_jpeg
@@ -216,6 +216,62 @@ def test_a_display_p3_heic_comes_out_in_srgb() -> None:
     assert pillow_heif.open_heif(io.BytesIO(data)).info.get("icc_profile")
     output = decode(compress_to_jpeg(data, CompressOptions(quality=95)))
     assert close_to(output.getpixel((16, 16)), P3_IN_SRGB, 8), output.getpixel((16, 16))
+
+
+def nclx_heic(primaries: int, transfer: int) -> bytes:
+    """A flat P3_SOURCE HEIC whose colours are named by `nclx` code points, no ICC profile."""
+    data = heic(
+        Image.new("RGB", (32, 32), P3_SOURCE),
+        chroma=444,
+        color_primaries=primaries,
+        transfer_characteristics=transfer,
+        matrix_coefficients=6,
+        full_range_flag=1,
+    )
+    info = pillow_heif.open_heif(io.BytesIO(data)).info
+    assert "icc_profile" not in info and info["nclx_profile"]["color_primaries"] == primaries
+    return data
+
+
+@pytest.mark.parametrize(
+    ("primaries", "transfer", "expected"),
+    [
+        (12, 13, P3_IN_SRGB),  # Display P3 by code points, as some Android phones write it
+        (1, 13, P3_SOURCE),  # BT.709 primaries, sRGB's transfer: sRGB already, kept
+        (2, 2, P3_SOURCE),  # unspecified: taken as sRGB
+        (12, 16, P3_SOURCE),  # PQ (HDR): no display profile says it; left as decoded
+    ],
+)
+def test_a_heic_named_by_nclx_comes_out_in_srgb(
+    primaries: int, transfer: int, expected: tuple[int, int, int]
+) -> None:
+    output = decode(compress_to_jpeg(nclx_heic(primaries, transfer), CompressOptions(quality=95)))
+    assert close_to(output.getpixel((16, 16)), expected, 8), output.getpixel((16, 16))
+
+
+def test_the_nclx_profile_puts_p3_primaries_where_apple_s_display_p3_has_them() -> None:
+    """The profile built for primaries 12 carries the D50-adapted primaries of Apple's
+    Display P3 profile (to the 4th decimal), and an sRGB curve for transfer 13."""
+    nclx = Image.open(io.BytesIO(nclx_heic(12, 13))).info["nclx_profile"]
+    icc = nclx_profile.icc_for_nclx(nclx)
+    assert icc is not None
+    count = struct.unpack(">I", icc[128:132])[0]
+    tags = {}
+    for n in range(count):
+        signature, offset, size = struct.unpack(">4sII", icc[132 + 12 * n : 144 + 12 * n])
+        tags[signature] = icc[offset : offset + size]
+
+    def xyz(tag: bytes) -> tuple[float, ...]:
+        return tuple(v / 65536 for v in struct.unpack(">3i", tags[tag][8:20]))
+
+    apple = {
+        b"rXYZ": (0.515102, 0.241196, -0.001053),
+        b"gXYZ": (0.291965, 0.692236, 0.041883),
+        b"bXYZ": (0.157153, 0.066574, 0.784378),
+    }
+    for tag, wanted in apple.items():
+        assert all(abs(a - b) < 1e-3 for a, b in zip(xyz(tag), wanted, strict=True)), tag
+    assert tags[b"rTRC"].startswith(b"para")
 
 
 def zeroed_pixels(data: bytes) -> bytes:
