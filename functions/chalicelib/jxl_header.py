@@ -39,7 +39,9 @@ class JxlHeader:
 
 
 def is_jxl(data: bytes) -> bool:
-    return data.startswith(CODESTREAM_SIGNATURE) or data.startswith(CONTAINER_SIGNATURE)
+    """Whether `data` starts like a JPEG XL file, as loosely as the plugin's opener checks
+    (`JXL` at bytes 4-7 is enough for it): nothing the plugin would decode skips the header."""
+    return data.startswith(CODESTREAM_SIGNATURE) or data[4:7] == b"JXL"
 
 
 def read_header(data: bytes) -> JxlHeader:

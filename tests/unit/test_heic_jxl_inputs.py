@@ -437,6 +437,18 @@ def test_a_damaged_jxl_is_decode_failed(cut: str) -> None:
     assert failure(damaged).code is ImageErrorCode.DECODE_FAILED
 
 
+def test_what_the_plugin_would_open_never_skips_the_header_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The plugin's opener takes `JXL` at bytes 4-7 for a container; without the container's
+    whole signature the header check refuses it before the plugin is handed anything."""
+    decoder = DecoderCalls(monkeypatch)
+    loose = b"\0\0\0\x0cJXL \0\0\0\0" + bytes(range(256))
+    assert JpegXLImagePlugin._accept(loose)
+    assert failure(loose).code is ImageErrorCode.DECODE_FAILED
+    assert decoder.calls == 0
+
+
 @pytest.mark.parametrize(
     "size", [(1, 1), (8, 8), (256, 256), (257, 100), (200, 150), (150, 200), (192, 108), (9, 7)]
 )
