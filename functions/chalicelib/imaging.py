@@ -24,7 +24,7 @@ import pi_heif  # type: ignore[import-untyped]
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from pillow_jxl import JpegXLImagePlugin
 
-from chalicelib import jxl_header, nclx_profile
+from chalicelib import heif_header, jxl_header, nclx_profile
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS, OutputFormat
 from chalicelib.errors import ImageFailure
@@ -258,6 +258,8 @@ def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compres
                 f"{width}x{height} is {width * height} pixels, "
                 f"more than the limit of {options.max_pixels}",
             )
+        if source.format == "HEIF":
+            _check_heif_stored_size(data, options.max_pixels)
         size, eighths = _plan_fit(source, options)
         pixels = _decode_turbo(source, data, eighths)
         if pixels is None:
@@ -317,6 +319,22 @@ def _check_jxl_header(data: bytes, max_pixels: int) -> None:
         raise ImageFailure(
             ImageErrorCode.DECODE_FAILED,
             "an animated JPEG XL: its first frame cannot be decoded alone",
+        )
+
+
+def _check_heif_stored_size(data: bytes, max_pixels: int) -> None:
+    """Refuse a HEIF whose primary image is stored larger than the cap, though its shown size
+    (cropped by its clean aperture) is not: libheif decodes the whole stored image first. A
+    layout the box reader cannot follow is left to libheif and its own limits."""
+    try:
+        stored = heif_header.stored_pixels(data)
+    except (heif_header.NotHeif, IndexError) as exc:
+        log.debug("HEIF boxes not read, the shown size stands: %s", exc)
+        return
+    if stored > max_pixels:
+        raise ImageFailure(
+            ImageErrorCode.TOO_MANY_PIXELS,
+            f"stored at {stored} pixels (before its crop), more than the limit of {max_pixels}",
         )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pillow_heif
 import pytest
-from chalicelib import jxl_header, nclx_profile
+from chalicelib import heif_header, jxl_header, nclx_profile
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.errors import ImageFailure
 from chalicelib.imaging import Compressed, CompressOptions, compress_to_jpeg
@@ -293,6 +293,61 @@ def test_a_heic_over_the_pixel_cap_is_refused_from_its_header_before_decoding() 
 def test_a_heic_at_the_pixel_cap_is_decoded() -> None:
     result = compress_to_jpeg(heic(photo((320, 240))), CompressOptions(max_pixels=320 * 240))
     assert (result.width, result.height) == (320, 240)
+
+
+def test_a_heic_cropped_from_a_larger_stored_image_is_refused_before_decoding() -> None:
+    """The size Pillow's opener reports is the clean aperture's crop; libheif decodes the
+    whole stored image (`ispe`) first. Stored at 9000x9000 and shown at 64x48: refused."""
+    data = heic(Image.new("RGB", (64, 48), RED))  # coded 64x64, cropped by `clap` to 64x48
+    at = data.index(b"ispe") + 8  # after the box's header and its version and flags
+    assert struct.unpack(">II", data[at : at + 8]) == (64, 64)
+    huge = data[:at] + struct.pack(">II", 9000, 9000) + data[at + 8 :]
+    with Image.open(io.BytesIO(huge)) as opened:
+        assert opened.size == (64, 48)  # what a cap on the reported size would see
+    assert heif_header.stored_pixels(huge) == 81_000_000
+    refused = failure(huge)
+    assert refused.code is ImageErrorCode.TOO_MANY_PIXELS and "81000000" in str(refused)
+
+
+def heif_boxes(kind: bytes, item_data: bytes, ispe: tuple[int, int]) -> bytes:
+    """A HEIF's boxes whose primary item (1) is of type `kind`, its data in `idat`, with an
+    `ispe` of `ispe` (no coded pixels: enough for the box reader)."""
+
+    def box(name: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(payload)) + name + payload
+
+    def full(name: bytes, version: int, payload: bytes) -> bytes:
+        return box(name, bytes([version, 0, 0, 0]) + payload)
+
+    infe = full(b"infe", 2, struct.pack(">HH", 1, 0) + kind + b"\0")
+    extent = struct.pack(">HHH", 1, 1, 0) + struct.pack(">HII", 1, 0, len(item_data))
+    properties = box(b"ipco", full(b"ispe", 0, struct.pack(">II", *ispe)))
+    meta = full(
+        b"meta",
+        0,
+        full(b"pitm", 0, struct.pack(">H", 1))
+        + full(b"iinf", 0, struct.pack(">H", 1) + infe)
+        + full(b"iloc", 1, bytes([0x44, 0x00]) + struct.pack(">H", 1) + extent)
+        + box(b"idat", item_data)
+        + box(b"iprp", properties + full(b"ipma", 0, struct.pack(">IHBB", 1, 1, 1, 0x81))),
+    )
+    return box(b"ftyp", b"heic\0\0\0\0mif1heic") + meta
+
+
+@pytest.mark.parametrize(
+    ("kind", "item_data", "canvas"),
+    [
+        (b"grid", bytes([0, 0, 1, 1]) + struct.pack(">HH", 4032, 3024), 4032 * 3024),
+        (b"grid", bytes([0, 1, 63, 63]) + struct.pack(">II", 32768, 32768), 32768 * 32768),
+        (b"iovl", bytes([0, 0]) + bytes(8) + struct.pack(">HH", 20000, 10000), 200_000_000),
+    ],
+)
+def test_a_grid_s_or_an_overlay_s_canvas_is_what_libheif_decodes(
+    kind: bytes, item_data: bytes, canvas: int
+) -> None:
+    """A grid of tiles or an overlay is decoded into a canvas its own data declares, which its
+    `ispe` may understate."""
+    assert heif_header.stored_pixels(heif_boxes(kind, item_data, (64, 64))) == canvas
 
 
 @pytest.mark.parametrize("cut", ["half", "header", "pixels zeroed"])
