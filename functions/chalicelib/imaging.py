@@ -1,11 +1,12 @@
 """Every Pillow call of the pipeline: untrusted bytes in, a plain sRGB JPEG, WebP or AVIF out.
 
 The steps, in order: identify the format (from an allow-list), refuse too many pixels from
-the header alone, decode the first frame (a JPEG that must fit a smaller box is decoded
-smaller: shrink on load), apply the EXIF orientation, fit the job's box (a box reduce, then
-LANCZOS to the exact size), bring any colour profile to sRGB, flatten transparency on white,
-and encode in the job's format with no metadata. Every expected failure is an
-`ImageFailure` carrying one of the contract's codes.
+the header alone, decode the first frame or a HEIF's primary image (a JPEG that must fit a
+smaller box is decoded smaller: shrink on load), apply the EXIF orientation (unless the
+decoder has turned the pixels already, as HEIF's and JPEG XL's do), fit the job's box (a
+box reduce, then LANCZOS to the exact size), bring any colour profile to sRGB, flatten
+transparency on white, and encode in the job's format with no metadata. Every expected
+failure is an `ImageFailure` carrying one of the contract's codes.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+import pi_heif  # type: ignore[import-untyped]
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
+from pillow_jxl import JpegXLImagePlugin
 
+from chalicelib import heif_header, jxl_header, nclx_profile
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS, OutputFormat
 from chalicelib.errors import ImageFailure
@@ -49,9 +53,22 @@ log = logging.getLogger(__name__)
 
 WHITE = (255, 255, 255)
 
+# HEIC/HEIF (libheif; HEVC decoded by libde265, pi-heif being pillow-heif's decode-only
+# build) and JPEG XL (libjxl) join Pillow's openers, decoding the primary image alone (no
+# thumbnails, depth or auxiliary images) on one thread: the worker's pool runs images side by
+# side. Licences and patents: docs/security.md.
+pi_heif.register_heif_opener(
+    thumbnails=False, depth_images=False, aux_images=False, decode_threads=1
+)
+JpegXLImagePlugin.DECODE_THREADS = 0  # libjxl on the calling thread alone
+
 # Raster formats a product image may come in. The rest of Pillow's openers (EPS runs
-# Ghostscript, and several guess from a few loose header bytes) are never tried.
-_WANTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "DIB", "TIFF", "ICO", "PPM")
+# Ghostscript, and several guess from a few loose header bytes) are never tried. AVIF comes
+# before HEIF: both are ISO BMFF files, and a HEIC whose brand AVIF's opener accepts (`mif1`)
+# is refused by it and opened by HEIF's.
+_WANTED_FORMATS = (
+    "JPEG", "PNG", "GIF", "WEBP", "AVIF", "HEIF", "JXL", "BMP", "DIB", "TIFF", "ICO", "PPM"
+)  # fmt: skip
 Image.init()
 FORMATS: tuple[str, ...] = tuple(f for f in _WANTED_FORMATS if f in Image.OPEN)
 
@@ -65,6 +82,13 @@ _SIGNATURES = (
     b"II*\x00",  # TIFF, little-endian
     b"MM\x00*",  # TIFF, big-endian
     b"BM",
+    jxl_header.CODESTREAM_SIGNATURE,
+    jxl_header.CONTAINER_SIGNATURE,
+)
+# ISO BMFF brands (bytes 8-12, after `ftyp`) of HEIF and AVIF images and sequences
+_ISOBMFF_IMAGE_BRANDS = frozenset(
+    {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+    | {b"mif1", b"msf1"}
 )
 
 # Truncated data must fail, never come out padded with grey.
@@ -247,10 +271,12 @@ def _guarded(data: bytes, options: CompressOptions, encode: Encoder) -> Compress
 
 
 def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compressed:
+    if jxl_header.is_jxl(data):
+        _check_jxl_header(data, options.max_pixels)
     try:
         source = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError as exc:
-        if data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        if _has_image_signature(data):
             raise ImageFailure(
                 ImageErrorCode.DECODE_FAILED, "the image header is damaged or unsupported"
             ) from exc
@@ -268,10 +294,13 @@ def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compres
                 f"{width}x{height} is {width * height} pixels, "
                 f"more than the limit of {options.max_pixels}",
             )
+        if source.format == "HEIF":
+            _check_heif_stored_size(data, options.max_pixels)
         size, eighths = _plan_fit(source, options)
         pixels = _decode_turbo(source, data, eighths)
         if pixels is None:
-            source.seek(0)  # the first frame of an animation (n_frames would scan the file)
+            if source.format != "HEIF":  # HEIF's opener starts at the primary image, not 0
+                source.seek(0)  # the first frame of an animation (n_frames would scan the file)
             if eighths < 8 and source.format in _DCT_FORMATS:
                 # Pillow's decoder scales too, by 1/2, 1/4 or 1/8 only: the largest that
                 # still gives at least this size
@@ -300,6 +329,55 @@ def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compres
                 rgb.close()
             if pixels is not source:
                 pixels.close()
+
+
+def _has_image_signature(data: bytes) -> bool:
+    """Whether `data` starts like one of the formats above (then a file Pillow cannot open is
+    damaged, not something else)."""
+    if data.startswith(_SIGNATURES):
+        return True
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return True
+    return data[4:8] == b"ftyp" and data[8:12] in _ISOBMFF_IMAGE_BRANDS
+
+
+def _check_jxl_header(data: bytes, max_pixels: int) -> None:
+    """Refuse a JPEG XL file from its header: its plugin decodes every pixel while Pillow
+    opens it, so the pixel cap cannot wait for `Image.open`. An animation is refused too:
+    libjxl decodes every frame into one buffer, leaving the last, not the first."""
+    try:
+        header = jxl_header.read_header(data)
+    except jxl_header.NotJxl as exc:
+        raise ImageFailure(
+            ImageErrorCode.DECODE_FAILED, f"the JPEG XL header is damaged: {exc}"
+        ) from exc
+    width, height = header.width, header.height
+    if width * height > max_pixels:
+        raise ImageFailure(
+            ImageErrorCode.TOO_MANY_PIXELS,
+            f"{width}x{height} is {width * height} pixels, more than the limit of {max_pixels}",
+        )
+    if header.animated:
+        raise ImageFailure(
+            ImageErrorCode.DECODE_FAILED,
+            "an animated JPEG XL: its first frame cannot be decoded alone",
+        )
+
+
+def _check_heif_stored_size(data: bytes, max_pixels: int) -> None:
+    """Refuse a HEIF whose primary image is stored larger than the cap, though its shown size
+    (cropped by its clean aperture) is not: libheif decodes the whole stored image first. A
+    layout the box reader cannot follow is left to libheif and its own limits."""
+    try:
+        stored = heif_header.stored_pixels(data)
+    except (heif_header.NotHeif, IndexError) as exc:
+        log.debug("HEIF boxes not read, the shown size stands: %s", exc)
+        return
+    if stored > max_pixels:
+        raise ImageFailure(
+            ImageErrorCode.TOO_MANY_PIXELS,
+            f"stored at {stored} pixels (before its crop), more than the limit of {max_pixels}",
+        )
 
 
 # EXIF orientations that turn the image a quarter (its width becomes its height)
@@ -338,7 +416,10 @@ def _scaled(size: tuple[int, int], eighths: int) -> tuple[int, int]:
 
 
 def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1 when absent or unreadable, as `_apply_orientation` reads it)."""
+    """The EXIF orientation (1 when absent or unreadable, as `_apply_orientation` reads it,
+    or when the decoder turns the pixels itself)."""
+    if _oriented_by_decoder(image):
+        return 1
     try:
         value = image.getexif().get(0x0112, 1)
     except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError):
@@ -516,8 +597,22 @@ def _encode_jpeg(image: Image.Image, options: CompressOptions) -> bytes:
 _spool = threading.local()  # each thread's output file (`_encode_jpeg`)
 
 
+def _oriented_by_decoder(image: Image.Image) -> bool:
+    """Whether the decoder has turned the pixels already, so that the EXIF orientation (which
+    cameras write as well) must not turn them again: libheif applies HEIF's irot/imir
+    transforms, libjxl a JPEG XL codestream's orientation, each prevailing over EXIF by its
+    standard. A JPEG XL that rebuilds a JPEG bit for bit gives that JPEG's pixels as stored,
+    to turn by its EXIF as any JPEG."""
+    if image.format == "HEIF":
+        return True
+    return image.format == "JXL" and not getattr(image, "jpeg", False)
+
+
 def _apply_orientation(image: Image.Image) -> None:
-    """Turn the pixels as the EXIF orientation says. Unreadable EXIF is left alone."""
+    """Turn the pixels as the EXIF orientation says, unless the decoder has (see
+    `_oriented_by_decoder`). Unreadable EXIF is left alone."""
+    if _oriented_by_decoder(image):
+        return
     try:
         ImageOps.exif_transpose(image, in_place=True)
     except (SyntaxError, ValueError, TypeError, KeyError, IndexError, OSError) as exc:
@@ -535,7 +630,7 @@ def _to_srgb(image: Image.Image, size: tuple[int, int] | None = None) -> Image.I
         # REDUCING_GAP times the size (Pillow premultiplies alpha while resampling)
         resized = work.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
         work = _replace(work, resized, image)
-    icc = image.info.get("icc_profile")
+    icc = image.info.get("icc_profile") or _nclx_icc(image)
     if isinstance(icc, bytes) and icc:
         work = _from_profile(work, icc)
     if work.mode == "RGBA":
@@ -545,6 +640,13 @@ def _to_srgb(image: Image.Image, size: tuple[int, int] | None = None) -> Image.I
     if work.mode not in {"RGB", "RGBX"}:  # the JPEG encoder reads RGBX as RGB
         return work.convert("RGB")
     return work
+
+
+def _nclx_icc(image: Image.Image) -> bytes | None:
+    """A profile for a HEIF's `nclx` colour description (H.273 code points, when it carries
+    no ICC profile), or None when that says sRGB or nothing a profile can say."""
+    nclx = image.info.get("nclx_profile")
+    return nclx_profile.icc_for_nclx(nclx) if isinstance(nclx, Mapping) else None
 
 
 def _replace(old: Image.Image, new: Image.Image, keep: Image.Image) -> Image.Image:

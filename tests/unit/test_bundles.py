@@ -20,7 +20,9 @@ from infra import bundles
 from infra.bundles import BundleSpec, assemble, closure, read_makefile, spec_closure
 
 FUNCTIONS = bundles.FUNCTIONS
-IMAGING = {"pillow", "numpy", "simplejpeg"}
+# Pillow with simplejpeg (and its numpy), and the HEIC/HEIF and JPEG XL decoders (packaging
+# is the JPEG XL plugin's)
+IMAGING = {"pillow", "numpy", "simplejpeg", "pi-heif", "pillow-jxl-plugin", "packaging"}
 # Chalice's command-line tool's dependencies: none belongs in a Lambda bundle
 CHALICE_CLI = {
     "pip",

@@ -1,7 +1,8 @@
 """What each function imports at init: its handler module, as template.yaml names it, imported
 in a fresh interpreter that sees functions/ first (as Lambda's runtime does).
 
-- Only the worker loads the imaging libraries (Pillow, numpy, simplejpeg) and the batch run
+- Only the worker loads the imaging libraries (Pillow, numpy, simplejpeg, the HEIF and JPEG XL
+  decoders, whose Pillow openers imaging registers at import) and the batch run
   that uses them (services/rows_batch.py, services/one_image.py): the API and the light
   functions never use them, and they were most of a cold start's imports. The worker's light
   parts, which those functions share (row messages, row records, the cancel watch), import
@@ -24,7 +25,7 @@ from infra.cfn_yaml import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"
-IMAGING_LIBRARIES = {"PIL", "numpy", "simplejpeg"}
+IMAGING_LIBRARIES = {"PIL", "numpy", "simplejpeg", "pi_heif", "pillow_jxl"}
 WIRING_LIBRARIES = {"boto3", "botocore", "pymongo", "requests"}
 WORKER_MODULES = {"chalicelib.services.rows_batch", "chalicelib.services.one_image"}
 WITH_IMAGING = {"WorkerFunction"}
