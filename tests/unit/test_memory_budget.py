@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from chalicelib import image_memory, imaging
+from chalicelib.adapters import memory_budget
 from chalicelib.adapters.fair_pool import FairThreadPool
 from chalicelib.adapters.memory_budget import MIB, MemoryBudget, resident_bytes
 from chalicelib.config import Settings
@@ -153,6 +154,24 @@ def test_waiters_are_served_in_order_a_small_one_does_not_pass_a_large_one() -> 
     budget.give_back(90)
     small.join(30)
     assert order == ["large", "small"] and budget.peak == 90
+
+
+def test_a_large_reservation_hands_freed_memory_back_before_it_is_counted_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    budget = MemoryBudget(100 * MIB)
+    held_at_trim: list[int] = []
+    monkeypatch.setattr(memory_budget, "trim", lambda: held_at_trim.append(budget.held) or True)
+    with budget.reserve(40 * MIB):
+        pass
+    with budget.reserve(memory_budget.TRIM_ABOVE - 1):
+        pass
+    assert held_at_trim == [40 * MIB]  # trimmed while still held: the next waits for it
+    assert budget.held == 0
+
+
+def test_trim_runs_on_this_glibc() -> None:
+    assert memory_budget.trim() is True
 
 
 def test_unbounded_budget_never_waits() -> None:
