@@ -193,12 +193,12 @@ def measure(output_format: str, path: Path, box: int | None) -> Measured:
 
 def report(rows: Sequence[Measured]) -> list[str]:
     lines = [
-        f"  {'format':6}{'input':18}{'box':>6}{'MP':>6}{'MP out':>8}{'in MB':>7}"
-        f"{'MB more':>9}{'peak MB':>9}{'model MB':>10}{'model/it':>9}{'s':>7}"
+        f"  {'format':7}{'input':17}{'box':>6}{'MP':>6}{'MP out':>8}{'in MiB':>7}"
+        f"{'MiB more':>9}{'peak MiB':>9}{'model MiB':>10}{'model/it':>9}{'s':>7}"
     ]
     for row in rows:
         lines.append(
-            f"  {row.output_format:6}{Path(row.input_path).name:18}{row.box or '-':>6}"
+            f"  {row.output_format:7}{Path(row.input_path).name:17}{row.box or '-':>6}"
             f"{row.decoded / 1e6:6.1f}{row.output / 1e6:8.1f}{row.input_bytes / MIB:7.1f}"
             f"{row.extra / MIB:9.0f}{row.peak / MIB:9.0f}{row.estimate / MIB:10.0f}"
             f"{row.estimate / max(1, row.extra):9.2f}{row.seconds:7.2f}"
@@ -219,7 +219,7 @@ def fitted(rows: Sequence[Measured]) -> list[str]:
         slope, constant = np.polyfit(x, y, 1)
         worst = max(y / x)
         lines.append(
-            f"  {fmt}: {slope:.1f} bytes per pixel + {constant / MIB:.0f} MiB "
+            f"  {fmt}: {slope:.1f} bytes per pixel + {round(constant / MIB)} MiB "
             f"(least squares, input bytes apart); worst {worst:.1f} bytes per pixel"
         )
     return lines
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     boxes: list[int | None] = [None] if args.box is None else [None, args.box]
     print(
         f"peak memory per image, a fresh process each ({os.cpu_count()} cores, load "
-        f"{os.getloadavg()[0]:.1f}): MB more = VmHWM after the image - VmRSS at rest, "
+        f"{os.getloadavg()[0]:.1f}): MiB more = VmHWM after the image - VmRSS at rest, "
         "input bytes included; model = the worker's estimate from the header"
     )
     rows: list[Measured] = []
