@@ -194,17 +194,19 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
             else NoCdn()
         ),
         webhook_origins=MongoWebhookOrigins(store.db),
-        # what the function's MemorySize leaves above this process as it is now (its imports
-        # done, its clients made): the images in flight share it
-        memory=MemoryBudget(
-            budget_for_images(
-                settings.function_memory_mb,
-                resident_bytes() or 0,
-                settings.image_workers,
-                settings.max_image_bytes,
-            )
-        ),
+        memory=image_memory_budget(settings),
     )
+
+
+def image_memory_budget(settings: Settings) -> MemoryBudget:
+    """What the function's MemorySize leaves above this process as it is now (its imports
+    done, its clients made): the images in flight share it."""
+    resting = resident_bytes() or 0
+    capacity = budget_for_images(
+        settings.function_memory_mb, resting, settings.image_workers, settings.max_image_bytes
+    )
+    ceiling = None if capacity is None else capacity + resting
+    return MemoryBudget(capacity, ceiling=ceiling)
 
 
 def mongo_uri(settings: Settings, secrets: SecretSource) -> str:

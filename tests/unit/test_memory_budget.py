@@ -157,22 +157,31 @@ def test_waiters_are_served_in_order_a_small_one_does_not_pass_a_large_one() -> 
     assert order == ["large", "small"] and budget.peak == 90
 
 
-def test_a_large_reservation_hands_freed_memory_back_before_it_is_counted_free(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    budget = MemoryBudget(100 * MIB)
+def test_freed_memory_is_handed_back_before_an_image_starts_only_when_memory_is_tight() -> None:
+    """Freed buffers stay resident in their thread's arena, counted by no reservation: when
+    the resident set, what is held and what is asked for pass the ceiling, they are handed
+    back before the image starts; otherwise nothing is spent on it."""
+    resident = {"now": 50 * MIB}
     held_at_trim: list[int] = []
-    monkeypatch.setattr(memory_budget, "trim", lambda: held_at_trim.append(budget.held) or True)
-    with budget.reserve(40 * MIB):
+    budget: MemoryBudget
+
+    def trim() -> bool:
+        held_at_trim.append(budget.held)
+        resident["now"] = 50 * MIB  # what the arenas kept is the system's again
+        return True
+
+    budget = MemoryBudget(100 * MIB, ceiling=150 * MIB, resident=lambda: resident["now"], trim=trim)
+    with budget.reserve(60 * MIB):  # 50 + 0 + 60 <= 150: no trim
+        resident["now"] = 110 * MIB
+    assert held_at_trim == []
+    resident["now"] = 100 * MIB  # the arenas kept 50 MiB of it
+    with budget.reserve(60 * MIB):  # 100 + 0 + 60 > 150: handed back first
         pass
-    with budget.reserve(memory_budget.TRIM_ABOVE - 1):
-        pass
-    assert held_at_trim == [40 * MIB]  # trimmed while still held: the next waits for it
-    assert budget.held == 0
+    assert held_at_trim == [0] and budget.trims == 1 and budget.held == 0
 
 
-def test_trim_runs_on_this_glibc() -> None:
-    assert memory_budget.trim() is True
+def test_handing_back_runs_on_this_glibc() -> None:
+    assert memory_budget.release_freed_memory() is True
 
 
 def test_unbounded_budget_never_waits() -> None:

@@ -8,12 +8,16 @@ memory as it waits for a thread, first come first served (a large image is not p
 for ever by smaller ones behind it); one whose estimate alone is more than the whole budget
 could never start, and fails at once with `too_large_to_encode`.
 
-Memory given back is first handed back to the system (glibc's `malloc_trim`): each thread
-allocates from an arena of its own, and the freed buffers of an image (Pillow's blocks,
-libaom's frames, below glibc's raised mmap threshold) stay resident in its thread's arena;
-images taking turns on four threads would otherwise keep about four images' worth resident,
-over MemorySize (measured on the emulator: 399 MB at a 384 MB MemorySize whose budget held
-one 3 MP AVIF at a time; within it once trimmed: docs/performance.md, "Memory per image").
+Memory freed is not always the system's again: each thread allocates from a glibc arena of
+its own, and the freed buffers of an image (Pillow's blocks, libaom's frames, below glibc's
+raised mmap threshold) stay resident in its thread's arena, so images taking turns on four
+threads keep several images' worth resident that no reservation counts (measured on the
+emulator: 399 MB at a 384 MB MemorySize whose budget held one 3 MP AVIF at a time). So
+before an image starts, when the process's resident set (Linux's VmRSS) and the bytes held
+and asked for together pass the `ceiling` (the budget plus the process at rest), the free
+pages of every arena are handed back first (glibc's `malloc_trim`): the same job then peaked
+at 259 MB. Only then: a trim costs a 3 MP image about a tenth more CPU, the pages faulted in
+again (docs/performance.md, "Memory per image").
 """
 
 from __future__ import annotations
@@ -31,8 +35,6 @@ from chalicelib.domain.models import ImageErrorCode
 from chalicelib.errors import ImageFailure
 
 MIB = 1024 * 1024
-# An image that held at least this much has its freed memory handed back when it ends.
-TRIM_ABOVE = 16 * MIB
 
 
 class MemoryBudget:
@@ -40,11 +42,23 @@ class MemoryBudget:
     function's memory is not known)."""
 
     def __init__(
-        self, capacity: int | None, *, on_wait: Callable[[int], None] | None = None
+        self,
+        capacity: int | None,
+        *,
+        ceiling: int | None = None,
+        resident: Callable[[], int | None] | None = None,
+        trim: Callable[[], bool] | None = None,
+        on_wait: Callable[[int], None] | None = None,
     ) -> None:
         if capacity is not None and capacity < 0:
             raise ValueError(f"capacity must not be negative, got {capacity}")
         self.capacity = capacity
+        # the resident set (bytes) that the process, with what is held and asked for, may
+        # reach before freed memory is handed back (None: never looked at)
+        self.ceiling = ceiling
+        self._resident = resident or resident_bytes
+        self._trim = trim or release_freed_memory
+        self.trims = 0
         self._lock = threading.Condition()
         self._held = 0
         self._queue: deque[object] = deque()  # tickets of the reservations waiting, in order
@@ -105,6 +119,7 @@ class MemoryBudget:
                     raise OutOfTime(
                         f"no memory for {-(-nbytes // MIB)} MiB came free in {timeout:g}s"
                     )
+                self._hand_back_if_tight(nbytes)
                 self._held += nbytes
                 self._peak = max(self._peak, self._held)
             finally:
@@ -112,14 +127,23 @@ class MemoryBudget:
                 self._lock.notify_all()  # the next in line may fit now
 
     def give_back(self, nbytes: int) -> None:
-        """Free `nbytes` for the next in line, once what the image freed is the system's."""
         if self.capacity is None:
             return
-        if nbytes >= TRIM_ABOVE:
-            trim()
         with self._lock:
             self._held -= nbytes
             self._lock.notify_all()
+
+    def _hand_back_if_tight(self, nbytes: int) -> None:
+        """Before `nbytes` start (the lock held: the next waits for it), hand freed memory
+        back to the system when the resident set with all held and asked for passes the
+        ceiling (the resident set counts the images in flight twice: their bytes so far, and
+        their whole reservations; so this errs towards trimming)."""
+        if self.ceiling is None:
+            return
+        resident = self._resident()
+        if resident is not None and resident + self._held + nbytes > self.ceiling:
+            self._trim()
+            self.trims += 1
 
     def _fits(self, ticket: object, nbytes: int) -> bool:
         assert self.capacity is not None
@@ -137,7 +161,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return function
 
 
-def trim() -> bool:
+def release_freed_memory() -> bool:
     """Hand the allocator's free pages, in every thread's arena, back to the system; False
     where there is no glibc."""
     malloc_trim = _malloc_trim()
