@@ -38,6 +38,16 @@ class MissingPublicBaseUrl(RuntimeError):
     """PUBLIC_BASE_URL is not set: there is no URL under which outputs can be read."""
 
 
+class UnboundedMemory:
+    """The memory gate where the function's memory is not known: every image starts."""
+
+    def take(self, nbytes: int, timeout: float | None = None) -> None:
+        return None
+
+    def give_back(self, nbytes: int) -> None:
+        return None
+
+
 @dataclass
 class Dependencies:
     settings: Settings
@@ -63,7 +73,7 @@ class Dependencies:
     webhook_origins: WebhookOrigins
     # the images' share of the worker's memory (bootstrap: from its MemorySize); unbounded
     # where the function's memory is not known
-    memory: MemoryGate = field(default_factory=lambda: UnboundedMemory())  # noqa: PLW0108 (defined below)
+    memory: MemoryGate = field(default_factory=UnboundedMemory)
 
     def output_url(self, key: str) -> str:
         """An output image's link: `<PUBLIC_BASE_URL>/<key>`, which answers a plain GET and
@@ -94,16 +104,6 @@ class NoEvents:
     """The publisher when no EVENT_BUS_NAME is configured."""
 
     def publish(self, detail_type: str, detail: Mapping[str, object]) -> None:
-        return None
-
-
-class UnboundedMemory:
-    """The memory gate where the function's memory is not known: every image starts."""
-
-    def take(self, nbytes: int, timeout: float | None = None) -> None:
-        return None
-
-    def give_back(self, nbytes: int) -> None:
         return None
 
 
