@@ -8,6 +8,13 @@ sends it the event, and returns the handler's result or raises with the handler'
 traceback. A container that dies mid-invocation is dropped, and the invocation fails like a
 crashed Lambda (the dispatcher leaves the batch on the queue).
 
+Memory is held to the function's `MemorySize`, as Lambda holds it: a container is told it
+(`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, as Lambda sets it), its peak resident set (Linux's
+`VmHWM`) is watched while it invokes, and a container that goes over is ended there and then
+(`OutOfMemory`, a `ContainerExited`: the invocation fails and its batch stays on the queue).
+Each pool keeps the highest peak of its containers (`peak_memory`) and how many it ended
+(`memory_kills`), which the emulator prints beside its invocation stats at stop.
+
 The containers reach the stack as a deployed function does: S3, SQS and EventBridge over
 HTTP at `AWS_ENDPOINT_URL` (the moto server), MongoDB at `MONGO_URI`. Worth it for the
 CPU-bound function: its images are compressed outside the emulator's process, so they
@@ -34,6 +41,11 @@ from local_emulator.provision import FunctionInfo
 
 STOP = "stop"
 INVOKE = "invoke"
+MIB = 1024 * 1024  # Lambda's MemorySize "MB" are MiB
+MEMORY_SIZE_ENV = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+# How often a running invocation's peak memory is read (a read of /proc/<pid>/status); the
+# peak is read again when it answers, so an excursion between two looks still ends it.
+MEMORY_LOOK_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,22 @@ class InvocationError(RuntimeError):
 
 class ContainerExited(InvocationError):
     """The container's process died before it answered (a crash, like a Lambda runtime's)."""
+
+
+class OutOfMemory(ContainerExited):
+    """The container went over its function's MemorySize and was ended, as Lambda ends it."""
+
+
+def peak_resident(pid: int) -> int | None:
+    """A process's peak resident set in bytes (Linux's VmHWM), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def _serve(conn: Connection, function: FunctionInfo, environment: Mapping[str, str]) -> None:
@@ -93,6 +121,8 @@ def _serve(conn: Connection, function: FunctionInfo, environment: Mapping[str, s
 
 class _Container:
     def __init__(self, function: FunctionInfo, environment: Mapping[str, str]) -> None:
+        self.memory_limit = function.memory_size * MIB
+        self.peak = 0  # the highest VmHWM seen, bytes
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process: BaseProcess = ctx.Process(
@@ -107,15 +137,36 @@ class _Container:
     def invoke(self, event: Any, context: RemoteContext) -> Any:
         try:
             self.conn.send((INVOKE, event, context))
+            while not self.conn.poll(MEMORY_LOOK_SECONDS):
+                self._hold_to_memory_size(context)
             status, payload = self.conn.recv()
         except (EOFError, OSError) as exc:  # the process died before or while answering
             self.process.join(1.0)
             raise ContainerExited(
                 f"the execution environment exited (code {self.process.exitcode})"
             ) from exc
+        self._hold_to_memory_size(context)  # an excursion since the last look ends it too
         if status == "error":
             raise InvocationError(payload)
         return payload
+
+    def _hold_to_memory_size(self, context: RemoteContext) -> None:
+        """Note the container's peak memory; past its MemorySize, end it (OutOfMemory)."""
+        pid = self.process.pid
+        peak = peak_resident(pid) if pid is not None else None
+        if peak is None:
+            return
+        self.peak = max(self.peak, peak)
+        if peak <= self.memory_limit:
+            return
+        self.process.kill()
+        self.process.join(5.0)
+        # as Lambda reports it: "Runtime exited with error: signal: killed", and its REPORT
+        raise OutOfMemory(
+            f"RequestId: {context.aws_request_id} Error: Runtime exited with error: signal: "
+            f"killed (Memory Size: {self.memory_limit // MIB} MB Max Memory Used: "
+            f"{-(-peak // MIB)} MB)"
+        )
 
     def close(self, timeout: float = 5.0) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -132,13 +183,16 @@ class ContainerPool:
 
     def __init__(self, function: FunctionInfo, environment: Mapping[str, str]) -> None:
         self.function = function
-        self._environment = dict(environment)
+        # Lambda tells every function its MemorySize
+        self._environment = {**environment, MEMORY_SIZE_ENV: str(function.memory_size)}
         self._lock = threading.Lock()
         self._idle: list[_Container] = []
         self._busy: dict[str, _Container] = {}  # by the invocation's aws_request_id
         self._closed = False
         self.cold_starts = 0
         self.killed = 0
+        self.peak_memory = 0  # bytes: the highest peak of any of its containers
+        self.memory_kills = 0  # containers ended for going over MemorySize
 
     def __call__(self, event: Any, context: Any) -> Any:
         container = self._checkout()
@@ -156,6 +210,11 @@ class ContainerPool:
             self._busy[remote.aws_request_id] = container
         try:
             result = container.invoke(event, remote)
+        except OutOfMemory:
+            with self._lock:
+                self.memory_kills += 1
+            self._discard(container)
+            raise
         except ContainerExited:
             self._discard(container)
             raise
@@ -168,8 +227,17 @@ class ContainerPool:
         finally:
             with self._lock:
                 self._busy.pop(remote.aws_request_id, None)
+                self.peak_memory = max(self.peak_memory, container.peak)
         self._checkin(container)
         return result
+
+    def memory_report(self) -> str:
+        """One line: the highest peak memory of its containers against its MemorySize."""
+        return (
+            f"{self.function.name}: peak memory {-(-self.peak_memory // MIB)} MB of its "
+            f"{self.function.memory_size} MB MemorySize, {self.memory_kills} container(s) "
+            "ended for going over"
+        )
 
     def abort(self, aws_request_id: str) -> None:
         """The invocation ran past its Timeout: kill its execution environment, as Lambda

@@ -423,6 +423,8 @@ class Emulator:
                 f"{function.name}: {stats.invocations} invocation(s), {stats.timeouts} timed "
                 f"out, longest {stats.worst_seconds:.2f}s of its {function.timeout:g}s Timeout"
             )
+        # the functions in processes of their own: their peak memory against MemorySize
+        lines += [pool.memory_report() for pool in self._pools]
         return lines
 
     def __enter__(self) -> Emulator:

@@ -28,6 +28,7 @@ from chalicelib.adapters.eventbridge import EventBridgePublisher
 from chalicelib.adapters.fair_pool import FairThreadPool
 from chalicelib.adapters.guarded_http import url_refusal
 from chalicelib.adapters.image_download import HttpImageFetcher
+from chalicelib.adapters.memory_budget import MemoryBudget, resident_bytes
 from chalicelib.adapters.mongo_reuse import MongoReuseIndex
 from chalicelib.adapters.mongo_store import MongoJobStore
 from chalicelib.adapters.mongo_tenants import MongoTenantStore
@@ -38,6 +39,7 @@ from chalicelib.adapters.sqs import SqsTaskQueue
 from chalicelib.adapters.webhook_delivery import HttpWebhookSender
 from chalicelib.config import Settings
 from chalicelib.domain.retention import job_retention
+from chalicelib.image_memory import budget_for_images
 from chalicelib.ports import ObjectStore, SecretSource, TaskQueue
 from chalicelib.services.deps import Dependencies, NoCdn, NoEvents
 
@@ -192,7 +194,19 @@ def build(settings: Settings, local_aws: LocalAws | None = None) -> Dependencies
             else NoCdn()
         ),
         webhook_origins=MongoWebhookOrigins(store.db),
+        memory=image_memory_budget(settings),
     )
+
+
+def image_memory_budget(settings: Settings) -> MemoryBudget:
+    """What the function's MemorySize leaves above this process as it is now (its imports
+    done, its clients made): the images in flight share it."""
+    resting = resident_bytes() or 0
+    capacity = budget_for_images(
+        settings.function_memory_mb, resting, settings.image_workers, settings.max_image_bytes
+    )
+    ceiling = None if capacity is None else capacity + resting
+    return MemoryBudget(capacity, ceiling=ceiling)
 
 
 def mongo_uri(settings: Settings, secrets: SecretSource) -> str:

@@ -139,6 +139,10 @@ class Settings:
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, *(36000,) * 6)
     rows_per_chunk: int = 10  # one chunk document per worker batch (docs/performance.md)
     image_workers: int = 4
+    # The function's MemorySize in MB, as Lambda tells it (AWS_LAMBDA_FUNCTION_MEMORY_SIZE; the
+    # emulator's containers are told too). The worker's images share what it leaves above
+    # the process at rest (image_memory.budget_for_images); 0: not known, not budgeted.
+    function_memory_mb: int = 0
     fetch_attempts: int = 3  # tries per image for transient failures (timeouts, 5xx, 429)
     fetch_backoff: float = 0.5  # base delay in seconds; doubled per try, full jitter
     ingest_lease: int = 900  # seconds before a dead ingest may be taken over
@@ -213,6 +217,7 @@ class Settings:
             ),
             rows_per_chunk=max(1, _int(e, "ROWS_PER_CHUNK", cls.rows_per_chunk)),
             image_workers=max(1, _int(e, "IMAGE_WORKERS", cls.image_workers)),
+            function_memory_mb=_int(e, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", cls.function_memory_mb),
             fetch_attempts=max(1, _int(e, "FETCH_ATTEMPTS", cls.fetch_attempts)),
             fetch_backoff=max(0.0, _float(e, "FETCH_BACKOFF", cls.fetch_backoff)),
             ingest_lease=max(1, _int(e, "INGEST_LEASE", cls.ingest_lease)),

@@ -25,6 +25,7 @@ from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageEr
 from pillow_jxl import JpegXLImagePlugin
 
 from chalicelib import heif_header, jxl_header, nclx_profile
+from chalicelib.domain.budget import OutOfTime
 from chalicelib.domain.models import ImageErrorCode
 from chalicelib.domain.output_options import JPEG_QUALITY, MAX_IMAGE_PIXELS, OutputFormat
 from chalicelib.errors import ImageFailure
@@ -199,6 +200,27 @@ def fit_inside(
 Encoder = Callable[[Image.Image, CompressOptions], bytes]
 
 
+@dataclass(frozen=True)
+class Planned:
+    """What an image is about to cost, known from its header before any pixel is decoded:
+    the size its pixels are decoded at (a JPEG that must fit a smaller box is decoded
+    smaller), the output's size (without a box: as stored, the EXIF orientation not yet
+    applied) and format, and the input's bytes."""
+
+    source_format: str
+    mode: str
+    decoded: tuple[int, int]
+    output: tuple[int, int]
+    format: OutputFormat
+    input_bytes: int
+
+
+# Called with an image's `Planned` cost once its header is read, before its pixels are
+# decoded: it may wait (for memory), or stop the image by raising `ImageFailure` (a code) or
+# `OutOfTime` (the image is handed back), both of which `compress` raises as they are.
+Admit = Callable[[Planned], None]
+
+
 def compress_to_jpeg(data: bytes, options: CompressOptions) -> Compressed:
     """`compress` into a JPEG, whatever format `options` names."""
     if options.format is not OutputFormat.JPEG:
@@ -207,19 +229,24 @@ def compress_to_jpeg(data: bytes, options: CompressOptions) -> Compressed:
 
 
 def compress(
-    data: bytes, options: CompressOptions, time_left: Callable[[], float] | None = None
+    data: bytes,
+    options: CompressOptions,
+    time_left: Callable[[], float] | None = None,
+    *,
+    admit: Admit | None = None,
 ) -> Compressed:
     """Decode `data` (any supported raster format) and re-encode it as `options` say: their
     format and quality (or, with a `target_score`, the quality found per image), fitted
     inside their box.
 
     `time_left` (seconds; the invocation's `Budget.remaining`, None: no limit) bounds an
-    `auto` search: no encode starts that the time left cannot hold.
+    `auto` search: no encode starts that the time left cannot hold. `admit`, when given, is
+    called between the header and the pixels (see `Admit`).
 
     Raises `ImageFailure` with `not_an_image`, `too_many_pixels` or `decode_failed`.
     """
     if options.target_score is None:
-        return _guarded(data, options, _encode)
+        return _guarded(data, options, _encode, admit)
     found: list[quality_search.Found] = []
 
     def encode(image: Image.Image, chosen: CompressOptions) -> bytes:
@@ -227,7 +254,7 @@ def compress(
         found.append(answer)
         return output
 
-    compressed = _guarded(data, options, encode)
+    compressed = _guarded(data, options, encode, admit)
     return replace(compressed, quality=found[0].quality, score=found[0].score)
 
 
@@ -247,7 +274,9 @@ def fitted_pixels(data: bytes, options: CompressOptions, keep: bool = True) -> C
     return replace(found, content_type="application/octet-stream", extension="rgb")
 
 
-def _guarded(data: bytes, options: CompressOptions, encode: Encoder) -> Compressed:
+def _guarded(
+    data: bytes, options: CompressOptions, encode: Encoder, admit: Admit | None = None
+) -> Compressed:
     """Run the pipeline with every expected failure an `ImageFailure`."""
     if not data:
         raise ImageFailure(ImageErrorCode.NOT_AN_IMAGE, "the response body is empty")
@@ -259,8 +288,8 @@ def _guarded(data: bytes, options: CompressOptions, encode: Encoder) -> Compress
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if above_pillow else "error", Image.DecompressionBombWarning)
         try:
-            return _compress(data, options, encode)
-        except ImageFailure:
+            return _compress(data, options, encode, admit)
+        except (ImageFailure, OutOfTime):
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageFailure(ImageErrorCode.TOO_MANY_PIXELS, str(exc)) from exc
@@ -270,7 +299,9 @@ def _guarded(data: bytes, options: CompressOptions, encode: Encoder) -> Compress
             ) from exc
 
 
-def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compressed:
+def _compress(
+    data: bytes, options: CompressOptions, encode: Encoder, admit: Admit | None = None
+) -> Compressed:
     if jxl_header.is_jxl(data):
         _check_jxl_header(data, options.max_pixels)
     try:
@@ -297,6 +328,8 @@ def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compres
         if source.format == "HEIF":
             _check_heif_stored_size(data, options.max_pixels)
         size, eighths = _plan_fit(source, options)
+        if admit is not None:
+            admit(_planned(source, options, size, eighths, len(data)))
         pixels = _decode_turbo(source, data, eighths)
         if pixels is None:
             if source.format != "HEIF":  # HEIF's opener starts at the primary image, not 0
@@ -408,6 +441,22 @@ def _plan_fit(
             if scaled[0] >= stored[0] and scaled[1] >= stored[1]:
                 return size, eighths
     return size, 8
+
+
+def _planned(
+    source: ImageFile.ImageFile,
+    options: CompressOptions,
+    size: tuple[int, int] | None,
+    eighths: int,
+    input_bytes: int,
+) -> Planned:
+    """The `Planned` cost of `source`, decoded at `eighths`/8 and output at `size` (None:
+    its own; as stored, since a PNG's EXIF orientation is only read with its pixels)."""
+    # Pillow's own decoder scales by halves only: the larger one when it decodes instead
+    eighths = 1 << (eighths - 1).bit_length()
+    decoded = _scaled(source.size, eighths) if eighths < 8 else source.size
+    output = source.size if size is None else size
+    return Planned(source.format or "", source.mode, decoded, output, options.format, input_bytes)
 
 
 def _scaled(size: tuple[int, int], eighths: int) -> tuple[int, int]:

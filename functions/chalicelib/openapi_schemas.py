@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.domain.models import JobStatus, RowStatus
+from chalicelib.domain.models import ImageErrorCode, JobStatus, RowStatus
 from chalicelib.domain.output_options import (
     AUTO,
     DEFAULT_QUALITY,
@@ -94,6 +94,7 @@ PROGRESS = {
 }
 STATUSES = [str(s) for s in JobStatus]
 PRODUCT_STATUSES = [str(s) for s in RowStatus]
+IMAGE_ERROR_CODES = [str(c) for c in ImageErrorCode]
 # What a listing shows of a job (GET /api/jobs), and how its status begins.
 JOB_SUMMARY = {
     "requestId": {"type": "string", "format": "uuid"},
@@ -228,7 +229,12 @@ SCHEMAS: dict[str, Any] = {
                     "type": "object",
                     "properties": {
                         "url": {"type": "string"},
-                        "code": {"type": "string"},
+                        "code": {
+                            "type": "string",
+                            "enum": IMAGE_ERROR_CODES,
+                            "description": "Why this image failed. Codes may be added: treat "
+                            "an unknown one as a failure of that image",
+                        },
                         "message": {"type": "string"},
                     },
                 },

@@ -405,6 +405,19 @@ class WorkPool(Protocol):
         ...
 
 
+class MemoryGate(Protocol):
+    """The memory the images in flight share (adapters/memory_budget.py): an image takes
+    its estimate before its pixels are decoded and gives it back once encoded."""
+
+    def take(self, nbytes: int, timeout: float | None = None) -> None:
+        """Wait (at most `timeout` seconds; None: as long as it takes) until `nbytes` fit
+        beside what is held, then hold them. Raises ImageFailure(`too_large_to_encode`)
+        when they never could, OutOfTime when the wait ends first."""
+        ...
+
+    def give_back(self, nbytes: int) -> None: ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 

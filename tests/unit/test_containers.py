@@ -7,13 +7,20 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from local_emulator import snapstart_runtime
-from local_emulator.containers import ContainerPool, InvocationError
+from local_emulator.containers import (
+    MIB,
+    ContainerExited,
+    ContainerPool,
+    InvocationError,
+    OutOfMemory,
+)
 from local_emulator.dispatch import LambdaContext
 from local_emulator.provision import FunctionInfo
 
@@ -32,10 +39,14 @@ def handler(event, context):
         os._exit(3)
     if mode == "sleep":
         time.sleep(event["seconds"])
+    if mode == "allocate":  # touched, so resident; dropped before answering
+        held = b"x" * (event["mb"] * 1024 * 1024)
+        del held
     return {
         "pid": os.getpid(),
         "imports": COLD["starts"],
         "setting": os.environ.get("CONTAINER_TEST_SETTING"),
+        "memorySize": os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
         "requestId": context.aws_request_id,
         "function": context.function_name,
         "remainingMs": context.get_remaining_time_in_millis(),
@@ -142,6 +153,44 @@ def test_a_container_that_dies_fails_its_invocation_and_is_replaced(
     assert after["pid"] != before["pid"]
     assert after["imports"] == 1  # a cold start in a new process
     assert pool.cold_starts == 2
+
+
+def test_a_container_knows_its_memory_size_and_its_peak_is_reported(
+    pool: ContainerPool, function: FunctionInfo
+) -> None:
+    result = _invoke(pool, function, {"mode": "allocate", "mb": 64})
+    assert result["memorySize"] == "1769"  # as Lambda tells it
+    assert 64 * MIB < pool.peak_memory < function.memory_size * MIB
+    assert pool.memory_kills == 0
+    line = pool.memory_report()
+    assert line.startswith("stack-TestFunction: peak memory ")
+    assert line.endswith(" MB of its 1769 MB MemorySize, 0 container(s) ended for going over")
+
+
+def test_a_container_over_its_memory_size_is_ended_and_its_invocation_fails(
+    tmp_path: Path,
+) -> None:
+    """As Lambda: the invocation fails like a crash (the dispatcher leaves its batch on the
+    queue) even though the handler dropped the memory and answered, since its peak went
+    over; the next invocation gets a new container."""
+    function = replace(
+        function_of(tmp_path, "container_test_app", HANDLERS, "TestFunction"), memory_size=128
+    )
+    pool = ContainerPool(function, dict(os.environ))
+    try:
+        before = _invoke(pool, function, {"n": 1})
+        assert before["memorySize"] == "128"
+        with pytest.raises(OutOfMemory, match="Memory Size: 128 MB Max Memory Used") as raised:
+            _invoke(pool, function, {"mode": "allocate", "mb": 200})
+        assert isinstance(raised.value, ContainerExited)
+        with pytest.raises(ProcessLookupError):
+            os.kill(before["pid"], 0)
+        after = _invoke(pool, function, {"n": 2})
+        assert after["pid"] != before["pid"] and pool.cold_starts == 2
+        assert pool.memory_kills == 1 and pool.peak_memory > 128 * MIB
+        assert "1 container(s) ended for going over" in pool.memory_report()
+    finally:
+        pool.close()
 
 
 def test_closing_stops_every_container(pool: ContainerPool, function: FunctionInfo) -> None:

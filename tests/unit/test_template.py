@@ -832,7 +832,8 @@ def test_function_timeouts_and_memory(template: dict[str, Any]) -> None:
         assert _prop(template, functions[logical_id], "Timeout") == timeout
     for function in functions.values():
         assert 1 <= int(_prop(template, function, "Timeout")) <= 900
-    assert _prop(template, functions["WorkerFunction"], "MemorySize") == 1769
+    assert _prop(template, functions["WorkerFunction"], "MemorySize") == {"Ref": "WorkerMemorySize"}
+    assert template["Parameters"]["WorkerMemorySize"]["Default"] == 1769
     assert _prop(template, functions["IngestFunction"], "MemorySize") == 512
 
 

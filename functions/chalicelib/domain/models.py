@@ -76,6 +76,8 @@ class ImageErrorCode(StrEnum):
     TOO_MANY_PIXELS = "too_many_pixels"
     DECODE_FAILED = "decode_failed"
     FETCH_FAILED = "fetch_failed"
+    # it cannot fit in the worker's memory (MemorySize), even alone
+    TOO_LARGE_TO_ENCODE = "too_large_to_encode"
 
 
 class WebhookState(StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chalicelib.config import Settings
 from chalicelib.ports import (
@@ -14,6 +14,7 @@ from chalicelib.ports import (
     IdFactory,
     ImageFetcher,
     JobStore,
+    MemoryGate,
     ObjectStore,
     ReuseIndex,
     SecretSource,
@@ -35,6 +36,16 @@ the function cannot refer to the API), so it answers with the one it was called 
 
 class MissingPublicBaseUrl(RuntimeError):
     """PUBLIC_BASE_URL is not set: there is no URL under which outputs can be read."""
+
+
+class UnboundedMemory:
+    """The memory gate where the function's memory is not known: every image starts."""
+
+    def take(self, nbytes: int, timeout: float | None = None) -> None:
+        return None
+
+    def give_back(self, nbytes: int) -> None:
+        return None
 
 
 @dataclass
@@ -60,6 +71,9 @@ class Dependencies:
     reuse: ReuseIndex
     cdn: CdnInvalidator
     webhook_origins: WebhookOrigins
+    # the images' share of the worker's memory (bootstrap: from its MemorySize); unbounded
+    # where the function's memory is not known
+    memory: MemoryGate = field(default_factory=UnboundedMemory)
 
     def output_url(self, key: str) -> str:
         """An output image's link: `<PUBLIC_BASE_URL>/<key>`, which answers a plain GET and

@@ -4,23 +4,29 @@ imports imaging (Pillow, simplejpeg, numpy); the worker's handler imports it at 
 
 An image starts (each fetch attempt does) only while the invocation's time holds the whole
 attempt and the largest image's decode and encode (`time_for_an_attempt`); otherwise it is
-`Deferred` to a later invocation, with the attempts it spent."""
+`Deferred` to a later invocation, with the attempts it spent. Its pixels are decoded only
+once its memory, estimated from its header, fits beside the images in flight
+(`memory_for`): it waits for it as it waits for a thread, fails with `too_large_to_encode`
+when it never could fit, and is `Deferred` when the wait would leave too little time."""
 
 from __future__ import annotations
 
 import logging
+import math
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from chalicelib import observability
+from chalicelib import image_memory, observability
 from chalicelib.config import Settings
-from chalicelib.domain.budget import Budget
+from chalicelib.domain.budget import Budget, OutOfTime
 from chalicelib.domain.models import ImageErrorCode, ImageResult, output_key
 from chalicelib.domain.output_options import OutputOptions
 from chalicelib.domain.retention import output_cache_control
 from chalicelib.domain.reuse import ReusableOutput
 from chalicelib.errors import ImageFailure
-from chalicelib.imaging import CompressOptions, compress, work_allowance
+from chalicelib.imaging import Admit, CompressOptions, Planned, compress, work_allowance
 from chalicelib.services import reuse
 from chalicelib.services.deps import Dependencies
 from chalicelib.services.job_url_cache import job_url_cache
@@ -125,10 +131,12 @@ def process_image(  # noqa: PLR0917 - a partial's arguments, in one place
             )
             job_url_cache(deps).put((task.request_id, url), found)
             return found
-        with observability.phase("compress"):
-            compressed = compress(data, options, budget.remaining)
+        with observability.phase("compress"), memory_for(deps, budget) as admit:
+            compressed = compress(data, options, budget.remaining, admit=admit)
     except NoTimeLeft as short:
         return Deferred(short.attempts)
+    except OutOfTime:  # no memory came free in time: downloaded again in a later invocation
+        return Deferred(task.attempts_spent(index))
     except ImageFailure as failure:
         return ImageResult(
             url, error_code=failure.code, error_message=failure.message, bytes_in=len(data)
@@ -163,6 +171,28 @@ def process_image(  # noqa: PLR0917 - a partial's arguments, in one place
     )
     job_url_cache(deps).put((task.request_id, url), result)
     return result
+
+
+@contextmanager
+def memory_for(deps: Dependencies, budget: Budget) -> Iterator[Admit]:
+    """imaging's `admit` hook for one image: it takes the image's estimated memory
+    (`image_memory.estimate`, from its header) from `deps.memory`, waiting while the images
+    in flight hold too much, but no longer than leaves time for its decode and encode; what
+    it took is given back when the block ends (the image encoded, or failed)."""
+    taken: list[int] = []
+
+    def admit(planned: Planned) -> None:
+        nbytes = image_memory.estimate(planned)
+        pixels = max(planned.decoded[0] * planned.decoded[1], planned.output[0] * planned.output[1])
+        spare = budget.remaining() - work_allowance(pixels, planned.format)
+        deps.memory.take(nbytes, timeout=max(0.0, spare) if math.isfinite(spare) else None)
+        taken.append(nbytes)
+
+    try:
+        yield admit
+    finally:
+        for nbytes in taken:
+            deps.memory.give_back(nbytes)
 
 
 def compress_options(settings: Settings, options: OutputOptions) -> CompressOptions:
