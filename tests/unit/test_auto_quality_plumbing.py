@@ -35,9 +35,11 @@ class StandIn:
     def __init__(self) -> None:
         self.asked: list[tuple[CompressOptions, float | None]] = []
 
-    def __call__(self, data: bytes, options: CompressOptions, time_left: Any = None) -> Compressed:
+    def __call__(
+        self, data: bytes, options: CompressOptions, time_left: Any = None, *, admit: Any = None
+    ) -> Compressed:
         self.asked.append((options, None if time_left is None else time_left()))
-        made = compress(data, replace(options, target_score=None))
+        made = compress(data, replace(options, target_score=None), admit=admit)
         if options.target_score is None:
             return made
         return replace(
@@ -144,7 +146,7 @@ def test_an_auto_output_made_without_a_score_is_not_reused(
     made = world()
     unmeasured = StandIn()
     monkeypatch.setattr(
-        one_image, "compress", lambda *a: replace(unmeasured(*a), quality=50, score=None)
+        one_image, "compress", lambda *a, **k: replace(unmeasured(*a, **k), quality=50, score=None)
     )
     first = run(made, parse_options({"quality": "auto"}))
     assert chosen(first) == [([50, None], [None, None]), ([50], [None])]

@@ -224,7 +224,9 @@ def test_two_images_whose_sum_exceeds_the_budget_run_one_after_the_other(
     held_while_in: list[int] = []
     real = imaging.compress
 
-    def compress(data: bytes, options: CompressOptions, *, admit: Any = None) -> Any:
+    def compress(
+        data: bytes, options: CompressOptions, time_left: Any = None, *, admit: Any = None
+    ) -> Any:
         def admitted(planned: Planned) -> None:
             admit(planned)
             events.append(("in", planned.decoded[0]))
