@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 # What outputs of `auto` are reused by (services/reuse.py): the metric's implementation
-# (chalicelib/perceptual.py, and how the pair is sampled before scoring) and this search.
-# Bumped whenever either changes what quality an image gets.
+# (chalicelib/perceptual.py, on the whole fitted image: imaging.py) and this search, with
+# its curves. Bumped whenever either changes what quality an image gets.
 AUTO_SEARCH_VERSION = "ssimulacra2-np1/search1"
 
 MAX_ENCODES = 5  # the worst case per image
@@ -39,7 +39,8 @@ TIME_FACTOR = 1.5  # a try starts only if the time left holds this many of the l
 LOWEST, HIGHEST = 1, 100
 
 # The score the median photograph reaches at each quality, per format (37 photographs fitted
-# to 1 MP, the pipeline's encoder settings; `python -m benchmarks.auto_quality --calibrate`).
+# to 1 MP, the pipeline's encoder settings; `python -m benchmarks.auto_quality --calibrate`;
+# quality 1's, not measured, extends the slope below 20).
 CURVES: dict[str, tuple[tuple[int, float], ...]] = {
     "jpeg": ((1, -5.0), (20, 30.3), (30, 47.9), (40, 58.1), (50, 65.6), (60, 69.4), (70, 74.8),
              (80, 80.3), (90, 86.8), (95, 90.2), (100, 93.8)),
