@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 import pytest
-from chalicelib import perceptual
+from chalicelib import perceptual, quality_search
 from chalicelib.domain.output_options import OutputFormat
 from chalicelib.imaging import CompressOptions, compress, fitted_pixels
 from PIL import Image
@@ -91,3 +91,23 @@ def test_an_image_too_small_to_score_gets_the_fallback_quality() -> None:
 def test_a_fixed_job_is_unchanged_by_auto() -> None:
     found = compress(source_jpeg(), CompressOptions(quality=50))
     assert (found.quality, found.score) == (50, None)
+
+
+@pytest.mark.parametrize("target", [40.0, 80.0])
+def test_time_running_out_after_one_try_keeps_it_only_if_it_reached_the_target(
+    target: float,
+) -> None:
+    left = iter([1000.0])  # time for the first try, then none
+    options = CompressOptions(quality=50, target_score=target)
+    found = compress(source_jpeg(), options, time_left=lambda: next(left, 0.0))
+    first = quality_search.first_guess(quality_search.CURVES["jpeg"], target + quality_search.AIM)
+    fixed = compress(source_jpeg(), CompressOptions(quality=first))
+    score = perceptual.ssimulacra2(fitted(source_jpeg(), options), decoded(fixed.data))
+    if score >= target:  # 40: the first try reached it and is kept, with its score
+        assert target == 40.0
+        assert (found.quality, found.data) == (first, fixed.data)
+        assert found.score == pytest.approx(score, abs=0.01)
+    else:  # 80: short at the first guess; no time for more: the fixed quality
+        assert target == 80.0
+        assert (found.quality, found.score) == (50, None)
+        assert found.data == compress(source_jpeg(), CompressOptions(quality=50)).data
