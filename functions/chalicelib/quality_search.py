@@ -29,7 +29,7 @@ from dataclasses import dataclass
 # What outputs of `auto` are reused by (services/reuse.py): the metric's implementation
 # (chalicelib/perceptual.py, on the whole fitted image: imaging.py) and this search, with
 # its curves. Bumped whenever either changes what quality an image gets.
-AUTO_SEARCH_VERSION = "ssimulacra2-np1/search1"
+AUTO_SEARCH_VERSION = "ssimulacra2-np1/search2"
 
 MAX_ENCODES = 5  # the worst case per image
 SLACK = 3.0  # a try scoring within [target, target + SLACK] is taken at once
