@@ -195,7 +195,7 @@ def compress(
     Raises `ImageFailure` with `not_an_image`, `too_many_pixels` or `decode_failed`.
     """
     if options.target_score is None:
-        return replace(_guarded(data, options, _encode), quality=options.quality)
+        return _guarded(data, options, _encode)
     found: list[quality_search.Found] = []
 
     def encode(image: Image.Image, chosen: CompressOptions) -> bytes:
@@ -287,7 +287,13 @@ def _compress(data: bytes, options: CompressOptions, encode: Encoder) -> Compres
             fmt = options.format
             data = encode(rgb, options)
             return Compressed(
-                data, rgb.width, rgb.height, source_format, fmt.content_type, fmt.extension
+                data,
+                rgb.width,
+                rgb.height,
+                source_format,
+                fmt.content_type,
+                fmt.extension,
+                quality=options.quality,
             )
         finally:
             if rgb is not pixels:
