@@ -17,8 +17,8 @@ The median score per fixed quality is the format's curve (`quality_search.CURVES
 search takes its first guess: `--calibrate` prints it in that form).
 
 `--tiles`: the sampled metric `auto` uses on a pair over `imaging.SCORE_MAX_PIXELS`
-(`perceptual.tiles`) against the whole image's score, on the photographs at their own size
-(1.3 to 20 MP): JPEG and WebP at a low, middle and high quality each.
+(`perceptual.tiles`, at the sizes of `TILE_VARIANTS`) against the whole image's score, on
+the photographs at their own size (1.3 to 20 MP): JPEG and WebP at low to high qualities.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from benchmarks.corpus import DEFAULT_CACHE
 FIXED = (20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 100)
 FORMATS = ("jpeg", "webp", "avif")
 TILE_CASES = (("jpeg", 45), ("jpeg", 65), ("jpeg", 85), ("webp", 50), ("webp", 80))
+# (max_pixels, tile side) of `perceptual.tiles` measured by `--tiles`
+TILE_VARIANTS = ((2_000_000, 256), (2_000_000, 512), (4_000_000, 512), (4_000_000, 1024))
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,7 @@ class TileCase:
     photo: str
     pixels: int
     case: str
+    variant: tuple[int, int]  # (max_pixels, side) of perceptual.tiles
     whole: float
     sampled: float
     whole_seconds: float
@@ -216,41 +219,46 @@ def measure_tiles(path: str, name: str) -> list[TileCase]:
         started = time.process_time()
         whole = perceptual.ssimulacra2(source, copy)
         whole_seconds = time.process_time() - started
-        started = time.process_time()
-        limit = imaging.SCORE_MAX_PIXELS
-        sampled = perceptual.ssimulacra2(
-            perceptual.tiles(source, limit), perceptual.tiles(copy, limit)
-        )
-        sampled_seconds = time.process_time() - started
-        cases.append(
-            TileCase(
-                name,
-                source.shape[0] * source.shape[1],
-                f"{fmt}{quality}",
-                whole,
-                sampled,
-                whole_seconds,
-                sampled_seconds,
+        for limit, side in TILE_VARIANTS:
+            started = time.process_time()
+            sampled = perceptual.ssimulacra2(
+                perceptual.tiles(source, limit, side), perceptual.tiles(copy, limit, side)
             )
-        )
+            sampled_seconds = time.process_time() - started
+            cases.append(
+                TileCase(
+                    name,
+                    source.shape[0] * source.shape[1],
+                    f"{fmt}{quality}",
+                    (limit, side),
+                    whole,
+                    sampled,
+                    whole_seconds,
+                    sampled_seconds,
+                )
+            )
     return cases
 
 
-def tiles_report(cases: list[TileCase], limit: int) -> list[str]:
-    sampled = [c for c in cases if c.pixels > limit]
-    diffs = [abs(c.sampled - c.whole) for c in sampled]
-    worst = max(sampled, key=lambda c: abs(c.sampled - c.whole))
-    mp = sum(c.pixels for c in sampled) / len(sampled) / 1e6
-    return [
-        f"{len(sampled)} cases over {limit / 1e6:g} MP ({len({c.photo for c in sampled})} "
-        f"photographs, {mp:.1f} MP on average): |tiles - whole| mean "
-        f"{statistics.fmean(diffs):.2f}, "
-        f"max {max(diffs):.2f} ({worst.photo} {worst.case}: {worst.whole:.1f} whole, "
-        f"{worst.sampled:.1f} tiles); signed mean "
-        f"{statistics.fmean(c.sampled - c.whole for c in sampled):+.2f}",
-        f"CPU s per image: whole {statistics.fmean(c.whole_seconds for c in sampled):.2f}, "
-        f"tiles {statistics.fmean(c.sampled_seconds for c in sampled):.2f}",
-    ]
+def tiles_report(cases: list[TileCase]) -> list[str]:
+    lines = []
+    for limit, side in TILE_VARIANTS:
+        sampled = [c for c in cases if c.variant == (limit, side) and c.pixels > limit]
+        if not sampled:
+            continue
+        diffs = [abs(c.sampled - c.whole) for c in sampled]
+        worst = max(sampled, key=lambda c: abs(c.sampled - c.whole))
+        mp = sum(c.pixels for c in sampled) / len(sampled) / 1e6
+        lines.append(
+            f"tiles of {side} up to {limit / 1e6:g} MP: {len(sampled)} cases "
+            f"({len({c.photo for c in sampled})} photographs, {mp:.1f} MP on average): "
+            f"|tiles - whole| mean {statistics.fmean(diffs):.2f}, max {max(diffs):.2f} "
+            f"({worst.photo} {worst.case}: {worst.whole:.1f} whole, {worst.sampled:.1f} "
+            f"tiles), signed mean {statistics.fmean(c.sampled - c.whole for c in sampled):+.2f}; "
+            f"CPU s whole {statistics.fmean(c.whole_seconds for c in sampled):.2f}, tiles "
+            f"{statistics.fmean(c.sampled_seconds for c in sampled):.2f}"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,17 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         if args.tiles:
-            if str(FUNCTIONS_DIR) not in sys.path:
-                sys.path.insert(0, str(FUNCTIONS_DIR))
-            from chalicelib.imaging import SCORE_MAX_PIXELS  # noqa: PLC0415
-
             pending = [pool.submit(measure_tiles, str(i.path), i.photo.name) for i in items]
             cases = [c for f in pending for c in f.result()]
             print(
                 f"python -m benchmarks.auto_quality --tiles: {len(items)} photographs at their "
                 f"own size, {time.monotonic() - started:.0f} s"
             )
-            print("\n".join(tiles_report(cases, SCORE_MAX_PIXELS)))
+            print("\n".join(tiles_report(cases)))
             return 0
         formats = [f for f in args.formats.split(",") if f]
         jobs = [

@@ -568,14 +568,12 @@ def _encode(image: Image.Image, options: CompressOptions) -> bytes:
     return buffer.getvalue()
 
 
-# `auto` scores a candidate on at most this many pixels: a larger pair is sampled as a
-# mosaic of tiles at its own scale (`perceptual.tiles`; measured against the whole image:
-# docs/performance.md, "quality: auto"), so the metric's time and memory stay those of
-# SCORE_MAX_PIXELS whatever the image.
-SCORE_MAX_PIXELS = 2_000_000
-# A try's expected cost beyond the encode, per megapixel scored (the metric, about 0.19 s per
-# MP measured on x86, and the candidate's decode), with room for Lambda's slower arm64 vCPU.
-SCORE_SECONDS_PER_MEGAPIXEL = 0.4
+# A try's expected cost beyond the encode, per megapixel (the metric, about 0.26 CPU s per MP
+# measured on x86 at full size, and the candidate's decode), with room for Lambda's slower
+# arm64 vCPU. The metric runs on the whole image: a sampled pair (`perceptual.tiles`) missed
+# the bar by up to 6 points (docs/performance.md, "quality: auto"). Its memory, about 72 MB
+# per MP at peak, comes on top of the encode's.
+SCORE_SECONDS_PER_MEGAPIXEL = 0.5
 
 
 def _encode_auto(
@@ -588,23 +586,22 @@ def _encode_auto(
     assert options.target_score is not None
     if image.width < 8 or image.height < 8:
         return _encode(image, options), quality_search.Found(options.quality, None, ())
-    source = perceptual.tiles(np.asarray(image)[..., :3], SCORE_MAX_PIXELS)
+    source = np.asarray(image)[..., :3]  # RGBX: its RGB
     outputs: dict[int, bytes] = {}
 
     def attempt(quality: int) -> tuple[int, float]:
         output = outputs[quality] = _encode(image, replace(options, quality=quality))
-        decoded = perceptual.tiles(_decoded(output), SCORE_MAX_PIXELS)
-        return len(output), perceptual.ssimulacra2(source, decoded)
+        return len(output), perceptual.ssimulacra2(source, _decoded(output))
 
-    encode_seconds = work_allowance(image.width * image.height, str(options.format))
-    scored = min(image.width * image.height, SCORE_MAX_PIXELS) / 1_000_000
+    pixels = image.width * image.height
+    encode_seconds = work_allowance(pixels, str(options.format))
     found = quality_search.search(
         attempt,
         options.target_score,
         curve=quality_search.CURVES[str(options.format)],
         fallback=options.quality,
         time_left=time_left,
-        first_cost=encode_seconds + SCORE_SECONDS_PER_MEGAPIXEL * scored,
+        first_cost=encode_seconds + SCORE_SECONDS_PER_MEGAPIXEL * pixels / 1_000_000,
     )
     output = outputs.get(found.quality)
     if output is None:  # the fallback, never tried

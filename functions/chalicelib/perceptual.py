@@ -21,8 +21,9 @@ made in bands of 64 rows, its error maps summed band by band, so the memory stay
 bands (about 216 MB at peak for 3 MP, where whole planes took 686 MB) and in cache.
 
 `CANDIDATES` lists the faster variants measured against the reference
-(`python -m benchmarks.perceptual`). The worker's `quality: "auto"` scores each candidate
-with `ssimulacra2` (imaging.py, quality_search.py), a large pair on the same `tiles` of both.
+(`python -m benchmarks.perceptual`); `tiles` samples a large pair (measured and not used:
+`python -m benchmarks.auto_quality --tiles`). The worker's `quality: "auto"` scores each
+candidate with `ssimulacra2` at full size (imaging.py, quality_search.py).
 """
 
 from __future__ import annotations
@@ -315,7 +316,8 @@ def tiles(rgb: np.ndarray, max_pixels: int, side: int = 256) -> np.ndarray:
     `side` x `side` tiles cut from it on an even grid (rows and columns of tiles in the
     image's aspect, about `max_pixels` in all), the same cut from any image of that shape: a
     sample of the image at its own scale, to score a large pair in the time and memory of a
-    smaller one (measured against the full image: docs/performance.md)."""
+    smaller one. Measured against the whole image it misses by up to 6 points, so the worker
+    does not use it (docs/performance.md, "quality: auto")."""
     height, width = rgb.shape[:2]
     if height * width <= max_pixels:
         return rgb

@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 import pytest
-from chalicelib import imaging, perceptual
+from chalicelib import perceptual, quality_search
 from chalicelib.domain.output_options import OutputFormat
 from chalicelib.imaging import CompressOptions, compress, fitted_pixels
 from PIL import Image
@@ -93,31 +93,21 @@ def test_a_fixed_job_is_unchanged_by_auto() -> None:
     assert (found.quality, found.score) == (50, None)
 
 
-def test_tiles_leave_a_small_image_whole_and_cut_a_large_one_evenly() -> None:
-    rng = np.random.default_rng(3)
-    small = rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)
-    assert perceptual.tiles(small, 12_000) is small
-    large = rng.integers(0, 256, (1000, 1500, 3), dtype=np.uint8)
-    mosaic = perceptual.tiles(large, 400_000, side=100)
-    assert mosaic.shape[0] * mosaic.shape[1] <= 400_000
-    assert mosaic.shape[0] % 100 == 0 and mosaic.shape[1] % 100 == 0
-    rows, cols = mosaic.shape[0] // 100, mosaic.shape[1] // 100
-    assert rows * cols >= 36  # nearly 40 tiles of 10,000 pixels
-    assert 1.2 <= cols / rows <= 1.8  # the image's aspect, 1.5
-    # corners to corners: the first tile is the top-left, the last the bottom-right
-    assert (mosaic[:100, :100] == large[:100, :100]).all()
-    assert (mosaic[-100:, -100:] == large[-100:, -100:]).all()
-    # the same cut from another image of that shape
-    other = rng.integers(0, 256, large.shape, dtype=np.uint8)
-    assert (perceptual.tiles(other, 400_000, side=100)[:100, -100:] == other[:100, -100:]).all()
-
-
-def test_a_large_pair_is_scored_on_the_same_tiles_of_both(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(imaging, "SCORE_MAX_PIXELS", 150_000)  # 640 x 480 is over it
-    options = CompressOptions(target_score=70.0)
-    found = compress(source_jpeg(640, 480), options)
-    assert found.score is not None and found.score >= 70.0
-    source = perceptual.tiles(fitted(source_jpeg(640, 480), options), 150_000)
-    assert source.shape == (256, 512, 3)  # two tiles of 256
-    again = perceptual.ssimulacra2(source, perceptual.tiles(decoded(found.data), 150_000))
-    assert again == pytest.approx(found.score, abs=0.01)
+@pytest.mark.parametrize("target", [40.0, 80.0])
+def test_time_running_out_after_one_try_keeps_it_only_if_it_reached_the_target(
+    target: float,
+) -> None:
+    left = iter([1000.0])  # time for the first try, then none
+    options = CompressOptions(quality=50, target_score=target)
+    found = compress(source_jpeg(), options, time_left=lambda: next(left, 0.0))
+    first = quality_search.first_guess(quality_search.CURVES["jpeg"], target + quality_search.AIM)
+    fixed = compress(source_jpeg(), CompressOptions(quality=first))
+    score = perceptual.ssimulacra2(fitted(source_jpeg(), options), decoded(fixed.data))
+    if score >= target:  # 40: the first try reached it and is kept, with its score
+        assert target == 40.0
+        assert (found.quality, found.data) == (first, fixed.data)
+        assert found.score == pytest.approx(score, abs=0.01)
+    else:  # 80: short at the first guess; no time for more: the fixed quality
+        assert target == 80.0
+        assert (found.quality, found.score) == (50, None)
+        assert found.data == compress(source_jpeg(), CompressOptions(quality=50)).data

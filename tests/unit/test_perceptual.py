@@ -134,3 +134,22 @@ def test_images_of_different_shapes_are_refused() -> None:
         perceptual.ssimulacra2(photo(20, 30), photo(30, 20))
     with pytest.raises(ValueError, match="at least 8"):
         perceptual.ssimulacra2(photo(7, 30), photo(7, 30))
+
+
+def test_tiles_leave_a_small_image_whole_and_cut_a_large_one_evenly() -> None:
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    assert perceptual.tiles(small, 12_000) is small
+    large = rng.integers(0, 256, (1000, 1500, 3), dtype=np.uint8)
+    mosaic = perceptual.tiles(large, 400_000, side=100)
+    assert mosaic.shape[0] * mosaic.shape[1] <= 400_000
+    assert mosaic.shape[0] % 100 == 0 and mosaic.shape[1] % 100 == 0
+    rows, cols = mosaic.shape[0] // 100, mosaic.shape[1] // 100
+    assert rows * cols >= 36  # nearly 40 tiles of 10,000 pixels
+    assert 1.2 <= cols / rows <= 1.8  # the image's aspect, 1.5
+    # corners to corners: the first tile is the top-left, the last the bottom-right
+    assert (mosaic[:100, :100] == large[:100, :100]).all()
+    assert (mosaic[-100:, -100:] == large[-100:, -100:]).all()
+    # the same cut from another image of that shape
+    other = rng.integers(0, 256, large.shape, dtype=np.uint8)
+    assert (perceptual.tiles(other, 400_000, side=100)[:100, -100:] == other[:100, -100:]).all()
