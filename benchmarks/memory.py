@@ -161,7 +161,11 @@ def child(output_format: str, path: Path, box: int | None) -> dict[str, Any]:
     _reset_peak()
     data = path.read_bytes()
     started = time.perf_counter()
-    imaging.compress(data, options, admit=planned.append)
+    def admit(plan: imaging.Planned) -> imaging.Planned:
+        planned.append(plan)
+        return plan
+
+    imaging.compress(data, options, admit=admit)
     seconds = time.perf_counter() - started
     peak = _status("VmHWM")
     [plan] = planned

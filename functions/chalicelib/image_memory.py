@@ -33,6 +33,10 @@ OUTPUT_BYTES_PER_PIXEL = {
     OutputFormat.AVIF: 26,
 }
 FIXED_BYTES = 16 * MIB  # measured: 7-32 MB for a 1 MP image, whatever the format
+# `auto`'s search beside the encoder, per output pixel: the fitted pixels as an array, each
+# try decoded, and SSIMULACRA2's planes at full size (measured: 247-264 MB above rest at
+# 3 MP against 18-83 MB for the fixed quality, about 70 bytes a pixel: docs/performance.md)
+SEARCH_BYTES_PER_PIXEL = 80
 
 
 # Kept back beside the process at rest, besides the downloads in flight: the allocator's
@@ -62,5 +66,6 @@ def estimate(planned: Planned) -> int:
         FIXED_BYTES
         + planned.input_bytes
         + DECODED_BYTES_PER_PIXEL * decoded
-        + OUTPUT_BYTES_PER_PIXEL[planned.format] * output
+        + (OUTPUT_BYTES_PER_PIXEL[planned.format] + SEARCH_BYTES_PER_PIXEL * planned.searched)
+        * output
     )

@@ -205,7 +205,8 @@ class Planned:
     """What an image is about to cost, known from its header before any pixel is decoded:
     the size its pixels are decoded at (a JPEG that must fit a smaller box is decoded
     smaller), the output's size (without a box: as stored, the EXIF orientation not yet
-    applied) and format, and the input's bytes."""
+    applied) and format, the input's bytes, and whether `auto`'s search runs (it holds the
+    fitted pixels, each try decoded, and the metric's planes beside them)."""
 
     source_format: str
     mode: str
@@ -213,12 +214,15 @@ class Planned:
     output: tuple[int, int]
     format: OutputFormat
     input_bytes: int
+    searched: bool = False
 
 
 # Called with an image's `Planned` cost once its header is read, before its pixels are
 # decoded: it may wait (for memory), or stop the image by raising `ImageFailure` (a code) or
-# `OutOfTime` (the image is handed back), both of which `compress` raises as they are.
-Admit = Callable[[Planned], None]
+# `OutOfTime` (the image is handed back), both of which `compress` raises as they are. It
+# returns the plan to follow: the one given, or, for `auto`, the same without the search
+# (`searched=False`: the fallback quality, unscored) when only that fits.
+Admit = Callable[[Planned], Planned]
 
 
 def compress_to_jpeg(data: bytes, options: CompressOptions) -> Compressed:
@@ -250,6 +254,9 @@ def compress(
     found: list[quality_search.Found] = []
 
     def encode(image: Image.Image, chosen: CompressOptions) -> bytes:
+        if chosen.target_score is None:  # admitted without the search: the fallback, unscored
+            found.append(quality_search.Found(chosen.quality, None, ()))
+            return _encode(image, chosen)
         output, answer = _encode_auto(image, chosen, time_left)
         found.append(answer)
         return output
@@ -329,7 +336,10 @@ def _compress(
             _check_heif_stored_size(data, options.max_pixels)
         size, eighths = _plan_fit(source, options)
         if admit is not None:
-            admit(_planned(source, options, size, eighths, len(data)))
+            planned = _planned(source, options, size, eighths, len(data))
+            followed = admit(planned)
+            if planned.searched and not followed.searched:
+                options = replace(options, target_score=None)
         pixels = _decode_turbo(source, data, eighths)
         if pixels is None:
             if source.format != "HEIF":  # HEIF's opener starts at the primary image, not 0
@@ -456,7 +466,15 @@ def _planned(
     eighths = 1 << (eighths - 1).bit_length()
     decoded = _scaled(source.size, eighths) if eighths < 8 else source.size
     output = source.size if size is None else size
-    return Planned(source.format or "", source.mode, decoded, output, options.format, input_bytes)
+    return Planned(
+        source.format or "",
+        source.mode,
+        decoded,
+        output,
+        options.format,
+        input_bytes,
+        searched=options.target_score is not None,
+    )
 
 
 def _scaled(size: tuple[int, int], eighths: int) -> tuple[int, int]:

@@ -417,6 +417,10 @@ class MemoryGate(Protocol):
 
     def give_back(self, nbytes: int) -> None: ...
 
+    def could_hold(self, nbytes: int) -> bool:
+        """Whether `nbytes` would ever fit (alone, once the others gave theirs back)."""
+        ...
+
 
 class Clock(Protocol):
     def now(self) -> datetime: ...

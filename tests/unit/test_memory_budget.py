@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from chalicelib.adapters.memory_budget import MIB, MemoryBudget, resident_bytes
 from chalicelib.config import Settings
 from chalicelib.domain.budget import Budget, OutOfTime
 from chalicelib.domain.models import ImageErrorCode, RowStatus
-from chalicelib.domain.output_options import OutputFormat
+from chalicelib.domain.output_options import JPEG_QUALITY, OutputFormat, parse_options
 from chalicelib.errors import ImageFailure
 from chalicelib.imaging import CompressOptions, Planned
 from chalicelib.services import one_image, rows_batch
@@ -38,7 +39,12 @@ def jpeg_of(width: int, height: int, orientation: int = 1) -> bytes:
 
 def planned_of(data: bytes, options: CompressOptions) -> Planned:
     seen: list[Planned] = []
-    imaging.compress(data, options, admit=seen.append)
+
+    def admit(planned: Planned) -> Planned:
+        seen.append(planned)
+        return planned
+
+    imaging.compress(data, options, admit=admit)
     [planned] = seen
     return planned
 
@@ -63,8 +69,13 @@ def test_admit_is_called_before_the_pixels_are_decoded() -> None:
     whole = jpeg_of(640, 480)
     truncated = whole[: whole.index(b"\xff\xda") + 20]  # the header whole, no pixels
     seen: list[Planned] = []
+
+    def admit(planned: Planned) -> Planned:
+        seen.append(planned)
+        return planned
+
     with pytest.raises(ImageFailure) as failed:
-        imaging.compress(truncated, CompressOptions(), admit=seen.append)
+        imaging.compress(truncated, CompressOptions(), admit=admit)
     assert failed.value.code == ImageErrorCode.DECODE_FAILED
     assert [p.decoded for p in seen] == [(640, 480)]
 
@@ -74,7 +85,7 @@ def test_admit_is_called_before_the_pixels_are_decoded() -> None:
     [ImageFailure(ImageErrorCode.TOO_LARGE_TO_ENCODE, "no"), OutOfTime("no memory in time")],
 )
 def test_what_admit_raises_comes_out_of_compress_as_it_is(raised: Exception) -> None:
-    def admit(_: Planned) -> None:
+    def admit(_: Planned) -> Planned:
         raise raised
 
     with pytest.raises(type(raised)) as failed:
@@ -227,8 +238,8 @@ def test_two_images_whose_sum_exceeds_the_budget_run_one_after_the_other(
     def compress(
         data: bytes, options: CompressOptions, time_left: Any = None, *, admit: Any = None
     ) -> Any:
-        def admitted(planned: Planned) -> None:
-            admit(planned)
+        def admitted(planned: Planned) -> Planned:
+            planned = admit(planned)
             events.append(("in", planned.decoded[0]))
             held_while_in.append(memory.held)
             if len(events) == 1:  # the first in holds its memory until the other waits
@@ -279,3 +290,29 @@ def test_no_memory_in_time_hands_the_image_back_instead_of_failing_it() -> None:
     outcomes = rows_batch.process_rows(world.deps, tasks, budget)
     assert isinstance(outcomes[0], OutOfTime)  # handed back: redelivered, not failed
     assert memory.held == 1 and memory.waiting == 0
+
+
+def test_an_auto_image_whose_search_could_never_fit_is_made_at_the_default_quality() -> None:
+    """`auto`'s search holds about 80 bytes more per output pixel (the metric's planes at
+    full size): an image whose search could never fit, but whose plain encode could, is made
+    at its format's default quality, unscored, rather than fail `too_large_to_encode`."""
+    data = jpeg_of(400, 300)
+    searched = image_memory.estimate(planned_of(data, CompressOptions(target_score=70.0)))
+    plain = estimate_of(data)
+    assert searched - plain == image_memory.SEARCH_BYTES_PER_PIXEL * 400 * 300
+    memory = MemoryBudget((searched + plain) // 2)
+    world = world_of({URL_A: data}, memory, threads=1)
+    request_id, tasks = tasks_of(world, f"1,P1,{URL_A}\n")
+    auto = [replace(task, options=parse_options({"quality": "auto"})) for task in tasks]
+    assert rows_batch.process_rows(world.deps, auto) == [None]
+    [row] = list(world.store.iter_rows(request_id))
+    assert row.status == RowStatus.COMPLETED
+    assert row.qualities == (JPEG_QUALITY,) and row.scores == (None,)
+    assert memory.peak == plain and memory.held == 0
+    # with room for the search, the same image is searched and scored
+    roomy = world_of({URL_A: data}, MemoryBudget(searched), threads=1)
+    request_id, tasks = tasks_of(roomy, f"1,P1,{URL_A}\n")
+    auto = [replace(task, options=parse_options({"quality": "auto"})) for task in tasks]
+    assert rows_batch.process_rows(roomy.deps, auto) == [None]
+    [row] = list(roomy.store.iter_rows(request_id))
+    assert row.scores[0] is not None and row.scores[0] >= 70.0

@@ -103,7 +103,7 @@ class MemoryBudget:
         """`reserve` without the block: the caller gives the bytes back (`give_back`)."""
         if self.capacity is None:
             return
-        if nbytes > self.capacity:
+        if not self.could_hold(nbytes):
             raise ImageFailure(
                 ImageErrorCode.TOO_LARGE_TO_ENCODE,
                 f"it needs about {-(-nbytes // MIB)} MiB to decode and encode, more than the "
@@ -125,6 +125,9 @@ class MemoryBudget:
             finally:
                 self._queue.remove(ticket)
                 self._lock.notify_all()  # the next in line may fit now
+
+    def could_hold(self, nbytes: int) -> bool:
+        return self.capacity is None or nbytes <= self.capacity
 
     def give_back(self, nbytes: int) -> None:
         if self.capacity is None:

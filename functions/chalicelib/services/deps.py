@@ -47,6 +47,9 @@ class UnboundedMemory:
     def give_back(self, nbytes: int) -> None:
         return None
 
+    def could_hold(self, nbytes: int) -> bool:
+        return True
+
 
 @dataclass
 class Dependencies:

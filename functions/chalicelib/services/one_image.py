@@ -16,7 +16,7 @@ import math
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chalicelib import image_memory, observability
 from chalicelib.config import Settings
@@ -178,15 +178,27 @@ def memory_for(deps: Dependencies, budget: Budget) -> Iterator[Admit]:
     """imaging's `admit` hook for one image: it takes the image's estimated memory
     (`image_memory.estimate`, from its header) from `deps.memory`, waiting while the images
     in flight hold too much, but no longer than leaves time for its decode and encode; what
-    it took is given back when the block ends (the image encoded, or failed)."""
+    it took is given back when the block ends (the image encoded, or failed). An `auto`
+    image whose search could never fit, but whose plain encode could, is made at its
+    format's default quality, unscored, rather than fail `too_large_to_encode`."""
     taken: list[int] = []
 
-    def admit(planned: Planned) -> None:
+    def admit(planned: Planned) -> Planned:
         nbytes = image_memory.estimate(planned)
+        if planned.searched and not deps.memory.could_hold(nbytes):
+            plain = replace(planned, searched=False)
+            if deps.memory.could_hold(image_memory.estimate(plain)):
+                log.info(
+                    "%dx%d: auto's search would not fit in the worker's memory; made at the "
+                    "format's default quality",
+                    *planned.output,
+                )
+                planned, nbytes = plain, image_memory.estimate(plain)
         pixels = max(planned.decoded[0] * planned.decoded[1], planned.output[0] * planned.output[1])
         spare = budget.remaining() - work_allowance(pixels, planned.format)
         deps.memory.take(nbytes, timeout=max(0.0, spare) if math.isfinite(spare) else None)
         taken.append(nbytes)
+        return planned
 
     try:
         yield admit
