@@ -161,6 +161,7 @@ def child(output_format: str, path: Path, box: int | None) -> dict[str, Any]:
     _reset_peak()
     data = path.read_bytes()
     started = time.perf_counter()
+
     def admit(plan: imaging.Planned) -> imaging.Planned:
         planned.append(plan)
         return plan

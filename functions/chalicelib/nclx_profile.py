@@ -48,8 +48,8 @@ def icc_for_nclx(nclx: Mapping[str, object]) -> bytes | None:
         columns = _primaries_in_d50(nclx)
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
-    curve = _parametric(_SRGB_CURVE) if transfer in _SRGB_LIKE else _gamma(_GAMMA[transfer])
-    return _profile(f"nclx primaries {primaries} transfer {transfer}", columns, curve)
+    curve = parametric_curve(_SRGB_CURVE) if transfer in _SRGB_LIKE else _gamma(_GAMMA[transfer])
+    return display_profile(f"nclx primaries {primaries} transfer {transfer}", columns, curve)
 
 
 def _chromaticity(nclx: Mapping[str, object], name: str) -> tuple[float, float]:
@@ -116,7 +116,7 @@ def _xyz_tag(vector: Sequence[float]) -> bytes:
     return b"XYZ " + bytes(4) + b"".join(_s15(v) for v in vector)
 
 
-def _parametric(parameters: Sequence[float]) -> bytes:
+def parametric_curve(parameters: Sequence[float]) -> bytes:
     return b"para" + bytes(4) + struct.pack(">HH", 3, 0) + b"".join(_s15(v) for v in parameters)
 
 
@@ -124,7 +124,9 @@ def _gamma(gamma: float) -> bytes:
     return b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
 
 
-def _profile(description: str, columns: Sequence[Vector], curve: bytes) -> bytes:
+def display_profile(description: str, columns: Sequence[Vector], curve: bytes) -> bytes:
+    """An ICC v2 RGB display profile: its primaries' D50 XYZ `columns` and one tone `curve`
+    (`parametric_curve` or a gamma) for all three channels."""
     text = description.encode("ascii") + b"\0"
     desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8 + 3 + 67)
     tags = [
