@@ -2,7 +2,7 @@
 a `target_score`, hence `chalicelib.quality_search`) against fixed qualities, per format.
 
     python -m benchmarks.auto_quality [--workers 1] [--target 70] [--max-pixels 1000000]
-                                      [--formats jpeg,webp,avif]
+                                      [--formats jpeg,webp,avif] [--sharp [--no-fixed]]
     python -m benchmarks.auto_quality --tiles [--workers 1]
 
 Each photograph (fitted to `--max-pixels`, a PNG: `photos.fitted`) goes through the
@@ -19,6 +19,12 @@ search takes its first guess: `--calibrate` prints it in that form).
 `--tiles`: the sampled metric `auto` uses on a pair over `imaging.SCORE_MAX_PIXELS`
 (`perceptual.tiles`, at the sizes of `TILE_VARIANTS`) against the whole image's score, on
 the photographs at their own size (1.3 to 20 MP): JPEG and WebP at low to high qualities.
+
+`--sharp`: sharp (`benchmarks._sharp`, one node process) encodes the same fitted PNGs at its
+defaults per format (`.jpeg()` q80 mozjpeg off, `.webp()` q80, `.avif()` q50), scored against
+the same source at full size; per format: sharp's and auto's median and worst-tenth scores, how
+many of sharp's land above the target, and auto's bytes over sharp's (median of the
+per-photograph ratio). `--no-fixed` skips the fixed qualities (auto and sharp only).
 """
 
 from __future__ import annotations
@@ -37,11 +43,15 @@ from pathlib import Path
 
 from benchmarks import photos
 from benchmarks._parent import die_with_parent
+from benchmarks._sharp import SHARP_VERSION, Op, Sharp, SharpUnavailable, install
 from benchmarks._workers import FUNCTIONS_DIR
 from benchmarks.corpus import DEFAULT_CACHE
 
 FIXED = (20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 100)
 FORMATS = ("jpeg", "webp", "avif")
+# sharp's default quality per format (`.jpeg()`, `.webp()`, `.avif()` with no options): labels
+# only, sharp is called with no options at all
+SHARP_DEFAULTS = {"jpeg": 80, "webp": 80, "avif": 50}
 TILE_CASES = (("jpeg", 45), ("jpeg", 65), ("jpeg", 85), ("webp", 50), ("webp", 80))
 # (max_pixels, tile side) of `perceptual.tiles` measured by `--tiles`
 TILE_VARIANTS = ((2_000_000, 256), (2_000_000, 512), (4_000_000, 512), (4_000_000, 1024))
@@ -64,6 +74,7 @@ class Result:
     seconds: float  # CPU time of the auto compress (decode, fit, tries, the answer)
     fixed_seconds: float  # CPU time of one compress at the format's default quality
     fixed: tuple[Try, ...]
+    sharp: Try | None = None  # sharp's defaults on the same fitted source, scored the same way
 
 
 def _setup() -> None:
@@ -72,7 +83,15 @@ def _setup() -> None:
         sys.path.insert(0, str(FUNCTIONS_DIR))
 
 
-def measure_photo(path: str, name: str, fmt: str, target: float) -> Result:
+def measure_photo(
+    path: str,
+    name: str,
+    fmt: str,
+    target: float,
+    *,
+    sharp: bytes | None = None,
+    with_fixed: bool = True,
+) -> Result:
     _setup()
     import numpy as np  # noqa: PLC0415
     from chalicelib import imaging, perceptual, quality_search  # noqa: PLC0415
@@ -119,10 +138,13 @@ def measure_photo(path: str, name: str, fmt: str, target: float) -> Result:
         scored(
             q, imaging.compress(data, imaging.CompressOptions(format=output_format, quality=q)).data
         )
-        for q in FIXED
+        for q in (FIXED if with_fixed else ())
     )
     chosen = scored(auto.quality, auto.data)
-    return Result(name, fmt, chosen, auto.score, len(found[0].tries), seconds, fixed_seconds, fixed)
+    sharp_try = scored(SHARP_DEFAULTS[fmt], sharp) if sharp is not None else None
+    return Result(
+        name, fmt, chosen, auto.score, len(found[0].tries), seconds, fixed_seconds, fixed, sharp_try
+    )
 
 
 def tenth(values: list[float]) -> float:
@@ -155,6 +177,10 @@ def report(results: list[Result], target: float) -> list[str]:
         f"scores median {statistics.median(r.chosen.score for r in results):.1f}, worst tenth "
         f"{auto_tenth:.1f}; qualities {min(r.chosen.quality for r in results)}-"
         f"{max(r.chosen.quality for r in results)}",
+    ]
+    if not results[0].fixed:
+        return lines
+    lines += [
         f"{'fixed q':>8}{'worst tenth':>13}{'median':>8}{'bytes':>12}{'auto/fixed median':>19}",
     ]
     best = rival(results)
@@ -175,6 +201,52 @@ def report(results: list[Result], target: float) -> list[str]:
             f"smaller in median"
         )
     return lines
+
+
+def sharp_report(results: list[Result], target: float, sharp_cpu: float) -> list[str]:
+    """sharp's defaults beside auto on the same photographs (those with a sharp output):
+    scores (median, worst tenth), how many of sharp's reach the target, and auto's bytes over
+    sharp's (median of the per-photograph ratio, and totals); `sharp_cpu` is node's CPU
+    seconds for all of them."""
+    pairs = [(r.chosen, r.sharp) for r in results if r.sharp is not None]
+    if not pairs:
+        return []
+    fmt = results[0].format
+    auto_scores = [a.score for a, _ in pairs]
+    sharp_scores = [s.score for _, s in pairs]
+    above = sum(s >= target for s in sharp_scores)
+    ratio = statistics.median(a.size / s.size for a, s in pairs)
+    auto_total = sum(a.size for a, _ in pairs)
+    sharp_total = sum(s.size for _, s in pairs)
+    return [
+        f"{fmt} sharp {SHARP_VERSION} defaults (q{SHARP_DEFAULTS[fmt]}): scores median "
+        f"{statistics.median(sharp_scores):.1f}, worst tenth {tenth(sharp_scores):.1f} "
+        f"(range {min(sharp_scores):.1f}-{max(sharp_scores):.1f}), {above}/{len(pairs)} at or "
+        f"above {target:g}; CPU ms per image {1000 * sharp_cpu / len(pairs):.0f}; "
+        f"bytes {sharp_total:,}",
+        f"{fmt} auto at {target:g}: scores median {statistics.median(auto_scores):.1f}, worst "
+        f"tenth {tenth(auto_scores):.1f}; bytes {auto_total:,}; auto/sharp bytes median "
+        f"{ratio:.3f} (total {auto_total / sharp_total:.3f})",
+    ]
+
+
+def sharp_outputs(
+    cache: Path, paths: list[str], formats: list[str]
+) -> tuple[dict[str, list[bytes]], dict[str, float], str]:
+    """sharp's outputs at its defaults per format for each of `paths` (one image at a time),
+    node's CPU seconds per format, and the versions."""
+    folder = install(cache)
+    sharp = Sharp(folder, paths, 1)
+    try:
+        outputs: dict[str, list[bytes]] = {}
+        cpu: dict[str, float] = {}
+        for fmt in formats:
+            run = sharp.run(list(range(len(paths))), keep=True, op=Op(fmt))
+            outputs[fmt], cpu[fmt] = run.outputs, run.cpu
+        versions = sharp.info.get("versions", {})
+        return outputs, cpu, f"sharp {versions.get('sharp')}, libvips {versions.get('vips')}"
+    finally:
+        sharp.close()
 
 
 def curve(results: list[Result]) -> str:
@@ -270,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--formats", default="jpeg,webp")
     parser.add_argument("--calibrate", action="store_true", help="print the median curves")
     parser.add_argument("--tiles", action="store_true", help="the sampled metric against whole")
+    parser.add_argument("--sharp", action="store_true", help="sharp's defaults beside auto")
+    parser.add_argument("--no-fixed", action="store_true", help="skip the fixed qualities")
     args = parser.parse_args(argv)
     try:
         items = photos.build(args.cache, log=True)
@@ -290,12 +364,28 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(tiles_report(cases)))
             return 0
         formats = [f for f in args.formats.split(",") if f]
-        jobs = [
-            (str(photos.fitted(i, args.max_pixels)), i.photo.name, fmt, args.target)
+        paths = [str(photos.fitted(i, args.max_pixels).resolve()) for i in items]
+        outputs: dict[str, list[bytes]] = {}
+        sharp_cpu: dict[str, float] = {}
+        if args.sharp:
+            try:
+                outputs, sharp_cpu, versions = sharp_outputs(args.cache, paths, formats)
+                print(versions)
+            except SharpUnavailable as exc:
+                print(f"SKIP the sharp comparison: {exc}")
+        futures = [
+            pool.submit(
+                measure_photo,
+                path,
+                i.photo.name,
+                fmt,
+                args.target,
+                sharp=outputs[fmt][k] if fmt in outputs else None,
+                with_fixed=not args.no_fixed,
+            )
             for fmt in formats
-            for i in items
+            for k, (i, path) in enumerate(zip(items, paths, strict=True))
         ]
-        futures = [pool.submit(measure_photo, *job) for job in jobs]
         results = [f.result() for f in futures]
     print(
         f"python -m benchmarks.auto_quality: {len(items)} photographs fitted to "
@@ -303,7 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for fmt in formats:
         print("\n".join(report([r for r in results if r.format == fmt], args.target)))
-    if args.calibrate:
+        if fmt in outputs:
+            ours = [r for r in results if r.format == fmt]
+            print("\n".join(sharp_report(ours, args.target, sharp_cpu[fmt])))
+    if args.calibrate and not args.no_fixed:
         print("CURVES (median score per quality):")
         for fmt in formats:
             print(curve([r for r in results if r.format == fmt]))

@@ -79,3 +79,33 @@ def test_the_rival_is_the_lowest_fixed_quality_with_auto_s_worst_tenth() -> None
 def test_no_rival_when_no_fixed_quality_matches_auto_s_worst_tenth() -> None:
     n = len(auto_quality.FIXED)
     assert auto_quality.rival([result(90.0, [50.0] * n)]) is None
+
+
+def paired(auto: tuple[int, float], sharp: tuple[int, float]) -> auto_quality.Result:
+    return auto_quality.Result(
+        "p",
+        "webp",
+        auto_quality.Try(60, auto[0], auto[1]),
+        auto[1],
+        2,
+        0.1,
+        0.01,
+        (),
+        auto_quality.Try(80, sharp[0], sharp[1]),
+    )
+
+
+def test_sharp_s_defaults_beside_auto_median_ratio_worst_tenth_and_the_share_above() -> None:
+    # ten photographs: sharp scores 60 to 78 (2 apart), auto 70 to 70.9; auto's bytes over
+    # sharp's 0.5 to 1.4, so the median ratio is (0.9 + 1.0) / 2
+    results = [paired((100 * (5 + k), 70.0 + 0.1 * k), (1000, 60.0 + 2 * k)) for k in range(10)]
+    sharp_line, auto_line = auto_quality.sharp_report(results, 70.0, sharp_cpu=0.5)
+    assert "median 69.0, worst tenth 60.0" in sharp_line  # median of 60..78: (68 + 70) / 2
+    assert "5/10 at or above 70" in sharp_line
+    assert "CPU ms per image 50" in sharp_line
+    assert "median 70.5, worst tenth 70.0" in auto_line
+    assert "auto/sharp bytes median 0.950 (total 0.950)" in auto_line
+
+
+def test_no_sharp_lines_without_sharp_outputs() -> None:
+    assert auto_quality.sharp_report([result(70.0, [50.0] * len(auto_quality.FIXED))], 70, 0) == []
