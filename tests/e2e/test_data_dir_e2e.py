@@ -146,7 +146,8 @@ def test_serve_killed_mid_job_goes_on_when_started_again_on_the_same_data_dir(
             assert before["status"] == "processing"
             assert before["progress"]["totalProducts"] == ROWS
             linked_before = _outputs(before)
-            assert len(linked_before) == KILL_AT
+            failed = [p for p in before["products"] if p["errors"]]
+            assert len(linked_before) == KILL_AT, failed
             first.send_signal(signal.SIGKILL)
             first.wait(30)
             images.release()
