@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import io
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pillow_heif
 import pytest
@@ -21,11 +19,11 @@ from PIL import Image
 from local_emulator.samples import make_samples
 from local_emulator.stack import Emulator
 from tests.e2e.emulator_support import keyed
+from tests.e2e.test_pipeline_e2e import wait_terminal
 from tests.support.servers import image_host
 
 pytestmark = pytest.mark.e2e
 
-TERMINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
 JXL_FILES = Path(__file__).resolve().parents[1] / "unit" / "jxl_files"
 
 
@@ -55,19 +53,6 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (root / "animated.jxl").write_bytes((JXL_FILES / "animated.jxl").read_bytes())
     with image_host(root) as url:
         yield url
-
-
-def wait_terminal(emulator: Emulator, request_id: str, timeout: float = 120) -> dict[str, Any]:
-    session = keyed(emulator)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        doc: dict[str, Any] = session.get(
-            f"{emulator.api_url}/api/getProcessingStatus/{request_id}", timeout=10
-        ).json()
-        if doc.get("status") in TERMINAL:
-            return doc
-        time.sleep(0.3)
-    raise AssertionError(f"job {request_id} did not end within {timeout}s")
 
 
 def test_heic_and_jxl_photos_come_out_as_jpegs_of_their_size(

@@ -10,7 +10,6 @@ where only libjxl's `cjxl` could write them (its README says how)."""
 from __future__ import annotations
 
 import io
-import random
 import struct
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from chalicelib.imaging import Compressed, CompressOptions, compress_to_jpeg
 from PIL import Image, ImageOps
 from pillow_jxl import JpegXLImagePlugin
 
-from local_emulator.samples import make_samples
+from tests.unit.test_imaging import close_to, decode, encode, photo
 
 JXL_FILES = Path(__file__).resolve().parent / "jxl_files"
 RED, BLUE, GREEN, WHITE = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255)
@@ -33,10 +32,6 @@ P3_SOURCE, P3_IN_SRGB = (60, 180, 90), (0, 183, 78)
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def photo(size: tuple[int, int] = (320, 240)) -> Image.Image:
-    return make_samples.landscape(random.Random(7), size)
 
 
 def halves() -> Image.Image:
@@ -59,20 +54,7 @@ def heic(image: Image.Image, **params: object) -> bytes:
 
 
 def jxl(image: Image.Image, **params: object) -> bytes:
-    out = io.BytesIO()
-    image.save(out, "JXL", **params)
-    return out.getvalue()
-
-
-def decode(result: Compressed) -> Image.Image:
-    image = Image.open(io.BytesIO(result.data))
-    image.load()
-    return image
-
-
-def close_to(pixel: object, expected: tuple[int, ...], tolerance: int = 24) -> bool:
-    assert isinstance(pixel, tuple)
-    return all(abs(int(a) - b) <= tolerance for a, b in zip(pixel, expected, strict=True))
+    return encode(image, "JXL", **params)
 
 
 def failure(data: bytes, options: CompressOptions | None = None) -> ImageFailure:
