@@ -126,11 +126,12 @@ def input_file(cache: Path, kind: str, megapixels: int) -> Path:
 
 
 def _status(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    from chalicelib.adapters.memory_budget import status_bytes  # noqa: PLC0415
+
+    found = status_bytes(field)
+    if found is None:
+        raise RuntimeError(f"no {field} in /proc/self/status")
+    return found
 
 
 def _reset_peak() -> None:

@@ -176,10 +176,16 @@ def release_freed_memory() -> bool:
 
 def resident_bytes() -> int | None:
     """This process's resident set now (Linux's VmRSS), or None where it cannot be read."""
+    return status_bytes("VmRSS")
+
+
+def status_bytes(field: str, pid: int | str = "self") -> int | None:
+    """A memory `field` of a process's /proc status (`VmRSS`, `VmHWM`: Linux gives kB) in
+    bytes, or None where it cannot be read (not Linux, or the process is gone)."""
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
