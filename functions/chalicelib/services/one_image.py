@@ -187,13 +187,14 @@ def memory_for(deps: Dependencies, budget: Budget) -> Iterator[Admit]:
         nbytes = image_memory.estimate(planned)
         if planned.searched and not deps.memory.could_hold(nbytes):
             plain = replace(planned, searched=False)
-            if deps.memory.could_hold(image_memory.estimate(plain)):
+            plain_bytes = image_memory.estimate(plain)
+            if deps.memory.could_hold(plain_bytes):
                 log.info(
                     "%dx%d: auto's search would not fit in the worker's memory; made at the "
                     "format's default quality",
                     *planned.output,
                 )
-                planned, nbytes = plain, image_memory.estimate(plain)
+                planned, nbytes = plain, plain_bytes
         pixels = max(planned.decoded[0] * planned.decoded[1], planned.output[0] * planned.output[1])
         spare = budget.remaining() - work_allowance(pixels, planned.format)
         deps.memory.take(nbytes, timeout=max(0.0, spare) if math.isfinite(spare) else None)
