@@ -37,8 +37,6 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from chalicelib.adapters.memory_budget import status_bytes
-
 from local_emulator.provision import FunctionInfo
 
 STOP = "stop"
@@ -80,8 +78,17 @@ class OutOfMemory(ContainerExited):
 
 
 def peak_resident(pid: int) -> int | None:
-    """A process's peak resident set in bytes (Linux's VmHWM), or None once it is gone."""
-    return status_bytes("VmHWM", pid)
+    """A process's peak resident set in bytes (Linux's VmHWM), or None once it is gone.
+    (The functions' `memory_budget.status_bytes` reads the same, but the emulator's modules
+    load before the functions' code directory is on the path.)"""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def _serve(conn: Connection, function: FunctionInfo, environment: Mapping[str, str]) -> None:
